@@ -1,0 +1,268 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Segment is one TCP segment together with the IPv4 header fields that
+// matter to a lab: addresses, TTL, ID, TOS and the don't-fragment bit.
+type Segment struct {
+	Src, Dst         netip.Addr
+	SrcPort, DstPort uint16
+	Seq, Ack         Seq
+	Flags            Flags
+	Window           uint16 // the raw header value, before window scaling
+	Urgent           uint16
+	Reserved         uint8 // the four reserved header bits (AE/NS included)
+	Options          Options
+	Payload          []byte
+
+	TTL uint8
+	ID  uint16
+	TOS uint8
+	DF  bool
+}
+
+// Len is the segment's length in sequence space: payload plus one for SYN
+// and one for FIN (RFC 9293 SEG.LEN).
+func (s *Segment) Len() int {
+	n := len(s.Payload)
+	if s.Flags&SYN != 0 {
+		n++
+	}
+	if s.Flags&FIN != 0 {
+		n++
+	}
+	return n
+}
+
+// End is the sequence number just past the segment (SEG.SEQ + SEG.LEN).
+func (s *Segment) End() Seq { return s.Seq.Add(s.Len()) }
+
+// Clone returns a deep copy: the payload and option slices are not shared.
+func (s *Segment) Clone() *Segment {
+	c := *s
+	if s.Payload != nil {
+		c.Payload = append([]byte(nil), s.Payload...)
+	}
+	if s.Options.SACK != nil {
+		c.Options.SACK = append([]SACKBlock(nil), s.Options.SACK...)
+	}
+	if s.Options.Order != nil {
+		c.Options.Order = append([]uint8(nil), s.Options.Order...)
+	}
+	if s.Options.Unknown != nil {
+		c.Options.Unknown = make([]RawOption, len(s.Options.Unknown))
+		for i, r := range s.Options.Unknown {
+			c.Options.Unknown[i] = RawOption{Kind: r.Kind, Data: append([]byte(nil), r.Data...)}
+		}
+	}
+	return &c
+}
+
+// String is a tcpdump-like one-line description with absolute numbers:
+// "10.0.0.1.40000 > 10.0.0.2.80: Flags [S], seq 1, win 64240, options [...], length 0".
+func (s *Segment) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s.%d > %s.%d: Flags [%s]", s.Src, s.SrcPort, s.Dst, s.DstPort, s.Flags.Short())
+	if s.Flags&(SYN|FIN|RST) != 0 || len(s.Payload) > 0 {
+		if len(s.Payload) > 0 {
+			fmt.Fprintf(&b, ", seq %d:%d", uint32(s.Seq), uint32(s.Seq.Add(len(s.Payload))))
+		} else {
+			fmt.Fprintf(&b, ", seq %d", uint32(s.Seq))
+		}
+	}
+	if s.Flags&ACK != 0 {
+		fmt.Fprintf(&b, ", ack %d", uint32(s.Ack))
+	}
+	fmt.Fprintf(&b, ", win %d", s.Window)
+	if !s.Options.Empty() {
+		fmt.Fprintf(&b, ", options [%s]", s.Options.String())
+	}
+	fmt.Fprintf(&b, ", length %d", len(s.Payload))
+	return b.String()
+}
+
+const (
+	ipv4HeaderLen = 20
+	tcpHeaderLen  = 20
+	protoTCP      = 6
+	maxOptionLen  = 40
+)
+
+// Errors returned by Parse, Marshal and Verify.
+var (
+	ErrTruncated   = errors.New("packet truncated")
+	ErrNotIPv4     = errors.New("not an IPv4 packet")
+	ErrNotTCP      = errors.New("not a TCP packet")
+	ErrFragment    = errors.New("IPv4 fragment (reassembly is not supported)")
+	ErrBadHeader   = errors.New("malformed header")
+	ErrChecksum    = errors.New("checksum mismatch")
+	ErrTooLong     = errors.New("segment too long")
+	ErrOptionsLong = errors.New("TCP options exceed 40 bytes")
+)
+
+// Parse reads an IPv4 packet carrying TCP. It checks structure (lengths,
+// version, protocol, option layout) but not checksums: packets captured on
+// the sending side of an interface often carry a checksum the NIC has yet to
+// fill in. Use Verify for checksums. The returned segment does not share
+// memory with b. Parse never panics, whatever the input.
+func Parse(b []byte) (Segment, error) {
+	var s Segment
+	if len(b) < ipv4HeaderLen {
+		return s, fmt.Errorf("%w: %d bytes, an IPv4 header needs 20", ErrTruncated, len(b))
+	}
+	if b[0]>>4 != 4 {
+		return s, fmt.Errorf("%w: version %d", ErrNotIPv4, b[0]>>4)
+	}
+	ihl := int(b[0]&0x0f) * 4
+	if ihl < ipv4HeaderLen {
+		return s, fmt.Errorf("%w: IPv4 header length %d", ErrBadHeader, ihl)
+	}
+	total := int(binary.BigEndian.Uint16(b[2:4]))
+	if total < ihl {
+		return s, fmt.Errorf("%w: IPv4 total length %d below header length %d", ErrBadHeader, total, ihl)
+	}
+	if total > len(b) {
+		return s, fmt.Errorf("%w: IPv4 total length %d, have %d bytes", ErrTruncated, total, len(b))
+	}
+	b = b[:total] // drop link-layer padding
+	if b[9] != protoTCP {
+		return s, fmt.Errorf("%w: protocol %d", ErrNotTCP, b[9])
+	}
+	frag := binary.BigEndian.Uint16(b[6:8])
+	if frag&0x1fff != 0 || frag&0x2000 != 0 {
+		return s, ErrFragment
+	}
+	s.TOS = b[1]
+	s.ID = binary.BigEndian.Uint16(b[4:6])
+	s.DF = frag&0x4000 != 0
+	s.TTL = b[8]
+	s.Src = netip.AddrFrom4([4]byte(b[12:16]))
+	s.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+
+	t := b[ihl:]
+	if len(t) < tcpHeaderLen {
+		return s, fmt.Errorf("%w: %d bytes of TCP, the header needs 20", ErrTruncated, len(t))
+	}
+	doff := int(t[12]>>4) * 4
+	if doff < tcpHeaderLen {
+		return s, fmt.Errorf("%w: TCP data offset %d", ErrBadHeader, doff)
+	}
+	if doff > len(t) {
+		return s, fmt.Errorf("%w: TCP data offset %d, have %d bytes", ErrTruncated, doff, len(t))
+	}
+	s.SrcPort = binary.BigEndian.Uint16(t[0:2])
+	s.DstPort = binary.BigEndian.Uint16(t[2:4])
+	s.Seq = Seq(binary.BigEndian.Uint32(t[4:8]))
+	s.Ack = Seq(binary.BigEndian.Uint32(t[8:12]))
+	s.Reserved = t[12] & 0x0f
+	s.Flags = Flags(t[13])
+	s.Window = binary.BigEndian.Uint16(t[14:16])
+	s.Urgent = binary.BigEndian.Uint16(t[18:20])
+	if err := parseOptions(t[tcpHeaderLen:doff], &s.Options); err != nil {
+		return s, fmt.Errorf("%w: %v", ErrBadHeader, err)
+	}
+	if len(t) > doff {
+		s.Payload = append([]byte(nil), t[doff:]...)
+	}
+	return s, nil
+}
+
+// Marshal returns the segment as an IPv4 packet with correct IP and TCP
+// checksums.
+func (s *Segment) Marshal() ([]byte, error) {
+	return s.AppendMarshal(make([]byte, 0, ipv4HeaderLen+tcpHeaderLen+maxOptionLen+len(s.Payload)))
+}
+
+// AppendMarshal appends the packet bytes to dst.
+func (s *Segment) AppendMarshal(dst []byte) ([]byte, error) {
+	if !s.Src.Is4() || !s.Dst.Is4() {
+		return dst, fmt.Errorf("%w: addresses %v and %v", ErrNotIPv4, s.Src, s.Dst)
+	}
+	start := len(dst)
+	// IPv4 header, checksum filled below.
+	dst = append(dst, 0x45, s.TOS, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, s.ID)
+	var frag uint16
+	if s.DF {
+		frag = 0x4000
+	}
+	dst = binary.BigEndian.AppendUint16(dst, frag)
+	dst = append(dst, s.TTL, protoTCP, 0, 0)
+	src, dstAddr := s.Src.As4(), s.Dst.As4()
+	dst = append(dst, src[:]...)
+	dst = append(dst, dstAddr[:]...)
+
+	tcpStart := len(dst)
+	dst = binary.BigEndian.AppendUint16(dst, s.SrcPort)
+	dst = binary.BigEndian.AppendUint16(dst, s.DstPort)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(s.Seq))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(s.Ack))
+	dst = append(dst, 0, byte(s.Flags)) // data offset filled below
+	dst = binary.BigEndian.AppendUint16(dst, s.Window)
+	dst = append(dst, 0, 0) // checksum
+	dst = binary.BigEndian.AppendUint16(dst, s.Urgent)
+	if !s.Options.Empty() {
+		dst = s.Options.appendOptions(dst)
+	}
+	optLen := len(dst) - tcpStart - tcpHeaderLen
+	if optLen > maxOptionLen {
+		return dst[:start], fmt.Errorf("%w: %d bytes", ErrOptionsLong, optLen)
+	}
+	dst[tcpStart+12] = byte((tcpHeaderLen+optLen)/4)<<4 | s.Reserved&0x0f
+	dst = append(dst, s.Payload...)
+	total := len(dst) - start
+	if total > 0xffff {
+		return dst[:start], fmt.Errorf("%w: %d bytes", ErrTooLong, total)
+	}
+	binary.BigEndian.PutUint16(dst[start+2:], uint16(total))
+	binary.BigEndian.PutUint16(dst[start+10:], ^checksum(dst[start:tcpStart], 0))
+	binary.BigEndian.PutUint16(dst[tcpStart+16:], ^checksum(dst[tcpStart:], pseudoHeaderSum(src, dstAddr, len(dst)-tcpStart)))
+	return dst, nil
+}
+
+// Verify checks the IPv4 header checksum and the TCP checksum of a packet
+// that Parse accepts.
+func Verify(b []byte) error {
+	if _, err := Parse(b); err != nil {
+		return err
+	}
+	ihl := int(b[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(b[2:4]))
+	if checksum(b[:ihl], 0) != 0xffff {
+		return fmt.Errorf("%w: IPv4 header", ErrChecksum)
+	}
+	src, dst := [4]byte(b[12:16]), [4]byte(b[16:20])
+	if checksum(b[ihl:total], pseudoHeaderSum(src, dst, total-ihl)) != 0xffff {
+		return fmt.Errorf("%w: TCP", ErrChecksum)
+	}
+	return nil
+}
+
+func pseudoHeaderSum(src, dst [4]byte, tcpLen int) uint32 {
+	sum := uint32(binary.BigEndian.Uint16(src[0:2])) + uint32(binary.BigEndian.Uint16(src[2:4]))
+	sum += uint32(binary.BigEndian.Uint16(dst[0:2])) + uint32(binary.BigEndian.Uint16(dst[2:4]))
+	sum += protoTCP + uint32(tcpLen)
+	return sum
+}
+
+// checksum is the Internet checksum (RFC 1071) folded to 16 bits, not yet
+// complemented, starting from a partial sum.
+func checksum(b []byte, sum uint32) uint16 {
+	for len(b) >= 2 {
+		sum += uint32(b[0])<<8 | uint32(b[1])
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
