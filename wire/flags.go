@@ -1,6 +1,9 @@
 package wire
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Flags are the eight TCP control bits, in header bit order.
 type Flags uint8
@@ -94,4 +97,17 @@ func ParseFlags(s string) (Flags, bool) {
 		}
 	}
 	return f, true
+}
+
+// MarshalText writes the iptables spelling, so JSON shows "SYN,ACK".
+func (f Flags) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
+
+// UnmarshalText reads what MarshalText writes.
+func (f *Flags) UnmarshalText(b []byte) error {
+	v, ok := ParseFlags(string(b))
+	if !ok {
+		return fmt.Errorf("unknown TCP flags %q", b)
+	}
+	*f = v
+	return nil
 }

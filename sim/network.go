@@ -1,0 +1,648 @@
+// Package sim is tcplab's discrete-event network: hosts running the tcp
+// engine, a link with a one-way delay between every pair, the lab's
+// firewall rules, and a capture tap on every host. Time is virtual and only
+// moves when the next packet or timer is due, so a run of minutes of TCP
+// timers takes microseconds, and a seed fixes every random choice.
+package sim
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/tcplab/tcplab/tcp"
+	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
+)
+
+// DefaultDelay is the one-way delay of a link unless set otherwise.
+const DefaultDelay = time.Millisecond
+
+// Config sets up a network.
+type Config struct {
+	Seed  uint64
+	Delay time.Duration // one-way delay between hosts; 0 means DefaultDelay
+}
+
+// Host is a simulated host.
+type Host struct {
+	Name  string
+	Addr  netip.Addr
+	Stack *tcp.Host
+	net   *Network
+	tcpEv []tcp.Event
+	segs  []wire.Segment
+}
+
+// Network is the simulated lab.
+type Network struct {
+	now    time.Duration
+	seed   uint64
+	rng    *rand.Rand
+	delay  time.Duration
+	delays map[[2]string]time.Duration
+
+	hosts  []*Host
+	byName map[string]*Host
+	byAddr map[netip.Addr]*Host
+
+	rules  []*Rule
+	nextID int
+
+	q      itemHeap
+	qseq   uint64
+	pktID  uint64
+	evSeq  int
+	sink   trace.Sink
+	record bool
+}
+
+type itemKind uint8
+
+const (
+	itemArrive  itemKind = iota // a packet reaches a host's tap
+	itemDeliver                 // a delayed packet reaches the stack (after the tap)
+	itemSend                    // a crafted packet leaves a host at a set time
+)
+
+type item struct {
+	at      time.Duration
+	seq     uint64
+	kind    itemKind
+	host    *Host
+	seg     wire.Segment
+	pktID   uint64
+	crafted bool
+}
+
+// New creates an empty network.
+func New(cfg Config) *Network {
+	d := cfg.Delay
+	if d <= 0 {
+		d = DefaultDelay
+	}
+	return &Network{
+		seed:   cfg.Seed,
+		rng:    rand.New(rand.NewPCG(cfg.Seed, 0x73696d)),
+		delay:  d,
+		delays: make(map[[2]string]time.Duration),
+		byName: make(map[string]*Host),
+		byAddr: make(map[netip.Addr]*Host),
+		nextID: 1,
+	}
+}
+
+// SetSink sends every event to s; nil stops recording (the engine then
+// skips building events, which benchmarks use).
+func (n *Network) SetSink(s trace.Sink) {
+	n.sink = s
+	n.record = s != nil
+	for _, h := range n.hosts {
+		h.Stack.RecordEvents(n.record)
+	}
+}
+
+// Now is the network's virtual time.
+func (n *Network) Now() time.Duration { return n.now }
+
+// AddHost adds a host with an IPv4 address and a profile. Each host's
+// randomness is derived from the network's seed and the host's name.
+func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host, error) {
+	if name == "" {
+		return nil, fmt.Errorf("a host needs a name")
+	}
+	if n.byName[name] != nil {
+		return nil, fmt.Errorf("host %q already exists", name)
+	}
+	if !addr.Is4() || addr.IsUnspecified() {
+		return nil, fmt.Errorf("host %q: %v is not a usable IPv4 address", name, addr)
+	}
+	if o := n.byAddr[addr]; o != nil {
+		return nil, fmt.Errorf("host %q: address %v already belongs to %q", name, addr, o.Name)
+	}
+	seed := n.seed
+	for _, c := range name {
+		seed = seed*1099511628211 ^ uint64(c)
+	}
+	h := &Host{Name: name, Addr: addr, net: n,
+		Stack: tcp.NewHost(tcp.Config{Name: name, Addr: addr, Profile: prof, Seed: seed})}
+	h.Stack.RecordEvents(n.record)
+	h.Stack.Advance(n.now)
+	n.hosts = append(n.hosts, h)
+	n.byName[name] = h
+	n.byAddr[addr] = h
+	return h, nil
+}
+
+// Host returns a host by name, or nil.
+func (n *Network) Host(name string) *Host { return n.byName[name] }
+
+// Hosts lists the hosts in the order they were added.
+func (n *Network) Hosts() []*Host { return append([]*Host(nil), n.hosts...) }
+
+// SetDelay sets the one-way delay between two hosts, both ways.
+func (n *Network) SetDelay(a, b string, d time.Duration) error {
+	if n.byName[a] == nil || n.byName[b] == nil {
+		return fmt.Errorf("unknown host in %q-%q", a, b)
+	}
+	if d < 0 {
+		return fmt.Errorf("delay cannot be negative")
+	}
+	n.delays[[2]string{a, b}] = d
+	n.delays[[2]string{b, a}] = d
+	return nil
+}
+
+func (n *Network) linkDelay(a, b *Host) time.Duration {
+	if d, ok := n.delays[[2]string{a.Name, b.Name}]; ok {
+		return d
+	}
+	return n.delay
+}
+
+// AddRule installs a fault rule and returns its ID.
+func (n *Network) AddRule(r Rule) (int, error) {
+	if err := r.Validate(); err != nil {
+		return 0, err
+	}
+	if n.byName[r.Host] == nil {
+		return 0, fmt.Errorf("rule for unknown host %q", r.Host)
+	}
+	r.id = n.nextID
+	n.nextID++
+	r.matched, r.acted = 0, 0
+	rp := &r
+	n.rules = append(n.rules, rp)
+	n.emit(trace.Event{At: n.now, Host: r.Host, Kind: trace.KindRule,
+		Rule: &trace.RuleChange{ID: r.id, Added: true, Summary: rp.Summary()}})
+	return r.id, nil
+}
+
+// RemoveRule removes a rule by ID.
+func (n *Network) RemoveRule(id int) error {
+	for i, r := range n.rules {
+		if r.id == id {
+			n.rules = append(n.rules[:i], n.rules[i+1:]...)
+			n.emit(trace.Event{At: n.now, Host: r.Host, Kind: trace.KindRule,
+				Rule: &trace.RuleChange{ID: id, Added: false, Summary: r.Summary()}})
+			return nil
+		}
+	}
+	return fmt.Errorf("no rule #%d", id)
+}
+
+// Rules lists the installed rules.
+func (n *Network) Rules() []Rule {
+	out := make([]Rule, len(n.rules))
+	for i, r := range n.rules {
+		out[i] = *r
+	}
+	return out
+}
+
+// Do runs an application call on a host now. A blocking call that cannot
+// finish returns Pending; its completion arrives later as a call event.
+func (n *Network) Do(host string, call tcp.Call) (tcp.Result, error) {
+	h := n.byName[host]
+	if h == nil {
+		return tcp.Result{}, fmt.Errorf("unknown host %q", host)
+	}
+	r := h.Stack.Do(call)
+	n.flush(h)
+	return r, nil
+}
+
+// Inject sends a crafted segment (any source address, spoofed or not) from
+// a host now. It passes the host's output rules like any packet.
+func (n *Network) Inject(host string, seg wire.Segment) error {
+	return n.InjectAt(n.now, host, seg)
+}
+
+// InjectAt schedules a crafted segment to leave a host at time t.
+func (n *Network) InjectAt(t time.Duration, host string, seg wire.Segment) error {
+	h := n.byName[host]
+	if h == nil {
+		return fmt.Errorf("unknown host %q", host)
+	}
+	if t < n.now {
+		return fmt.Errorf("cannot inject in the past (%v < %v)", t, n.now)
+	}
+	if !seg.Src.Is4() || !seg.Dst.Is4() {
+		return fmt.Errorf("crafted segment needs IPv4 addresses")
+	}
+	if seg.TTL == 0 {
+		seg.TTL = 64
+	}
+	n.push(item{at: t, kind: itemSend, host: h, seg: seg, crafted: true})
+	return nil
+}
+
+// NextTime is when the next packet or timer is due.
+func (n *Network) NextTime() (time.Duration, bool) {
+	t, ok := time.Duration(0), false
+	if len(n.q) > 0 {
+		t, ok = n.q[0].at, true
+	}
+	for _, h := range n.hosts {
+		if d, dok := h.Stack.NextDeadline(); dok && (!ok || d < t) {
+			t, ok = d, true
+		}
+	}
+	return t, ok
+}
+
+// Step processes everything due at the next instant; false when nothing
+// is pending.
+func (n *Network) Step() bool {
+	t, ok := n.NextTime()
+	if !ok {
+		return false
+	}
+	n.processAt(t)
+	return true
+}
+
+func (n *Network) processAt(t time.Duration) {
+	n.now = t
+	for {
+		progressed := false
+		for len(n.q) > 0 && n.q[0].at <= t {
+			it := n.q.pop()
+			n.handle(&it)
+			progressed = true
+		}
+		for _, h := range n.hosts {
+			if d, ok := h.Stack.NextDeadline(); ok && d <= t {
+				h.Stack.Advance(t)
+				n.flush(h)
+				progressed = true
+			}
+		}
+		if !progressed {
+			return
+		}
+	}
+}
+
+// RunUntil processes everything due up to t and leaves the clock at t.
+func (n *Network) RunUntil(t time.Duration) {
+	for {
+		next, ok := n.NextTime()
+		if !ok || next > t {
+			break
+		}
+		n.processAt(next)
+	}
+	if t > n.now {
+		n.now = t
+		for _, h := range n.hosts {
+			h.Stack.Advance(t)
+		}
+	}
+}
+
+// RunFor runs the network for d of virtual time.
+func (n *Network) RunFor(d time.Duration) { n.RunUntil(n.now + d) }
+
+// RunUntilCond steps until cond holds or the time limit passes; it reports
+// whether cond held. The clock stops at the instant cond became true, or at
+// limit.
+func (n *Network) RunUntilCond(cond func() bool, limit time.Duration) bool {
+	for !cond() {
+		next, ok := n.NextTime()
+		if !ok || next > limit {
+			n.RunUntil(limit)
+			return cond()
+		}
+		n.processAt(next)
+	}
+	return true
+}
+
+// Idle reports whether nothing is pending at all: no packet in flight and no
+// timer armed anywhere.
+func (n *Network) Idle() bool {
+	_, ok := n.NextTime()
+	return !ok
+}
+
+// Snapshot lists a host's sockets as `ss -tanoi` would.
+func (n *Network) Snapshot(host string) ([]trace.Socket, error) {
+	h := n.byName[host]
+	if h == nil {
+		return nil, fmt.Errorf("unknown host %q", host)
+	}
+	var out []trace.Socket
+	for _, s := range h.Stack.Snapshot() {
+		out = append(out, trace.Socket{Host: host, Sock: uint64(s.Sock), Parent: uint64(s.Parent),
+			FD: int(s.FD), State: s.State.String(), Local: s.Local, Remote: s.Remote,
+			RecvQ: s.RecvQ, SendQ: s.SendQ, Timer: s.Timer, TimerLeft: s.TimerLeft,
+			Retransmits: s.Retransmits, RTO: s.RTO, RTT: s.RTT, Cwnd: s.Cwnd,
+			RetransTotal: s.RetransTotal, Orphan: s.Orphan, Accepting: s.Accepting, SynQueue: s.SynQueue})
+	}
+	return out, nil
+}
+
+// Counters returns a host's counters by name, in a fixed order.
+func (n *Network) Counters(host string) ([]trace.Counter, error) {
+	h := n.byName[host]
+	if h == nil {
+		return nil, fmt.Errorf("unknown host %q", host)
+	}
+	vals := h.Stack.CounterValues()
+	out := make([]trace.Counter, len(vals))
+	for i, c := range tcp.Counters() {
+		out[i] = trace.Counter{Name: c.String(), Value: vals[i]}
+	}
+	return out, nil
+}
+
+// flush turns a host's engine output into events and packets.
+func (n *Network) flush(h *Host) {
+	h.tcpEv = h.Stack.PollEvents(h.tcpEv[:0])
+	for i := range h.tcpEv {
+		n.emitTCP(h, &h.tcpEv[i])
+	}
+	h.segs = h.Stack.PollSegments(h.segs[:0])
+	for i := range h.segs {
+		n.sendFrom(h, h.segs[i], false)
+		h.segs[i] = wire.Segment{}
+	}
+}
+
+// sendFrom passes a packet through the sender's output rules and onto the
+// link.
+func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
+	n.pktID++
+	id := n.pktID
+	r := n.firstRule(h.Name, trace.Out, &seg)
+	dst := n.byAddr[seg.Dst]
+	ev := func(verdict string, onWire bool) *trace.Packet {
+		p := &trace.Packet{ID: id, Dir: trace.Out, Segment: seg, Verdict: verdict, OnWire: onWire, Crafted: crafted}
+		if r != nil {
+			p.Rule = r.name()
+		}
+		if dst == nil && onWire {
+			p.Lost = "no host has address " + seg.Dst.String()
+		}
+		return p
+	}
+	extra := time.Duration(0)
+	copies := 1
+	if r != nil {
+		switch r.Action {
+		case Drop:
+			n.emitPacket(h, ev(trace.VerdictDrop, false))
+			return
+		case Reject:
+			n.emitPacket(h, ev(trace.VerdictReject, false))
+			// The local stack hears a reset as if from the destination.
+			if rst, ok := resetFor(&seg); ok {
+				rst.Src, rst.Dst = seg.Dst, seg.Src
+				rst.SrcPort, rst.DstPort = seg.DstPort, seg.SrcPort
+				n.pktID++
+				n.push(item{at: n.now, kind: itemDeliver, host: h, seg: rst, pktID: n.pktID, crafted: true})
+				n.emitPacket(h, &trace.Packet{ID: n.pktID, Dir: trace.In, Segment: rst, Verdict: trace.VerdictPass,
+					Crafted: true, Rule: r.name()})
+			}
+			return
+		case Delay:
+			extra = r.Delay
+			n.emitPacket(h, ev(trace.VerdictDelay, true))
+		case Duplicate:
+			copies = 2
+			n.emitPacket(h, ev(trace.VerdictDup, true))
+		}
+	} else {
+		n.emitPacket(h, ev(trace.VerdictPass, true))
+	}
+	if dst == nil {
+		return
+	}
+	at := n.now + n.linkDelay(h, dst) + extra
+	for i := 0; i < copies; i++ {
+		pid := id
+		if i > 0 {
+			n.pktID++
+			pid = n.pktID
+			n.emitPacket(h, &trace.Packet{ID: pid, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictDup,
+				OnWire: true, Crafted: crafted, Rule: r.name()})
+		}
+		n.push(item{at: at, kind: itemArrive, host: dst, seg: seg, pktID: pid, crafted: crafted})
+	}
+}
+
+// resetFor builds the reset a firewall's REJECT answers a packet with
+// (nf_send_reset): ACK-less packets get RST,ACK acking them, others RST at
+// their ACK number. The caller sets addresses and ports.
+func resetFor(seg *wire.Segment) (wire.Segment, bool) {
+	if seg.Flags&wire.RST != 0 {
+		return wire.Segment{}, false
+	}
+	r := wire.Segment{TTL: 64, DF: true}
+	if seg.Flags&wire.ACK != 0 {
+		r.Seq, r.Flags = seg.Ack, wire.RST
+	} else {
+		r.Ack, r.Flags = seg.End(), wire.RST|wire.ACK
+	}
+	return r, true
+}
+
+func (n *Network) handle(it *item) {
+	switch it.kind {
+	case itemSend:
+		n.sendFrom(it.host, it.seg, true)
+	case itemDeliver:
+		n.deliver(it.host, &it.seg)
+	case itemArrive:
+		h := it.host
+		r := n.firstRule(h.Name, trace.In, &it.seg)
+		p := &trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: it.crafted}
+		if r == nil {
+			n.emitPacket(h, p)
+			n.deliver(h, &it.seg)
+			return
+		}
+		p.Rule = r.name()
+		switch r.Action {
+		case Drop:
+			p.Verdict = trace.VerdictDrop
+			n.emitPacket(h, p)
+		case Reject:
+			p.Verdict = trace.VerdictReject
+			n.emitPacket(h, p)
+			if rst, ok := resetFor(&it.seg); ok {
+				rst.Src, rst.Dst = it.seg.Dst, it.seg.Src
+				rst.SrcPort, rst.DstPort = it.seg.DstPort, it.seg.SrcPort
+				n.sendRaw(h, rst, r)
+			}
+		case Delay:
+			p.Verdict = trace.VerdictDelay
+			n.emitPacket(h, p)
+			n.push(item{at: n.now + r.Delay, kind: itemDeliver, host: h, seg: it.seg, pktID: it.pktID})
+		case Duplicate:
+			p.Verdict = trace.VerdictDup
+			n.emitPacket(h, p)
+			n.deliver(h, &it.seg)
+			n.deliver(h, &it.seg)
+		}
+	}
+}
+
+// sendRaw puts a firewall-made packet on the link without passing rules.
+func (n *Network) sendRaw(h *Host, seg wire.Segment, by *Rule) {
+	n.pktID++
+	dst := n.byAddr[seg.Dst]
+	p := &trace.Packet{ID: n.pktID, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: true, Rule: by.name()}
+	if dst == nil {
+		p.Lost = "no host has address " + seg.Dst.String()
+	}
+	n.emitPacket(h, p)
+	if dst != nil {
+		n.push(item{at: n.now + n.linkDelay(h, dst), kind: itemArrive, host: dst, seg: seg, pktID: n.pktID, crafted: true})
+	}
+}
+
+func (n *Network) deliver(h *Host, seg *wire.Segment) {
+	h.Stack.Advance(n.now)
+	h.Stack.Input(seg)
+	n.flush(h)
+}
+
+// firstRule returns the first rule of the host and direction that acts on
+// the packet, counting matches for Skip and Count.
+func (n *Network) firstRule(host string, dir trace.Dir, seg *wire.Segment) *Rule {
+	for _, r := range n.rules {
+		if r.Host != host || r.Dir != dir || !r.matches(seg) {
+			continue
+		}
+		r.matched++
+		if r.matched <= r.Skip {
+			continue
+		}
+		if r.Count > 0 && r.acted >= r.Count {
+			continue
+		}
+		if r.Probability > 0 && r.Probability < 1 && n.rng.Float64() >= r.Probability {
+			continue
+		}
+		r.acted++
+		return r
+	}
+	return nil
+}
+
+func (n *Network) emit(e trace.Event) {
+	if !n.record {
+		return
+	}
+	n.evSeq++
+	e.Seq = n.evSeq
+	n.sink(e)
+}
+
+func (n *Network) emitPacket(h *Host, p *trace.Packet) {
+	if !n.record {
+		return
+	}
+	s := &p.Segment
+	e := trace.Event{At: n.now, Host: h.Name, Kind: trace.KindPacket, Packet: p}
+	if p.Dir == trace.Out {
+		e.Local, e.Remote = netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)
+	} else {
+		e.Local, e.Remote = netip.AddrPortFrom(s.Dst, s.DstPort), netip.AddrPortFrom(s.Src, s.SrcPort)
+	}
+	n.emit(e)
+}
+
+func (n *Network) emitTCP(h *Host, te *tcp.Event) {
+	e := trace.Event{At: te.At, Host: h.Name, Sock: uint64(te.Sock), Parent: uint64(te.Parent),
+		Local: te.Local, Remote: te.Remote}
+	switch te.Kind {
+	case tcp.EvState:
+		e.Kind = trace.KindState
+		e.State = &trace.StateChange{From: te.From.String(), To: te.To.String(),
+			CauseKind: te.Cause.Kind.String(), Cause: te.Cause.Text}
+	case tcp.EvCall:
+		r := te.Result
+		e.Kind = trace.KindCall
+		e.Call = &trace.Call{ID: r.ID, Op: r.Call.Op.String(), Text: r.Call.String(), FD: int(r.Call.FD),
+			Ret: r.Ret, Errno: r.Err.Name(), Data: r.Data, NewSock: uint64(r.NewSock), Pending: r.Pending,
+			Started: r.Started}
+	case tcp.EvCounter:
+		e.Kind = trace.KindCounter
+		e.Counter = &trace.Counter{Name: te.Counter.String(), Delta: te.Delta, Value: te.Value}
+	case tcp.EvNote:
+		e.Kind = trace.KindNote
+		e.Note = te.Note
+	}
+	n.emit(e)
+}
+
+func (n *Network) push(it item) {
+	n.qseq++
+	it.seq = n.qseq
+	n.q.push(it)
+}
+
+// itemHeap orders pending packets by time, then by the order they were
+// scheduled.
+type itemHeap []item
+
+func (q itemHeap) less(i, j int) bool {
+	if q[i].at != q[j].at {
+		return q[i].at < q[j].at
+	}
+	return q[i].seq < q[j].seq
+}
+
+func (q *itemHeap) push(it item) {
+	*q = append(*q, it)
+	i := len(*q) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !q.less(i, p) {
+			break
+		}
+		(*q)[i], (*q)[p] = (*q)[p], (*q)[i]
+		i = p
+	}
+}
+
+func (q *itemHeap) pop() item {
+	old := *q
+	top := old[0]
+	last := len(old) - 1
+	old[0] = old[last]
+	old[last] = item{}
+	*q = old[:last]
+	i, n := 0, last
+	for {
+		l := 2*i + 1
+		if l >= n {
+			break
+		}
+		m := l
+		if r := l + 1; r < n && q.less(r, l) {
+			m = r
+		}
+		if !q.less(m, i) {
+			break
+		}
+		(*q)[i], (*q)[m] = (*q)[m], (*q)[i]
+		i = m
+	}
+	return top
+}
+
+// HostNames lists host names sorted.
+func (n *Network) HostNames() []string {
+	out := make([]string, 0, len(n.hosts))
+	for _, h := range n.hosts {
+		out = append(out, h.Name)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,821 @@
+package tcp
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// FD is a socket descriptor, numbered from 3 per host like a process's.
+type FD int32
+
+// Op is an application call.
+type Op uint8
+
+const (
+	OpSocket Op = iota
+	OpBind
+	OpListen
+	OpAccept
+	OpConnect
+	OpRead
+	OpWrite
+	OpShutdown
+	OpClose
+	OpSetOption
+)
+
+var opNames = [...]string{"socket", "bind", "listen", "accept", "connect", "read", "write", "shutdown", "close", "setsockopt"}
+
+func (o Op) String() string {
+	if int(o) < len(opNames) {
+		return opNames[o]
+	}
+	return fmt.Sprintf("Op(%d)", uint8(o))
+}
+
+// Shut is the how of shutdown().
+type Shut uint8
+
+const (
+	ShutRD   Shut = 0
+	ShutWR   Shut = 1
+	ShutRDWR Shut = 2
+)
+
+func (s Shut) String() string {
+	switch s {
+	case ShutRD:
+		return "SHUT_RD"
+	case ShutWR:
+		return "SHUT_WR"
+	default:
+		return "SHUT_RDWR"
+	}
+}
+
+// OptKind names a socket option.
+type OptKind uint8
+
+const (
+	OptLinger    OptKind = iota // SO_LINGER: On, Dur (whole seconds)
+	OptReuseAddr                // SO_REUSEADDR: On
+	OptKeepAlive                // SO_KEEPALIVE: On
+	OptKeepIdle                 // TCP_KEEPIDLE: Dur
+	OptKeepIntvl                // TCP_KEEPINTVL: Dur
+	OptKeepCnt                  // TCP_KEEPCNT: N
+	OptNoDelay                  // TCP_NODELAY: On
+	OptNonBlock                 // O_NONBLOCK: On
+)
+
+var optNames = [...]string{"SO_LINGER", "SO_REUSEADDR", "SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_NODELAY", "O_NONBLOCK"}
+
+func (k OptKind) String() string {
+	if int(k) < len(optNames) {
+		return optNames[k]
+	}
+	return fmt.Sprintf("OptKind(%d)", uint8(k))
+}
+
+// Option is a socket option and its value.
+type Option struct {
+	Kind OptKind
+	On   bool
+	Dur  time.Duration
+	N    int
+}
+
+func (o Option) String() string {
+	switch o.Kind {
+	case OptLinger:
+		if !o.On {
+			return "SO_LINGER {off}"
+		}
+		return fmt.Sprintf("SO_LINGER {on, %ds}", int(o.Dur/time.Second))
+	case OptKeepIdle, OptKeepIntvl:
+		return fmt.Sprintf("%s %ds", o.Kind, int(o.Dur/time.Second))
+	case OptKeepCnt:
+		return fmt.Sprintf("%s %d", o.Kind, o.N)
+	default:
+		if o.On {
+			return o.Kind.String() + " 1"
+		}
+		return o.Kind.String() + " 0"
+	}
+}
+
+// Call is one application call. Which fields matter depends on Op.
+type Call struct {
+	Op       Op
+	FD       FD
+	Port     uint16         // bind; listen on an unbound socket binds it
+	Backlog  int            // listen
+	Addr     netip.AddrPort // connect
+	Data     []byte         // write
+	Max      int            // read: at most this many bytes (0: all available)
+	How      Shut           // shutdown
+	Option   Option         // setsockopt
+	NonBlock bool           // this call does not block (MSG_DONTWAIT)
+}
+
+func (c Call) String() string {
+	nb := ""
+	if c.NonBlock {
+		nb = ", nonblock"
+	}
+	switch c.Op {
+	case OpSocket:
+		return "socket()"
+	case OpBind:
+		return fmt.Sprintf("bind(%d, :%d)", c.FD, c.Port)
+	case OpListen:
+		return fmt.Sprintf("listen(%d, %d)", c.FD, c.Backlog)
+	case OpAccept:
+		return fmt.Sprintf("accept(%d%s)", c.FD, nb)
+	case OpConnect:
+		return fmt.Sprintf("connect(%d, %v%s)", c.FD, c.Addr, nb)
+	case OpRead:
+		return fmt.Sprintf("read(%d, %d%s)", c.FD, c.Max, nb)
+	case OpWrite:
+		return fmt.Sprintf("write(%d, %s%s)", c.FD, quoteData(c.Data), nb)
+	case OpShutdown:
+		return fmt.Sprintf("shutdown(%d, %s)", c.FD, c.How)
+	case OpClose:
+		return fmt.Sprintf("close(%d)", c.FD)
+	case OpSetOption:
+		return fmt.Sprintf("setsockopt(%d, %s)", c.FD, c.Option)
+	}
+	return c.Op.String()
+}
+
+func quoteData(b []byte) string {
+	if len(b) <= 16 {
+		return strconv.Quote(string(b))
+	}
+	return fmt.Sprintf("%q...(%d bytes)", string(b[:16]), len(b))
+}
+
+// Result is the outcome of a Call. A blocking call that cannot complete at
+// once returns Pending; the engine reports its completion later as an
+// EvCall event with the same ID.
+type Result struct {
+	ID      uint64
+	Call    Call
+	Sock    SockID // the socket the call was on
+	Ret     int    // bytes, a new descriptor, or 0; -1 on error
+	Err     Errno
+	Data    []byte // what read returned
+	NewSock SockID // accept, socket: the new socket
+	Pending bool
+	Started time.Duration
+	At      time.Duration // completion time
+}
+
+func (r *Result) String() string {
+	var b strings.Builder
+	b.WriteString(r.Call.String())
+	if r.Pending {
+		b.WriteString(" blocks")
+		return b.String()
+	}
+	if r.Err != OK {
+		fmt.Fprintf(&b, " = -1 %s (%s)", r.Err.Name(), r.Err.Error())
+	} else {
+		fmt.Fprintf(&b, " = %d", r.Ret)
+		if r.Call.Op == OpRead && len(r.Data) > 0 {
+			b.WriteString(" " + quoteData(r.Data))
+		}
+	}
+	if r.At > r.Started {
+		fmt.Fprintf(&b, " after %v", r.At-r.Started)
+	}
+	return b.String()
+}
+
+// Do performs an application call at the host's current time.
+func (h *Host) Do(call Call) Result {
+	h.nextCallID++
+	r := &Result{ID: h.nextCallID, Call: call, Started: h.now, At: h.now}
+	if call.Op == OpSocket {
+		c := h.newConn()
+		fd := h.allocFD(c)
+		r.Ret, r.NewSock, r.Sock = int(fd), c.id, c.id
+		h.emitCall(r)
+		return *r
+	}
+	c := h.fds[call.FD]
+	if c == nil {
+		r.Ret, r.Err = -1, EBADF
+		h.emitCall(r)
+		return *r
+	}
+	r.Sock = c.id
+	if c.pending != nil && call.Op != OpClose && call.Op != OpShutdown && call.Op != OpSetOption {
+		r.Ret, r.Err = -1, EALREADY
+		h.emitCall(r)
+		return *r
+	}
+	switch call.Op {
+	case OpBind:
+		h.doBind(c, r)
+	case OpListen:
+		h.doListen(c, r)
+	case OpAccept:
+		h.doAccept(c, r)
+	case OpConnect:
+		h.doConnect(c, r)
+	case OpRead:
+		h.doRead(c, r)
+	case OpWrite:
+		h.doWrite(c, r)
+	case OpShutdown:
+		h.doShutdown(c, r)
+	case OpClose:
+		h.doClose(c, r)
+	case OpSetOption:
+		h.doSetOption(c, r)
+	default:
+		r.Ret, r.Err = -1, EINVAL
+	}
+	if r.Pending {
+		c.pending = r
+	}
+	h.emitCall(r)
+	c.rearm()
+	if c.parent != nil {
+		c.parent.checkPending()
+	}
+	return *r
+}
+
+func (h *Host) emitCall(r *Result) {
+	if h.record {
+		cp := *r
+		h.events = append(h.events, Event{Kind: EvCall, At: h.now, Sock: r.Sock, Result: &cp})
+	}
+}
+
+func fail(r *Result, e Errno) { r.Ret, r.Err = -1, e }
+
+func (c *conn) blocking(r *Result) bool { return !r.Call.NonBlock && !c.nonBlock }
+
+func (h *Host) doBind(c *conn, r *Result) {
+	if c.bound || c.state != Closed {
+		fail(r, EINVAL)
+		return
+	}
+	port := r.Call.Port
+	if port == 0 {
+		p, e := h.pickBindPort(c)
+		if e != OK {
+			fail(r, e)
+			return
+		}
+		port = p
+	} else if o := h.bindConflict(c, port); o != nil {
+		fail(r, EADDRINUSE)
+		h.note(c, "bind to port %d refused: socket %d holds it in %v", port, o.id, o.state)
+		return
+	}
+	h.bindPort(c, port, true)
+	c.laddr = h.addr
+}
+
+// pickBindPort is bind(0): an odd ephemeral port nobody holds.
+func (h *Host) pickBindPort(c *conn) (uint16, Errno) {
+	p := &h.prof
+	for port := int(p.EphemeralLow) | 1; port <= int(p.EphemeralHigh); port += 2 {
+		if h.ports[uint16(port)] == nil {
+			return uint16(port), OK
+		}
+	}
+	return 0, EADDRINUSE
+}
+
+func (h *Host) doListen(c *conn, r *Result) {
+	if c.state == Listen {
+		c.lst.backlog = h.capBacklog(r.Call.Backlog)
+		return
+	}
+	if c.state != Closed || c.hashed {
+		fail(r, EINVAL)
+		return
+	}
+	if !c.bound {
+		port := r.Call.Port
+		if port == 0 {
+			p, e := h.pickBindPort(c)
+			if e != OK {
+				fail(r, e)
+				return
+			}
+			port = p
+		} else if h.bindConflict(c, port) != nil {
+			fail(r, EADDRINUSE)
+			return
+		}
+		h.bindPort(c, port, true)
+		c.laddr = h.addr
+	}
+	if o := h.listens[c.lport]; o != nil && o != c {
+		fail(r, EADDRINUSE)
+		return
+	}
+	// A listener may not share its port with a socket that lacks
+	// SO_REUSEADDR (inet_csk_get_port run again by listen()).
+	if b := h.ports[c.lport]; b != nil {
+		for o := range b.socks {
+			if o != c && (!c.reuseAddr || !o.reuseAddr) {
+				fail(r, EADDRINUSE)
+				return
+			}
+		}
+	}
+	c.lst = &listener{backlog: h.capBacklog(r.Call.Backlog), reqs: make(map[*conn]struct{})}
+	c.laddr, c.raddr, c.rport = netip.IPv4Unspecified(), netip.IPv4Unspecified(), 0
+	c.setState(Listen, CauseApp, "listen()")
+	h.listens[c.lport] = c
+}
+
+// capBacklog: listen() silently truncates the backlog to somaxconn.
+func (h *Host) capBacklog(b int) int {
+	if b < 0 {
+		b = 0
+	}
+	return min(b, h.prof.Somaxconn)
+}
+
+func (h *Host) doAccept(c *conn, r *Result) {
+	if c.state != Listen {
+		fail(r, EINVAL)
+		return
+	}
+	if len(c.lst.acceptq) == 0 {
+		if !c.blocking(r) {
+			fail(r, EAGAIN)
+			return
+		}
+		r.Pending = true
+		return
+	}
+	h.completeAccept(c, r)
+}
+
+func (h *Host) completeAccept(l *conn, r *Result) {
+	ch := l.lst.acceptq[0]
+	l.lst.acceptq = l.lst.acceptq[1:]
+	if len(l.lst.acceptq) == 0 {
+		l.lst.acceptq = nil
+	}
+	ch.inAccept = false
+	ch.parent = nil
+	fd := h.allocFD(ch)
+	r.Ret, r.NewSock = int(fd), ch.id
+}
+
+func (h *Host) doConnect(c *conn, r *Result) {
+	switch c.state {
+	case Listen:
+		fail(r, EISCONN)
+		return
+	case SynSent, SynRecv:
+		fail(r, EALREADY)
+		return
+	case Closed:
+		if c.tw {
+			fail(r, EISCONN)
+			return
+		}
+		if c.err != OK {
+			e := c.err
+			c.err = OK
+			fail(r, e)
+			return
+		}
+		if c.hashed {
+			fail(r, EISCONN)
+			return
+		}
+	default:
+		fail(r, EISCONN)
+		return
+	}
+	dst := r.Call.Addr
+	if !dst.Addr().Is4() || dst.Port() == 0 || dst.Addr().IsUnspecified() {
+		fail(r, EINVAL)
+		return
+	}
+	c.laddr = h.addr
+	if dst.Addr().IsLoopback() {
+		c.laddr = dst.Addr()
+	}
+	c.raddr, c.rport = dst.Addr(), dst.Port()
+	t := tuple{laddr: c.laddr, raddr: c.raddr, rport: c.rport}
+	if c.bound {
+		t.lport = c.lport
+		if o := h.conns[t]; o != nil {
+			if !(o.state == TimeWait && h.twReusable(o)) {
+				fail(r, EADDRNOTAVAIL)
+				h.note(c, "connect from port %d to %v refused: the 4-tuple is still in %v", c.lport, dst, o.state)
+				return
+			}
+			o.finish(CauseApp, "TIME_WAIT 4-tuple reused by connect() (tcp_tw_reuse)")
+		}
+	} else {
+		port, e := h.pickEphemeral(t)
+		if e != OK {
+			fail(r, e)
+			h.note(c, "no ephemeral port left for %v (ip_local_port_range %d-%d)", dst, h.prof.EphemeralLow, h.prof.EphemeralHigh)
+			return
+		}
+		h.bindPort(c, port, false)
+		t.lport = port
+	}
+	p := &h.prof
+	c.iss = h.isn(t)
+	c.tsOff = h.tsOffset(t)
+	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
+	c.sndBase = c.iss.Add(1)
+	c.rto = p.InitialRTO
+	c.retransmits, c.totalRTO, c.backoff = 0, 0, 0
+	c.hash()
+	c.setState(SynSent, CauseApp, "connect(), snd SYN")
+	h.count(ActiveOpens)
+	c.sendSyn()
+	if !c.blocking(r) {
+		fail(r, EINPROGRESS)
+		return
+	}
+	r.Pending = true
+}
+
+func (h *Host) doRead(c *conn, r *Result) {
+	if c.state == Listen {
+		fail(r, ENOTCONN)
+		return
+	}
+	if !h.tryRead(c, r) {
+		if !c.blocking(r) {
+			fail(r, EAGAIN)
+			return
+		}
+		r.Pending = true
+	}
+}
+
+// tryRead follows tcp_recvmsg's order: data first, then end of stream,
+// then a pending error, then a shut socket.
+func (h *Host) tryRead(c *conn, r *Result) bool {
+	if len(c.rcv) > 0 {
+		n := len(c.rcv)
+		if r.Call.Max > 0 {
+			n = min(n, r.Call.Max)
+		}
+		r.Data = append([]byte(nil), c.rcv[:n]...)
+		c.rcv = c.rcv[n:]
+		if len(c.rcv) == 0 {
+			c.rcv = nil
+		}
+		r.Ret = n
+		c.cleanupRbuf(n)
+		return true
+	}
+	if c.done {
+		r.Ret = 0
+		return true
+	}
+	if c.err != OK {
+		fail(r, c.err)
+		c.err = OK
+		return true
+	}
+	if c.rcvShut {
+		r.Ret = 0
+		return true
+	}
+	if c.appState() == Closed {
+		fail(r, ENOTCONN)
+		return true
+	}
+	return false
+}
+
+func (h *Host) doWrite(c *conn, r *Result) {
+	if !h.tryWrite(c, r) {
+		if !c.blocking(r) {
+			if r.Ret > 0 {
+				return
+			}
+			fail(r, EAGAIN)
+			return
+		}
+		r.Pending = true
+	}
+}
+
+// tryWrite is tcp_sendmsg: wait for the handshake, refuse a shut or failed
+// connection (EPIPE, or the pending error), copy what fits the send buffer.
+// It reports whether the call is complete; r.Ret counts bytes copied so far.
+func (h *Host) tryWrite(c *conn, r *Result) bool {
+	st := c.appState()
+	if st != Established && st != CloseWait {
+		if c.err != OK {
+			if r.Ret > 0 {
+				return true
+			}
+			fail(r, c.err)
+			c.err = OK
+			return true
+		}
+		if st == SynSent || st == SynRecv {
+			return false
+		}
+		if r.Ret > 0 {
+			return true
+		}
+		fail(r, EPIPE)
+		return true
+	}
+	if c.err != OK || c.sndShut {
+		if r.Ret > 0 {
+			return true
+		}
+		if c.err != OK {
+			fail(r, c.err)
+			c.err = OK
+		} else {
+			fail(r, EPIPE)
+		}
+		return true
+	}
+	data := r.Call.Data[r.Ret:]
+	room := h.prof.SndBuf - len(c.snd)
+	n := min(room, len(data))
+	if n > 0 {
+		c.snd = append(c.snd, data[:n]...)
+		r.Ret += n
+		c.xmit()
+	}
+	if r.Ret == len(r.Call.Data) {
+		return true
+	}
+	return false
+}
+
+func (h *Host) doShutdown(c *conn, r *Result) {
+	st := c.appState()
+	switch st {
+	case Closed, SynSent:
+		if st == SynSent && r.Call.How != ShutRD {
+			c.abort(CauseApp, "shutdown() during connect")
+			return
+		}
+		fail(r, ENOTCONN)
+		return
+	case Listen:
+		if r.Call.How != ShutWR {
+			h.closeListenSocket(c)
+		}
+		return
+	}
+	if r.Call.How != ShutWR {
+		c.rcvShut = true
+	}
+	if r.Call.How != ShutRD && !c.sndShut {
+		c.sndShut = true
+		c.sendFin(CauseApp, "shutdown("+r.Call.How.String()+"), snd FIN")
+	}
+	c.checkPending()
+}
+
+// sendFin is tcp_close_state plus tcp_send_fin: queue our FIN after any
+// unsent data.
+func (c *conn) sendFin(kind CauseKind, text string) {
+	switch c.state {
+	case Established, SynRecv:
+		c.setState(FinWait1, kind, text)
+	case CloseWait:
+		c.setState(LastAck, kind, text)
+	default:
+		return
+	}
+	c.finQueued = true
+	c.xmit()
+}
+
+func (h *Host) closeListenSocket(c *conn) {
+	delete(h.listens, c.lport)
+	c.setState(Closed, CauseApp, "close() on the listener")
+	c.closeListener()
+	if c.pending != nil {
+		p := c.pending
+		c.pending = nil
+		fail(p, EINVAL)
+		h.finishCall(c, p)
+	}
+}
+
+func (h *Host) doClose(c *conn, r *Result) {
+	if c.pending != nil && !c.closing {
+		p := c.pending
+		c.pending = nil
+		fail(p, EBADF)
+		h.finishCall(c, p)
+	}
+	c.closing = true
+	c.rcvShut, c.sndShut = true, true
+	switch {
+	case c.state == Listen:
+		h.closeListenSocket(c)
+	case c.tw || c.state == Closed:
+		// Nothing on the wire; the remnant, if any, lives on.
+	case len(c.rcv) > 0:
+		// Closing with unread data resets the connection (tcp_close).
+		h.count(TCPAbortOnClose)
+		h.note(c, "close() with %d unread bytes: connection reset", len(c.rcv))
+		c.rcv = nil
+		c.orphan = true
+		c.sendActiveReset()
+		c.finish(CauseApp, "close() with unread data, snd RST")
+	case c.linger && c.lingerTime == 0:
+		h.count(TCPAbortOnData)
+		c.orphan = true
+		c.abort(CauseApp, "close() with SO_LINGER 0, snd RST")
+	case c.state == SynSent:
+		c.orphan = true
+		c.finish(CauseApp, "close() during connect")
+	default:
+		c.sendFin(CauseApp, "close(), snd FIN")
+		if c.linger && c.lingerTime > 0 && lingering(c.state) {
+			c.lingerAt = h.now + c.lingerTime
+			r.Pending = true
+			return
+		}
+	}
+	h.releaseFD(c)
+}
+
+func lingering(s State) bool { return s == FinWait1 || s == Closing || s == LastAck }
+
+// releaseFD ends close(): the descriptor goes, the connection becomes an
+// orphan that the kernel finishes alone.
+func (h *Host) releaseFD(c *conn) {
+	h.freeFD(c)
+	c.orphan = true
+	c.lingerAt = never
+	if c.state == FinWait2 && !c.tw {
+		c.becomeRemnant(c.finTime())
+	}
+	c.maybeFree()
+}
+
+// onLingerTimer: SO_LINGER's time ran out while the FIN was still
+// unacknowledged. Linux returns from close() and finishes in the
+// background; BSD-derived stacks reset the connection.
+func (c *conn) onLingerTimer() {
+	p := c.pending
+	if p == nil || p.Call.Op != OpClose {
+		return
+	}
+	c.pending = nil
+	h := c.h
+	if h.prof.LingerTimeoutRST && c.state != Closed && !c.tw {
+		h.count(TCPAbortOnLinger)
+		c.orphan = true
+		c.abort(CauseTimer, "SO_LINGER timeout, snd RST")
+	} else {
+		h.note(c, "SO_LINGER time passed with the FIN unacknowledged: close() returns, the kernel goes on alone")
+	}
+	h.finishCall(c, p)
+	h.releaseFD(c)
+}
+
+func (h *Host) doSetOption(c *conn, r *Result) {
+	o := r.Call.Option
+	switch o.Kind {
+	case OptLinger:
+		if o.Dur < 0 {
+			fail(r, EINVAL)
+			return
+		}
+		c.linger, c.lingerTime = o.On, o.Dur.Truncate(time.Second)
+	case OptReuseAddr:
+		c.reuseAddr = o.On
+	case OptKeepAlive:
+		c.keepalive = o.On
+		if o.On && (c.state == Established || c.state == CloseWait || c.state == FinWait1 || c.state == FinWait2) {
+			c.kaAt = h.now + c.kaIdle
+		} else if !o.On {
+			c.kaAt = never
+		}
+	case OptKeepIdle:
+		if o.Dur < time.Second {
+			fail(r, EINVAL)
+			return
+		}
+		c.kaIdle = o.Dur
+		if c.keepalive && c.kaAt != never {
+			c.kaAt = h.now + c.kaIdle
+		}
+	case OptKeepIntvl:
+		if o.Dur < time.Second {
+			fail(r, EINVAL)
+			return
+		}
+		c.kaIntvl = o.Dur
+	case OptKeepCnt:
+		if o.N < 1 {
+			fail(r, EINVAL)
+			return
+		}
+		c.kaProbes = o.N
+	case OptNoDelay:
+		c.noDelay = o.On
+		if o.On {
+			c.xmit()
+		}
+	case OptNonBlock:
+		c.nonBlock = o.On
+	default:
+		fail(r, EINVAL)
+	}
+}
+
+// checkPending completes the socket's blocked call if it can.
+func (c *conn) checkPending() {
+	p := c.pending
+	if p == nil {
+		return
+	}
+	h := c.h
+	done := false
+	switch p.Call.Op {
+	case OpAccept:
+		switch {
+		case c.state != Listen:
+			fail(p, EINVAL)
+			done = true
+		case len(c.lst.acceptq) > 0:
+			h.completeAccept(c, p)
+			done = true
+		}
+	case OpConnect:
+		switch c.state {
+		case SynSent, SynRecv:
+		case Closed:
+			e := c.err
+			if e == OK {
+				e = ECONNABORTED
+			}
+			c.err = OK
+			fail(p, e)
+			done = true
+		default:
+			p.Ret = 0
+			done = true
+		}
+	case OpRead:
+		done = h.tryRead(c, p)
+	case OpWrite:
+		done = h.tryWrite(c, p)
+	case OpClose:
+		if !lingering(c.state) || c.tw {
+			done = true
+		}
+	}
+	if !done {
+		return
+	}
+	c.pending = nil
+	h.finishCall(c, p)
+	if p.Call.Op == OpClose {
+		h.releaseFD(c)
+	}
+}
+
+func (h *Host) finishCall(c *conn, p *Result) {
+	p.Pending = false
+	p.At = h.now
+	h.emitCall(p)
+}
+
+// Convenience wrappers for tests and simple programs.
+
+// Socket creates a socket.
+func (h *Host) Socket() FD { return FD(h.Do(Call{Op: OpSocket}).Ret) }
+
+// ListenOn creates a listening socket on port.
+func (h *Host) ListenOn(port uint16, backlog int) (FD, Errno) {
+	fd := h.Socket()
+	r := h.Do(Call{Op: OpListen, FD: fd, Port: port, Backlog: backlog})
+	return fd, r.Err
+}
+
+// Dial creates a socket and starts connecting; the Result is pending
+// until the handshake ends.
+func (h *Host) Dial(dst netip.AddrPort) (FD, Result) {
+	fd := h.Socket()
+	return fd, h.Do(Call{Op: OpConnect, FD: fd, Addr: dst})
+}

@@ -1,0 +1,346 @@
+package tcp
+
+import (
+	"math"
+	"net/netip"
+	"time"
+
+	"github.com/tcplab/tcplab/wire"
+)
+
+// never marks a timer that is not armed.
+const never = time.Duration(math.MaxInt64)
+
+// tcpRTOMin is Linux's TCP_RTO_MIN constant, the base of the retransmission
+// time budget in tcp_model_timeout (the tcp_rto_min sysctl does not change
+// it).
+const tcpRTOMin = 200 * time.Millisecond
+
+// conn is a socket: unconnected, listening, a request in a SYN queue, a
+// connection, or a TIME_WAIT remnant. One type for all, as Linux's struct
+// sock, so that a descriptor can move through every state.
+type conn struct {
+	h     *Host
+	id    SockID
+	fd    FD // -1: no descriptor (orphaned, not yet accepted, or a request)
+	state State
+
+	laddr, raddr        netip.Addr
+	lport, rport        uint16
+	bound, explicitBind bool
+	hashed              bool // in h.conns under its 4-tuple
+
+	lst      *listener // set on a listening socket
+	parent   *conn     // the listener a passive connection belongs to until accept
+	parentSk SockID
+	req      bool // a request socket in the SYN queue (Linux TCP_NEW_SYN_RECV)
+	inAccept bool // completed, waiting in the parent's accept queue
+	tw       bool // a TIME_WAIT remnant (TIME_WAIT, or the FIN_WAIT2 of an orphan)
+
+	// socket options
+	reuseAddr, nonBlock, noDelay bool
+	linger                       bool
+	lingerTime                   time.Duration
+	keepalive                    bool
+	kaIdle, kaIntvl              time.Duration
+	kaProbes                     int
+
+	// sk_shutdown bits, SOCK_DONE, SOCK_DEAD, sk_err
+	rcvShut, sndShut bool
+	done             bool
+	orphan           bool
+	err              Errno
+	closing          bool // close() was called (possibly still lingering)
+
+	// send side
+	iss, sndUna, sndNxt, sndMax wire.Seq
+	sndWnd, maxWnd              uint32
+	sndWl1, sndWl2              wire.Seq
+	snd                         []byte // bytes from sndBase: unacknowledged, then unsent
+	sndBase                     wire.Seq
+	finQueued, finSent          bool
+	finSeq                      wire.Seq
+	sndSml                      wire.Seq // end of the last small segment (Nagle, Minshall)
+	sent                        []sentRec
+	finAckPending               bool // our FIN was acked by the segment being processed
+
+	// negotiated options
+	mss, peerMSS         int
+	sndWScale, rcvWScale uint8
+	wsOK, tsOK, sackOK   bool
+	tsRecent             uint32
+	tsRecentAt           time.Duration
+	tsOff                uint32
+
+	// receive side
+	irs, rcvNxt, rcvWup wire.Seq
+	rcvWnd              uint32
+	rcv                 []byte
+	ooo                 []oooSeg
+	oooLast             wire.Seq // start of the most recent out-of-order arrival
+	dsack               *wire.SACKBlock
+	rcvMSS              int
+
+	// congestion control, RTT, retransmission
+	cwnd, ssthresh    int
+	dupAcks           int
+	inRecovery        bool
+	recover           wire.Seq
+	srtt, rttvar, rto time.Duration
+	rttTiming         bool
+	rttSeq            wire.Seq
+	rttAt             time.Duration
+	retransmits       int // icsk_retransmits: since the last forward progress
+	totalRTO          int
+	retransTotal      int // every retransmitted segment (ss "retrans:x/total")
+	backoff           int
+	retransStamp      time.Duration
+	hasRetransStamp   bool
+	probesOut         int
+	lastAckRcv        time.Duration // rcv_tstamp
+	lastDataRcv       time.Duration // icsk_ack.lrcvtime
+	persist           bool          // the write timer is the zero-window probe timer
+
+	// delayed ACK machinery (inet_connection_sock icsk_ack)
+	ackPending bool
+	quick      int
+	pingpong   bool
+	ato        time.Duration
+	pushed     bool
+
+	// request socket
+	numTimeout int
+	acked      bool // final ACK arrived while the accept queue was full
+
+	// timers, absolute virtual times; never when off
+	rtxAt, delackAt, kaAt, closeAt, lingerAt time.Duration
+	wakeAt                                   time.Duration
+	heapIdx                                  int
+
+	pending *Result // a blocked application call
+}
+
+type sentRec struct {
+	end wire.Seq
+	at  time.Duration
+}
+
+type oooSeg struct {
+	seq  wire.Seq
+	data []byte
+	fin  bool
+}
+
+func (h *Host) newConn() *conn {
+	p := &h.prof
+	return &conn{
+		h: h, id: h.newID(), fd: -1, state: Closed,
+		kaIdle: p.KeepaliveTime, kaIntvl: p.KeepaliveIntvl, kaProbes: p.KeepaliveProbes,
+		rto: p.InitialRTO, mss: 536, peerMSS: 536, rcvMSS: 536,
+		rtxAt: never, delackAt: never, kaAt: never, closeAt: never, lingerAt: never,
+		wakeAt: never, heapIdx: -1,
+	}
+}
+
+func (c *conn) localAP() netip.AddrPort  { return netip.AddrPortFrom(c.laddr, c.lport) }
+func (c *conn) remoteAP() netip.AddrPort { return netip.AddrPortFrom(c.raddr, c.rport) }
+func (c *conn) key() tuple {
+	return tuple{laddr: c.laddr, raddr: c.raddr, lport: c.lport, rport: c.rport}
+}
+
+func (c *conn) parentID() SockID { return c.parentSk }
+
+// appState is the state the socket's owner sees: a TIME_WAIT remnant
+// belongs to the kernel, and the descriptor that led to it reads CLOSED.
+func (c *conn) appState() State {
+	if c.tw {
+		return Closed
+	}
+	return c.state
+}
+
+// setState is the one place where a connection changes state. It checks the
+// change against the transition table, keeps CurrEstab and EstabResets as
+// Linux's tcp_set_state does, and reports the change with its cause.
+func (c *conn) setState(to State, kind CauseKind, text string) {
+	h := c.h
+	from := c.state
+	if !Legal(from, to) {
+		h.bug("sock %d: illegal transition %v -> %v (%s)", c.id, from, to, text)
+	}
+	c.state = to
+	if to == Established && from != Established {
+		h.count(CurrEstab)
+	} else if from == Established && to != Established {
+		h.add(CurrEstab, -1)
+	}
+	if to == Closed && (from == Established || from == CloseWait) {
+		h.count(EstabResets)
+	}
+	if h.record {
+		h.events = append(h.events, Event{Kind: EvState, At: h.now, Sock: c.id, Parent: c.parentSk,
+			Local: c.localAP(), Remote: c.remoteAP(), From: from, To: to, Cause: Cause{kind, text}})
+	}
+}
+
+// finish ends a connection: Linux's tcp_done. The socket stays for its
+// descriptor, if it still has one; otherwise it is gone.
+func (c *conn) finish(kind CauseKind, text string) {
+	if c.state == Closed {
+		return
+	}
+	if c.state == SynSent || c.state == SynRecv {
+		c.h.count(AttemptFails)
+	}
+	c.setState(Closed, kind, text)
+	c.rcvShut, c.sndShut = true, true
+	c.tw = false
+	c.stopTimers()
+	c.snd, c.ooo, c.sent = nil, nil, nil
+	c.finQueued = false
+	c.unhash()
+	if c.parent != nil {
+		c.parent.lst.forget(c)
+	}
+	if !c.explicitBind || c.fd < 0 {
+		c.h.unbindPort(c)
+	}
+	c.maybeFree()
+}
+
+// maybeFree releases a socket nobody can reach any more.
+func (c *conn) maybeFree() {
+	if c.state == Closed && c.fd < 0 && c.pending == nil && !c.inAccept {
+		c.stopTimers()
+		c.unhash()
+		c.h.unbindPort(c)
+		c.rearm()
+	}
+}
+
+func (c *conn) hash() {
+	if !c.hashed {
+		c.h.conns[c.key()] = c
+		c.hashed = true
+	}
+}
+
+func (c *conn) unhash() {
+	if c.hashed {
+		if c.h.conns[c.key()] == c {
+			delete(c.h.conns, c.key())
+		}
+		c.hashed = false
+	}
+}
+
+func (c *conn) stopTimers() {
+	c.rtxAt, c.delackAt, c.kaAt, c.closeAt, c.lingerAt = never, never, never, never, never
+	c.persist = false
+}
+
+// rearm puts the connection in the host's timer heap at its earliest timer.
+func (c *conn) rearm() {
+	w := min(c.rtxAt, c.delackAt, c.kaAt, c.closeAt, c.lingerAt)
+	t := &c.h.timers
+	switch {
+	case w == never && c.heapIdx >= 0:
+		c.wakeAt = never
+		t.remove(c)
+	case w == never:
+		c.wakeAt = never
+	case c.heapIdx < 0:
+		c.wakeAt = w
+		t.push(c)
+	case w != c.wakeAt:
+		c.wakeAt = w
+		t.fix(c)
+	}
+}
+
+// onTimers runs every timer of the connection that is due now.
+func (c *conn) onTimers() {
+	now := c.h.now
+	if c.closeAt <= now {
+		c.closeAt = never
+		c.onCloseTimer()
+	}
+	if c.rtxAt <= now {
+		c.rtxAt = never
+		switch {
+		case c.req:
+			c.onSynAckTimer()
+		case c.persist:
+			c.onProbeTimer()
+		default:
+			c.onRetransmitTimer()
+		}
+	}
+	if c.delackAt <= now {
+		c.delackAt = never
+		c.onDelackTimer()
+	}
+	if c.kaAt <= now {
+		c.kaAt = never
+		c.onKeepaliveTimer()
+	}
+	if c.lingerAt <= now {
+		c.lingerAt = never
+		c.onLingerTimer()
+	}
+	c.checkPending()
+	if c.parent != nil {
+		c.parent.checkPending()
+	}
+}
+
+// onCloseTimer ends TIME_WAIT, or the FIN_WAIT2 of an orphan
+// (tcp_fin_timeout), silently as Linux's inet_twsk timer does.
+func (c *conn) onCloseTimer() {
+	switch c.state {
+	case TimeWait:
+		c.h.count(TW)
+		c.finish(CauseTimer, "TIME_WAIT expired ("+fmtDur(c.h.prof.TimeWait)+", 2*MSL)")
+	case FinWait2:
+		c.finish(CauseTimer, "orphaned FIN_WAIT2 expired (tcp_fin_timeout "+fmtDur(c.finTime())+")")
+	}
+}
+
+// enterTimeWait is tcp_time_wait(TCP_TIME_WAIT): the connection becomes a
+// remnant that only re-ACKs a retransmitted FIN and keeps the 4-tuple and
+// the port for 2*MSL.
+func (c *conn) enterTimeWait(kind CauseKind, text string) {
+	c.setState(TimeWait, kind, text)
+	c.becomeRemnant(c.h.prof.TimeWait)
+}
+
+// becomeRemnant turns the connection into a timewait socket that lives for d.
+func (c *conn) becomeRemnant(d time.Duration) {
+	c.tw = true
+	c.rtxAt, c.delackAt, c.kaAt, c.lingerAt = never, never, never, never
+	c.persist = false
+	c.closeAt = c.h.now + d
+	c.snd, c.ooo, c.sent = nil, nil, nil
+	c.ackPending = false
+	c.rcvShut, c.sndShut = true, true
+	if c.parent != nil && !c.inAccept {
+		c.parent.lst.forget(c)
+	}
+}
+
+// finTime is tcp_fin_time: tcp_fin_timeout, at least 3.5 RTO.
+func (c *conn) finTime() time.Duration {
+	t := c.h.prof.FinTimeout
+	if m := c.rto*4 - c.rto/2; t < m {
+		t = m
+	}
+	return t
+}
+
+// fmtDur prints whole seconds as "60s", anything else as Go does.
+func fmtDur(d time.Duration) string {
+	if d%time.Second == 0 {
+		return itoa(int(d/time.Second)) + "s"
+	}
+	return d.String()
+}

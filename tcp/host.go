@@ -1,0 +1,421 @@
+package tcp
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"github.com/tcplab/tcplab/wire"
+)
+
+// Config describes a host.
+type Config struct {
+	Name    string
+	Addr    netip.Addr // the host's IPv4 address
+	Profile Profile    // copied; zero value means Linux()
+	Seed    uint64     // seeds ISN keys, timestamp offsets and port choice
+}
+
+// tuple identifies a connection from this host's point of view.
+type tuple struct {
+	laddr, raddr netip.Addr
+	lport, rport uint16
+}
+
+// portBucket holds every socket bound to a local port: listeners,
+// connections (their children included) and TIME_WAIT remnants, as Linux's
+// inet_bind_bucket does.
+type portBucket struct {
+	socks    map[*conn]struct{}
+	explicit int // sockets that bound the port with bind() or listen()
+}
+
+// Host is one TCP/IP host: its sockets, connections, listeners, counters
+// and timers. It is not safe for concurrent use.
+type Host struct {
+	name string
+	addr netip.Addr
+	prof Profile
+	rng  *rand.Rand
+	key  [4]uint64 // secrets: ISN, cookies, timestamp offsets, ports
+
+	now    time.Duration
+	nextID SockID
+
+	fds      map[FD]*conn
+	freeFDs  []FD
+	nextFD   FD
+	conns    map[tuple]*conn
+	listens  map[uint16]*conn
+	ports    map[uint16]*portBucket
+	perturb  [256]uint16
+	timers   timerHeap
+	out      []wire.Segment
+	events   []Event
+	counters [numCounters]int64
+	record   bool // collect events (off: counters and state still change)
+
+	bsdISS     uint32 // ISNPredictable state
+	bsdISSTick time.Duration
+	nextCallID uint64
+
+	challengeWindow time.Duration
+	challengeCount  int
+
+	bugs []string
+}
+
+// NewHost creates a host.
+func NewHost(cfg Config) *Host {
+	p := cfg.Profile
+	if p.Name == "" {
+		p = Linux()
+	}
+	h := &Host{
+		name:    cfg.Name,
+		addr:    cfg.Addr,
+		prof:    p,
+		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x7463706c6162)),
+		nextID:  1,
+		fds:     make(map[FD]*conn),
+		nextFD:  3,
+		conns:   make(map[tuple]*conn),
+		listens: make(map[uint16]*conn),
+		ports:   make(map[uint16]*portBucket),
+		record:  true,
+		bsdISS:  1,
+	}
+	for i := range h.key {
+		h.key[i] = h.rng.Uint64()
+	}
+	for i := range h.perturb {
+		h.perturb[i] = uint16(h.rng.Uint32())
+	}
+	return h
+}
+
+// Name returns the host's name.
+func (h *Host) Name() string { return h.name }
+
+// Addr returns the host's address.
+func (h *Host) Addr() netip.Addr { return h.addr }
+
+// Profile returns the host's current profile.
+func (h *Host) Profile() Profile { return h.prof }
+
+// SetProfile replaces the profile; sockets keep the values they already
+// copied (a listener's backlog, a socket's keepalive times).
+func (h *Host) SetProfile(p Profile) { h.prof = p }
+
+// Set changes one setting of the host's profile by sysctl name.
+func (h *Host) Set(name, value string) error { return h.prof.Set(name, value) }
+
+// Now is the host's current virtual time.
+func (h *Host) Now() time.Duration { return h.now }
+
+// RecordEvents turns event collection on or off. With it off the engine
+// still counts and changes state; benchmarks use it to measure the engine
+// alone.
+func (h *Host) RecordEvents(on bool) { h.record = on }
+
+// Counter returns a counter's value.
+func (h *Host) Counter(c Counter) int64 {
+	if c < numCounters {
+		return h.counters[c]
+	}
+	return 0
+}
+
+// CounterValues returns every counter, in Counters() order.
+func (h *Host) CounterValues() []int64 { return append([]int64(nil), h.counters[:]...) }
+
+// Bugs lists internal inconsistencies the engine caught in itself (an
+// illegal transition, a broken sequence invariant). Tests require it empty.
+func (h *Host) Bugs() []string { return h.bugs }
+
+func (h *Host) bug(format string, a ...any) {
+	if len(h.bugs) < 100 {
+		h.bugs = append(h.bugs, fmt.Sprintf("%v %s: ", h.now, h.name)+fmt.Sprintf(format, a...))
+	}
+}
+
+func (h *Host) count(c Counter) { h.add(c, 1) }
+
+func (h *Host) add(c Counter, d int64) {
+	h.counters[c] += d
+	if h.record {
+		h.events = append(h.events, Event{Kind: EvCounter, At: h.now, Counter: c, Delta: d, Value: h.counters[c]})
+	}
+}
+
+func (h *Host) note(c *conn, format string, a ...any) {
+	if !h.record {
+		return
+	}
+	e := Event{Kind: EvNote, At: h.now, Note: fmt.Sprintf(format, a...)}
+	if c != nil {
+		e.Sock, e.Parent, e.Local, e.Remote = c.id, c.parentID(), c.localAP(), c.remoteAP()
+	}
+	h.events = append(h.events, e)
+}
+
+func (h *Host) emit(e Event) {
+	if h.record {
+		h.events = append(h.events, e)
+	}
+}
+
+// PollSegments appends the segments the host wants to send to dst and
+// forgets them. The segments' payloads are not shared with the engine.
+func (h *Host) PollSegments(dst []wire.Segment) []wire.Segment {
+	dst = append(dst, h.out...)
+	clear(h.out)
+	h.out = h.out[:0]
+	return dst
+}
+
+// PollEvents appends the host's events to dst and forgets them.
+func (h *Host) PollEvents(dst []Event) []Event {
+	dst = append(dst, h.events...)
+	clear(h.events)
+	h.events = h.events[:0]
+	return dst
+}
+
+// NextDeadline returns the earliest pending timer.
+func (h *Host) NextDeadline() (time.Duration, bool) {
+	if len(h.timers) == 0 {
+		return 0, false
+	}
+	return h.timers[0].wakeAt, true
+}
+
+// Advance moves the host's clock to now, firing every timer that is due,
+// each at its own deadline and in deadline order.
+func (h *Host) Advance(now time.Duration) {
+	if now < h.now {
+		return
+	}
+	for len(h.timers) > 0 && h.timers[0].wakeAt <= now {
+		c := h.timers[0]
+		h.now = c.wakeAt
+		c.onTimers()
+		c.rearm()
+	}
+	h.now = now
+}
+
+// Input processes one segment received by this host at the current time.
+func (h *Host) Input(seg *wire.Segment) {
+	h.count(InSegs)
+	if seg.Dst != h.addr {
+		return // not ours: a router would forward it; a host drops it
+	}
+	t := tuple{laddr: seg.Dst, raddr: seg.Src, lport: seg.DstPort, rport: seg.SrcPort}
+	if c := h.conns[t]; c != nil {
+		c.input(seg)
+		c.rearm()
+		return
+	}
+	if l := h.listens[seg.DstPort]; l != nil {
+		l.listenInput(seg, 0, false)
+		return
+	}
+	h.sendResetFor(seg, "no socket")
+}
+
+// sendResetFor answers a segment that has no connection with a reset, the
+// way RFC 9293 section 3.10.7.1 and Linux's tcp_v4_send_reset do.
+func (h *Host) sendResetFor(seg *wire.Segment, why string) {
+	if seg.Flags&wire.RST != 0 {
+		return
+	}
+	r := wire.Segment{Src: seg.Dst, Dst: seg.Src, SrcPort: seg.DstPort, DstPort: seg.SrcPort,
+		TTL: h.prof.TTL, DF: true}
+	if seg.Flags&wire.ACK != 0 {
+		r.Seq, r.Flags = seg.Ack, wire.RST
+	} else {
+		r.Ack, r.Flags = seg.End(), wire.RST|wire.ACK
+	}
+	h.count(OutRsts)
+	h.send(r)
+	if h.record {
+		h.events = append(h.events, Event{Kind: EvNote, At: h.now,
+			Local: netip.AddrPortFrom(seg.Dst, seg.DstPort), Remote: netip.AddrPortFrom(seg.Src, seg.SrcPort),
+			Note: "RST sent: " + why})
+	}
+}
+
+func (h *Host) send(s wire.Segment) {
+	h.count(OutSegs)
+	h.out = append(h.out, s)
+}
+
+func (h *Host) newID() SockID {
+	id := h.nextID
+	h.nextID++
+	return id
+}
+
+// port bookkeeping
+
+func (h *Host) bindPort(c *conn, port uint16, explicit bool) {
+	b := h.ports[port]
+	if b == nil {
+		b = &portBucket{socks: make(map[*conn]struct{}, 1)}
+		h.ports[port] = b
+	}
+	b.socks[c] = struct{}{}
+	if explicit {
+		b.explicit++
+		c.explicitBind = true
+	}
+	c.lport = port
+	c.bound = true
+}
+
+func (h *Host) unbindPort(c *conn) {
+	if !c.bound {
+		return
+	}
+	if b := h.ports[c.lport]; b != nil {
+		delete(b.socks, c)
+		if c.explicitBind {
+			b.explicit--
+		}
+		if len(b.socks) == 0 {
+			delete(h.ports, c.lport)
+		}
+	}
+	c.bound, c.explicitBind = false, false
+}
+
+// bindConflict mirrors inet_csk_bind_conflict: another socket on the port
+// conflicts unless both set SO_REUSEADDR and the other is not listening.
+// TIME_WAIT remnants keep the SO_REUSEADDR of the socket they came from.
+func (h *Host) bindConflict(c *conn, port uint16) *conn {
+	b := h.ports[port]
+	if b == nil {
+		return nil
+	}
+	var found *conn
+	for o := range b.socks {
+		if o == c {
+			continue
+		}
+		if c.reuseAddr && o.reuseAddr && o.state != Listen {
+			continue
+		}
+		if found == nil || o.id < found.id { // deterministic choice for messages
+			found = o
+		}
+	}
+	return found
+}
+
+// fd table
+
+func (h *Host) allocFD(c *conn) FD {
+	var fd FD
+	if n := len(h.freeFDs); n > 0 {
+		// Lowest free descriptor first, as POSIX requires.
+		low := 0
+		for i := 1; i < n; i++ {
+			if h.freeFDs[i] < h.freeFDs[low] {
+				low = i
+			}
+		}
+		fd = h.freeFDs[low]
+		h.freeFDs[low] = h.freeFDs[n-1]
+		h.freeFDs = h.freeFDs[:n-1]
+	} else {
+		fd = h.nextFD
+		h.nextFD++
+	}
+	h.fds[fd] = c
+	c.fd = fd
+	return fd
+}
+
+func (h *Host) freeFD(c *conn) {
+	if c.fd < 0 {
+		return
+	}
+	delete(h.fds, c.fd)
+	h.freeFDs = append(h.freeFDs, c.fd)
+	c.fd = -1
+}
+
+// timerHeap orders connections by their earliest timer; ties go to the
+// older connection so that runs are deterministic.
+type timerHeap []*conn
+
+func (t timerHeap) less(i, j int) bool {
+	if t[i].wakeAt != t[j].wakeAt {
+		return t[i].wakeAt < t[j].wakeAt
+	}
+	return t[i].id < t[j].id
+}
+
+func (t timerHeap) swap(i, j int) {
+	t[i], t[j] = t[j], t[i]
+	t[i].heapIdx = i
+	t[j].heapIdx = j
+}
+
+func (t *timerHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if !t.less(i, p) {
+			return
+		}
+		t.swap(i, p)
+		i = p
+	}
+}
+
+func (t *timerHeap) down(i int) {
+	n := len(*t)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && t.less(r, l) {
+			m = r
+		}
+		if !t.less(m, i) {
+			return
+		}
+		t.swap(i, m)
+		i = m
+	}
+}
+
+func (t *timerHeap) push(c *conn) {
+	c.heapIdx = len(*t)
+	*t = append(*t, c)
+	t.up(c.heapIdx)
+}
+
+func (t *timerHeap) remove(c *conn) {
+	i := c.heapIdx
+	last := len(*t) - 1
+	if i != last {
+		t.swap(i, last)
+	}
+	(*t)[last] = nil
+	*t = (*t)[:last]
+	if i != last {
+		t.down(i)
+		t.up(i)
+	}
+	c.heapIdx = -1
+}
+
+func (t *timerHeap) fix(c *conn) {
+	t.down(c.heapIdx)
+	t.up(c.heapIdx)
+}

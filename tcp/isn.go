@@ -1,0 +1,243 @@
+package tcp
+
+import (
+	"time"
+
+	"github.com/tcplab/tcplab/wire"
+)
+
+// mix64 is a 64-bit finalizer (splitmix64); keyed hashes below feed it the
+// secret and the 4-tuple one word at a time.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
+}
+
+func tupleHash(key uint64, t tuple, extra uint64) uint64 {
+	la, ra := t.laddr.As4(), t.raddr.As4()
+	w1 := uint64(la[0])<<24 | uint64(la[1])<<16 | uint64(la[2])<<8 | uint64(la[3])
+	w2 := uint64(ra[0])<<24 | uint64(ra[1])<<16 | uint64(ra[2])<<8 | uint64(ra[3])
+	h := mix64(key ^ w1<<32 ^ w2)
+	h = mix64(h ^ uint64(t.lport)<<16 ^ uint64(t.rport) ^ extra<<32)
+	return h
+}
+
+// isn picks an initial sequence number for a connection.
+func (h *Host) isn(t tuple) wire.Seq {
+	if h.prof.ISN == ISNPredictable {
+		// 4.4BSD: tcp_iss grows by 64000 every half second (the slow
+		// timer) and by 64000 for every connection.
+		ticks := uint32(h.now / (500 * time.Millisecond))
+		if tick := time.Duration(ticks) * 500 * time.Millisecond; tick > h.bsdISSTick {
+			h.bsdISS += 64000 * uint32((tick-h.bsdISSTick)/(500*time.Millisecond))
+			h.bsdISSTick = tick
+		}
+		isn := h.bsdISS
+		h.bsdISS += 64000
+		return wire.Seq(isn)
+	}
+	// RFC 6528: ISN = M + F(4-tuple, secret), M a clock ticking every 64 ns
+	// (Linux's secure_tcp_seq).
+	return wire.Seq(uint32(tupleHash(h.key[0], t, 0)) + uint32(h.now.Nanoseconds()>>6))
+}
+
+// tsOffset is the per-connection timestamp offset (secure_tcp_ts_off), so
+// that timestamps do not reveal the host's uptime.
+func (h *Host) tsOffset(t tuple) uint32 {
+	return uint32(tupleHash(h.key[1], t, 1))
+}
+
+// SYN cookies. The layout follows the idea of Linux's
+// __cookie_v4_init_sequence: a keyed hash of the 4-tuple, the peer's ISN, a
+// one-minute counter in the top 8 bits and a second hash plus an MSS index
+// in the low 24 bits. With timestamps, the low 6 bits of our TSval carry the
+// window scale and SACK-permitted that the cookie has no room for.
+const (
+	synCookiePeriod = 60 * time.Second
+	synCookieMaxAge = 2
+	synCookieValid  = synCookiePeriod * synCookieMaxAge
+	cookieBits      = 24
+	cookieMask      = 1<<cookieBits - 1
+	tsOptBits       = 6
+	tsOptMask       = 1<<tsOptBits - 1
+	tsWScaleNone    = 0xf
+	tsSACKBit       = 1 << 4
+)
+
+// msstab holds the MSS values a cookie can encode (Linux's msstab).
+var msstab = [...]uint16{536, 1300, 1440, 1460}
+
+func (h *Host) cookieCounter() uint32 { return uint32(h.now / synCookiePeriod) }
+
+func (h *Host) cookieSeq(t tuple, peerISN wire.Seq, count uint32, mssIdx int) wire.Seq {
+	h1 := uint32(tupleHash(h.key[2], t, 0))
+	h2 := uint32(tupleHash(h.key[3], t, uint64(count)))
+	return wire.Seq(h1 + uint32(peerISN) + count<<cookieBits + (h2+uint32(mssIdx))&cookieMask)
+}
+
+// cookieCheck returns the MSS index a cookie carries, or -1.
+func (h *Host) cookieCheck(t tuple, peerISN, cookie wire.Seq) int {
+	h1 := uint32(tupleHash(h.key[2], t, 0))
+	v := uint32(cookie) - h1 - uint32(peerISN)
+	count := v >> cookieBits
+	now := h.cookieCounter()
+	if uint32(now-count)&0xff >= synCookieMaxAge {
+		return -1
+	}
+	h2 := uint32(tupleHash(h.key[3], t, uint64(now-(uint32(now-count)&0xff))))
+	idx := int((v - h2) & cookieMask)
+	if idx >= len(msstab) {
+		return -1
+	}
+	return idx
+}
+
+// sendCookieSynAck answers a SYN without keeping any state.
+func (c *conn) sendCookieSynAck(seg *wire.Segment, t tuple) {
+	h := c.h
+	p := &h.prof
+	idx := 0
+	for i, m := range msstab {
+		if seg.Options.HasMSS && m <= seg.Options.MSS {
+			idx = i
+		}
+	}
+	iss := h.cookieSeq(t, seg.Seq, h.cookieCounter(), idx)
+	s := wire.Segment{Src: t.laddr, Dst: t.raddr, SrcPort: t.lport, DstPort: t.rport,
+		Seq: iss, Ack: seg.Seq.Add(1), Flags: wire.SYN | wire.ACK, TTL: p.TTL, DF: true,
+		Window: uint16(min(p.RcvWindow, 65535))}
+	s.Options = wire.Options{HasMSS: true, MSS: msstab[idx]}
+	if p.Timestamps && seg.Options.HasTimestamps {
+		// Without timestamps a cookie cannot remember window scaling or
+		// SACK, so they are only offered with timestamps.
+		opts := uint32(tsWScaleNone)
+		if p.WScale >= 0 && seg.Options.HasWScale {
+			opts = uint32(min(seg.Options.WScale, 14))
+			s.Options.HasWScale, s.Options.WScale = true, uint8(p.WScale)
+		}
+		if p.SACK && seg.Options.SACKPermitted {
+			opts |= tsSACKBit
+			s.Options.SACKPermitted = true
+		}
+		now := uint32(h.now/time.Millisecond) + h.tsOffset(t)
+		ts := now&^tsOptMask | opts
+		if int32(ts-now) > 0 {
+			ts -= 1 << tsOptBits
+		}
+		s.Options.HasTimestamps, s.Options.TSVal, s.Options.TSEcr = true, ts, seg.Options.TSVal
+	}
+	h.send(s)
+	if h.record {
+		h.note(c, "SYN cookie sent to %v:%d (no state kept)", t.raddr, t.rport)
+	}
+}
+
+// cookieAck is cookie_v4_check: an ACK for a listener that may complete a
+// handshake answered with a cookie. It reports whether the ACK was consumed.
+func (c *conn) cookieAck(seg *wire.Segment) bool {
+	h := c.h
+	p := &h.prof
+	t := tuple{laddr: seg.Dst, raddr: seg.Src, lport: seg.DstPort, rport: seg.SrcPort}
+	idx := h.cookieCheck(t, seg.Seq.Add(-1), seg.Ack.Add(-1))
+	if idx < 0 {
+		h.count(SyncookiesFailed)
+		return false
+	}
+	h.count(SyncookiesRecv)
+	var peer wire.Options
+	peer.HasMSS, peer.MSS = true, msstab[idx]
+	tsOK := seg.Options.HasTimestamps && p.Timestamps
+	if tsOK {
+		opts := seg.Options.TSEcr & tsOptMask
+		peer.HasTimestamps, peer.TSVal = true, seg.Options.TSVal
+		if w := opts & 0xf; w != tsWScaleNone && p.WScale >= 0 {
+			peer.HasWScale, peer.WScale = true, uint8(w)
+		}
+		peer.SACKPermitted = opts&tsSACKBit != 0
+	}
+	if c.lst.acceptFull() {
+		h.count(ListenOverflows)
+		c.listenDrop("accept queue full: cookie ACK dropped")
+		return true
+	}
+	ch := h.newConn()
+	ch.laddr, ch.raddr, ch.lport, ch.rport = t.laddr, t.raddr, t.lport, t.rport
+	ch.state = Listen
+	ch.parent, ch.parentSk = c, c.id
+	ch.reuseAddr = c.reuseAddr
+	ch.inheritOptions(c)
+	ch.irs = seg.Seq.Add(-1)
+	ch.rcvNxt = seg.Seq
+	ch.rcvWup = ch.rcvNxt
+	ch.takeSynOptions(&wire.Segment{Options: peer})
+	ch.tsOff = h.tsOffset(t)
+	ch.iss = seg.Ack.Add(-1)
+	ch.sndUna, ch.sndNxt, ch.sndMax = ch.iss, ch.iss.Add(1), ch.iss.Add(1)
+	ch.sndBase = ch.iss.Add(1)
+	ch.rcvWnd = uint32(min(p.RcvWindow, 65535))
+	ch.hash()
+	h.bindPort(ch, c.lport, false)
+	ch.setState(SynRecv, CauseSegment, "rcv ACK carrying a valid SYN cookie")
+	h.count(PassiveOpens)
+	ch.rcvStateProcess(seg)
+	if ch.state != Closed {
+		ch.inAccept = true
+		c.lst.acceptq = append(c.lst.acceptq, ch)
+	}
+	c.checkPending()
+	return true
+}
+
+// pickEphemeral is __inet_hash_connect: a per-destination starting offset
+// (keyed hash plus a perturbation table), even ports first, a port usable
+// if no bind()-bound socket holds it and the 4-tuple is free.
+func (h *Host) pickEphemeral(dst tuple) (uint16, Errno) {
+	p := &h.prof
+	low, high := int(p.EphemeralLow), int(p.EphemeralHigh)
+	remaining := high - low + 1
+	hv := tupleHash(h.key[3], tuple{laddr: dst.laddr, raddr: dst.raddr, rport: dst.rport}, 7)
+	idx := int(hv & 0xff)
+	offset := int((uint32(hv>>8) + uint32(h.perturb[idx])) % uint32(remaining))
+	offset &^= 1
+	for parity := 0; parity < 2; parity++ {
+		for i := 0; i < remaining; i += 2 {
+			port := low + (offset+i+parity)%remaining
+			if port > high {
+				continue
+			}
+			b := h.ports[uint16(port)]
+			if b != nil && b.explicit > 0 {
+				continue
+			}
+			t := dst
+			t.lport = uint16(port)
+			if o := h.conns[t]; o != nil {
+				if !(o.state == TimeWait && h.twReusable(o)) {
+					continue
+				}
+				o.finish(CauseApp, "TIME_WAIT 4-tuple reused by connect() (tcp_tw_reuse)")
+			}
+			h.perturb[idx] += uint16(i + 2)
+			return uint16(port), OK
+		}
+	}
+	return 0, EADDRNOTAVAIL
+}
+
+// twReusable is tcp_twsk_unique: with tcp_tw_reuse a TIME_WAIT 4-tuple may
+// be reused by connect() if timestamps were in use and a second has passed.
+func (h *Host) twReusable(o *conn) bool {
+	switch h.prof.TwReuse {
+	case 0:
+		return false
+	case 2:
+		if !o.laddr.IsLoopback() || !o.raddr.IsLoopback() {
+			return false
+		}
+	}
+	return o.tsOK && h.now-o.tsRecentAt >= time.Second
+}

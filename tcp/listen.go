@@ -1,0 +1,332 @@
+package tcp
+
+import (
+	"sort"
+	"time"
+
+	"github.com/tcplab/tcplab/wire"
+)
+
+// listener is the listening half of a socket: Linux's request_sock_queue.
+type listener struct {
+	backlog int // sk_max_ack_backlog: min(backlog, somaxconn)
+
+	reqs    map[*conn]struct{} // the SYN queue: request sockets in SYN_RECV
+	young   int                // requests whose SYN-ACK was never retransmitted
+	acceptq []*conn            // completed connections waiting for accept()
+
+	lastOverflow time.Duration // tcp_synq_overflow: when cookies were last needed
+	overflowed   bool
+	floodWarned  bool
+}
+
+// acceptFull is sk_acceptq_is_full: the queue holds backlog+1 connections.
+func (l *listener) acceptFull() bool { return len(l.acceptq) > l.backlog }
+
+// synqFull is inet_csk_reqsk_queue_is_full: as many requests as the backlog.
+func (l *listener) synqFull() bool { return len(l.reqs) >= l.backlog }
+
+func (l *listener) forget(c *conn) {
+	if _, ok := l.reqs[c]; ok {
+		delete(l.reqs, c)
+		if c.numTimeout == 0 {
+			l.young--
+		}
+	}
+	if c.inAccept {
+		for i, a := range l.acceptq {
+			if a == c {
+				l.acceptq = append(l.acceptq[:i], l.acceptq[i+1:]...)
+				break
+			}
+		}
+		c.inAccept = false
+	}
+}
+
+// listenDrop is tcp_listendrop.
+func (c *conn) listenDrop(why string) {
+	c.h.count(ListenDrops)
+	c.h.note(c, "listener dropped a segment: %s", why)
+}
+
+// listenInput handles a segment for a listening socket (tcp_v4_do_rcv with
+// cookie_v4_check, then tcp_rcv_state_process in LISTEN). isn is set when
+// a SYN reopens a TIME_WAIT 4-tuple.
+func (c *conn) listenInput(seg *wire.Segment, isn wire.Seq, fromTW bool) {
+	h := c.h
+	f := seg.Flags
+	if f&wire.RST != 0 {
+		return
+	}
+	if f&wire.ACK != 0 {
+		if f&wire.SYN == 0 && h.prof.Syncookies != 0 && c.lst.overflowed &&
+			h.now-c.lst.lastOverflow <= synCookieValid {
+			if c.cookieAck(seg) {
+				return
+			}
+			if c.state != Listen {
+				return
+			}
+		}
+		h.sendResetFor(seg, "ACK for a listener with no such connection")
+		return
+	}
+	if f&wire.SYN == 0 || f&wire.FIN != 0 {
+		return
+	}
+	c.connRequest(seg, isn, fromTW)
+	c.checkPending()
+}
+
+// connRequest is tcp_conn_request: a SYN for a listener.
+func (c *conn) connRequest(seg *wire.Segment, isn wire.Seq, fromTW bool) {
+	h := c.h
+	p := &h.prof
+	l := c.lst
+	wantCookie := false
+	if (p.Syncookies == 2 || l.synqFull()) && !fromTW {
+		if p.Syncookies != 0 {
+			wantCookie = true
+			h.count(TCPReqQFullDoCookies)
+		} else {
+			h.count(TCPReqQFullDrop)
+			c.listenDrop("SYN queue full and SYN cookies off: SYN dropped")
+			return
+		}
+		if !l.floodWarned && p.Syncookies != 2 {
+			l.floodWarned = true
+			h.note(c, "possible SYN flooding on port %d: sending cookies", c.lport)
+		}
+	}
+	if l.acceptFull() {
+		h.count(ListenOverflows)
+		c.listenDrop("accept queue full: SYN dropped")
+		return
+	}
+	if !wantCookie && !fromTW && p.Syncookies == 0 &&
+		p.MaxSynBacklog-len(l.reqs) < p.MaxSynBacklog>>2 {
+		c.listenDrop("SYN queue past three quarters of tcp_max_syn_backlog: SYN dropped")
+		return
+	}
+	t := tuple{laddr: seg.Dst, raddr: seg.Src, lport: seg.DstPort, rport: seg.SrcPort}
+	if wantCookie {
+		l.lastOverflow, l.overflowed = h.now, true
+		h.count(SyncookiesSent)
+		c.sendCookieSynAck(seg, t)
+		return
+	}
+	r := h.newConn()
+	r.laddr, r.raddr, r.lport, r.rport = t.laddr, t.raddr, t.lport, t.rport
+	r.state = Listen // a request starts as a clone of its listener
+	r.parent, r.parentSk = c, c.id
+	r.req = true
+	r.reuseAddr = c.reuseAddr
+	r.inheritOptions(c)
+	r.irs = seg.Seq
+	r.rcvNxt = seg.Seq.Add(1)
+	r.rcvWup = r.rcvNxt
+	r.takeSynOptions(seg)
+	r.sndWnd = uint32(seg.Window)
+	r.tsOff = h.tsOffset(t)
+	if fromTW {
+		r.iss = isn
+	} else {
+		r.iss = h.isn(t)
+	}
+	r.sndUna, r.sndNxt, r.sndMax = r.iss, r.iss, r.iss
+	r.sndBase = r.iss.Add(1)
+	r.hash()
+	h.bindPort(r, c.lport, false)
+	l.reqs[r] = struct{}{}
+	l.young++
+	r.setState(SynRecv, CauseSegment, "rcv SYN, snd SYN,ACK")
+	r.sendSynAck()
+	r.sndNxt = r.iss.Add(1)
+	r.sndMax = r.sndNxt
+	r.rtxAt = h.now + p.SynAckInitialRTO
+	r.rearm()
+}
+
+func (r *conn) inheritOptions(l *conn) {
+	r.linger, r.lingerTime = l.linger, l.lingerTime
+	r.keepalive, r.kaIdle, r.kaIntvl, r.kaProbes = l.keepalive, l.kaIdle, l.kaIntvl, l.kaProbes
+	r.noDelay = l.noDelay
+}
+
+// sendSynAck sends the SYN-ACK of a request socket.
+func (r *conn) sendSynAck() {
+	s := r.segment(wire.SYN|wire.ACK, r.iss, nil)
+	peer := wire.Options{SACKPermitted: r.sackOK, HasTimestamps: r.tsOK, TSVal: r.tsRecent, HasWScale: r.wsOK}
+	s.Options = r.synOptions(true, &peer)
+	r.emit(s)
+}
+
+// onSynAckTimer is reqsk_timer_handler: resend the SYN-ACK with a doubling
+// timeout until tcp_synack_retries, fewer when the queue fills with old
+// requests (half of the queue is kept for young ones).
+func (r *conn) onSynAckTimer() {
+	h := r.h
+	p := &h.prof
+	l := r.parent
+	if l == nil || l.state != Listen {
+		r.finish(CauseTimer, "listener closed")
+		return
+	}
+	lst := l.lst
+	maxRetries := p.SynAckRetries
+	qlen := len(lst.reqs)
+	if qlen<<1 > max(8, lst.backlog) {
+		young := lst.young << 1
+		for maxRetries > 2 {
+			if qlen < young {
+				break
+			}
+			maxRetries--
+			young <<= 1
+		}
+	}
+	h.count(TCPTimeouts)
+	if r.numTimeout >= maxRetries {
+		text := "SYN-ACK retries exhausted (tcp_synack_retries " + itoa(p.SynAckRetries) + ")"
+		if maxRetries < p.SynAckRetries {
+			text = "SYN-ACK retries cut to " + itoa(maxRetries) + " by a SYN queue full of old requests"
+		}
+		r.finish(CauseTimer, text)
+		return
+	}
+	h.count(RetransSegs)
+	r.retransTotal++
+	r.sendSynAck()
+	if r.numTimeout == 0 {
+		lst.young--
+	}
+	r.numTimeout++
+	r.rtxAt = h.now + min(p.SynAckInitialRTO<<r.numTimeout, p.MaxRTO)
+}
+
+// reqInput is tcp_check_req: a segment for a request in the SYN queue.
+func (r *conn) reqInput(seg *wire.Segment) {
+	h := r.h
+	f := seg.Flags
+	l := r.parent
+	if seg.Seq == r.irs && f&(wire.RST|wire.SYN|wire.ACK) == wire.SYN {
+		// The peer did not get our SYN-ACK: resend it and restart the
+		// timer.
+		h.count(RetransSegs)
+		r.retransTotal++
+		r.sendSynAck()
+		r.rtxAt = h.now + min(h.prof.SynAckInitialRTO<<r.numTimeout, h.prof.MaxRTO)
+		return
+	}
+	if f&wire.ACK != 0 && seg.Ack != r.iss.Add(1) {
+		l.listenInput(seg, 0, false)
+		return
+	}
+	if !inWindow(seg.Seq, seg.End(), r.rcvNxt, r.rcvNxt.Add(int(r.rcvWnd))) {
+		if f&wire.RST == 0 {
+			r.sendAck()
+		}
+		return
+	}
+	if f&(wire.RST|wire.SYN) != 0 {
+		h.count(AttemptFails)
+		if f&wire.RST == 0 {
+			h.sendResetFor(seg, "SYN in window of a half-open connection")
+		}
+		h.count(EmbryonicRsts)
+		r.finishReq(CauseSegment, "rcv RST")
+		return
+	}
+	if f&wire.ACK == 0 {
+		return
+	}
+	lst := l.lst
+	if lst.acceptFull() {
+		h.count(ListenOverflows)
+		h.count(ListenDrops)
+		if !h.prof.AbortOnOverflow {
+			r.acked = true
+			h.note(r, "accept queue full: final ACK dropped, the client believes it is ESTABLISHED (SYN-ACK will be resent)")
+			return
+		}
+		h.note(r, "accept queue full and tcp_abort_on_overflow=1: connection reset")
+		h.sendResetFor(seg, "accept queue full (tcp_abort_on_overflow)")
+		h.count(EmbryonicRsts)
+		r.finishReq(CauseSegment, "accept queue full, tcp_abort_on_overflow=1: RST")
+		return
+	}
+	// Complete the connection: Linux's syn_recv_sock, then the child
+	// processes the segment.
+	if _, ok := lst.reqs[r]; ok {
+		delete(lst.reqs, r)
+		if r.numTimeout == 0 {
+			lst.young--
+		}
+	}
+	r.req = false
+	r.rtxAt = never
+	h.count(PassiveOpens)
+	r.tsOff = h.tsOffset(r.key())
+	r.rcvStateProcess(seg)
+	if r.state != Closed {
+		r.inAccept = true
+		lst.acceptq = append(lst.acceptq, r)
+	}
+}
+
+// finishReq removes a request socket.
+func (r *conn) finishReq(kind CauseKind, text string) {
+	r.setState(Closed, kind, text)
+	r.stopTimers()
+	r.unhash()
+	if r.parent != nil {
+		r.parent.lst.forget(r)
+	}
+	r.h.unbindPort(r)
+	r.req = false
+	r.rearm()
+}
+
+// closeListener is inet_csk_listen_stop: half-open requests vanish and
+// connections nobody accepted are reset.
+func (c *conn) closeListener() {
+	l := c.lst
+	reqs := make([]*conn, 0, len(l.reqs))
+	for r := range l.reqs {
+		reqs = append(reqs, r)
+	}
+	sort.Slice(reqs, func(i, j int) bool { return reqs[i].id < reqs[j].id })
+	for _, r := range reqs {
+		r.finishReq(CauseApp, "listener closed")
+	}
+	for len(l.acceptq) > 0 {
+		ch := l.acceptq[0]
+		l.acceptq = l.acceptq[1:]
+		ch.inAccept = false
+		ch.orphan = true
+		ch.abort(CauseApp, "listener closed before accept()")
+	}
+	l.acceptq = nil
+}
+
+// abort is tcp_disconnect: drop the connection, with RST where the peer
+// holds state (tcp_need_reset).
+func (c *conn) abort(kind CauseKind, text string) {
+	switch c.state {
+	case Established, CloseWait, FinWait1, FinWait2, SynRecv:
+		c.sendActiveReset()
+		c.err = ECONNRESET
+	case Closing, LastAck:
+		if c.sndNxt != c.sndBase.Add(len(c.snd)) {
+			c.sendActiveReset()
+			c.err = ECONNRESET
+		}
+	case SynSent:
+		c.err = ECONNRESET
+	}
+	if c.tw {
+		c.tw = false
+	}
+	c.finish(kind, text)
+}

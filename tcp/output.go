@@ -1,0 +1,632 @@
+package tcp
+
+import (
+	"time"
+
+	"github.com/tcplab/tcplab/wire"
+)
+
+// tsNow is the timestamp clock: milliseconds plus a per-connection offset,
+// as Linux's tcp_time_stamp_ts with secure_tcp_ts_off.
+func (c *conn) tsNow() uint32 {
+	return uint32(c.h.now/time.Millisecond) + c.tsOff
+}
+
+// segment builds a segment of this connection. ACK, window and timestamps
+// are filled in; sending it counts as having sent an ACK.
+func (c *conn) segment(flags wire.Flags, seq wire.Seq, payload []byte) wire.Segment {
+	h := c.h
+	s := wire.Segment{Src: c.laddr, Dst: c.raddr, SrcPort: c.lport, DstPort: c.rport,
+		Seq: seq, Flags: flags, TTL: h.prof.TTL, DF: true}
+	if len(payload) > 0 {
+		s.Payload = append([]byte(nil), payload...)
+	}
+	if flags&wire.ACK != 0 {
+		s.Ack = c.rcvNxt
+	}
+	s.Window = c.selectWindow(flags&wire.SYN != 0)
+	if c.tsOK {
+		s.Options.HasTimestamps = true
+		s.Options.TSVal = c.tsNow()
+		s.Options.TSEcr = c.tsRecent
+	}
+	if c.sackOK && flags&wire.SYN == 0 && flags&wire.ACK != 0 {
+		s.Options.SACK = c.sackBlocks()
+	}
+	if flags&wire.ACK != 0 {
+		c.ackSent()
+	}
+	return s
+}
+
+// selectWindow is tcp_select_window: free receive space, never shrinking
+// the right edge already advertised, scaled and rounded up to the scale
+// unit. A SYN carries the window unscaled.
+func (c *conn) selectWindow(syn bool) uint16 {
+	p := &c.h.prof
+	oooBytes := 0
+	for _, s := range c.ooo {
+		oooBytes += len(s.data)
+	}
+	free := p.RcvWindow - len(c.rcv) - oooBytes
+	if free < min(c.rcvMSS, p.RcvWindow/2) {
+		free = 0 // receiver-side silly window avoidance (RFC 1122 4.2.3.3)
+	}
+	win := uint32(max(free, 0))
+	if cur := c.receiveWindow(); win < cur {
+		win = cur
+	}
+	if syn {
+		win = min(win, 65535)
+		c.rcvWnd = win
+		c.rcvWup = c.rcvNxt
+		return uint16(win)
+	}
+	shift := uint32(0)
+	if c.wsOK {
+		shift = uint32(c.rcvWScale)
+	}
+	unit := uint32(1) << shift
+	win = (win + unit - 1) &^ (unit - 1)
+	win = min(win, 65535<<shift)
+	c.rcvWnd = win
+	c.rcvWup = c.rcvNxt
+	return uint16(win >> shift)
+}
+
+// sackBlocks lists a D-SACK block first (RFC 2883), then the out-of-order
+// ranges, the most recent arrival first; three blocks fit beside
+// timestamps, four without.
+func (c *conn) sackBlocks() []wire.SACKBlock {
+	limit := 4
+	if c.tsOK {
+		limit = 3
+	}
+	var out []wire.SACKBlock
+	if c.dsack != nil {
+		out = append(out, *c.dsack)
+		c.dsack = nil
+	}
+	if len(c.ooo) == 0 {
+		return out
+	}
+	var ranges []wire.SACKBlock
+	for _, s := range c.ooo {
+		end := s.seq.Add(len(s.data))
+		if s.fin {
+			end = end.Add(1)
+		}
+		if n := len(ranges); n > 0 && !s.seq.GreaterThan(ranges[n-1].Right) {
+			ranges[n-1].Right = ranges[n-1].Right.Max(end)
+			continue
+		}
+		ranges = append(ranges, wire.SACKBlock{Left: s.seq, Right: end})
+	}
+	for i, r := range ranges {
+		if c.oooLast.InWindow(r.Left, uint32(r.Right.Diff(r.Left))) {
+			ranges[0], ranges[i] = ranges[i], ranges[0]
+			break
+		}
+	}
+	for _, r := range ranges {
+		if len(out) == limit {
+			break
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// ackSent is tcp_event_ack_sent: any segment carrying an ACK answers what
+// was pending and spends one quick ACK.
+func (c *conn) ackSent() {
+	c.ackPending = false
+	c.pushed = false
+	c.delackAt = never
+	if c.quick > 0 {
+		c.quick--
+	}
+}
+
+func (c *conn) emit(s wire.Segment) {
+	c.h.send(s)
+}
+
+// sendAck sends a bare ACK at SND.NXT.
+func (c *conn) sendAck() {
+	c.emit(c.segment(wire.ACK, c.sndNxt, nil))
+}
+
+// sendActiveReset is tcp_send_active_reset: RST,ACK at SND.NXT.
+func (c *conn) sendActiveReset() {
+	c.h.count(OutRsts)
+	c.emit(c.segment(wire.RST|wire.ACK, c.sndNxt, nil))
+}
+
+// synOptions are the options of our SYN or SYN-ACK. For a SYN-ACK, only
+// what the peer offered is echoed.
+func (c *conn) synOptions(synack bool, peer *wire.Options) wire.Options {
+	p := &c.h.prof
+	o := wire.Options{HasMSS: true, MSS: uint16(p.MSS)}
+	if p.SACK && (!synack || peer.SACKPermitted) {
+		o.SACKPermitted = true
+	}
+	if p.Timestamps && (!synack || peer.HasTimestamps) {
+		o.HasTimestamps = true
+		o.TSVal = c.tsNow()
+		if synack {
+			o.TSEcr = peer.TSVal
+		}
+	}
+	if p.WScale >= 0 && (!synack || peer.HasWScale) {
+		o.HasWScale = true
+		o.WScale = uint8(p.WScale)
+	}
+	return o
+}
+
+// sendSyn sends (or resends) our SYN in SYN_SENT, or SYN,ACK in SYN_RECV
+// after a simultaneous open.
+func (c *conn) sendSyn() {
+	flags := wire.SYN
+	var peer wire.Options
+	if c.state == SynRecv {
+		flags |= wire.ACK
+		peer = wire.Options{HasTimestamps: c.tsOK, TSVal: c.tsRecent, SACKPermitted: c.sackOK, HasWScale: c.wsOK}
+	}
+	s := c.segment(flags, c.iss, nil)
+	s.Options = c.synOptions(c.state == SynRecv, &peer)
+	c.emit(s)
+	if c.sndNxt == c.iss {
+		c.sndNxt = c.iss.Add(1)
+	}
+	if c.sndMax.LessThan(c.sndNxt) {
+		c.sndMax = c.sndNxt
+	}
+	if c.rtxAt == never {
+		c.rtxAt = c.h.now + c.rto
+	}
+}
+
+// takeSynOptions records what the peer's SYN or SYN-ACK offered.
+func (c *conn) takeSynOptions(seg *wire.Segment) {
+	p := &c.h.prof
+	o := &seg.Options
+	c.peerMSS = 536
+	if o.HasMSS && o.MSS > 0 {
+		c.peerMSS = int(o.MSS)
+	}
+	c.sackOK = p.SACK && o.SACKPermitted
+	c.wsOK = p.WScale >= 0 && o.HasWScale
+	if c.wsOK {
+		c.sndWScale = min(o.WScale, 14)
+		c.rcvWScale = uint8(p.WScale)
+	} else {
+		c.sndWScale, c.rcvWScale = 0, 0
+	}
+	c.tsOK = p.Timestamps && o.HasTimestamps
+	if c.tsOK {
+		c.tsRecent, c.tsRecentAt = o.TSVal, c.h.now
+	}
+	c.setMSS()
+}
+
+// setMSS is the payload per segment: the smaller of both MSS values, less
+// the 12 bytes of the timestamps option.
+func (c *conn) setMSS() {
+	m := min(c.peerMSS, c.h.prof.MSS)
+	if c.tsOK {
+		m -= 12
+	}
+	c.mss = max(m, 48)
+	c.rcvMSS = min(c.h.prof.MSS, c.h.prof.RcvWindow/2)
+	if c.rcvMSS > 536 {
+		c.rcvMSS = 536 // tcp_initialize_rcv_mss: guess low until measured
+	}
+}
+
+// xmit is tcp_write_xmit: send what the send window, the congestion window,
+// Nagle's algorithm and sender-side silly window avoidance allow; then the
+// FIN once all data is out.
+func (c *conn) xmit() {
+	switch c.state {
+	case Established, CloseWait, FinWait1, LastAck, Closing:
+	default:
+		return
+	}
+	h := c.h
+	for {
+		dataEnd := c.sndBase.Add(len(c.snd))
+		inflight := int(c.sndNxt.Diff(c.sndUna))
+		if c.sndNxt.LessThan(dataEnd) {
+			off := int(c.sndNxt.Diff(c.sndBase))
+			n := min(c.mss, len(c.snd)-off)
+			wndLeft := int(c.sndUna.Add(int(c.sndWnd)).Diff(c.sndNxt))
+			can := min(n, wndLeft, c.cwnd-inflight)
+			if can <= 0 {
+				if c.sndWnd == 0 && inflight == 0 {
+					c.startPersist()
+				}
+				return
+			}
+			if can < n && can < c.mss && uint32(can) < c.maxWnd/2 {
+				// Sender-side silly window avoidance: wait for a
+				// bigger window; probe if nothing is in flight.
+				if inflight == 0 {
+					c.startPersist()
+				}
+				return
+			}
+			last := off+can == len(c.snd)
+			if can < c.mss && !c.noDelay && !(c.finQueued && last) &&
+				inflight > 0 && c.sndSml.GreaterThan(c.sndUna) && !c.sndSml.GreaterThan(c.sndNxt) {
+				return // Nagle (Minshall's variant, tcp_nagle_check)
+			}
+			flags := wire.ACK
+			if last {
+				flags |= wire.PSH
+			}
+			withFin := last && c.finQueued
+			if withFin {
+				flags |= wire.FIN
+			}
+			seq := c.sndNxt
+			s := c.segment(flags, seq, c.snd[off:off+can])
+			c.emit(s)
+			end := seq.Add(can)
+			if withFin {
+				c.finSent, c.finSeq = true, end
+				end = end.Add(1)
+			}
+			c.afterSend(seq, end)
+			if can < c.mss {
+				c.sndSml = seq.Add(can)
+			}
+			continue
+		}
+		if c.finQueued && c.sndNxt == dataEnd && (!c.finSent || !c.sndNxt.GreaterThan(c.finSeq)) {
+			seq := c.sndNxt
+			c.emit(c.segment(wire.FIN|wire.ACK, seq, nil))
+			c.finSent, c.finSeq = true, seq
+			c.afterSend(seq, seq.Add(1))
+		}
+		_ = h
+		return
+	}
+}
+
+// afterSend does the bookkeeping of a segment covering [seq, end).
+func (c *conn) afterSend(seq, end wire.Seq) {
+	h := c.h
+	if seq.LessThan(c.sndMax) {
+		h.count(RetransSegs)
+		c.retransTotal++
+	} else {
+		c.sent = append(c.sent, sentRec{end: end, at: h.now})
+		if !c.rttTiming && c.retransmits == 0 {
+			c.rttTiming, c.rttSeq, c.rttAt = true, seq, h.now
+		}
+	}
+	c.sndNxt = end
+	if c.sndMax.LessThan(end) {
+		c.sndMax = end
+	}
+	if c.rtxAt == never || c.persist {
+		c.persist = false
+		c.rtxAt = h.now + c.rto
+	}
+	c.lastSendAt()
+}
+
+// lastSendAt applies tcp_event_data_sent's pingpong rule: replying within
+// ATO of the last received data marks the connection interactive.
+func (c *conn) lastSendAt() {
+	if c.ato > 0 && c.h.now-c.lastDataRcv < c.ato {
+		c.pingpong = true
+	}
+}
+
+// retransmitHead resends the first unacknowledged segment.
+func (c *conn) retransmitHead() {
+	c.rttTiming = false
+	switch c.state {
+	case SynSent, SynRecv:
+		c.sndNxt = c.iss
+		c.sendSyn()
+		c.h.count(RetransSegs)
+		c.retransTotal++
+		return
+	}
+	saveNxt, saveCwnd := c.sndNxt, c.cwnd
+	c.sndNxt = c.sndUna
+	c.cwnd = int(c.sndNxt.Diff(c.sndUna)) + c.mss
+	c.xmit()
+	if c.sndNxt.LessThan(saveNxt) && c.state != Closed {
+		// Fast retransmit resends one segment and keeps going from
+		// where it was.
+		c.sndNxt = saveNxt
+	}
+	c.cwnd = saveCwnd
+}
+
+// onRetransmitTimer is tcp_retransmit_timer with tcp_write_timeout.
+func (c *conn) onRetransmitTimer() {
+	h := c.h
+	p := &h.prof
+	if c.sndUna == c.sndMax && c.state != SynSent && c.state != SynRecv {
+		return
+	}
+	h.count(TCPTimeouts)
+	if c.state == SynSent || c.state == SynRecv {
+		maxRetr := p.SynRetries
+		if c.state == SynSent {
+			maxRetr += p.SynLinearTimeouts
+		}
+		if c.retransmits >= maxRetr {
+			c.writeErr(CauseTimer, "SYN retransmissions exhausted (tcp_syn_retries "+itoa(p.SynRetries)+")")
+			return
+		}
+	} else {
+		until := p.Retries2
+		if c.orphan {
+			until = c.orphanRetries(c.rto < p.MaxRTO)
+		}
+		if c.retransmitsTimedOut(until) {
+			c.writeErr(CauseTimer, "retransmissions exhausted (tcp_retries2 "+itoa(until)+")")
+			return
+		}
+	}
+	if !c.hasRetransStamp {
+		c.hasRetransStamp = true
+		c.retransStamp = h.now - c.rto
+		if len(c.sent) > 0 {
+			c.retransStamp = c.sent[0].at
+		}
+	}
+	if c.retransmits == 0 && c.state != SynSent && c.state != SynRecv {
+		flight := int(c.sndMax.Diff(c.sndUna))
+		c.ssthresh = max(flight/2, 2*c.mss)
+	}
+	c.cwnd = c.mss
+	c.inRecovery, c.dupAcks = false, 0
+	c.retransmits++
+	c.totalRTO++
+	c.rtxAt = never
+	c.retransmitHead()
+	if c.state != SynSent || c.totalRTO > p.SynLinearTimeouts {
+		c.backoff++
+		c.rto = min(c.rto*2, p.MaxRTO)
+	}
+	c.rtxAt = h.now + c.rto
+}
+
+// retransmitsTimedOut is retransmits_timed_out: the time budget of
+// tcp_model_timeout, measured from the first transmission of the segment
+// being retransmitted.
+func (c *conn) retransmitsTimedOut(boundary int) bool {
+	if c.retransmits == 0 || !c.hasRetransStamp {
+		return false
+	}
+	return c.h.now-c.retransStamp >= modelTimeout(boundary, tcpRTOMin, c.h.prof.MaxRTO)
+}
+
+// modelTimeout is tcp_model_timeout: the time that `boundary` doubling
+// retransmissions from rtoBase take, the doubling capped at maxRTO.
+func modelTimeout(boundary int, rtoBase, maxRTO time.Duration) time.Duration {
+	thresh := 0
+	for rtoBase<<(thresh+1) <= maxRTO {
+		thresh++
+	}
+	if boundary <= thresh {
+		return time.Duration((2<<boundary)-1) * rtoBase
+	}
+	return time.Duration((2<<thresh)-1)*rtoBase + maxRTO*time.Duration(boundary-thresh)
+}
+
+// orphanRetries is tcp_orphan_retries.
+func (c *conn) orphanRetries(alive bool) int {
+	r := c.h.prof.OrphanRetries
+	if r == 0 && alive {
+		r = 8
+	}
+	return r
+}
+
+// writeErr is tcp_write_err: give up, report ETIMEDOUT, no RST.
+func (c *conn) writeErr(kind CauseKind, text string) {
+	c.err = ETIMEDOUT
+	c.h.count(TCPAbortOnTimeout)
+	c.finish(kind, text)
+}
+
+func (c *conn) startPersist() {
+	if c.rtxAt != never && !c.persist {
+		return
+	}
+	if !c.persist {
+		c.persist = true
+		c.rtxAt = c.h.now + c.probeWhen()
+	}
+}
+
+func (c *conn) probeWhen() time.Duration {
+	return min(c.rto<<min(c.backoff, 30), c.h.prof.MaxRTO)
+}
+
+// onProbeTimer is tcp_probe_timer: a zero-window probe (a segment one byte
+// below SND.UNA that the receiver must answer with its window).
+func (c *conn) onProbeTimer() {
+	h := c.h
+	c.persist = false
+	unsent := c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) || (c.finQueued && !c.finSent)
+	if c.sndWnd != 0 || !unsent || c.sndMax != c.sndUna {
+		c.probesOut = 0
+		c.xmit()
+		return
+	}
+	maxProbes := h.prof.Retries2
+	if c.orphan {
+		maxProbes = c.orphanRetries(c.probeWhen() < h.prof.MaxRTO)
+	}
+	if c.probesOut >= maxProbes {
+		c.writeErr(CauseTimer, "zero-window probes unanswered")
+		return
+	}
+	c.emit(c.segment(wire.ACK, c.sndUna.Add(-1), nil))
+	c.probesOut++
+	c.backoff++
+	c.persist = true
+	c.rtxAt = h.now + c.probeWhen()
+}
+
+// onDelackTimer is tcp_delack_timer_handler.
+func (c *conn) onDelackTimer() {
+	if !c.ackPending || c.state == Closed || c.tw {
+		return
+	}
+	if !c.pingpong {
+		c.ato = min(c.ato*2, c.rto)
+	} else {
+		c.pingpong = false
+		c.ato = c.h.prof.DelayedAck
+	}
+	c.h.count(DelayedACKs)
+	c.sendAck()
+}
+
+// onKeepaliveTimer is tcp_keepalive_timer.
+func (c *conn) onKeepaliveTimer() {
+	h := c.h
+	if !c.keepalive || c.state == Closed || c.state == SynSent || c.state == Listen || c.tw {
+		return
+	}
+	if c.sndMax != c.sndUna || c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) {
+		c.kaAt = h.now + c.kaIdle
+		return
+	}
+	idle := h.now - max(c.lastDataRcv, c.lastAckRcv)
+	if idle < c.kaIdle {
+		c.kaAt = h.now + c.kaIdle - idle
+		return
+	}
+	if c.probesOut >= c.kaProbes {
+		h.note(c, "keepalive: %d probes unanswered, the peer is gone", c.probesOut)
+		c.sendActiveReset()
+		c.writeErr(CauseTimer, "keepalive probes unanswered")
+		return
+	}
+	c.emit(c.segment(wire.ACK, c.sndUna.Add(-1), nil))
+	c.probesOut++
+	h.count(TCPKeepAlive)
+	c.kaAt = h.now + c.kaIntvl
+}
+
+// eventDataRecv is tcp_event_data_recv: quick ACKs at the start of a
+// connection and after a long pause; ATO follows the arrival pattern.
+func (c *conn) eventDataRecv(n int, psh bool) {
+	h := c.h
+	now := h.now
+	atoMin := h.prof.DelayedAck
+	if psh {
+		c.pushed = true
+	}
+	if c.ato == 0 {
+		c.incrQuickack()
+		c.ato = atoMin
+	} else {
+		m := now - c.lastDataRcv
+		switch {
+		case m <= atoMin/2:
+			c.ato = c.ato/2 + atoMin/2
+		case m < c.ato:
+			c.ato = min(c.ato/2+m, c.rto)
+		case m > c.rto:
+			c.incrQuickack()
+		}
+	}
+	c.lastDataRcv = now
+	if n >= c.rcvMSS {
+		c.rcvMSS = min(n, c.h.prof.MSS)
+	}
+}
+
+// incrQuickack is tcp_incr_quickack.
+func (c *conn) incrQuickack() {
+	q := c.h.prof.RcvWindow / (2 * max(c.rcvMSS, 1))
+	if q == 0 {
+		q = 2
+	}
+	c.quick = max(c.quick, min(q, c.h.prof.QuickAcks))
+}
+
+// enterQuickack is tcp_enter_quickack_mode.
+func (c *conn) enterQuickack() {
+	c.incrQuickack()
+	c.pingpong = false
+	c.ato = c.h.prof.DelayedAck
+}
+
+// ackSndCheck is __tcp_ack_snd_check: ACK now or arm the delayed ACK timer.
+func (c *conn) ackSndCheck() {
+	if !c.ackPending {
+		return
+	}
+	h := c.h
+	if int(c.rcvNxt.Diff(c.rcvWup)) > c.rcvMSS ||
+		(c.quick > 0 && !c.pingpong) || len(c.ooo) > 0 {
+		c.sendAck()
+		return
+	}
+	if c.delackAt != never {
+		return
+	}
+	ato := c.ato
+	if ato > h.prof.DelayedAck {
+		maxAto := 500 * time.Millisecond
+		if c.pingpong || c.pushed {
+			maxAto = h.prof.MaxDelAck
+		}
+		if c.srtt > 0 {
+			maxAto = min(maxAto, max(c.srtt, h.prof.DelayedAck))
+		}
+		ato = min(ato, maxAto)
+	}
+	c.delackAt = h.now + ato
+}
+
+// cleanupRbuf is tcp_cleanup_rbuf after the application read: announce a
+// window that doubled, so a sender stalled on a small window resumes.
+func (c *conn) cleanupRbuf(copied int) {
+	if copied == 0 || c.rcvShut || c.state == Closed || c.tw {
+		return
+	}
+	cur := c.receiveWindow()
+	if 2*int(cur) <= c.h.prof.RcvWindow {
+		free := c.h.prof.RcvWindow - len(c.rcv)
+		if free >= c.rcvMSS && uint32(free) >= 2*cur {
+			c.sendAck()
+		}
+	}
+}
+
+func itoa(n int) string {
+	if n == 0 {
+		return "0"
+	}
+	neg := n < 0
+	if neg {
+		n = -n
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	if neg {
+		i--
+		b[i] = '-'
+	}
+	return string(b[i:])
+}

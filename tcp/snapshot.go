@@ -1,0 +1,99 @@
+package tcp
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// SocketInfo is one socket as `ss -tanoi` shows it.
+type SocketInfo struct {
+	Sock   SockID
+	Parent SockID // the listener of a passive connection
+	FD     FD     // -1: no descriptor (orphan, request, not yet accepted)
+	State  State
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	// RecvQ and SendQ follow ss: for a listener the accept queue length
+	// and the backlog; otherwise unread bytes and bytes not yet
+	// acknowledged.
+	RecvQ, SendQ int
+	// Timer is what ss -o names "on" (retransmission), "persist",
+	// "keepalive", "timewait" or "" (none); TimerLeft is what remains and
+	// Retransmits the retries so far.
+	Timer        string
+	TimerLeft    time.Duration
+	Retransmits  int
+	RTO, RTT     time.Duration
+	Cwnd         int // segments
+	MSS          int
+	RetransTotal int
+	SndWnd       uint32
+	RcvWnd       uint32
+	Orphan       bool // closed by its application, finishing in the kernel
+	Accepting    bool // complete, waiting in the accept queue
+	SynQueue     int  // listener: half-open requests
+}
+
+// Snapshot lists the sockets of the host that ss would show: listeners,
+// connections in every state but CLOSED, and TIME_WAIT remnants, in
+// creation order.
+func (h *Host) Snapshot() []SocketInfo {
+	seen := make(map[*conn]bool)
+	var out []SocketInfo
+	add := func(c *conn) {
+		if seen[c] || c.state == Closed {
+			return
+		}
+		seen[c] = true
+		out = append(out, c.info())
+	}
+	for _, c := range h.listens {
+		add(c)
+	}
+	for _, c := range h.conns {
+		add(c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Sock < out[j].Sock })
+	return out
+}
+
+func (c *conn) info() SocketInfo {
+	h := c.h
+	s := SocketInfo{Sock: c.id, Parent: c.parentSk, FD: c.fd, State: c.state,
+		Local: c.localAP(), Remote: c.remoteAP(), Orphan: c.orphan && c.fd < 0 && !c.tw,
+		Accepting: c.inAccept, RTO: c.rto, RTT: c.srtt, MSS: c.mss, RetransTotal: c.retransTotal,
+		SndWnd: c.sndWnd, RcvWnd: c.rcvWnd, Retransmits: c.retransmits}
+	if c.mss > 0 {
+		s.Cwnd = c.cwnd / c.mss
+	}
+	if c.state == Listen {
+		s.RecvQ = len(c.lst.acceptq)
+		s.SendQ = c.lst.backlog
+		s.SynQueue = len(c.lst.reqs)
+		s.Remote = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		s.Local = netip.AddrPortFrom(netip.IPv4Unspecified(), c.lport)
+		return s
+	}
+	s.RecvQ = len(c.rcv)
+	s.SendQ = int(c.sndBase.Add(len(c.snd)).Diff(c.sndUna))
+	if c.finQueued && !c.finAcked() {
+		s.SendQ = len(c.snd)
+	}
+	if s.SendQ < 0 {
+		s.SendQ = 0
+	}
+	switch {
+	case c.tw:
+		s.Timer, s.TimerLeft = "timewait", c.closeAt-h.now
+	case c.req:
+		s.Timer, s.TimerLeft, s.Retransmits = "on", c.rtxAt-h.now, c.numTimeout
+	case c.rtxAt != never && c.persist:
+		s.Timer, s.TimerLeft = "persist", c.rtxAt-h.now
+	case c.rtxAt != never:
+		s.Timer, s.TimerLeft = "on", c.rtxAt-h.now
+	case c.kaAt != never:
+		s.Timer, s.TimerLeft = "keepalive", c.kaAt-h.now
+	}
+	return s
+}
