@@ -16,6 +16,10 @@ const never = time.Duration(math.MaxInt64)
 // it).
 const tcpRTOMin = 200 * time.Millisecond
 
+// tcpTimeoutFallback is TCP_TIMEOUT_FALLBACK, the RTO after a handshake
+// that gave no RTT sample.
+const tcpTimeoutFallback = 3 * time.Second
+
 // conn is a socket: unconnected, listening, a request in a SYN queue, a
 // connection, or a TIME_WAIT remnant. One type for all, as Linux's struct
 // sock, so that a descriptor can move through every state.

@@ -402,8 +402,8 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 
 // rttSample updates SRTT and RTTVAR (RFC 6298).
 func (c *conn) rttSample(r time.Duration) {
-	if r <= 0 {
-		r = 1
+	if r < time.Microsecond {
+		r = time.Microsecond // Linux measures in microseconds, never 0
 	}
 	if c.srtt == 0 {
 		c.srtt, c.rttvar = r, r/2
@@ -422,8 +422,11 @@ func (c *conn) rttSample(r time.Duration) {
 // drops below tcp_rto_min, bounded by TCP_RTO_MAX.
 func (c *conn) computeRTO() time.Duration {
 	p := &c.h.prof
-	v := max(4*c.rttvar, p.MinRTO)
-	return min(c.srtt+v, p.MaxRTO)
+	rto := c.srtt + max(4*c.rttvar, p.MinRTO)
+	if j := p.Jiffy; j > 0 {
+		rto = (rto + j - 1) / j * j // usecs_to_jiffies rounds up: ss shows rto:204 at HZ=250
+	}
+	return min(rto, p.MaxRTO)
 }
 
 // fastRetransmit resends the first unacknowledged segment after three
@@ -441,6 +444,11 @@ func (c *conn) fastRetransmit() {
 // initTransfer sets congestion state when the connection is established
 // (tcp_init_transfer).
 func (c *conn) initTransfer() {
+	if c.srtt == 0 {
+		// No valid RTT sample from the handshake (it was retransmitted):
+		// RFC 6298 5.7 and Linux's tcp_init_metrics fall back to 3 s.
+		c.rto = tcpTimeoutFallback
+	}
 	c.cwnd = c.h.prof.InitialCwnd * c.mss
 	c.ssthresh = 1 << 30
 	if c.keepalive {

@@ -142,6 +142,9 @@ func (c *conn) connRequest(seg *wire.Segment, isn wire.Seq, fromTW bool) {
 	l.young++
 	r.setState(SynRecv, CauseSegment, "rcv SYN, snd SYN,ACK")
 	r.sendSynAck()
+	// The handshake's RTT is measured from this SYN-ACK unless it has to
+	// be resent (tcp_synack_rtt_meas, Karn's rule).
+	r.rttTiming, r.rttSeq, r.rttAt = true, r.iss, h.now
 	r.sndNxt = r.iss.Add(1)
 	r.sndMax = r.sndNxt
 	r.rtxAt = h.now + p.SynAckInitialRTO
@@ -197,6 +200,7 @@ func (r *conn) onSynAckTimer() {
 	}
 	h.count(RetransSegs)
 	r.retransTotal++
+	r.rttTiming = false
 	r.sendSynAck()
 	if r.numTimeout == 0 {
 		lst.young--
@@ -215,6 +219,7 @@ func (r *conn) reqInput(seg *wire.Segment) {
 		// timer.
 		h.count(RetransSegs)
 		r.retransTotal++
+		r.rttTiming = false
 		r.sendSynAck()
 		r.rtxAt = h.now + min(h.prof.SynAckInitialRTO<<r.numTimeout, h.prof.MaxRTO)
 		return

@@ -177,6 +177,9 @@ func (c *conn) sendSyn() {
 	s := c.segment(flags, c.iss, nil)
 	s.Options = c.synOptions(c.state == SynRecv, &peer)
 	c.emit(s)
+	if c.retransmits == 0 && !c.rttTiming {
+		c.rttTiming, c.rttSeq, c.rttAt = true, c.iss, c.h.now
+	}
 	if c.sndNxt == c.iss {
 		c.sndNxt = c.iss.Add(1)
 	}

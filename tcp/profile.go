@@ -31,6 +31,7 @@ type Profile struct {
 	InitialRTO        time.Duration // TCP_TIMEOUT_INIT: first SYN timeout
 	MinRTO            time.Duration // tcp_rto_min_us
 	MaxRTO            time.Duration // TCP_RTO_MAX
+	Jiffy             time.Duration // 1/CONFIG_HZ: an RTO computed from RTT is rounded up to it
 	SynRetries        int           // tcp_syn_retries
 	SynLinearTimeouts int           // tcp_syn_linear_timeouts (Linux >= 6.5 defaults to 4)
 	SynAckRetries     int           // tcp_synack_retries
@@ -90,6 +91,7 @@ func Linux() Profile {
 		InitialRTO:        time.Second,
 		MinRTO:            200 * time.Millisecond,
 		MaxRTO:            120 * time.Second,
+		Jiffy:             4 * time.Millisecond, // CONFIG_HZ=250, as Debian and Ubuntu build it
 		SynRetries:        6,
 		SynLinearTimeouts: 0,
 		SynAckRetries:     5,
