@@ -212,11 +212,6 @@ func (h *Host) Do(call Call) Result {
 		return *r
 	}
 	r.Sock = c.id
-	if c.pending != nil && call.Op != OpClose && call.Op != OpShutdown && call.Op != OpSetOption {
-		r.Ret, r.Err = -1, EALREADY
-		h.emitCall(r)
-		return *r
-	}
 	switch call.Op {
 	case OpBind:
 		h.doBind(c, r)
@@ -240,7 +235,9 @@ func (h *Host) Do(call Call) Result {
 		r.Ret, r.Err = -1, EINVAL
 	}
 	if r.Pending {
-		c.pending = r
+		// Several calls may wait on one socket at once, as threads do: a
+		// reader and a writer of one connection, say.
+		c.pending = append(c.pending, r)
 	}
 	h.emitCall(r)
 	c.rearm()
@@ -609,21 +606,15 @@ func (h *Host) closeListenSocket(c *conn) {
 	delete(h.listens, c.lport)
 	c.setState(Closed, CauseApp, "close() on the listener")
 	c.closeListener()
-	if c.pending != nil {
-		p := c.pending
-		c.pending = nil
-		fail(p, EINVAL)
-		h.finishCall(c, p)
-	}
+	h.failPending(c, EINVAL)
 }
 
 func (h *Host) doClose(c *conn, r *Result) {
-	if c.pending != nil && !c.closing {
-		p := c.pending
-		c.pending = nil
-		fail(p, EBADF)
-		h.finishCall(c, p)
+	if c.closing {
+		fail(r, EBADF) // a close() is already lingering
+		return
 	}
+	h.failPending(c, EBADF)
 	c.closing = true
 	c.rcvShut, c.sndShut = true, true
 	switch {
@@ -675,11 +666,17 @@ func (h *Host) releaseFD(c *conn) {
 // unacknowledged. Linux returns from close() and finishes in the
 // background; BSD-derived stacks reset the connection.
 func (c *conn) onLingerTimer() {
-	p := c.pending
-	if p == nil || p.Call.Op != OpClose {
+	var p *Result
+	for i, q := range c.pending {
+		if q.Call.Op == OpClose {
+			p = q
+			c.pending = append(c.pending[:i], c.pending[i+1:]...)
+			break
+		}
+	}
+	if p == nil {
 		return
 	}
-	c.pending = nil
 	h := c.h
 	if h.prof.LingerTimeoutRST && c.state != Closed && !c.tw {
 		h.count(TCPAbortOnLinger)
@@ -743,13 +740,35 @@ func (h *Host) doSetOption(c *conn, r *Result) {
 	}
 }
 
-// checkPending completes the socket's blocked call if it can.
+// checkPending completes the socket's blocked calls that can complete, in
+// the order they were made.
 func (c *conn) checkPending() {
-	p := c.pending
-	if p == nil {
-		return
+	for i := 0; i < len(c.pending); {
+		p := c.pending[i]
+		if !c.h.tryComplete(c, p) {
+			i++
+			continue
+		}
+		c.pending = append(c.pending[:i], c.pending[i+1:]...)
+		c.h.finishCall(c, p)
+		if p.Call.Op == OpClose {
+			c.h.releaseFD(c)
+		}
 	}
-	h := c.h
+}
+
+// failPending ends every blocked call of the socket with an error.
+func (h *Host) failPending(c *conn, e Errno) {
+	ps := c.pending
+	c.pending = nil
+	for _, p := range ps {
+		fail(p, e)
+		h.finishCall(c, p)
+	}
+}
+
+// tryComplete tries to finish one blocked call.
+func (h *Host) tryComplete(c *conn, p *Result) bool {
 	done := false
 	switch p.Call.Op {
 	case OpAccept:
@@ -785,14 +804,7 @@ func (c *conn) checkPending() {
 			done = true
 		}
 	}
-	if !done {
-		return
-	}
-	c.pending = nil
-	h.finishCall(c, p)
-	if p.Call.Op == OpClose {
-		h.releaseFD(c)
-	}
+	return done
 }
 
 func (h *Host) finishCall(c *conn, p *Result) {

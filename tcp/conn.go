@@ -121,7 +121,7 @@ type conn struct {
 	wakeAt                                   time.Duration
 	heapIdx                                  int
 
-	pending *Result // a blocked application call
+	pending []*Result // blocked application calls, oldest first
 }
 
 type sentRec struct {
@@ -214,7 +214,7 @@ func (c *conn) finish(kind CauseKind, text string) {
 
 // maybeFree releases a socket nobody can reach any more.
 func (c *conn) maybeFree() {
-	if c.state == Closed && c.fd < 0 && c.pending == nil && !c.inAccept {
+	if c.state == Closed && c.fd < 0 && len(c.pending) == 0 && !c.inAccept {
 		c.stopTimers()
 		c.unhash()
 		c.h.unbindPort(c)

@@ -88,7 +88,7 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 	// exempt (tcp_validate_incoming).
 	if c.tsOK && seg.Options.HasTimestamps && f&wire.RST == 0 && c.pawsReject(seg) {
 		h.count(PAWSEstabRejected)
-		c.sendAck()
+		c.sendDupAck(seg)
 		return
 	}
 
@@ -99,7 +99,7 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 				c.synChallenge()
 				return
 			}
-			c.sendAck()
+			c.sendDupAck(seg)
 		}
 		return
 	}
@@ -215,6 +215,20 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 	}
 	c.xmit()
 	c.ackSndCheck()
+}
+
+// sendDupAck is tcp_send_dupack: answer an unacceptable segment with an
+// ACK, and when it carried old data, report the duplicate with a D-SACK.
+func (c *conn) sendDupAck(seg *wire.Segment) {
+	if seg.Len() > 0 && seg.Seq.LessThan(c.rcvNxt) {
+		c.enterQuickack()
+		end := seg.End()
+		if end.GreaterThan(c.rcvNxt) {
+			end = c.rcvNxt
+		}
+		c.setDSACK(seg.Seq, end)
+	}
+	c.sendAck()
 }
 
 // abortOnData resets a connection whose socket is shut for reading (after
