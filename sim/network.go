@@ -20,6 +20,9 @@ import (
 // DefaultDelay is the one-way delay of a link unless set otherwise.
 const DefaultDelay = time.Millisecond
 
+// LoopbackDelay is the one-way delay of a host's loopback interface.
+const LoopbackDelay = 10 * time.Microsecond
+
 // Config sets up a network.
 type Config struct {
 	Seed  uint64
@@ -155,7 +158,19 @@ func (n *Network) SetDelay(a, b string, d time.Duration) error {
 	return nil
 }
 
-func (n *Network) linkDelay(a, b *Host) time.Duration {
+// route finds the host a packet from h to dst reaches: the owner of the
+// address, or h itself for a loopback address.
+func (n *Network) route(h *Host, dst netip.Addr) *Host {
+	if dst.IsLoopback() {
+		return h
+	}
+	return n.byAddr[dst]
+}
+
+func (n *Network) linkDelay(a, b *Host, dst netip.Addr) time.Duration {
+	if dst.IsLoopback() {
+		return LoopbackDelay
+	}
 	if d, ok := n.delays[[2]string{a.Name, b.Name}]; ok {
 		return d
 	}
@@ -209,6 +224,7 @@ func (n *Network) Do(host string, call tcp.Call) (tcp.Result, error) {
 	if h == nil {
 		return tcp.Result{}, fmt.Errorf("unknown host %q", host)
 	}
+	h.Stack.Advance(n.now)
 	r := h.Stack.Do(call)
 	n.flush(h)
 	return r, nil
@@ -235,7 +251,8 @@ func (n *Network) InjectAt(t time.Duration, host string, seg wire.Segment) error
 	if seg.TTL == 0 {
 		seg.TTL = 64
 	}
-	n.push(item{at: t, kind: itemSend, host: h, seg: seg, crafted: true})
+	// Keep a copy: the caller may reuse its buffers before the packet leaves.
+	n.push(item{at: t, kind: itemSend, host: h, seg: *seg.Clone(), crafted: true})
 	return nil
 }
 
@@ -297,9 +314,15 @@ func (n *Network) RunUntil(t time.Duration) {
 	}
 	if t > n.now {
 		n.now = t
-		for _, h := range n.hosts {
-			h.Stack.Advance(t)
-		}
+	}
+	n.syncClocks()
+}
+
+// syncClocks brings every host's clock to the network's, so that calls,
+// snapshots and timers armed from now all see the same time.
+func (n *Network) syncClocks() {
+	for _, h := range n.hosts {
+		h.Stack.Advance(n.now)
 	}
 }
 
@@ -318,6 +341,7 @@ func (n *Network) RunUntilCond(cond func() bool, limit time.Duration) bool {
 		}
 		n.processAt(next)
 	}
+	n.syncClocks()
 	return true
 }
 
@@ -334,6 +358,7 @@ func (n *Network) Snapshot(host string) ([]trace.Socket, error) {
 	if h == nil {
 		return nil, fmt.Errorf("unknown host %q", host)
 	}
+	h.Stack.Advance(n.now)
 	var out []trace.Socket
 	for _, s := range h.Stack.Snapshot() {
 		out = append(out, trace.Socket{Host: host, Sock: uint64(s.Sock), Parent: uint64(s.Parent),
@@ -378,8 +403,11 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
 	n.pktID++
 	id := n.pktID
 	r := n.firstRule(h.Name, trace.Out, &seg)
-	dst := n.byAddr[seg.Dst]
+	dst := n.route(h, seg.Dst)
 	ev := func(verdict string, onWire bool) *trace.Packet {
+		if !n.record {
+			return nil
+		}
 		p := &trace.Packet{ID: id, Dir: trace.Out, Segment: seg, Verdict: verdict, OnWire: onWire, Crafted: crafted}
 		if r != nil {
 			p.Rule = r.name()
@@ -404,8 +432,10 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
 				rst.SrcPort, rst.DstPort = seg.DstPort, seg.SrcPort
 				n.pktID++
 				n.push(item{at: n.now, kind: itemDeliver, host: h, seg: rst, pktID: n.pktID, crafted: true})
-				n.emitPacket(h, &trace.Packet{ID: n.pktID, Dir: trace.In, Segment: rst, Verdict: trace.VerdictPass,
-					Crafted: true, Rule: r.name()})
+				if n.record {
+					n.emitPacket(h, &trace.Packet{ID: n.pktID, Dir: trace.In, Segment: rst, Verdict: trace.VerdictPass,
+						Crafted: true, Rule: r.name()})
+				}
 			}
 			return
 		case Delay:
@@ -421,14 +451,16 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
 	if dst == nil {
 		return
 	}
-	at := n.now + n.linkDelay(h, dst) + extra
+	at := n.now + n.linkDelay(h, dst, seg.Dst) + extra
 	for i := 0; i < copies; i++ {
 		pid := id
 		if i > 0 {
 			n.pktID++
 			pid = n.pktID
-			n.emitPacket(h, &trace.Packet{ID: pid, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictDup,
-				OnWire: true, Crafted: crafted, Rule: r.name()})
+			if n.record {
+				n.emitPacket(h, &trace.Packet{ID: pid, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictDup,
+					OnWire: true, Crafted: crafted, Rule: r.name()})
+			}
 		}
 		n.push(item{at: at, kind: itemArrive, host: dst, seg: seg, pktID: pid, crafted: crafted})
 	}
@@ -459,13 +491,14 @@ func (n *Network) handle(it *item) {
 	case itemArrive:
 		h := it.host
 		r := n.firstRule(h.Name, trace.In, &it.seg)
-		p := &trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: it.crafted}
 		if r == nil {
-			n.emitPacket(h, p)
+			if n.record {
+				n.emitPacket(h, &trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: it.crafted})
+			}
 			n.deliver(h, &it.seg)
 			return
 		}
-		p.Rule = r.name()
+		p := &trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, OnWire: true, Crafted: it.crafted, Rule: r.name()}
 		switch r.Action {
 		case Drop:
 			p.Verdict = trace.VerdictDrop
@@ -494,14 +527,16 @@ func (n *Network) handle(it *item) {
 // sendRaw puts a firewall-made packet on the link without passing rules.
 func (n *Network) sendRaw(h *Host, seg wire.Segment, by *Rule) {
 	n.pktID++
-	dst := n.byAddr[seg.Dst]
-	p := &trace.Packet{ID: n.pktID, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: true, Rule: by.name()}
-	if dst == nil {
-		p.Lost = "no host has address " + seg.Dst.String()
+	dst := n.route(h, seg.Dst)
+	if n.record {
+		p := &trace.Packet{ID: n.pktID, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: true, Rule: by.name()}
+		if dst == nil {
+			p.Lost = "no host has address " + seg.Dst.String()
+		}
+		n.emitPacket(h, p)
 	}
-	n.emitPacket(h, p)
 	if dst != nil {
-		n.push(item{at: n.now + n.linkDelay(h, dst), kind: itemArrive, host: dst, seg: seg, pktID: n.pktID, crafted: true})
+		n.push(item{at: n.now + n.linkDelay(h, dst, seg.Dst), kind: itemArrive, host: dst, seg: seg, pktID: n.pktID, crafted: true})
 	}
 }
 

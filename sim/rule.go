@@ -88,8 +88,16 @@ func (r *Rule) Validate() error {
 	if r.Skip < 0 || r.Count < 0 {
 		return fmt.Errorf("skip and count cannot be negative")
 	}
-	if r.Probability < 0 || r.Probability > 1 {
+	if !(r.Probability >= 0 && r.Probability <= 1) { // NaN fails too
 		return fmt.Errorf("probability %v is not between 0 and 1", r.Probability)
+	}
+	if r.Dir != trace.In && r.Dir != trace.Out {
+		return fmt.Errorf("direction %d is neither in nor out", r.Dir)
+	}
+	for _, p := range []netip.Prefix{r.SrcAddr, r.DstAddr} {
+		if p.IsValid() && !p.Addr().Is4() {
+			return fmt.Errorf("address %v is not IPv4: the lab's packets are IPv4", p)
+		}
 	}
 	if r.Action == Delay && r.Delay <= 0 {
 		return fmt.Errorf("a delay rule needs a positive delay")

@@ -197,7 +197,8 @@ func (r *Result) String() string {
 // Do performs an application call at the host's current time.
 func (h *Host) Do(call Call) Result {
 	h.nextCallID++
-	r := &Result{ID: h.nextCallID, Call: call, Started: h.now, At: h.now}
+	res := Result{ID: h.nextCallID, Call: call, Started: h.now, At: h.now}
+	r := &res
 	if call.Op == OpSocket {
 		c := h.newConn()
 		fd := h.allocFD(c)
@@ -237,7 +238,9 @@ func (h *Host) Do(call Call) Result {
 	if r.Pending {
 		// Several calls may wait on one socket at once, as threads do: a
 		// reader and a writer of one connection, say.
-		c.pending = append(c.pending, r)
+		p := new(Result)
+		*p = *r
+		c.pending = append(c.pending, p)
 	}
 	h.emitCall(r)
 	c.rearm()

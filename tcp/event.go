@@ -16,7 +16,7 @@ type EventKind uint8
 const (
 	EvState   EventKind = iota // a connection changed state
 	EvCall                     // an application call blocked or completed
-	EvCounter                  // a counter changed
+	EvCounter                  // a counter changed (all but InSegs and OutSegs, which move with every packet)
 	EvNote                     // a decision worth explaining (a drop, a cookie, a challenge ACK)
 )
 

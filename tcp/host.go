@@ -144,7 +144,9 @@ func (h *Host) count(c Counter) { h.add(c, 1) }
 
 func (h *Host) add(c Counter, d int64) {
 	h.counters[c] += d
-	if h.record {
+	// InSegs and OutSegs move with every packet; the packets themselves
+	// are the events, so these two are counted without an event each.
+	if h.record && c != InSegs && c != OutSegs {
 		h.events = append(h.events, Event{Kind: EvCounter, At: h.now, Counter: c, Delta: d, Value: h.counters[c]})
 	}
 }
@@ -209,7 +211,7 @@ func (h *Host) Advance(now time.Duration) {
 // Input processes one segment received by this host at the current time.
 func (h *Host) Input(seg *wire.Segment) {
 	h.count(InSegs)
-	if seg.Dst != h.addr {
+	if seg.Dst != h.addr && !seg.Dst.IsLoopback() {
 		return // not ours: a router would forward it; a host drops it
 	}
 	t := tuple{laddr: seg.Dst, raddr: seg.Src, lport: seg.DstPort, rport: seg.SrcPort}

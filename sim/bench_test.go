@@ -1,0 +1,138 @@
+package sim
+
+import (
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/tcplab/tcplab/tcp"
+	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
+)
+
+// benchLab is a client and a server with a listener on port 80.
+func benchLab(b *testing.B, sink trace.Sink) (*Network, tcp.FD) {
+	n := New(Config{Seed: 1})
+	n.SetSink(sink)
+	if _, err := n.AddHost("client", netip.MustParseAddr("10.0.0.1"), tcp.Linux()); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := n.AddHost("server", netip.MustParseAddr("10.0.0.2"), tcp.Linux()); err != nil {
+		b.Fatal(err)
+	}
+	l, _ := n.Do("server", tcp.Call{Op: tcp.OpSocket})
+	if r, _ := n.Do("server", tcp.Call{Op: tcp.OpListen, FD: tcp.FD(l.Ret), Port: 80, Backlog: 128}); r.Err != tcp.OK {
+		b.Fatal(r.Err)
+	}
+	return n, tcp.FD(l.Ret)
+}
+
+// lifecycle runs one connection from connect to the end of TIME_WAIT:
+// handshake, 4 bytes, the client closes, the server reads EOF and closes,
+// TIME_WAIT expires.
+func lifecycle(b *testing.B, n *Network, lfd tcp.FD) {
+	c, _ := n.Do("client", tcp.Call{Op: tcp.OpSocket})
+	cfd := tcp.FD(c.Ret)
+	n.Do("client", tcp.Call{Op: tcp.OpConnect, FD: cfd, Addr: netip.MustParseAddrPort("10.0.0.2:80"), NonBlock: true})
+	n.RunFor(5 * time.Millisecond)
+	a, _ := n.Do("server", tcp.Call{Op: tcp.OpAccept, FD: lfd, NonBlock: true})
+	if a.Err != tcp.OK {
+		b.Fatalf("accept: %v", a.Err)
+	}
+	sfd := tcp.FD(a.Ret)
+	if w, _ := n.Do("client", tcp.Call{Op: tcp.OpWrite, FD: cfd, Data: []byte("Hutu")}); w.Ret != 4 {
+		b.Fatalf("write: %+v", w)
+	}
+	n.RunFor(5 * time.Millisecond)
+	if r, _ := n.Do("server", tcp.Call{Op: tcp.OpRead, FD: sfd, NonBlock: true}); r.Ret != 4 {
+		b.Fatalf("read: %+v", r)
+	}
+	n.Do("client", tcp.Call{Op: tcp.OpClose, FD: cfd})
+	n.RunFor(5 * time.Millisecond)
+	if r, _ := n.Do("server", tcp.Call{Op: tcp.OpRead, FD: sfd, NonBlock: true}); r.Ret != 0 || r.Err != tcp.OK {
+		b.Fatalf("EOF: %+v", r)
+	}
+	n.Do("server", tcp.Call{Op: tcp.OpClose, FD: sfd})
+	n.RunFor(61 * time.Second) // TIME_WAIT ends
+}
+
+// BenchmarkLifecycle measures whole connection lifecycles per second, with
+// the trace off (the engine and the network alone) and with every event
+// built and handed to a sink.
+func BenchmarkLifecycle(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		sink trace.Sink
+	}{{"trace-off", nil}, {"trace-on", func(trace.Event) {}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			n, lfd := benchLab(b, tc.sink)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				lifecycle(b, n, lfd)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "lifecycles/s")
+			if snap, _ := n.Snapshot("client"); len(snap) != 0 {
+				b.Fatalf("client keeps %d sockets", len(snap))
+			}
+		})
+	}
+}
+
+// BenchmarkSynFlood measures spoofed SYNs against one listener with SYN
+// cookies on (tcp_syncookies=1): once the SYN queue is full, every SYN is
+// answered statelessly. One op is one SYN; run it with -benchtime=1000000x
+// for a million. It reports the requests held and the heap growth over the
+// second half of the run, which stay flat once cookies take over.
+func BenchmarkSynFlood(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		sink trace.Sink
+	}{{"trace-off", nil}, {"trace-on", func(trace.Event) {}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			n, _ := benchLab(b, tc.sink)
+			if _, err := n.AddHost("attacker", netip.MustParseAddr("10.0.0.66"), tcp.Linux()); err != nil {
+				b.Fatal(err)
+			}
+			dst := netip.MustParseAddr("10.0.0.2")
+			var half runtime.MemStats
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				// Sources from 198.18.0.0/15, nobody's address.
+				src := netip.AddrFrom4([4]byte{198, 18 + byte(i>>16&1), byte(i >> 8), byte(i)})
+				syn := wire.Segment{Src: src, Dst: dst, SrcPort: uint16(1024 + i%60000), DstPort: 80,
+					Seq: wire.Seq(uint32(i) * 2654435761), Flags: wire.SYN, Window: 64240, TTL: 64,
+					Options: wire.Options{HasMSS: true, MSS: 1460}}
+				if err := n.Inject("attacker", syn); err != nil {
+					b.Fatal(err)
+				}
+				n.RunFor(time.Microsecond)
+				if i == b.N/2 {
+					b.StopTimer()
+					runtime.GC()
+					runtime.ReadMemStats(&half)
+					b.StartTimer()
+				}
+			}
+			b.StopTimer()
+			n.RunFor(time.Millisecond)
+			var end runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&end)
+			srv := n.Host("server").Stack
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "SYNs/s")
+			b.ReportMetric(float64(int64(end.HeapAlloc)-int64(half.HeapAlloc))/(1<<20), "heap-growth-MB")
+			snap, _ := n.Snapshot("server")
+			b.ReportMetric(float64(len(snap)), "sockets")
+			if b.N >= 1000 && srv.Counter(tcp.SyncookiesSent) == 0 {
+				b.Fatal("no cookies sent")
+			}
+			if len(snap) > 128+1 {
+				b.Fatalf("%d sockets on the server: the SYN queue grew past the backlog", len(snap))
+			}
+		})
+	}
+}
