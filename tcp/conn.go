@@ -204,7 +204,10 @@ func (c *conn) finish(kind CauseKind, text string) {
 	c.finQueued = false
 	c.unhash()
 	if c.parent != nil {
-		c.parent.lst.forget(c)
+		// A reset connection stays in the accept queue: accept() still
+		// returns it, and its first read reports the error (Linux's
+		// inet_csk_accept does not look at the state).
+		c.parent.lst.forgetReq(c)
 	}
 	if !c.explicitBind || c.fd < 0 {
 		c.h.unbindPort(c)
@@ -327,8 +330,8 @@ func (c *conn) becomeRemnant(d time.Duration) {
 	c.snd, c.ooo, c.sent = nil, nil, nil
 	c.ackPending = false
 	c.rcvShut, c.sndShut = true, true
-	if c.parent != nil && !c.inAccept {
-		c.parent.lst.forget(c)
+	if c.parent != nil {
+		c.parent.lst.forgetReq(c)
 	}
 }
 

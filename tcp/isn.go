@@ -188,6 +188,7 @@ func (c *conn) cookieAck(seg *wire.Segment) bool {
 		ch.inAccept = true
 		c.lst.acceptq = append(c.lst.acceptq, ch)
 	}
+	ch.rearm()
 	c.checkPending()
 	return true
 }

@@ -26,21 +26,13 @@ func (l *listener) acceptFull() bool { return len(l.acceptq) > l.backlog }
 // synqFull is inet_csk_reqsk_queue_is_full: as many requests as the backlog.
 func (l *listener) synqFull() bool { return len(l.reqs) >= l.backlog }
 
-func (l *listener) forget(c *conn) {
+// forgetReq takes a request out of the SYN queue.
+func (l *listener) forgetReq(c *conn) {
 	if _, ok := l.reqs[c]; ok {
 		delete(l.reqs, c)
 		if c.numTimeout == 0 {
 			l.young--
 		}
-	}
-	if c.inAccept {
-		for i, a := range l.acceptq {
-			if a == c {
-				l.acceptq = append(l.acceptq[:i], l.acceptq[i+1:]...)
-				break
-			}
-		}
-		c.inAccept = false
 	}
 }
 
@@ -286,7 +278,7 @@ func (r *conn) finishReq(kind CauseKind, text string) {
 	r.stopTimers()
 	r.unhash()
 	if r.parent != nil {
-		r.parent.lst.forget(r)
+		r.parent.lst.forgetReq(r)
 	}
 	r.h.unbindPort(r)
 	r.req = false
@@ -311,6 +303,7 @@ func (c *conn) closeListener() {
 		ch.inAccept = false
 		ch.orphan = true
 		ch.abort(CauseApp, "listener closed before accept()")
+		ch.maybeFree() // already closed (reset in the queue): free it now
 	}
 	l.acceptq = nil
 }

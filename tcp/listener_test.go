@@ -344,3 +344,35 @@ func TestBlockingAcceptWakes(t *testing.T) {
 		t.Fatalf("accept: %+v", d)
 	}
 }
+
+func TestResetWhileInAcceptQueue(t *testing.T) {
+	f := newFx(t, Linux())
+	f.listen(5)
+	sa := f.synFrom(1)
+	f.ackFrom(1, sa)
+	f.recv(clientSeg(1, wire.RST, clientISS(1).Add(1), 0))
+	// Linux still hands the connection out; its first read reports the
+	// reset.
+	r := f.do(Call{Op: OpAccept, FD: f.lfd, NonBlock: true})
+	if r.Err != OK {
+		t.Fatalf("accept: %v", r.Err)
+	}
+	if rd := f.do(Call{Op: OpRead, FD: FD(r.Ret)}); rd.Err != ECONNRESET {
+		t.Fatalf("read: %+v", rd)
+	}
+	f.do(Call{Op: OpClose, FD: FD(r.Ret)})
+	if len(f.h.conns) != 0 {
+		t.Fatal("connection not freed")
+	}
+}
+
+func TestListenerCloseFreesResetChild(t *testing.T) {
+	f := newFx(t, Linux())
+	f.listen(5)
+	f.ackFrom(1, f.synFrom(1))
+	f.recv(clientSeg(1, wire.RST, clientISS(1).Add(1), 0))
+	f.do(Call{Op: OpClose, FD: f.lfd})
+	if len(f.h.conns) != 0 || len(f.h.ports) != 0 || len(f.h.timers) != 0 {
+		t.Fatalf("leftovers: %d conns, %d ports, %d timers", len(f.h.conns), len(f.h.ports), len(f.h.timers))
+	}
+}
