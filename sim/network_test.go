@@ -337,9 +337,12 @@ func TestTapOutputDrop(t *testing.T) {
 	if in := l.packets("server", trace.In, nil); len(in) != 0 {
 		t.Errorf("server received %v", in)
 	}
-	// The stack did send them.
-	if v := counter(t, l.n, "client", "OutSegs"); v != 3 {
-		t.Errorf("client OutSegs = %d, want 3", v)
+	// The stack did send them: one new segment and two retransmissions.
+	if v := counter(t, l.n, "client", "OutSegs"); v != 1 {
+		t.Errorf("client OutSegs = %d, want 1", v)
+	}
+	if v := counter(t, l.n, "client", "RetransSegs"); v != 2 {
+		t.Errorf("client RetransSegs = %d, want 2", v)
 	}
 	checkTaps(t, l.n, l.rec.Events)
 }

@@ -243,6 +243,7 @@ func (h *Host) Do(call Call) Result {
 		c.pending = append(c.pending, p)
 	}
 	h.emitCall(r)
+	c.checkPending() // the call may end others blocked on the socket
 	c.rearm()
 	if c.parent != nil {
 		c.parent.checkPending()
@@ -339,12 +340,13 @@ func (h *Host) doListen(c *conn, r *Result) {
 	h.listens[c.lport] = c
 }
 
-// capBacklog: listen() silently truncates the backlog to somaxconn.
+// capBacklog: listen() silently truncates the backlog to somaxconn; a
+// negative backlog, compared as unsigned by __sys_listen, means somaxconn.
 func (h *Host) capBacklog(b int) int {
-	if b < 0 {
-		b = 0
+	if b < 0 || b > h.prof.Somaxconn {
+		return h.prof.Somaxconn
 	}
-	return min(b, h.prof.Somaxconn)
+	return b
 }
 
 func (h *Host) doAccept(c *conn, r *Result) {
@@ -371,34 +373,38 @@ func (h *Host) completeAccept(l *conn, r *Result) {
 	}
 	ch.inAccept = false
 	ch.parent = nil
+	ch.ss = ssConnected
 	fd := h.allocFD(ch)
 	r.Ret, r.NewSock = int(fd), ch.id
 }
 
+// doConnect follows __inet_stream_connect: what connect() answers depends on
+// the socket's own state (unconnected, connecting, connected) as much as on
+// the TCP state.
 func (h *Host) doConnect(c *conn, r *Result) {
-	switch c.state {
-	case Listen:
+	switch c.ss {
+	case ssConnected:
 		fail(r, EISCONN)
 		return
-	case SynSent, SynRecv:
-		fail(r, EALREADY)
+	case ssConnecting:
+		switch c.state {
+		case SynSent, SynRecv:
+			if !c.blocking(r) {
+				fail(r, EALREADY)
+				return
+			}
+			r.Pending = true
+		case Closed:
+			h.connectError(c, r)
+		default:
+			// A non-blocking connect that has completed: this call
+			// collects its result.
+			c.ss = ssConnected
+			r.Ret = 0
+		}
 		return
-	case Closed:
-		if c.tw {
-			fail(r, EISCONN)
-			return
-		}
-		if c.err != OK {
-			e := c.err
-			c.err = OK
-			fail(r, e)
-			return
-		}
-		if c.hashed {
-			fail(r, EISCONN)
-			return
-		}
-	default:
+	}
+	if c.state != Closed || c.hashed || c.tw {
 		fail(r, EISCONN)
 		return
 	}
@@ -407,24 +413,29 @@ func (h *Host) doConnect(c *conn, r *Result) {
 		fail(r, EINVAL)
 		return
 	}
+	c.disconnectReset()
 	c.laddr = h.addr
 	if dst.Addr().IsLoopback() {
 		c.laddr = dst.Addr()
 	}
 	c.raddr, c.rport = dst.Addr(), dst.Port()
 	t := tuple{laddr: c.laddr, raddr: c.raddr, rport: c.rport}
+	var tw *conn // a TIME_WAIT remnant of the same 4-tuple that this connection replaces
 	if c.bound {
 		t.lport = c.lport
 		if o := h.conns[t]; o != nil {
-			if !(o.state == TimeWait && h.twReusable(o)) {
+			// tcp_twsk_unique: with a port bound by the program, a
+			// TIME_WAIT that used timestamps may be taken over (they
+			// tell old duplicates apart); tcp_tw_reuse widens that.
+			if !(o.state == TimeWait && (o.tsOK || h.twReusable(o))) {
 				fail(r, EADDRNOTAVAIL)
 				h.note(c, "connect from port %d to %v refused: the 4-tuple is still in %v", c.lport, dst, o.state)
 				return
 			}
-			o.finish(CauseApp, "TIME_WAIT 4-tuple reused by connect() (tcp_tw_reuse)")
+			tw = o
 		}
 	} else {
-		port, e := h.pickEphemeral(t)
+		port, o, e := h.pickEphemeral(t)
 		if e != OK {
 			fail(r, e)
 			h.note(c, "no ephemeral port left for %v (ip_local_port_range %d-%d)", dst, h.prof.EphemeralLow, h.prof.EphemeralHigh)
@@ -432,15 +443,20 @@ func (h *Host) doConnect(c *conn, r *Result) {
 		}
 		h.bindPort(c, port, false)
 		t.lport = port
+		tw = o
 	}
-	p := &h.prof
 	c.iss = h.isn(t)
+	if tw != nil {
+		// The new incarnation starts above anything the old one used.
+		c.iss = tw.sndNxt.Add(65535 + 2)
+		h.note(c, "connect() takes over the TIME_WAIT of the same 4-tuple")
+		tw.finish(CauseApp, "TIME_WAIT 4-tuple reused by a new connect()")
+	}
 	c.tsOff = h.tsOffset(t)
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
 	c.sndBase = c.iss.Add(1)
-	c.rto = p.InitialRTO
-	c.retransmits, c.totalRTO, c.backoff = 0, 0, 0
 	c.hash()
+	c.ss = ssConnecting
 	c.setState(SynSent, CauseApp, "connect(), snd SYN")
 	h.count(ActiveOpens)
 	c.sendSyn()
@@ -449,6 +465,37 @@ func (h *Host) doConnect(c *conn, r *Result) {
 		return
 	}
 	r.Pending = true
+}
+
+// connectError ends a failed connect: the pending error (or ECONNABORTED if
+// something already took it), and the socket may connect again.
+func (h *Host) connectError(c *conn, r *Result) {
+	e := c.err
+	if e == OK {
+		e = ECONNABORTED
+	}
+	c.err = OK
+	c.ss = ssUnconnected
+	fail(r, e)
+}
+
+// disconnectReset gives a closed socket a clean slate before it connects
+// again, as tcp_disconnect does.
+func (c *conn) disconnectReset() {
+	p := &c.h.prof
+	c.err = OK
+	c.rcvShut, c.sndShut, c.done, c.orphan = false, false, false, false
+	c.rcv, c.ooo, c.snd, c.sent, c.dsack = nil, nil, nil, nil, nil
+	c.finQueued, c.finSent, c.finAckPending = false, false, false
+	c.tsOK, c.sackOK, c.wsOK, c.sndWScale, c.rcvWScale = false, false, false, 0, 0
+	c.mss, c.peerMSS, c.rcvMSS = 536, 536, 536
+	c.srtt, c.rttvar, c.rto = 0, 0, p.InitialRTO
+	c.rttTiming, c.retransmits, c.totalRTO, c.backoff, c.retransTotal = false, 0, 0, 0, 0
+	c.hasRetransStamp, c.probesOut = false, 0
+	c.cwnd, c.ssthresh, c.dupAcks, c.inRecovery = p.InitialCwnd*536, 1<<30, 0, false
+	c.ackPending, c.ackNow, c.quick, c.pingpong, c.ato, c.pushed = false, false, 0, false, 0, false
+	c.bytesAcked, c.hasLastOOWAck = 0, false
+	c.sndWnd, c.maxWnd, c.rcvWnd = 0, 0, 0
 }
 
 func (h *Host) doRead(c *conn, r *Result) {
@@ -567,11 +614,13 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 func (h *Host) doShutdown(c *conn, r *Result) {
 	st := c.appState()
 	switch st {
-	case Closed, SynSent:
-		if st == SynSent && r.Call.How != ShutRD {
-			c.abort(CauseApp, "shutdown() during connect")
-			return
-		}
+	case SynSent:
+		// inet_shutdown disconnects a connecting socket, whatever how
+		// is; a blocked connect() then fails with ECONNRESET.
+		c.abort(CauseApp, "shutdown() during connect: disconnect")
+		c.ss = ssUnconnected
+		return
+	case Closed:
 		fail(r, ENOTCONN)
 		return
 	case Listen:
@@ -717,7 +766,10 @@ func (h *Host) doSetOption(c *conn, r *Result) {
 		}
 		c.kaIdle = o.Dur
 		if c.keepalive && c.kaAt != never {
-			c.kaAt = h.now + c.kaIdle
+			// Like tcp_sock_set_keepidle_locked: the idle time already
+			// spent counts.
+			idle := h.now - max(c.lastDataRcv, c.lastAckRcv)
+			c.kaAt = h.now + max(c.kaIdle-idle, 0)
 		}
 	case OptKeepIntvl:
 		if o.Dur < time.Second {
@@ -787,14 +839,10 @@ func (h *Host) tryComplete(c *conn, p *Result) bool {
 		switch c.state {
 		case SynSent, SynRecv:
 		case Closed:
-			e := c.err
-			if e == OK {
-				e = ECONNABORTED
-			}
-			c.err = OK
-			fail(p, e)
+			h.connectError(c, p)
 			done = true
 		default:
+			c.ss = ssConnected
 			p.Ret = 0
 			done = true
 		}

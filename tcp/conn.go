@@ -55,6 +55,12 @@ type conn struct {
 	orphan           bool
 	err              Errno
 	closing          bool // close() was called (possibly still lingering)
+	ss               sockState
+
+	lastOOWAck    time.Duration // last ACK sent for an invalid segment (rate limit)
+	hasLastOOWAck bool
+	bytesAcked    int64 // data bytes the peer acknowledged (tcp_sock bytes_acked)
+	ackNow        bool  // ICSK_ACK_NOW: the next ACK check sends at once
 
 	// send side
 	iss, sndUna, sndNxt, sndMax wire.Seq
@@ -135,12 +141,40 @@ type oooSeg struct {
 	fin  bool
 }
 
+// sockState is the BSD socket's own state (Linux's sock->state), apart
+// from the TCP state: it decides what connect() answers.
+type sockState uint8
+
+const (
+	ssUnconnected sockState = iota
+	ssConnecting
+	ssConnected
+)
+
+// oowRateLimited is tcp_oow_rate_limited: an ACK for an invalid segment
+// without data (or with SYN) is sent at most once per tcp_invalid_ratelimit
+// per socket; skipped ones count in the given counter. A nil segment (a
+// challenge ACK) is always subject to the limit.
+func (c *conn) oowRateLimited(seg *wire.Segment, skipped Counter) bool {
+	if seg != nil && seg.Len() > 0 && seg.Flags&wire.SYN == 0 {
+		return false
+	}
+	h := c.h
+	if lim := h.prof.InvalidRateLimit; lim > 0 && c.hasLastOOWAck && h.now-c.lastOOWAck < lim {
+		h.count(skipped)
+		return true
+	}
+	c.lastOOWAck, c.hasLastOOWAck = h.now, true
+	return false
+}
+
 func (h *Host) newConn() *conn {
 	p := &h.prof
 	return &conn{
 		h: h, id: h.newID(), fd: -1, state: Closed,
 		kaIdle: p.KeepaliveTime, kaIntvl: p.KeepaliveIntvl, kaProbes: p.KeepaliveProbes,
 		rto: p.InitialRTO, mss: 536, peerMSS: 536, rcvMSS: 536,
+		cwnd: p.InitialCwnd * 536, ssthresh: 1 << 30, // tcp_init_sock
 		rtxAt: never, delackAt: never, kaAt: never, closeAt: never, lingerAt: never,
 		wakeAt: never, heapIdx: -1,
 	}
@@ -173,9 +207,11 @@ func (c *conn) setState(to State, kind CauseKind, text string) {
 		h.bug("sock %d: illegal transition %v -> %v (%s)", c.id, from, to, text)
 	}
 	c.state = to
-	if to == Established && from != Established {
+	// CurrEstab counts ESTABLISHED and CLOSE_WAIT connections, as
+	// tcp_set_state does since Linux 6.10.
+	if inEstab(to) && !inEstab(from) {
 		h.count(CurrEstab)
-	} else if from == Established && to != Established {
+	} else if inEstab(from) && !inEstab(to) {
 		h.add(CurrEstab, -1)
 	}
 	if to == Closed && (from == Established || from == CloseWait) {
@@ -187,14 +223,22 @@ func (c *conn) setState(to State, kind CauseKind, text string) {
 	}
 }
 
-// finish ends a connection: Linux's tcp_done. The socket stays for its
-// descriptor, if it still has one; otherwise it is gone.
+func inEstab(s State) bool { return s == Established || s == CloseWait }
+
+// fail is tcp_done: the connection failed (a reset or a timeout). One that
+// never got established counts in AttemptFails.
+func (c *conn) fail(kind CauseKind, text string) {
+	if c.state == SynSent || c.state == SynRecv {
+		c.h.count(AttemptFails)
+	}
+	c.finish(kind, text)
+}
+
+// finish ends a connection. The socket stays for its descriptor, if it
+// still has one; otherwise it is gone.
 func (c *conn) finish(kind CauseKind, text string) {
 	if c.state == Closed {
 		return
-	}
-	if c.state == SynSent || c.state == SynRecv {
-		c.h.count(AttemptFails)
 	}
 	c.setState(Closed, kind, text)
 	c.rcvShut, c.sndShut = true, true
@@ -306,7 +350,6 @@ func (c *conn) onTimers() {
 func (c *conn) onCloseTimer() {
 	switch c.state {
 	case TimeWait:
-		c.h.count(TW)
 		c.finish(CauseTimer, "TIME_WAIT expired ("+fmtDur(c.h.prof.TimeWait)+", 2*MSL)")
 	case FinWait2:
 		c.finish(CauseTimer, "orphaned FIN_WAIT2 expired (tcp_fin_timeout "+fmtDur(c.finTime())+")")
@@ -321,9 +364,17 @@ func (c *conn) enterTimeWait(kind CauseKind, text string) {
 	c.becomeRemnant(c.h.prof.TimeWait)
 }
 
-// becomeRemnant turns the connection into a timewait socket that lives for d.
+// becomeRemnant turns the connection into a timewait socket that lives for
+// d. Linux counts it when it is made (__inet_twsk_schedule): TW, or
+// TWKilled for a remnant of at most 4 s.
 func (c *conn) becomeRemnant(d time.Duration) {
+	if d <= 4*time.Second {
+		c.h.count(TWKilled)
+	} else {
+		c.h.count(TW)
+	}
 	c.tw = true
+	c.hasLastOOWAck = false // a timewait socket has its own rate limit
 	c.rtxAt, c.delackAt, c.kaAt, c.lingerAt = never, never, never, never
 	c.persist = false
 	c.closeAt = c.h.now + d

@@ -121,6 +121,12 @@ const (
 	TW
 	TWKilled
 	PAWSEstabRejected
+	TCPACKSkippedSeq
+	TCPACKSkippedPAWS
+	TCPACKSkippedChallenge
+	TCPACKSkippedTimeWait
+	TCPACKSkippedSynRecv
+	TCPACKSkippedFinWait2
 	numCounters
 )
 
@@ -155,6 +161,12 @@ var counterNames = [numCounters]struct{ name, group string }{
 	{"TW", "TcpExt"},
 	{"TWKilled", "TcpExt"},
 	{"PAWSEstabRejected", "TcpExt"},
+	{"TCPACKSkippedSeq", "TcpExt"},
+	{"TCPACKSkippedPAWS", "TcpExt"},
+	{"TCPACKSkippedChallenge", "TcpExt"},
+	{"TCPACKSkippedTimeWait", "TcpExt"},
+	{"TCPACKSkippedSynRecv", "TcpExt"},
+	{"TCPACKSkippedFinWait2", "TcpExt"},
 }
 
 func (c Counter) String() string {

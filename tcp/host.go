@@ -210,10 +210,10 @@ func (h *Host) Advance(now time.Duration) {
 
 // Input processes one segment received by this host at the current time.
 func (h *Host) Input(seg *wire.Segment) {
-	h.count(InSegs)
 	if seg.Dst != h.addr && !seg.Dst.IsLoopback() {
 		return // not ours: a router would forward it; a host drops it
 	}
+	h.count(InSegs)
 	t := tuple{laddr: seg.Dst, raddr: seg.Src, lport: seg.DstPort, rport: seg.SrcPort}
 	if c := h.conns[t]; c != nil {
 		c.input(seg)
@@ -241,7 +241,7 @@ func (h *Host) sendResetFor(seg *wire.Segment, why string) {
 		r.Ack, r.Flags = seg.End(), wire.RST|wire.ACK
 	}
 	h.count(OutRsts)
-	h.send(r)
+	h.send(r, true)
 	if h.record {
 		h.events = append(h.events, Event{Kind: EvNote, At: h.now,
 			Local: netip.AddrPortFrom(seg.Dst, seg.DstPort), Remote: netip.AddrPortFrom(seg.Src, seg.SrcPort),
@@ -249,8 +249,10 @@ func (h *Host) sendResetFor(seg *wire.Segment, why string) {
 	}
 }
 
-func (h *Host) send(s wire.Segment) {
-	h.count(OutSegs)
+func (h *Host) send(s wire.Segment, countOut bool) {
+	if countOut {
+		h.count(OutSegs)
+	}
 	h.out = append(h.out, s)
 }
 

@@ -83,12 +83,21 @@ func (c *conn) synSentInput(seg *wire.Segment) {
 func (c *conn) rcvStateProcess(seg *wire.Segment) {
 	h := c.h
 	f := seg.Flags
+	if f&(wire.ACK|wire.RST|wire.SYN) == 0 {
+		return // tcp_rcv_state_process drops these before any check
+	}
 
 	// PAWS (RFC 7323): an old timestamp marks an old duplicate. RSTs are
 	// exempt (tcp_validate_incoming).
 	if c.tsOK && seg.Options.HasTimestamps && f&wire.RST == 0 && c.pawsReject(seg) {
+		if f&wire.SYN != 0 {
+			c.synChallenge()
+			return
+		}
 		h.count(PAWSEstabRejected)
-		c.sendDupAck(seg)
+		if !c.oowRateLimited(seg, TCPACKSkippedPAWS) {
+			c.sendDupAck(seg)
+		}
 		return
 	}
 
@@ -99,14 +108,18 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 				c.synChallenge()
 				return
 			}
-			c.sendDupAck(seg)
+			if !c.oowRateLimited(seg, TCPACKSkippedSeq) {
+				c.sendDupAck(seg)
+			}
+		} else if c.resetCheck(seg) {
+			c.reset("rcv RST at the peer's FIN")
 		}
 		return
 	}
 
 	// 2. RST, RFC 5961 section 3.2: only an exact match resets.
 	if f&wire.RST != 0 {
-		if seg.Seq == c.rcvNxt {
+		if seg.Seq == c.rcvNxt || c.resetCheck(seg) {
 			c.reset("rcv RST")
 		} else {
 			c.challengeAck("RST in window but not at RCV.NXT")
@@ -156,15 +169,14 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 				c.challengeAck("ACK of unsent data")
 			}
 			return
-		case seg.Ack.LessThan(c.sndUna.Add(-int(c.maxWnd))):
+		case seg.Ack.LessThan(c.sndUna.Add(-int(min(int64(c.maxWnd), c.bytesAcked)))):
+			// RFC 5961 5.2, with Linux's bound: the window, but no more
+			// than what the peer has acknowledged so far.
 			c.challengeAck("ACK older than the window (RFC 5961 5.2)")
 			return
 		case seg.Ack.LessThan(c.sndUna):
-			if c.state != Established {
-				c.challengeAck("old ACK")
-				return
-			}
-			// An old ACK with data: use the data, ignore the ACK.
+			// An old ACK, reordered: use the segment, ignore the ACK
+			// (in closing states too since Linux 6.10).
 		default:
 			c.processAck(seg)
 		}
@@ -215,6 +227,12 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 	}
 	c.xmit()
 	c.ackSndCheck()
+}
+
+// resetCheck is tcp_reset_check: a RST at the peer's FIN (RCV.NXT-1) ends
+// a connection in CLOSE_WAIT, LAST_ACK or CLOSING even out of the window.
+func (c *conn) resetCheck(seg *wire.Segment) bool {
+	return seg.Seq == c.rcvNxt.Add(-1) && (c.state == CloseWait || c.state == LastAck || c.state == Closing)
 }
 
 // sendDupAck is tcp_send_dupack: answer an unacceptable segment with an
@@ -297,7 +315,7 @@ func (c *conn) reset(text string) {
 	default:
 		c.err = ECONNRESET
 	}
-	c.finish(CauseSegment, text)
+	c.fail(CauseSegment, text)
 }
 
 // challengeAck sends an RFC 5961 challenge ACK: the peer, if genuine,
@@ -305,6 +323,9 @@ func (c *conn) reset(text string) {
 // nothing.
 func (c *conn) challengeAck(why string) {
 	h := c.h
+	if c.oowRateLimited(nil, TCPACKSkippedChallenge) {
+		return
+	}
 	if lim := h.prof.ChallengeAckLimit; lim > 0 {
 		if h.now-h.challengeWindow >= 1e9 {
 			h.challengeWindow, h.challengeCount = h.now, 0
@@ -382,6 +403,7 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 	if ack.GreaterThan(c.sndBase) {
 		n := min(int(ack.Diff(c.sndBase)), len(c.snd))
 		if n > 0 {
+			c.bytesAcked += int64(n)
 			c.snd = c.snd[n:]
 			if len(c.snd) == 0 {
 				c.snd = nil
@@ -452,7 +474,7 @@ func (c *conn) fastRetransmit() {
 	c.inRecovery = true
 	c.recover = c.sndMax
 	c.h.note(c, "fast retransmit after 3 duplicate ACKs")
-	c.retransmitHead()
+	c.retransmitHead(false)
 }
 
 // initTransfer sets congestion state when the connection is established
@@ -535,13 +557,12 @@ func (c *conn) dataQueue(seg *wire.Segment) {
 		c.rcvNxt = c.rcvNxt.Add(1)
 	}
 	finDone := fin
-	if hadOOO {
+	if hadOOO && !fin {
 		if c.oooPull() {
 			finDone = true
 		}
 		if len(c.ooo) == 0 {
-			c.ackPending = true
-			c.quick = max(c.quick, 1) // RFC 5681 4.2: ACK at once when a gap fills
+			c.ackNow = true // RFC 5681 4.2: ACK at once when a gap fills
 		}
 	}
 	c.ackPending = true
@@ -641,7 +662,9 @@ func (c *conn) twInput(seg *wire.Segment) {
 	paws := c.tsOK && seg.Options.HasTimestamps && c.pawsReject(seg)
 	if c.state == FinWait2 {
 		if paws || !inWindow(seg.Seq, seg.End(), c.rcvNxt, c.rcvNxt.Add(int(c.rcvWnd))) {
-			c.sendAck()
+			if !c.oowRateLimited(seg, TCPACKSkippedFinWait2) {
+				c.sendAck()
+			}
 			return
 		}
 		if f&wire.RST != 0 {
@@ -657,7 +680,6 @@ func (c *conn) twInput(seg *wire.Segment) {
 			return
 		}
 		if f&wire.FIN == 0 || seg.End() != c.rcvNxt.Add(1) {
-			h.count(TCPAbortOnData)
 			h.note(c, "data arrived after close(): the connection is reset and the data lost")
 			h.sendResetFor(seg, "data for a closed socket")
 			c.finish(CauseSegment, "rcv data after close(): reset")
@@ -709,7 +731,9 @@ func (c *conn) twInput(seg *wire.Segment) {
 		if paws || f&wire.ACK != 0 {
 			c.closeAt = h.now + h.prof.TimeWait
 		}
-		c.sendAck()
+		if !c.oowRateLimited(seg, TCPACKSkippedTimeWait) {
+			c.sendAck()
+		}
 	}
 }
 

@@ -110,7 +110,8 @@ func (c *conn) sendCookieSynAck(seg *wire.Segment, t tuple) {
 	s := wire.Segment{Src: t.laddr, Dst: t.raddr, SrcPort: t.lport, DstPort: t.rport,
 		Seq: iss, Ack: seg.Seq.Add(1), Flags: wire.SYN | wire.ACK, TTL: p.TTL, DF: true,
 		Window: uint16(min(p.RcvWindow, 65535))}
-	s.Options = wire.Options{HasMSS: true, MSS: msstab[idx]}
+	// The SYN-ACK offers our own MSS; the cookie remembers the peer's.
+	s.Options = wire.Options{HasMSS: true, MSS: uint16(p.MSS)}
 	if p.Timestamps && seg.Options.HasTimestamps {
 		// Without timestamps a cookie cannot remember window scaling or
 		// SACK, so they are only offered with timestamps.
@@ -130,7 +131,7 @@ func (c *conn) sendCookieSynAck(seg *wire.Segment, t tuple) {
 		}
 		s.Options.HasTimestamps, s.Options.TSVal, s.Options.TSEcr = true, ts, seg.Options.TSVal
 	}
-	h.send(s)
+	h.send(s, true)
 	if h.record {
 		h.note(c, "SYN cookie sent to %v:%d (no state kept)", t.raddr, t.rport)
 	}
@@ -195,8 +196,9 @@ func (c *conn) cookieAck(seg *wire.Segment) bool {
 
 // pickEphemeral is __inet_hash_connect: a per-destination starting offset
 // (keyed hash plus a perturbation table), even ports first, a port usable
-// if no bind()-bound socket holds it and the 4-tuple is free.
-func (h *Host) pickEphemeral(dst tuple) (uint16, Errno) {
+// if no bind()-bound socket holds it and the 4-tuple is free, or held by a
+// TIME_WAIT that tcp_tw_reuse lets connect() take over (returned).
+func (h *Host) pickEphemeral(dst tuple) (uint16, *conn, Errno) {
 	p := &h.prof
 	low, high := int(p.EphemeralLow), int(p.EphemeralHigh)
 	remaining := high - low + 1
@@ -207,26 +209,20 @@ func (h *Host) pickEphemeral(dst tuple) (uint16, Errno) {
 	for parity := 0; parity < 2; parity++ {
 		for i := 0; i < remaining; i += 2 {
 			port := low + (offset+i+parity)%remaining
-			if port > high {
-				continue
-			}
-			b := h.ports[uint16(port)]
-			if b != nil && b.explicit > 0 {
+			if b := h.ports[uint16(port)]; b != nil && b.explicit > 0 {
 				continue
 			}
 			t := dst
 			t.lport = uint16(port)
-			if o := h.conns[t]; o != nil {
-				if !(o.state == TimeWait && h.twReusable(o)) {
-					continue
-				}
-				o.finish(CauseApp, "TIME_WAIT 4-tuple reused by connect() (tcp_tw_reuse)")
+			o := h.conns[t]
+			if o != nil && !(o.state == TimeWait && h.twReusable(o)) {
+				continue
 			}
 			h.perturb[idx] += uint16(i + 2)
-			return uint16(port), OK
+			return uint16(port), o, OK
 		}
 	}
-	return 0, EADDRNOTAVAIL
+	return 0, nil, EADDRNOTAVAIL
 }
 
 // twReusable is tcp_twsk_unique: with tcp_tw_reuse a TIME_WAIT 4-tuple may
@@ -236,7 +232,7 @@ func (h *Host) twReusable(o *conn) bool {
 	case 0:
 		return false
 	case 2:
-		if !o.laddr.IsLoopback() || !o.raddr.IsLoopback() {
+		if !o.laddr.IsLoopback() && !o.raddr.IsLoopback() {
 			return false
 		}
 	}

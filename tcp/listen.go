@@ -23,8 +23,9 @@ type listener struct {
 // acceptFull is sk_acceptq_is_full: the queue holds backlog+1 connections.
 func (l *listener) acceptFull() bool { return len(l.acceptq) > l.backlog }
 
-// synqFull is inet_csk_reqsk_queue_is_full: as many requests as the backlog.
-func (l *listener) synqFull() bool { return len(l.reqs) >= l.backlog }
+// synqFull is inet_csk_reqsk_queue_is_full: more requests than the backlog
+// (">" since early 2025, so that a backlog of 0 still admits one).
+func (l *listener) synqFull() bool { return len(l.reqs) > l.backlog }
 
 // forgetReq takes a request out of the SYN queue.
 func (l *listener) forgetReq(c *conn) {
@@ -206,9 +207,13 @@ func (r *conn) reqInput(seg *wire.Segment) {
 	h := r.h
 	f := seg.Flags
 	l := r.parent
-	if seg.Seq == r.irs && f&(wire.RST|wire.SYN|wire.ACK) == wire.SYN {
+	paws := r.tsOK && seg.Options.HasTimestamps && r.pawsReject(seg)
+	if seg.Seq == r.irs && f&(wire.RST|wire.SYN|wire.ACK) == wire.SYN && !paws {
 		// The peer did not get our SYN-ACK: resend it and restart the
-		// timer.
+		// timer, at most once per tcp_invalid_ratelimit.
+		if r.oowRateLimited(seg, TCPACKSkippedSynRecv) {
+			return
+		}
 		h.count(RetransSegs)
 		r.retransTotal++
 		r.rttTiming = false
@@ -220,9 +225,12 @@ func (r *conn) reqInput(seg *wire.Segment) {
 		l.listenInput(seg, 0, false)
 		return
 	}
-	if !inWindow(seg.Seq, seg.End(), r.rcvNxt, r.rcvNxt.Add(int(r.rcvWnd))) {
-		if f&wire.RST == 0 {
+	if paws || !inWindow(seg.Seq, seg.End(), r.rcvNxt, r.rcvNxt.Add(int(r.rcvWnd))) {
+		if f&wire.RST == 0 && !r.oowRateLimited(seg, TCPACKSkippedSynRecv) {
 			r.sendAck()
+		}
+		if paws {
+			h.count(PAWSEstabRejected)
 		}
 		return
 	}
@@ -266,9 +274,13 @@ func (r *conn) reqInput(seg *wire.Segment) {
 	h.count(PassiveOpens)
 	r.tsOff = h.tsOffset(r.key())
 	r.rcvStateProcess(seg)
-	if r.state != Closed {
+	switch r.state {
+	case Established, CloseWait:
 		r.inAccept = true
 		lst.acceptq = append(lst.acceptq, r)
+	case Closed:
+	default:
+		h.bug("sock %d: completed request left in %v", r.id, r.state)
 	}
 }
 
@@ -316,7 +328,13 @@ func (c *conn) abort(kind CauseKind, text string) {
 		c.sendActiveReset()
 		c.err = ECONNRESET
 	case Closing, LastAck:
-		if c.sndNxt != c.sndBase.Add(len(c.snd)) {
+		// Only if something we queued (data or our FIN) never went out:
+		// tcp_disconnect compares snd_nxt with write_seq.
+		writeSeq := c.sndBase.Add(len(c.snd))
+		if c.finQueued {
+			writeSeq = writeSeq.Add(1)
+		}
+		if c.sndMax != writeSeq {
 			c.sendActiveReset()
 			c.err = ECONNRESET
 		}

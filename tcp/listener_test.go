@@ -128,11 +128,10 @@ func TestAbortOnOverflow(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := newFx(t, p)
-	f.listen(1) // the accept queue holds 2, the SYN queue 1 request
+	f.listen(1) // the accept queue holds 2, the SYN queue 2 requests
 	f.ackFrom(1, f.synFrom(1))
 	sa2 := f.synFrom(2)
-	f.ackFrom(3, f.synFrom(3)) // a SYN cookie: the SYN queue was full
-	f.wantCounter(SyncookiesRecv, 1)
+	f.ackFrom(3, f.synFrom(3)) // the accept queue is now full
 	f.out = nil
 	f.ackFrom(2, sa2)
 	if len(f.out) != 1 || f.out[0].Flags != wire.RST || f.out[0].Seq != sa2.Seq.Add(1) {
@@ -171,9 +170,10 @@ func TestRetransmittedSynGetsSynAckAgain(t *testing.T) {
 func TestSynCookies(t *testing.T) {
 	f := newFx(t, Linux())
 	f.listen(2)
-	f.synFrom(1)
-	f.synFrom(2) // the SYN queue holds the backlog: now full
-	syn := clientSeg(3, wire.SYN, clientISS(3), 0)
+	for n := 1; n <= 3; n++ {
+		f.synFrom(n) // the SYN queue holds backlog+1 requests: now full
+	}
+	syn := clientSeg(4, wire.SYN, clientISS(4), 0)
 	syn.Options = wire.Options{HasMSS: true, MSS: 1460, SACKPermitted: true, HasTimestamps: true, TSVal: 5000, HasWScale: true, WScale: 9}
 	f.recv(syn)
 	if len(f.out) != 1 || f.out[0].Flags != wire.SYN|wire.ACK {
@@ -183,14 +183,14 @@ func TestSynCookies(t *testing.T) {
 	f.out = nil
 	f.wantCounter(SyncookiesSent, 1)
 	f.wantCounter(TCPReqQFullDoCookies, 1)
-	if len(f.listenerLst().reqs) != 2 {
+	if len(f.listenerLst().reqs) != 3 {
 		t.Fatal("a cookie created state")
 	}
-	if !ck.Options.HasWScale || !ck.Options.SACKPermitted || ck.Options.MSS != 1460 {
+	if !ck.Options.HasWScale || !ck.Options.SACKPermitted || ck.Options.MSS != 1460 || !ck.Options.HasTimestamps {
 		t.Fatalf("cookie options %s", ck.Options.String())
 	}
 	// A forged ACK fails.
-	f.recv(clientSeg(4, wire.ACK, 77, 12345))
+	f.recv(clientSeg(5, wire.ACK, 77, 12345))
 	f.wantCounter(SyncookiesFailed, 1)
 	if len(f.out) != 1 || f.out[0].Flags != wire.RST {
 		t.Fatalf("want RST for a bad cookie:\n%s", f.dump())
@@ -198,7 +198,7 @@ func TestSynCookies(t *testing.T) {
 	f.out = nil
 	// The genuine ACK, a second later, carries data.
 	f.at(sec(1))
-	ack := clientSeg(3, wire.ACK|wire.PSH, clientISS(3).Add(1), ck.Seq.Add(1))
+	ack := clientSeg(4, wire.ACK|wire.PSH, clientISS(4).Add(1), ck.Seq.Add(1))
 	ack.Options = wire.Options{HasTimestamps: true, TSVal: 6000, TSEcr: ck.Options.TSVal}
 	ack.Payload = []byte("GET /")
 	f.recv(ack)
@@ -253,9 +253,12 @@ func TestSyncookiesOffDropsWhenSynQueueFull(t *testing.T) {
 	p.Syncookies = 0
 	f := newFx(t, p)
 	f.listen(2)
-	f.synFrom(1)
-	f.synFrom(2)
-	if sa := f.synFrom(3); sa != nil {
+	for n := 1; n <= 3; n++ {
+		if f.synFrom(n) == nil {
+			t.Fatalf("SYN %d dropped", n)
+		}
+	}
+	if sa := f.synFrom(4); sa != nil {
 		t.Fatal("answered with cookies off")
 	}
 	f.wantCounter(TCPReqQFullDrop, 1)
@@ -374,5 +377,36 @@ func TestListenerCloseFreesResetChild(t *testing.T) {
 	f.do(Call{Op: OpClose, FD: f.lfd})
 	if len(f.h.conns) != 0 || len(f.h.ports) != 0 || len(f.h.timers) != 0 {
 		t.Fatalf("leftovers: %d conns, %d ports, %d timers", len(f.h.conns), len(f.h.ports), len(f.h.timers))
+	}
+}
+
+func TestCookieSynAckOffersOurMSS(t *testing.T) {
+	p := Linux()
+	p.Syncookies = 2
+	f := newFx(t, p)
+	f.listen(5)
+	syn := clientSeg(1, wire.SYN, clientISS(1), 0)
+	syn.Options = wire.Options{HasMSS: true, MSS: 1300}
+	f.recv(syn)
+	if len(f.out) != 1 || f.out[0].Options.MSS != 1460 {
+		t.Fatalf("want our MSS 1460 in the cookie SYN-ACK:\n%s", f.dump())
+	}
+}
+
+func TestBacklogZeroStillAdmitsOne(t *testing.T) {
+	f := newFx(t, Linux())
+	f.listen(0)
+	sa := f.synFrom(1)
+	if sa == nil || len(f.listenerLst().reqs) != 1 {
+		t.Fatal("listen(fd, 0) refuses the first request")
+	}
+	f.ackFrom(1, sa)
+	if li := f.listenerInfo(); li.RecvQ != 1 {
+		t.Fatalf("Recv-Q %d", li.RecvQ)
+	}
+	g := newFx(t, Linux())
+	g.listen(-1)
+	if li := g.listenerInfo(); li.SendQ != 4096 {
+		t.Fatalf("listen(fd, -1): backlog %d, want somaxconn", li.SendQ)
 	}
 }

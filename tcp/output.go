@@ -52,6 +52,15 @@ func (c *conn) selectWindow(syn bool) uint16 {
 	if free < min(c.rcvMSS, p.RcvWindow/2) {
 		free = 0 // receiver-side silly window avoidance (RFC 1122 4.2.3.3)
 	}
+	if c.req && !syn {
+		// A request socket always offers its initial window
+		// (tcp_v4_reqsk_send_ack uses rsk_rcv_wnd).
+		shift := uint32(0)
+		if c.wsOK {
+			shift = uint32(c.rcvWScale)
+		}
+		return uint16(min(c.rcvWnd>>shift, 65535))
+	}
 	win := uint32(max(free, 0))
 	if cur := c.receiveWindow(); win < cur {
 		win = cur
@@ -118,18 +127,25 @@ func (c *conn) sackBlocks() []wire.SACKBlock {
 }
 
 // ackSent is tcp_event_ack_sent: any segment carrying an ACK answers what
-// was pending and spends one quick ACK.
+// was pending. A quick ACK is spent only when an ACK was due (Linux 6.6's
+// tcp_dec_quickack_mode); when they run out, ATO starts again from 40 ms.
 func (c *conn) ackSent() {
+	if c.ackPending && c.quick > 0 {
+		c.quick--
+		if c.quick == 0 {
+			c.ato = c.h.prof.DelayedAck
+		}
+	}
 	c.ackPending = false
+	c.ackNow = false
 	c.pushed = false
 	c.delackAt = never
-	if c.quick > 0 {
-		c.quick--
-	}
 }
 
+// emit sends a segment of this connection. Like __tcp_transmit_skb, OutSegs
+// counts new segments and pure ACKs, not retransmissions.
 func (c *conn) emit(s wire.Segment) {
-	c.h.send(s)
+	c.h.send(s, s.Len() == 0 || s.End().GreaterThan(c.sndMax))
 }
 
 // sendAck sends a bare ACK at SND.NXT.
@@ -170,12 +186,14 @@ func (c *conn) synOptions(synack bool, peer *wire.Options) wire.Options {
 func (c *conn) sendSyn() {
 	flags := wire.SYN
 	var peer wire.Options
-	if c.state == SynRecv {
+	if c.state != SynSent {
+		// SYN_RECV after a simultaneous open, or a socket closed from
+		// there (FIN_WAIT1) whose SYN is still unacknowledged.
 		flags |= wire.ACK
 		peer = wire.Options{HasTimestamps: c.tsOK, TSVal: c.tsRecent, SACKPermitted: c.sackOK, HasWScale: c.wsOK}
 	}
 	s := c.segment(flags, c.iss, nil)
-	s.Options = c.synOptions(c.state == SynRecv, &peer)
+	s.Options = c.synOptions(c.state != SynSent, &peer)
 	c.emit(s)
 	if c.retransmits == 0 && !c.rttTiming {
 		c.rttTiming, c.rttSeq, c.rttAt = true, c.iss, c.h.now
@@ -329,11 +347,14 @@ func (c *conn) lastSendAt() {
 	}
 }
 
-// retransmitHead resends the first unacknowledged segment.
-func (c *conn) retransmitHead() {
+// retransmitHead resends the first unacknowledged segment. After a
+// timeout (goBack) sending resumes from there, every later segment being
+// resent as ACKs come back, as Linux does after tcp_enter_loss; a fast
+// retransmit resends one segment and carries on where it was.
+func (c *conn) retransmitHead(goBack bool) {
 	c.rttTiming = false
-	switch c.state {
-	case SynSent, SynRecv:
+	if c.sndUna == c.iss {
+		// The SYN itself is the first unacknowledged segment.
 		c.sndNxt = c.iss
 		c.sendSyn()
 		c.h.count(RetransSegs)
@@ -344,9 +365,7 @@ func (c *conn) retransmitHead() {
 	c.sndNxt = c.sndUna
 	c.cwnd = int(c.sndNxt.Diff(c.sndUna)) + c.mss
 	c.xmit()
-	if c.sndNxt.LessThan(saveNxt) && c.state != Closed {
-		// Fast retransmit resends one segment and keeps going from
-		// where it was.
+	if !goBack && c.sndNxt.LessThan(saveNxt) && c.state != Closed {
 		c.sndNxt = saveNxt
 	}
 	c.cwnd = saveCwnd
@@ -395,7 +414,7 @@ func (c *conn) onRetransmitTimer() {
 	c.retransmits++
 	c.totalRTO++
 	c.rtxAt = never
-	c.retransmitHead()
+	c.retransmitHead(true)
 	if c.state != SynSent || c.totalRTO > p.SynLinearTimeouts {
 		c.backoff++
 		c.rto = min(c.rto*2, p.MaxRTO)
@@ -439,7 +458,7 @@ func (c *conn) orphanRetries(alive bool) int {
 func (c *conn) writeErr(kind CauseKind, text string) {
 	c.err = ETIMEDOUT
 	c.h.count(TCPAbortOnTimeout)
-	c.finish(kind, text)
+	c.fail(kind, text)
 }
 
 func (c *conn) startPersist() {
@@ -452,8 +471,13 @@ func (c *conn) startPersist() {
 	}
 }
 
+// probeWhen is tcp_probe0_when: RTO doubled per probe, at most TCP_RTO_MAX.
 func (c *conn) probeWhen() time.Duration {
-	return min(c.rto<<min(c.backoff, 30), c.h.prof.MaxRTO)
+	d := c.rto
+	for i := 0; i < c.backoff && d < c.h.prof.MaxRTO; i++ {
+		d *= 2
+	}
+	return min(d, c.h.prof.MaxRTO)
 }
 
 // onProbeTimer is tcp_probe_timer: a zero-window probe (a segment one byte
@@ -575,7 +599,7 @@ func (c *conn) ackSndCheck() {
 		return
 	}
 	h := c.h
-	if int(c.rcvNxt.Diff(c.rcvWup)) > c.rcvMSS ||
+	if c.ackNow || int(c.rcvNxt.Diff(c.rcvWup)) > c.rcvMSS ||
 		(c.quick > 0 && !c.pingpong) || len(c.ooo) > 0 {
 		c.sendAck()
 		return
@@ -592,7 +616,7 @@ func (c *conn) ackSndCheck() {
 		if c.srtt > 0 {
 			maxAto = min(maxAto, max(c.srtt, h.prof.DelayedAck))
 		}
-		ato = min(ato, maxAto)
+		ato = min(ato, maxAto, h.prof.MaxDelAck) // icsk_delack_max
 	}
 	c.delackAt = h.now + ato
 }

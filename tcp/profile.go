@@ -62,15 +62,16 @@ type Profile struct {
 	AbortOnOverflow bool // tcp_abort_on_overflow: RST instead of dropping the final ACK
 
 	// Segments and buffers.
-	MSS               int  // our advertised MSS (1460 on a 1500-byte MTU)
-	RcvWindow         int  // receive window of an empty receive buffer
-	SndBuf            int  // bytes a socket may hold unacknowledged or unsent
-	InitialCwnd       int  // segments
-	WScale            int  // our window scale shift; -1 disables the option
-	Timestamps        bool // tcp_timestamps
-	SACK              bool // tcp_sack
-	ChallengeAckLimit int  // tcp_challenge_ack_limit per second; 0 means unlimited
-	TwReuse           int  // tcp_tw_reuse: 0 off, 1 on, 2 loopback only
+	MSS               int           // our advertised MSS (1460 on a 1500-byte MTU)
+	RcvWindow         int           // receive window of an empty receive buffer
+	SndBuf            int           // bytes a socket may hold unacknowledged or unsent
+	InitialCwnd       int           // segments
+	WScale            int           // our window scale shift; -1 disables the option
+	Timestamps        bool          // tcp_timestamps
+	SACK              bool          // tcp_sack
+	ChallengeAckLimit int           // tcp_challenge_ack_limit per second; 0 means unlimited
+	InvalidRateLimit  time.Duration // tcp_invalid_ratelimit: at most one ACK per socket this often for invalid segments
+	TwReuse           int           // tcp_tw_reuse: 0 off, 1 on, 2 loopback only
 
 	ISN ISNMode
 
@@ -117,6 +118,7 @@ func Linux() Profile {
 		Timestamps:        true,
 		SACK:              true,
 		TwReuse:           2,
+		InvalidRateLimit:  500 * time.Millisecond,
 		ISN:               ISNKeyed,
 		EphemeralLow:      32768,
 		EphemeralHigh:     60999,
@@ -255,6 +257,7 @@ var settings = []setting{
 	boolSetting("tcp_sack", "offer selective acknowledgements", func(p *Profile) *bool { return &p.SACK }),
 	intSetting("tcp_tw_reuse", "let connect() reuse a TIME_WAIT 4-tuple: 0 off, 1 on, 2 loopback only", func(p *Profile) *int { return &p.TwReuse }, 0, 2),
 	intSetting("tcp_challenge_ack_limit", "challenge ACKs per second (0: unlimited)", func(p *Profile) *int { return &p.ChallengeAckLimit }, 0, 1<<31-1),
+	durSetting("tcp_invalid_ratelimit", "at most one ACK per socket in this time for invalid segments (0: no limit)", "ms", func(p *Profile) *time.Duration { return &p.InvalidRateLimit }, 0, 60000),
 	durSetting("tcp_rto_min", "lower bound of the retransmission timeout", "ms", func(p *Profile) *time.Duration { return &p.MinRTO }, 1, 120000),
 	durSetting("tcp_delack", "delayed ACK timeout", "ms", func(p *Profile) *time.Duration { return &p.DelayedAck }, 1, 1000),
 	intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),

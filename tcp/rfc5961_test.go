@@ -3,6 +3,7 @@ package tcp
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/tcplab/tcplab/wire"
 )
@@ -17,6 +18,9 @@ func TestBlindResetAttack(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	challenges := 0
 	for i := 0; i < 5000; i++ {
+		// Spaced beyond tcp_invalid_ratelimit, so that every in-window
+		// guess is answered.
+		f.after(600 * time.Millisecond)
 		seq := f.pNxt.Add(1 + rng.IntN(200000)) // never the exact number
 		f.recv(f.mk(wire.RST, seq, 0, ""))
 		for _, s := range f.out {
@@ -40,6 +44,28 @@ func TestBlindResetAttack(t *testing.T) {
 	f.wantState(Closed)
 }
 
+// A burst of guesses draws one challenge ACK per tcp_invalid_ratelimit.
+func TestChallengeAckRateLimit(t *testing.T) {
+	f := newFx(t, Linux())
+	f.passive()
+	for i := 0; i < 100; i++ {
+		f.recv(f.mk(wire.RST, f.pNxt.Add(10+i), 0, ""))
+	}
+	f.expect(exp{wire.ACK, 1, 1, 0})
+	f.wantCounter(TCPChallengeACK, 1)
+	f.wantCounter(TCPACKSkippedChallenge, 99)
+	f.after(500 * time.Millisecond)
+	f.recv(f.mk(wire.RST, f.pNxt.Add(10), 0, ""))
+	f.expect(exp{wire.ACK, 1, 1, 0})
+	// Out-of-window pure ACKs are limited the same way; data is not.
+	f.after(time.Second)
+	for i := 0; i < 3; i++ {
+		f.recv(f.mk(wire.ACK, f.pNxt.Add(1<<20), f.ourNxt(), ""))
+	}
+	f.expect(exp{wire.ACK, 1, 1, 0})
+	f.wantCounter(TCPACKSkippedSeq, 2)
+}
+
 func TestSynInEstablishedGetsChallengeAck(t *testing.T) {
 	f := newFx(t, Linux())
 	f.passive()
@@ -48,7 +74,8 @@ func TestSynInEstablishedGetsChallengeAck(t *testing.T) {
 	f.wantState(Established)
 	f.wantCounter(TCPSYNChallenge, 1)
 	f.wantCounter(TCPChallengeACK, 1)
-	// An in-window SYN too.
+	// An in-window SYN too, once the rate limit allows another answer.
+	f.after(time.Second)
 	f.recv(f.mk(wire.SYN, f.pNxt.Add(10), 0, ""))
 	f.expect(exp{wire.ACK, 1, 1, 0})
 	f.wantCounter(TCPSYNChallenge, 2)
