@@ -271,6 +271,9 @@ func (c *conn) maybeFree() {
 
 func (c *conn) hash() {
 	if !c.hashed {
+		if o := c.h.conns[c.key()]; o != nil && o != c {
+			c.h.bug("sock %d takes the 4-tuple of sock %d (%v)", c.id, o.id, o.state)
+		}
 		c.h.conns[c.key()] = c
 		c.hashed = true
 	}

@@ -165,6 +165,13 @@ func (c *conn) cookieAck(seg *wire.Segment) bool {
 		c.listenDrop("accept queue full: cookie ACK dropped")
 		return true
 	}
+	if h.conns[t] != nil {
+		// Another socket already has this 4-tuple (a request made after
+		// the cookie): Linux's inet_ehash_insert finds the duplicate and
+		// builds no child.
+		h.note(c, "cookie ACK for a 4-tuple already in use: dropped")
+		return true
+	}
 	ch := h.newConn()
 	ch.laddr, ch.raddr, ch.lport, ch.rport = t.laddr, t.raddr, t.lport, t.rport
 	ch.state = Listen

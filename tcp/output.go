@@ -66,10 +66,11 @@ func (c *conn) selectWindow(syn bool) uint16 {
 		win = cur
 	}
 	if syn {
-		win = min(win, 65535)
+		// A SYN's window field is never scaled: it carries at most 65535,
+		// while the window itself stays what it is (tcp_transmit_skb).
 		c.rcvWnd = win
 		c.rcvWup = c.rcvNxt
-		return uint16(win)
+		return uint16(min(win, 65535))
 	}
 	shift := uint32(0)
 	if c.wsOK {
