@@ -692,8 +692,11 @@ func (h *Host) doClose(c *conn, r *Result) {
 	default:
 		c.sendFin(CauseApp, "close(), snd FIN")
 		if c.linger && c.lingerTime > 0 && lingering(c.state) {
+			// close() blocks, but the descriptor is already gone from
+			// the table, as in Linux: other calls on it get EBADF.
 			c.lingerAt = h.now + c.lingerTime
 			r.Pending = true
+			h.freeFD(c)
 			return
 		}
 	}

@@ -276,6 +276,9 @@ func TestLingerWaitsForAck(t *testing.T) {
 	if !r.Pending {
 		t.Fatal("close did not linger")
 	}
+	if rd := f.do(Call{Op: OpRead, FD: f.fd}); rd.Err != EBADF {
+		t.Fatalf("read on a descriptor being closed: %+v", rd)
+	}
 	f.expect(exp{wire.FIN | wire.ACK, 1, 1, 0})
 	f.at(sec(1))
 	f.send(wire.ACK, "")
