@@ -471,3 +471,35 @@ func TestPredictableISN(t *testing.T) {
 		t.Fatalf("keyed ISNs look predictable: difference %d", d)
 	}
 }
+
+func TestCounterNamesAndTable(t *testing.T) {
+	for _, c := range Counters() {
+		for _, name := range []string{c.String(), c.Group() + ":" + c.String()} {
+			if p, ok := ParseCounter(name); !ok || p != c {
+				t.Fatalf("ParseCounter(%q) = %v %v", name, p, ok)
+			}
+		}
+	}
+	if _, ok := ParseCounter("ListenOverflow"); ok {
+		t.Fatal("a misspelt counter parsed")
+	}
+	if c, _ := ParseCounter("TcpExt:ListenOverflows"); c.Group() != "TcpExt" {
+		t.Fatal("group")
+	}
+	tr := Transitions()
+	if len(tr) != len(transitions) {
+		t.Fatal("Transitions")
+	}
+	figure := 0
+	for _, x := range tr {
+		if !Legal(x.From, x.To) || x.Event == "" {
+			t.Fatalf("%+v", x)
+		}
+		if x.Figure {
+			figure++
+		}
+	}
+	if figure != 18 { // RFC 9293 figure 5 draws 19 edges; LISTEN -> SYN_SENT has no socket call
+		t.Fatalf("%d figure edges", figure)
+	}
+}

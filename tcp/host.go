@@ -162,12 +162,6 @@ func (h *Host) note(c *conn, format string, a ...any) {
 	h.events = append(h.events, e)
 }
 
-func (h *Host) emit(e Event) {
-	if h.record {
-		h.events = append(h.events, e)
-	}
-}
-
 // PollSegments appends the segments the host wants to send to dst and
 // forgets them. The segments' payloads are not shared with the engine.
 func (h *Host) PollSegments(dst []wire.Segment) []wire.Segment {
