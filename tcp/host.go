@@ -157,7 +157,7 @@ func (h *Host) note(c *conn, format string, a ...any) {
 	}
 	e := Event{Kind: EvNote, At: h.now, Note: fmt.Sprintf(format, a...)}
 	if c != nil {
-		e.Sock, e.Parent, e.Local, e.Remote = c.id, c.parentID(), c.localAP(), c.remoteAP()
+		e.Sock, e.Parent, e.Local, e.Remote = c.id, c.parentSk, c.localAP(), c.remoteAP()
 	}
 	h.events = append(h.events, e)
 }

@@ -256,7 +256,6 @@ func (c *conn) xmit() {
 	default:
 		return
 	}
-	h := c.h
 	for {
 		dataEnd := c.sndBase.Add(len(c.snd))
 		inflight := int(c.sndNxt.Diff(c.sndUna))
@@ -312,7 +311,6 @@ func (c *conn) xmit() {
 			c.finSent, c.finSeq = true, seq
 			c.afterSend(seq, seq.Add(1))
 		}
-		_ = h
 		return
 	}
 }
