@@ -186,7 +186,6 @@ func (c *conn) key() tuple {
 	return tuple{laddr: c.laddr, raddr: c.raddr, lport: c.lport, rport: c.rport}
 }
 
-
 // appState is the state the socket's owner sees: a TIME_WAIT remnant
 // belongs to the kernel, and the descriptor that led to it reads CLOSED.
 func (c *conn) appState() State {
