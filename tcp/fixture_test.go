@@ -294,19 +294,30 @@ func (f *fx) passive() {
 	f.fd = FD(r.Ret)
 }
 
-// active: we connect to the peer.
-func (f *fx) active() {
+// connectFrom binds our port 5555, connects to the peer's port and checks
+// that our SYN goes out; it returns the connect call's result.
+func (f *fx) connectFrom(peerPort uint16, nonBlock bool) Result {
 	f.t.Helper()
 	f.us = netip.AddrPortFrom(usAddr, 5555)
+	f.peer = netip.AddrPortFrom(peerAddr, peerPort)
 	f.fd = f.h.Socket()
 	f.do(Call{Op: OpBind, FD: f.fd, Port: 5555})
-	f.peer = netip.AddrPortFrom(peerAddr, 80)
-	r := f.do(Call{Op: OpConnect, FD: f.fd, Addr: f.peer})
-	if !r.Pending {
-		f.t.Fatalf("connect did not block: %+v", r)
+	r := f.do(Call{Op: OpConnect, FD: f.fd, Addr: f.peer, NonBlock: nonBlock})
+	if len(f.out) == 0 {
+		f.t.Fatalf("connect sent nothing: %+v", r)
 	}
 	f.usISS = f.out[0].Seq
 	f.expect(exp{wire.SYN, 0, 0, 0})
+	return r
+}
+
+// active: we connect to the peer.
+func (f *fx) active() {
+	f.t.Helper()
+	r := f.connectFrom(80, false)
+	if !r.Pending {
+		f.t.Fatalf("connect did not block: %+v", r)
+	}
 	f.wantState(SynSent)
 	f.recv(f.mk(wire.SYN|wire.ACK, f.pNxt, f.usISS.Add(1), ""))
 	f.pNxt = f.pNxt.Add(1)

@@ -12,13 +12,7 @@ import (
 
 func TestReconnectAfterRefusedWorks(t *testing.T) {
 	f := newFx(t, Linux())
-	f.us = netip.AddrPortFrom(usAddr, 5555)
-	f.peer = netip.AddrPortFrom(peerAddr, 80)
-	f.fd = f.h.Socket()
-	f.do(Call{Op: OpBind, FD: f.fd, Port: 5555})
-	f.do(Call{Op: OpConnect, FD: f.fd, Addr: f.peer})
-	f.usISS = f.out[0].Seq
-	f.out = nil
+	f.connectFrom(80, false)
 	f.recv(f.mk(wire.RST|wire.ACK, 0, f.usISS.Add(1), ""))
 	// Try again on the same socket; this time the peer answers.
 	r := f.do(Call{Op: OpConnect, FD: f.fd, Addr: f.peer})

@@ -75,13 +75,7 @@ func TestActiveOpen(t *testing.T) {
 
 func TestSimultaneousOpen(t *testing.T) {
 	f := newFx(t, Linux())
-	f.us = netip.AddrPortFrom(usAddr, 5555)
-	f.peer = netip.AddrPortFrom(peerAddr, 6666)
-	f.fd = f.h.Socket()
-	f.do(Call{Op: OpBind, FD: f.fd, Port: 5555})
-	r := f.do(Call{Op: OpConnect, FD: f.fd, Addr: f.peer})
-	f.usISS = f.out[0].Seq
-	f.expect(exp{wire.SYN, 0, 0, 0})
+	r := f.connectFrom(6666, false)
 	// The peer's own SYN crosses ours.
 	f.recv(f.mk(wire.SYN, f.pNxt, 0, ""))
 	f.pNxt = f.pNxt.Add(1)
@@ -108,13 +102,7 @@ func TestSimultaneousOpen(t *testing.T) {
 
 func TestSimultaneousOpenCloseInSynRecv(t *testing.T) {
 	f := newFx(t, Linux())
-	f.us = netip.AddrPortFrom(usAddr, 5555)
-	f.peer = netip.AddrPortFrom(peerAddr, 6666)
-	f.fd = f.h.Socket()
-	f.do(Call{Op: OpBind, FD: f.fd, Port: 5555})
-	f.do(Call{Op: OpConnect, FD: f.fd, Addr: f.peer, NonBlock: true})
-	f.usISS = f.out[0].Seq
-	f.expect(exp{wire.SYN, 0, 0, 0})
+	f.connectFrom(6666, true)
 	f.recv(f.mk(wire.SYN, f.pNxt, 0, ""))
 	f.pNxt = f.pNxt.Add(1)
 	f.expect(exp{wire.SYN | wire.ACK, 0, 1, 0})
@@ -125,13 +113,7 @@ func TestSimultaneousOpenCloseInSynRecv(t *testing.T) {
 
 func TestConnectRefused(t *testing.T) {
 	f := newFx(t, Linux())
-	f.us = netip.AddrPortFrom(usAddr, 5555)
-	f.peer = netip.AddrPortFrom(peerAddr, 80)
-	f.fd = f.h.Socket()
-	f.do(Call{Op: OpBind, FD: f.fd, Port: 5555})
-	r := f.do(Call{Op: OpConnect, FD: f.fd, Addr: f.peer})
-	f.usISS = f.out[0].Seq
-	f.expect(exp{wire.SYN, 0, 0, 0})
+	r := f.connectFrom(80, false)
 	// A RST whose ACK is not for our SYN is ignored.
 	f.recv(f.mk(wire.RST|wire.ACK, 0, f.usISS.Add(5), ""))
 	f.wantState(SynSent)
@@ -151,13 +133,7 @@ func TestConnectRefused(t *testing.T) {
 
 func TestSynSentUnacceptableAckGetsReset(t *testing.T) {
 	f := newFx(t, Linux())
-	f.us = netip.AddrPortFrom(usAddr, 5555)
-	f.peer = netip.AddrPortFrom(peerAddr, 80)
-	f.fd = f.h.Socket()
-	f.do(Call{Op: OpBind, FD: f.fd, Port: 5555})
-	f.do(Call{Op: OpConnect, FD: f.fd, Addr: f.peer})
-	f.usISS = f.out[0].Seq
-	f.out = nil
+	f.connectFrom(80, false)
 	// An old SYN-ACK acking something else: RST at its ACK number.
 	f.recv(f.mk(wire.SYN|wire.ACK, 77, f.usISS.Add(99), ""))
 	if len(f.out) != 1 || f.out[0].Flags != wire.RST || f.out[0].Seq != f.usISS.Add(99) {
