@@ -267,25 +267,31 @@ func (h *Host) doBind(c *conn, r *Result) {
 		fail(r, EINVAL)
 		return
 	}
-	port := r.Call.Port
+	if e := h.bindTo(c, r.Call.Port); e != OK {
+		fail(r, e)
+	}
+}
+
+// bindTo binds c to a port (0: an ephemeral one, as bind(0) picks it),
+// refusing a port another socket holds (inet_csk_get_port).
+func (h *Host) bindTo(c *conn, port uint16) Errno {
 	if port == 0 {
-		p, e := h.pickBindPort(c)
+		p, e := h.pickBindPort()
 		if e != OK {
-			fail(r, e)
-			return
+			return e
 		}
 		port = p
 	} else if o := h.bindConflict(c, port); o != nil {
-		fail(r, EADDRINUSE)
 		h.note(c, "bind to port %d refused: socket %d holds it in %v", port, o.id, o.state)
-		return
+		return EADDRINUSE
 	}
 	h.bindPort(c, port, true)
 	c.laddr = h.addr
+	return OK
 }
 
 // pickBindPort is bind(0): an odd ephemeral port nobody holds.
-func (h *Host) pickBindPort(c *conn) (uint16, Errno) {
+func (h *Host) pickBindPort() (uint16, Errno) {
 	p := &h.prof
 	for port := int(p.EphemeralLow) | 1; port <= int(p.EphemeralHigh); port += 2 {
 		if h.ports[uint16(port)] == nil {
@@ -305,34 +311,16 @@ func (h *Host) doListen(c *conn, r *Result) {
 		return
 	}
 	if !c.bound {
-		port := r.Call.Port
-		if port == 0 {
-			p, e := h.pickBindPort(c)
-			if e != OK {
-				fail(r, e)
-				return
-			}
-			port = p
-		} else if h.bindConflict(c, port) != nil {
-			fail(r, EADDRINUSE)
+		if e := h.bindTo(c, r.Call.Port); e != OK {
+			fail(r, e)
 			return
 		}
-		h.bindPort(c, port, true)
-		c.laddr = h.addr
-	}
-	if o := h.listens[c.lport]; o != nil && o != c {
+	} else if h.bindConflict(c, c.lport) != nil {
+		// listen() runs inet_csk_get_port again: a bound port shared
+		// with another listener, or with a socket lacking SO_REUSEADDR,
+		// cannot listen.
 		fail(r, EADDRINUSE)
 		return
-	}
-	// A listener may not share its port with a socket that lacks
-	// SO_REUSEADDR (inet_csk_get_port run again by listen()).
-	if b := h.ports[c.lport]; b != nil {
-		for o := range b.socks {
-			if o != c && (!c.reuseAddr || !o.reuseAddr) {
-				fail(r, EADDRINUSE)
-				return
-			}
-		}
 	}
 	c.lst = &listener{backlog: h.capBacklog(r.Call.Backlog), reqs: make(map[*conn]struct{})}
 	c.laddr, c.raddr, c.rport = netip.IPv4Unspecified(), netip.IPv4Unspecified(), 0
@@ -482,17 +470,15 @@ func (h *Host) connectError(c *conn, r *Result) {
 // disconnectReset gives a closed socket a clean slate before it connects
 // again, as tcp_disconnect does.
 func (c *conn) disconnectReset() {
-	p := &c.h.prof
+	c.resetTransport()
 	c.err = OK
 	c.rcvShut, c.sndShut, c.done, c.orphan = false, false, false, false
 	c.rcv, c.ooo, c.snd, c.sent, c.dsack = nil, nil, nil, nil, nil
 	c.finQueued, c.finSent, c.finAckPending = false, false, false
 	c.tsOK, c.sackOK, c.wsOK, c.sndWScale, c.rcvWScale = false, false, false, 0, 0
-	c.mss, c.peerMSS, c.rcvMSS = 536, 536, 536
-	c.srtt, c.rttvar, c.rto = 0, 0, p.InitialRTO
 	c.rttTiming, c.retransmits, c.totalRTO, c.backoff, c.retransTotal = false, 0, 0, 0, 0
 	c.hasRetransStamp, c.probesOut = false, 0
-	c.cwnd, c.ssthresh, c.dupAcks, c.inRecovery = p.InitialCwnd*536, 1<<30, 0, false
+	c.dupAcks, c.inRecovery = 0, false
 	c.ackPending, c.ackNow, c.quick, c.pingpong, c.ato, c.pushed = false, false, 0, false, 0, false
 	c.bytesAcked, c.hasLastOOWAck = 0, false
 	c.sndWnd, c.maxWnd, c.rcvWnd = 0, 0, 0
@@ -567,33 +553,19 @@ func (h *Host) doWrite(c *conn, r *Result) {
 // It reports whether the call is complete; r.Ret counts bytes copied so far.
 func (h *Host) tryWrite(c *conn, r *Result) bool {
 	st := c.appState()
-	if st != Established && st != CloseWait {
-		if c.err != OK {
-			if r.Ret > 0 {
-				return true
-			}
-			fail(r, c.err)
-			c.err = OK
-			return true
-		}
-		if st == SynSent || st == SynRecv {
-			return false
-		}
-		if r.Ret > 0 {
-			return true
-		}
-		fail(r, EPIPE)
-		return true
+	if (st == SynSent || st == SynRecv) && c.err == OK {
+		return false // wait for the handshake
 	}
-	if c.err != OK || c.sndShut {
-		if r.Ret > 0 {
-			return true
-		}
-		if c.err != OK {
-			fail(r, c.err)
-			c.err = OK
-		} else {
-			fail(r, EPIPE)
+	if !inEstab(st) || c.err != OK || c.sndShut {
+		// What was copied is reported; otherwise the pending error,
+		// or EPIPE.
+		if r.Ret == 0 {
+			if c.err != OK {
+				fail(r, c.err)
+				c.err = OK
+			} else {
+				fail(r, EPIPE)
+			}
 		}
 		return true
 	}
@@ -605,10 +577,7 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 		r.Ret += n
 		c.xmit()
 	}
-	if r.Ret == len(r.Call.Data) {
-		return true
-	}
-	return false
+	return r.Ret == len(r.Call.Data)
 }
 
 func (h *Host) doShutdown(c *conn, r *Result) {
@@ -740,7 +709,7 @@ func (c *conn) onLingerTimer() {
 	} else {
 		h.note(c, "SO_LINGER time passed with the FIN unacknowledged: close() returns, the kernel goes on alone")
 	}
-	h.finishCall(c, p)
+	h.finishCall(p)
 	h.releaseFD(c)
 }
 
@@ -808,7 +777,7 @@ func (c *conn) checkPending() {
 			continue
 		}
 		c.pending = append(c.pending[:i], c.pending[i+1:]...)
-		c.h.finishCall(c, p)
+		c.h.finishCall(p)
 		if p.Call.Op == OpClose {
 			c.h.releaseFD(c)
 		}
@@ -821,7 +790,7 @@ func (h *Host) failPending(c *conn, e Errno) {
 	c.pending = nil
 	for _, p := range ps {
 		fail(p, e)
-		h.finishCall(c, p)
+		h.finishCall(p)
 	}
 }
 
@@ -861,7 +830,7 @@ func (h *Host) tryComplete(c *conn, p *Result) bool {
 	return done
 }
 
-func (h *Host) finishCall(c *conn, p *Result) {
+func (h *Host) finishCall(p *Result) {
 	p.Pending = false
 	p.At = h.now
 	h.emitCall(p)

@@ -3,6 +3,7 @@ package tcp
 import (
 	"math"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/tcplab/tcplab/wire"
@@ -65,7 +66,7 @@ type conn struct {
 	// send side
 	iss, sndUna, sndNxt, sndMax wire.Seq
 	sndWnd, maxWnd              uint32
-	sndWl1, sndWl2              wire.Seq
+	sndWl1                      wire.Seq
 	snd                         []byte // bytes from sndBase: unacknowledged, then unsent
 	sndBase                     wire.Seq
 	finQueued, finSent          bool
@@ -170,14 +171,24 @@ func (c *conn) oowRateLimited(seg *wire.Segment, skipped Counter) bool {
 
 func (h *Host) newConn() *conn {
 	p := &h.prof
-	return &conn{
+	c := &conn{
 		h: h, id: h.newID(), fd: -1, state: Closed,
 		kaIdle: p.KeepaliveTime, kaIntvl: p.KeepaliveIntvl, kaProbes: p.KeepaliveProbes,
-		rto: p.InitialRTO, mss: 536, peerMSS: 536, rcvMSS: 536,
-		cwnd: p.InitialCwnd * 536, ssthresh: 1 << 30, // tcp_init_sock
 		rtxAt: never, delackAt: never, kaAt: never, closeAt: never, lingerAt: never,
 		wakeAt: never, heapIdx: -1,
 	}
+	c.resetTransport()
+	return c
+}
+
+// resetTransport sets what a fresh socket starts with (tcp_init_sock): the
+// minimum MSS until the peer says more, no RTT yet, the initial RTO and
+// congestion window.
+func (c *conn) resetTransport() {
+	p := &c.h.prof
+	c.mss, c.peerMSS, c.rcvMSS = 536, 536, 536
+	c.srtt, c.rttvar, c.rto = 0, 0, p.InitialRTO
+	c.cwnd, c.ssthresh = p.InitialCwnd*536, 1<<30
 }
 
 func (c *conn) localAP() netip.AddrPort  { return netip.AddrPortFrom(c.laddr, c.lport) }
@@ -376,8 +387,7 @@ func (c *conn) becomeRemnant(d time.Duration) {
 	}
 	c.tw = true
 	c.hasLastOOWAck = false // a timewait socket has its own rate limit
-	c.rtxAt, c.delackAt, c.kaAt, c.lingerAt = never, never, never, never
-	c.persist = false
+	c.stopTimers()
 	c.closeAt = c.h.now + d
 	c.snd, c.ooo, c.sent = nil, nil, nil
 	c.ackPending = false
@@ -399,7 +409,7 @@ func (c *conn) finTime() time.Duration {
 // fmtDur prints whole seconds as "60s", anything else as Go does.
 func fmtDur(d time.Duration) string {
 	if d%time.Second == 0 {
-		return itoa(int(d/time.Second)) + "s"
+		return strconv.Itoa(int(d/time.Second)) + "s"
 	}
 	return d.String()
 }

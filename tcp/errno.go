@@ -1,6 +1,9 @@
 package tcp
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // Errno is an error number as a Linux program sees it. The values are
 // Linux's, whatever platform the simulator runs on, so traces are the same
@@ -85,10 +88,6 @@ func Errnos() []Errno {
 	for e := range errnoText {
 		out = append(out, e)
 	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j] < out[j-1]; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	slices.Sort(out)
 	return out
 }

@@ -215,7 +215,7 @@ func (h *Host) Input(seg *wire.Segment) {
 		return
 	}
 	if l := h.listens[seg.DstPort]; l != nil {
-		l.listenInput(seg, 0, false)
+		l.listenInput(seg, 0)
 		return
 	}
 	h.sendResetFor(seg, "no socket")

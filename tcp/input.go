@@ -50,7 +50,7 @@ func (c *conn) synSentInput(seg *wire.Segment) {
 		c.takeSynOptions(seg)
 		c.sndWnd = uint32(seg.Window) // never scaled in a SYN (RFC 7323)
 		c.maxWnd = max(c.maxWnd, c.sndWnd)
-		c.sndWl1, c.sndWl2 = seg.Seq, seg.Ack
+		c.sndWl1 = seg.Seq
 		c.ackAdvance(seg.Ack)
 		c.lastAckRcv = h.now
 		c.setState(Established, CauseSegment, "rcv SYN,ACK, snd ACK")
@@ -89,7 +89,7 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 
 	// PAWS (RFC 7323): an old timestamp marks an old duplicate. RSTs are
 	// exempt (tcp_validate_incoming).
-	if c.tsOK && seg.Options.HasTimestamps && f&wire.RST == 0 && c.pawsReject(seg) {
+	if f&wire.RST == 0 && c.pawsReject(seg) {
 		if f&wire.SYN != 0 {
 			c.synChallenge()
 			return
@@ -151,7 +151,7 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 		}
 		c.sndWnd = uint32(seg.Window) << c.sndWScale
 		c.maxWnd = max(c.maxWnd, c.sndWnd)
-		c.sndWl1, c.sndWl2 = seg.Seq, seg.Ack
+		c.sndWl1 = seg.Seq
 		c.ackAdvance(seg.Ack)
 		c.lastAckRcv = h.now
 		c.setState(Established, CauseSegment, "rcv ACK of SYN")
@@ -299,8 +299,10 @@ func (c *conn) receiveWindow() uint32 {
 	return uint32(w)
 }
 
+// pawsReject is the PAWS test (RFC 7323): the segment's timestamp is older
+// than the last one in order.
 func (c *conn) pawsReject(seg *wire.Segment) bool {
-	return int32(seg.Options.TSVal-c.tsRecent) < 0
+	return c.tsOK && seg.Options.HasTimestamps && int32(seg.Options.TSVal-c.tsRecent) < 0
 }
 
 // reset is tcp_reset: the peer reset the connection.
@@ -357,7 +359,7 @@ func (c *conn) processAck(seg *wire.Segment) {
 		winUpdate = nwin != c.sndWnd
 		c.sndWnd = nwin
 		c.maxWnd = max(c.maxWnd, nwin)
-		c.sndWl1, c.sndWl2 = seg.Seq, ack
+		c.sndWl1 = seg.Seq
 	}
 	c.lastAckRcv = h.now
 	c.probesOut = 0
@@ -416,9 +418,7 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 		c.sndBase = ack
 	}
 	c.sndUna = ack
-	if c.sndNxt.LessThan(ack) {
-		c.sndNxt = ack
-	}
+	c.sndNxt = c.sndNxt.Max(ack)
 	i := 0
 	for i < len(c.sent) && !c.sent[i].end.GreaterThan(ack) {
 		i++
@@ -451,7 +451,6 @@ func (c *conn) rttSample(r time.Duration) {
 		c.rttvar = (3*c.rttvar + d) / 4
 		c.srtt = (7*c.srtt + r) / 8
 	}
-	c.rto = c.computeRTO()
 }
 
 // computeRTO is Linux's tcp_set_rto: SRTT plus a variance term that never
@@ -542,9 +541,6 @@ func (c *conn) dataQueue(seg *wire.Segment) {
 	}
 	hadOOO := len(c.ooo) > 0
 	take := min(len(data), int(win))
-	if len(data) > 0 && take == 0 {
-		take = 0
-	}
 	if take < len(data) {
 		fin = false // the FIN lies beyond what we accept
 	}
@@ -659,7 +655,7 @@ func (c *conn) fin() {
 func (c *conn) twInput(seg *wire.Segment) {
 	h := c.h
 	f := seg.Flags
-	paws := c.tsOK && seg.Options.HasTimestamps && c.pawsReject(seg)
+	paws := c.pawsReject(seg)
 	if c.state == FinWait2 {
 		if paws || !inWindow(seg.Seq, seg.End(), c.rcvNxt, c.rcvNxt.Add(int(c.rcvWnd))) {
 			if !c.oowRateLimited(seg, TCPACKSkippedFinWait2) {
@@ -720,7 +716,7 @@ func (c *conn) twInput(seg *wire.Segment) {
 				isn++
 			}
 			c.finish(CauseSegment, "rcv SYN for a new incarnation of the 4-tuple")
-			l.listenInput(seg, isn, true)
+			l.listenInput(seg, isn)
 			return
 		}
 	}

@@ -172,23 +172,9 @@ func (c *conn) cookieAck(seg *wire.Segment) bool {
 		h.note(c, "cookie ACK for a 4-tuple already in use: dropped")
 		return true
 	}
-	ch := h.newConn()
-	ch.laddr, ch.raddr, ch.lport, ch.rport = t.laddr, t.raddr, t.lport, t.rport
-	ch.state = Listen
-	ch.parent, ch.parentSk = c, c.id
-	ch.reuseAddr = c.reuseAddr
-	ch.inheritOptions(c)
-	ch.irs = seg.Seq.Add(-1)
-	ch.rcvNxt = seg.Seq
-	ch.rcvWup = ch.rcvNxt
-	ch.takeSynOptions(&wire.Segment{Options: peer})
-	ch.tsOff = h.tsOffset(t)
-	ch.iss = seg.Ack.Add(-1)
-	ch.sndUna, ch.sndNxt, ch.sndMax = ch.iss, ch.iss.Add(1), ch.iss.Add(1)
-	ch.sndBase = ch.iss.Add(1)
+	ch := c.newChild(t, seg.Seq.Add(-1), seg.Ack.Add(-1), &wire.Segment{Options: peer})
+	ch.sndNxt, ch.sndMax = ch.iss.Add(1), ch.iss.Add(1)
 	ch.rcvWnd = uint32(min(p.RcvWindow, 65535))
-	ch.hash()
-	h.bindPort(ch, c.lport, false)
 	ch.setState(SynRecv, CauseSegment, "rcv ACK carrying a valid SYN cookie")
 	h.count(PassiveOpens)
 	ch.rcvStateProcess(seg)

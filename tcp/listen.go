@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/tcplab/tcplab/wire"
@@ -44,9 +45,9 @@ func (c *conn) listenDrop(why string) {
 }
 
 // listenInput handles a segment for a listening socket (tcp_v4_do_rcv with
-// cookie_v4_check, then tcp_rcv_state_process in LISTEN). isn is set when
-// a SYN reopens a TIME_WAIT 4-tuple.
-func (c *conn) listenInput(seg *wire.Segment, isn wire.Seq, fromTW bool) {
+// cookie_v4_check, then tcp_rcv_state_process in LISTEN). isn is not 0 when
+// a SYN reopens a TIME_WAIT 4-tuple, and is then the new ISN.
+func (c *conn) listenInput(seg *wire.Segment, isn wire.Seq) {
 	h := c.h
 	f := seg.Flags
 	if f&wire.RST != 0 {
@@ -58,9 +59,6 @@ func (c *conn) listenInput(seg *wire.Segment, isn wire.Seq, fromTW bool) {
 			if c.cookieAck(seg) {
 				return
 			}
-			if c.state != Listen {
-				return
-			}
 		}
 		h.sendResetFor(seg, "ACK for a listener with no such connection")
 		return
@@ -68,13 +66,13 @@ func (c *conn) listenInput(seg *wire.Segment, isn wire.Seq, fromTW bool) {
 	if f&wire.SYN == 0 || f&wire.FIN != 0 {
 		return
 	}
-	c.connRequest(seg, isn, fromTW)
-	c.checkPending()
+	c.connRequest(seg, isn)
 }
 
 // connRequest is tcp_conn_request: a SYN for a listener.
-func (c *conn) connRequest(seg *wire.Segment, isn wire.Seq, fromTW bool) {
+func (c *conn) connRequest(seg *wire.Segment, isn wire.Seq) {
 	h := c.h
+	fromTW := isn != 0
 	p := &h.prof
 	l := c.lst
 	wantCookie := false
@@ -109,28 +107,12 @@ func (c *conn) connRequest(seg *wire.Segment, isn wire.Seq, fromTW bool) {
 		c.sendCookieSynAck(seg, t)
 		return
 	}
-	r := h.newConn()
-	r.laddr, r.raddr, r.lport, r.rport = t.laddr, t.raddr, t.lport, t.rport
-	r.state = Listen // a request starts as a clone of its listener
-	r.parent, r.parentSk = c, c.id
-	r.req = true
-	r.reuseAddr = c.reuseAddr
-	r.inheritOptions(c)
-	r.irs = seg.Seq
-	r.rcvNxt = seg.Seq.Add(1)
-	r.rcvWup = r.rcvNxt
-	r.takeSynOptions(seg)
-	r.sndWnd = uint32(seg.Window)
-	r.tsOff = h.tsOffset(t)
-	if fromTW {
-		r.iss = isn
-	} else {
-		r.iss = h.isn(t)
+	if !fromTW {
+		isn = h.isn(t)
 	}
-	r.sndUna, r.sndNxt, r.sndMax = r.iss, r.iss, r.iss
-	r.sndBase = r.iss.Add(1)
-	r.hash()
-	h.bindPort(r, c.lport, false)
+	r := c.newChild(t, seg.Seq, isn, seg)
+	r.req = true
+	r.sndWnd = uint32(seg.Window)
 	l.reqs[r] = struct{}{}
 	l.young++
 	r.setState(SynRecv, CauseSegment, "rcv SYN, snd SYN,ACK")
@@ -144,7 +126,32 @@ func (c *conn) connRequest(seg *wire.Segment, isn wire.Seq, fromTW bool) {
 	r.rearm()
 }
 
+// newChild makes a passive connection of this listener for the 4-tuple t:
+// a clone of the listener (state LISTEN, its socket options) with the
+// peer's ISN irs, our ISN iss and what the peer's SYN offered; hashed, and
+// on the listener's port.
+func (l *conn) newChild(t tuple, irs, iss wire.Seq, syn *wire.Segment) *conn {
+	h := l.h
+	c := h.newConn()
+	c.laddr, c.raddr, c.lport, c.rport = t.laddr, t.raddr, t.lport, t.rport
+	c.state = Listen
+	c.parent, c.parentSk = l, l.id
+	c.inheritOptions(l)
+	c.irs = irs
+	c.rcvNxt = irs.Add(1)
+	c.rcvWup = c.rcvNxt
+	c.takeSynOptions(syn)
+	c.tsOff = h.tsOffset(t)
+	c.iss = iss
+	c.sndUna, c.sndNxt, c.sndMax = iss, iss, iss
+	c.sndBase = iss.Add(1)
+	c.hash()
+	h.bindPort(c, l.lport, false)
+	return c
+}
+
 func (r *conn) inheritOptions(l *conn) {
+	r.reuseAddr = l.reuseAddr
 	r.linger, r.lingerTime = l.linger, l.lingerTime
 	r.keepalive, r.kaIdle, r.kaIntvl, r.kaProbes = l.keepalive, l.kaIdle, l.kaIntvl, l.kaProbes
 	r.noDelay = l.noDelay
@@ -156,6 +163,14 @@ func (r *conn) sendSynAck() {
 	peer := wire.Options{SACKPermitted: r.sackOK, HasTimestamps: r.tsOK, TSVal: r.tsRecent, HasWScale: r.wsOK}
 	s.Options = r.synOptions(true, &peer)
 	r.emit(s)
+}
+
+// resendSynAck retransmits the SYN-ACK of a request; its answer no longer
+// gives an RTT sample (Karn's rule).
+func (r *conn) resendSynAck() {
+	r.countRetrans()
+	r.rttTiming = false
+	r.sendSynAck()
 }
 
 // onSynAckTimer is reqsk_timer_handler: resend the SYN-ACK with a doubling
@@ -184,17 +199,14 @@ func (r *conn) onSynAckTimer() {
 	}
 	h.count(TCPTimeouts)
 	if r.numTimeout >= maxRetries {
-		text := "SYN-ACK retries exhausted (tcp_synack_retries " + itoa(p.SynAckRetries) + ")"
+		text := "SYN-ACK retries exhausted (tcp_synack_retries " + strconv.Itoa(p.SynAckRetries) + ")"
 		if maxRetries < p.SynAckRetries {
-			text = "SYN-ACK retries cut to " + itoa(maxRetries) + " by a SYN queue full of old requests"
+			text = "SYN-ACK retries cut to " + strconv.Itoa(maxRetries) + " by a SYN queue full of old requests"
 		}
 		r.finish(CauseTimer, text)
 		return
 	}
-	h.count(RetransSegs)
-	r.retransTotal++
-	r.rttTiming = false
-	r.sendSynAck()
+	r.resendSynAck()
 	if r.numTimeout == 0 {
 		lst.young--
 	}
@@ -207,22 +219,19 @@ func (r *conn) reqInput(seg *wire.Segment) {
 	h := r.h
 	f := seg.Flags
 	l := r.parent
-	paws := r.tsOK && seg.Options.HasTimestamps && r.pawsReject(seg)
+	paws := r.pawsReject(seg)
 	if seg.Seq == r.irs && f&(wire.RST|wire.SYN|wire.ACK) == wire.SYN && !paws {
 		// The peer did not get our SYN-ACK: resend it and restart the
 		// timer, at most once per tcp_invalid_ratelimit.
 		if r.oowRateLimited(seg, TCPACKSkippedSynRecv) {
 			return
 		}
-		h.count(RetransSegs)
-		r.retransTotal++
-		r.rttTiming = false
-		r.sendSynAck()
+		r.resendSynAck()
 		r.rtxAt = h.now + min(h.prof.SynAckInitialRTO<<r.numTimeout, h.prof.MaxRTO)
 		return
 	}
 	if f&wire.ACK != 0 && seg.Ack != r.iss.Add(1) {
-		l.listenInput(seg, 0, false)
+		l.listenInput(seg, 0)
 		return
 	}
 	if paws || !inWindow(seg.Seq, seg.End(), r.rcvNxt, r.rcvNxt.Add(int(r.rcvWnd))) {
@@ -263,16 +272,10 @@ func (r *conn) reqInput(seg *wire.Segment) {
 	}
 	// Complete the connection: Linux's syn_recv_sock, then the child
 	// processes the segment.
-	if _, ok := lst.reqs[r]; ok {
-		delete(lst.reqs, r)
-		if r.numTimeout == 0 {
-			lst.young--
-		}
-	}
+	lst.forgetReq(r)
 	r.req = false
 	r.rtxAt = never
 	h.count(PassiveOpens)
-	r.tsOff = h.tsOffset(r.key())
 	r.rcvStateProcess(seg)
 	switch r.state {
 	case Established, CloseWait:
@@ -286,15 +289,8 @@ func (r *conn) reqInput(seg *wire.Segment) {
 
 // finishReq removes a request socket.
 func (r *conn) finishReq(kind CauseKind, text string) {
-	r.setState(Closed, kind, text)
-	r.stopTimers()
-	r.unhash()
-	if r.parent != nil {
-		r.parent.lst.forgetReq(r)
-	}
-	r.h.unbindPort(r)
 	r.req = false
-	r.rearm()
+	r.finish(kind, text)
 }
 
 // closeListener is inet_csk_listen_stop: half-open requests vanish and
@@ -340,9 +336,6 @@ func (c *conn) abort(kind CauseKind, text string) {
 		}
 	case SynSent:
 		c.err = ECONNRESET
-	}
-	if c.tw {
-		c.tw = false
 	}
 	c.finish(kind, text)
 }

@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/tcplab/tcplab/wire"
@@ -44,6 +45,15 @@ func (c *conn) segment(flags wire.Flags, seq wire.Seq, payload []byte) wire.Segm
 // unit. A SYN carries the window unscaled.
 func (c *conn) selectWindow(syn bool) uint16 {
 	p := &c.h.prof
+	shift := uint32(0)
+	if c.wsOK {
+		shift = uint32(c.rcvWScale)
+	}
+	if c.req && !syn {
+		// A request socket always offers its initial window
+		// (tcp_v4_reqsk_send_ack uses rsk_rcv_wnd).
+		return uint16(min(c.rcvWnd>>shift, 65535))
+	}
 	oooBytes := 0
 	for _, s := range c.ooo {
 		oooBytes += len(s.data)
@@ -51,15 +61,6 @@ func (c *conn) selectWindow(syn bool) uint16 {
 	free := p.RcvWindow - len(c.rcv) - oooBytes
 	if free < min(c.rcvMSS, p.RcvWindow/2) {
 		free = 0 // receiver-side silly window avoidance (RFC 1122 4.2.3.3)
-	}
-	if c.req && !syn {
-		// A request socket always offers its initial window
-		// (tcp_v4_reqsk_send_ack uses rsk_rcv_wnd).
-		shift := uint32(0)
-		if c.wsOK {
-			shift = uint32(c.rcvWScale)
-		}
-		return uint16(min(c.rcvWnd>>shift, 65535))
 	}
 	win := uint32(max(free, 0))
 	if cur := c.receiveWindow(); win < cur {
@@ -71,10 +72,6 @@ func (c *conn) selectWindow(syn bool) uint16 {
 		c.rcvWnd = win
 		c.rcvWup = c.rcvNxt
 		return uint16(min(win, 65535))
-	}
-	shift := uint32(0)
-	if c.wsOK {
-		shift = uint32(c.rcvWScale)
 	}
 	unit := uint32(1) << shift
 	win = (win + unit - 1) &^ (unit - 1)
@@ -202,9 +199,7 @@ func (c *conn) sendSyn() {
 	if c.sndNxt == c.iss {
 		c.sndNxt = c.iss.Add(1)
 	}
-	if c.sndMax.LessThan(c.sndNxt) {
-		c.sndMax = c.sndNxt
-	}
+	c.sndMax = c.sndMax.Max(c.sndNxt)
 	if c.rtxAt == never {
 		c.rtxAt = c.h.now + c.rto
 	}
@@ -315,12 +310,17 @@ func (c *conn) xmit() {
 	}
 }
 
+// countRetrans counts a retransmitted segment, for the host and the socket.
+func (c *conn) countRetrans() {
+	c.h.count(RetransSegs)
+	c.retransTotal++
+}
+
 // afterSend does the bookkeeping of a segment covering [seq, end).
 func (c *conn) afterSend(seq, end wire.Seq) {
 	h := c.h
 	if seq.LessThan(c.sndMax) {
-		h.count(RetransSegs)
-		c.retransTotal++
+		c.countRetrans()
 	} else {
 		c.sent = append(c.sent, sentRec{end: end, at: h.now})
 		if !c.rttTiming && c.retransmits == 0 {
@@ -328,9 +328,7 @@ func (c *conn) afterSend(seq, end wire.Seq) {
 		}
 	}
 	c.sndNxt = end
-	if c.sndMax.LessThan(end) {
-		c.sndMax = end
-	}
+	c.sndMax = c.sndMax.Max(end)
 	if c.rtxAt == never || c.persist {
 		c.persist = false
 		c.rtxAt = h.now + c.rto
@@ -356,8 +354,7 @@ func (c *conn) retransmitHead(goBack bool) {
 		// The SYN itself is the first unacknowledged segment.
 		c.sndNxt = c.iss
 		c.sendSyn()
-		c.h.count(RetransSegs)
-		c.retransTotal++
+		c.countRetrans()
 		return
 	}
 	saveNxt, saveCwnd := c.sndNxt, c.cwnd
@@ -384,7 +381,7 @@ func (c *conn) onRetransmitTimer() {
 			maxRetr += p.SynLinearTimeouts
 		}
 		if c.retransmits >= maxRetr {
-			c.writeErr(CauseTimer, "SYN retransmissions exhausted (tcp_syn_retries "+itoa(p.SynRetries)+")")
+			c.writeErr(CauseTimer, "SYN retransmissions exhausted (tcp_syn_retries "+strconv.Itoa(p.SynRetries)+")")
 			return
 		}
 	} else {
@@ -393,7 +390,7 @@ func (c *conn) onRetransmitTimer() {
 			until = c.orphanRetries(c.rto < p.MaxRTO)
 		}
 		if c.retransmitsTimedOut(until) {
-			c.writeErr(CauseTimer, "retransmissions exhausted (tcp_retries2 "+itoa(until)+")")
+			c.writeErr(CauseTimer, "retransmissions exhausted (tcp_retries2 "+strconv.Itoa(until)+")")
 			return
 		}
 	}
@@ -633,26 +630,4 @@ func (c *conn) cleanupRbuf(copied int) {
 			c.sendAck()
 		}
 	}
-}
-
-func itoa(n int) string {
-	if n == 0 {
-		return "0"
-	}
-	neg := n < 0
-	if neg {
-		n = -n
-	}
-	var b [20]byte
-	i := len(b)
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	if neg {
-		i--
-		b[i] = '-'
-	}
-	return string(b[i:])
 }

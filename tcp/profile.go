@@ -323,21 +323,3 @@ func (p *Profile) Get(name string) (string, bool) {
 	}
 	return "", false
 }
-
-// synRetransmitSchedule returns the times (from the first SYN) at which a
-// SYN is retransmitted and when connect gives up, as the engine computes
-// them; documentation and tests use it.
-func (p *Profile) synTimeline() (retransmits []time.Duration, fail time.Duration) {
-	rto, t := p.InitialRTO, time.Duration(0)
-	max := p.SynRetries + p.SynLinearTimeouts
-	for i := 0; ; i++ {
-		t += rto
-		if i >= max {
-			return retransmits, t
-		}
-		retransmits = append(retransmits, t)
-		if i+1 > p.SynLinearTimeouts {
-			rto = min(rto*2, p.MaxRTO)
-		}
-	}
-}

@@ -39,20 +39,16 @@ type SocketInfo struct {
 // connections in every state but CLOSED, and TIME_WAIT remnants, in
 // creation order.
 func (h *Host) Snapshot() []SocketInfo {
-	seen := make(map[*conn]bool)
+	// Listeners are not in the connection table, and each connection is
+	// there once, under its own 4-tuple.
 	var out []SocketInfo
-	add := func(c *conn) {
-		if seen[c] || c.state == Closed {
-			return
-		}
-		seen[c] = true
+	for _, c := range h.listens {
 		out = append(out, c.info())
 	}
-	for _, c := range h.listens {
-		add(c)
-	}
 	for _, c := range h.conns {
-		add(c)
+		if c.state != Closed {
+			out = append(out, c.info())
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Sock < out[j].Sock })
 	return out

@@ -554,7 +554,7 @@ func TestSynSentTimesOut(t *testing.T) {
 			if d := f.callDone(r.ID); d == nil || d.Err != ETIMEDOUT {
 				t.Fatalf("connect: %+v", d)
 			}
-			rs, fail := p.synTimeline()
+			rs, fail := synTimeline(&p)
 			var rsSec []float64
 			for _, x := range rs {
 				rsSec = append(rsSec, x.Seconds())
@@ -583,5 +583,23 @@ func TestWindowsClassicTimeline(t *testing.T) {
 	}
 	if f.h.Now() != sec(93) {
 		t.Fatalf("dropped at %v, want 93s", f.h.Now())
+	}
+}
+
+// synTimeline computes, apart from the engine, when SYNs are retransmitted
+// and when connect gives up: a second derivation the timer test checks the
+// engine against.
+func synTimeline(p *Profile) (retransmits []time.Duration, fail time.Duration) {
+	rto, t := p.InitialRTO, time.Duration(0)
+	max := p.SynRetries + p.SynLinearTimeouts
+	for i := 0; ; i++ {
+		t += rto
+		if i >= max {
+			return retransmits, t
+		}
+		retransmits = append(retransmits, t)
+		if i+1 > p.SynLinearTimeouts {
+			rto = min(rto*2, p.MaxRTO)
+		}
 	}
 }
