@@ -34,7 +34,6 @@ type Host struct {
 	Name  string
 	Addr  netip.Addr
 	Stack *tcp.Host
-	net   *Network
 	tcpEv []tcp.Event
 	segs  []wire.Segment
 }
@@ -54,12 +53,11 @@ type Network struct {
 	rules  []*Rule
 	nextID int
 
-	q      itemHeap
-	qseq   uint64
-	pktID  uint64
-	evSeq  int
-	sink   trace.Sink
-	record bool
+	q     itemHeap
+	qseq  uint64
+	pktID uint64
+	evSeq int
+	sink  trace.Sink
 }
 
 type itemKind uint8
@@ -97,13 +95,16 @@ func New(cfg Config) *Network {
 	}
 }
 
+// recording reports whether events are wanted; without a sink neither the
+// network nor the engines build them.
+func (n *Network) recording() bool { return n.sink != nil }
+
 // SetSink sends every event to s; nil stops recording (the engine then
 // skips building events, which benchmarks use).
 func (n *Network) SetSink(s trace.Sink) {
 	n.sink = s
-	n.record = s != nil
 	for _, h := range n.hosts {
-		h.Stack.RecordEvents(n.record)
+		h.Stack.RecordEvents(n.recording())
 	}
 }
 
@@ -129,9 +130,9 @@ func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host
 	for _, c := range name {
 		seed = seed*1099511628211 ^ uint64(c)
 	}
-	h := &Host{Name: name, Addr: addr, net: n,
+	h := &Host{Name: name, Addr: addr,
 		Stack: tcp.NewHost(tcp.Config{Name: name, Addr: addr, Profile: prof, Seed: seed})}
-	h.Stack.RecordEvents(n.record)
+	h.Stack.RecordEvents(n.recording())
 	h.Stack.Advance(n.now)
 	n.hosts = append(n.hosts, h)
 	n.byName[name] = h
@@ -405,7 +406,7 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
 	r := n.firstRule(h.Name, trace.Out, &seg)
 	dst := n.route(h, seg.Dst)
 	ev := func(verdict string, onWire bool) *trace.Packet {
-		if !n.record {
+		if !n.recording() {
 			return nil
 		}
 		p := &trace.Packet{ID: id, Dir: trace.Out, Segment: seg, Verdict: verdict, OnWire: onWire, Crafted: crafted}
@@ -427,12 +428,11 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
 		case Reject:
 			n.emitPacket(h, ev(trace.VerdictReject, false))
 			// The local stack hears a reset as if from the destination.
-			if rst, ok := resetFor(&seg); ok {
-				rst.Src, rst.Dst = seg.Dst, seg.Src
-				rst.SrcPort, rst.DstPort = seg.DstPort, seg.SrcPort
+			if rst, ok := wire.ResetFor(&seg); ok {
+				rst.TTL = 64
 				n.pktID++
 				n.push(item{at: n.now, kind: itemDeliver, host: h, seg: rst, pktID: n.pktID, crafted: true})
-				if n.record {
+				if n.recording() {
 					n.emitPacket(h, &trace.Packet{ID: n.pktID, Dir: trace.In, Segment: rst, Verdict: trace.VerdictPass,
 						Crafted: true, Rule: r.name()})
 				}
@@ -457,29 +457,13 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
 		if i > 0 {
 			n.pktID++
 			pid = n.pktID
-			if n.record {
+			if n.recording() {
 				n.emitPacket(h, &trace.Packet{ID: pid, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictDup,
 					OnWire: true, Crafted: crafted, Rule: r.name()})
 			}
 		}
 		n.push(item{at: at, kind: itemArrive, host: dst, seg: seg, pktID: pid, crafted: crafted})
 	}
-}
-
-// resetFor builds the reset a firewall's REJECT answers a packet with
-// (nf_send_reset): ACK-less packets get RST,ACK acking them, others RST at
-// their ACK number. The caller sets addresses and ports.
-func resetFor(seg *wire.Segment) (wire.Segment, bool) {
-	if seg.Flags&wire.RST != 0 {
-		return wire.Segment{}, false
-	}
-	r := wire.Segment{TTL: 64, DF: true}
-	if seg.Flags&wire.ACK != 0 {
-		r.Seq, r.Flags = seg.Ack, wire.RST
-	} else {
-		r.Ack, r.Flags = seg.End(), wire.RST|wire.ACK
-	}
-	return r, true
 }
 
 func (n *Network) handle(it *item) {
@@ -492,7 +476,7 @@ func (n *Network) handle(it *item) {
 		h := it.host
 		r := n.firstRule(h.Name, trace.In, &it.seg)
 		if r == nil {
-			if n.record {
+			if n.recording() {
 				n.emitPacket(h, &trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: it.crafted})
 			}
 			n.deliver(h, &it.seg)
@@ -506,9 +490,8 @@ func (n *Network) handle(it *item) {
 		case Reject:
 			p.Verdict = trace.VerdictReject
 			n.emitPacket(h, p)
-			if rst, ok := resetFor(&it.seg); ok {
-				rst.Src, rst.Dst = it.seg.Dst, it.seg.Src
-				rst.SrcPort, rst.DstPort = it.seg.DstPort, it.seg.SrcPort
+			if rst, ok := wire.ResetFor(&it.seg); ok {
+				rst.TTL = 64
 				n.sendRaw(h, rst, r)
 			}
 		case Delay:
@@ -528,7 +511,7 @@ func (n *Network) handle(it *item) {
 func (n *Network) sendRaw(h *Host, seg wire.Segment, by *Rule) {
 	n.pktID++
 	dst := n.route(h, seg.Dst)
-	if n.record {
+	if n.recording() {
 		p := &trace.Packet{ID: n.pktID, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: true, Rule: by.name()}
 		if dst == nil {
 			p.Lost = "no host has address " + seg.Dst.String()
@@ -570,7 +553,7 @@ func (n *Network) firstRule(host string, dir trace.Dir, seg *wire.Segment) *Rule
 }
 
 func (n *Network) emit(e trace.Event) {
-	if !n.record {
+	if !n.recording() {
 		return
 	}
 	n.evSeq++
@@ -579,7 +562,7 @@ func (n *Network) emit(e trace.Event) {
 }
 
 func (n *Network) emitPacket(h *Host, p *trace.Packet) {
-	if !n.record {
+	if !n.recording() {
 		return
 	}
 	s := &p.Segment

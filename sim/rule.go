@@ -69,6 +69,7 @@ type Rule struct {
 
 	id             int
 	matched, acted int
+	shown          string
 }
 
 // ID is the rule's number in its network, assigned by AddRule.
@@ -148,11 +149,16 @@ func (r *Rule) Summary() string {
 	return b.String()
 }
 
+// name is how traces call the rule; computed once, since an installed rule
+// never changes.
 func (r *Rule) name() string {
-	if r.Label != "" {
-		return r.Label
+	if r.shown == "" {
+		r.shown = r.Label
+		if r.shown == "" {
+			r.shown = fmt.Sprintf("#%d %s", r.id, r.Summary())
+		}
 	}
-	return fmt.Sprintf("#%d %s", r.id, r.Summary())
+	return r.shown
 }
 
 // matches tests the packet against the rule's match fields.

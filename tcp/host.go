@@ -224,16 +224,11 @@ func (h *Host) Input(seg *wire.Segment) {
 // sendResetFor answers a segment that has no connection with a reset, the
 // way RFC 9293 section 3.10.7.1 and Linux's tcp_v4_send_reset do.
 func (h *Host) sendResetFor(seg *wire.Segment, why string) {
-	if seg.Flags&wire.RST != 0 {
+	r, ok := wire.ResetFor(seg)
+	if !ok {
 		return
 	}
-	r := wire.Segment{Src: seg.Dst, Dst: seg.Src, SrcPort: seg.DstPort, DstPort: seg.SrcPort,
-		TTL: h.prof.TTL, DF: true}
-	if seg.Flags&wire.ACK != 0 {
-		r.Seq, r.Flags = seg.Ack, wire.RST
-	} else {
-		r.Ack, r.Flags = seg.End(), wire.RST|wire.ACK
-	}
+	r.TTL = h.prof.TTL
 	h.count(OutRsts)
 	h.send(r, true)
 	if h.record {

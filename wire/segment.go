@@ -266,3 +266,21 @@ func checksum(b []byte, sum uint32) uint16 {
 	}
 	return uint16(sum)
 }
+
+// ResetFor builds the reset that answers seg, addressed back to its sender,
+// as RFC 9293 section 3.10.7.1 and Linux's tcp_v4_send_reset (and a
+// firewall's REJECT) build it: an ACK-less segment gets RST,ACK
+// acknowledging all of it, any other a bare RST at its ACK number. A reset
+// is never answered: ok is false for one. The caller sets TTL.
+func ResetFor(seg *Segment) (r Segment, ok bool) {
+	if seg.Flags&RST != 0 {
+		return Segment{}, false
+	}
+	r = Segment{Src: seg.Dst, Dst: seg.Src, SrcPort: seg.DstPort, DstPort: seg.SrcPort, DF: true}
+	if seg.Flags&ACK != 0 {
+		r.Seq, r.Flags = seg.Ack, RST
+	} else {
+		r.Ack, r.Flags = seg.End(), RST|ACK
+	}
+	return r, true
+}

@@ -295,3 +295,23 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestResetFor(t *testing.T) {
+	syn := linuxSYN()
+	r, ok := ResetFor(&syn)
+	if !ok || r.Flags != RST|ACK || r.Ack != syn.Seq.Add(1) || r.Seq != 0 ||
+		r.Src != syn.Dst || r.Dst != syn.Src || r.SrcPort != syn.DstPort || r.DstPort != syn.SrcPort {
+		t.Fatalf("reset for a SYN: %s", r.String())
+	}
+	data := linuxSYN()
+	data.Flags, data.Ack, data.Payload = ACK|PSH|FIN, 777, []byte("abc")
+	r, _ = ResetFor(&data)
+	if r.Flags != RST || r.Seq != 777 {
+		t.Fatalf("reset for data: %s", r.String())
+	}
+	rst := linuxSYN()
+	rst.Flags = RST
+	if _, ok := ResetFor(&rst); ok {
+		t.Fatal("a reset answered with a reset")
+	}
+}
