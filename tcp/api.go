@@ -115,6 +115,7 @@ type Call struct {
 	Addr     netip.AddrPort // connect
 	Data     []byte         // write
 	Max      int            // read: at most this many bytes (0: all available)
+	Peek     bool           // read: MSG_PEEK, look without consuming
 	How      Shut           // shutdown
 	Option   Option         // setsockopt
 	NonBlock bool           // this call does not block (MSG_DONTWAIT)
@@ -137,6 +138,9 @@ func (c Call) String() string {
 	case OpConnect:
 		return fmt.Sprintf("connect(%d, %v%s)", c.FD, c.Addr, nb)
 	case OpRead:
+		if c.Peek {
+			nb = ", peek" + nb
+		}
 		return fmt.Sprintf("read(%d, %d%s)", c.FD, c.Max, nb)
 	case OpWrite:
 		return fmt.Sprintf("write(%d, %s%s)", c.FD, quoteData(c.Data), nb)
@@ -507,11 +511,14 @@ func (h *Host) tryRead(c *conn, r *Result) bool {
 			n = min(n, r.Call.Max)
 		}
 		r.Data = append([]byte(nil), c.rcv[:n]...)
+		r.Ret = n
+		if r.Call.Peek {
+			return true // MSG_PEEK leaves the bytes queued
+		}
 		c.rcv = c.rcv[n:]
 		if len(c.rcv) == 0 {
 			c.rcv = nil
 		}
-		r.Ret = n
 		c.cleanupRbuf(n)
 		return true
 	}

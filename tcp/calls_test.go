@@ -503,3 +503,22 @@ func TestCounterNamesAndTable(t *testing.T) {
 		t.Fatalf("%d figure edges", figure)
 	}
 }
+
+func TestReadPeekLeavesData(t *testing.T) {
+	f := newFx(t, Linux())
+	f.passive()
+	f.send(wire.PSH|wire.ACK, "Hutu")
+	r := f.do(Call{Op: OpRead, FD: f.fd, Peek: true, NonBlock: true})
+	if r.Err != OK || string(r.Data) != "Hutu" {
+		t.Fatalf("peek: %+v", r)
+	}
+	if r := f.do(Call{Op: OpRead, FD: f.fd, Max: 2}); string(r.Data) != "Hu" {
+		t.Fatalf("read after peek: %+v", r)
+	}
+	// With the bytes gone and a FIN in, a non-blocking peek sees EOF.
+	f.do(Call{Op: OpRead, FD: f.fd})
+	f.send(wire.FIN|wire.ACK, "")
+	if r := f.do(Call{Op: OpRead, FD: f.fd, Peek: true, NonBlock: true}); r.Err != OK || r.Ret != 0 {
+		t.Fatalf("peek after FIN: %+v", r)
+	}
+}
