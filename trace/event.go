@@ -23,9 +23,10 @@ const (
 	KindCounter             // a host counter changed
 	KindRule                // a fault rule was added or removed
 	KindNote                // an explanation: a drop, a cookie, a challenge ACK
+	KindCheck               // a scenario's expectation was checked
 )
 
-var kindNames = [...]string{"packet", "state", "call", "counter", "rule", "note"}
+var kindNames = [...]string{"packet", "state", "call", "counter", "rule", "note", "check"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -145,6 +146,14 @@ type RuleChange struct {
 	Summary string `json:"summary"`
 }
 
+// Check is the outcome of a scenario's `expect` or `until` line.
+type Check struct {
+	Line int    `json:"line"`
+	Text string `json:"text"`
+	OK   bool   `json:"ok"`
+	Seen string `json:"seen,omitempty"` // what was found instead, when it failed
+}
+
 // Event is one observation. Which pointer field is set follows Kind.
 type Event struct {
 	Seq    int            `json:"seq"`
@@ -162,6 +171,7 @@ type Event struct {
 	Counter *Counter     `json:"counter,omitempty"`
 	Rule    *RuleChange  `json:"rule,omitempty"`
 	Note    string       `json:"note,omitempty"`
+	Check   *Check       `json:"check,omitempty"`
 }
 
 // String is a compact one-line form, used in test failures and logs.
@@ -199,6 +209,12 @@ func (e *Event) String() string {
 		fmt.Fprintf(&b, " %s #%d %s", verb, e.Rule.ID, e.Rule.Summary)
 	case KindNote:
 		fmt.Fprintf(&b, " %s", e.Note)
+	case KindCheck:
+		if e.Check.OK {
+			fmt.Fprintf(&b, " ok: %s", e.Check.Text)
+		} else {
+			fmt.Fprintf(&b, " FAILED: %s (seen: %s)", e.Check.Text, e.Check.Seen)
+		}
 	}
 	return b.String()
 }

@@ -32,8 +32,8 @@ func TestRelativeNumbers(t *testing.T) {
 	ack := seg(srv, cli, 80, 40000, wire.ACK, 5001, 1005, "")
 	ack.Options = wire.Options{SACK: []wire.SACKBlock{{Left: 1010, Right: 1020}}}
 	want := []string{
-		"10.0.0.1.40000 > 10.0.0.2.80: Flags [S], seq 0, win 502, length 0",
-		"10.0.0.2.80 > 10.0.0.1.40000: Flags [S.], seq 0, ack 1, win 502, length 0",
+		"10.0.0.1.40000 > 10.0.0.2.80: Flags [S], seq 1000, win 502, length 0",
+		"10.0.0.2.80 > 10.0.0.1.40000: Flags [S.], seq 5000, ack 1001, win 502, length 0",
 		"10.0.0.1.40000 > 10.0.0.2.80: Flags [P.], seq 1:5, ack 1, win 502, length 4",
 		"10.0.0.2.80 > 10.0.0.1.40000: Flags [.], ack 5, win 502, options [nop,nop,sack 1 {10:20}], length 0",
 	}
@@ -50,10 +50,21 @@ func TestRelativeNumbers(t *testing.T) {
 	if got := abs.Segment(&data); !strings.Contains(got, "seq 1001:1005, ack 5001") {
 		t.Fatalf("absolute: %s", got)
 	}
-	// A flow whose SYN was not seen keeps absolute numbers.
+	// A connection whose handshake was not seen: its first ACK-bearing
+	// packet prints absolute numbers and sets the bases, as in tcpdump.
 	var fresh Relative
-	if got := fresh.Segment(&data); !strings.Contains(got, "seq 1001:1005") {
+	if got := fresh.Segment(&data); !strings.Contains(got, "seq 1001:1005, ack 5001") {
 		t.Fatalf("unknown flow: %s", got)
+	}
+	if got := fresh.Segment(&ack); !strings.Contains(got, "ack 4,") { // tcpdump is one off here too
+		t.Fatalf("unknown flow, second packet: %s", got)
+	}
+	// A reset to a closed port answers a SYN: absolute, like tcpdump.
+	var rr Relative
+	rr.Segment(&syn)
+	rst := seg(srv, cli, 80, 40000, wire.RST|wire.ACK, 0, 1001, "")
+	if got := rr.Segment(&rst); !strings.Contains(got, "Flags [R.], seq 0, ack 1001,") {
+		t.Fatalf("reset: %s", got)
 	}
 }
 
@@ -63,7 +74,7 @@ func TestPacketLine(t *testing.T) {
 	e := Event{At: 1500 * time.Millisecond, Host: "server", Kind: KindPacket,
 		Packet: &Packet{ID: 1, Dir: In, Segment: s, Verdict: VerdictDrop, Rule: "#1 server in dport 80 drop", OnWire: true}}
 	got := r.PacketLine(&e)
-	want := "1.500000 server   in  10.0.0.1.40000 > 10.0.0.2.80: Flags [S], seq 0, win 502, length 0  [drop by #1 server in dport 80 drop]"
+	want := "1.500000 server   in  10.0.0.1.40000 > 10.0.0.2.80: Flags [S], seq 1, win 502, length 0  [drop by #1 server in dport 80 drop]"
 	if got != want {
 		t.Fatalf("\n got %s\nwant %s", got, want)
 	}
