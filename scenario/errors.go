@@ -1,0 +1,109 @@
+package scenario
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Error is a problem in a scenario file, at a line and column, with what
+// was expected and a hint.
+type Error struct {
+	Pos  Pos
+	Msg  string
+	Hint string
+}
+
+func (e *Error) Error() string {
+	if e.Hint == "" {
+		return fmt.Sprintf("%s: %s", e.Pos, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s (hint: %s)", e.Pos, e.Msg, e.Hint)
+}
+
+// ErrorList is every error found in a file, in line order.
+type ErrorList []*Error
+
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, e := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.As find the individual errors.
+func (l ErrorList) Unwrap() []error {
+	out := make([]error, len(l))
+	for i, e := range l {
+		out[i] = e
+	}
+	return out
+}
+
+// suggest returns the candidate nearest to s, if it is near enough to be
+// what the user meant.
+func suggest(s string, candidates []string) string {
+	best, bestD := "", 1<<30
+	ls := strings.ToLower(s)
+	for _, c := range candidates {
+		d := editDistance(ls, strings.ToLower(c))
+		if d < bestD || (d == bestD && c < best) {
+			best, bestD = c, d
+		}
+	}
+	limit := max(2, len(s)/3)
+	if bestD <= limit && best != "" {
+		return best
+	}
+	// A candidate that contains what was typed, or the reverse, is also a
+	// good guess ("overflow" for "ListenOverflows").
+	for _, c := range candidates {
+		lc := strings.ToLower(c)
+		if len(ls) >= 4 && (strings.Contains(lc, ls) || strings.Contains(ls, lc)) {
+			return c
+		}
+	}
+	return ""
+}
+
+// didYouMean builds a hint: the nearest candidate, else the list.
+func didYouMean(s string, candidates []string) string {
+	if c := suggest(s, candidates); c != "" {
+		return fmt.Sprintf("did you mean %q?", c)
+	}
+	return "one of: " + listOf(candidates)
+}
+
+func listOf(candidates []string) string {
+	c := append([]string(nil), candidates...)
+	sort.Strings(c)
+	if len(c) > 12 {
+		return strings.Join(c[:12], ", ") + fmt.Sprintf(" ... (%d in all)", len(c))
+	}
+	return strings.Join(c, ", ")
+}
+
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	prev := make([]int, len(rb)+1)
+	cur := make([]int, len(rb)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		cur[0] = i
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(rb)]
+}

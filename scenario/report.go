@@ -1,0 +1,103 @@
+package scenario
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/tcplab/tcplab/trace"
+)
+
+// ReportOptions choose the views of a run's text report.
+type ReportOptions struct {
+	Seed     uint64
+	Profile  string // the --profile override, "" if none
+	Ladder   bool   // the ladder diagram instead of event lines
+	Absolute bool
+	Counters bool
+	AllTaps  bool
+}
+
+// WriteReport prints a run as `tcplab run` shows it: the title and
+// explanation, the events (or the ladder), the snapshots asked for, the
+// states each host reached, its counters, and the expectations.
+func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions) error {
+	sc := res.Scenario
+	fmt.Fprintf(w, "%s: %s\n", sc.Name, sc.Title)
+	if sc.Explain != "" {
+		for _, l := range strings.Split(sc.Explain, "\n") {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
+	var hs []string
+	hw := 6
+	for _, h := range sc.Hosts {
+		p := h.Profile
+		if o.Profile != "" {
+			p = o.Profile
+		}
+		hs = append(hs, fmt.Sprintf("%s %s (%s)", h.Name, h.Addr, profileOr(p)))
+		hw = max(hw, len(h.Name))
+	}
+	backend := "simulator"
+	if res.Backend != "sim" {
+		backend = res.Backend
+	}
+	fmt.Fprintf(w, "  hosts: %s; %s, seed %d\n\n", strings.Join(hs, ", "), backend, o.Seed)
+	if o.Ladder {
+		if err := trace.WriteLadder(w, sc.HostNames(), events, o.Absolute); err != nil {
+			return err
+		}
+	} else {
+		view := &trace.Text{Absolute: o.Absolute, Counters: o.Counters, AllTaps: o.AllTaps, HostWidth: hw}
+		if err := trace.WriteText(w, events, view); err != nil {
+			return err
+		}
+	}
+	for _, s := range res.Snapshots {
+		fmt.Fprintf(w, "\nsockets at %s", trace.FormatTime(s.At))
+		if s.PastEnd {
+			fmt.Fprint(w, " (after the scenario's last step)")
+		}
+		fmt.Fprintln(w)
+		for _, h := range s.Hosts {
+			fmt.Fprintf(w, "%s:\n", h.Host)
+			var b strings.Builder
+			if err := trace.WriteSS(&b, h.Sockets); err != nil {
+				return err
+			}
+			for _, l := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+				fmt.Fprintf(w, "  %s\n", l)
+			}
+		}
+	}
+	fmt.Fprintln(w, "\nstates reached:")
+	for _, h := range res.States {
+		fmt.Fprintf(w, "  %-*s %s\n", hw, h.Host, strings.Join(h.States, " "))
+	}
+	fmt.Fprintln(w, "counters:")
+	for _, h := range sc.Hosts {
+		var parts []string
+		for _, c := range res.Counters[h.Name] {
+			parts = append(parts, fmt.Sprintf("%s=%d", c.Name, c.Value))
+		}
+		fmt.Fprintf(w, "  %-*s %s\n", hw, h.Name, strings.Join(parts, " "))
+	}
+	failed := res.Failed()
+	fmt.Fprintf(w, "\n%d of %d expectations held; virtual time %ss\n", len(res.Checks)-failed, len(res.Checks), trace.FormatTime(res.End))
+	for _, c := range res.Checks {
+		if !c.OK {
+			fmt.Fprintf(w, "FAILED %s: %s\n  seen: %s\n", c.Pos, c.Text, c.Seen)
+		}
+	}
+	return nil
+}
+
+// HostNames lists the hosts in declaration order.
+func (s *Scenario) HostNames() []string {
+	out := make([]string, len(s.Hosts))
+	for i, h := range s.Hosts {
+		out[i] = h.Name
+	}
+	return out
+}

@@ -1,0 +1,880 @@
+package scenario
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tcplab/tcplab/tcp"
+	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
+)
+
+// Options change how a scenario runs.
+type Options struct {
+	// Profile, when set, replaces every host's profile (a `profile` step
+	// still changes it later).
+	Profile string
+	// At lists times at which to take a snapshot of every host.
+	At []time.Duration
+	// Sink receives every event as it happens, the runner's own (notes,
+	// checks) included, numbered in one sequence.
+	Sink trace.Sink
+}
+
+// Snapshot is every host's sockets at one moment.
+type Snapshot struct {
+	At    time.Duration
+	Hosts []HostSockets
+	// PastEnd is set when the time lies after the scenario's last step
+	// and the run went on to reach it.
+	PastEnd bool
+}
+
+// HostSockets is one host's sockets.
+type HostSockets struct {
+	Host    string
+	Sockets []trace.Socket
+}
+
+// Check is an expectation's outcome.
+type Check struct {
+	Pos  Pos
+	Text string
+	OK   bool
+	Seen string
+	At   time.Duration
+}
+
+// Result is what a run produced.
+type Result struct {
+	Scenario  *Scenario
+	Backend   string
+	Checks    []Check
+	Snapshots []Snapshot
+	End       time.Duration
+	// States lists, per host in declaration order, the states its
+	// connections reached, in the order first reached.
+	States   []HostStates
+	Counters map[string][]trace.Counter // final non-zero counters per host
+}
+
+// HostStates is the states one host's connections went through.
+type HostStates struct {
+	Host   string
+	States []string
+}
+
+// Failed counts the checks that did not hold.
+func (r *Result) Failed() int {
+	n := 0
+	for _, c := range r.Checks {
+		if !c.OK {
+			n++
+		}
+	}
+	return n
+}
+
+// RunError is a problem found while running a scenario (not an
+// expectation that failed): a call on a socket that does not exist yet, a
+// backend that refused a rule.
+type RunError struct {
+	Pos Pos
+	Err error
+}
+
+func (e *RunError) Error() string { return fmt.Sprintf("%s: %v", e.Pos, e.Err) }
+func (e *RunError) Unwrap() error { return e.Err }
+
+type hostSock struct {
+	host string
+	sock uint64
+}
+
+type callKey struct {
+	host string
+	id   uint64
+}
+
+type flowKey struct{ src, dst netip.AddrPort }
+
+type flowInfo struct {
+	isn     wire.Seq
+	haveISN bool
+	next    wire.Seq
+	seen    bool
+}
+
+// sockRec is a named socket of the scenario.
+type sockRec struct {
+	host, name string
+	fd         tcp.FD
+	sock       uint64
+	open       bool     // the name has a socket (accept may still be blocked)
+	waiting    *callRec // the accept that will give it its socket
+	last       map[tcp.Op]*callRec
+	received   int64
+	data       []byte
+}
+
+type callRec struct {
+	op      tcp.Op
+	name    string // the socket name the call acts on
+	as      *sockRec
+	res     tcp.Result
+	pending bool
+	doneAt  time.Duration
+	peek    bool
+}
+
+type runner struct {
+	sc   *Scenario
+	b    Backend
+	opt  Options
+	res  *Result
+	seq  int
+	now  time.Duration
+	step *Step
+
+	socks   map[string]map[string]*sockRec
+	calls   map[callKey]*callRec
+	addrs   map[hostSock][2]netip.AddrPort
+	paths   map[hostSock][]string
+	flows   map[flowKey]*flowInfo
+	packets []pktRec
+	rules   map[string]int
+	counter map[string]int64 // host/counter -> value last checked
+	states  map[string][]string
+	stSeen  map[string]map[string]bool
+	atLeft  []time.Duration
+}
+
+type pktRec struct {
+	host  string
+	dir   trace.Dir
+	flags wire.Flags
+	at    time.Duration
+}
+
+// Run plays a scenario on a backend. A non-nil error is a problem with the
+// scenario or the backend; failed expectations are in the result.
+func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
+	r := &runner{sc: sc, b: b, opt: opt,
+		res:     &Result{Scenario: sc, Backend: b.Name(), Counters: map[string][]trace.Counter{}},
+		socks:   map[string]map[string]*sockRec{},
+		calls:   map[callKey]*callRec{},
+		addrs:   map[hostSock][2]netip.AddrPort{},
+		paths:   map[hostSock][]string{},
+		flows:   map[flowKey]*flowInfo{},
+		rules:   map[string]int{},
+		counter: map[string]int64{},
+		states:  map[string][]string{},
+		stSeen:  map[string]map[string]bool{},
+	}
+	r.atLeft = append([]time.Duration(nil), opt.At...)
+	sort.Slice(r.atLeft, func(i, j int) bool { return r.atLeft[i] < r.atLeft[j] })
+	b.SetSink(r.observe)
+	for _, h := range sc.Hosts {
+		prof := h.Profile
+		if opt.Profile != "" {
+			prof = opt.Profile
+		}
+		if err := b.AddHost(h.Name, h.Addr, prof); err != nil {
+			return nil, &RunError{h.Pos, err}
+		}
+		r.socks[h.Name] = map[string]*sockRec{}
+		r.stSeen[h.Name] = map[string]bool{}
+	}
+	for i := range sc.Steps {
+		r.step = &sc.Steps[i]
+		if err := r.do(r.step); err != nil {
+			return nil, &RunError{r.step.Pos, err}
+		}
+	}
+	r.step = nil
+	end := b.Now()
+	for len(r.atLeft) > 0 {
+		t := r.atLeft[0]
+		if t > end {
+			r.emitNote("", fmt.Sprintf("the scenario ended at %ss; running on to %ss for a snapshot", trace.FormatTime(end), trace.FormatTime(t)))
+		}
+		r.advance(t, nil)
+		if t > end && len(r.res.Snapshots) > 0 {
+			r.res.Snapshots[len(r.res.Snapshots)-1].PastEnd = true
+		}
+	}
+	r.res.End = end
+	for _, h := range sc.Hosts {
+		r.res.States = append(r.res.States, HostStates{Host: h.Name, States: r.states[h.Name]})
+		cs, err := b.Counters(h.Name)
+		if err != nil {
+			return nil, err
+		}
+		var nz []trace.Counter
+		for _, c := range cs {
+			if c.Value != 0 {
+				nz = append(nz, c)
+			}
+		}
+		r.res.Counters[h.Name] = nz
+	}
+	return r.res, nil
+}
+
+// observe sees every event before it goes to the caller's sink.
+func (r *runner) observe(e trace.Event) {
+	r.seq++
+	e.Seq = r.seq
+	switch e.Kind {
+	case trace.KindCall:
+		r.seeCall(&e)
+	case trace.KindState:
+		k := hostSock{e.Host, e.Sock}
+		if e.Remote.Port() != 0 || e.Local.Port() != 0 {
+			r.addrs[k] = [2]netip.AddrPort{e.Local, e.Remote}
+		}
+		r.paths[k] = append(r.paths[k], e.State.To)
+		if st := e.State.To; !r.stSeen[e.Host][st] {
+			if r.stSeen[e.Host] == nil {
+				r.stSeen[e.Host] = map[string]bool{}
+			}
+			r.stSeen[e.Host][st] = true
+			r.states[e.Host] = append(r.states[e.Host], st)
+		}
+	case trace.KindPacket:
+		p := e.Packet
+		r.packets = append(r.packets, pktRec{host: e.Host, dir: p.Dir, flags: p.Segment.Flags, at: e.At})
+		if p.Dir == trace.Out {
+			r.seeSegment(&p.Segment)
+		}
+	}
+	if r.opt.Sink != nil {
+		r.opt.Sink(e)
+	}
+}
+
+// seeSegment learns each direction's ISN and next sequence number.
+func (r *runner) seeSegment(s *wire.Segment) {
+	k := flowKey{netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)}
+	f := r.flows[k]
+	if f == nil {
+		f = &flowInfo{}
+		r.flows[k] = f
+	}
+	if s.Flags&wire.SYN != 0 && s.Flags&wire.RST == 0 && !f.haveISN {
+		f.isn, f.haveISN = s.Seq, true
+	}
+	end := s.Seq.Add(len(s.Payload))
+	if s.Flags&(wire.SYN|wire.FIN) != 0 {
+		end = end.Add(1)
+	}
+	if s.Flags&wire.RST != 0 {
+		return
+	}
+	if !f.seen || end.GreaterThan(f.next) {
+		f.next, f.seen = end, true
+	}
+}
+
+func (r *runner) seeCall(e *trace.Event) {
+	c := e.Call
+	rec := r.calls[callKey{e.Host, c.ID}]
+	if rec == nil || c.Pending {
+		return
+	}
+	rec.pending = false
+	rec.doneAt = e.At
+	rec.res.Ret, rec.res.Data, rec.res.NewSock = c.Ret, c.Data, tcp.SockID(c.NewSock)
+	rec.res.Err = 0
+	if c.Errno != "" {
+		rec.res.Err, _ = tcp.ParseErrno(c.Errno)
+	}
+	r.finish(e.Host, rec)
+}
+
+// finish applies a completed call to the named sockets.
+func (r *runner) finish(host string, rec *callRec) {
+	if rec.op == tcp.OpAccept && rec.as != nil && rec.res.Err == tcp.OK {
+		rec.as.fd, rec.as.sock, rec.as.open, rec.as.waiting = tcp.FD(rec.res.Ret), uint64(rec.res.NewSock), true, nil
+	}
+	if rec.op == tcp.OpRead && rec.res.Err == tcp.OK && !rec.peek {
+		if s := r.socks[host][rec.name]; s != nil {
+			s.received += int64(rec.res.Ret)
+			s.data = append(s.data, rec.res.Data...)
+		}
+	}
+}
+
+func (r *runner) emit(e trace.Event) {
+	e.At = r.b.Now()
+	r.observe(e)
+}
+
+func (r *runner) emitNote(host, text string) {
+	r.emit(trace.Event{Host: host, Kind: trace.KindNote, Note: text})
+}
+
+// advance lets time pass to t (or until stop), taking the snapshots asked
+// for on the way.
+func (r *runner) advance(t time.Duration, stop func() bool) bool {
+	for len(r.atLeft) > 0 && r.atLeft[0] <= t {
+		at := r.atLeft[0]
+		if at >= r.b.Now() {
+			if r.b.RunUntil(at, stop) {
+				return true
+			}
+		}
+		r.atLeft = r.atLeft[1:]
+		r.snapshot(at)
+	}
+	return r.b.RunUntil(t, stop)
+}
+
+func (r *runner) snapshot(at time.Duration) {
+	s := Snapshot{At: r.b.Now()}
+	if at > s.At {
+		s.At = at
+	}
+	for _, h := range r.sc.Hosts {
+		socks, _ := r.b.Snapshot(h.Name)
+		s.Hosts = append(s.Hosts, HostSockets{Host: h.Name, Sockets: socks})
+	}
+	r.res.Snapshots = append(r.res.Snapshots, s)
+}
+
+func (r *runner) do(s *Step) error {
+	switch s.Kind {
+	case StepCall:
+		return r.call(s.Host, s.Call)
+	case StepInject:
+		return r.inject(s.Host, s.Inject)
+	case StepRule:
+		id, err := r.b.AddRule(s.Rule.Rule)
+		if err != nil {
+			return err
+		}
+		if s.Rule.Name != "" {
+			r.rules[s.Rule.Name] = id
+		}
+	case StepRemove:
+		id, ok := r.rules[s.Name]
+		if !ok {
+			return fmt.Errorf("no rule named %q is installed", s.Name)
+		}
+		delete(r.rules, s.Name)
+		return r.b.RemoveRule(id)
+	case StepSet:
+		if err := r.b.Set(s.Host, s.Setting, s.Value); err != nil {
+			return err
+		}
+		r.emitNote(s.Host, fmt.Sprintf("%s = %s", s.Setting, s.Value))
+	case StepProfile:
+		if err := r.b.SetProfile(s.Host, s.Name); err != nil {
+			return err
+		}
+		r.emitNote(s.Host, "profile "+s.Name)
+	case StepAfter:
+		r.advance(r.b.Now()+s.Dur, nil)
+	case StepAt:
+		if s.Dur < r.b.Now() {
+			return fmt.Errorf("at %v is in the past: the run is at %v", s.Dur, r.b.Now())
+		}
+		r.advance(s.Dur, nil)
+	case StepUntil:
+		start := r.b.Now()
+		ok := r.advance(start+s.Dur, func() bool { okc, _ := r.test(s.Cond); return okc })
+		c := Check{Pos: s.Pos, Text: s.Text, OK: ok, At: r.b.Now()}
+		if !ok {
+			_, seen := r.test(s.Cond)
+			c.Seen = fmt.Sprintf("not within %v; at the end: %s", s.Dur, seen)
+		}
+		r.addCheck(c)
+	case StepExpect:
+		ok, seen := r.test(s.Cond)
+		c := Check{Pos: s.Pos, Text: s.Text, OK: ok, At: r.b.Now()}
+		if !ok {
+			c.Seen = seen
+		}
+		r.addCheck(c)
+	case StepNote:
+		r.emitNote("", s.Note)
+	case StepPart:
+		r.emitNote("", "== "+s.Note+" ==")
+	}
+	return nil
+}
+
+func (r *runner) addCheck(c Check) {
+	r.res.Checks = append(r.res.Checks, c)
+	r.emit(trace.Event{Kind: trace.KindCheck, Host: r.step.Host,
+		Check: &trace.Check{Line: c.Pos.Line, Text: c.Text, OK: c.OK, Seen: c.Seen}})
+}
+
+// call makes a scenario call, once or repeated.
+func (r *runner) call(host string, c *CallStep) error {
+	if c.Repeat == 0 {
+		return r.call1(host, c, c.Sock, c.As)
+	}
+	for i := 1; i <= c.Repeat; i++ {
+		sub := func(s string) string { return strings.ReplaceAll(s, "{i}", strconv.Itoa(i)) }
+		if err := r.call1(host, c, sub(c.Sock), sub(c.As)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *runner) sock(host, name string) (*sockRec, error) {
+	s := r.socks[host][name]
+	if s == nil {
+		return nil, fmt.Errorf("no socket %q on %s", name, host)
+	}
+	if !s.open {
+		if s.waiting != nil {
+			return nil, fmt.Errorf("socket %q on %s does not exist yet: its accept() is still blocked (add `until %s: %s accept returned` before)", name, host, host, name)
+		}
+		return nil, fmt.Errorf("socket %q on %s was never created: the call that makes it failed", name, host)
+	}
+	return s, nil
+}
+
+// sys makes one system call and records it under a socket name.
+func (r *runner) sys(host, name string, call tcp.Call) (*callRec, error) {
+	res, err := r.b.Call(host, call)
+	if err != nil {
+		return nil, err
+	}
+	rec := &callRec{op: call.Op, name: name, res: res, pending: res.Pending, peek: call.Peek}
+	r.calls[callKey{host, res.ID}] = rec
+	if s := r.socks[host][name]; s != nil {
+		s.last[call.Op] = rec
+	}
+	if !res.Pending {
+		rec.doneAt = r.b.Now()
+		r.finish(host, rec)
+	}
+	return rec, nil
+}
+
+func (r *runner) newSock(host, name string) (*sockRec, error) {
+	s := &sockRec{host: host, name: name, last: map[tcp.Op]*callRec{}}
+	r.socks[host][name] = s
+	rec, err := r.sys(host, name, tcp.Call{Op: tcp.OpSocket})
+	if err != nil {
+		return nil, err
+	}
+	if rec.res.Err != tcp.OK {
+		return s, nil
+	}
+	s.fd, s.sock, s.open = tcp.FD(rec.res.Ret), uint64(rec.res.NewSock), true
+	return s, nil
+}
+
+func (r *runner) call1(host string, c *CallStep, name, as string) error {
+	nb := c.NonBlock
+	switch c.Verb {
+	case VSocket:
+		_, err := r.newSock(host, as)
+		return err
+	case VListen:
+		var s *sockRec
+		var err error
+		if name == "" {
+			if s, err = r.newSock(host, as); err != nil || !s.open {
+				return err
+			}
+			name = as
+		} else if s, err = r.sock(host, name); err != nil {
+			return err
+		}
+		if c.Reuse {
+			if _, err := r.sys(host, name, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptReuseAddr, On: true}}); err != nil {
+				return err
+			}
+		}
+		_, err = r.sys(host, name, tcp.Call{Op: tcp.OpListen, FD: s.fd, Port: c.Port, Backlog: c.Backlog})
+		return err
+	case VAccept:
+		l, err := r.sock(host, name)
+		if err != nil {
+			return err
+		}
+		ns := &sockRec{host: host, name: as, last: map[tcp.Op]*callRec{}}
+		r.socks[host][as] = ns
+		res, err := r.b.Call(host, tcp.Call{Op: tcp.OpAccept, FD: l.fd, NonBlock: nb})
+		if err != nil {
+			return err
+		}
+		rec := &callRec{op: tcp.OpAccept, name: name, as: ns, res: res, pending: res.Pending}
+		r.calls[callKey{host, res.ID}] = rec
+		l.last[tcp.OpAccept] = rec
+		ns.last[tcp.OpAccept] = rec
+		ns.waiting = rec
+		if !res.Pending {
+			rec.doneAt = r.b.Now()
+			r.finish(host, rec)
+		}
+		return nil
+	case VConnect:
+		var s *sockRec
+		var err error
+		if name == "" {
+			if s, err = r.newSock(host, as); err != nil || !s.open {
+				return err
+			}
+			name = as
+			if c.Reuse {
+				if _, err := r.sys(host, name, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptReuseAddr, On: true}}); err != nil {
+					return err
+				}
+			}
+			if c.From != 0 {
+				rec, err := r.sys(host, name, tcp.Call{Op: tcp.OpBind, FD: s.fd, Port: c.From})
+				if err != nil {
+					return err
+				}
+				if rec.res.Err != tcp.OK {
+					return nil // the bind's errno is the line's outcome
+				}
+			}
+		} else if s, err = r.sock(host, name); err != nil {
+			return err
+		}
+		_, err = r.sys(host, name, tcp.Call{Op: tcp.OpConnect, FD: s.fd, Addr: c.Target, NonBlock: nb})
+		return err
+	}
+	s, err := r.sock(host, name)
+	if err != nil {
+		return err
+	}
+	var calls []tcp.Call
+	switch c.Verb {
+	case VBind:
+		if c.Reuse {
+			calls = append(calls, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptReuseAddr, On: true}})
+		}
+		calls = append(calls, tcp.Call{Op: tcp.OpBind, FD: s.fd, Port: c.Port})
+	case VWrite:
+		calls = append(calls, tcp.Call{Op: tcp.OpWrite, FD: s.fd, Data: c.Data, NonBlock: nb})
+	case VRead:
+		calls = append(calls, tcp.Call{Op: tcp.OpRead, FD: s.fd, Max: c.Max, Peek: c.Peek, NonBlock: nb})
+	case VShutdown:
+		calls = append(calls, tcp.Call{Op: tcp.OpShutdown, FD: s.fd, How: c.How})
+	case VClose:
+		calls = append(calls, tcp.Call{Op: tcp.OpClose, FD: s.fd})
+	case VLinger:
+		calls = append(calls, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: *c.Linger})
+	case VKeepalive:
+		for _, o := range c.Keepalive {
+			calls = append(calls, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: o})
+		}
+	case VReuseAddr:
+		calls = append(calls, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptReuseAddr, On: true}})
+	case VNoDelay:
+		calls = append(calls, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptNoDelay, On: true}})
+	case VNonBlock:
+		calls = append(calls, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptNonBlock, On: true}})
+	}
+	for _, cl := range calls {
+		rec, err := r.sys(host, name, cl)
+		if err != nil {
+			return err
+		}
+		if rec.res.Err != tcp.OK {
+			break
+		}
+	}
+	return nil
+}
+
+// sockAddrs is the local and remote address of a named socket.
+func (r *runner) sockAddrs(host, name string) ([2]netip.AddrPort, error) {
+	s := r.socks[host][name]
+	if s == nil || !s.open {
+		return [2]netip.AddrPort{}, fmt.Errorf("socket %q on %s has no connection yet", name, host)
+	}
+	a, ok := r.addrs[hostSock{host, s.sock}]
+	if !ok || a[1].Port() == 0 {
+		return a, fmt.Errorf("socket %q on %s has no connection yet", name, host)
+	}
+	return a, nil
+}
+
+func (r *runner) value(v Value, def wire.Seq) (wire.Seq, error) {
+	if !v.Set {
+		return def, nil
+	}
+	if v.Host == "" {
+		return wire.Seq(v.Const), nil
+	}
+	a, err := r.sockAddrs(v.Host, v.Sock)
+	if err != nil {
+		return 0, err
+	}
+	out, in := r.flows[flowKey{a[0], a[1]}], r.flows[flowKey{a[1], a[0]}]
+	var base wire.Seq
+	switch v.Field {
+	case "", "next":
+		if out == nil || !out.seen {
+			return 0, fmt.Errorf("%s:%s has sent nothing yet", v.Host, v.Sock)
+		}
+		base = out.next
+	case "isn":
+		if out == nil || !out.haveISN {
+			return 0, fmt.Errorf("%s:%s has sent no SYN yet", v.Host, v.Sock)
+		}
+		base = out.isn
+	case "peer_isn":
+		if in == nil || !in.haveISN {
+			return 0, fmt.Errorf("%s:%s has seen no SYN from its peer yet", v.Host, v.Sock)
+		}
+		base = in.isn
+	case "ack":
+		if in == nil || !in.seen {
+			return 0, fmt.Errorf("%s:%s has heard nothing from its peer yet", v.Host, v.Sock)
+		}
+		base = in.next
+	}
+	return base.Add(int(v.Offset)), nil
+}
+
+func (r *runner) inject(host string, in *InjectStep) error {
+	seg := wire.Segment{Flags: in.Flags, Window: 64240, Payload: in.Data}
+	if in.Window >= 0 {
+		seg.Window = uint16(in.Window)
+	}
+	var defSeq, defAck wire.Seq
+	if in.SpoofHost != "" {
+		a, err := r.sockAddrs(in.SpoofHost, in.SpoofSock)
+		if err != nil {
+			return err
+		}
+		seg.Src, seg.SrcPort, seg.Dst, seg.DstPort = a[0].Addr(), a[0].Port(), a[1].Addr(), a[1].Port()
+		if defSeq, err = r.value(Value{Set: true, Host: in.SpoofHost, Sock: in.SpoofSock, Field: "next"}, 0); err != nil {
+			return err
+		}
+		defAck, _ = r.value(Value{Set: true, Host: in.SpoofHost, Sock: in.SpoofSock, Field: "ack"}, 0)
+	} else {
+		seg.Src, seg.SrcPort, seg.Dst, seg.DstPort = in.Src.Addr(), in.Src.Port(), in.Dst.Addr(), in.Dst.Port()
+	}
+	var err error
+	if seg.Seq, err = r.value(in.Seq, defSeq); err != nil {
+		return err
+	}
+	if seg.Ack, err = r.value(in.Ack, defAck); err != nil {
+		return err
+	}
+	if seg.Flags&wire.ACK == 0 && !in.Ack.Set {
+		seg.Ack = 0
+	}
+	now := r.b.Now()
+	for i := 0; i < in.Count; i++ {
+		s := seg
+		if i > 0 {
+			s.SrcPort = uint16((int(seg.SrcPort)-1+i)%65535 + 1)
+		}
+		if err := r.b.Inject(host, s, now+time.Duration(i)*in.Every); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// test evaluates a condition now; seen says what was found.
+func (r *runner) test(c *Cond) (bool, string) {
+	switch c.Kind {
+	case CondCount:
+		snap, err := r.b.Snapshot(c.Host)
+		if err != nil {
+			return false, err.Error()
+		}
+		n := int64(0)
+		for _, s := range snap {
+			if c.State == "all" || s.State == c.State {
+				n++
+			}
+		}
+		return compare(n, c.Cmp, c.N), fmt.Sprintf("%d %s", n, c.State)
+	case CondCounter:
+		cs, err := r.b.Counters(c.Host)
+		if err != nil {
+			return false, err.Error()
+		}
+		var v int64
+		for _, x := range cs {
+			if x.Name == c.Counter {
+				v = x.Value
+			}
+		}
+		key := c.Host + "/" + c.Counter
+		got := v
+		if c.Delta {
+			got = v - r.counter[key]
+		}
+		ok := compare(got, c.Cmp, c.N)
+		if r.step != nil && r.step.Kind == StepExpect {
+			r.counter[key] = v
+		}
+		if c.Delta {
+			return ok, fmt.Sprintf("%s grew by %d (now %d)", c.Counter, got, v)
+		}
+		return ok, fmt.Sprintf("%s = %d", c.Counter, v)
+	case CondPackets:
+		var times []time.Duration
+		for _, p := range r.packets {
+			if p.host == c.Host && p.dir == c.Dir && p.flags == c.Flags {
+				times = append(times, p.at)
+			}
+		}
+		fl := "[" + c.Flags.Short() + "]"
+		if c.Times != nil {
+			ok := len(times) == len(c.Times)
+			for i := 0; ok && i < len(times); i++ {
+				ok = within(times[i], c.Times[i], r.b.Tolerance(c.Times[i]))
+			}
+			return ok, fmt.Sprintf("%s at %s", fl, fmtTimes(times))
+		}
+		n := int64(len(times))
+		return compare(n, c.Cmp, c.N), fmt.Sprintf("%d %s packets %s", n, fl, c.Dir)
+	}
+	s := r.socks[c.Host][c.Sock]
+	if s == nil {
+		return false, fmt.Sprintf("no socket %q yet", c.Sock)
+	}
+	switch c.Kind {
+	case CondState:
+		st := r.stateOf(s)
+		return st == c.State, "state " + st
+	case CondPath:
+		if !s.open {
+			return false, "no connection yet"
+		}
+		path := r.paths[hostSock{c.Host, s.sock}]
+		return equal(path, c.Path), "path " + strings.Join(path, " ")
+	case CondReceived:
+		if c.Text != nil {
+			return bytes.Equal(s.data, []byte(*c.Text)), fmt.Sprintf("received %q", s.data)
+		}
+		return compare(s.received, c.Cmp, c.N), fmt.Sprintf("received %d bytes", s.received)
+	case CondCall:
+		rec := s.last[c.Op]
+		if rec == nil {
+			return false, fmt.Sprintf("no %s call on %s", c.Op, c.Sock)
+		}
+		seen := describe(rec)
+		switch {
+		case c.Pending:
+			return rec.pending, seen
+		case c.Returned:
+			return !rec.pending, seen
+		}
+		if rec.pending {
+			return false, seen
+		}
+		ok := true
+		switch {
+		case c.Errno != "":
+			ok = rec.res.Err.Name() == c.Errno
+		case c.Text != nil:
+			ok = rec.res.Err == tcp.OK && string(rec.res.Data) == *c.Text
+		case c.HasRet:
+			ok = rec.res.Err == tcp.OK && int64(rec.res.Ret) == c.Ret
+		default: // = ok
+			ok = rec.res.Err == tcp.OK
+		}
+		if ok && len(c.Times) == 1 {
+			ok = within(rec.doneAt, c.Times[0], r.b.Tolerance(c.Times[0]))
+		}
+		return ok, seen
+	}
+	return false, "unknown condition"
+}
+
+func describe(rec *callRec) string {
+	if rec.pending {
+		return fmt.Sprintf("%s still blocked", rec.op)
+	}
+	var v string
+	switch {
+	case rec.res.Err != tcp.OK:
+		v = rec.res.Err.Name()
+	case rec.op == tcp.OpRead && len(rec.res.Data) > 0:
+		v = strconv.Quote(string(rec.res.Data))
+	default:
+		v = strconv.Itoa(rec.res.Ret)
+	}
+	return fmt.Sprintf("%s = %s at %ss", rec.op, v, trace.FormatTime(rec.doneAt))
+}
+
+// stateOf is a named socket's state now; a socket the host no longer
+// lists is CLOSED.
+func (r *runner) stateOf(s *sockRec) string {
+	if !s.open {
+		if s.waiting != nil {
+			return "not accepted yet"
+		}
+		return "never created"
+	}
+	snap, err := r.b.Snapshot(s.host)
+	if err != nil {
+		return err.Error()
+	}
+	for _, x := range snap {
+		if x.Sock == s.sock {
+			return x.State
+		}
+	}
+	return tcp.Closed.String()
+}
+
+func compare(a int64, cmp string, b int64) bool {
+	switch cmp {
+	case "!=":
+		return a != b
+	case "<":
+		return a < b
+	case "<=":
+		return a <= b
+	case ">":
+		return a > b
+	case ">=":
+		return a >= b
+	}
+	return a == b
+}
+
+func within(got, want, tol time.Duration) bool {
+	d := got - want
+	if d < 0 {
+		d = -d
+	}
+	return d <= tol
+}
+
+func equal(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func fmtTimes(ts []time.Duration) string {
+	if len(ts) == 0 {
+		return "(none)"
+	}
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = strings.TrimRight(strings.TrimRight(trace.FormatTime(t), "0"), ".") + "s"
+	}
+	return strings.Join(parts, " ")
+}
