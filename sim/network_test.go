@@ -1034,11 +1034,11 @@ func TestSinkOff(t *testing.T) {
 	}
 }
 
-// TestHandshake: the built-in first lesson ends right after the handshake
+// TestHandshake: the first lesson ends right after the handshake
 // (3 ms with the default delay) with the connection accepted.
 func TestHandshake(t *testing.T) {
 	rec := &trace.Recorder{}
-	n, err := Handshake(Config{Seed: 1}, rec.Sink())
+	n, err := handshake(Config{Seed: 1}, rec.Sink())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1073,10 +1073,43 @@ func TestHandshake(t *testing.T) {
 	checkSeqs(t, rec.Events)
 	// Same seed, same trace.
 	rec2 := &trace.Recorder{}
-	if _, err := Handshake(Config{Seed: 1}, rec2.Sink()); err != nil {
+	if _, err := handshake(Config{Seed: 1}, rec2.Sink()); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(rec.Events, rec2.Events) {
-		t.Error("Handshake is not deterministic")
+		t.Error("handshake is not deterministic")
 	}
+}
+
+// handshake sets up the first lesson by hand: a server listens on port 80,
+// a client connects, and the three-way handshake completes.
+func handshake(cfg Config, sink trace.Sink) (*Network, error) {
+	n := New(cfg)
+	n.SetSink(sink)
+	if _, err := n.AddHost("client", netip.MustParseAddr("10.0.0.1"), tcp.Linux()); err != nil {
+		return nil, err
+	}
+	if _, err := n.AddHost("server", netip.MustParseAddr("10.0.0.2"), tcp.Linux()); err != nil {
+		return nil, err
+	}
+	lfd, _ := n.Do("server", tcp.Call{Op: tcp.OpSocket})
+	if r, _ := n.Do("server", tcp.Call{Op: tcp.OpListen, FD: tcp.FD(lfd.Ret), Port: 80, Backlog: 128}); r.Err != tcp.OK {
+		return nil, fmt.Errorf("listen: %v", r.Err)
+	}
+	acc, _ := n.Do("server", tcp.Call{Op: tcp.OpAccept, FD: tcp.FD(lfd.Ret)})
+	cfd, _ := n.Do("client", tcp.Call{Op: tcp.OpSocket})
+	conn, _ := n.Do("client", tcp.Call{Op: tcp.OpConnect, FD: tcp.FD(cfd.Ret), Addr: netip.MustParseAddrPort("10.0.0.2:80")})
+	done := func() bool {
+		snap, _ := n.Snapshot("server")
+		for _, s := range snap {
+			if s.State == "ESTABLISHED" && !s.Accepting {
+				return true
+			}
+		}
+		return false
+	}
+	if !n.RunUntilCond(done, n.Now()+time.Second) {
+		return nil, fmt.Errorf("handshake did not complete (connect call %d, accept call %d)", conn.ID, acc.ID)
+	}
+	return n, nil
 }

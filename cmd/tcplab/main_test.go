@@ -4,74 +4,168 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
 )
 
-func TestHandshakeOutput(t *testing.T) {
+func tcplab(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
 	var out, errb bytes.Buffer
-	if code := run(nil, &out, &errb); code != 0 {
-		t.Fatalf("exit %d: %s", code, errb.String())
+	code := run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestRunHutu(t *testing.T) {
+	out, errs, code := tcplab(t, "run", "hutu")
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errs, out)
 	}
-	s := out.String()
 	for _, want := range []string{
-		"Flags [S], seq 0,", "Flags [S.], seq 0, ack 1,", "Flags [.], ack 1,",
-		"client  sock 1  CLOSED -> SYN_SENT -> ESTABLISHED",
-		"server  sock 2  LISTEN -> SYN_RECV -> ESTABLISHED",
+		"hutu: Every normal state",
+		"Flags [S], seq ", "Flags [.], ack 1, win", "Flags [P.], seq 1:5, ack 1,",
+		"client state  10.0.0.1:", "FIN_WAIT2 -> TIME_WAIT",
+		`read(4, 0) = 4 "Hutu"`,
+		"== the client closes first ==",
+		"client SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT CLOSED",
+		"of 11 expectations held",
 	} {
-		if !strings.Contains(s, want) {
-			t.Errorf("output lacks %q:\n%s", want, s)
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
 		}
 	}
-	if n := strings.Count(s, " out "); n != 3 {
-		t.Errorf("%d packet lines, want 3", n)
+	// Time first, six decimals.
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, " call ") && !strings.HasPrefix(l, "0.0") && !strings.HasPrefix(l, "1.0") {
+			t.Errorf("call line does not start with the time: %q", l)
+		}
 	}
-	// The same seed gives the same output.
-	var again bytes.Buffer
-	run(nil, &again, &errb)
-	if again.String() != s {
-		t.Fatal("two runs with one seed differ")
+	again, _, _ := tcplab(t, "run", "hutu")
+	if again != out {
+		t.Error("two runs with one seed differ")
 	}
-	var other bytes.Buffer
-	run([]string{"--seed", "2", "--absolute"}, &other, &errb)
-	if other.String() == s || strings.Contains(other.String(), "seq 0,") {
-		t.Fatal("--seed 2 --absolute printed relative numbers or the same run")
+	other, _, _ := tcplab(t, "run", "hutu", "--seed", "2", "--absolute")
+	if other == out || strings.Contains(other, "seq 1:5") {
+		t.Error("--seed 2 --absolute printed the same run or relative numbers")
 	}
 }
 
-func TestJSONOutput(t *testing.T) {
-	var out, errb bytes.Buffer
-	if code := run([]string{"--json"}, &out, &errb); code != 0 {
-		t.Fatalf("exit %d", code)
+func TestRunViews(t *testing.T) {
+	out, _, code := tcplab(t, "run", "handshake", "--ladder")
+	if code != 0 || !strings.Contains(out, "|------------- [S] seq") || !strings.Contains(out, "ESTABLISHED |") {
+		t.Fatalf("ladder: exit %d\n%s", code, out)
 	}
-	sc := bufio.NewScanner(&out)
-	kinds := map[trace.Kind]int{}
+	out, _, code = tcplab(t, "run", "hutu", "--at", "30s", "--at", "2ms")
+	if code != 0 || !strings.Contains(out, "sockets at 0.002000") || !strings.Contains(out, "TIME-WAIT") ||
+		!strings.Contains(out, "timer:(timewait,") {
+		t.Fatalf("--at: exit %d\n%s", code, out)
+	}
+	out, _, code = tcplab(t, "run", "hutu", "--json", "--at", "1s")
+	if code != 0 {
+		t.Fatalf("--json: exit %d", code)
+	}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	kinds := map[string]int{}
 	for sc.Scan() {
-		var e trace.Event
+		var e struct {
+			Kind string `json:"kind"`
+		}
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			t.Fatalf("line %q: %v", sc.Text(), err)
 		}
 		kinds[e.Kind]++
+		if e.Kind != "snapshot" {
+			var ev trace.Event
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				t.Fatalf("event %q: %v", sc.Text(), err)
+			}
+		}
 	}
-	if kinds[trace.KindPacket] != 6 || kinds[trace.KindState] != 5 || kinds[trace.KindCall] == 0 {
-		t.Fatalf("event kinds %v", kinds)
+	if kinds["packet"] == 0 || kinds["state"] != 12 || kinds["check"] != 11 || kinds["snapshot"] != 1 {
+		t.Fatalf("kinds %v", kinds)
 	}
 }
 
-func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{"extra"}, {"--nope"}, {"--seed", "x"}} {
-		var out, errb bytes.Buffer
-		if code := run(args, &out, &errb); code != 2 {
-			t.Errorf("%v: exit %d, want 2", args, code)
+func TestRunExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, src string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		if !strings.Contains(errb.String(), "tcplab:") {
-			t.Errorf("%v: no error message", args)
+		return p
+	}
+	failing := write("f.tcplab", "host client 10.0.0.1\nhost server 10.0.0.2\nclient: connect server:80\nafter 1s\nexpect client: conn state ESTABLISHED\n")
+	out, _, code := tcplab(t, "run", failing)
+	if code != 1 || !strings.Contains(out, "FAILED "+failing+":5:1: expect client: conn state ESTABLISHED\n  seen: state CLOSED") {
+		t.Fatalf("failing: exit %d\n%s", code, out)
+	}
+	broken := write("b.tcplab", "host client 10.0.0.1\nclient: conect 10.0.0.2:80\n")
+	_, errs, code := tcplab(t, "run", broken)
+	if code != 2 || !strings.Contains(errs, broken+`:2:9: unknown call "conect" (hint: did you mean "connect"?)`) {
+		t.Fatalf("broken: exit %d: %s", code, errs)
+	}
+	for _, args := range [][]string{
+		{"run", "hutoo"}, {"run"}, {"run", "hutu", "--profile", "bsd"}, {"run", "hutu", "--at", "x"},
+		{"nope"}, {"list", "x"}, {"tour", "x"}, {"show", "nope"}, {"run", "/no/such.tcplab"},
+	} {
+		_, errs, code := tcplab(t, args...)
+		if code != 2 || !strings.HasPrefix(errs, "tcplab: ") {
+			t.Errorf("%v: exit %d, stderr %q", args, code, errs)
 		}
 	}
-	var out, errb bytes.Buffer
-	if code := run([]string{"--help"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "Examples:") {
-		t.Fatalf("--help: exit %d\n%s", code, out.String())
+	_, errs, _ = tcplab(t, "run", "hutoo")
+	if !strings.Contains(errs, `did you mean "hutu"?`) {
+		t.Errorf("no suggestion: %s", errs)
+	}
+}
+
+func TestListShowTour(t *testing.T) {
+	out, _, code := tcplab(t, "list")
+	if code != 0 {
+		t.Fatal(code)
+	}
+	for _, n := range scenario.Names() {
+		if !strings.Contains(out, n+" ") {
+			t.Errorf("list lacks %s", n)
+		}
+	}
+	if len(strings.Split(strings.TrimSpace(out), "\n")) != len(scenario.Names()) {
+		t.Errorf("list is not one line per scenario:\n%s", out)
+	}
+	out, _, code = tcplab(t, "show", "hutu")
+	src, _ := scenario.BuiltinSource("hutu")
+	if code != 0 || out != src {
+		t.Fatal("show hutu is not the source")
+	}
+	out, _, code = tcplab(t, "tour")
+	if code != 0 {
+		t.Fatalf("tour: exit %d\n%s", code, out)
+	}
+	for _, n := range scenario.Names() {
+		if !strings.Contains(out, "\n"+n+" ") {
+			t.Errorf("tour lacks %s", n)
+		}
+	}
+	if !strings.Contains(out, "hutu  ") || !strings.Contains(out, "client: SYN_SENT ESTABLISHED FIN_WAIT1") ||
+		!strings.Contains(out, "expectations held") {
+		t.Errorf("tour table:\n%s", out)
+	}
+}
+
+func TestHelp(t *testing.T) {
+	for _, cmd := range []string{"", "run", "list", "tour", "show"} {
+		args := []string{"--help"}
+		if cmd != "" {
+			args = []string{cmd, "--help"}
+		}
+		out, _, code := tcplab(t, args...)
+		if code != 0 || !strings.Contains(out, "Examples:") {
+			t.Errorf("%s --help: exit %d\n%s", cmd, code, out)
+		}
 	}
 }

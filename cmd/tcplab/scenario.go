@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/tcp"
+	"github.com/tcplab/tcplab/trace"
+)
+
+func newList(stdout io.Writer) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "list",
+		Short:   "List the built-in scenarios",
+		Example: "  tcplab list\n  tcplab list --json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lib, err := scenario.Library()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(stdout)
+				for _, sc := range lib {
+					if err := enc.Encode(map[string]string{"name": sc.Name, "title": sc.Title}); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+			for _, sc := range lib {
+				fmt.Fprintf(tw, "%s\t%s\n", sc.Name, sc.Title)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "one JSON object per scenario")
+	return cmd
+}
+
+func newShow(stdout io.Writer) *cobra.Command {
+	return &cobra.Command{
+		Use:     "show NAME",
+		Short:   "Print a built-in scenario's source, to read it or start your own",
+		Example: "  tcplab show hutu\n  tcplab show syn-flood > flood.tcplab",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			src, ok := scenario.BuiltinSource(args[0])
+			if !ok {
+				_, err := scenario.Builtin(args[0])
+				return err
+			}
+			_, err := io.WriteString(stdout, src)
+			return err
+		},
+	}
+}
+
+type runFlags struct {
+	profile  string
+	seed     uint64
+	asJSON   bool
+	ladder   bool
+	at       []time.Duration
+	absolute bool
+	counters bool
+	allTaps  bool
+}
+
+func newRun(stdout io.Writer) *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run NAME|FILE",
+		Short: "Run a scenario and show every packet, state change and call",
+		Long: `run plays a scenario, a built-in one by name or a file, in the simulator and
+prints what happened on every host in time order: the time in seconds since
+the start, the host, then packets as tcpdump prints them (flag letters such
+as [S], [S.], [.], [P.], [F.], [R], and relative numbers after the
+handshake), state changes with their cause, application calls with their
+results and errno, the scenario's notes, and the outcome of every expect
+line. A packet is shown once as it leaves its sender, and again at its
+receiver only when a rule acted on it there.
+
+Exit status: 0 when every expectation held, 1 when one failed (expected
+and seen are printed), 2 for a usage or scenario error.`,
+		Example: `  tcplab run hutu
+  tcplab run syn-recv --ladder
+  tcplab run accept-overflow --at 1s --at 10s
+  tcplab run my.tcplab --profile windows-classic
+  tcplab run time-wait --json | jq -c 'select(.kind=="state")'`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runOne(stdout, args[0], f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.profile, "profile", "", "run every host with this profile ("+strings.Join(tcp.ProfileNames(), ", ")+")")
+	fl.Uint64Var(&f.seed, "seed", 1, "seed of the run: the same seed gives the same trace")
+	fl.BoolVar(&f.asJSON, "json", false, "print the event stream as JSON lines (schema in docs/scenario-language.md)")
+	fl.BoolVar(&f.ladder, "ladder", false, "draw the ladder diagram instead of the event lines")
+	fl.DurationSliceVar(&f.at, "at", nil, "print an ss-style snapshot of every host at this virtual time (repeatable)")
+	fl.BoolVar(&f.absolute, "absolute", false, "absolute sequence numbers, like tcpdump -S")
+	fl.BoolVar(&f.counters, "counters", false, "also print every counter change")
+	fl.BoolVar(&f.allTaps, "all-packets", false, "print every packet at both its sender and its receiver")
+	return cmd
+}
+
+func runOne(stdout io.Writer, arg string, f runFlags) error {
+	if f.profile != "" {
+		if _, err := tcp.ProfileByName(f.profile); err != nil {
+			return err
+		}
+	}
+	for _, t := range f.at {
+		if t < 0 {
+			return fmt.Errorf("--at %v: a time cannot be negative", t)
+		}
+	}
+	sc, err := scenario.Load(arg)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	var rec trace.Recorder
+	opt := scenario.Options{Profile: f.profile, At: f.at, Sink: rec.Sink()}
+	var enc *json.Encoder
+	if f.asJSON {
+		enc = json.NewEncoder(w)
+		opt.Sink = func(e trace.Event) { _ = enc.Encode(&e) }
+	}
+	res, err := scenario.Run(sc, scenario.NewSim(f.seed), opt)
+	if err != nil {
+		return err
+	}
+	if f.asJSON {
+		for _, s := range res.Snapshots {
+			if err := enc.Encode(jsonSnapshot{Kind: "snapshot", At: s.At, Hosts: s.Hosts}); err != nil {
+				return err
+			}
+		}
+	} else {
+		ro := scenario.ReportOptions{Seed: f.seed, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
+			Counters: f.counters, AllTaps: f.allTaps}
+		if err := scenario.WriteReport(w, res, rec.Events, ro); err != nil {
+			return err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if res.Failed() > 0 {
+		return &exitError{1}
+	}
+	return nil
+}
+
+type jsonSnapshot struct {
+	Kind  string                 `json:"kind"`
+	At    time.Duration          `json:"at"`
+	Hosts []scenario.HostSockets `json:"hosts"`
+}
+
+func newTour(stdout io.Writer) *cobra.Command {
+	var seed uint64
+	cmd := &cobra.Command{
+		Use:   "tour",
+		Short: "Run the whole built-in library and summarize it in a table",
+		Long: `tour runs every built-in scenario in the simulator, in teaching order, and
+prints one line each: the expectations that held, the virtual time the
+scenario covers, and the states each host's connections reached. It exits 1
+if any expectation failed.`,
+		Example: "  tcplab tour\n  tcplab tour --seed 7",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lib, err := scenario.Library()
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "scenario\tchecks\tvirtual time\tstates reached")
+			failed, checks := 0, 0
+			var virtual time.Duration
+			for _, sc := range lib {
+				res, err := scenario.Run(sc, scenario.NewSim(seed), scenario.Options{})
+				if err != nil {
+					return fmt.Errorf("%s: %w", sc.Name, err)
+				}
+				var st []string
+				for _, h := range res.States {
+					st = append(st, h.Host+": "+strings.Join(h.States, " "))
+				}
+				mark := ""
+				if res.Failed() > 0 {
+					mark = "  FAILED"
+				}
+				fmt.Fprintf(tw, "%s\t%d/%d%s\t%ss\t%s\n", sc.Name, len(res.Checks)-res.Failed(), len(res.Checks), mark,
+					trace.FormatTime(res.End), strings.Join(st, " | "))
+				failed += res.Failed()
+				checks += len(res.Checks)
+				virtual += res.End
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "\n%d scenarios, %d of %d expectations held, %s of virtual time in %s of wall time\n",
+				len(lib), checks-failed, checks, virtual.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			fmt.Fprintln(stdout, "run one with `tcplab run NAME`; read one with `tcplab show NAME`")
+			if failed > 0 {
+				return &exitError{1}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of every run")
+	return cmd
+}
