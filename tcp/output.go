@@ -385,12 +385,12 @@ func (c *conn) onRetransmitTimer() {
 			return
 		}
 	} else {
-		until := p.Retries2
+		until, knob := p.Retries2, "tcp_retries2"
 		if c.orphan {
-			until = c.orphanRetries(c.rto < p.MaxRTO)
+			until, knob = c.orphanRetries(c.rto < p.MaxRTO), "tcp_orphan_retries"
 		}
 		if c.retransmitsTimedOut(until) {
-			c.writeErr(CauseTimer, "retransmissions exhausted (tcp_retries2 "+strconv.Itoa(until)+")")
+			c.writeErr(CauseTimer, "retransmissions exhausted ("+knob+" "+strconv.Itoa(until)+")")
 			return
 		}
 	}

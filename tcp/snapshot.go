@@ -71,6 +71,11 @@ func (c *conn) info() SocketInfo {
 		s.Local = netip.AddrPortFrom(netip.IPv4Unspecified(), c.lport)
 		return s
 	}
+	if c.req {
+		// A request sock has no queues; inet_diag reports 0 and 0.
+		s.Timer, s.TimerLeft, s.Retransmits = "on", c.rtxAt-h.now, c.numTimeout
+		return s
+	}
 	s.RecvQ = len(c.rcv)
 	s.SendQ = int(c.sndBase.Add(len(c.snd)).Diff(c.sndUna))
 	if c.finQueued && !c.finAcked() {
@@ -82,8 +87,6 @@ func (c *conn) info() SocketInfo {
 	switch {
 	case c.tw:
 		s.Timer, s.TimerLeft = "timewait", c.closeAt-h.now
-	case c.req:
-		s.Timer, s.TimerLeft, s.Retransmits = "on", c.rtxAt-h.now, c.numTimeout
 	case c.rtxAt != never && c.persist:
 		s.Timer, s.TimerLeft = "persist", c.rtxAt-h.now
 	case c.rtxAt != never:
