@@ -157,7 +157,13 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 		c.setState(Established, CauseSegment, "rcv ACK of SYN")
 		c.initTransfer()
 		if f&wire.SYN != 0 {
-			return // the crossed SYN-ACK: nothing more in it
+			// The crossed SYN-ACK repeats the peer's SYN, which is
+			// now old: tcp_data_queue ACKs it at once with a D-SACK,
+			// so a simultaneous open ends with two pure ACKs.
+			c.setDSACK(seg.Seq, seg.Seq.Add(1))
+			c.enterQuickack()
+			c.sendAck()
+			return
 		}
 	} else {
 		switch {
@@ -634,7 +640,7 @@ func (c *conn) fin() {
 	c.ooo = nil
 	switch c.state {
 	case SynRecv, Established:
-		c.setState(CloseWait, CauseSegment, "rcv FIN, snd ACK")
+		c.setState(CloseWait, CauseSegment, "rcv FIN")
 		c.pingpong = true
 	case FinWait1:
 		c.sendAck()
