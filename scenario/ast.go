@@ -176,6 +176,7 @@ type CondKind uint8
 const (
 	CondState    CondKind = iota // HOST: NAME state STATE
 	CondPath                     // HOST: NAME path STATE...
+	CondEntered                  // HOST: NAME entered STATE at T
 	CondCall                     // HOST: NAME OP = RESULT [at T] | NAME OP pending | NAME OP returned
 	CondReceived                 // HOST: NAME received CMP N | NAME received "text"
 	CondCount                    // HOST: count STATE CMP N

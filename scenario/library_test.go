@@ -168,3 +168,12 @@ func BenchmarkTour(b *testing.B) {
 	}
 	b.ReportMetric(virtual.Seconds(), "virtual-s/op")
 }
+
+// TestLibraryDoc keeps docs/library.md in step with the scenarios.
+func TestLibraryDoc(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteLibraryDoc(&b); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, filepath.Join("..", "docs", "library.md"), b.Bytes())
+}

@@ -797,7 +797,7 @@ func (p *parser) parseCall(host string, repeat int) {
 	case VReuseAddr, VNoDelay, VNonBlock:
 		c.Sock = p.sockName(host, v, repeat, nkConn, nkSocket, nkListener)
 	}
-	p.done(fmt.Sprintf("see `tcplab help language` for the form of %s", v))
+	p.done(fmt.Sprintf("the form of %s is in docs/scenario-language.md", v))
 	s := p.step(StepCall)
 	s.Host, s.Call = host, c
 }
@@ -1196,7 +1196,7 @@ func (p *parser) parseCond(until bool) *Cond {
 		p.fail(subj.col, fmt.Sprintf("no socket named %q on %s", subj.s, c.Host), didYouMean(subj.s, cands))
 	}
 	c.Sock = subj.s
-	what := p.word("state, path, received or a call name", "conn state ESTABLISHED, conn connect = ETIMEDOUT")
+	what := p.word("state, path, entered, received or a call name", "conn state ESTABLISHED, conn connect = ETIMEDOUT")
 	switch what.s {
 	case "state":
 		c.Kind = CondState
@@ -1213,6 +1213,18 @@ func (p *parser) parseCond(until bool) *Cond {
 		if len(c.Path) == 0 {
 			p.fail(p.endCol(), "expected the states", "path SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT")
 		}
+		return c
+	case "entered":
+		if until {
+			p.fail(what.col, "entered belongs on expect lines", "until client: conn state CLOSED")
+		}
+		c.Kind = CondEntered
+		c.State = p.state(p.word("a state", "entered CLOSED at 105s"))
+		at := p.word("`at`", "entered CLOSED at 105s")
+		if at.s != "at" {
+			p.fail(at.col, fmt.Sprintf("expected `at`, found %q", at.s), "entered CLOSED at 105s")
+		}
+		c.Times = []time.Duration{p.duration(p.word("a time", "at 105s"), true)}
 		return c
 	case "received":
 		c.Kind = CondReceived
@@ -1232,7 +1244,7 @@ func (p *parser) parseCond(until bool) *Cond {
 		for o := tcp.OpSocket; o <= tcp.OpSetOption; o++ {
 			ops = append(ops, o.String())
 		}
-		p.fail(what.col, fmt.Sprintf("unknown test %q", what.s), didYouMean(what.s, append([]string{"state", "path", "received"}, ops...)))
+		p.fail(what.col, fmt.Sprintf("unknown test %q", what.s), didYouMean(what.s, append([]string{"state", "path", "entered", "received"}, ops...)))
 	}
 	c.Kind, c.Op = CondCall, op
 	const cex = "conn connect = ETIMEDOUT, conn write = 4, conn read = \"Hutu\", conn accept pending"

@@ -73,7 +73,11 @@ func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions
 	}
 	fmt.Fprintln(w, "\nstates reached:")
 	for _, h := range res.States {
-		fmt.Fprintf(w, "  %-*s %s\n", hw, h.Host, strings.Join(h.States, " "))
+		st := strings.Join(h.States, " ")
+		if st == "" {
+			st = "(no connection)"
+		}
+		fmt.Fprintf(w, "  %-*s %s\n", hw, h.Host, st)
 	}
 	fmt.Fprintln(w, "counters:")
 	for _, h := range sc.Hosts {

@@ -145,6 +145,7 @@ type runner struct {
 	calls   map[callKey]*callRec
 	addrs   map[hostSock][2]netip.AddrPort
 	paths   map[hostSock][]string
+	entered map[hostSock]map[string]time.Duration // last time each socket entered each state
 	flows   map[flowKey]*flowInfo
 	packets []pktRec
 	rules   map[string]int
@@ -155,10 +156,11 @@ type runner struct {
 }
 
 type pktRec struct {
-	host  string
-	dir   trace.Dir
-	flags wire.Flags
-	at    time.Duration
+	host   string
+	dir    trace.Dir
+	flags  wire.Flags
+	at     time.Duration
+	onWire bool
 }
 
 // Run plays a scenario on a backend. A non-nil error is a problem with the
@@ -170,6 +172,7 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 		calls:   map[callKey]*callRec{},
 		addrs:   map[hostSock][2]netip.AddrPort{},
 		paths:   map[hostSock][]string{},
+		entered: map[hostSock]map[string]time.Duration{},
 		flows:   map[flowKey]*flowInfo{},
 		rules:   map[string]int{},
 		counter: map[string]int64{},
@@ -239,6 +242,10 @@ func (r *runner) observe(e trace.Event) {
 			r.addrs[k] = [2]netip.AddrPort{e.Local, e.Remote}
 		}
 		r.paths[k] = append(r.paths[k], e.State.To)
+		if r.entered[k] == nil {
+			r.entered[k] = map[string]time.Duration{}
+		}
+		r.entered[k][e.State.To] = e.At
 		if st := e.State.To; !r.stSeen[e.Host][st] {
 			if r.stSeen[e.Host] == nil {
 				r.stSeen[e.Host] = map[string]bool{}
@@ -248,7 +255,10 @@ func (r *runner) observe(e trace.Event) {
 		}
 	case trace.KindPacket:
 		p := e.Packet
-		r.packets = append(r.packets, pktRec{host: e.Host, dir: p.Dir, flags: p.Segment.Flags, at: e.At})
+		// What a capture on the host's interface sees: every arrival
+		// (before the input rules), and departures that passed the
+		// output rules.
+		r.packets = append(r.packets, pktRec{host: e.Host, dir: p.Dir, flags: p.Segment.Flags, at: e.At, onWire: p.Dir == trace.In || p.OnWire})
 		if p.Dir == trace.Out {
 			r.seeSegment(&p.Segment)
 		}
@@ -727,7 +737,7 @@ func (r *runner) test(c *Cond) (bool, string) {
 	case CondPackets:
 		var times []time.Duration
 		for _, p := range r.packets {
-			if p.host == c.Host && p.dir == c.Dir && p.flags == c.Flags {
+			if p.host == c.Host && p.dir == c.Dir && p.flags == c.Flags && p.onWire {
 				times = append(times, p.at)
 			}
 		}
@@ -756,6 +766,15 @@ func (r *runner) test(c *Cond) (bool, string) {
 		}
 		path := r.paths[hostSock{c.Host, s.sock}]
 		return equal(path, c.Path), "path " + strings.Join(path, " ")
+	case CondEntered:
+		if !s.open {
+			return false, "no connection yet"
+		}
+		at, ok := r.entered[hostSock{c.Host, s.sock}][c.State]
+		if !ok {
+			return false, "never entered " + c.State
+		}
+		return within(at, c.Times[0], r.b.Tolerance(c.Times[0])), fmt.Sprintf("entered %s at %ss", c.State, trace.FormatTime(at))
 	case CondReceived:
 		if c.Text != nil {
 			return bytes.Equal(s.data, []byte(*c.Text)), fmt.Sprintf("received %q", s.data)

@@ -39,6 +39,9 @@ expect client: conn connect = ECONNREFUSED
 expect client: packets out [S] = 2
 expect client: counter ActiveOpens = 1
 expect client: counter ActiveOpens delta = 1
+expect client: conn entered ESTABLISHED at 2ms
+expect client: conn entered ESTABLISHED at 3ms
+expect client: conn entered CLOSED at 3ms
 `, Options{})
 	want := []struct {
 		ok   bool
@@ -53,6 +56,9 @@ expect client: counter ActiveOpens delta = 1
 		{false, "1 [S] packets out"},
 		{true, ""},
 		{false, "ActiveOpens grew by 0 (now 1)"}, // the expect before it saw the 1
+		{true, ""},
+		{false, "entered ESTABLISHED at 0.002000s"},
+		{false, "never entered CLOSED"},
 	}
 	if len(res.Checks) != len(want) {
 		t.Fatalf("%d checks, want %d", len(res.Checks), len(want))
@@ -63,7 +69,7 @@ expect client: counter ActiveOpens delta = 1
 			t.Errorf("check %d %q: ok=%v seen=%q, want ok=%v seen=%q", i, c.Text, c.OK, c.Seen, w.ok, w.seen)
 		}
 	}
-	if res.Failed() != 6 {
+	if res.Failed() != 8 {
 		t.Errorf("Failed() = %d", res.Failed())
 	}
 	// The until gave up at its bound: 2 s after it started.

@@ -199,7 +199,7 @@ if any expectation failed.`,
 				}
 				var st []string
 				for _, h := range res.States {
-					st = append(st, h.Host+": "+strings.Join(h.States, " "))
+					st = append(st, h.Host+": "+statesText(h.States))
 				}
 				mark := ""
 				if res.Failed() > 0 {
@@ -225,4 +225,11 @@ if any expectation failed.`,
 	}
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of every run")
 	return cmd
+}
+
+func statesText(states []string) string {
+	if len(states) == 0 {
+		return "(no connection)"
+	}
+	return strings.Join(states, " ")
 }
