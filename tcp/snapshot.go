@@ -79,7 +79,7 @@ func (c *conn) info() SocketInfo {
 	s.RecvQ = len(c.rcv)
 	s.SendQ = int(c.sndBase.Add(len(c.snd)).Diff(c.sndUna))
 	if c.finQueued && !c.finAcked() {
-		s.SendQ = len(c.snd)
+		s.SendQ++ // tcp_send_fin counts the FIN in write_seq, so ss shows it
 	}
 	if s.SendQ < 0 {
 		s.SendQ = 0

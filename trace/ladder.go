@@ -162,12 +162,24 @@ func WriteLadder(w io.Writer, hosts []string, events []Event, absolute bool) err
 			} else {
 				copy(row[x(c)+2:], name)
 			}
+		case KindCall:
+			// A failed call is worth a side note: the errno is often
+			// the point of the lesson (EADDRINUSE, ECONNRESET).
+			c, ok := col[e.Host]
+			if !ok || e.Call.Pending || e.Call.Errno == "" {
+				continue
+			}
+			row = blank()
+			txt := fmt.Sprintf("%s: %s", e.Call.Op, e.Call.Errno)
+			if c == 0 {
+				copy(row[max(0, x(0)-1-len(txt)):], txt)
+			} else {
+				copy(row[x(c)+2:], txt)
+			}
 		case KindNote:
 			if e.Host != "" || !strings.HasPrefix(e.Note, "== ") {
 				continue
 			}
-			fmt.Fprintf(&out, "%10s %s\n", "", e.Note)
-			continue
 		default:
 			continue
 		}
@@ -181,6 +193,10 @@ func WriteLadder(w io.Writer, hosts []string, events []Event, absolute bool) err
 			fmt.Fprintf(&out, "%10s %s\n", "", strings.TrimRight(string(gap), " "))
 		}
 		last = e.At
+		if row == nil { // a part heading
+			fmt.Fprintf(&out, "%10s %s\n", "", e.Note)
+			continue
+		}
 		emit(e.At, row)
 	}
 	_, err := io.WriteString(w, out.String())
