@@ -21,7 +21,7 @@ func WriteLibraryDoc(w io.Writer) error {
 	fmt.Fprintln(w, "Every built-in scenario, in the order `tcplab tour` runs them. Run one with")
 	fmt.Fprintln(w, "`tcplab run NAME`, read its source with `tcplab show NAME`. The language is described in")
 	fmt.Fprintln(w, "[scenario-language.md](scenario-language.md). This page is generated from the scenarios")
-	fmt.Fprintln(w, "themselves (`go test ./scenario -run LibraryDoc -update`), so it cannot drift from them.")
+	fmt.Fprintln(w, "themselves (`go test ./scenario -update`), so it cannot drift from them.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| scenario | what it shows |")
 	fmt.Fprintln(w, "|---|---|")

@@ -106,7 +106,7 @@ func golden(t *testing.T, path string, got []byte) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test ./scenario -run Golden -update to create it)", err)
+		t.Fatalf("%v (go test ./scenario -update creates it)", err)
 	}
 	if !bytes.Equal(got, want) {
 		gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
@@ -119,7 +119,7 @@ func golden(t *testing.T, path string, got []byte) {
 				w = wl[i]
 			}
 			if g != w {
-				t.Fatalf("%s differs at line %d:\n got: %s\nwant: %s\n(go test ./scenario -run Golden -update accepts the new output)", path, i+1, g, w)
+				t.Fatalf("%s differs at line %d:\n got: %s\nwant: %s\n(go test ./scenario -update accepts the new output)", path, i+1, g, w)
 			}
 		}
 	}

@@ -85,6 +85,9 @@ func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions
 		for _, c := range res.Counters[h.Name] {
 			parts = append(parts, fmt.Sprintf("%s=%d", c.Name, c.Value))
 		}
+		if len(parts) == 0 {
+			parts = []string{"(all zero)"}
+		}
 		fmt.Fprintf(w, "  %-*s %s\n", hw, h.Name, strings.Join(parts, " "))
 	}
 	failed := res.Failed()

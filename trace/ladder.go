@@ -171,7 +171,7 @@ func WriteLadder(w io.Writer, hosts []string, events []Event, absolute bool) err
 			}
 			row = blank()
 			txt := fmt.Sprintf("%s: %s", e.Call.Op, e.Call.Errno)
-			if c == 0 {
+			if c == 0 && len(txt) < x(0) {
 				copy(row[max(0, x(0)-1-len(txt)):], txt)
 			} else {
 				copy(row[x(c)+2:], txt)
