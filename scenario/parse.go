@@ -822,34 +822,7 @@ func (p *parser) flags(t token) wire.Flags {
 // parseFlagWord reads tcpdump's bracketed letters or iptables' names.
 func parseFlagWord(s string) (wire.Flags, bool) {
 	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
-		var f wire.Flags
-		inner := s[1 : len(s)-1]
-		if inner == "" || inner == "none" {
-			return 0, inner == "none"
-		}
-		for _, c := range inner {
-			switch c {
-			case 'S':
-				f |= wire.SYN
-			case 'F':
-				f |= wire.FIN
-			case 'R':
-				f |= wire.RST
-			case 'P':
-				f |= wire.PSH
-			case '.':
-				f |= wire.ACK
-			case 'U':
-				f |= wire.URG
-			case 'E':
-				f |= wire.ECE
-			case 'W':
-				f |= wire.CWR
-			default:
-				return 0, false
-			}
-		}
-		return f, true
+		return wire.ParseShort(s[1 : len(s)-1])
 	}
 	return wire.ParseFlags(s)
 }

@@ -485,6 +485,28 @@ func (r *runner) newSock(host, name string) (*sockRec, error) {
 	return s, nil
 }
 
+// operand is the socket a listen or connect acts on: the named one, or a
+// new socket called as; SO_REUSEADDR is set first when asked. A nil socket
+// with no error means socket() itself failed, and its errno is recorded.
+func (r *runner) operand(host, name, as string, reuse bool) (*sockRec, string, error) {
+	var s *sockRec
+	var err error
+	if name == "" {
+		if s, err = r.newSock(host, as); err != nil || !s.open {
+			return nil, as, err
+		}
+		name = as
+	} else if s, err = r.sock(host, name); err != nil {
+		return nil, name, err
+	}
+	if reuse {
+		if _, err := r.sys(host, name, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptReuseAddr, On: true}}); err != nil {
+			return nil, name, err
+		}
+	}
+	return s, name, nil
+}
+
 func (r *runner) call1(host string, c *CallStep, name, as string) error {
 	nb := c.NonBlock
 	switch c.Verb {
@@ -492,20 +514,9 @@ func (r *runner) call1(host string, c *CallStep, name, as string) error {
 		_, err := r.newSock(host, as)
 		return err
 	case VListen:
-		var s *sockRec
-		var err error
-		if name == "" {
-			if s, err = r.newSock(host, as); err != nil || !s.open {
-				return err
-			}
-			name = as
-		} else if s, err = r.sock(host, name); err != nil {
+		s, name, err := r.operand(host, name, as, c.Reuse)
+		if err != nil || s == nil {
 			return err
-		}
-		if c.Reuse {
-			if _, err := r.sys(host, name, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptReuseAddr, On: true}}); err != nil {
-				return err
-			}
 		}
 		_, err = r.sys(host, name, tcp.Call{Op: tcp.OpListen, FD: s.fd, Port: c.Port, Backlog: c.Backlog})
 		return err
@@ -531,29 +542,15 @@ func (r *runner) call1(host string, c *CallStep, name, as string) error {
 		}
 		return nil
 	case VConnect:
-		var s *sockRec
-		var err error
-		if name == "" {
-			if s, err = r.newSock(host, as); err != nil || !s.open {
-				return err
-			}
-			name = as
-			if c.Reuse {
-				if _, err := r.sys(host, name, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptReuseAddr, On: true}}); err != nil {
-					return err
-				}
-			}
-			if c.From != 0 {
-				rec, err := r.sys(host, name, tcp.Call{Op: tcp.OpBind, FD: s.fd, Port: c.From})
-				if err != nil {
-					return err
-				}
-				if rec.res.Err != tcp.OK {
-					return nil // the bind's errno is the line's outcome
-				}
-			}
-		} else if s, err = r.sock(host, name); err != nil {
+		s, name, err := r.operand(host, name, as, c.Reuse)
+		if err != nil || s == nil {
 			return err
+		}
+		if c.From != 0 {
+			rec, err := r.sys(host, name, tcp.Call{Op: tcp.OpBind, FD: s.fd, Port: c.From})
+			if err != nil || rec.res.Err != tcp.OK {
+				return err // a failed bind's errno is the line's outcome
+			}
 		}
 		_, err = r.sys(host, name, tcp.Call{Op: tcp.OpConnect, FD: s.fd, Addr: c.Target, NonBlock: nb})
 		return err

@@ -57,6 +57,28 @@ func (f Flags) Short() string {
 	return string(b[:n])
 }
 
+// ParseShort reads the tcpdump spelling Short writes ("S.", "F.", "none").
+func ParseShort(s string) (Flags, bool) {
+	if s == "none" {
+		return 0, true
+	}
+	if s == "" {
+		return 0, false
+	}
+	var f Flags
+next:
+	for i := 0; i < len(s); i++ {
+		for _, fn := range flagNames {
+			if s[i] == fn.letter {
+				f |= fn.f
+				continue next
+			}
+		}
+		return 0, false
+	}
+	return f, true
+}
+
 // String is the iptables spelling: "SYN,ACK", "FIN,PSH,ACK", or "NONE".
 func (f Flags) String() string {
 	if f == 0 {

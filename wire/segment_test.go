@@ -315,3 +315,20 @@ func TestResetFor(t *testing.T) {
 		t.Fatal("a reset answered with a reset")
 	}
 }
+
+func TestParseShortRoundTrip(t *testing.T) {
+	for f := Flags(0); ; f++ {
+		got, ok := ParseShort(f.Short())
+		if !ok || got != f {
+			t.Fatalf("ParseShort(%q) = %v, %v; want %v", f.Short(), got, ok, f)
+		}
+		if f == 0xff {
+			break
+		}
+	}
+	for _, bad := range []string{"", "X", "S.X", "[S]"} {
+		if _, ok := ParseShort(bad); ok {
+			t.Errorf("ParseShort(%q) accepted", bad)
+		}
+	}
+}
