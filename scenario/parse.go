@@ -52,7 +52,17 @@ type parser struct {
 	i     int
 	names map[string]map[string]nameKind
 	rules map[string]bool
-	body  bool // a step has been seen: hosts can no longer be declared
+	body  bool          // a step has been seen: hosts can no longer be declared
+	span  time.Duration // the latest virtual time the steps so far can reach
+}
+
+// reach records that a step can take the run to t, refusing a scenario
+// that could run for more than MaxTime in all.
+func (p *parser) reach(col int, t time.Duration) {
+	if t > MaxTime {
+		p.fail(col, fmt.Sprintf("the scenario could run for %v, more than the %v limit", t, MaxTime), "shorten the waits: the whole run must fit in a day of virtual time")
+	}
+	p.span = max(p.span, t)
 }
 
 // lineError aborts the current line.
@@ -119,7 +129,7 @@ func (p *parser) tokenize(line string) bool {
 		case c == ' ' || c == '\t':
 			i++
 		case c == '#':
-			p.text = strings.TrimSpace(line[:i])
+			p.text = line[:i]
 			return true
 		case c == '"':
 			j := i + 1
@@ -149,7 +159,7 @@ func (p *parser) tokenize(line string) bool {
 			i = j
 		}
 	}
-	p.text = strings.TrimSpace(line)
+	p.text = line
 	return true
 }
 
@@ -214,7 +224,7 @@ func (p *parser) rest(i int) string {
 }
 
 func (p *parser) step(kind StepKind) *Step {
-	p.sc.Steps = append(p.sc.Steps, Step{Pos: p.pos(p.toks[0].col), Text: p.text, Kind: kind})
+	p.sc.Steps = append(p.sc.Steps, Step{Pos: p.pos(p.toks[0].col), Text: strings.TrimSpace(p.text), Kind: kind})
 	p.body = true
 	return &p.sc.Steps[len(p.sc.Steps)-1]
 }
@@ -289,8 +299,10 @@ func (p *parser) parseLine() {
 		d := p.duration(t, false)
 		p.done("`" + first.s + " DURATION` takes nothing more")
 		if first.s == "after" {
+			p.reach(t.col, p.span+d)
 			p.step(StepAfter).Dur = d
 		} else {
+			p.reach(t.col, d)
 			p.step(StepAt).Dur = d
 		}
 	case "until":
@@ -309,6 +321,7 @@ func (p *parser) parseLine() {
 			}
 		}
 		p.done("an until line ends with `within DURATION`")
+		p.reach(p.toks[0].col, p.span+s.Dur)
 	case "expect":
 		s := p.step(StepExpect)
 		s.Cond = p.parseCond(false)
@@ -1000,7 +1013,13 @@ func (p *parser) parseInject(host string) {
 		p.fail(p.endCol(), "inject needs both `from` and `to`", ex)
 	}
 	if in.Count > 1 && in.Every == 0 {
-		p.fail(p.endCol(), "a count of segments needs `every D`", "count 100 every 10ms")
+		p.fail(p.endCol(), "a count of segments needs `every D` with D above 0", "count 100 every 10ms")
+	}
+	if in.Count > 1 {
+		p.reach(p.toks[0].col, p.span+time.Duration(in.Count-1)*in.Every)
+	}
+	if in.SpoofHost != "" && in.Count > 1 {
+		p.fail(p.toks[0].col, "a spoofed segment is sent once", "repeat the inject line, or use from/to for a flood")
 	}
 	s := p.step(StepInject)
 	s.Host, s.Inject = host, in

@@ -133,6 +133,9 @@ func TestParseErrors(t *testing.T) {
 		{hosts + "client: connect server:80\nclient: linger 1500ms", `t:4:16: SO_LINGER counts whole seconds`},
 		{hosts + "server: listen 80\nserver: accept\nexpect server: conn read = \"x\" junk", `t:5:32: unexpected "junk"`},
 		{hosts + "until client: count all = 0 within 0s", `within 0 can never be met`},
+		{hosts + "after 20h\nuntil client: count all = 1 within 5h", `t:4:1: the scenario could run for 25h0m0s, more than the 24h0m0s limit`},
+		{hosts + "client: connect server:80\nclient: inject [R] spoofing client:conn count 2 every 1ms", `a spoofed segment is sent once`},
+		{hosts + "client: inject [S] from client:1 to server:80 count 1000000 every 1h", `more than the 24h0m0s limit`},
 	}
 	for _, c := range cases {
 		_, err := Parse("t", c.src)
@@ -153,6 +156,17 @@ func TestParseErrors(t *testing.T) {
 
 // TestParseManyErrors: the parser goes on after an error and reports every
 // broken line.
+// TestParseIndented: leading blanks change nothing.
+func TestParseIndented(t *testing.T) {
+	sc, err := Parse("t", "  host client 10.0.0.1\n\ttitle Hello world\n    note x\n  set client tcp_syn_retries 12 # c\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Title != "Hello world" || sc.Steps[0].Note != "x" || sc.Steps[1].Value != "12" || sc.Steps[1].Text != "set client tcp_syn_retries 12" {
+		t.Fatalf("%q %+v", sc.Title, sc.Steps)
+	}
+}
+
 func TestParseManyErrors(t *testing.T) {
 	_, err := Parse("t", hosts+"bogus\nclient: nope\nafter 1\nafter 1s\n")
 	var el ErrorList

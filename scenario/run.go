@@ -309,8 +309,11 @@ func (r *runner) seeCall(e *trace.Event) {
 
 // finish applies a completed call to the named sockets.
 func (r *runner) finish(host string, rec *callRec) {
-	if rec.op == tcp.OpAccept && rec.as != nil && rec.res.Err == tcp.OK {
-		rec.as.fd, rec.as.sock, rec.as.open, rec.as.waiting = tcp.FD(rec.res.Ret), uint64(rec.res.NewSock), true, nil
+	if rec.op == tcp.OpAccept && rec.as != nil {
+		rec.as.waiting = nil
+		if rec.res.Err == tcp.OK {
+			rec.as.fd, rec.as.sock, rec.as.open = tcp.FD(rec.res.Ret), uint64(rec.res.NewSock), true
+		}
 	}
 	if rec.op == tcp.OpRead && rec.res.Err == tcp.OK && !rec.peek {
 		if s := r.socks[host][rec.name]; s != nil {
@@ -834,7 +837,7 @@ func (r *runner) stateOf(s *sockRec) string {
 		if s.waiting != nil {
 			return "not accepted yet"
 		}
-		return "never created"
+		return tcp.Closed.String() // the call that makes it failed
 	}
 	snap, err := r.b.Snapshot(s.host)
 	if err != nil {

@@ -110,6 +110,14 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
+// TestFailedAccept: a socket whose accept failed is CLOSED, not waiting.
+func TestFailedAccept(t *testing.T) {
+	res := mustRun(t, hosts+"server: listen 80\nserver: accept nonblock\nexpect server: conn accept = EAGAIN\nexpect server: conn state CLOSED\n", Options{})
+	if res.Failed() != 0 {
+		t.Fatalf("%+v", res.Checks)
+	}
+}
+
 // TestSnapshotsAt: --at snapshots land at their times, also after the
 // last step.
 func TestSnapshotsAt(t *testing.T) {

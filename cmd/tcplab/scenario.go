@@ -122,8 +122,8 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		}
 	}
 	for _, t := range f.at {
-		if t < 0 {
-			return fmt.Errorf("--at %v: a time cannot be negative", t)
+		if t < 0 || t > scenario.MaxTime {
+			return fmt.Errorf("--at %v: a time is between 0 and %v", t, scenario.MaxTime)
 		}
 	}
 	sc, err := scenario.Load(arg)
