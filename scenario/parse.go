@@ -665,17 +665,10 @@ func (p *parser) parseCall(host string, repeat int) {
 		} else {
 			c.Sock = p.sockName(host, v, repeat, nkSocket)
 		}
-		for p.more() && p.peek() != "as" {
-			t := p.word("backlog N or reuseaddr", "listen 80 backlog 5")
-			switch t.s {
-			case "backlog":
-				c.Backlog = int(p.count(p.word("a backlog", "backlog 5"), 0, 1<<20, "backlog"))
-			case "reuseaddr":
-				c.Reuse = true
-			default:
-				p.fail(t.col, fmt.Sprintf("unexpected %q", t.s), "listen PORT [backlog N] [reuseaddr] [as NAME]")
-			}
-		}
+		p.options("listen PORT [backlog N] [reuseaddr] [as NAME]", map[string]func(){
+			"backlog":   func() { c.Backlog = int(p.count(p.word("a backlog", "backlog 5"), 0, 1<<20, "backlog")) },
+			"reuseaddr": func() { c.Reuse = true },
+		})
 		if c.Sock == "" {
 			c.As = p.newName(host, "listener", repeat, nkListener)
 		} else {
@@ -683,10 +676,7 @@ func (p *parser) parseCall(host string, repeat int) {
 		}
 	case VAccept:
 		c.Sock = p.sockName(host, v, repeat, nkListener)
-		if p.peek() == "nonblock" {
-			p.i++
-			c.NonBlock = true
-		}
+		c.NonBlock = p.flag("nonblock")
 		c.As = p.newName(host, "conn", repeat, nkConn)
 	case VConnect:
 		t := p.word("a destination", "connect server:80")
@@ -695,19 +685,11 @@ func (p *parser) parseCall(host string, repeat int) {
 			t = p.word("a destination", "connect sock server:80")
 		}
 		c.Target = p.target(t)
-		for p.more() && p.peek() != "as" {
-			o := p.word("an option", "connect server:80 from 3333 nonblock as conn")
-			switch o.s {
-			case "from":
-				c.From = p.port(p.word("a local port", "from 3333"))
-			case "reuseaddr":
-				c.Reuse = true
-			case "nonblock":
-				c.NonBlock = true
-			default:
-				p.fail(o.col, fmt.Sprintf("unexpected %q", o.s), "connect TARGET [from PORT] [reuseaddr] [nonblock] [as NAME]")
-			}
-		}
+		p.options("connect TARGET [from PORT] [reuseaddr] [nonblock] [as NAME]", map[string]func(){
+			"from":      func() { c.From = p.port(p.word("a local port", "from 3333")) },
+			"reuseaddr": func() { c.Reuse = true },
+			"nonblock":  func() { c.NonBlock = true },
+		})
 		if c.Sock == "" {
 			c.As = p.newName(host, "conn", repeat, nkConn)
 		} else {
@@ -738,17 +720,10 @@ func (p *parser) parseCall(host string, repeat int) {
 		if t := p.peek(); t != "" && t[0] >= '0' && t[0] <= '9' {
 			c.Max = int(p.count(p.word("a count", "read conn 100"), 1, MaxWrite, "read size"))
 		}
-		for p.more() {
-			o := p.word("an option", "read conn [N] [peek] [nonblock]")
-			switch o.s {
-			case "peek":
-				c.Peek = true
-			case "nonblock":
-				c.NonBlock = true
-			default:
-				p.fail(o.col, fmt.Sprintf("unexpected %q", o.s), "read [NAME] [MAX] [peek] [nonblock]")
-			}
-		}
+		p.options("read [NAME] [MAX] [peek] [nonblock]", map[string]func(){
+			"peek":     func() { c.Peek = true },
+			"nonblock": func() { c.NonBlock = true },
+		})
 	case VShutdown:
 		c.Sock = p.sockName(host, v, repeat, nkConn, nkSocket, nkListener)
 		t := p.word("rd, wr or rdwr", "shutdown conn wr")
@@ -813,6 +788,19 @@ func (p *parser) parseCall(host string, repeat int) {
 	p.done(fmt.Sprintf("the form of %s is in docs/scenario-language.md", v))
 	s := p.step(StepCall)
 	s.Host, s.Call = host, c
+}
+
+// options reads option words up to the end of the line or `as NAME`, each
+// handled by its entry; any other word is an error showing usage.
+func (p *parser) options(usage string, opts map[string]func()) {
+	for p.more() && p.peek() != "as" {
+		o := p.word("an option", usage)
+		f, ok := opts[o.s]
+		if !ok {
+			p.fail(o.col, fmt.Sprintf("unexpected %q", o.s), usage)
+		}
+		f()
+	}
 }
 
 func (p *parser) flag(name string) bool {

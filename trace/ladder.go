@@ -16,15 +16,7 @@ func (r *Relative) Label(s *wire.Segment) string {
 	seq, ack, _, _ := r.numbers(s)
 	var b strings.Builder
 	fmt.Fprintf(&b, "[%s]", s.Flags.Short())
-	if len(s.Payload) > 0 || s.Flags&(wire.SYN|wire.FIN|wire.RST) != 0 {
-		fmt.Fprintf(&b, " seq %d", seq)
-		if len(s.Payload) > 0 {
-			fmt.Fprintf(&b, ":%d", seq+uint32(len(s.Payload)))
-		}
-	}
-	if s.Flags&wire.ACK != 0 {
-		fmt.Fprintf(&b, " ack %d", ack)
-	}
+	writeNumbers(&b, s, seq, ack, " ")
 	return b.String()
 }
 
@@ -156,12 +148,7 @@ func WriteLadder(w io.Writer, hosts []string, events []Event, absolute bool) err
 				continue
 			}
 			row = blank()
-			name := e.State.To
-			if c == 0 {
-				copy(row[max(0, x(0)-1-len(name)):], name)
-			} else {
-				copy(row[x(c)+2:], name)
-			}
+			beside(row, c, e.State.To)
 		case KindCall:
 			// A failed call is worth a side note: the errno is often
 			// the point of the lesson (EADDRINUSE, ECONNRESET).
@@ -170,12 +157,7 @@ func WriteLadder(w io.Writer, hosts []string, events []Event, absolute bool) err
 				continue
 			}
 			row = blank()
-			txt := fmt.Sprintf("%s: %s", e.Call.Op, e.Call.Errno)
-			if c == 0 && len(txt) < x(0) {
-				copy(row[max(0, x(0)-1-len(txt)):], txt)
-			} else {
-				copy(row[x(c)+2:], txt)
-			}
+			beside(row, c, fmt.Sprintf("%s: %s", e.Call.Op, e.Call.Errno))
 		case KindNote:
 			if e.Host != "" || !strings.HasPrefix(e.Note, "== ") {
 				continue
@@ -201,4 +183,15 @@ func WriteLadder(w io.Writer, hosts []string, events []Event, absolute bool) err
 	}
 	_, err := io.WriteString(w, out.String())
 	return err
+}
+
+// beside writes a label at host c's lifeline: left of the first lifeline
+// when it fits in the margin, right of the lifeline otherwise.
+func beside(row []byte, c int, txt string) {
+	x := ladderMargin + c*ladderGap
+	if c == 0 && len(txt) < x {
+		copy(row[x-1-len(txt):], txt)
+		return
+	}
+	copy(row[x+2:], txt)
 }

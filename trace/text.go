@@ -71,15 +71,7 @@ func (r *Relative) Segment(s *wire.Segment) string {
 	seq, ack, th, rev := r.numbers(s)
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s.%d > %s.%d: Flags [%s]", s.Src, s.SrcPort, s.Dst, s.DstPort, s.Flags.Short())
-	if len(s.Payload) > 0 || s.Flags&(wire.SYN|wire.FIN|wire.RST) != 0 {
-		fmt.Fprintf(&b, ", seq %d", seq)
-		if len(s.Payload) > 0 {
-			fmt.Fprintf(&b, ":%d", seq+uint32(len(s.Payload)))
-		}
-	}
-	if s.Flags&wire.ACK != 0 {
-		fmt.Fprintf(&b, ", ack %d", ack)
-	}
+	writeNumbers(&b, s, seq, ack, ", ")
 	fmt.Fprintf(&b, ", win %d", s.Window)
 	if s.Flags&wire.URG != 0 {
 		fmt.Fprintf(&b, ", urg %d", s.Urgent)
@@ -122,4 +114,19 @@ func (r *Relative) PacketLine(e *Event) string {
 		fmt.Fprintf(&b, "  [lost: %s]", p.Lost)
 	}
 	return b.String()
+}
+
+// writeNumbers writes the seq and ack parts as tcpdump does: seq only for
+// data, SYN, FIN or RST ("seq 1:5" with data), ack only with ACK; each
+// part starts with sep.
+func writeNumbers(b *strings.Builder, s *wire.Segment, seq, ack uint32, sep string) {
+	if len(s.Payload) > 0 || s.Flags&(wire.SYN|wire.FIN|wire.RST) != 0 {
+		fmt.Fprintf(b, "%sseq %d", sep, seq)
+		if len(s.Payload) > 0 {
+			fmt.Fprintf(b, ":%d", seq+uint32(len(s.Payload)))
+		}
+	}
+	if s.Flags&wire.ACK != 0 {
+		fmt.Fprintf(b, "%sack %d", sep, ack)
+	}
 }
