@@ -81,7 +81,7 @@ func TestLibraryGolden(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			res, events := runBuiltin(t, name, 1)
 			var b bytes.Buffer
-			if err := WriteReport(&b, res, events, ReportOptions{Seed: 1}); err != nil {
+			if err := WriteReport(&b, res, events, ReportOptions{Backend: "simulator, seed 1"}); err != nil {
 				t.Fatal(err)
 			}
 			golden(t, filepath.Join("testdata", "golden", name+".txt"), b.Bytes())
@@ -90,7 +90,7 @@ func TestLibraryGolden(t *testing.T) {
 	// One ladder, to keep the diagram's layout under test.
 	res, events := runBuiltin(t, "hutu", 1)
 	var b bytes.Buffer
-	if err := WriteReport(&b, res, events, ReportOptions{Seed: 1, Ladder: true}); err != nil {
+	if err := WriteReport(&b, res, events, ReportOptions{Backend: "simulator, seed 1", Ladder: true}); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, filepath.Join("testdata", "golden", "hutu.ladder.txt"), b.Bytes())

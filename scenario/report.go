@@ -10,7 +10,8 @@ import (
 
 // ReportOptions choose the views of a run's text report.
 type ReportOptions struct {
-	Seed     uint64
+	// Backend describes where the run happened ("simulator, seed 1").
+	Backend  string
 	Profile  string // the --profile override, "" if none
 	Ladder   bool   // the ladder diagram instead of event lines
 	Absolute bool
@@ -39,11 +40,11 @@ func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions
 		hs = append(hs, fmt.Sprintf("%s %s (%s)", h.Name, h.Addr, profileOr(p)))
 		hw = max(hw, len(h.Name))
 	}
-	backend := "simulator"
-	if res.Backend != "sim" {
+	backend := o.Backend
+	if backend == "" {
 		backend = res.Backend
 	}
-	fmt.Fprintf(w, "  hosts: %s; %s, seed %d\n\n", strings.Join(hs, ", "), backend, o.Seed)
+	fmt.Fprintf(w, "  hosts: %s; %s\n\n", strings.Join(hs, ", "), backend)
 	if o.Ladder {
 		if err := trace.WriteLadder(w, sc.HostNames(), events, o.Absolute); err != nil {
 			return err

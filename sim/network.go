@@ -533,7 +533,7 @@ func (n *Network) deliver(h *Host, seg *wire.Segment) {
 // the packet, counting matches for Skip and Count.
 func (n *Network) firstRule(host string, dir trace.Dir, seg *wire.Segment) *Rule {
 	for _, r := range n.rules {
-		if r.Host != host || r.Dir != dir || !r.matches(seg) {
+		if r.Host != host || r.Dir != dir || !r.Matches(seg) {
 			continue
 		}
 		r.matched++

@@ -161,8 +161,8 @@ func (r *Rule) name() string {
 	return r.shown
 }
 
-// matches tests the packet against the rule's match fields.
-func (r *Rule) matches(s *wire.Segment) bool {
+// Matches tests the packet against the rule's match fields.
+func (r *Rule) Matches(s *wire.Segment) bool {
 	if s.Flags&r.FlagsMask != r.FlagsValue {
 		return false
 	}

@@ -103,7 +103,7 @@ func TestRuleMatches(t *testing.T) {
 			SrcAddr: netip.MustParsePrefix("10.0.0.0/24"), DstAddr: netip.MustParsePrefix("10.0.0.3/32")}, c2s(wire.SYN), false},
 	}
 	for _, tc := range tests {
-		if got := tc.r.matches(tc.seg); got != tc.want {
+		if got := tc.r.Matches(tc.seg); got != tc.want {
 			t.Errorf("%s: matches(%s) = %v, want %v", tc.name, tc.seg.String(), got, tc.want)
 		}
 	}

@@ -75,6 +75,8 @@ type runFlags struct {
 	absolute bool
 	counters bool
 	allTaps  bool
+	kernel   bool
+	quick    bool
 }
 
 func newRun(stdout io.Writer) *cobra.Command {
@@ -112,6 +114,8 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.BoolVar(&f.absolute, "absolute", false, "absolute sequence numbers, like tcpdump -S")
 	fl.BoolVar(&f.counters, "counters", false, "also print every counter change")
 	fl.BoolVar(&f.allTaps, "all-packets", false, "print every packet at both its sender and its receiver")
+	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
+	fl.BoolVar(&f.quick, "quick", false, "with --kernel: shorten the timers Linux lets a namespace tune, and say which")
 	return cmd
 }
 
@@ -139,7 +143,11 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		enc = json.NewEncoder(w)
 		opt.Sink = func(e trace.Event) { _ = enc.Encode(&e) }
 	}
-	res, err := scenario.Run(sc, scenario.NewSim(f.seed), opt)
+	b, desc, err := newBackend(f.kernel, f.quick, f.seed)
+	if err != nil {
+		return err
+	}
+	res, err := runInterruptible(sc, b, opt)
 	if err != nil {
 		return err
 	}
@@ -150,7 +158,7 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 			}
 		}
 	} else {
-		ro := scenario.ReportOptions{Seed: f.seed, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
+		ro := scenario.ReportOptions{Backend: desc, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
 			Counters: f.counters, AllTaps: f.allTaps}
 		if err := scenario.WriteReport(w, res, rec.Events, ro); err != nil {
 			return err

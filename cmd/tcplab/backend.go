@@ -1,0 +1,58 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcplab/tcplab/kernel"
+	"github.com/tcplab/tcplab/scenario"
+)
+
+// newBackend picks the simulator or, with --kernel, the Linux kernel, and
+// describes it for the report header.
+func newBackend(useKernel, quick bool, seed uint64) (scenario.Backend, string, error) {
+	if !useKernel {
+		if quick {
+			return nil, "", fmt.Errorf("--quick shortens the kernel's timers; it needs --kernel (the simulator's time is virtual anyway)")
+		}
+		return scenario.NewSim(seed), fmt.Sprintf("simulator, seed %d", seed), nil
+	}
+	if err := kernel.Check(); err != nil {
+		return nil, "", err
+	}
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	desc := "Linux " + unix.ByteSliceToString(u.Release[:]) + " in network namespaces"
+	if quick {
+		desc += ", --quick"
+	}
+	return kernel.New(kernel.Options{Quick: quick}), desc, nil
+}
+
+// runInterruptible runs a scenario and makes sure a kernel run removes
+// its namespaces, rules and tracer on return, on a panic, and on SIGINT
+// or SIGTERM (the run stops at its next step and cleans up).
+func runInterruptible(sc *scenario.Scenario, b scenario.Backend, opt scenario.Options) (*scenario.Result, error) {
+	kb, ok := b.(*kernel.Backend)
+	if !ok {
+		return scenario.Run(sc, b, opt)
+	}
+	defer kb.Close()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case s := <-sig:
+			kb.Interrupt(fmt.Errorf("interrupted by %v", s))
+		case <-stop:
+		}
+	}()
+	return scenario.Run(sc, b, opt)
+}

@@ -1,0 +1,621 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcplab/tcplab/procnet"
+	"github.com/tcplab/tcplab/sim"
+	"github.com/tcplab/tcplab/tcp"
+	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
+)
+
+// Options tune a kernel run.
+type Options struct {
+	// Quick shortens the timers Linux lets a namespace tune; the run
+	// reports which it changed.
+	Quick bool
+	// Tick is how often the backend looks at the kernel while time
+	// passes (default 2 ms).
+	Tick time.Duration
+}
+
+// Backend runs a scenario on the Linux kernel. It implements the scenario
+// runner's Backend interface. Its methods are called from one goroutine.
+type Backend struct {
+	opt    Options
+	sink   trace.Sink
+	hosts  []*host
+	byName map[string]*host
+
+	lab     *lab
+	tr      *tracer
+	t0      time.Duration // CLOCK_MONOTONIC at time zero
+	realOff time.Duration // CLOCK_REALTIME minus CLOCK_MONOTONIC
+	started bool
+	closed  bool
+
+	rules    map[int]*installed
+	nextRule int
+
+	raw      []rawItem // observations not yet turned into events
+	pend     []trace.Event
+	done     chan completion
+	inflight sync.WaitGroup
+
+	threads []threadWin
+	thMu    sync.Mutex
+
+	nextPkt   uint64
+	sent      []*sentPkt // packets seen leaving, waiting for their arrival
+	injects   []injection
+	injected  map[string]int // bytes of crafted packets not yet seen leaving
+	markSeq   int
+	quickNote []string
+	lostTrace int
+	warned    map[string]bool
+	stopped   atomic.Pointer[error]
+}
+
+// Interrupt makes the run stop at its next step: time stops passing and
+// every call fails with err. It may be called from any goroutine (a
+// signal handler); Close then removes what the run created.
+func (b *Backend) Interrupt(err error) { b.stopped.Store(&err) }
+
+func (b *Backend) interrupted() error {
+	if p := b.stopped.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+type installed struct {
+	rule           sim.Rule
+	host           *host
+	label          string
+	matched, acted int
+}
+
+// host is one scenario host on the kernel.
+type host struct {
+	name          string
+	addr          netip.Addr
+	profile       string
+	ns            *nsHost
+	diag          *diagConn
+	cap           *capture
+	fw            *firewall
+	rawFd         int
+	netstat, snmp *os.File
+
+	fds      map[tcp.FD]*ksock
+	socks    []*ksock
+	bySk     map[uint64]*ksock
+	nextSock uint64
+	nextCall uint64
+	counters map[string]int64
+	settings [][2]string // set before the lab existed
+	lastIn   map[[2]netip.AddrPort]lastIn
+}
+
+// lastIn is the last segment that reached a connection.
+type lastIn struct {
+	at    time.Duration
+	flags wire.Flags
+}
+
+// ksock is a socket of the run: one the application opened or accepted,
+// a request sock, or a TIME_WAIT remnant of one of them.
+type ksock struct {
+	id       uint64
+	parent   uint64
+	h        *host
+	fd       tcp.FD // 0: no descriptor
+	kfd      int    // -1: closed
+	nonblock bool
+	state    string
+	local    netip.AddrPort
+	remote   netip.AddrPort
+	skaddr   uint64
+	req      bool // a request sock, known from its SYN-ACK
+	tw       bool // the kernel keeps only a TIME_WAIT (or FIN_WAIT2) remnant
+	listener bool
+	accepted bool
+}
+
+// New prepares a kernel backend. Nothing is created until the first host
+// is added.
+func New(opt Options) *Backend {
+	if opt.Tick <= 0 {
+		opt.Tick = 2 * time.Millisecond
+	}
+	return &Backend{opt: opt, byName: map[string]*host{}, rules: map[int]*installed{},
+		done: make(chan completion, 1024), injected: map[string]int{}, warned: map[string]bool{}}
+}
+
+func (b *Backend) Name() string         { return "kernel" }
+func (b *Backend) SetSink(s trace.Sink) { b.sink = s }
+
+// Tolerance allows for the kernel's timer granularity: a jiffy (4 ms at
+// HZ=250) per timer and scheduling noise, growing with the interval.
+func (b *Backend) Tolerance(d time.Duration) time.Duration {
+	return 25*time.Millisecond + d/50
+}
+
+func monoNow() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// Now is the time since the lab was ready.
+func (b *Backend) Now() time.Duration {
+	if !b.started {
+		return 0
+	}
+	return monoNow() - b.t0
+}
+
+func (b *Backend) AddHost(name string, addr netip.Addr, profile string) error {
+	if b.started {
+		return fmt.Errorf("host %s: the kernel backend takes its hosts before the run starts", name)
+	}
+	if err := checkProfile(profile); err != nil {
+		return fmt.Errorf("host %s: %w", name, err)
+	}
+	if !addr.Is4() {
+		return fmt.Errorf("host %s: address %v is not IPv4", name, addr)
+	}
+	for _, h := range b.hosts {
+		if h.addr == addr {
+			return fmt.Errorf("host %s: address %v is already %s's", name, addr, h.name)
+		}
+	}
+	h := &host{name: name, addr: addr, profile: profileOr(profile), rawFd: -1,
+		fds: map[tcp.FD]*ksock{}, bySk: map[uint64]*ksock{}, counters: map[string]int64{},
+		lastIn: map[[2]netip.AddrPort]lastIn{}}
+	b.hosts = append(b.hosts, h)
+	b.byName[name] = h
+	return nil
+}
+
+func profileOr(p string) string {
+	if p == "" {
+		return "linux"
+	}
+	return p
+}
+
+// checkProfile refuses profiles that describe another stack: the kernel
+// is Linux, whatever the scenario says.
+func checkProfile(p string) error {
+	p = profileOr(p)
+	if _, err := tcp.ProfileByName(p); err != nil {
+		return err
+	}
+	if p != "linux" {
+		return fmt.Errorf("profile %s describes another TCP stack; the kernel backend runs Linux only (run this scenario on the simulator)", p)
+	}
+	return nil
+}
+
+// start builds the lab: namespaces, links, firewalls, capture, the
+// tracer, and the profile's settings. Time zero is when it is ready.
+func (b *Backend) start() error {
+	if err := b.interrupted(); err != nil {
+		return err
+	}
+	if b.started {
+		return nil
+	}
+	if b.closed {
+		return errors.New("the kernel backend is closed")
+	}
+	if len(b.hosts) < 2 {
+		return fmt.Errorf("the kernel backend needs at least two hosts, the scenario has %d", len(b.hosts))
+	}
+	names := make([]string, len(b.hosts))
+	addrs := make([]netip.Addr, len(b.hosts))
+	for i, h := range b.hosts {
+		names[i], addrs[i] = h.name, h.addr
+	}
+	var err error
+	if b.lab, err = newLab(names, addrs); err != nil {
+		return err
+	}
+	cleanup := func(e error) error {
+		b.teardown()
+		return e
+	}
+	if b.tr, err = newTracer(b.lab.name); err != nil {
+		return cleanup(err)
+	}
+	for _, h := range b.hosts {
+		h.ns = b.lab.host(h.name)
+		if err := b.openHost(h); err != nil {
+			return cleanup(fmt.Errorf("host %s: %w", h.name, err))
+		}
+	}
+	b.started = true
+	b.t0 = monoNow()
+	b.realOff = time.Duration(time.Now().UnixNano()) - b.t0
+	for _, h := range b.hosts {
+		for _, c := range b.readCounters(h) {
+			h.counters[c.Name] = c.Value
+		}
+	}
+	return nil
+}
+
+// openHost opens, inside the host's namespace, everything the run uses
+// there, and applies the profile's and the scenario's settings.
+func (b *Backend) openHost(h *host) error {
+	err := inNS(h.ns.ns, func() error {
+		var err error
+		if h.diag, err = openDiag(); err != nil {
+			return err
+		}
+		if h.cap, err = openCapture(h.ns.index); err != nil {
+			return err
+		}
+		if h.rawFd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
+			return fmt.Errorf("raw socket: %w", err)
+		}
+		// /proc/thread-self/net is this thread's namespace; an open file
+		// keeps reading the namespace it was opened in.
+		if h.netstat, err = os.Open("/proc/thread-self/net/netstat"); err != nil {
+			return err
+		}
+		if h.snmp, err = os.Open("/proc/thread-self/net/snmp"); err != nil {
+			return err
+		}
+		return b.applyProfile(h)
+	})
+	if err != nil {
+		return err
+	}
+	if h.fw, err = newFirewall(int(h.ns.ns)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// sysctls maps tcplab's setting names to the namespace's sysctl files and
+// the factor from the setting's unit to the file's.
+var sysctls = map[string]struct {
+	path   string
+	factor int64
+}{
+	"tcp_syn_retries":         {"ipv4/tcp_syn_retries", 1},
+	"tcp_syn_linear_timeouts": {"ipv4/tcp_syn_linear_timeouts", 1},
+	"tcp_synack_retries":      {"ipv4/tcp_synack_retries", 1},
+	"tcp_retries2":            {"ipv4/tcp_retries2", 1},
+	"tcp_orphan_retries":      {"ipv4/tcp_orphan_retries", 1},
+	"tcp_fin_timeout":         {"ipv4/tcp_fin_timeout", 1},
+	"tcp_rfc1337":             {"ipv4/tcp_rfc1337", 1},
+	"tcp_keepalive_time":      {"ipv4/tcp_keepalive_time", 1},
+	"tcp_keepalive_intvl":     {"ipv4/tcp_keepalive_intvl", 1},
+	"tcp_keepalive_probes":    {"ipv4/tcp_keepalive_probes", 1},
+	"somaxconn":               {"core/somaxconn", 1},
+	"tcp_max_syn_backlog":     {"ipv4/tcp_max_syn_backlog", 1},
+	"tcp_syncookies":          {"ipv4/tcp_syncookies", 1},
+	"tcp_abort_on_overflow":   {"ipv4/tcp_abort_on_overflow", 1},
+	"tcp_timestamps":          {"ipv4/tcp_timestamps", 1},
+	"tcp_sack":                {"ipv4/tcp_sack", 1},
+	"tcp_tw_reuse":            {"ipv4/tcp_tw_reuse", 1},
+	"tcp_challenge_ack_limit": {"ipv4/tcp_challenge_ack_limit", 1},
+	"tcp_invalid_ratelimit":   {"ipv4/tcp_invalid_ratelimit", 1},
+	"tcp_rto_min":             {"ipv4/tcp_rto_min_us", 1000},
+	"ip_local_port_range":     {"ipv4/ip_local_port_range", 1},
+}
+
+// applyProfile writes the profile's value of every setting the kernel
+// has, so that "linux" means the simulator's Linux profile (which, for
+// one, keeps tcp_syn_linear_timeouts at 0) and then the scenario's own
+// settings made before the lab existed. It runs in the host's namespace.
+func (b *Backend) applyProfile(h *host) error {
+	p, err := tcp.ProfileByName(h.profile)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(sysctls))
+	for n := range sysctls {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		v, ok := p.Get(n)
+		if !ok {
+			continue
+		}
+		if err := writeSysctl(n, v); err != nil {
+			return err
+		}
+	}
+	for _, s := range h.settings {
+		if err := writeSysctl(s[0], s[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeSysctl writes a setting in the calling thread's namespace.
+func writeSysctl(name, value string) error {
+	s, ok := sysctls[name]
+	if !ok {
+		return fmt.Errorf("setting %s has no sysctl in a Linux namespace (the simulator has it as a profile value)", name)
+	}
+	if s.factor != 1 {
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil {
+			return fmt.Errorf("%s: %q is not a number", name, value)
+		}
+		value = strconv.FormatInt(n*s.factor, 10)
+	}
+	p := filepath.Join("/proc/sys/net", s.path)
+	if err := os.WriteFile(p, []byte(value), 0); err != nil {
+		return fmt.Errorf("set %s = %s: %w", name, value, err)
+	}
+	return nil
+}
+
+func (b *Backend) host(name string) (*host, error) {
+	h := b.byName[name]
+	if h == nil {
+		return nil, fmt.Errorf("unknown host %q", name)
+	}
+	return h, nil
+}
+
+func (b *Backend) SetProfile(hostName, profile string) error {
+	h, err := b.host(hostName)
+	if err != nil {
+		return err
+	}
+	if err := checkProfile(profile); err != nil {
+		return err
+	}
+	h.profile = profileOr(profile)
+	if !b.started {
+		return nil
+	}
+	return inNS(h.ns.ns, func() error { return b.applyProfile(h) })
+}
+
+// Set writes a sysctl in the host's namespace, after checking the value
+// as the simulator would.
+func (b *Backend) Set(hostName, setting, value string) error {
+	h, err := b.host(hostName)
+	if err != nil {
+		return err
+	}
+	p, _ := tcp.ProfileByName("linux")
+	if err := p.Set(setting, value); err != nil {
+		return err
+	}
+	if _, ok := sysctls[setting]; !ok {
+		return fmt.Errorf("setting %s cannot be changed on the kernel: Linux has no per-namespace sysctl for it", setting)
+	}
+	if !b.started {
+		h.settings = append(h.settings, [2]string{setting, value})
+		return nil
+	}
+	return inNS(h.ns.ns, func() error { return writeSysctl(setting, value) })
+}
+
+func (b *Backend) AddRule(r sim.Rule) (int, error) {
+	if err := r.Validate(); err != nil {
+		return 0, err
+	}
+	h, err := b.host(r.Host)
+	if err != nil {
+		return 0, err
+	}
+	if err := expressible(&r); err != nil {
+		return 0, err
+	}
+	if err := b.start(); err != nil {
+		return 0, err
+	}
+	b.nextRule++
+	id := b.nextRule
+	if err := h.fw.add(id, &r); err != nil {
+		return 0, err
+	}
+	in := &installed{rule: r, host: h, label: r.Label}
+	if in.label == "" {
+		in.label = fmt.Sprintf("#%d %s", id, r.Summary())
+	}
+	b.rules[id] = in
+	b.collect(true)
+	b.emitNow(trace.Event{Host: h.name, Kind: trace.KindRule, Rule: &trace.RuleChange{ID: id, Added: true, Summary: r.Summary()}})
+	return id, nil
+}
+
+func (b *Backend) RemoveRule(id int) error {
+	in := b.rules[id]
+	if in == nil {
+		return fmt.Errorf("no rule %d", id)
+	}
+	if err := in.host.fw.remove(id, in.rule.Dir); err != nil {
+		return err
+	}
+	delete(b.rules, id)
+	b.collect(true)
+	b.emitNow(trace.Event{Host: in.host.name, Kind: trace.KindRule, Rule: &trace.RuleChange{ID: id, Added: false, Summary: in.rule.Summary()}})
+	return nil
+}
+
+// Close removes everything the run created. It is safe to call twice.
+func (b *Backend) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if !b.started && b.lab == nil {
+		return nil
+	}
+	return b.teardown()
+}
+
+func (b *Backend) teardown() error {
+	var errs []error
+	for _, h := range b.hosts {
+		for _, s := range h.socks {
+			if s.kfd >= 0 {
+				unix.Close(s.kfd)
+				s.kfd = -1
+			}
+		}
+	}
+	// Blocked calls wake up once their descriptors are closed.
+	waitTimeout(&b.inflight, 2*time.Second)
+	for _, h := range b.hosts {
+		if h.fw != nil {
+			if err := h.fw.close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if h.cap != nil {
+			h.cap.close()
+		}
+		if h.diag != nil {
+			h.diag.close()
+		}
+		if h.rawFd >= 0 {
+			unix.Close(h.rawFd)
+		}
+		for _, f := range []*os.File{h.netstat, h.snmp} {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	if b.tr != nil {
+		if err := b.tr.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if b.lab != nil {
+		if err := b.lab.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	b.started = false
+	b.closed = true
+	return errors.Join(errs...)
+}
+
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
+	c := make(chan struct{})
+	go func() { wg.Wait(); close(c) }()
+	select {
+	case <-c:
+	case <-time.After(d):
+	}
+}
+
+// readCounters reads the namespace's Tcp and TcpExt counters, reporting
+// those the simulator also keeps, in its order.
+func (b *Backend) readCounters(h *host) []trace.Counter {
+	c := procnet.Counters{}
+	for _, f := range []*os.File{h.netstat, h.snmp} {
+		if f == nil {
+			continue
+		}
+		buf := make([]byte, 64<<10)
+		n, err := f.ReadAt(buf, 0)
+		if err != nil && n == 0 {
+			continue
+		}
+		_ = procnet.ParseInto(c, buf[:n])
+	}
+	out := make([]trace.Counter, 0, len(tcp.Counters()))
+	for _, k := range tcp.Counters() {
+		v, _ := c.Get(k.Group(), k.String())
+		out = append(out, trace.Counter{Name: k.String(), Value: v})
+	}
+	return out
+}
+
+func (b *Backend) Counters(hostName string) ([]trace.Counter, error) {
+	h, err := b.host(hostName)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.start(); err != nil {
+		return nil, err
+	}
+	return b.readCounters(h), nil
+}
+
+// emitNow sends an event stamped with the current time after everything
+// observed so far.
+func (b *Backend) emitNow(e trace.Event) {
+	e.At = b.Now()
+	b.flushUpTo(e.At)
+	b.emit(e)
+}
+
+func (b *Backend) emit(e trace.Event) {
+	if b.sink != nil {
+		b.sink(e)
+	}
+}
+
+// lockThread pins the calling goroutine to its thread for a system call
+// whose state changes the tracer must attribute to this run, and records
+// the thread. The returned function ends the window.
+func (b *Backend) lockThread(h *host, s *ksock, what string) func() {
+	runtime.LockOSThread()
+	tid := unix.Gettid()
+	b.thMu.Lock()
+	i := len(b.threads)
+	b.threads = append(b.threads, threadWin{tid: tid, h: h, s: s, what: what, from: monoNow()})
+	b.thMu.Unlock()
+	return func() {
+		b.thMu.Lock()
+		b.threads[i].to = monoNow()
+		b.thMu.Unlock()
+		runtime.UnlockOSThread()
+	}
+}
+
+// threadWin says that thread tid made a call for socket s of host h
+// between from and to (CLOCK_MONOTONIC; to is 0 while it runs).
+type threadWin struct {
+	tid      int
+	h        *host
+	s        *ksock
+	what     string
+	from, to time.Duration
+}
+
+// threadAt finds the run's call that thread tid was making at time at.
+func (b *Backend) threadAt(tid int, at time.Duration) *threadWin {
+	b.thMu.Lock()
+	defer b.thMu.Unlock()
+	for i := len(b.threads) - 1; i >= 0; i-- {
+		w := &b.threads[i]
+		if w.tid == tid && at >= w.from && (w.to == 0 || at <= w.to) {
+			return w
+		}
+	}
+	return nil
+}
+
+func describeSettings(changed []string) string { return strings.Join(changed, ", ") }

@@ -1,0 +1,635 @@
+package kernel
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tcplab/tcplab/sim"
+	"github.com/tcplab/tcplab/tcp"
+	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
+)
+
+// rawItem is one observation from a source (capture, tracer, a blocked
+// call), stamped on the run's clock, waiting to become events in time
+// order.
+type rawItem struct {
+	at   time.Duration
+	seq  int
+	h    *host
+	pkt  *capturedPacket
+	st   *stateTrace
+	done *completion
+}
+
+// sentPkt is a packet seen leaving one host, waiting to be seen arriving
+// at another so both lines carry the same packet ID.
+type sentPkt struct {
+	key string
+	id  uint64
+	at  time.Duration
+}
+
+type injection struct {
+	at  time.Duration
+	h   *host
+	seg wire.Segment
+}
+
+// pktKey identifies a packet across the two taps it passes.
+func pktKey(s *wire.Segment) string {
+	return fmt.Sprintf("%v:%d>%v:%d %d %d %02x %d", s.Src, s.SrcPort, s.Dst, s.DstPort, uint32(s.Seq), uint32(s.Ack), uint8(s.Flags), len(s.Payload))
+}
+
+// collect gathers everything observed up to the horizon (a time on the
+// run's clock), turns it into events in time order and sends them, then
+// looks at the hosts' sockets and counters.
+func (b *Backend) collect(sync bool) {
+	if !b.started {
+		return
+	}
+	b.flushUpTo(b.Now())
+	_ = sync
+}
+
+func (b *Backend) flushUpTo(hz time.Duration) {
+	if !b.started {
+		return
+	}
+	if err := b.tr.sync(2 * time.Second); err != nil {
+		b.warnOnce("trace", "state changes may be missing: "+err.Error())
+	}
+	seq := len(b.raw)
+	for _, h := range b.hosts {
+		_ = h.cap.drain(func(p capturedPacket) {
+			at := time.Duration(p.at.UnixNano()) - b.realOff - b.t0
+			pp := p
+			seq++
+			b.raw = append(b.raw, rawItem{at: at, seq: seq, h: h, pkt: &pp})
+		})
+	}
+	traces, lost := b.tr.take()
+	if lost > 0 {
+		b.lostTrace += lost
+		b.emitAt(hz, trace.Event{Kind: trace.KindNote, Note: fmt.Sprintf("the tracer lost %d state changes (ring buffer full)", lost)})
+	}
+	for i := range traces {
+		t := traces[i]
+		seq++
+		b.raw = append(b.raw, rawItem{at: t.at - b.t0, seq: seq, st: &t})
+	}
+	for more := true; more; {
+		select {
+		case c := <-b.done:
+			cc := c
+			seq++
+			b.raw = append(b.raw, rawItem{at: c.at - b.t0, seq: seq, h: c.h, done: &cc})
+		default:
+			more = false
+		}
+	}
+	sort.SliceStable(b.raw, func(i, j int) bool { return b.raw[i].at < b.raw[j].at })
+	n := 0
+	for n < len(b.raw) && b.raw[n].at <= hz {
+		n++
+	}
+	batch := b.raw[:n]
+	for i := range batch {
+		b.process(&batch[i], batch[i+1:])
+	}
+	b.raw = append([]rawItem(nil), b.raw[n:]...)
+	b.poll(hz)
+	b.forgetOld(hz)
+}
+
+func (b *Backend) warnOnce(key, text string) {
+	if b.warned[key] {
+		return
+	}
+	b.warned[key] = true
+	b.emitAt(b.Now(), trace.Event{Kind: trace.KindNote, Note: text})
+}
+
+// emitAt sends an event at a time no earlier than the last one sent.
+func (b *Backend) emitAt(at time.Duration, e trace.Event) {
+	e.At = at
+	b.emit(e)
+}
+
+func (b *Backend) process(it *rawItem, later []rawItem) {
+	switch {
+	case it.pkt != nil:
+		seg, err := wire.Parse(it.pkt.data)
+		if err != nil {
+			return // not TCP
+		}
+		b.onPacket(it.h, it.pkt.out, seg, it.at, later)
+	case it.st != nil:
+		b.onTrace(it.st, it.at)
+	case it.done != nil:
+		b.onDone(it.done, it.at)
+	}
+}
+
+func (b *Backend) hostByAddr(a netip.Addr) *host {
+	for _, h := range b.hosts {
+		if h.addr == a {
+			return h
+		}
+	}
+	return nil
+}
+
+// onPacket reports a captured packet. An arrival gets the ID of the same
+// packet's departure, and the verdict of the host's input rules, which
+// the backend replays on the captured stream (nftables counts, but does
+// not say which packet it dropped).
+func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration, later []rawItem) {
+	p := &trace.Packet{Segment: seg, Verdict: trace.VerdictPass, OnWire: true}
+	key := pktKey(&seg)
+	e := trace.Event{At: at, Host: h.name, Kind: trace.KindPacket, Packet: p}
+	if out {
+		p.Dir = trace.Out
+		b.nextPkt++
+		p.ID = b.nextPkt
+		b.sent = append(b.sent, &sentPkt{key: key, id: p.ID, at: at})
+		if b.injected[key] > 0 {
+			b.injected[key]--
+			p.Crafted = true
+		}
+		if b.hostByAddr(seg.Dst) == nil {
+			p.Lost = "no host has address " + seg.Dst.String()
+		}
+		e.Local, e.Remote = netip.AddrPortFrom(seg.Src, seg.SrcPort), netip.AddrPortFrom(seg.Dst, seg.DstPort)
+		if seg.Flags&(wire.SYN|wire.ACK|wire.RST) == wire.SYN|wire.ACK && !p.Crafted {
+			b.requestSeen(h, e.Local, e.Remote, at, later)
+		}
+	} else {
+		p.Dir = trace.In
+		for i, s := range b.sent {
+			if s.key == key {
+				p.ID = s.id
+				b.sent = append(b.sent[:i], b.sent[i+1:]...)
+				break
+			}
+		}
+		if p.ID == 0 {
+			b.nextPkt++
+			p.ID = b.nextPkt
+		}
+		e.Local, e.Remote = netip.AddrPortFrom(seg.Dst, seg.DstPort), netip.AddrPortFrom(seg.Src, seg.SrcPort)
+		if r := b.inputVerdict(h, &seg); r != nil {
+			p.Verdict, p.Rule = r.rule.Action.String(), r.label
+		} else {
+			h.lastIn[[2]netip.AddrPort{e.Local, e.Remote}] = lastIn{at: at, flags: seg.Flags}
+		}
+	}
+	if s := h.find(e.Local, e.Remote); s != nil {
+		e.Sock = s.id
+	}
+	b.emit(e)
+}
+
+// inputVerdict replays the host's input rules, in the order nftables
+// has them, on one arriving packet.
+func (b *Backend) inputVerdict(h *host, seg *wire.Segment) *installed {
+	ids := make([]int, 0, len(b.rules))
+	for id, r := range b.rules {
+		if r.host == h && r.rule.Dir == trace.In {
+			ids = append(ids, id)
+		}
+	}
+	sort.Ints(ids)
+	for _, id := range ids {
+		r := b.rules[id]
+		if !r.rule.Matches(seg) {
+			continue
+		}
+		r.matched++
+		if r.matched <= r.rule.Skip {
+			continue
+		}
+		if r.rule.Count > 0 && r.acted >= r.rule.Count {
+			continue
+		}
+		if r.rule.Probability > 0 && r.rule.Probability < 1 {
+			b.warnOnce("prob", fmt.Sprintf("rule %s acts at random: nftables does not say which packets it took, so the trace marks none", r.label))
+			continue
+		}
+		r.acted++
+		if r.rule.Action == sim.Duplicate {
+			continue
+		}
+		return r
+	}
+	return nil
+}
+
+// requestSeen notes a SYN-ACK sent by a listener: the kernel keeps a
+// request sock (SYN_RECV) for it, which the tracepoint does not report.
+// A SYN cookie leaves none, so the request is only believed when
+// sock_diag shows it or the connection it becomes appears.
+func (b *Backend) requestSeen(h *host, local, remote netip.AddrPort, at time.Duration, later []rawItem) {
+	if h.find(local, remote) != nil {
+		return // a retransmission, or a simultaneous open's SYN-ACK
+	}
+	l := h.listenerOn(local.Port())
+	if l == nil {
+		return
+	}
+	real := false
+	if socks, err := h.diag.dump(1<<tcpNewSynRecv | 1<<tcpSynRecv); err == nil {
+		for _, d := range socks {
+			if d.local == local && d.remote == remote {
+				real = true
+			}
+		}
+	}
+	for i := 0; !real && i < len(later); i++ {
+		if st := later[i].st; st != nil && st.new == tcpSynRecv && st.local == local && st.remote == remote {
+			real = true
+		}
+	}
+	if !real {
+		return
+	}
+	s := h.newSock(-1)
+	s.req, s.parent, s.local, s.remote = true, l.id, local, remote
+	b.stateEvent(h, s, "SYN_RECV", at, "segment", "rcv SYN, snd SYN,ACK")
+}
+
+func (h *host) listenerOn(port uint16) *ksock {
+	for i := len(h.socks) - 1; i >= 0; i-- {
+		s := h.socks[i]
+		if s.listener && s.state == "LISTEN" && s.local.Port() == port {
+			return s
+		}
+	}
+	return nil
+}
+
+// stateEvent moves a socket to a new state and reports it.
+func (b *Backend) stateEvent(h *host, s *ksock, to string, at time.Duration, kind, cause string) {
+	from := s.state
+	if s.req && from == "CLOSED" {
+		from = "LISTEN" // a request is born of its listener, as the simulator says
+	}
+	if from == to {
+		return
+	}
+	s.state = to
+	remote := s.remote
+	if s.listener && !remote.IsValid() {
+		remote = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	}
+	b.emit(trace.Event{At: at, Host: h.name, Kind: trace.KindState, Sock: s.id, Parent: s.parent,
+		Local: s.local, Remote: remote,
+		State: &trace.StateChange{From: from, To: to, CauseKind: kind, Cause: cause}})
+}
+
+// onTrace turns a tracepoint record into a state change of one of the
+// run's sockets. The tracepoint sees every namespace, so a record is this
+// run's only if its socket is known, or it happened in a system call of
+// this run's threads, or it creates a connection this run's capture saw.
+func (b *Backend) onTrace(ev *stateTrace, at time.Duration) {
+	var h *host
+	var s *ksock
+	var w *threadWin
+	if !ev.softirq {
+		w = b.threadAt(ev.pid, ev.at)
+	}
+	for _, hh := range b.hosts {
+		if x := hh.bySk[ev.skaddr]; x != nil {
+			h, s = hh, x
+		}
+	}
+	if s == nil && w != nil {
+		h = w.h
+		if w.s != nil && w.s.skaddr == 0 {
+			s = w.s
+		} else if x := h.find(ev.local, ev.remote); x != nil && x.skaddr == 0 {
+			s = x
+		}
+	}
+	if s == nil && ev.new == tcpSynRecv && (ev.old == tcpListen || ev.old == tcpClose) {
+		h = b.hostByAddr(ev.local.Addr())
+		if h == nil {
+			return
+		}
+		if x := h.find(ev.local, ev.remote); x != nil && x.req && x.skaddr == 0 {
+			// The request became a full socket: same connection.
+			x.req = false
+			x.skaddr = ev.skaddr
+			h.bySk[ev.skaddr] = x
+			return
+		}
+		l := h.listenerOn(ev.local.Port())
+		if l == nil {
+			return
+		}
+		s = h.newSock(-1)
+		s.parent, s.local, s.remote, s.state = l.id, ev.local, ev.remote, "LISTEN"
+	}
+	if s == nil {
+		return
+	}
+	if s.skaddr != ev.skaddr {
+		if s.skaddr != 0 {
+			delete(h.bySk, s.skaddr)
+		}
+		s.skaddr = ev.skaddr
+		h.bySk[ev.skaddr] = s
+	}
+	if ev.local.Port() != 0 && !s.listener {
+		s.local = ev.local
+	}
+	if ev.remote.Port() != 0 {
+		s.remote = ev.remote
+	}
+	if s.listener && ev.local.Port() != 0 {
+		s.local = ev.local
+	}
+	to := stateName(ev.new)
+	kind, cause := b.cause(h, s, w, ev, at)
+	if ev.new == tcpClose {
+		delete(h.bySk, ev.skaddr)
+		s.skaddr = 0
+		switch ev.old {
+		case tcpFinWait1, tcpFinWait2, tcpClosing:
+			// The socket handed its connection to a TIME_WAIT remnant
+			// (tcp_time_wait), which the tracepoint does not report.
+			if d := h.lookup(s.local, s.remote, 1<<tcpTimeWait|1<<tcpFinWait2); d != nil {
+				s.tw = true
+				to = stateName(d.state)
+			}
+		}
+	}
+	b.stateEvent(h, s, to, at, kind, cause)
+}
+
+// appMade are the transitions an application call makes by itself.
+var appMade = map[[2]uint8]bool{
+	{tcpClose, tcpSynSent}: true, {tcpClose, tcpListen}: true, {tcpListen, tcpClose}: true,
+	{tcpEstablished, tcpFinWait1}: true, {tcpSynRecv, tcpFinWait1}: true, {tcpCloseWait, tcpLastAck}: true,
+}
+
+// cause explains a traced change: the call that made it, the segment
+// that just arrived for the connection, or else a timer.
+func (b *Backend) cause(h *host, s *ksock, w *threadWin, ev *stateTrace, at time.Duration) (string, string) {
+	if w != nil && (appMade[[2]uint8{ev.old, ev.new}] || ev.new == tcpClose && (w.what == "close" || w.what == "shutdown")) {
+		return "app", w.what + "()"
+	}
+	if in, ok := h.lastIn[[2]netip.AddrPort{s.local, s.remote}]; ok && at-in.at <= 5*time.Millisecond && at >= in.at {
+		return "segment", "rcv " + in.flags.String()
+	}
+	if w != nil {
+		return "app", w.what + "()"
+	}
+	return "timer", ""
+}
+
+// lookup finds one connection in the host's sock_diag listing.
+func (h *host) lookup(local, remote netip.AddrPort, states uint32) *diagSock {
+	socks, err := h.diag.dump(states)
+	if err != nil {
+		return nil
+	}
+	for i := range socks {
+		if socks[i].local == local && socks[i].remote == remote {
+			return &socks[i]
+		}
+	}
+	return nil
+}
+
+func (b *Backend) onDone(c *completion, at time.Duration) {
+	r := c.res
+	h := c.h
+	if r.Call.Op == tcp.OpAccept && r.Err == tcp.OK && c.newFd >= 0 {
+		l := h.sockByID(uint64(r.Sock))
+		r.Ret = int(b.adopt(h, l, c.newFd, &r))
+	}
+	if r.Call.Op == tcp.OpConnect {
+		if s := h.sockByID(uint64(r.Sock)); s != nil && s.kfd >= 0 {
+			s.local, s.remote = sockName(s.kfd)
+		}
+	}
+	r.At = at
+	b.callEvent(h, &r, at)
+}
+
+// poll looks at what only snapshots show: TIME_WAIT remnants and request
+// socks that went away, and counters that moved.
+func (b *Backend) poll(at time.Duration) {
+	for _, h := range b.hosts {
+		var watch []*ksock
+		for _, s := range h.socks {
+			if (s.tw || s.req) && s.state != "CLOSED" {
+				watch = append(watch, s)
+			}
+		}
+		if len(watch) > 0 {
+			socks, err := h.diag.dump(1<<tcpTimeWait | 1<<tcpFinWait2 | 1<<tcpNewSynRecv | 1<<tcpSynRecv)
+			if err == nil {
+				for _, s := range watch {
+					found := false
+					for _, d := range socks {
+						if d.local == s.local && d.remote == s.remote {
+							found = true
+							if s.tw && stateName(d.state) != s.state {
+								b.stateEvent(h, s, stateName(d.state), at, "timer", "")
+							}
+						}
+					}
+					if !found {
+						cause := "TIME_WAIT over"
+						if s.req {
+							cause = "request dropped"
+						}
+						b.stateEvent(h, s, "CLOSED", at, "timer", cause)
+					}
+				}
+			}
+		}
+		for _, c := range b.readCounters(h) {
+			old := h.counters[c.Name]
+			if c.Value == old {
+				continue
+			}
+			h.counters[c.Name] = c.Value
+			if c.Name == "InSegs" || c.Name == "OutSegs" {
+				continue
+			}
+			b.emit(trace.Event{At: at, Host: h.name, Kind: trace.KindCounter,
+				Counter: &trace.Counter{Name: c.Name, Delta: c.Value - old, Value: c.Value}})
+		}
+	}
+}
+
+// forgetOld drops bookkeeping that can no longer match anything.
+func (b *Backend) forgetOld(hz time.Duration) {
+	keep := b.sent[:0]
+	for _, s := range b.sent {
+		if hz-s.at < time.Second {
+			keep = append(keep, s)
+		}
+	}
+	b.sent = keep
+	b.thMu.Lock()
+	tw := b.threads[:0]
+	for _, w := range b.threads {
+		if w.to == 0 || b.t0+hz-w.to < 5*time.Second {
+			tw = append(tw, w)
+		}
+	}
+	b.threads = tw
+	b.thMu.Unlock()
+}
+
+// Inject sends a crafted segment from a host's raw socket at time at.
+func (b *Backend) Inject(hostName string, seg wire.Segment, at time.Duration) error {
+	h, err := b.host(hostName)
+	if err != nil {
+		return err
+	}
+	if err := b.start(); err != nil {
+		return err
+	}
+	if _, err := seg.Marshal(); err != nil {
+		return err
+	}
+	b.injects = append(b.injects, injection{at: at, h: h, seg: seg})
+	sort.SliceStable(b.injects, func(i, j int) bool { return b.injects[i].at < b.injects[j].at })
+	b.sendDue()
+	return nil
+}
+
+func (b *Backend) sendDue() {
+	now := b.Now()
+	for len(b.injects) > 0 && b.injects[0].at <= now {
+		in := b.injects[0]
+		b.injects = b.injects[1:]
+		pkt, err := in.seg.Marshal()
+		if err != nil {
+			continue
+		}
+		b.injected[pktKey(&in.seg)]++
+		to := &unix.SockaddrInet4{Addr: in.seg.Dst.As4()}
+		if err := unix.Sendto(in.h.rawFd, pkt, 0, to); err != nil {
+			b.emitAt(b.Now(), trace.Event{Host: in.h.name, Kind: trace.KindNote, Note: "injection failed: " + err.Error()})
+		}
+	}
+}
+
+// RunUntil lets real time pass until t, looking at the kernel every tick;
+// stop is checked after each look.
+func (b *Backend) RunUntil(t time.Duration, stop func() bool) bool {
+	if err := b.start(); err != nil {
+		b.emit(trace.Event{Kind: trace.KindNote, Note: "kernel backend: " + err.Error()})
+		return false
+	}
+	for b.interrupted() == nil {
+		b.sendDue()
+		b.collect(true)
+		if stop != nil && stop() {
+			return true
+		}
+		now := b.Now()
+		if now >= t {
+			return false
+		}
+		next := min(t, now+b.opt.Tick)
+		if len(b.injects) > 0 && b.injects[0].at < next {
+			next = b.injects[0].at
+		}
+		if d := next - b.Now(); d > 0 {
+			time.Sleep(d)
+		}
+	}
+	return false
+}
+
+// Snapshot lists the host's sockets from sock_diag, each tied to the
+// run's socket for it.
+func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
+	h, err := b.host(hostName)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.start(); err != nil {
+		return nil, err
+	}
+	ds, err := h.diag.dump(allStates)
+	if err != nil {
+		return nil, err
+	}
+	cookies := map[uint64]*ksock{}
+	for _, s := range h.socks {
+		if s.kfd >= 0 {
+			if c, err := unix.GetsockoptUint64(s.kfd, unix.SOL_SOCKET, unix.SO_COOKIE); err == nil {
+				cookies[c] = s
+			}
+		}
+	}
+	synq := map[uint16]int{}
+	for _, d := range ds {
+		if d.state == tcpNewSynRecv {
+			synq[d.local.Port()]++
+		}
+	}
+	out := make([]trace.Socket, 0, len(ds))
+	for _, d := range ds {
+		s := cookies[d.cookie]
+		if s == nil {
+			s = h.find(d.local, d.remote)
+		}
+		x := trace.Socket{Host: h.name, FD: -1, State: stateName(d.state), Local: d.local, Remote: d.remote,
+			RecvQ: int(d.rqueue), SendQ: int(d.wqueue), Retransmits: int(d.retrans)}
+		switch d.timer {
+		case 1:
+			x.Timer = "on"
+		case 2:
+			x.Timer = "keepalive"
+		case 3:
+			x.Timer = "timewait"
+		case 4:
+			x.Timer = "persist"
+		}
+		if x.Timer != "" {
+			x.TimerLeft = time.Duration(d.expires) * time.Millisecond
+		}
+		if d.info != nil {
+			x.RTO = time.Duration(d.info.Rto) * time.Microsecond
+			x.RTT = time.Duration(d.info.Rtt) * time.Microsecond
+			x.Cwnd = int(d.info.Snd_cwnd)
+			x.RetransTotal = int(d.info.Total_retrans)
+		}
+		if d.state == tcpListen {
+			x.SynQueue = synq[d.local.Port()]
+		}
+		if s != nil {
+			x.Sock, x.Parent = s.id, s.parent
+			if s.kfd >= 0 {
+				x.FD = int(s.fd)
+			}
+			x.Orphan = s.kfd < 0 && s.fd != 0 && !s.tw && d.state != tcpTimeWait
+			x.Accepting = s.parent != 0 && !s.accepted && !s.req && d.state != tcpNewSynRecv
+		} else if d.state != tcpNewSynRecv && d.state != tcpTimeWait && d.state != tcpListen {
+			// A connection the run has not seen yet: still in the accept queue.
+			x.Accepting = true
+		}
+		out = append(out, x)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, c := out[i].Sock, out[j].Sock
+		if a == 0 || c == 0 {
+			return c == 0 && a != 0
+		}
+		return a < c
+	})
+	return out, nil
+}

@@ -1,0 +1,279 @@
+package kernel
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// tracefsRoot finds tracefs, mounting it at /sys/kernel/tracing when it is
+// not mounted yet.
+func tracefsRoot() (string, error) {
+	for _, p := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		if _, err := os.Stat(filepath.Join(p, "instances")); err == nil {
+			return p, nil
+		}
+	}
+	const p = "/sys/kernel/tracing"
+	if err := unix.Mount("nodev", p, "tracefs", 0, ""); err != nil {
+		return "", fmt.Errorf("tracefs is not mounted and mounting it at %s failed: %w", p, err)
+	}
+	if _, err := os.Stat(filepath.Join(p, "instances")); err != nil {
+		return "", fmt.Errorf("tracefs at %s has no instances: %w", p, err)
+	}
+	return p, nil
+}
+
+const stateEvent = "events/sock/inet_sock_set_state/enable"
+
+// removeInstance switches an instance's event off and removes it.
+func removeInstance(name string) error {
+	root, err := tracefsRoot()
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(root, "instances", name)
+	_ = os.WriteFile(filepath.Join(dir, stateEvent), []byte("0"), 0)
+	var last error
+	for range 50 { // rmdir fails while a reader still holds trace_pipe
+		if last = unix.Rmdir(dir); last == nil || errors.Is(last, unix.ENOENT) {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("remove tracefs instance %s: %w", name, last)
+}
+
+// stateTrace is one inet_sock_set_state record.
+type stateTrace struct {
+	at       time.Duration // CLOCK_MONOTONIC
+	pid      int
+	softirq  bool // not in process context: the pid is whoever was running
+	skaddr   uint64
+	old, new uint8
+	local    netip.AddrPort
+	remote   netip.AddrPort
+}
+
+// tracer reads a private tracefs instance that records only the TCP state
+// tracepoint, with the monotonic clock and raw field values.
+type tracer struct {
+	name, dir string
+	pipe      *os.File
+	marker    *os.File
+
+	mu      sync.Mutex
+	queue   []stateTrace
+	lost    int
+	err     error
+	done    chan struct{}
+	markCh  chan struct{}
+	written int // markers written
+	seen    int // markers read back
+	stopped bool
+}
+
+func newTracer(name string) (t *tracer, err error) {
+	root, err := tracefsRoot()
+	if err != nil {
+		return nil, err
+	}
+	t = &tracer{name: name, dir: filepath.Join(root, "instances", name), done: make(chan struct{}), markCh: make(chan struct{}, 1)}
+	if err := os.Mkdir(t.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create tracefs instance: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			t.close()
+		}
+	}()
+	write := func(file, v string) error {
+		if err := os.WriteFile(filepath.Join(t.dir, file), []byte(v), 0); err != nil {
+			return fmt.Errorf("tracefs %s: %w", file, err)
+		}
+		return nil
+	}
+	if err := write("trace_clock", "mono"); err != nil {
+		return nil, err
+	}
+	if err := write("buffer_size_kb", "2048"); err != nil {
+		return nil, err
+	}
+	// "fields" prints every field with its raw value, the socket's
+	// address included, which the default format leaves out.
+	if err := write("options/fields", "1"); err != nil {
+		return nil, err
+	}
+	if err := write(stateEvent, "1"); err != nil {
+		return nil, err
+	}
+	if t.marker, err = os.OpenFile(filepath.Join(t.dir, "trace_marker"), os.O_WRONLY, 0); err != nil {
+		return nil, err
+	}
+	if t.pipe, err = os.Open(filepath.Join(t.dir, "trace_pipe")); err != nil {
+		return nil, err
+	}
+	go t.read()
+	return t, nil
+}
+
+var traceLine = regexp.MustCompile(`^\s*(.*)-(\d+)\s+\[\d+\]\s+(\S+)\s+(\d+)\.(\d+):\s+(\S+):\s?(.*)$`)
+
+// markerLine is how a trace_marker write reads back: with the "fields"
+// option tracefs cannot print its text ("UNKNOWN TYPE 5"), so markers are
+// counted rather than read.
+var markerLine = regexp.MustCompile(`:\s+(tracing_mark_write:|UNKNOWN TYPE)`)
+var lostLine = regexp.MustCompile(`\[LOST (\d+) EVENTS\]`)
+
+func (t *tracer) read() {
+	defer close(t.done)
+	sc := bufio.NewScanner(t.pipe)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if m := lostLine.FindStringSubmatch(line); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			t.mu.Lock()
+			t.lost += n
+			t.mu.Unlock()
+			continue
+		}
+		if markerLine.MatchString(line) {
+			t.mu.Lock()
+			t.seen++
+			stop := t.stopped && t.seen >= t.written
+			t.mu.Unlock()
+			select {
+			case t.markCh <- struct{}{}:
+			default:
+			}
+			if stop {
+				return
+			}
+			continue
+		}
+		ev, ok := parseTraceLine(line)
+		if !ok {
+			continue
+		}
+		t.mu.Lock()
+		t.queue = append(t.queue, ev)
+		t.mu.Unlock()
+	}
+	t.mu.Lock()
+	t.err = sc.Err()
+	t.mu.Unlock()
+}
+
+func parseTraceLine(line string) (stateTrace, bool) {
+	var ev stateTrace
+	m := traceLine.FindStringSubmatch(line)
+	if m == nil {
+		return ev, false
+	}
+	ev.pid, _ = strconv.Atoi(m[2])
+	flags := m[3]
+	ev.softirq = len(flags) >= 3 && flags[2] != '.'
+	sec, _ := strconv.ParseInt(m[4], 10, 64)
+	frac := m[5]
+	for len(frac) < 9 {
+		frac += "0"
+	}
+	ns, _ := strconv.ParseInt(frac[:9], 10, 64)
+	ev.at = time.Duration(sec)*time.Second + time.Duration(ns)
+	if m[6] != "inet_sock_set_state" {
+		return ev, false
+	}
+	f := map[string]uint64{}
+	for _, tok := range strings.Fields(m[7]) {
+		k, v, ok := strings.Cut(tok, "=")
+		if !ok || !strings.HasPrefix(v, "0x") {
+			continue
+		}
+		n, err := strconv.ParseUint(v[2:], 16, 64)
+		if err == nil {
+			f[k] = n
+		}
+	}
+	if f["family"] != unix.AF_INET || f["protocol"] != unix.IPPROTO_TCP {
+		return ev, false
+	}
+	ip := func(v uint64) netip.Addr { // saddr[4] printed as a native (little-endian) u32
+		return netip.AddrFrom4([4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)})
+	}
+	ev.skaddr = f["skaddr"]
+	ev.old, ev.new = uint8(f["oldstate"]), uint8(f["newstate"])
+	ev.local = netip.AddrPortFrom(ip(f["saddr"]), uint16(f["sport"]))
+	ev.remote = netip.AddrPortFrom(ip(f["daddr"]), uint16(f["dport"]))
+	return ev, true
+}
+
+// sync writes a marker and waits until the reader has seen it: every
+// state change recorded before the call is then in the queue.
+func (t *tracer) sync(timeout time.Duration) error {
+	t.mu.Lock()
+	t.written++
+	want := t.written
+	t.mu.Unlock()
+	if _, err := t.marker.WriteString("tcplab\n"); err != nil {
+		return fmt.Errorf("trace marker: %w", err)
+	}
+	deadline := time.After(timeout)
+	for {
+		t.mu.Lock()
+		ok := t.seen >= want
+		t.mu.Unlock()
+		if ok {
+			return nil
+		}
+		select {
+		case <-t.markCh:
+		case <-t.done:
+			return fmt.Errorf("trace reader stopped: %v", t.err)
+		case <-deadline:
+			return fmt.Errorf("trace marker not read back within %v", timeout)
+		}
+	}
+}
+
+// take returns the queued records and the count of lost ones.
+func (t *tracer) take() ([]stateTrace, int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	q := t.queue
+	t.queue = nil
+	lost := t.lost
+	t.lost = 0
+	return q, lost
+}
+
+func (t *tracer) close() error {
+	if t.marker != nil {
+		if t.pipe != nil {
+			t.mu.Lock()
+			t.stopped = true
+			t.written++
+			t.mu.Unlock()
+			t.marker.WriteString("tcplab-stop\n")
+			select {
+			case <-t.done:
+			case <-time.After(time.Second):
+			}
+		}
+		t.marker.Close()
+	}
+	if t.pipe != nil {
+		t.pipe.Close()
+	}
+	return removeInstance(t.name)
+}

@@ -1,0 +1,81 @@
+// Package procnet reads the counter files of /proc/net (netstat, snmp):
+// pairs of lines, the first naming the fields of a group, the second
+// holding their values, as in
+//
+//	TcpExt: SyncookiesSent SyncookiesRecv ...
+//	TcpExt: 0 0 ...
+//
+// The parser knows no field names, so new kernels' counters come through.
+package procnet
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Counters maps "Group" then "Name" to a value: c["TcpExt"]["ListenDrops"].
+type Counters map[string]map[string]int64
+
+// Get returns a counter's value and whether it exists.
+func (c Counters) Get(group, name string) (int64, bool) {
+	v, ok := c[group][name]
+	return v, ok
+}
+
+// Parse reads one or more files in the name-line/value-line format and
+// merges them. A value line must follow its name line with the same group
+// and as many fields; anything else is an error naming the line.
+func Parse(data []byte) (Counters, error) {
+	out := Counters{}
+	return out, ParseInto(out, data)
+}
+
+// ParseInto adds the counters of data to c.
+func ParseInto(c Counters, data []byte) error {
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		names := sc.Text()
+		if strings.TrimSpace(names) == "" {
+			continue
+		}
+		group, nameList, ok := strings.Cut(names, ":")
+		if !ok || group == "" || strings.ContainsAny(group, " \t") {
+			return fmt.Errorf("line %d: %q is not \"Group: names\"", line, names)
+		}
+		if !sc.Scan() {
+			return fmt.Errorf("line %d: group %s has names but no values", line, group)
+		}
+		line++
+		vg, valList, ok := strings.Cut(sc.Text(), ":")
+		if !ok || vg != group {
+			return fmt.Errorf("line %d: expected the values of %s, got %q", line, group, sc.Text())
+		}
+		nf, vf := strings.Fields(nameList), strings.Fields(valList)
+		if len(nf) != len(vf) {
+			return fmt.Errorf("line %d: %s has %d names but %d values", line, group, len(nf), len(vf))
+		}
+		m := c[group]
+		if m == nil {
+			m = map[string]int64{}
+			c[group] = m
+		}
+		for i, n := range nf {
+			v, err := strconv.ParseInt(vf[i], 10, 64)
+			if err != nil {
+				u, uerr := strconv.ParseUint(vf[i], 10, 64)
+				if uerr != nil {
+					return fmt.Errorf("line %d: %s %s: %q is not a number", line, group, n, vf[i])
+				}
+				v = int64(u) // counters past 2^63 wrap, as the kernel's own do
+			}
+			m[n] = v
+		}
+	}
+	return sc.Err()
+}
