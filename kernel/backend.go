@@ -59,15 +59,16 @@ type Backend struct {
 	threads []threadWin
 	thMu    sync.Mutex
 
-	nextPkt   uint64
-	sent      []*sentPkt // packets seen leaving, waiting for their arrival
-	injects   []injection
-	injected  map[string]int // bytes of crafted packets not yet seen leaving
-	markSeq   int
-	quickNote []string
-	lostTrace int
-	warned    map[string]bool
-	stopped   atomic.Pointer[error]
+	nextPkt    uint64
+	sent       []*sentPkt // packets seen leaving, waiting for their arrival
+	injects    []injection
+	injected   map[string]int // bytes of crafted packets not yet seen leaving
+	markSeq    int
+	quickNote  []string
+	lostTrace  int
+	warned     map[string]bool
+	stopped    atomic.Pointer[error]
+	countersAt time.Duration
 }
 
 // Interrupt makes the run stop at its next step: time stops passing and
@@ -95,6 +96,7 @@ type host struct {
 	addr          netip.Addr
 	profile       string
 	ns            *nsHost
+	work          *nsWorker
 	diag          *diagConn
 	cap           *capture
 	fw            *firewall
@@ -233,7 +235,7 @@ func (b *Backend) start() error {
 		names[i], addrs[i] = h.name, h.addr
 	}
 	var err error
-	if b.lab, err = newLab(names, addrs); err != nil {
+	if b.lab, err = newLab(names, addrs, sim.DefaultDelay); err != nil {
 		return err
 	}
 	cleanup := func(e error) error {
@@ -263,7 +265,11 @@ func (b *Backend) start() error {
 // openHost opens, inside the host's namespace, everything the run uses
 // there, and applies the profile's and the scenario's settings.
 func (b *Backend) openHost(h *host) error {
-	err := inNS(h.ns.ns, func() error {
+	var err error
+	if h.work, err = newNSWorker(h.ns.ns); err != nil {
+		return err
+	}
+	err = h.work.do(func() error {
 		var err error
 		if h.diag, err = openDiag(); err != nil {
 			return err
@@ -393,7 +399,7 @@ func (b *Backend) SetProfile(hostName, profile string) error {
 	if !b.started {
 		return nil
 	}
-	return inNS(h.ns.ns, func() error { return b.applyProfile(h) })
+	return h.work.do(func() error { return b.applyProfile(h) })
 }
 
 // Set writes a sysctl in the host's namespace, after checking the value
@@ -414,7 +420,7 @@ func (b *Backend) Set(hostName, setting, value string) error {
 		h.settings = append(h.settings, [2]string{setting, value})
 		return nil
 	}
-	return inNS(h.ns.ns, func() error { return writeSysctl(setting, value) })
+	return h.work.do(func() error { return writeSysctl(setting, value) })
 }
 
 func (b *Backend) AddRule(r sim.Rule) (int, error) {
@@ -503,6 +509,9 @@ func (b *Backend) teardown() error {
 			if f != nil {
 				f.Close()
 			}
+		}
+		if h.work != nil {
+			h.work.close()
 		}
 	}
 	if b.tr != nil {

@@ -64,7 +64,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	r := tcp.Result{ID: h.nextCall, Call: c, Started: now, At: now}
 	if c.Op == tcp.OpSocket {
 		var fd int
-		err := inNS(h.ns.ns, func() error {
+		err := h.work.do(func() error {
 			var e error
 			fd, e = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 			return e

@@ -103,6 +103,9 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 	}
 	b.raw = append([]rawItem(nil), b.raw[n:]...)
 	b.poll(hz)
+	if hz-b.countersAt >= counterEvery {
+		b.countersAt = hz
+	}
 	b.forgetOld(hz)
 }
 
@@ -433,16 +436,19 @@ func (b *Backend) poll(at time.Duration) {
 			}
 		}
 		if len(watch) > 0 {
-			socks, err := h.diag.dump(1<<tcpTimeWait | 1<<tcpFinWait2 | 1<<tcpNewSynRecv | 1<<tcpSynRecv)
+			socks, err := h.diag.dump(allStates)
 			if err == nil {
 				for _, s := range watch {
 					found := false
 					for _, d := range socks {
-						if d.local == s.local && d.remote == s.remote {
-							found = true
-							if s.tw && stateName(d.state) != s.state {
-								b.stateEvent(h, s, stateName(d.state), at, "timer", "")
-							}
+						if d.local != s.local || d.remote != s.remote {
+							continue
+						}
+						// A request that became a full socket is still
+						// there: the tracer will report the child.
+						found = true
+						if s.tw && (d.state == tcpTimeWait || d.state == tcpFinWait2) && stateName(d.state) != s.state {
+							b.stateEvent(h, s, stateName(d.state), at, "timer", "")
 						}
 					}
 					if !found {
@@ -454,6 +460,9 @@ func (b *Backend) poll(at time.Duration) {
 					}
 				}
 			}
+		}
+		if at-b.countersAt < counterEvery {
+			continue
 		}
 		for _, c := range b.readCounters(h) {
 			old := h.counters[c.Name]
@@ -469,6 +478,11 @@ func (b *Backend) poll(at time.Duration) {
 		}
 	}
 }
+
+// counterEvery spaces the counter reads that report counter changes
+// while time passes (a read of netstat and snmp takes about 0.2 ms);
+// Counters always reads them afresh.
+const counterEvery = 10 * time.Millisecond
 
 // forgetOld drops bookkeeping that can no longer match anything.
 func (b *Backend) forgetOld(hz time.Duration) {

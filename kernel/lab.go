@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // ifName is every host's interface to the lab network, inside its own
@@ -34,20 +37,25 @@ type nsHost struct {
 }
 
 // lab is the network of one run: a namespace per host, and a switch
-// namespace with a bridge when there are more than two hosts.
+// namespace holding the other end of every host's veth, where tcplab's
+// link carries frames between them with the simulator's delay.
 type lab struct {
 	name     string
 	hosts    []*nsHost
 	switchNS string
 	sw       netns.NsHandle
+	link     *link
 }
 
 func hostMAC(i int) net.HardwareAddr {
 	return net.HardwareAddr{0x02, 0x74, 0x63, 0x00, byte(i >> 8), byte(i + 1)}
 }
+func portMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0x74, 0x63, 0x01, byte(i >> 8), byte(i + 1)}
+}
 
 // newLab creates the namespaces and links for the given hosts.
-func newLab(names []string, addrs []netip.Addr) (l *lab, err error) {
+func newLab(names []string, addrs []netip.Addr, delay time.Duration) (l *lab, err error) {
 	l = &lab{name: runName(), sw: netns.None()}
 	defer func() {
 		if err != nil {
@@ -55,19 +63,29 @@ func newLab(names []string, addrs []netip.Addr) (l *lab, err error) {
 			l = nil
 		}
 	}()
+	l.switchNS = l.name + "-switch"
+	if l.sw, err = newNamedNS(l.switchNS, netns.None()); err != nil {
+		return l, err
+	}
+	// Host namespaces are made from inside the switch namespace so that
+	// each gets a small TCP hash table of its own: with the machine's
+	// shared one (262,144 buckets here) every sock_diag dump walks it
+	// all and takes 2 ms.
+	err = inNS(l.sw, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/tcp_child_ehash_entries", []byte("1024"), 0)
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return l, fmt.Errorf("tcp_child_ehash_entries: %w", err)
+	}
 	for i, n := range names {
 		h := &nsHost{name: n, addr: addrs[i], nsName: l.name + "-" + n, mac: hostMAC(i)}
-		h.ns, err = newNamedNS(h.nsName)
+		h.ns, err = newNamedNS(h.nsName, l.sw)
 		if err != nil {
 			return l, err
 		}
 		l.hosts = append(l.hosts, h)
 	}
-	if len(l.hosts) == 2 {
-		err = l.pair(l.hosts[0], l.hosts[1])
-	} else {
-		err = l.bridge()
-	}
+	ports, err := l.wires()
 	if err != nil {
 		return l, err
 	}
@@ -76,7 +94,63 @@ func newLab(names []string, addrs []netip.Addr) (l *lab, err error) {
 			return l, fmt.Errorf("host %s: %w", h.name, err)
 		}
 	}
-	return l, nil
+	var ps []*port
+	err = inNS(l.sw, func() error {
+		for i, idx := range ports {
+			p, err := openPort(idx, l.hosts[i].mac)
+			if err != nil {
+				for _, q := range ps {
+					unix.Close(q.fd)
+				}
+				return fmt.Errorf("switch port for %s: %w", l.hosts[i].name, err)
+			}
+			ps = append(ps, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return l, err
+	}
+	l.link = newLink(delay, ps)
+	return l, l.ready()
+}
+
+// ready waits until every interface of the lab is operationally up: a
+// veth passes packets only once the kernel's link watch has activated it,
+// which can take tens of milliseconds after it was set up.
+func (l *lab) ready() error {
+	deadline := time.Now().Add(3 * time.Second)
+	check := func(ns netns.NsHandle, names ...string) error {
+		h, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			return err
+		}
+		defer h.Delete()
+		for _, n := range names {
+			for {
+				link, err := h.LinkByName(n)
+				if err != nil {
+					return err
+				}
+				if link.Attrs().OperState == netlink.OperUp {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("interface %s is still %v after 3s", n, link.Attrs().OperState)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		return nil
+	}
+	var ports []string
+	for i, h := range l.hosts {
+		ports = append(ports, fmt.Sprintf("port%d", i))
+		if err := check(h.ns, ifName); err != nil {
+			return fmt.Errorf("host %s: %w", h.name, err)
+		}
+	}
+	return check(l.sw, ports...)
 }
 
 // mtu is Ethernet's, so that the MSS is 1460 as in the simulator.
@@ -95,60 +169,33 @@ func vethAttrs(name string, mac net.HardwareAddr) netlink.LinkAttrs {
 	return a
 }
 
-// pair joins two hosts with one veth pair, created inside the first host's
-// namespace so the root namespace never holds it.
-func (l *lab) pair(a, b *nsHost) error {
-	h, err := netlink.NewHandleAt(a.ns)
-	if err != nil {
-		return err
-	}
-	defer h.Delete()
-	v := &netlink.Veth{LinkAttrs: vethAttrs(ifName, a.mac), PeerName: ifName,
-		PeerHardwareAddr: b.mac, PeerNamespace: netlink.NsFd(int(b.ns))}
-	if err := h.LinkAdd(v); err != nil {
-		return fmt.Errorf("create veth %s-%s: %w", a.name, b.name, err)
-	}
-	return nil
-}
-
-// bridge puts a bridge in a switch namespace and one veth per host on it.
-func (l *lab) bridge() error {
-	l.switchNS = l.name + "-switch"
-	var err error
-	if l.sw, err = newNamedNS(l.switchNS); err != nil {
-		return err
-	}
+// wires creates, inside the switch namespace, one veth per host whose
+// other end (eth0) goes into the host's namespace, and returns the ports'
+// interface indexes. The root namespace never holds any of them.
+func (l *lab) wires() ([]int, error) {
 	sh, err := netlink.NewHandleAt(l.sw)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer sh.Delete()
-	ba := netlink.NewLinkAttrs()
-	ba.Name = "br0"
-	br := &netlink.Bridge{LinkAttrs: ba}
-	if err := sh.LinkAdd(br); err != nil {
-		return fmt.Errorf("create bridge: %w", err)
-	}
+	var idx []int
 	for i, host := range l.hosts {
-		port := fmt.Sprintf("port%d", i)
-		v := &netlink.Veth{LinkAttrs: vethAttrs(port, nil), PeerName: ifName,
+		name := fmt.Sprintf("port%d", i)
+		v := &netlink.Veth{LinkAttrs: vethAttrs(name, portMAC(i)), PeerName: ifName,
 			PeerHardwareAddr: host.mac, PeerNamespace: netlink.NsFd(int(host.ns))}
-		v.GSOMaxSegs, v.TSOMaxSegs = 1, 1
 		if err := sh.LinkAdd(v); err != nil {
-			return fmt.Errorf("create veth for %s: %w", host.name, err)
+			return nil, fmt.Errorf("create veth for %s: %w", host.name, err)
 		}
-		link, err := sh.LinkByName(port)
+		link, err := sh.LinkByName(name)
 		if err != nil {
-			return err
-		}
-		if err := sh.LinkSetMaster(link, br); err != nil {
-			return err
+			return nil, err
 		}
 		if err := sh.LinkSetUp(link); err != nil {
-			return err
+			return nil, err
 		}
+		idx = append(idx, link.Attrs().Index)
 	}
-	return sh.LinkSetUp(br)
+	return idx, nil
 }
 
 // configure brings up lo and eth0 in a host, gives eth0 the host's
@@ -225,6 +272,10 @@ func (l *lab) host(name string) *nsHost {
 // callers close sockets first.
 func (l *lab) close() error {
 	var errs []error
+	if l.link != nil {
+		l.link.close()
+		l.link = nil
+	}
 	for _, h := range l.hosts {
 		if h.ns.IsOpen() {
 			h.ns.Close()

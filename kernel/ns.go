@@ -72,13 +72,58 @@ func inNS(ns netns.NsHandle, f func() error) error {
 	return <-done
 }
 
+// nsWorker is a thread that stays in one namespace and runs functions
+// there: creating a socket or writing a sysctl on it costs a channel send,
+// where a fresh thread per call (inNS) costs a thread's creation and exit,
+// which now and then takes 10 ms.
+type nsWorker struct {
+	jobs chan func()
+}
+
+func newNSWorker(ns netns.NsHandle) (*nsWorker, error) {
+	w := &nsWorker{jobs: make(chan func())}
+	ready := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := netns.Set(ns); err != nil {
+			ready <- fmt.Errorf("enter namespace: %w", err)
+			return
+		}
+		ready <- nil
+		for f := range w.jobs {
+			f()
+		}
+	}()
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// do runs f in the worker's namespace and waits for it.
+func (w *nsWorker) do(f func() error) error {
+	done := make(chan error, 1)
+	w.jobs <- func() { done <- f() }
+	return <-done
+}
+
+func (w *nsWorker) close() { close(w.jobs) }
+
 // newNamedNS creates a network namespace mounted under /var/run/netns/name
-// and returns a handle to it, without moving the caller's thread.
-func newNamedNS(name string) (netns.NsHandle, error) {
+// and returns a handle to it, without moving the caller's thread. With a
+// parent, the namespace is created from inside it and so takes the
+// parent's tcp_child_ehash_entries.
+func newNamedNS(name string, parent netns.NsHandle) (netns.NsHandle, error) {
 	var h netns.NsHandle
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // the thread dies with the goroutine
+		if parent.IsOpen() {
+			if err := netns.Set(parent); err != nil {
+				done <- err
+				return
+			}
+		}
 		var e error
 		h, e = netns.NewNamed(name)
 		done <- e

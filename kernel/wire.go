@@ -1,0 +1,227 @@
+package kernel
+
+import (
+	"container/heap"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// link is the lab's wire: every host's eth0 is one end of a veth pair
+// whose other end, a port, sits in the switch namespace. tcplab forwards
+// frames between the ports itself, each after the one-way delay, because
+// veth delivers in microseconds and this kernel has no netem to slow it.
+// With the delay the real stacks see the same 1 ms link as the simulator,
+// so the same states are visible for the same time.
+//
+// Frames are forwarded by destination MAC; a frame for a MAC no host has
+// (the black-hole gateway) is dropped here, after the sender's capture saw
+// it leave, as a packet to a missing host is lost in the simulator.
+type link struct {
+	delay time.Duration
+	ports []*port
+	byMAC map[string]*port
+
+	mu      sync.Mutex
+	queue   frameHeap
+	wake    chan struct{}
+	stop    chan struct{}
+	wg      sync.WaitGroup
+	dropped int
+	seq     uint64
+}
+
+type port struct {
+	fd    int
+	index int
+	mac   net.HardwareAddr
+}
+
+type frame struct {
+	due  time.Duration // CLOCK_MONOTONIC
+	seq  uint64
+	to   *port
+	data []byte
+}
+
+type frameHeap []frame
+
+func (h frameHeap) Len() int { return len(h) }
+func (h frameHeap) Less(i, j int) bool {
+	if h[i].due != h[j].due {
+		return h[i].due < h[j].due
+	}
+	return h[i].seq < h[j].seq
+}
+func (h frameHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *frameHeap) Push(x any)   { *h = append(*h, x.(frame)) }
+func (h *frameHeap) Pop() any {
+	old := *h
+	f := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return f
+}
+
+// openPort opens a raw packet socket on a switch port; it must run in
+// the switch namespace.
+func openPort(index int, mac net.HardwareAddr) (*port, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: index}); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+	return &port{fd: fd, index: index, mac: mac}, nil
+}
+
+func newLink(delay time.Duration, ports []*port) *link {
+	l := &link{delay: delay, ports: ports, byMAC: map[string]*port{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	for _, p := range ports {
+		l.byMAC[string(p.mac)] = p
+	}
+	for _, p := range ports {
+		l.wg.Add(1)
+		go l.receive(p)
+	}
+	l.wg.Add(1)
+	go l.send()
+	return l
+}
+
+// receive reads frames a host sent into its port and queues them for
+// their destination.
+func (l *link) receive(p *port) {
+	defer l.wg.Done()
+	buf := make([]byte, 1<<16)
+	for {
+		pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 50)
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		if n <= 0 {
+			continue
+		}
+		for {
+			m, from, err := unix.Recvfrom(p.fd, buf, unix.MSG_DONTWAIT)
+			if err != nil {
+				break
+			}
+			now := monoNow()
+			ll, _ := from.(*unix.SockaddrLinklayer)
+			if ll == nil || ll.Pkttype == unix.PACKET_OUTGOING || m < 14 {
+				continue // what this link itself sent out of the port
+			}
+			data := append([]byte(nil), buf[:m]...)
+			if binary.BigEndian.Uint16(data[12:14]) != unix.ETH_P_IP {
+				continue // the lab speaks IPv4 only (no ARP: neighbours are static)
+			}
+			fixChecksum(data[14:])
+			dst := net.HardwareAddr(data[0:6])
+			var outs []*port
+			if to := l.byMAC[string(dst)]; to != nil {
+				outs = []*port{to}
+			} else if dst[0]&1 == 1 { // broadcast or multicast
+				for _, o := range l.ports {
+					if o != p {
+						outs = append(outs, o)
+					}
+				}
+			}
+			l.mu.Lock()
+			if len(outs) == 0 {
+				l.dropped++
+			}
+			for _, o := range outs {
+				l.seq++
+				heap.Push(&l.queue, frame{due: now + l.delay, seq: l.seq, to: o, data: data})
+			}
+			l.mu.Unlock()
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// send delivers queued frames when they are due.
+func (l *link) send() {
+	defer l.wg.Done()
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for {
+		l.mu.Lock()
+		now := monoNow()
+		var due []frame
+		for len(l.queue) > 0 && l.queue[0].due <= now {
+			due = append(due, heap.Pop(&l.queue).(frame))
+		}
+		wait := time.Hour
+		if len(l.queue) > 0 {
+			wait = l.queue[0].due - now
+		}
+		l.mu.Unlock()
+		for _, f := range due {
+			_, _ = unix.Write(f.to.fd, f.data)
+		}
+		t.Reset(wait)
+		select {
+		case <-l.stop:
+			return
+		case <-l.wake:
+		case <-t.C:
+		}
+	}
+}
+
+func (l *link) close() {
+	close(l.stop)
+	l.wg.Wait()
+	for _, p := range l.ports {
+		unix.Close(p.fd)
+	}
+}
+
+// fixChecksum completes a TCP checksum a sender left to offload (veth
+// passes packets with only the pseudo-header sum filled in); written out
+// of another port as is, the packet would be dropped as corrupt.
+func fixChecksum(ip []byte) {
+	if len(ip) < 20 || ip[0]>>4 != 4 || ip[9] != unix.IPPROTO_TCP {
+		return
+	}
+	ihl := int(ip[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(ip[2:4]))
+	if ihl < 20 || total > len(ip) || total < ihl+20 {
+		return
+	}
+	seg := ip[ihl:total]
+	seg[16], seg[17] = 0, 0
+	var sum uint32
+	for i := 12; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	sum += unix.IPPROTO_TCP + uint32(len(seg))
+	for i := 0; i+1 < len(seg); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(seg[i:]))
+	}
+	if len(seg)%2 == 1 {
+		sum += uint32(seg[len(seg)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(seg[16:], ^uint16(sum))
+}
