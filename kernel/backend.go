@@ -7,9 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,9 +25,6 @@ import (
 
 // Options tune a kernel run.
 type Options struct {
-	// Quick shortens the timers Linux lets a namespace tune; the run
-	// reports which it changed.
-	Quick bool
 	// Tick is how often the backend looks at the kernel while time
 	// passes (default 2 ms).
 	Tick time.Duration
@@ -56,15 +53,13 @@ type Backend struct {
 	done     chan completion
 	inflight sync.WaitGroup
 
-	threads []threadWin
+	threads []*threadWin
 	thMu    sync.Mutex
 
 	nextPkt    uint64
 	sent       []*sentPkt // packets seen leaving, waiting for their arrival
 	injects    []injection
 	injected   map[string]int // bytes of crafted packets not yet seen leaving
-	markSeq    int
-	quickNote  []string
 	lostTrace  int
 	warned     map[string]bool
 	stopped    atomic.Pointer[error]
@@ -76,9 +71,23 @@ type Backend struct {
 // signal handler); Close then removes what the run created.
 func (b *Backend) Interrupt(err error) { b.stopped.Store(&err) }
 
+// guard turns a panic in one of the backend's goroutines into the end of
+// the run, so that the lab is still removed: a panic outside the caller's
+// goroutine would skip every deferred Close.
+func (b *Backend) guard() {
+	if r := recover(); r != nil {
+		b.Interrupt(fmt.Errorf("kernel backend: internal error: %v\n%s", r, debug.Stack()))
+	}
+}
+
 func (b *Backend) interrupted() error {
 	if p := b.stopped.Load(); p != nil {
 		return *p
+	}
+	if b.lab != nil && b.lab.link != nil {
+		if err := b.lab.link.failed(); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -151,10 +160,13 @@ func New(opt Options) *Backend {
 func (b *Backend) Name() string         { return "kernel" }
 func (b *Backend) SetSink(s trace.Sink) { b.sink = s }
 
-// Tolerance allows for the kernel's timer granularity: a jiffy (4 ms at
-// HZ=250) per timer and scheduling noise, growing with the interval.
+// Tolerance allows for how Linux runs timers: a timer is rounded up to
+// its timer-wheel level's granularity, at most about an eighth of its
+// length (a 60 s TIME_WAIT ends up to 2 s late at HZ=250), plus jiffies
+// and scheduling noise for short ones (a loaded 2-core machine delays a
+// wake-up by tens of milliseconds).
 func (b *Backend) Tolerance(d time.Duration) time.Duration {
-	return 25*time.Millisecond + d/50
+	return 50*time.Millisecond + d/8
 }
 
 func monoNow() time.Duration {
@@ -592,13 +604,13 @@ func (b *Backend) emit(e trace.Event) {
 func (b *Backend) lockThread(h *host, s *ksock, what string) func() {
 	runtime.LockOSThread()
 	tid := unix.Gettid()
+	w := &threadWin{tid: tid, h: h, s: s, what: what, from: monoNow()}
 	b.thMu.Lock()
-	i := len(b.threads)
-	b.threads = append(b.threads, threadWin{tid: tid, h: h, s: s, what: what, from: monoNow()})
+	b.threads = append(b.threads, w)
 	b.thMu.Unlock()
 	return func() {
 		b.thMu.Lock()
-		b.threads[i].to = monoNow()
+		w.to = monoNow()
 		b.thMu.Unlock()
 		runtime.UnlockOSThread()
 	}
@@ -619,12 +631,10 @@ func (b *Backend) threadAt(tid int, at time.Duration) *threadWin {
 	b.thMu.Lock()
 	defer b.thMu.Unlock()
 	for i := len(b.threads) - 1; i >= 0; i-- {
-		w := &b.threads[i]
+		w := b.threads[i]
 		if w.tid == tid && at >= w.from && (w.to == 0 || at <= w.to) {
 			return w
 		}
 	}
 	return nil
 }
-
-func describeSettings(changed []string) string { return strings.Join(changed, ", ") }

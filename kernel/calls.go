@@ -260,6 +260,7 @@ func (b *Backend) pend1(h *host, s *ksock, r *tcp.Result, rest func() (int, tcp.
 	b.inflight.Add(1)
 	go func() {
 		defer b.inflight.Done()
+		defer b.guard()
 		end := b.lockThread(h, s, res.Call.Op.String())
 		ret, e, data, nfd := rest()
 		end()
@@ -309,6 +310,7 @@ func (b *Backend) closeCall(h *host, s *ksock, r *tcp.Result) {
 	b.inflight.Add(1)
 	go func() {
 		defer b.inflight.Done()
+		defer b.guard()
 		end := b.lockThread(h, s, "close")
 		err := unix.Close(kfd)
 		end()
@@ -325,6 +327,7 @@ func (b *Backend) closeCall(h *host, s *ksock, r *tcp.Result) {
 		b.inflight.Add(1)
 		go func() {
 			defer b.inflight.Done()
+			defer b.guard()
 			err := <-ch
 			res.Pending = false
 			if err != nil {

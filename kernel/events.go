@@ -334,6 +334,12 @@ func (b *Backend) onTrace(ev *stateTrace, at time.Duration) {
 		if l == nil {
 			return
 		}
+		// Another run may have a listener at the same address and port:
+		// the connection is this run's only if this run's capture saw
+		// the segment that completed it.
+		if in, ok := h.lastIn[[2]netip.AddrPort{ev.local, ev.remote}]; !ok || at-in.at > time.Second {
+			return
+		}
 		s = h.newSock(-1)
 		s.parent, s.local, s.remote, s.state = l.id, ev.local, ev.remote, "LISTEN"
 	}

@@ -49,10 +49,28 @@ func failures(res *scenario.Result) string {
 	return b.String()
 }
 
-func TestKernelHandshake(t *testing.T) {
+// TestKernelScenarios runs the short built-in scenarios on the kernel:
+// every expectation written for the simulator must hold on Linux too.
+func TestKernelScenarios(t *testing.T) {
 	needKernel(t)
-	res, _ := runKernel(t, "handshake")
-	if res.Failed() > 0 {
-		t.Errorf("handshake on the kernel: %d failed:%s", res.Failed(), failures(res))
+	for _, name := range []string{"handshake", "rst-closed-port", "close-unread-rst", "last-ack"} {
+		t.Run(name, func(t *testing.T) {
+			res, events := runKernel(t, name)
+			if res.Failed() > 0 {
+				t.Errorf("%d of %d expectations failed on the kernel:%s", res.Failed(), len(res.Checks), failures(res))
+			}
+			var packets, states int
+			for _, e := range events {
+				switch e.Kind {
+				case trace.KindPacket:
+					packets++
+				case trace.KindState:
+					states++
+				}
+			}
+			if packets == 0 || states == 0 {
+				t.Errorf("%d packets and %d state changes reported", packets, states)
+			}
+		})
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"container/heap"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -33,6 +35,22 @@ type link struct {
 	wg      sync.WaitGroup
 	dropped int
 	seq     uint64
+	err     error
+}
+
+// guard records a panic of a link goroutine as the link's failure.
+func (l *link) guard() {
+	if r := recover(); r != nil {
+		l.mu.Lock()
+		l.err = fmt.Errorf("kernel backend: the link failed: %v\n%s", r, debug.Stack())
+		l.mu.Unlock()
+	}
+}
+
+func (l *link) failed() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 type port struct {
@@ -99,6 +117,7 @@ func newLink(delay time.Duration, ports []*port) *link {
 // their destination.
 func (l *link) receive(p *port) {
 	defer l.wg.Done()
+	defer l.guard()
 	buf := make([]byte, 1<<16)
 	for {
 		pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
@@ -160,6 +179,7 @@ func (l *link) receive(p *port) {
 // send delivers queued frames when they are due.
 func (l *link) send() {
 	defer l.wg.Done()
+	defer l.guard()
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {

@@ -14,11 +14,8 @@ import (
 
 // newBackend picks the simulator or, with --kernel, the Linux kernel, and
 // describes it for the report header.
-func newBackend(useKernel, quick bool, seed uint64) (scenario.Backend, string, error) {
+func newBackend(useKernel bool, seed uint64) (scenario.Backend, string, error) {
 	if !useKernel {
-		if quick {
-			return nil, "", fmt.Errorf("--quick shortens the kernel's timers; it needs --kernel (the simulator's time is virtual anyway)")
-		}
 		return scenario.NewSim(seed), fmt.Sprintf("simulator, seed %d", seed), nil
 	}
 	if err := kernel.Check(); err != nil {
@@ -27,10 +24,7 @@ func newBackend(useKernel, quick bool, seed uint64) (scenario.Backend, string, e
 	var u unix.Utsname
 	_ = unix.Uname(&u)
 	desc := "Linux " + unix.ByteSliceToString(u.Release[:]) + " in network namespaces"
-	if quick {
-		desc += ", --quick"
-	}
-	return kernel.New(kernel.Options{Quick: quick}), desc, nil
+	return kernel.New(kernel.Options{}), desc, nil
 }
 
 // runInterruptible runs a scenario and makes sure a kernel run removes

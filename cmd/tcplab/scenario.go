@@ -76,7 +76,6 @@ type runFlags struct {
 	counters bool
 	allTaps  bool
 	kernel   bool
-	quick    bool
 }
 
 func newRun(stdout io.Writer) *cobra.Command {
@@ -115,7 +114,6 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.BoolVar(&f.counters, "counters", false, "also print every counter change")
 	fl.BoolVar(&f.allTaps, "all-packets", false, "print every packet at both its sender and its receiver")
 	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
-	fl.BoolVar(&f.quick, "quick", false, "with --kernel: shorten the timers Linux lets a namespace tune, and say which")
 	return cmd
 }
 
@@ -143,7 +141,7 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		enc = json.NewEncoder(w)
 		opt.Sink = func(e trace.Event) { _ = enc.Encode(&e) }
 	}
-	b, desc, err := newBackend(f.kernel, f.quick, f.seed)
+	b, desc, err := newBackend(f.kernel, f.seed)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+
+	"github.com/tcplab/tcplab/kernel"
+)
+
+// rootState is what a kernel run must leave as it found it in the root
+// namespace: its links and its nftables tables.
+func rootState(t *testing.T) string {
+	t.Helper()
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, l := range links {
+		names = append(names, l.Attrs().Name)
+	}
+	c, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := c.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range tables {
+		names = append(names, "nft:"+tb.Name)
+	}
+	slices.Sort(names)
+	return strings.Join(names, " ")
+}
+
+// leftoversOf lists what the process pid still has.
+func leftoversOf(t *testing.T, pid int) []kernel.Leftover {
+	t.Helper()
+	ls, err := kernel.Leftovers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []kernel.Leftover
+	for _, l := range ls {
+		if l.PID == pid {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// startRun starts `tcplab run --kernel NAME` and waits until its lab
+// exists.
+func startRun(t *testing.T, name string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tcplab")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(bin, "run", "--kernel", name)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(leftoversOf(t, cmd.Process.Pid)) < 3 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("the run made no lab within 10s:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond) // into the scenario's waiting
+	return cmd, &out
+}
+
+func TestKernelRunInterruptedCleansUp(t *testing.T) {
+	if err := kernel.Check(); err != nil {
+		t.Skip(err)
+	}
+	before := rootState(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		cmd, out := startRun(t, "time-wait")
+		pid := cmd.Process.Pid
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			t.Fatalf("%v: the run did not stop within 10s", sig)
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 2 {
+			t.Errorf("%v: exit code %d, want 2\n%s", sig, code, out.String())
+		}
+		if !strings.Contains(out.String(), "interrupted") {
+			t.Errorf("%v: output does not say the run was interrupted:\n%s", sig, out.String())
+		}
+		if left := leftoversOf(t, pid); len(left) > 0 {
+			t.Errorf("%v: left behind %v", sig, left)
+		}
+		if after := rootState(t); after != before {
+			t.Errorf("%v: the root namespace changed:\nbefore %s\nafter  %s", sig, before, after)
+		}
+	}
+}
+
+func TestKernelLabCleanAfterKill(t *testing.T) {
+	if err := kernel.Check(); err != nil {
+		t.Skip(err)
+	}
+	before := rootState(t)
+	cmd, _ := startRun(t, "time-wait")
+	pid := cmd.Process.Pid
+	cmd.Process.Kill()
+	cmd.Wait()
+	left := leftoversOf(t, pid)
+	if len(left) < 3 {
+		t.Fatalf("a killed run should leave its namespaces and tracer, found %v", left)
+	}
+	var out bytes.Buffer
+	if code := run([]string{"lab", "clean"}, &out, &out); code != 0 {
+		t.Fatalf("lab clean: exit %d\n%s", code, out.String())
+	}
+	if !strings.Contains(out.String(), "pid "+strconv.Itoa(pid)) {
+		t.Errorf("lab clean did not report the run's leftovers:\n%s", out.String())
+	}
+	if left := leftoversOf(t, pid); len(left) > 0 {
+		t.Errorf("left after lab clean: %v", left)
+	}
+	for _, l := range left {
+		if _, err := os.Stat(filepath.Join("/var/run/netns", l.Name)); l.Kind == "netns" && err == nil {
+			t.Errorf("namespace %s is still mounted", l.Name)
+		}
+	}
+	if after := rootState(t); after != before {
+		t.Errorf("the root namespace changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
