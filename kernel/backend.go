@@ -60,7 +60,6 @@ type Backend struct {
 	sent       []*sentPkt // packets seen leaving, waiting for their arrival
 	injects    []injection
 	injected   map[string]int // bytes of crafted packets not yet seen leaving
-	lostTrace  int
 	warned     map[string]bool
 	stopped    atomic.Pointer[error]
 	countersAt time.Duration
@@ -459,7 +458,7 @@ func (b *Backend) AddRule(r sim.Rule) (int, error) {
 		in.label = fmt.Sprintf("#%d %s", id, r.Summary())
 	}
 	b.rules[id] = in
-	b.collect(true)
+	b.flushUpTo(b.Now())
 	b.emitNow(trace.Event{Host: h.name, Kind: trace.KindRule, Rule: &trace.RuleChange{ID: id, Added: true, Summary: r.Summary()}})
 	return id, nil
 }
@@ -473,7 +472,7 @@ func (b *Backend) RemoveRule(id int) error {
 		return err
 	}
 	delete(b.rules, id)
-	b.collect(true)
+	b.flushUpTo(b.Now())
 	b.emitNow(trace.Event{Host: in.host.name, Kind: trace.KindRule, Rule: &trace.RuleChange{ID: id, Added: false, Summary: in.rule.Summary()}})
 	return nil
 }

@@ -58,7 +58,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	if err := b.start(); err != nil {
 		return tcp.Result{}, err
 	}
-	b.collect(true)
+	b.flushUpTo(b.Now())
 	h.nextCall++
 	now := b.Now()
 	r := tcp.Result{ID: h.nextCall, Call: c, Started: now, At: now}

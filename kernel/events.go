@@ -45,17 +45,10 @@ func pktKey(s *wire.Segment) string {
 	return fmt.Sprintf("%v:%d>%v:%d %d %d %02x %d", s.Src, s.SrcPort, s.Dst, s.DstPort, uint32(s.Seq), uint32(s.Ack), uint8(s.Flags), len(s.Payload))
 }
 
-// collect gathers everything observed up to the horizon (a time on the
-// run's clock), turns it into events in time order and sends them, then
-// looks at the hosts' sockets and counters.
-func (b *Backend) collect(sync bool) {
-	if !b.started {
-		return
-	}
-	b.flushUpTo(b.Now())
-	_ = sync
-}
-
+// flushUpTo gathers everything observed up to the horizon hz (a time on
+// the run's clock), turns it into events in time order and sends them,
+// then looks at the hosts' sockets and counters. What happened after hz
+// waits for the next call.
 func (b *Backend) flushUpTo(hz time.Duration) {
 	if !b.started {
 		return
@@ -74,7 +67,6 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 	}
 	traces, lost := b.tr.take()
 	if lost > 0 {
-		b.lostTrace += lost
 		b.emitAt(hz, trace.Event{Kind: trace.KindNote, Note: fmt.Sprintf("the tracer lost %d state changes (ring buffer full)", lost)})
 	}
 	for i := range traces {
@@ -554,7 +546,7 @@ func (b *Backend) RunUntil(t time.Duration, stop func() bool) bool {
 	}
 	for b.interrupted() == nil {
 		b.sendDue()
-		b.collect(true)
+		b.flushUpTo(b.Now())
 		if stop != nil && stop() {
 			return true
 		}
