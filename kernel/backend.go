@@ -110,6 +110,7 @@ type host struct {
 	fw            *firewall
 	rawFd         int
 	netstat, snmp *os.File
+	procBuf       []byte // reused for every read of netstat and snmp
 
 	fds      map[tcp.FD]*ksock
 	socks    []*ksock
@@ -553,16 +554,18 @@ func waitTimeout(wg *sync.WaitGroup, d time.Duration) {
 // those the simulator also keeps, in its order.
 func (b *Backend) readCounters(h *host) []trace.Counter {
 	c := procnet.Counters{}
+	if h.procBuf == nil {
+		h.procBuf = make([]byte, 64<<10)
+	}
 	for _, f := range []*os.File{h.netstat, h.snmp} {
 		if f == nil {
 			continue
 		}
-		buf := make([]byte, 64<<10)
-		n, err := f.ReadAt(buf, 0)
+		n, err := f.ReadAt(h.procBuf, 0)
 		if err != nil && n == 0 {
 			continue
 		}
-		_ = procnet.ParseInto(c, buf[:n])
+		_ = procnet.ParseInto(c, h.procBuf[:n])
 	}
 	out := make([]trace.Counter, 0, len(tcp.Counters()))
 	for _, k := range tcp.Counters() {

@@ -105,7 +105,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		})
 		if r.Err == tcp.OK {
 			s.listener = true
-			s.local = b.localAddr(s)
+			s.local, _ = sockName(s.kfd)
 		}
 	case tcp.OpConnect:
 		sa := &unix.SockaddrInet4{Port: int(c.Addr.Port()), Addr: c.Addr.Addr().As4()}
@@ -397,11 +397,6 @@ func sockName(fd int) (local, remote netip.AddrPort) {
 		}
 	}
 	return
-}
-
-func (b *Backend) localAddr(s *ksock) netip.AddrPort {
-	l, _ := sockName(s.kfd)
-	return l
 }
 
 // find is the socket of the host that currently has this connection.

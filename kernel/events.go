@@ -109,7 +109,7 @@ func (b *Backend) warnOnce(key, text string) {
 	b.emitAt(b.Now(), trace.Event{Kind: trace.KindNote, Note: text})
 }
 
-// emitAt sends an event at a time no earlier than the last one sent.
+// emitAt sends an event stamped with time at.
 func (b *Backend) emitAt(at time.Duration, e trace.Event) {
 	e.At = at
 	b.emit(e)

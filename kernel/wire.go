@@ -28,14 +28,13 @@ type link struct {
 	ports []*port
 	byMAC map[string]*port
 
-	mu      sync.Mutex
-	queue   frameHeap
-	wake    chan struct{}
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	dropped int
-	seq     uint64
-	err     error
+	mu    sync.Mutex
+	queue frameHeap
+	wake  chan struct{}
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	seq   uint64
+	err   error
 }
 
 // guard records a panic of a link goroutine as the link's failure.
@@ -160,9 +159,6 @@ func (l *link) receive(p *port) {
 				}
 			}
 			l.mu.Lock()
-			if len(outs) == 0 {
-				l.dropped++
-			}
 			for _, o := range outs {
 				l.seq++
 				heap.Push(&l.queue, frame{due: now + l.delay, seq: l.seq, to: o, data: data})
