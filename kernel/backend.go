@@ -79,6 +79,10 @@ func (b *Backend) guard() {
 	}
 }
 
+// Interrupted is why the run was stopped early (Interrupt, or a failure
+// of the backend's own goroutines), or nil.
+func (b *Backend) Interrupted() error { return b.interrupted() }
+
 func (b *Backend) interrupted() error {
 	if p := b.stopped.Load(); p != nil {
 		return *p

@@ -442,6 +442,11 @@ func (b *Backend) poll(at time.Duration) {
 						if d.local != s.local || d.remote != s.remote {
 							continue
 						}
+						// A new connection may take the 4-tuple of an
+						// ended one (a bound port, once TIME_WAIT is over).
+						if s.tw && d.state != tcpTimeWait && d.state != tcpFinWait2 {
+							continue
+						}
 						// A request that became a full socket is still
 						// there: the tracer will report the child.
 						found = true
@@ -579,6 +584,10 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The dump is the kernel now; report what led to it before the
+	// caller sees it (a socket gone from the dump has its last state
+	// change in the trace).
+	b.flushUpTo(b.Now())
 	cookies := map[uint64]*ksock{}
 	for _, s := range h.socks {
 		if s.kfd >= 0 {

@@ -219,6 +219,11 @@ func (l *lab) configure(h *nsHost) error {
 		return err
 	}
 	h.index = eth.Attrs().Index
+	// The peer end of a veth does not take the attributes given at
+	// creation: without this TCP sends 5-segment GSO packets through it.
+	if err := nh.LinkSetGSOMaxSegs(eth, 1); err != nil {
+		return fmt.Errorf("one segment per packet on %s: %w", h.name, err)
+	}
 	a := &netlink.Addr{IPNet: &net.IPNet{IP: h.addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
 	if err := nh.AddrAdd(eth, a); err != nil {
 		return fmt.Errorf("address %s: %w", h.addr, err)
