@@ -154,3 +154,41 @@ func TestKernelLabCleanAfterKill(t *testing.T) {
 		t.Errorf("the root namespace changed:\nbefore %s\nafter  %s", before, after)
 	}
 }
+
+// diff runs scenarios on both backends; handshake and rst-closed-port
+// agree with Linux in every aspect, and fin-ack-direct differs only as
+// the known-differences list says.
+func TestKernelDiff(t *testing.T) {
+	if err := kernel.Check(); err != nil {
+		t.Skip(err)
+	}
+	before := rootState(t)
+	out, errs, code := tcplab(t, "diff", "handshake", "rst-closed-port", "fin-ack-direct", "isn-prediction")
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errs, out)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 {
+			rows[f[0]] = strings.Join(f[1:], " ")
+		}
+	}
+	for name, want := range map[string]string{
+		"handshake": "agrees -", "rst-closed-port": "agrees -",
+		"fin-ack-direct": "known differences client states: ",
+		"isn-prediction": "known differences run: kernel: ",
+	} {
+		if !strings.HasPrefix(rows[name], want) {
+			t.Errorf("%s: row %q, want it to start with %q\n%s", name, rows[name], want, out)
+		}
+	}
+	if !strings.Contains(out, "4 scenarios: 2 agree, 2 differ as documented, 0 differ otherwise") {
+		t.Errorf("no summary:\n%s", out)
+	}
+	if left := leftoversOf(t, os.Getpid()); len(left) > 0 {
+		t.Errorf("left behind %v", left)
+	}
+	if after := rootState(t); after != before {
+		t.Errorf("the root namespace changed:\nbefore %s\nafter  %s", before, after)
+	}
+}

@@ -112,6 +112,8 @@ func TestRunExitCodes(t *testing.T) {
 	for _, args := range [][]string{
 		{"run", "hutoo"}, {"run"}, {"run", "hutu", "--profile", "bsd"}, {"run", "hutu", "--at", "x"},
 		{"nope"}, {"list", "x"}, {"tour", "x"}, {"show", "nope"}, {"run", "/no/such.tcplab"},
+		{"diff"}, {"diff", "--all", "hutu"}, {"diff", "hutoo"}, {"diff", "hutu", "--jobs", "0"},
+		{"tour", "--quick"}, {"tour", "--jobs", "2"},
 	} {
 		_, errs, code := tcplab(t, args...)
 		if code != 2 || !strings.HasPrefix(errs, "tcplab: ") {
@@ -158,7 +160,7 @@ func TestListShowTour(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range []string{"", "run", "list", "tour", "show"} {
+	for _, cmd := range []string{"", "run", "list", "tour", "show", "diff", "lab"} {
 		args := []string{"--help"}
 		if cmd != "" {
 			args = []string{cmd, "--help"}

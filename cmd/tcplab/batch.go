@@ -1,0 +1,134 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tcplab/tcplab/kernel"
+	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/trace"
+)
+
+// quickLimit is the longest scenario `--quick` runs on the kernel. The
+// scripts are written in absolute times and their lessons are kernel
+// timers, some of which Linux does not let anyone shorten (TIME_WAIT's
+// 60 s is a constant), so --quick leaves the long ones out and says so.
+const quickLimit = 30 * time.Second
+
+// simRun is a scenario's run in the simulator.
+type simRun struct {
+	sc     *scenario.Scenario
+	res    *scenario.Result
+	events []trace.Event
+	err    error
+}
+
+func runSim(sc *scenario.Scenario, seed uint64) simRun {
+	var rec trace.Recorder
+	res, err := scenario.Run(sc, scenario.NewSim(seed), scenario.Options{Sink: rec.Sink()})
+	return simRun{sc: sc, res: res, events: rec.Events, err: err}
+}
+
+// kernelRun is a scenario's run on the kernel.
+type kernelRun struct {
+	res     *scenario.Result
+	events  []trace.Event
+	err     error
+	skipped string // why --quick left it out
+	wall    time.Duration
+}
+
+// runKernelBatch runs scenarios on the kernel, jobs at a time, the longest
+// first (by the simulator's virtual time, which is close to the kernel's
+// real time) so the batch ends soon after its longest scenario. Each run
+// has its own namespaces, rules and tracer, and removes them when it ends.
+func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
+	out := make([]kernelRun, len(sims))
+	order := make([]int, 0, len(sims))
+	for i, s := range sims {
+		switch {
+		case s.err != nil:
+			out[i].err = fmt.Errorf("not run: it fails in the simulator: %w", s.err)
+		case quick && s.res.End > quickLimit:
+			out[i].skipped = fmt.Sprintf("--quick: its script runs %ss of kernel timers", trace.FormatTime(s.res.End.Round(time.Second)))
+		default:
+			order = append(order, i)
+		}
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return int(sims[b].res.End - sims[a].res.End) })
+	// One watcher for the batch: a signal interrupts every running
+	// scenario (each then removes its lab) and starts no more.
+	var mu sync.Mutex
+	active := map[*kernel.Backend]bool{}
+	var stopped error
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case s := <-sig:
+			mu.Lock()
+			stopped = fmt.Errorf("interrupted by %v", s)
+			for b := range active {
+				b.Interrupt(stopped)
+			}
+			mu.Unlock()
+		case <-done:
+		}
+	}()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range max(jobs, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				mu.Lock()
+				if stopped != nil {
+					out[i].err = stopped
+					mu.Unlock()
+					continue
+				}
+				b := kernel.New(kernel.Options{})
+				active[b] = true
+				mu.Unlock()
+				start := time.Now()
+				var rec trace.Recorder
+				res, err := runAndClose(sims[i].sc, b, rec.Sink())
+				out[i] = kernelRun{res: res, events: rec.Events, err: err, wall: time.Since(start)}
+				mu.Lock()
+				delete(active, b)
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, i := range order {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if stopped != nil {
+		return out, stopped
+	}
+	return out, nil
+}
+
+// runAndClose runs a scenario on the kernel and removes its lab even if
+// the run panics.
+func runAndClose(sc *scenario.Scenario, b *kernel.Backend, sink trace.Sink) (*scenario.Result, error) {
+	defer b.Close()
+	res, err := scenario.Run(sc, b, scenario.Options{Sink: sink})
+	if err == nil && res != nil {
+		if ierr := b.Interrupted(); ierr != nil {
+			err = ierr
+		}
+	}
+	return res, err
+}

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcplab/tcplab/conformance"
+	"github.com/tcplab/tcplab/kernel"
+	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/trace"
+)
+
+type diffFlags struct {
+	all      bool
+	jobs     int
+	quick    bool
+	markdown bool
+	seed     uint64
+}
+
+func newDiff(stdout io.Writer) *cobra.Command {
+	var f diffFlags
+	cmd := &cobra.Command{
+		Use:   "diff NAME|FILE... | --all",
+		Short: "Run scenarios in the simulator and on the Linux kernel, and show where they disagree (root)",
+		Long: `diff runs each scenario twice, in the simulator and on this machine's Linux
+kernel in network namespaces, and compares the two runs host by host:
+
+  states    each connection's sequence of states
+  packets   each connection's segments as they left the host: flags (PSH
+            left out: Linux sets it more often), seq and ack relative to
+            the initial sequence numbers, payload length
+  calls     every application call's result and errno
+  counters  the counters the scenario's expectations name, at the end
+  timing    each state change's time, within the kernel's tolerance
+            (50 ms + 1/8 of the time: Linux's timer wheel fires late)
+
+Connections are paired by their addresses, ephemeral ports masked, in order
+of appearance. It prints a conformance table: scenario, verdict, and the
+first difference, then, for scenarios named on the command line, every
+difference with its reason. A difference is accepted when the known-differences list
+(conformance/known.txt, built in; see docs/conformance.md) names its
+scenario, host and aspect with a reason; the verdict is then "known
+differences". Any other difference makes the verdict DIFFERS.
+
+The kernel runs take real time (the scenario's timers are Linux's), several
+at once (--jobs), the longest first. --quick leaves out scenarios whose
+script runs longer than 30 s: their lessons are kernel timers that Linux
+does not let anyone shorten, such as TIME_WAIT's 60 s.
+
+Needs root and network namespaces. Exit status: 0 when every scenario
+agrees or differs only as documented, 1 when a difference is not
+documented, 2 for a usage error or when the kernel backend is unavailable.`,
+		Example: `  sudo tcplab diff hutu
+  sudo tcplab diff --all
+  sudo tcplab diff --all --quick
+  sudo tcplab diff --all --markdown > docs/conformance.md`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.all == (len(args) > 0) {
+				return errors.New("name scenarios or give --all (not both)")
+			}
+			return runDiff(stdout, args, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.all, "all", false, "every built-in scenario")
+	fl.IntVar(&f.jobs, "jobs", 6, "kernel runs at once")
+	fl.BoolVar(&f.quick, "quick", false, "leave out scenarios whose script runs longer than 30 s")
+	fl.BoolVar(&f.markdown, "markdown", false, "write the conformance report as Markdown (docs/conformance.md)")
+	fl.Uint64Var(&f.seed, "seed", 1, "seed of the simulator's runs")
+	return cmd
+}
+
+// loadScenarios resolves the arguments, or the whole library with all.
+func loadScenarios(args []string, all bool) ([]*scenario.Scenario, error) {
+	if all {
+		return scenario.Library()
+	}
+	var out []*scenario.Scenario
+	for _, a := range args {
+		sc, err := scenario.Load(a)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sc)
+	}
+	return out, nil
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+type diffRow struct {
+	name    string
+	verdict string
+	first   string
+	diffs   []conformance.Difference
+	wall    time.Duration
+}
+
+func runDiff(stdout io.Writer, args []string, f diffFlags) error {
+	if f.jobs < 1 {
+		return fmt.Errorf("--jobs %d: at least 1", f.jobs)
+	}
+	known, err := conformance.KnownDifferences()
+	if err != nil {
+		return err
+	}
+	scs, err := loadScenarios(args, f.all)
+	if err != nil {
+		return err
+	}
+	if err := kernel.Check(); err != nil {
+		return err
+	}
+	start := time.Now()
+	sims := make([]simRun, len(scs))
+	for i, sc := range scs {
+		sims[i] = runSim(sc, f.seed)
+	}
+	kruns, interrupted := runKernelBatch(sims, f.jobs, f.quick)
+	tol := kernel.New(kernel.Options{}).Tolerance
+	var rows []diffRow
+	undocumented, skipped := 0, 0
+	for i, sc := range scs {
+		k := kruns[i]
+		row := diffRow{name: sc.Name, wall: k.wall}
+		if k.skipped != "" {
+			row.verdict, row.first = "skipped", k.skipped
+			skipped++
+			rows = append(rows, row)
+			continue
+		}
+		row.diffs = conformance.Compare(sc, conformance.Side{Events: sims[i].events, Result: sims[i].res, Err: sims[i].err},
+			conformance.Side{Events: k.events, Result: k.res, Err: k.err}, tol)
+		v, first := conformance.Verdict(known, sc.Name, row.diffs)
+		row.verdict = v
+		if first != nil {
+			row.first = first.String()
+		}
+		if v == conformance.VerdictDiffers {
+			undocumented++
+		}
+		rows = append(rows, row)
+	}
+	wall := time.Since(start)
+	if f.markdown {
+		err = writeConformanceMarkdown(stdout, rows, known, f, wall)
+	} else {
+		err = writeDiffText(stdout, rows, known, len(args) > 0, wall, f.jobs)
+	}
+	if err != nil {
+		return err
+	}
+	if interrupted != nil {
+		return interrupted
+	}
+	if undocumented > 0 {
+		return &exitError{1}
+	}
+	return nil
+}
+
+func writeDiffText(w io.Writer, rows []diffRow, known []conformance.Known, detail bool, wall time.Duration, jobs int) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tverdict\tfirst difference")
+	count := map[string]int{}
+	for _, r := range rows {
+		count[r.verdict]++
+		first := r.first
+		if first == "" {
+			first = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.name, r.verdict, oneLine(first, 160))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if detail {
+		for _, r := range rows {
+			if len(r.diffs) == 0 {
+				continue
+			}
+			fmt.Fprintf(w, "\n%s:\n", r.name)
+			for _, d := range r.diffs {
+				fmt.Fprintf(w, "  %s\n", d)
+				if k := conformance.Explain(known, r.name, d); k != nil {
+					fmt.Fprintf(w, "    known (known.txt:%d): %s\n", k.Line, k.Reason)
+				} else {
+					fmt.Fprintf(w, "    not in the known differences\n")
+				}
+			}
+		}
+	}
+	fmt.Fprintf(w, "\n%d scenarios: %d agree, %d differ as documented, %d differ otherwise, %d skipped; Linux %s, %s of wall time, %d kernel runs at once\n",
+		len(rows), count[conformance.VerdictAgrees], count[conformance.VerdictKnown], count[conformance.VerdictDiffers],
+		count["skipped"], kernelRelease(), wall.Round(100*time.Millisecond), jobs)
+	return nil
+}
+
+func oneLine(s string, n int) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > n {
+		return s[:n-3] + "..."
+	}
+	return s
+}
+
+func writeConformanceMarkdown(w io.Writer, rows []diffRow, known []conformance.Known, f diffFlags, wall time.Duration) error {
+	var b strings.Builder
+	b.WriteString("# Conformance: the simulator against Linux\n\n")
+	b.WriteString("<!-- generated by `sudo tcplab diff --all --markdown > docs/conformance.md`; do not edit by hand -->\n\n")
+	fmt.Fprintf(&b, "Every built-in scenario run in tcplab's simulator and on Linux %s in network\n", kernelRelease())
+	b.WriteString("namespaces, compared host by host: each connection's states, the segments it\n")
+	b.WriteString("sent (flags, relative seq/ack, length), the calls' results and errno, the\n")
+	b.WriteString("counters the scenario names, and the times of state changes within the\n")
+	b.WriteString("kernel's tolerance. A difference is accepted only when\n")
+	b.WriteString("[conformance/known.txt](../conformance/known.txt) documents it with a reason.\n\n")
+	fmt.Fprintf(&b, "Generated with %d kernel runs at once in %s of wall time.\n\n", f.jobs, wall.Round(time.Second))
+	b.WriteString("| scenario | verdict | first difference |\n|---|---|---|\n")
+	for _, r := range rows {
+		first := r.first
+		if first == "" {
+			first = "-"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", r.name, r.verdict, mdEscape(oneLine(first, 220)))
+	}
+	b.WriteString("\n## Differences and their reasons\n")
+	for _, r := range rows {
+		if len(r.diffs) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\n### %s\n\n", r.name)
+		for _, d := range r.diffs {
+			fmt.Fprintf(&b, "- %s\n", mdEscape(d.String()))
+			if k := conformance.Explain(known, r.name, d); k != nil {
+				fmt.Fprintf(&b, "  - why: %s\n", mdEscape(k.Reason))
+			} else {
+				b.WriteString("  - **not documented**\n")
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func mdEscape(s string) string {
+	return strings.NewReplacer("|", "\\|", "<", "&lt;", ">", "&gt;", "*", "\\*", "_", "\\_").Replace(s)
+}
+
+// tourKernel runs the library on the kernel and prints tour's table.
+func tourKernel(w io.Writer, lib []*scenario.Scenario, seed uint64, jobs int, quick bool) error {
+	if err := kernel.Check(); err != nil {
+		return err
+	}
+	if jobs < 1 {
+		return fmt.Errorf("--jobs %d: at least 1", jobs)
+	}
+	start := time.Now()
+	sims := make([]simRun, len(lib))
+	for i, sc := range lib {
+		sims[i] = runSim(sc, seed)
+	}
+	kruns, interrupted := runKernelBatch(sims, jobs, quick)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tchecks\treal time\tstates reached")
+	failed, checks, ran := 0, 0, 0
+	var notRun []string
+	for i, sc := range lib {
+		k := kruns[i]
+		switch {
+		case k.skipped != "":
+			fmt.Fprintf(tw, "%s\tskipped\t-\t%s\n", sc.Name, k.skipped)
+			notRun = append(notRun, sc.Name)
+			continue
+		case k.err != nil:
+			fmt.Fprintf(tw, "%s\tnot run\t-\t%s\n", sc.Name, oneLine(k.err.Error(), 140))
+			notRun = append(notRun, sc.Name)
+			continue
+		}
+		ran++
+		mark := ""
+		if k.res.Failed() > 0 {
+			mark = "  FAILED"
+		}
+		fmt.Fprintf(tw, "%s\t%d/%d%s\t%ss\t%s\n", sc.Name, len(k.res.Checks)-k.res.Failed(), len(k.res.Checks), mark,
+			trace.FormatTime(k.res.End), statesLine(k.res))
+		failed += k.res.Failed()
+		checks += len(k.res.Checks)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\n%d scenarios on Linux %s (%d not run), %d of %d expectations held, in %s of wall time with %d runs at once\n",
+		ran, kernelRelease(), len(notRun), checks-failed, checks, time.Since(start).Round(100*time.Millisecond), jobs)
+	fmt.Fprintln(w, "run one with `tcplab run --kernel NAME`; compare with the simulator with `tcplab diff NAME`")
+	if interrupted != nil {
+		return interrupted
+	}
+	if failed > 0 {
+		return &exitError{1}
+	}
+	return nil
+}
+
+func statesLine(res *scenario.Result) string {
+	var st []string
+	for _, h := range res.States {
+		st = append(st, h.Host+": "+statesText(h.States))
+	}
+	return strings.Join(st, " | ")
+}
