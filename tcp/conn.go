@@ -110,6 +110,7 @@ type conn struct {
 	probesOut         int
 	lastAckRcv        time.Duration // rcv_tstamp
 	lastDataRcv       time.Duration // icsk_ack.lrcvtime
+	dataRcvd          bool          // lastDataRcv is set: data has arrived (Linux's lrcvtime starts far in the past)
 	persist           bool          // the write timer is the zero-window probe timer
 
 	// delayed ACK machinery (inet_connection_sock icsk_ack)

@@ -339,7 +339,7 @@ func (c *conn) afterSend(seq, end wire.Seq) {
 // lastSendAt applies tcp_event_data_sent's pingpong rule: replying within
 // ATO of the last received data marks the connection interactive.
 func (c *conn) lastSendAt() {
-	if c.ato > 0 && c.h.now-c.lastDataRcv < c.ato {
+	if c.ato > 0 && c.dataRcvd && c.h.now-c.lastDataRcv < c.ato {
 		c.pingpong = true
 	}
 }
@@ -558,6 +558,9 @@ func (c *conn) eventDataRecv(n int, psh bool) {
 		c.ato = atoMin
 	} else {
 		m := now - c.lastDataRcv
+		if !c.dataRcvd {
+			m = c.rto + 1 // nothing received yet: as long ago as can be
+		}
 		switch {
 		case m <= atoMin/2:
 			c.ato = c.ato/2 + atoMin/2
@@ -567,7 +570,7 @@ func (c *conn) eventDataRecv(n int, psh bool) {
 			c.incrQuickack()
 		}
 	}
-	c.lastDataRcv = now
+	c.lastDataRcv, c.dataRcvd = now, true
 	if n >= c.rcvMSS {
 		c.rcvMSS = min(n, c.h.prof.MSS)
 	}
