@@ -149,6 +149,46 @@ type ksock struct {
 	tw       bool // the kernel keeps only a TIME_WAIT (or FIN_WAIT2) remnant
 	listener bool
 	accepted bool
+	// Blocked accept() calls take connections in the order they were
+	// made, as the kernel's exclusive wait queue wakes them: each takes a
+	// ticket and waits for its turn.
+	acceptMu            sync.Mutex
+	acceptTurn          *sync.Cond
+	acceptNext, serving uint64
+}
+
+// acceptTicket is the place of a new blocked accept() in the queue.
+func (s *ksock) acceptTicket() uint64 {
+	s.acceptMu.Lock()
+	defer s.acceptMu.Unlock()
+	if s.acceptTurn == nil {
+		s.acceptTurn = sync.NewCond(&s.acceptMu)
+	}
+	t := s.acceptNext
+	s.acceptNext++
+	return t
+}
+
+// acceptWaiting tells whether blocked accept() calls wait on s.
+func (s *ksock) acceptWaiting() bool {
+	s.acceptMu.Lock()
+	defer s.acceptMu.Unlock()
+	return s.acceptNext != s.serving
+}
+
+// acceptWait blocks until ticket t is served; done ends its turn.
+func (s *ksock) acceptWait(t uint64) (done func()) {
+	s.acceptMu.Lock()
+	for s.serving != t {
+		s.acceptTurn.Wait()
+	}
+	s.acceptMu.Unlock()
+	return func() {
+		s.acceptMu.Lock()
+		s.serving++
+		s.acceptTurn.Broadcast()
+		s.acceptMu.Unlock()
+	}
 }
 
 // New prepares a kernel backend. Nothing is created until the first host

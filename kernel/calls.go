@@ -128,16 +128,22 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		}
 	case tcp.OpAccept:
 		var nfd int
-		b.sys(h, s, "accept", &r, func() error {
-			var e error
-			nfd, _, e = unix.Accept4(s.kfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-			return e
-		})
+		if block && s.acceptWaiting() {
+			r.Ret, r.Err = -1, tcp.EAGAIN // earlier accept() calls are served first
+		} else {
+			b.sys(h, s, "accept", &r, func() error {
+				var e error
+				nfd, _, e = unix.Accept4(s.kfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+				return e
+			})
+		}
 		switch {
 		case r.Err == tcp.OK:
 			r.Ret = int(b.adopt(h, s, nfd, &r))
 		case r.Err == tcp.EAGAIN && block:
+			ticket := s.acceptTicket()
 			b.pend1(h, s, &r, func() (int, tcp.Errno, []byte, int) {
+				defer s.acceptWait(ticket)()
 				for {
 					if e := b.waitFor(s, unix.POLLIN); e != tcp.OK {
 						return -1, e, nil, -1
