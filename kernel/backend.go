@@ -209,9 +209,10 @@ func (b *Backend) SetSink(s trace.Sink) { b.sink = s }
 // length (a 60 s TIME_WAIT ends up to 2 s late at HZ=250), plus jiffies
 // and scheduling noise for short ones (a loaded 2-core machine delays a
 // wake-up by tens of milliseconds).
-func (b *Backend) Tolerance(d time.Duration) time.Duration {
-	return 50*time.Millisecond + d/8
-}
+func (b *Backend) Tolerance(d time.Duration) time.Duration { return Tolerance(d) }
+
+// Tolerance is the kernel backend's timing tolerance for an expected time d.
+func Tolerance(d time.Duration) time.Duration { return 50*time.Millisecond + d/8 }
 
 func monoNow() time.Duration {
 	var ts unix.Timespec
