@@ -126,8 +126,14 @@ type conn struct {
 
 	// timers, absolute virtual times; never when off
 	rtxAt, delackAt, kaAt, closeAt, lingerAt time.Duration
-	wakeAt                                   time.Duration
-	heapIdx                                  int
+	// probing: rtxAt is a tail loss probe, not the RTO (ICSK_TIME_LOSS_PROBE);
+	// tlpHigh is SND.NXT when a probe went out (tlp_high_seq), zero when none
+	// is outstanding.
+	probing bool
+	tlpHigh wire.Seq
+	tlpOut  bool
+	wakeAt  time.Duration
+	heapIdx int
 
 	pending []*Result // blocked application calls, oldest first
 }
@@ -300,6 +306,7 @@ func (c *conn) unhash() {
 
 func (c *conn) stopTimers() {
 	c.rtxAt, c.delackAt, c.kaAt, c.closeAt, c.lingerAt = never, never, never, never, never
+	c.probing = false
 	c.persist = false
 }
 
@@ -336,6 +343,9 @@ func (c *conn) onTimers() {
 			c.onSynAckTimer()
 		case c.persist:
 			c.onProbeTimer()
+		case c.probing:
+			c.probing = false
+			c.onLossProbe()
 		default:
 			c.onRetransmitTimer()
 		}

@@ -112,6 +112,7 @@ const (
 	TCPChallengeACK
 	TCPSYNChallenge
 	TCPTimeouts
+	TCPLossProbes
 	TCPAbortOnData
 	TCPAbortOnClose
 	TCPAbortOnTimeout
@@ -152,6 +153,7 @@ var counterNames = [numCounters]struct{ name, group string }{
 	{"TCPChallengeACK", "TcpExt"},
 	{"TCPSYNChallenge", "TcpExt"},
 	{"TCPTimeouts", "TcpExt"},
+	{"TCPLossProbes", "TcpExt"},
 	{"TCPAbortOnData", "TcpExt"},
 	{"TCPAbortOnClose", "TcpExt"},
 	{"TCPAbortOnTimeout", "TcpExt"},

@@ -279,7 +279,7 @@ func (c *conn) abortOnData(seg *wire.Segment) bool {
 func (c *conn) enterFinWait2(kind CauseKind, text string) {
 	c.setState(FinWait2, kind, text)
 	c.sndShut = true
-	c.rtxAt, c.persist = never, false
+	c.rtxAt, c.persist, c.probing = never, false, false
 	if c.orphan {
 		c.becomeRemnant(c.finTime())
 	}
@@ -395,7 +395,7 @@ func (c *conn) processAck(seg *wire.Segment) {
 		}
 	}
 	if winUpdate && c.persist && c.sndWnd > 0 {
-		c.rtxAt, c.persist = never, false
+		c.rtxAt, c.persist, c.probing = never, false, false
 	}
 }
 
@@ -435,10 +435,13 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 	if c.srtt > 0 {
 		c.rto = c.computeRTO()
 	}
+	if c.tlpOut && !ack.LessThan(c.tlpHigh) {
+		c.tlpOut = false // tcp_process_tlp_ack: the episode is over
+	}
 	if c.sndUna == c.sndMax {
-		c.rtxAt, c.persist = never, false
-	} else {
-		c.rtxAt, c.persist = h.now+c.rto, false
+		c.rtxAt, c.persist, c.probing = never, false, false
+	} else if !c.scheduleLossProbe(true) {
+		c.rtxAt, c.persist, c.probing = h.now+c.rto, false, false
 	}
 }
 

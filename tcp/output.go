@@ -327,13 +327,79 @@ func (c *conn) afterSend(seq, end wire.Seq) {
 			c.rttTiming, c.rttSeq, c.rttAt = true, seq, h.now
 		}
 	}
+	newData := !seq.LessThan(c.sndMax)
 	c.sndNxt = end
 	c.sndMax = c.sndMax.Max(end)
-	if c.rtxAt == never || c.persist {
-		c.persist = false
+	if c.rtxAt == never || c.persist || (newData && c.probing) {
+		// tcp_event_new_data_sent: the first segment in flight starts
+		// the RTO, and new data replaces a pending loss probe by it.
+		c.persist, c.probing = false, false
 		c.rtxAt = h.now + c.rto
 	}
+	if newData {
+		c.scheduleLossProbe(false)
+	}
 	c.lastSendAt()
+}
+
+// scheduleLossProbe is tcp_schedule_loss_probe (RFC 8985): while nothing
+// is being recovered, arm a probe timeout of two smoothed RTTs (plus the
+// minimum RTO when a single segment is out, to allow for the receiver's
+// delayed ACK) instead of the RTO, unless the RTO comes first. With
+// advancing, the RTO would restart now (an ACK advanced SND.UNA).
+func (c *conn) scheduleLossProbe(advancing bool) bool {
+	h := c.h
+	p := &h.prof
+	out := len(c.sent)
+	if !p.LossProbes || out == 0 || !c.sackOK || c.inRecovery || c.retransmits > 0 || c.persist ||
+		c.sndUna == c.iss || c.state == SynSent || c.state == SynRecv {
+		return false // nothing to probe, recovery under way, or the handshake is not over
+	}
+	timeout := p.InitialRTO
+	if c.srtt > 0 {
+		timeout = 2 * c.srtt
+		if out == 1 {
+			timeout += p.MinRTO
+		} else {
+			timeout += 2 * time.Millisecond // TCP_TIMEOUT_MIN_US
+		}
+		if j := p.Jiffy; j > 0 {
+			timeout = (timeout + j - 1) / j * j
+		}
+	}
+	rtoLeft := c.rto
+	if !advancing {
+		rtoLeft = c.sent[0].at + c.rto - h.now // tcp_rto_delta_us: from the oldest segment out
+	}
+	if rtoLeft > 0 {
+		timeout = min(timeout, rtoLeft)
+	}
+	c.rtxAt, c.probing = h.now+timeout, true
+	return true
+}
+
+// onLossProbe is tcp_send_loss_probe: resend the last segment in flight,
+// once per episode (tlp_high_seq), then wait a full RTO from now.
+func (c *conn) onLossProbe() {
+	h := c.h
+	if c.sndUna == c.sndMax || c.state == Closed {
+		return
+	}
+	if !c.tlpOut && len(c.sent) > 0 && c.sndUna != c.iss {
+		start := c.sndUna
+		if n := len(c.sent); n > 1 {
+			start = c.sent[n-2].end
+		}
+		saveNxt, saveCwnd := c.sndNxt, c.cwnd
+		c.sndNxt = start
+		c.cwnd = int(c.sndNxt.Diff(c.sndUna)) + int(c.sent[len(c.sent)-1].end.Diff(start))
+		c.rtxAt = never
+		c.xmit()
+		c.sndNxt, c.cwnd = saveNxt.Max(c.sndNxt), saveCwnd
+		c.tlpOut, c.tlpHigh = true, c.sndNxt
+		h.count(TCPLossProbes)
+	}
+	c.rtxAt, c.persist, c.probing = h.now+c.rto, false, false
 }
 
 // lastSendAt applies tcp_event_data_sent's pingpong rule: replying within
@@ -395,11 +461,11 @@ func (c *conn) onRetransmitTimer() {
 		}
 	}
 	if !c.hasRetransStamp {
+		// tcp_retransmit_skb saves the timestamp of the segment as it is
+		// retransmitted: the budget runs from this first timeout (a tail
+		// loss probe, sent by __tcp_retransmit_skb, does not start it).
 		c.hasRetransStamp = true
-		c.retransStamp = h.now - c.rto
-		if len(c.sent) > 0 {
-			c.retransStamp = c.sent[0].at
-		}
+		c.retransStamp = h.now
 	}
 	if c.retransmits == 0 && c.state != SynSent && c.state != SynRecv {
 		flight := int(c.sndMax.Diff(c.sndUna))
@@ -409,7 +475,7 @@ func (c *conn) onRetransmitTimer() {
 	c.inRecovery, c.dupAcks = false, 0
 	c.retransmits++
 	c.totalRTO++
-	c.rtxAt = never
+	c.rtxAt, c.probing, c.tlpOut = never, false, false
 	c.retransmitHead(true)
 	if c.state != SynSent || c.totalRTO > p.SynLinearTimeouts {
 		c.backoff++
@@ -419,8 +485,7 @@ func (c *conn) onRetransmitTimer() {
 }
 
 // retransmitsTimedOut is retransmits_timed_out: the time budget of
-// tcp_model_timeout, measured from the first transmission of the segment
-// being retransmitted.
+// tcp_model_timeout, measured from the first retransmission by timeout.
 func (c *conn) retransmitsTimedOut(boundary int) bool {
 	if c.retransmits == 0 || !c.hasRetransStamp {
 		return false

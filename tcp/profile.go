@@ -38,6 +38,7 @@ type Profile struct {
 	SynAckInitialRTO  time.Duration // first SYN-ACK timeout (Linux: TCP_TIMEOUT_INIT)
 	Retries2          int           // tcp_retries2
 	OrphanRetries     int           // tcp_orphan_retries (0 means 8 while the RTO is below the maximum)
+	LossProbes        bool          // tail loss probes (RFC 8985; Linux's tcp_early_retrans=3)
 
 	// Closing.
 	TimeWait         time.Duration // TCP_TIMEWAIT_LEN, 2*MSL
@@ -99,6 +100,7 @@ func Linux() Profile {
 		SynAckInitialRTO:  time.Second,
 		Retries2:          15,
 		OrphanRetries:     0,
+		LossProbes:        true,
 		TimeWait:          60 * time.Second,
 		FinTimeout:        60 * time.Second,
 		DelayedAck:        40 * time.Millisecond,
@@ -134,6 +136,7 @@ func Linux() Profile {
 func WindowsClassic() Profile {
 	p := Linux()
 	p.Name = "windows-classic"
+	p.LossProbes = false
 	p.Description = "classic Windows timeline: SYN-ACKs at 0, 3, 9, 21, 45 s, half-open entry dropped at 93 s, TIME_WAIT 240 s"
 	p.InitialRTO = 3 * time.Second
 	p.SynRetries = 2
@@ -154,6 +157,7 @@ func WindowsClassic() Profile {
 func PredictableISN() Profile {
 	p := Linux()
 	p.Name = "predictable-isn"
+	p.LossProbes = false
 	p.Description = "Linux timers with 4.4BSD guessable ISNs (+64000 per connection and per half second)"
 	p.ISN = ISNPredictable
 	return p
