@@ -55,7 +55,7 @@ func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 		case s.err != nil:
 			out[i].err = fmt.Errorf("not run: it fails in the simulator: %w", s.err)
 		case quick && s.res.End > quickLimit:
-			out[i].skipped = fmt.Sprintf("--quick: its script runs %ss of kernel timers", trace.FormatTime(s.res.End.Round(time.Second)))
+			out[i].skipped = fmt.Sprintf("--quick: its script runs %v of kernel timers", s.res.End.Round(time.Second))
 		default:
 			order = append(order, i)
 		}
