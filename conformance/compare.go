@@ -110,8 +110,9 @@ type hostDigest struct {
 	callIDs []uint64
 }
 
-// ephemeral is where Linux and the simulator pick local ports for
-// connect (ip_local_port_range's default is 32768-60999).
+// mask writes an address with an ephemeral port (where Linux and the
+// simulator pick local ports for connect: ip_local_port_range's default
+// is 32768-60999) as ADDR:eph, so that the two runs' ports compare equal.
 func mask(ap netip.AddrPort) string {
 	if !ap.IsValid() || ap.Port() == 0 {
 		return "*"
@@ -234,15 +235,15 @@ func compareConns(host, aspect string, a, b []conn, tol func(time.Duration) time
 	for i := range b {
 		bk[b[i].key] = &b[i]
 	}
+	what := "states"
+	if aspect == AspectPackets {
+		what = "segments sent"
+	}
 	var found []Difference
 	for i := range a {
 		ca := &a[i]
 		cb := bk[ca.key]
 		delete(bk, ca.key)
-		what := "states"
-		if aspect == AspectPackets {
-			what = "segments sent"
-		}
 		if cb == nil {
 			if tol == nil {
 				found = append(found, Difference{Host: host, Aspect: aspect, At: ca.items[0].at,
@@ -251,6 +252,7 @@ func compareConns(host, aspect string, a, b []conn, tol func(time.Duration) time
 			continue
 		}
 		n := min(len(ca.items), len(cb.items))
+		before := len(found)
 		for j := 0; j < n; j++ {
 			x, y := ca.items[j], cb.items[j]
 			if tol == nil && x.text != y.text {
@@ -260,7 +262,7 @@ func compareConns(host, aspect string, a, b []conn, tol func(time.Duration) time
 				break
 			}
 			if tol != nil && x.text == y.text {
-				if d := absDur(x.at - y.at); d > tol(x.at) {
+				if d := (x.at - y.at).Abs(); d > tol(x.at) {
 					found = append(found, Difference{Host: host, Aspect: aspect, At: x.at,
 						Text: fmt.Sprintf("%s: %s at %ss in the simulator, %ss on the kernel (%s apart, tolerance %s)", ca.key,
 							x.text, trace.FormatTime(x.at), trace.FormatTime(y.at), d.Round(time.Microsecond), tol(x.at).Round(time.Millisecond))})
@@ -271,7 +273,7 @@ func compareConns(host, aspect string, a, b []conn, tol func(time.Duration) time
 				break // the texts differ: the states aspect reports it
 			}
 		}
-		if tol == nil && len(ca.items) != len(cb.items) && !hasConn(found, ca.key) {
+		if tol == nil && len(ca.items) != len(cb.items) && len(found) == before {
 			long, who := ca, "simulator"
 			if len(cb.items) > len(ca.items) {
 				long, who = cb, "kernel"
@@ -305,15 +307,6 @@ func compareConns(host, aspect string, a, b []conn, tol func(time.Duration) time
 	return first, true
 }
 
-func hasConn(ds []Difference, key string) bool {
-	for _, d := range ds {
-		if strings.HasPrefix(d.Text, key+":") {
-			return true
-		}
-	}
-	return false
-}
-
 func joinItems(items []item, max int) string {
 	var s []string
 	for i, it := range items {
@@ -324,13 +317,6 @@ func joinItems(items []item, max int) string {
 		s = append(s, it.text)
 	}
 	return strings.Join(s, " ")
-}
-
-func absDur(d time.Duration) time.Duration {
-	if d < 0 {
-		return -d
-	}
-	return d
 }
 
 func callText(e trace.Event) string {

@@ -127,8 +127,8 @@ type conn struct {
 	// timers, absolute virtual times; never when off
 	rtxAt, delackAt, kaAt, closeAt, lingerAt time.Duration
 	// probing: rtxAt is a tail loss probe, not the RTO (ICSK_TIME_LOSS_PROBE);
-	// tlpHigh is SND.NXT when a probe went out (tlp_high_seq), zero when none
-	// is outstanding.
+	// tlpOut: a probe is outstanding until SND.UNA reaches tlpHigh, SND.NXT
+	// when it went out (Linux's tlp_high_seq).
 	probing bool
 	tlpHigh wire.Seq
 	tlpOut  bool

@@ -393,11 +393,13 @@ func (c *conn) onLossProbe() {
 		saveNxt, saveCwnd := c.sndNxt, c.cwnd
 		c.sndNxt = start
 		c.cwnd = int(c.sndNxt.Diff(c.sndUna)) + int(c.sent[len(c.sent)-1].end.Diff(start))
-		c.rtxAt = never
+		sent := c.retransTotal
 		c.xmit()
 		c.sndNxt, c.cwnd = saveNxt.Max(c.sndNxt), saveCwnd
-		c.tlpOut, c.tlpHigh = true, c.sndNxt
-		h.count(TCPLossProbes)
+		if c.retransTotal > sent {
+			c.tlpOut, c.tlpHigh = true, c.sndNxt
+			h.count(TCPLossProbes)
+		}
 	}
 	c.rtxAt, c.persist, c.probing = h.now+c.rto, false, false
 }

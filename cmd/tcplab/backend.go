@@ -21,9 +21,7 @@ func newBackend(useKernel bool, seed uint64) (scenario.Backend, string, error) {
 	if err := kernel.Check(); err != nil {
 		return nil, "", err
 	}
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	desc := "Linux " + unix.ByteSliceToString(u.Release[:]) + " in network namespaces"
+	desc := "Linux " + kernelRelease() + " in network namespaces"
 	return kernel.New(kernel.Options{}), desc, nil
 }
 
@@ -35,7 +33,6 @@ func runInterruptible(sc *scenario.Scenario, b scenario.Backend, opt scenario.Op
 	if !ok {
 		return scenario.Run(sc, b, opt)
 	}
-	defer kb.Close()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
@@ -48,5 +45,23 @@ func runInterruptible(sc *scenario.Scenario, b scenario.Backend, opt scenario.Op
 		case <-stop:
 		}
 	}()
-	return scenario.Run(sc, b, opt)
+	return runKernel(sc, kb, opt)
+}
+
+// runKernel runs a scenario on the kernel, removes its lab on return or
+// panic, and reports an interrupted run as an error.
+func runKernel(sc *scenario.Scenario, b *kernel.Backend, opt scenario.Options) (*scenario.Result, error) {
+	defer b.Close()
+	res, err := scenario.Run(sc, b, opt)
+	if err == nil {
+		err = b.Interrupted()
+	}
+	return res, err
+}
+
+// kernelRelease is this machine's kernel release, as uname -r prints it.
+func kernelRelease() string {
+	var u unix.Utsname
+	_ = unix.Uname(&u)
+	return unix.ByteSliceToString(u.Release[:])
 }

@@ -85,7 +85,7 @@ func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 	}()
 	work := make(chan int)
 	var wg sync.WaitGroup
-	for range max(jobs, 1) {
+	for range jobs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -101,7 +101,7 @@ func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 				mu.Unlock()
 				start := time.Now()
 				var rec trace.Recorder
-				res, err := runAndClose(sims[i].sc, b, rec.Sink())
+				res, err := runKernel(sims[i].sc, b, scenario.Options{Sink: rec.Sink()})
 				out[i] = kernelRun{res: res, events: rec.Events, err: err, wall: time.Since(start)}
 				mu.Lock()
 				delete(active, b)
@@ -114,21 +114,7 @@ func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 	}
 	close(work)
 	wg.Wait()
-	if stopped != nil {
-		return out, stopped
-	}
-	return out, nil
-}
-
-// runAndClose runs a scenario on the kernel and removes its lab even if
-// the run panics.
-func runAndClose(sc *scenario.Scenario, b *kernel.Backend, sink trace.Sink) (*scenario.Result, error) {
-	defer b.Close()
-	res, err := scenario.Run(sc, b, scenario.Options{Sink: sink})
-	if err == nil && res != nil {
-		if ierr := b.Interrupted(); ierr != nil {
-			err = ierr
-		}
-	}
-	return res, err
+	mu.Lock()
+	defer mu.Unlock()
+	return out, stopped
 }

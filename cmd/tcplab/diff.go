@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/tcplab/tcplab/conformance"
 	"github.com/tcplab/tcplab/kernel"
@@ -94,11 +93,8 @@ func loadScenarios(args []string, all bool) ([]*scenario.Scenario, error) {
 	return out, nil
 }
 
-func kernelRelease() string {
-	var u unix.Utsname
-	_ = unix.Uname(&u)
-	return unix.ByteSliceToString(u.Release[:])
-}
+// verdictSkipped marks a scenario --quick left out.
+const verdictSkipped = "skipped"
 
 type diffRow struct {
 	name    string
@@ -130,13 +126,12 @@ func runDiff(stdout io.Writer, args []string, f diffFlags) error {
 	}
 	kruns, interrupted := runKernelBatch(sims, f.jobs, f.quick)
 	var rows []diffRow
-	undocumented, skipped := 0, 0
+	undocumented := 0
 	for i, sc := range scs {
 		k := kruns[i]
 		row := diffRow{name: sc.Name, wall: k.wall}
 		if k.skipped != "" {
-			row.verdict, row.first = "skipped", k.skipped
-			skipped++
+			row.verdict, row.first = verdictSkipped, k.skipped
 			rows = append(rows, row)
 			continue
 		}
@@ -208,7 +203,7 @@ func writeDiffText(w io.Writer, rows []diffRow, known []conformance.Known, stale
 	}
 	fmt.Fprintf(w, "\n%d scenarios: %d agree, %d differ as documented, %d differ otherwise, %d skipped; Linux %s, %s of wall time, %d kernel runs at once\n",
 		len(rows), count[conformance.VerdictAgrees], count[conformance.VerdictKnown], count[conformance.VerdictDiffers],
-		count["skipped"], kernelRelease(), wall.Round(100*time.Millisecond), jobs)
+		count[verdictSkipped], kernelRelease(), wall.Round(100*time.Millisecond), jobs)
 	return nil
 }
 
@@ -271,7 +266,7 @@ func unusedKnown(known []conformance.Known, rows []diffRow) []conformance.Known 
 	ran := map[string]bool{}
 	used := map[int]bool{}
 	for _, r := range rows {
-		if r.verdict == "skipped" {
+		if r.verdict == verdictSkipped {
 			continue
 		}
 		ran[r.name] = true
