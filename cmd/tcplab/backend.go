@@ -33,19 +33,27 @@ func runInterruptible(sc *scenario.Scenario, b scenario.Backend, opt scenario.Op
 	if !ok {
 		return scenario.Run(sc, b, opt)
 	}
+	defer onInterrupt(kb.Interrupt)()
+	return runKernel(sc, kb, opt)
+}
+
+// onInterrupt calls f with the reason when SIGINT or SIGTERM arrives,
+// until the returned function is called.
+func onInterrupt(f func(error)) (stop func()) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	stop := make(chan struct{})
-	defer close(stop)
+	done := make(chan struct{})
 	go func() {
 		select {
 		case s := <-sig:
-			kb.Interrupt(fmt.Errorf("interrupted by %v", s))
-		case <-stop:
+			f(fmt.Errorf("interrupted by %v", s))
+		case <-done:
 		}
 	}()
-	return runKernel(sc, kb, opt)
+	return func() {
+		signal.Stop(sig)
+		close(done)
+	}
 }
 
 // runKernel runs a scenario on the kernel, removes its lab on return or

@@ -2,11 +2,8 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/signal"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tcplab/tcplab/kernel"
@@ -66,23 +63,14 @@ func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 	var mu sync.Mutex
 	active := map[*kernel.Backend]bool{}
 	var stopped error
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		select {
-		case s := <-sig:
-			mu.Lock()
-			stopped = fmt.Errorf("interrupted by %v", s)
-			for b := range active {
-				b.Interrupt(stopped)
-			}
-			mu.Unlock()
-		case <-done:
+	defer onInterrupt(func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = err
+		for b := range active {
+			b.Interrupt(err)
 		}
-	}()
+	})()
 	work := make(chan int)
 	var wg sync.WaitGroup
 	for range jobs {

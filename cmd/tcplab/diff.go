@@ -44,10 +44,11 @@ kernel in network namespaces, and compares the two runs host by host:
 Connections are paired by their addresses, ephemeral ports masked, in order
 of appearance. It prints a conformance table: scenario, verdict, and the
 first difference, then, for scenarios named on the command line, every
-difference with its reason. A difference is accepted when the known-differences list
-(conformance/known.txt, built in; see docs/conformance.md) names its
-scenario, host and aspect with a reason; the verdict is then "known
-differences". Any other difference makes the verdict DIFFERS.
+difference with its reason. A difference is accepted when the
+known-differences list (conformance/known.txt, built in; see
+docs/conformance.md) names its scenario, host and aspect with a reason;
+the verdict is then "known differences". Any other difference makes the
+verdict DIFFERS.
 
 The kernel runs take real time (the scenario's timers are Linux's), several
 at once (--jobs), the longest first. --quick leaves out scenarios whose

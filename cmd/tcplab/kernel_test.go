@@ -65,12 +65,19 @@ func leftoversOf(t *testing.T, pid int) []kernel.Leftover {
 // exists.
 func startRun(t *testing.T, name string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
+	return startTcplab(t, "run", "--kernel", name)
+}
+
+// startTcplab starts the command built from this package with args and
+// waits until it has made a lab.
+func startTcplab(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "tcplab")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	var out bytes.Buffer
-	cmd := exec.Command(bin, "run", "--kernel", name)
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -186,6 +193,37 @@ func TestKernelDiff(t *testing.T) {
 		t.Errorf("no summary:\n%s", out)
 	}
 	if left := leftoversOf(t, os.Getpid()); len(left) > 0 {
+		t.Errorf("left behind %v", left)
+	}
+	if after := rootState(t); after != before {
+		t.Errorf("the root namespace changed:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// SIGINT during `tour --kernel` stops every running scenario, starts no
+// more, and leaves nothing behind.
+func TestKernelTourInterruptedCleansUp(t *testing.T) {
+	if err := kernel.Check(); err != nil {
+		t.Skip(err)
+	}
+	before := rootState(t)
+	cmd, out := startTcplab(t, "tour", "--kernel", "--quick")
+	pid := cmd.Process.Pid
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the tour did not stop within 20s:\n%s", out.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(out.String(), "interrupted by interrupt") {
+		t.Errorf("exit code %d, want 2 and the reason:\n%s", code, out.String())
+	}
+	if left := leftoversOf(t, pid); len(left) > 0 {
 		t.Errorf("left behind %v", left)
 	}
 	if after := rootState(t); after != before {
