@@ -28,6 +28,10 @@ type Options struct {
 	// Tick is how often the backend looks at the kernel while time
 	// passes (default 2 ms).
 	Tick time.Duration
+	// BuildLock, shared by backends that run at once, makes them build
+	// their labs one at a time: building namespaces and links at once
+	// stalls the runs already going, and each other's first steps.
+	BuildLock *sync.Mutex
 }
 
 // Backend runs a scenario on the Linux kernel. It implements the scenario
@@ -285,6 +289,10 @@ func (b *Backend) start() error {
 	}
 	if len(b.hosts) < 2 {
 		return fmt.Errorf("the kernel backend needs at least two hosts, the scenario has %d", len(b.hosts))
+	}
+	if l := b.opt.BuildLock; l != nil {
+		l.Lock()
+		defer l.Unlock()
 	}
 	names := make([]string, len(b.hosts))
 	addrs := make([]netip.Addr, len(b.hosts))

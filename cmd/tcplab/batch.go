@@ -60,7 +60,7 @@ func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 	slices.SortStableFunc(order, func(a, b int) int { return int(sims[b].res.End - sims[a].res.End) })
 	// One watcher for the batch: a signal interrupts every running
 	// scenario (each then removes its lab) and starts no more.
-	var mu sync.Mutex
+	var mu, build sync.Mutex
 	active := map[*kernel.Backend]bool{}
 	var stopped error
 	defer onInterrupt(func(err error) {
@@ -84,7 +84,7 @@ func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 					mu.Unlock()
 					continue
 				}
-				b := kernel.New(kernel.Options{})
+				b := kernel.New(kernel.Options{BuildLock: &build})
 				active[b] = true
 				mu.Unlock()
 				start := time.Now()

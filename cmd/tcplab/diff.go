@@ -71,7 +71,7 @@ documented, 2 for a usage error or when the kernel backend is unavailable.`,
 	}
 	fl := cmd.Flags()
 	fl.BoolVar(&f.all, "all", false, "every built-in scenario")
-	fl.IntVar(&f.jobs, "jobs", 6, "kernel runs at once")
+	fl.IntVar(&f.jobs, "jobs", 12, "kernel runs at once")
 	fl.BoolVar(&f.quick, "quick", false, "leave out scenarios whose script runs longer than 30 s")
 	fl.BoolVar(&f.markdown, "markdown", false, "write the conformance report as Markdown (docs/conformance.md)")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the simulator's runs")

@@ -247,7 +247,7 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 	fl.Uint64Var(&seed, "seed", 1, "seed of every simulator run")
 	fl.BoolVar(&onKernel, "kernel", false, "run on this machine's Linux kernel in network namespaces (needs root; real time)")
 	fl.BoolVar(&quick, "quick", false, "with --kernel: leave out scenarios whose script runs longer than 30 s")
-	fl.IntVar(&jobs, "jobs", 6, "with --kernel: scenarios run at once")
+	fl.IntVar(&jobs, "jobs", 12, "with --kernel: scenarios run at once")
 	return cmd
 }
 
