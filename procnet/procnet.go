@@ -1,11 +1,15 @@
-// Package procnet reads the counter files of /proc/net (netstat, snmp):
-// pairs of lines, the first naming the fields of a group, the second
+// Package procnet reads the counter files of /proc/net. netstat and snmp
+// hold pairs of lines, the first naming the fields of a group, the second
 // holding their values, as in
 //
 //	TcpExt: SyncookiesSent SyncookiesRecv ...
 //	TcpExt: 0 0 ...
 //
-// The parser knows no field names, so new kernels' counters come through.
+// sockstat and sockstat6 hold one line per group of name-value pairs:
+//
+//	TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1
+//
+// The parsers know no field names, so new kernels' counters come through.
 package procnet
 
 import (
@@ -78,4 +82,42 @@ func ParseInto(c Counters, data []byte) error {
 		}
 	}
 	return sc.Err()
+}
+
+// ParseSockstat reads /proc/net/sockstat or sockstat6: "GROUP: name value
+// name value ..." per line. A line that is not a group followed by pairs
+// is an error naming the line.
+func ParseSockstat(data []byte) (Counters, error) {
+	c := Counters{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := sc.Text()
+		if strings.TrimSpace(text) == "" {
+			continue
+		}
+		group, rest, ok := strings.Cut(text, ":")
+		if !ok || group == "" || strings.ContainsAny(group, " \t") {
+			return nil, fmt.Errorf("line %d: %q is not \"GROUP: name value ...\"", line, text)
+		}
+		f := strings.Fields(rest)
+		if len(f)%2 != 0 {
+			return nil, fmt.Errorf("line %d: %s has a name without a value", line, group)
+		}
+		m := c[group]
+		if m == nil {
+			m = map[string]int64{}
+			c[group] = m
+		}
+		for i := 0; i < len(f); i += 2 {
+			v, err := strconv.ParseInt(f[i+1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: %s %s: %q is not a number", line, group, f[i], f[i+1])
+			}
+			m[f[i]] = v
+		}
+	}
+	return c, sc.Err()
 }
