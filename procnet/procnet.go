@@ -48,8 +48,8 @@ func ParseInto(c Counters, data []byte) error {
 		if strings.TrimSpace(names) == "" {
 			continue
 		}
-		group, nameList, ok := strings.Cut(names, ":")
-		if !ok || group == "" || strings.ContainsAny(group, " \t") {
+		group, nameList, ok := cutGroup(names)
+		if !ok {
 			return fmt.Errorf("line %d: %q is not \"Group: names\"", line, names)
 		}
 		if !sc.Scan() {
@@ -64,24 +64,45 @@ func ParseInto(c Counters, data []byte) error {
 		if len(nf) != len(vf) {
 			return fmt.Errorf("line %d: %s has %d names but %d values", line, group, len(nf), len(vf))
 		}
-		m := c[group]
-		if m == nil {
-			m = map[string]int64{}
-			c[group] = m
-		}
+		m := c.group(group)
 		for i, n := range nf {
-			v, err := strconv.ParseInt(vf[i], 10, 64)
+			v, err := number(line, group, n, vf[i])
 			if err != nil {
-				u, uerr := strconv.ParseUint(vf[i], 10, 64)
-				if uerr != nil {
-					return fmt.Errorf("line %d: %s %s: %q is not a number", line, group, n, vf[i])
-				}
-				v = int64(u) // counters past 2^63 wrap, as the kernel's own do
+				return err
 			}
 			m[n] = v
 		}
 	}
 	return sc.Err()
+}
+
+// cutGroup splits "Group: rest" where Group has no blanks.
+func cutGroup(text string) (group, rest string, ok bool) {
+	group, rest, ok = strings.Cut(text, ":")
+	return group, rest, ok && group != "" && !strings.ContainsAny(group, " \t")
+}
+
+// group returns the map of a group's counters, made if needed.
+func (c Counters) group(name string) map[string]int64 {
+	m := c[name]
+	if m == nil {
+		m = map[string]int64{}
+		c[name] = m
+	}
+	return m
+}
+
+// number reads a value; counters past 2^63 wrap, as the kernel's own do.
+func number(line int, group, name, s string) (int64, error) {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err == nil {
+		return v, nil
+	}
+	u, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("line %d: %s %s: %q is not a number", line, group, name, s)
+	}
+	return int64(u), nil
 }
 
 // ParseSockstat reads /proc/net/sockstat or sockstat6: "GROUP: name value
@@ -98,23 +119,19 @@ func ParseSockstat(data []byte) (Counters, error) {
 		if strings.TrimSpace(text) == "" {
 			continue
 		}
-		group, rest, ok := strings.Cut(text, ":")
-		if !ok || group == "" || strings.ContainsAny(group, " \t") {
+		group, rest, ok := cutGroup(text)
+		if !ok {
 			return nil, fmt.Errorf("line %d: %q is not \"GROUP: name value ...\"", line, text)
 		}
 		f := strings.Fields(rest)
 		if len(f)%2 != 0 {
 			return nil, fmt.Errorf("line %d: %s has a name without a value", line, group)
 		}
-		m := c[group]
-		if m == nil {
-			m = map[string]int64{}
-			c[group] = m
-		}
+		m := c.group(group)
 		for i := 0; i < len(f); i += 2 {
-			v, err := strconv.ParseInt(f[i+1], 10, 64)
+			v, err := number(line, group, f[i], f[i+1])
 			if err != nil {
-				return nil, fmt.Errorf("line %d: %s %s: %q is not a number", line, group, f[i], f[i+1])
+				return nil, err
 			}
 			m[f[i]] = v
 		}

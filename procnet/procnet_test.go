@@ -31,9 +31,7 @@ func TestParseRecorded(t *testing.T) {
 		{"Tcp", "MaxConn", -1}, {"Tcp", "ActiveOpens", 5}, {"Tcp", "OutRsts", 3},
 		{"Tcp", "InSegs", -1}, // a counter past 2^63 wraps as the kernel's own unsigned value does
 	} {
-		if v, ok := c.Get(w.group, w.name); !ok || v != w.v {
-			t.Errorf("%s %s = %d (%v), want %d", w.group, w.name, v, ok, w.v)
-		}
+		wantCounter(t, c, w.group, w.name, w.v)
 	}
 	if _, ok := c.Get("TcpExt", "NoSuchCounter"); ok {
 		t.Error("an absent counter was found")
@@ -79,13 +77,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-parse of %q: %v", b.String(), err)
 		}
-		for g, m := range c {
-			for n, v := range m {
-				if c2[g][n] != v {
-					t.Fatalf("%s %s: %d, then %d", g, n, v, c2[g][n])
-				}
-			}
-		}
+		sameCounters(t, c, c2)
 	})
 }
 
@@ -119,9 +111,7 @@ func TestParseSockstatRecorded(t *testing.T) {
 		{"sockets", "used", 8}, {"TCP", "inuse", 1}, {"TCP", "orphan", 2}, {"TCP", "tw", 17},
 		{"TCP", "alloc", 3}, {"TCP", "mem", 111}, {"FRAG", "memory", 0}, {"TCP6", "inuse", 4},
 	} {
-		if v, ok := c.Get(w.group, w.name); !ok || v != w.v {
-			t.Errorf("%s %s = %d (%v), want %d", w.group, w.name, v, ok, w.v)
-		}
+		wantCounter(t, c, w.group, w.name, w.v)
 	}
 }
 
@@ -162,12 +152,24 @@ func FuzzParseSockstat(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-parse of %q: %v", b.String(), err)
 		}
-		for g, m := range c {
-			for n, v := range m {
-				if c2[g][n] != v {
-					t.Fatalf("%s %s: %d, then %d", g, n, v, c2[g][n])
-				}
+		sameCounters(t, c, c2)
+	})
+}
+
+func sameCounters(t *testing.T, c, c2 Counters) {
+	t.Helper()
+	for g, m := range c {
+		for n, v := range m {
+			if c2[g][n] != v {
+				t.Fatalf("%s %s: %d, then %d", g, n, v, c2[g][n])
 			}
 		}
-	})
+	}
+}
+
+func wantCounter(t *testing.T, c Counters, group, name string, want int64) {
+	t.Helper()
+	if v, ok := c.Get(group, name); !ok || v != want {
+		t.Errorf("%s %s = %d (%v), want %d", group, name, v, ok, want)
+	}
 }

@@ -61,6 +61,34 @@ func leftoversOf(t *testing.T, pid int) []kernel.Leftover {
 	return out
 }
 
+// signalAndWait sends sig to cmd and waits for it to exit.
+func signalAndWait(t *testing.T, cmd *exec.Cmd, sig syscall.Signal, limit time.Duration, out *bytes.Buffer) {
+	t.Helper()
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		cmd.Process.Kill()
+		t.Fatalf("%v: the process did not stop within %v:\n%s", sig, limit, out.String())
+	}
+}
+
+// checkClean fails the test if process pid left a lab behind or the root
+// namespace is not as before.
+func checkClean(t *testing.T, what string, pid int, before string) {
+	t.Helper()
+	if left := leftoversOf(t, pid); len(left) > 0 {
+		t.Errorf("%s: left behind %v", what, left)
+	}
+	if after := rootState(t); after != before {
+		t.Errorf("%s: the root namespace changed:\nbefore %s\nafter  %s", what, before, after)
+	}
+}
+
 // startRun starts `tcplab run --kernel NAME` and waits until its lab
 // exists.
 func startRun(t *testing.T, name string) (*exec.Cmd, *bytes.Buffer) {
@@ -102,30 +130,14 @@ func TestKernelRunInterruptedCleansUp(t *testing.T) {
 	before := rootState(t)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		cmd, out := startRun(t, "time-wait")
-		pid := cmd.Process.Pid
-		if err := cmd.Process.Signal(sig); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			t.Fatalf("%v: the run did not stop within 10s", sig)
-		}
+		signalAndWait(t, cmd, sig, 10*time.Second, out)
 		if code := cmd.ProcessState.ExitCode(); code != 2 {
 			t.Errorf("%v: exit code %d, want 2\n%s", sig, code, out.String())
 		}
 		if !strings.Contains(out.String(), "interrupted") {
 			t.Errorf("%v: output does not say the run was interrupted:\n%s", sig, out.String())
 		}
-		if left := leftoversOf(t, pid); len(left) > 0 {
-			t.Errorf("%v: left behind %v", sig, left)
-		}
-		if after := rootState(t); after != before {
-			t.Errorf("%v: the root namespace changed:\nbefore %s\nafter  %s", sig, before, after)
-		}
+		checkClean(t, sig.String(), cmd.Process.Pid, before)
 	}
 }
 
@@ -192,12 +204,7 @@ func TestKernelDiff(t *testing.T) {
 	if !strings.Contains(out, "4 scenarios: 2 agree, 2 differ as documented, 0 differ otherwise") {
 		t.Errorf("no summary:\n%s", out)
 	}
-	if left := leftoversOf(t, os.Getpid()); len(left) > 0 {
-		t.Errorf("left behind %v", left)
-	}
-	if after := rootState(t); after != before {
-		t.Errorf("the root namespace changed:\nbefore %s\nafter  %s", before, after)
-	}
+	checkClean(t, "diff", os.Getpid(), before)
 }
 
 // SIGINT during `tour --kernel` stops every running scenario, starts no
@@ -208,25 +215,9 @@ func TestKernelTourInterruptedCleansUp(t *testing.T) {
 	}
 	before := rootState(t)
 	cmd, out := startTcplab(t, "tour", "--kernel", "--quick")
-	pid := cmd.Process.Pid
-	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("the tour did not stop within 20s:\n%s", out.String())
-	}
+	signalAndWait(t, cmd, syscall.SIGINT, 20*time.Second, out)
 	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(out.String(), "interrupted by interrupt") {
 		t.Errorf("exit code %d, want 2 and the reason:\n%s", code, out.String())
 	}
-	if left := leftoversOf(t, pid); len(left) > 0 {
-		t.Errorf("left behind %v", left)
-	}
-	if after := rootState(t); after != before {
-		t.Errorf("the root namespace changed:\nbefore %s\nafter  %s", before, after)
-	}
+	checkClean(t, "tour", cmd.Process.Pid, before)
 }
