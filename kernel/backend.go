@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcplab/tcplab/inspect"
 	"github.com/tcplab/tcplab/procnet"
 	"github.com/tcplab/tcplab/sim"
 	"github.com/tcplab/tcplab/tcp"
@@ -43,7 +44,7 @@ type Backend struct {
 	byName map[string]*host
 
 	lab     *lab
-	tr      *tracer
+	tr      *inspect.Tracer
 	t0      time.Duration // CLOCK_MONOTONIC at time zero
 	realOff time.Duration // CLOCK_REALTIME minus CLOCK_MONOTONIC
 	started bool
@@ -307,7 +308,7 @@ func (b *Backend) start() error {
 		b.teardown()
 		return e
 	}
-	if b.tr, err = newTracer(b.lab.name); err != nil {
+	if b.tr, err = inspect.NewTracer(b.lab.name, inspect.TraceFields); err != nil {
 		return cleanup(err)
 	}
 	for _, h := range b.hosts {
@@ -580,7 +581,7 @@ func (b *Backend) teardown() error {
 		}
 	}
 	if b.tr != nil {
-		if err := b.tr.close(); err != nil {
+		if err := b.tr.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcplab/tcplab/inspect"
 	"github.com/tcplab/tcplab/sim"
 	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
@@ -22,7 +23,7 @@ type rawItem struct {
 	seq  int
 	h    *host
 	pkt  *capturedPacket
-	st   *stateTrace
+	st   *inspect.StateChange
 	done *completion
 }
 
@@ -53,7 +54,7 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 	if !b.started {
 		return
 	}
-	if err := b.tr.sync(2 * time.Second); err != nil {
+	if err := b.tr.Sync(2 * time.Second); err != nil {
 		b.warnOnce("trace", "state changes may be missing: "+err.Error())
 	}
 	seq := len(b.raw)
@@ -65,14 +66,14 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 			b.raw = append(b.raw, rawItem{at: at, seq: seq, h: h, pkt: &pp})
 		})
 	}
-	traces, lost := b.tr.take()
+	traces, lost := b.tr.Take()
 	if lost > 0 {
 		b.emitAt(hz, trace.Event{Kind: trace.KindNote, Note: fmt.Sprintf("the tracer lost %d state changes (ring buffer full)", lost)})
 	}
 	for i := range traces {
 		t := traces[i]
 		seq++
-		b.raw = append(b.raw, rawItem{at: t.at - b.t0, seq: seq, st: &t})
+		b.raw = append(b.raw, rawItem{at: t.At - b.t0, seq: seq, st: &t})
 	}
 	for more := true; more; {
 		select {
@@ -239,13 +240,13 @@ func (b *Backend) requestSeen(h *host, local, remote netip.AddrPort, at time.Dur
 	real := false
 	if socks, err := h.diag.dump(1<<tcpNewSynRecv | 1<<tcpSynRecv); err == nil {
 		for _, d := range socks {
-			if d.local == local && d.remote == remote {
+			if d.Local == local && d.Remote == remote {
 				real = true
 			}
 		}
 	}
 	for i := 0; !real && i < len(later); i++ {
-		if st := later[i].st; st != nil && st.new == tcpSynRecv && st.local == local && st.remote == remote {
+		if st := later[i].st; st != nil && st.New == tcpSynRecv && st.Local == local && st.Remote == remote {
 			real = true
 		}
 	}
@@ -290,15 +291,15 @@ func (b *Backend) stateEvent(h *host, s *ksock, to string, at time.Duration, kin
 // run's sockets. The tracepoint sees every namespace, so a record is this
 // run's only if its socket is known, or it happened in a system call of
 // this run's threads, or it creates a connection this run's capture saw.
-func (b *Backend) onTrace(ev *stateTrace, at time.Duration) {
+func (b *Backend) onTrace(ev *inspect.StateChange, at time.Duration) {
 	var h *host
 	var s *ksock
 	var w *threadWin
-	if !ev.softirq {
-		w = b.threadAt(ev.pid, ev.at)
+	if !ev.Softirq {
+		w = b.threadAt(ev.PID, ev.At)
 	}
 	for _, hh := range b.hosts {
-		if x := hh.bySk[ev.skaddr]; x != nil {
+		if x := hh.bySk[ev.Skaddr]; x != nil {
 			h, s = hh, x
 		}
 	}
@@ -306,66 +307,66 @@ func (b *Backend) onTrace(ev *stateTrace, at time.Duration) {
 		h = w.h
 		if w.s != nil && w.s.skaddr == 0 {
 			s = w.s
-		} else if x := h.find(ev.local, ev.remote); x != nil && x.skaddr == 0 {
+		} else if x := h.find(ev.Local, ev.Remote); x != nil && x.skaddr == 0 {
 			s = x
 		}
 	}
-	if s == nil && ev.new == tcpSynRecv && (ev.old == tcpListen || ev.old == tcpClose) {
-		h = b.hostByAddr(ev.local.Addr())
+	if s == nil && ev.New == tcpSynRecv && (ev.Old == tcpListen || ev.Old == tcpClose) {
+		h = b.hostByAddr(ev.Local.Addr())
 		if h == nil {
 			return
 		}
-		if x := h.find(ev.local, ev.remote); x != nil && x.req && x.skaddr == 0 {
+		if x := h.find(ev.Local, ev.Remote); x != nil && x.req && x.skaddr == 0 {
 			// The request became a full socket: same connection.
 			x.req = false
-			x.skaddr = ev.skaddr
-			h.bySk[ev.skaddr] = x
+			x.skaddr = ev.Skaddr
+			h.bySk[ev.Skaddr] = x
 			return
 		}
-		l := h.listenerOn(ev.local.Port())
+		l := h.listenerOn(ev.Local.Port())
 		if l == nil {
 			return
 		}
 		// Another run may have a listener at the same address and port:
 		// the connection is this run's only if this run's capture saw
 		// the segment that completed it.
-		if in, ok := h.lastIn[[2]netip.AddrPort{ev.local, ev.remote}]; !ok || at-in.at > time.Second {
+		if in, ok := h.lastIn[[2]netip.AddrPort{ev.Local, ev.Remote}]; !ok || at-in.at > time.Second {
 			return
 		}
 		s = h.newSock(-1)
-		s.parent, s.local, s.remote, s.state = l.id, ev.local, ev.remote, "LISTEN"
+		s.parent, s.local, s.remote, s.state = l.id, ev.Local, ev.Remote, "LISTEN"
 	}
 	if s == nil {
 		return
 	}
-	if s.skaddr != ev.skaddr {
+	if s.skaddr != ev.Skaddr {
 		if s.skaddr != 0 {
 			delete(h.bySk, s.skaddr)
 		}
-		s.skaddr = ev.skaddr
-		h.bySk[ev.skaddr] = s
+		s.skaddr = ev.Skaddr
+		h.bySk[ev.Skaddr] = s
 	}
-	if ev.local.Port() != 0 && !s.listener {
-		s.local = ev.local
+	if ev.Local.Port() != 0 && !s.listener {
+		s.local = ev.Local
 	}
-	if ev.remote.Port() != 0 {
-		s.remote = ev.remote
+	if ev.Remote.Port() != 0 {
+		s.remote = ev.Remote
 	}
-	if s.listener && ev.local.Port() != 0 {
-		s.local = ev.local
+	if s.listener && ev.Local.Port() != 0 {
+		s.local = ev.Local
 	}
-	to := stateName(ev.new)
+	to := stateName(ev.New)
 	kind, cause := b.cause(h, s, w, ev, at)
-	if ev.new == tcpClose {
-		delete(h.bySk, ev.skaddr)
+	if ev.New == tcpClose {
+		delete(h.bySk, ev.Skaddr)
 		s.skaddr = 0
-		switch ev.old {
+		switch ev.Old {
 		case tcpFinWait1, tcpFinWait2, tcpClosing:
 			// The socket handed its connection to a TIME_WAIT remnant
 			// (tcp_time_wait), which the tracepoint does not report.
 			if d := h.lookup(s.local, s.remote, 1<<tcpTimeWait|1<<tcpFinWait2); d != nil {
 				s.tw = true
-				to = stateName(d.state)
+				to = stateName(d.State)
 			}
 		}
 	}
@@ -373,15 +374,15 @@ func (b *Backend) onTrace(ev *stateTrace, at time.Duration) {
 }
 
 // appMade are the transitions an application call makes by itself.
-var appMade = map[[2]uint8]bool{
+var appMade = map[[2]inspect.State]bool{
 	{tcpClose, tcpSynSent}: true, {tcpClose, tcpListen}: true, {tcpListen, tcpClose}: true,
 	{tcpEstablished, tcpFinWait1}: true, {tcpSynRecv, tcpFinWait1}: true, {tcpCloseWait, tcpLastAck}: true,
 }
 
 // cause explains a traced change: the call that made it, the segment
 // that just arrived for the connection, or else a timer.
-func (b *Backend) cause(h *host, s *ksock, w *threadWin, ev *stateTrace, at time.Duration) (string, string) {
-	if w != nil && (appMade[[2]uint8{ev.old, ev.new}] || ev.new == tcpClose && (w.what == "close" || w.what == "shutdown")) {
+func (b *Backend) cause(h *host, s *ksock, w *threadWin, ev *inspect.StateChange, at time.Duration) (string, string) {
+	if w != nil && (appMade[[2]inspect.State{ev.Old, ev.New}] || ev.New == tcpClose && (w.what == "close" || w.what == "shutdown")) {
 		return "app", w.what + "()"
 	}
 	if in, ok := h.lastIn[[2]netip.AddrPort{s.local, s.remote}]; ok && at-in.at <= 5*time.Millisecond && at >= in.at {
@@ -394,13 +395,13 @@ func (b *Backend) cause(h *host, s *ksock, w *threadWin, ev *stateTrace, at time
 }
 
 // lookup finds one connection in the host's sock_diag listing.
-func (h *host) lookup(local, remote netip.AddrPort, states uint32) *diagSock {
+func (h *host) lookup(local, remote netip.AddrPort, states inspect.StateMask) *inspect.Socket {
 	socks, err := h.diag.dump(states)
 	if err != nil {
 		return nil
 	}
 	for i := range socks {
-		if socks[i].local == local && socks[i].remote == remote {
+		if socks[i].Local == local && socks[i].Remote == remote {
 			return &socks[i]
 		}
 	}
@@ -439,19 +440,19 @@ func (b *Backend) poll(at time.Duration) {
 				for _, s := range watch {
 					found := false
 					for _, d := range socks {
-						if d.local != s.local || d.remote != s.remote {
+						if d.Local != s.local || d.Remote != s.remote {
 							continue
 						}
 						// A new connection may take the 4-tuple of an
 						// ended one (a bound port, once TIME_WAIT is over).
-						if s.tw && d.state != tcpTimeWait && d.state != tcpFinWait2 {
+						if s.tw && d.State != tcpTimeWait && d.State != tcpFinWait2 {
 							continue
 						}
 						// A request that became a full socket is still
 						// there: the tracer will report the child.
 						found = true
-						if s.tw && (d.state == tcpTimeWait || d.state == tcpFinWait2) && stateName(d.state) != s.state {
-							b.stateEvent(h, s, stateName(d.state), at, "timer", "")
+						if s.tw && (d.State == tcpTimeWait || d.State == tcpFinWait2) && stateName(d.State) != s.state {
+							b.stateEvent(h, s, stateName(d.State), at, "timer", "")
 						}
 					}
 					if !found {
@@ -598,19 +599,19 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 	}
 	synq := map[uint16]int{}
 	for _, d := range ds {
-		if d.state == tcpNewSynRecv {
-			synq[d.local.Port()]++
+		if d.State == tcpNewSynRecv {
+			synq[d.Local.Port()]++
 		}
 	}
 	out := make([]trace.Socket, 0, len(ds))
 	for _, d := range ds {
-		s := cookies[d.cookie]
+		s := cookies[d.Cookie]
 		if s == nil {
-			s = h.find(d.local, d.remote)
+			s = h.find(d.Local, d.Remote)
 		}
-		x := trace.Socket{Host: h.name, FD: -1, State: stateName(d.state), Local: d.local, Remote: d.remote,
-			RecvQ: int(d.rqueue), SendQ: int(d.wqueue), Retransmits: int(d.retrans)}
-		switch d.timer {
+		x := trace.Socket{Host: h.name, FD: -1, State: stateName(d.State), Local: d.Local, Remote: d.Remote,
+			RecvQ: int(d.RecvQ), SendQ: int(d.SendQ), Retransmits: int(d.Retrans)}
+		switch d.Timer {
 		case 1:
 			x.Timer = "on"
 		case 2:
@@ -621,25 +622,25 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 			x.Timer = "persist"
 		}
 		if x.Timer != "" {
-			x.TimerLeft = time.Duration(d.expires) * time.Millisecond
+			x.TimerLeft = d.Expires
 		}
-		if d.info != nil {
-			x.RTO = time.Duration(d.info.Rto) * time.Microsecond
-			x.RTT = time.Duration(d.info.Rtt) * time.Microsecond
-			x.Cwnd = int(d.info.Snd_cwnd)
-			x.RetransTotal = int(d.info.Total_retrans)
+		if d.Info != nil {
+			x.RTO = time.Duration(d.Info.Rto) * time.Microsecond
+			x.RTT = time.Duration(d.Info.Rtt) * time.Microsecond
+			x.Cwnd = int(d.Info.Snd_cwnd)
+			x.RetransTotal = int(d.Info.Total_retrans)
 		}
-		if d.state == tcpListen {
-			x.SynQueue = synq[d.local.Port()]
+		if d.State == tcpListen {
+			x.SynQueue = synq[d.Local.Port()]
 		}
 		if s != nil {
 			x.Sock, x.Parent = s.id, s.parent
 			if s.kfd >= 0 {
 				x.FD = int(s.fd)
 			}
-			x.Orphan = s.kfd < 0 && s.fd != 0 && !s.tw && d.state != tcpTimeWait
-			x.Accepting = s.parent != 0 && !s.accepted && !s.req && d.state != tcpNewSynRecv
-		} else if d.state != tcpNewSynRecv && d.state != tcpTimeWait && d.state != tcpListen {
+			x.Orphan = s.kfd < 0 && s.fd != 0 && !s.tw && d.State != tcpTimeWait
+			x.Accepting = s.parent != 0 && !s.accepted && !s.req && d.State != tcpNewSynRecv
+		} else if d.State != tcpNewSynRecv && d.State != tcpTimeWait && d.State != tcpListen {
 			// A connection the run has not seen yet: still in the accept queue.
 			x.Accepting = true
 		}

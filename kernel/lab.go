@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tcplab/tcplab/inspect"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -71,7 +72,7 @@ func newLab(names []string, addrs []netip.Addr, delay time.Duration) (l *lab, er
 	// each gets a small TCP hash table of its own: with the machine's
 	// shared one (262,144 buckets here) every sock_diag dump walks it
 	// all and takes 2 ms.
-	err = inNS(l.sw, func() error {
+	err = inspect.InNetns(l.sw, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/tcp_child_ehash_entries", []byte("1024"), 0)
 	})
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -95,7 +96,7 @@ func newLab(names []string, addrs []netip.Addr, delay time.Duration) (l *lab, er
 		}
 	}
 	var ps []*port
-	err = inNS(l.sw, func() error {
+	err = inspect.InNetns(l.sw, func() error {
 		for i, idx := range ports {
 			p, err := openPort(idx, l.hosts[i].mac)
 			if err != nil {

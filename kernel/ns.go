@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/tcplab/tcplab/inspect"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -50,26 +51,10 @@ func Check() error {
 	if _, err := os.Stat("/proc/self/ns/net"); err != nil {
 		return fmt.Errorf("%w: this kernel has no network namespaces (%v)", ErrUnsupported, err)
 	}
-	if _, err := tracefsRoot(); err != nil {
+	if _, err := inspect.TracefsRoot(); err != nil {
 		return fmt.Errorf("%w: %v", ErrUnsupported, err)
 	}
 	return nil
-}
-
-// inNS runs f on a fresh OS thread that has entered the namespace ns. The
-// thread is thrown away afterwards (the goroutine exits still locked), so
-// no other goroutine ever runs in a namespace it did not ask for.
-func inNS(ns netns.NsHandle, f func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := netns.Set(ns); err != nil {
-			done <- fmt.Errorf("enter namespace: %w", err)
-			return
-		}
-		done <- f()
-	}()
-	return <-done
 }
 
 // nsWorker is a thread that stays in one namespace and runs functions
@@ -192,7 +177,7 @@ func Leftovers() ([]Leftover, error) {
 			out = append(out, Leftover{Kind: "netns", Name: e.Name(), PID: pid, Live: alive(pid)})
 		}
 	}
-	if root, err := tracefsRoot(); err == nil {
+	if root, err := inspect.TracefsRoot(); err == nil {
 		ents, _ := os.ReadDir(filepath.Join(root, "instances"))
 		for _, e := range ents {
 			if pid, ok := ownerPID(e.Name()); ok {
@@ -220,7 +205,7 @@ func Clean(force bool) ([]Leftover, error) {
 		case "netns":
 			err = deleteNamedNS(l.Name)
 		case "tracefs":
-			err = removeInstance(l.Name)
+			err = inspect.RemoveTraceInstance(l.Name)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s %s: %w", l.Kind, l.Name, err))

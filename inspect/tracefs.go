@@ -1,4 +1,4 @@
-package kernel
+package inspect
 
 import (
 	"bufio"
@@ -16,9 +16,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// tracefsRoot finds tracefs, mounting it at /sys/kernel/tracing when it is
+// TracefsRoot finds tracefs, mounting it at /sys/kernel/tracing when it is
 // not mounted yet.
-func tracefsRoot() (string, error) {
+func TracefsRoot() (string, error) {
 	for _, p := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
 		if _, err := os.Stat(filepath.Join(p, "instances")); err == nil {
 			return p, nil
@@ -36,9 +36,9 @@ func tracefsRoot() (string, error) {
 
 const stateEvent = "events/sock/inet_sock_set_state/enable"
 
-// removeInstance switches an instance's event off and removes it.
-func removeInstance(name string) error {
-	root, err := tracefsRoot()
+// RemoveTraceInstance switches an instance's event off and removes it.
+func RemoveTraceInstance(name string) error {
+	root, err := TracefsRoot()
 	if err != nil {
 		return err
 	}
@@ -54,26 +54,39 @@ func removeInstance(name string) error {
 	return fmt.Errorf("remove tracefs instance %s: %w", name, last)
 }
 
-// stateTrace is one inet_sock_set_state record.
-type stateTrace struct {
-	at       time.Duration // CLOCK_MONOTONIC
-	pid      int
-	softirq  bool // not in process context: the pid is whoever was running
-	skaddr   uint64
-	old, new uint8
-	local    netip.AddrPort
-	remote   netip.AddrPort
+// StateChange is one inet_sock_set_state record.
+type StateChange struct {
+	At      time.Duration // CLOCK_MONOTONIC
+	PID     int           // whoever ran when it fired: not the socket's owner
+	Softirq bool          // not in process context, so PID means nothing
+	Skaddr  uint64        // the socket's kernel address; 0 in the text format
+	Old     State
+	New     State
+	Local   netip.AddrPort
+	Remote  netip.AddrPort
 }
 
-// tracer reads a private tracefs instance that records only the TCP state
-// tracepoint, with the monotonic clock and raw field values.
-type tracer struct {
+// TraceFormat chooses how the tracer asks tracefs to print records.
+type TraceFormat int
+
+const (
+	// TraceFields prints raw field values, the socket's address among
+	// them, but cannot print IPv6 addresses: IPv4 sockets only.
+	TraceFields TraceFormat = iota
+	// TraceText is the event's own format: IPv4 and IPv6, no socket
+	// address.
+	TraceText
+)
+
+// Tracer reads a private tracefs instance that records only the TCP state
+// tracepoint, with the monotonic clock.
+type Tracer struct {
 	name, dir string
 	pipe      *os.File
 	marker    *os.File
 
 	mu      sync.Mutex
-	queue   []stateTrace
+	queue   []StateChange
 	lost    int
 	err     error
 	done    chan struct{}
@@ -83,18 +96,20 @@ type tracer struct {
 	stopped bool
 }
 
-func newTracer(name string) (t *tracer, err error) {
-	root, err := tracefsRoot()
+// NewTracer creates the tracefs instance name and starts reading it. The
+// tracepoint fires for every network namespace.
+func NewTracer(name string, format TraceFormat) (t *Tracer, err error) {
+	root, err := TracefsRoot()
 	if err != nil {
 		return nil, err
 	}
-	t = &tracer{name: name, dir: filepath.Join(root, "instances", name), done: make(chan struct{}), markCh: make(chan struct{}, 1)}
+	t = &Tracer{name: name, dir: filepath.Join(root, "instances", name), done: make(chan struct{}), markCh: make(chan struct{}, 1)}
 	if err := os.Mkdir(t.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create tracefs instance: %w", err)
 	}
 	defer func() {
 		if err != nil {
-			t.close()
+			t.Close()
 		}
 	}()
 	write := func(file, v string) error {
@@ -111,8 +126,10 @@ func newTracer(name string) (t *tracer, err error) {
 	}
 	// "fields" prints every field with its raw value, the socket's
 	// address included, which the default format leaves out.
-	if err := write("options/fields", "1"); err != nil {
-		return nil, err
+	if format == TraceFields {
+		if err := write("options/fields", "1"); err != nil {
+			return nil, err
+		}
 	}
 	if err := write(stateEvent, "1"); err != nil {
 		return nil, err
@@ -135,7 +152,7 @@ var traceLine = regexp.MustCompile(`^\s*(.*)-(\d+)\s+\[\d+\]\s+(\S+)\s+(\d+)\.(\
 var markerLine = regexp.MustCompile(`:\s+(tracing_mark_write:|UNKNOWN TYPE)`)
 var lostLine = regexp.MustCompile(`\[LOST (\d+) EVENTS\]`)
 
-func (t *tracer) read() {
+func (t *Tracer) read() {
 	defer close(t.done)
 	sc := bufio.NewScanner(t.pipe)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -175,24 +192,27 @@ func (t *tracer) read() {
 	t.mu.Unlock()
 }
 
-func parseTraceLine(line string) (stateTrace, bool) {
-	var ev stateTrace
+func parseTraceLine(line string) (StateChange, bool) {
+	var ev StateChange
 	m := traceLine.FindStringSubmatch(line)
 	if m == nil {
 		return ev, false
 	}
-	ev.pid, _ = strconv.Atoi(m[2])
+	ev.PID, _ = strconv.Atoi(m[2])
 	flags := m[3]
-	ev.softirq = len(flags) >= 3 && flags[2] != '.'
+	ev.Softirq = len(flags) >= 3 && flags[2] != '.'
 	sec, _ := strconv.ParseInt(m[4], 10, 64)
 	frac := m[5]
 	for len(frac) < 9 {
 		frac += "0"
 	}
 	ns, _ := strconv.ParseInt(frac[:9], 10, 64)
-	ev.at = time.Duration(sec)*time.Second + time.Duration(ns)
+	ev.At = time.Duration(sec)*time.Second + time.Duration(ns)
 	if m[6] != "inet_sock_set_state" {
 		return ev, false
+	}
+	if !strings.Contains(m[7], "skaddr=") {
+		return parseTextFields(ev, m[7])
 	}
 	f := map[string]uint64{}
 	for _, tok := range strings.Fields(m[7]) {
@@ -211,16 +231,61 @@ func parseTraceLine(line string) (stateTrace, bool) {
 	ip := func(v uint64) netip.Addr { // saddr[4] printed as a native (little-endian) u32
 		return netip.AddrFrom4([4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)})
 	}
-	ev.skaddr = f["skaddr"]
-	ev.old, ev.new = uint8(f["oldstate"]), uint8(f["newstate"])
-	ev.local = netip.AddrPortFrom(ip(f["saddr"]), uint16(f["sport"]))
-	ev.remote = netip.AddrPortFrom(ip(f["daddr"]), uint16(f["dport"]))
+	ev.Skaddr = f["skaddr"]
+	ev.Old, ev.New = State(f["oldstate"]), State(f["newstate"])
+	ev.Local = netip.AddrPortFrom(ip(f["saddr"]), uint16(f["sport"]))
+	ev.Remote = netip.AddrPortFrom(ip(f["daddr"]), uint16(f["dport"]))
 	return ev, true
 }
 
-// sync writes a marker and waits until the reader has seen it: every
+// textStates are the tracepoint's symbolic state names.
+var textStates = map[string]State{}
+
+func init() {
+	for i, n := range []string{"ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"} {
+		textStates["TCP_"+n] = State(i + 1)
+	}
+}
+
+// parseTextFields reads the event's own format: "family=AF_INET6
+// protocol=IPPROTO_TCP sport=.. dport=.. saddr=.. daddr=.. saddrv6=..
+// daddrv6=.. oldstate=TCP_CLOSE newstate=TCP_LISTEN".
+func parseTextFields(ev StateChange, text string) (StateChange, bool) {
+	f := map[string]string{}
+	for _, tok := range strings.Fields(text) {
+		if k, v, ok := strings.Cut(tok, "="); ok {
+			f[k] = v
+		}
+	}
+	if f["protocol"] != "IPPROTO_TCP" {
+		return ev, false
+	}
+	sa, da := "saddr", "daddr"
+	switch f["family"] {
+	case "AF_INET":
+	case "AF_INET6":
+		sa, da = "saddrv6", "daddrv6"
+	default:
+		return ev, false
+	}
+	src, err1 := netip.ParseAddr(f[sa])
+	dst, err2 := netip.ParseAddr(f[da])
+	sport, err3 := strconv.ParseUint(f["sport"], 10, 16)
+	dport, err4 := strconv.ParseUint(f["dport"], 10, 16)
+	old, ok1 := textStates[f["oldstate"]]
+	nw, ok2 := textStates[f["newstate"]]
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || !ok1 || !ok2 {
+		return ev, false
+	}
+	ev.Old, ev.New = old, nw
+	ev.Local = netip.AddrPortFrom(src, uint16(sport))
+	ev.Remote = netip.AddrPortFrom(dst, uint16(dport))
+	return ev, true
+}
+
+// Sync writes a marker and waits until the reader has seen it: every
 // state change recorded before the call is then in the queue.
-func (t *tracer) sync(timeout time.Duration) error {
+func (t *Tracer) Sync(timeout time.Duration) error {
 	t.mu.Lock()
 	t.written++
 	want := t.written
@@ -246,8 +311,8 @@ func (t *tracer) sync(timeout time.Duration) error {
 	}
 }
 
-// take returns the queued records and the count of lost ones.
-func (t *tracer) take() ([]stateTrace, int) {
+// Take returns the queued records and the count of lost ones.
+func (t *Tracer) Take() ([]StateChange, int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	q := t.queue
@@ -257,7 +322,8 @@ func (t *tracer) take() ([]stateTrace, int) {
 	return q, lost
 }
 
-func (t *tracer) close() error {
+// Close stops reading and removes the instance.
+func (t *Tracer) Close() error {
 	if t.marker != nil {
 		if t.pipe != nil {
 			t.mu.Lock()
@@ -275,5 +341,5 @@ func (t *tracer) close() error {
 	if t.pipe != nil {
 		t.pipe.Close()
 	}
-	return removeInstance(t.name)
+	return RemoveTraceInstance(t.name)
 }

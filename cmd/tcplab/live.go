@@ -1,0 +1,75 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/tcplab/tcplab/inspect"
+)
+
+// targetFlags choose the network namespace a live command looks at.
+type targetFlags struct {
+	netns string
+	pid   int
+}
+
+func (t *targetFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&t.netns, "netns", "N", "", "look inside this network namespace (a name under /run/netns, or a path)")
+	cmd.Flags().IntVar(&t.pid, "netns-pid", 0, "look inside the network namespace of this process (a container's, say)")
+}
+
+func (t *targetFlags) target() inspect.Target { return inspect.Target{Netns: t.netns, PID: t.pid} }
+
+// filterFlags are the socket filters shared by ss, stats and watch.
+type filterFlags struct {
+	states     []string
+	listening  bool
+	sport      []string
+	dport      []string
+	src, dst   []string
+	ipv4, ipv6 bool
+}
+
+func (f *filterFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringSliceVar(&f.states, "state", nil, "only these states or groups (established, time-wait, SYN_RECV, ...; groups: connected, synchronized, bucket, big, listening, all); repeat or separate by commas")
+	fl.BoolVarP(&f.listening, "listening", "l", false, "only listening sockets (same as --state listening)")
+	fl.StringSliceVar(&f.sport, "sport", nil, "local port or range (80, 8000-8080); repeat for alternatives")
+	fl.StringSliceVar(&f.dport, "dport", nil, "remote port or range; repeat for alternatives")
+	fl.StringSliceVar(&f.src, "src", nil, "local address or prefix (127.0.0.1, 10.0.0.0/8, ::1)")
+	fl.StringSliceVar(&f.dst, "dst", nil, "remote address or prefix")
+	fl.BoolVarP(&f.ipv4, "ipv4", "4", false, "IPv4 sockets only")
+	fl.BoolVarP(&f.ipv6, "ipv6", "6", false, "IPv6 sockets only")
+}
+
+// filter builds the kernel-side filter; errors are usage errors.
+func (f *filterFlags) filter() (inspect.Filter, error) {
+	var out inspect.Filter
+	states := f.states
+	if f.listening {
+		states = append(states, "listening")
+	}
+	var err error
+	if out.States, err = inspect.ParseStates(states); err != nil {
+		return out, err
+	}
+	if out.SPort, err = inspect.ParsePorts(f.sport); err != nil {
+		return out, err
+	}
+	if out.DPort, err = inspect.ParsePorts(f.dport); err != nil {
+		return out, err
+	}
+	if out.Src, err = inspect.ParsePrefixes(f.src); err != nil {
+		return out, err
+	}
+	if out.Dst, err = inspect.ParsePrefixes(f.dst); err != nil {
+		return out, err
+	}
+	switch {
+	case f.ipv4 && f.ipv6:
+	case f.ipv4:
+		out.Family = 4
+	case f.ipv6:
+		out.Family = 6
+	}
+	return out, nil
+}

@@ -1,0 +1,250 @@
+package inspect
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Socket is one TCP socket as sock_diag reports it (struct inet_diag_msg and,
+// when asked, its tcp_info).
+type Socket struct {
+	State  State          `json:"state"`
+	Local  netip.AddrPort `json:"local"`
+	Remote netip.AddrPort `json:"remote"`
+	// RecvQ and SendQ are the bytes queued; on a listener, the accept
+	// queue's length and its limit (the backlog).
+	RecvQ uint32 `json:"recv_q"`
+	SendQ uint32 `json:"send_q"`
+	// Timer is the pending timer (see TimerName), Expires the time left on
+	// it and Retrans the retransmissions or probes it has made.
+	Timer   uint8         `json:"-"`
+	Expires time.Duration `json:"-"`
+	Retrans uint8         `json:"-"`
+	UID     uint32        `json:"uid"`
+	Inode   uint32        `json:"inode"`
+	Cookie  uint64        `json:"cookie"`
+	Info    *tcpInfo      `json:"-"`
+}
+
+// TimerName names the pending timer as ss -o does.
+func (s *Socket) TimerName() string {
+	switch s.Timer {
+	case 1:
+		return "on"
+	case 2:
+		return "keepalive"
+	case 3:
+		return "timewait"
+	case 4:
+		return "persist"
+	}
+	return ""
+}
+
+// PortRange is a range of ports, both ends included.
+type PortRange struct{ Lo, Hi uint16 }
+
+// Filter chooses sockets. The kernel applies all of it: the states through
+// the request's mask, ports and addresses through inet_diag bytecode.
+// Conditions of one kind are alternatives (any may match); kinds combine
+// (all must match).
+type Filter struct {
+	States StateMask   // zero means every state
+	Family int         // 4, 6, or 0 for both
+	SPort  []PortRange // local port
+	DPort  []PortRange // remote port
+	Src    []netip.Prefix
+	Dst    []netip.Prefix
+	Info   bool // ask for tcp_info too
+}
+
+const (
+	inetDiagReqLen  = 56
+	inetDiagMsgLen  = 72
+	inetDiagInfo    = 2 // INET_DIAG_INFO
+	inetDiagReqBC   = 1 // INET_DIAG_REQ_BYTECODE
+	nlmsgHdrLen     = unix.NLMSG_HDRLEN
+	diagRecvBufSize = 1 << 20
+)
+
+// Diag is a NETLINK_SOCK_DIAG socket. It lists the sockets of the network
+// namespace it was opened in (see InNetns), whatever the caller's namespace
+// is later.
+type Diag struct {
+	fd  int
+	seq uint32
+	buf []byte
+}
+
+// OpenDiag opens a sock_diag socket in the calling thread's namespace.
+func OpenDiag() (*Diag, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return nil, fmt.Errorf("sock_diag socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("sock_diag bind: %w", err)
+	}
+	// A larger receive buffer lets the kernel fill bigger dump batches.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, diagRecvBufSize)
+	return &Diag{fd: fd, buf: make([]byte, diagRecvBufSize)}, nil
+}
+
+// Close closes the socket.
+func (d *Diag) Close() error { return unix.Close(d.fd) }
+
+// Dump lists the sockets the filter chooses, IPv4 first, then IPv6.
+func (d *Diag) Dump(f Filter) ([]Socket, error) {
+	var out []Socket
+	err := d.Each(f, func(s *Socket) { out = append(out, *s) })
+	return out, err
+}
+
+// Each calls fn for every socket the filter chooses, without keeping them;
+// s is reused between calls.
+func (d *Diag) Each(f Filter, fn func(s *Socket)) error {
+	bc, err := f.bytecode()
+	if err != nil {
+		return err
+	}
+	states := f.States
+	if states == 0 {
+		states = AllStates
+	}
+	if states.Has(SynRecv) {
+		states |= Mask(NewSynRecv)
+	}
+	for _, fam := range []int{4, 6} {
+		if f.Family != 0 && f.Family != fam {
+			continue
+		}
+		af := uint8(unix.AF_INET)
+		if fam == 6 {
+			af = unix.AF_INET6
+		}
+		if err := d.dump(af, states, f.Info, bc, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (d *Diag) dump(af uint8, states StateMask, info bool, bc []byte, fn func(*Socket)) error {
+	d.seq++
+	n := nlmsgHdrLen + inetDiagReqLen
+	if len(bc) > 0 {
+		n += unix.NLA_HDRLEN + len(bc)
+	}
+	req := make([]byte, n)
+	binary.NativeEndian.PutUint32(req[0:], uint32(n))
+	binary.NativeEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
+	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(req[8:], d.seq)
+	r := req[nlmsgHdrLen:]
+	r[0] = af
+	r[1] = unix.IPPROTO_TCP
+	if info {
+		r[2] = 1 << (inetDiagInfo - 1)
+	}
+	binary.NativeEndian.PutUint32(r[4:], uint32(states))
+	if len(bc) > 0 {
+		a := r[inetDiagReqLen:]
+		binary.NativeEndian.PutUint16(a[0:], uint16(unix.NLA_HDRLEN+len(bc)))
+		binary.NativeEndian.PutUint16(a[2:], inetDiagReqBC)
+		copy(a[unix.NLA_HDRLEN:], bc)
+	}
+	if err := unix.Sendto(d.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("sock_diag request: %w", err)
+	}
+	var s Socket
+	for {
+		n, _, err := unix.Recvfrom(d.fd, d.buf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("sock_diag read: %w", err)
+		}
+		b := d.buf[:n]
+		for len(b) >= nlmsgHdrLen {
+			l := int(binary.NativeEndian.Uint32(b[0:]))
+			typ := binary.NativeEndian.Uint16(b[4:])
+			seq := binary.NativeEndian.Uint32(b[8:])
+			if l < nlmsgHdrLen || l > len(b) {
+				return fmt.Errorf("sock_diag: bad message length %d", l)
+			}
+			data := b[nlmsgHdrLen:l]
+			b = b[min((l+unix.NLMSG_ALIGNTO-1)&^(unix.NLMSG_ALIGNTO-1), len(b)):]
+			if seq != d.seq {
+				continue
+			}
+			switch typ {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if len(data) >= 4 {
+					if e := int32(binary.NativeEndian.Uint32(data)); e != 0 {
+						return fmt.Errorf("sock_diag: %w", unix.Errno(-e))
+					}
+				}
+				return nil
+			case unix.SOCK_DIAG_BY_FAMILY:
+				if parseDiagMsg(data, &s) {
+					fn(&s)
+				}
+			}
+		}
+	}
+}
+
+// parseDiagMsg reads one struct inet_diag_msg and its attributes into s.
+func parseDiagMsg(b []byte, s *Socket) bool {
+	if len(b) < inetDiagMsgLen || (b[0] != unix.AF_INET && b[0] != unix.AF_INET6) {
+		return false
+	}
+	*s = Socket{State: State(b[1]), Timer: b[2], Retrans: b[3]}
+	id := b[4:52]
+	sport := binary.BigEndian.Uint16(id[0:])
+	dport := binary.BigEndian.Uint16(id[2:])
+	var src, dst netip.Addr
+	if b[0] == unix.AF_INET {
+		src = netip.AddrFrom4([4]byte(id[4:8]))
+		dst = netip.AddrFrom4([4]byte(id[20:24]))
+	} else {
+		src = netip.AddrFrom16([16]byte(id[4:20]))
+		dst = netip.AddrFrom16([16]byte(id[20:36]))
+	}
+	s.Local = netip.AddrPortFrom(src, sport)
+	s.Remote = netip.AddrPortFrom(dst, dport)
+	s.Cookie = uint64(binary.NativeEndian.Uint32(id[40:])) | uint64(binary.NativeEndian.Uint32(id[44:]))<<32
+	s.Expires = time.Duration(binary.NativeEndian.Uint32(b[52:])) * time.Millisecond
+	s.RecvQ = binary.NativeEndian.Uint32(b[56:])
+	s.SendQ = binary.NativeEndian.Uint32(b[60:])
+	s.UID = binary.NativeEndian.Uint32(b[64:])
+	s.Inode = binary.NativeEndian.Uint32(b[68:])
+	attrs := b[inetDiagMsgLen:]
+	for len(attrs) >= 4 {
+		l := int(binary.NativeEndian.Uint16(attrs[0:]))
+		t := binary.NativeEndian.Uint16(attrs[2:])
+		if l < 4 || l > len(attrs) {
+			break
+		}
+		if t == inetDiagInfo {
+			ti := new(tcpInfo)
+			dst := unsafe.Slice((*byte)(unsafe.Pointer(ti)), unsafe.Sizeof(*ti))
+			copy(dst, attrs[4:l])
+			s.Info = ti
+		}
+		attrs = attrs[min((l+3)&^3, len(attrs)):]
+	}
+	return true
+}
+
+type tcpInfo = unix.TCPInfo
