@@ -92,12 +92,12 @@ func (f Filter) bytecode() ([]byte, error) {
 		}
 		clauses = append(clauses, alts)
 	}
-	for _, r := range append(f.SPort, f.DPort...) {
+	for _, r := range append(f.SPort[:len(f.SPort):len(f.SPort)], f.DPort...) {
 		if r.Lo > r.Hi {
 			return nil, fmt.Errorf("port range %d-%d is empty", r.Lo, r.Hi)
 		}
 	}
-	for _, p := range append(f.Src, f.Dst...) {
+	for _, p := range append(f.Src[:len(f.Src):len(f.Src)], f.Dst...) {
 		if !p.IsValid() {
 			return nil, fmt.Errorf("invalid address prefix")
 		}

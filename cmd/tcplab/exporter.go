@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/tcplab/tcplab/inspect"
+)
+
+func newExporter(stdout io.Writer) *cobra.Command {
+	var (
+		tf          targetFlags
+		listen      string
+		topPorts    int
+		allowRemote bool
+	)
+	cmd := &cobra.Command{
+		Use:   "exporter",
+		Short: "Serve this host's TCP states, kernel counters and doctor findings as Prometheus metrics",
+		Long: `exporter serves Prometheus metrics on /metrics. Each scrape samples the
+host as tcplab doctor does (sock_diag, /proc/net/netstat, snmp, sockstat,
+sysctls) and exports:
+
+  tcplab_sockets{state,port}         sockets per state and local port: the
+                                     --top-ports listening ports with the most
+                                     sockets by number, the other listening
+                                     ports as port="other", sockets whose local
+                                     port has no listener as port="outgoing"
+  tcplab_sockets_by_state{state}     sockets per state, all ports together
+  tcplab_netstat_total{group,name}   the kernel's counters, groups Tcp and
+                                     TcpExt (ListenOverflows, RetransSegs, ...)
+  tcplab_netstat{group,name}         Tcp's gauges: CurrEstab, MaxConn, Rto*
+  tcplab_sockstat{group,name}        sockstat TCP and TCP6: inuse, orphan, tw,
+                                     alloc, mem
+  tcplab_doctor_findings{kind,level} the doctor's findings between the previous
+                                     scrape and this one, every kind at levels
+                                     warning and error (0 on the first scrape)
+  tcplab_scrape_duration_seconds, tcplab_scrape_errors_total, and the
+  exporter's own process_* metrics.
+
+The doctor compares consecutive scrapes, so its findings cover the scrape
+interval: a CLOSE_WAIT socket still there one scrape later is a leak, counter
+rates are per interval. Scrapes are serialized.
+
+The exporter listens on loopback only unless --allow-remote is given: the
+metrics name this host's ports and problems.
+
+Root is not needed for your own namespace, but CLOSE_WAIT findings name
+processes only where /proc lets you look.`,
+		Example: `  tcplab exporter
+  tcplab exporter --listen 127.0.0.1:9469 --top-ports 20
+  sudo tcplab exporter --netns-pid 4242 --listen 127.0.0.1:9470
+  tcplab exporter --listen 0.0.0.0:9469 --allow-remote
+
+  # prometheus.yml
+  scrape_configs:
+    - job_name: tcplab
+      static_configs: [{targets: ["127.0.0.1:9469"]}]
+
+  # an alerting rule
+  - alert: TCPProblem
+    expr: tcplab_doctor_findings{level="error"} > 0
+    for: 2m
+    annotations:
+      summary: "tcplab doctor sees {{ $labels.kind }} on {{ $labels.instance }}; run tcplab doctor there"
+  - alert: CloseWaitLeak
+    expr: tcplab_doctor_findings{kind="close-wait-leak"} > 0
+    for: 10m`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if topPorts <= 0 {
+				return fmt.Errorf("--top-ports must be positive")
+			}
+			if err := checkListen(listen, allowRemote); err != nil {
+				return err
+			}
+			h, err := inspect.OpenHost(tf.target())
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(inspect.NewCollector(h, inspect.CollectorOptions{TopPorts: topPorts}),
+				collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Fprintf(stdout, "serving metrics on http://%s/metrics\n", ln.Addr())
+			return serveMetrics(ctx, ln, metricsHandler(reg, tf.target()))
+		},
+	}
+	tf.add(cmd)
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9469", "address to serve the metrics on (host:port)")
+	cmd.Flags().IntVar(&topPorts, "top-ports", inspect.DefaultTopPorts, "listening ports labeled by number, those with the most sockets; the others are port=\"other\"")
+	cmd.Flags().BoolVar(&allowRemote, "allow-remote", false, "allow a --listen address that is not loopback")
+	return cmd
+}
+
+// checkListen refuses addresses other hosts could reach unless allowed.
+func checkListen(addr string, allowRemote bool) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", addr, err)
+	}
+	if allowRemote || isLoopback(host) {
+		return nil
+	}
+	what := host
+	if what == "" {
+		what = "every interface"
+	}
+	return fmt.Errorf("--listen %s: %s is not a loopback address, and the metrics show this host's ports, connections and problems to anyone who can reach it; give --allow-remote to serve them there anyway (and restrict access with a firewall), or listen on 127.0.0.1", addr, what)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}
+
+// metricsHandler serves the registry on /metrics and a short page on /.
+func metricsHandler(reg *prometheus.Registry, t inspect.Target) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: 4,
+		Timeout:             30 * time.Second,
+	}))
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, `<!doctype html>
+<html><head><title>tcplab exporter</title></head>
+<body><h1>tcplab exporter</h1>
+<p>TCP states, kernel counters and doctor findings of %s as Prometheus metrics: <a href="/metrics">/metrics</a>.</p>
+</body></html>
+`, html.EscapeString(t.String()))
+	})
+	return mux
+}
+
+// serveMetrics serves h on ln until ctx ends, then shuts the server down,
+// letting scrapes in progress finish for a few seconds.
+func serveMetrics(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
