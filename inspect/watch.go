@@ -95,6 +95,7 @@ type Watcher struct {
 	filter Filter
 	procs  bool
 	nsIno  uint64 // the target namespace's inode number
+	own    bool   // the target is the caller's own namespace
 
 	addrs  map[netip.Addr]bool // the namespace's own non-loopback addresses
 	known  map[tuple]time.Time // connections seen in the namespace's table
@@ -110,7 +111,7 @@ func NewWatcher(t Target, f Filter, procs bool) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Watcher{host: h, filter: f, procs: procs,
+	w := &Watcher{host: h, filter: f, procs: procs, own: t.Netns == "" && t.PID == 0,
 		known: map[tuple]time.Time{}, last: map[tuple]since{}, tw: map[tuple]since{}}
 	if err := w.readAddrs(); err != nil {
 		h.Close()
@@ -172,11 +173,17 @@ func (w *Watcher) readAddrs() error {
 // eachTimeWait lists the timewait sockets: those in TIME_WAIT, and
 // orphans whose FIN_WAIT2 a timewait socket carries on (sock_diag reports
 // that substate as their state).
+// sock_diag filters a timewait socket by its substate, so FIN_WAIT2 is
+// asked too; orphans (inode 0) of it are kept.
 func (w *Watcher) eachTimeWait(fn func(tuple, State)) error {
 	f := w.filter
-	f.States = Mask(TimeWait)
+	f.States = Mask(TimeWait, FinWait2)
 	f.Info = false
-	return w.host.Each(f, func(s *Socket) { fn(tuple{s.Local, s.Remote}, s.State) })
+	return w.host.Each(f, func(s *Socket) {
+		if s.State == TimeWait || s.Inode == 0 {
+			fn(tuple{s.Local, s.Remote}, s.State)
+		}
+	})
 }
 
 func (w *Watcher) wall(mono time.Duration) time.Time {
@@ -219,12 +226,30 @@ func (w *Watcher) Poll() ([]Transition, error) {
 	if err := w.eachTimeWait(func(k tuple, sub State) { tw[k] = sub }); err != nil {
 		return nil, err
 	}
+	// Which changes are the namespace's: each on its own, then any change
+	// of a connection that a later change in the batch places here (a
+	// connect() made by a thread that has exited since).
+	keep := make([]bool, len(evs))
+	pidNS := map[int]uint64{}
+	for i := range evs {
+		keep[i] = w.mine(&evs[i], table, pidNS)
+	}
+	conns := map[tuple]bool{}
+	for i := len(evs) - 1; i >= 0; i-- {
+		k := tuple{evs[i].Local, evs[i].Remote}
+		unbound := tuple{netip.AddrPortFrom(k.local.Addr(), 0), k.remote}
+		if !keep[i] && (conns[k] || k.local.Port() == 0 && conns[unbound]) {
+			keep[i] = true
+		}
+		if keep[i] {
+			conns[k], conns[unbound] = true, true
+		}
+	}
 	var out []Transition
 	inodes := map[uint32]bool{}
-	pidNS := map[int]uint64{}
-	for _, ev := range evs {
+	for i, ev := range evs {
 		k := tuple{ev.Local, ev.Remote}
-		if !w.filter.Match(ev.Local, ev.Remote) || !w.mine(&ev, table, pidNS) {
+		if !keep[i] || !w.filter.Match(ev.Local, ev.Remote) {
 			continue
 		}
 		t := Transition{At: w.wall(ev.At), Old: ev.Old, New: ev.New, Local: ev.Local, Remote: ev.Remote, Source: "trace"}
@@ -270,6 +295,9 @@ func (w *Watcher) Poll() ([]Transition, error) {
 	for k, sub := range tw {
 		old, seen := w.tw[k]
 		switch {
+		case !seen && sub == FinWait2 && w.last[k].state == FinWait2:
+			// An orphan in FIN_WAIT2, full socket or timewait: no change.
+			w.tw[k] = w.last[k]
 		case !seen:
 			w.tw[k] = since{sub, now}
 			out = append(out, w.snapshot(k, 0, sub, now, 0))
@@ -309,7 +337,8 @@ func (w *Watcher) snapshot(k tuple, old, new State, at, in time.Duration) Transi
 // that namespace. The PID only ever excludes: it is the task that ran,
 // which in process context is the one making the call. A loopback
 // connection in softirq context that comes and goes between two polls
-// cannot be placed and is left out.
+// cannot be placed: watching one's own namespace it is shown, watching
+// another it is left out.
 func (w *Watcher) mine(ev *StateChange, table map[tuple]Socket, pidNS map[int]uint64) bool {
 	k := tuple{ev.Local, ev.Remote}
 	if _, ok := table[k]; ok {
@@ -327,16 +356,22 @@ func (w *Watcher) mine(ev *StateChange, table map[tuple]Socket, pidNS map[int]ui
 	if w.addrs[k.local.Addr().Unmap()] {
 		return true
 	}
-	if ev.Softirq || ev.PID <= 0 {
-		return false
-	}
-	ino, ok := pidNS[ev.PID]
-	if !ok {
-		var st unix.Stat_t
-		if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", ev.PID), &st) == nil {
-			ino = st.Ino
+	var ino uint64
+	if !ev.Softirq && ev.PID > 0 {
+		var ok bool
+		if ino, ok = pidNS[ev.PID]; !ok {
+			var st unix.Stat_t
+			if unix.Stat(fmt.Sprintf("/proc/%d/ns/net", ev.PID), &st) == nil {
+				ino = st.Ino
+			}
+			pidNS[ev.PID] = ino
 		}
-		pidNS[ev.PID] = ino
+		if ino != 0 {
+			return ino == w.nsIno
+		}
 	}
-	return ino != 0 && ino == w.nsIno
+	// Nothing places it: a loopback socket whose thread has already gone.
+	// Watching one's own namespace, take it as its own.
+	a := k.local.Addr().Unmap()
+	return w.own && (a.IsLoopback() || a.IsUnspecified())
 }
