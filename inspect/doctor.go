@@ -253,7 +253,7 @@ func (d *doctor) closeWait() {
 			groups[k] = g
 		}
 		g.now++
-		g.recvq += s.RecvQ
+		g.recvq += max(s.RecvQ, 1) - 1 // the peer's FIN counts 1 in Recv-Q until it is read
 		if before[s.Cookie] {
 			g.old++
 		}

@@ -47,32 +47,37 @@ func FindOwners(inodes map[uint32]bool, all bool) Owners {
 		if err != nil {
 			continue
 		}
-		fdPath := "/proc/" + name + "/fd/"
-		d, err := os.Open(fdPath)
+		// Reading links relative to the directory saves the kernel a path
+		// walk per descriptor.
+		dfd, err := unix.Open("/proc/"+name+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			continue
 		}
+		d := os.NewFile(uintptr(dfd), name)
 		fds, _ := d.Readdirnames(-1)
-		d.Close()
 		comm := ""
 		for _, fd := range fds {
-			n, err := unix.Readlink(fdPath+fd, link)
+			n, err := unix.Readlinkat(dfd, fd, link)
 			if err != nil || n < 9 || !bytes.HasPrefix(link[:n], []byte("socket:[")) {
 				continue
 			}
-			ino, err := strconv.ParseUint(string(link[8:n-1]), 10, 32)
-			if err != nil || !inodes[uint32(ino)] {
+			ino, ok := inodeOf(link[8 : n-1])
+			if !ok || !inodes[ino] {
 				continue
 			}
 			if comm == "" {
 				comm = readComm(pid)
 			}
 			fdn, _ := strconv.Atoi(fd)
-			if len(out[uint32(ino)]) == 0 {
+			if len(out[ino]) == 0 {
 				want--
 			}
-			out[uint32(ino)] = append(out[uint32(ino)], Proc{PID: pid, Comm: comm, FD: fdn})
+			out[ino] = append(out[ino], Proc{PID: pid, Comm: comm, FD: fdn})
+			if want == 0 && !all {
+				break
+			}
 		}
+		d.Close()
 		if want == 0 && !all {
 			break
 		}
@@ -86,4 +91,19 @@ func readComm(pid int) string {
 		return "?"
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// inodeOf reads the digits of "socket:[N]" without allocating.
+func inodeOf(b []byte) (uint32, bool) {
+	if len(b) == 0 || len(b) > 10 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return uint32(v), v <= 0xffffffff
 }

@@ -30,8 +30,11 @@ type Stats struct {
 
 // sampleOwners is how many sockets per port are looked up to name the
 // processes behind outgoing connections: enough to name the usual one or
-// two programs without reading every descriptor on the host.
-const sampleOwners = 4
+// two programs without reading every descriptor on the host. The oldest
+// sockets (lowest inode numbers) are taken: they tend to sit at low
+// descriptor numbers of long-running processes, which the search of
+// /proc/*/fd reaches first.
+const sampleOwners = 2
 
 // Count sorts sockets into services (a listener holds the local port) and
 // outgoing connections (any other local port), by state. SYN_SENT is
@@ -62,6 +65,17 @@ func Count(socks []Socket) Stats {
 			pc.listeners = append(pc.listeners, s.Inode)
 		case len(pc.sample) < sampleOwners:
 			pc.sample = append(pc.sample, s.Inode)
+		default:
+			// Keep the lowest inode numbers.
+			hi := 0
+			for i := range pc.sample {
+				if pc.sample[i] > pc.sample[hi] {
+					hi = i
+				}
+			}
+			if s.Inode < pc.sample[hi] {
+				pc.sample[hi] = s.Inode
+			}
 		}
 	}
 	for i := range socks {

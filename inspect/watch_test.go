@@ -15,7 +15,7 @@ import (
 
 // watchNS makes a network namespace with lo up, for as long as the test
 // runs, and returns its handle and a Target naming it by path.
-func watchNS(t *testing.T) (netns.NsHandle, Target) {
+func watchNS(t testing.TB) (netns.NsHandle, Target) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace")

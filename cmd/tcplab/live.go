@@ -1,6 +1,8 @@
 package main
 
 import (
+	"runtime/debug"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tcplab/tcplab/inspect"
@@ -72,4 +74,18 @@ func (f *filterFlags) filter() (inspect.Filter, error) {
 		out.Family = 6
 	}
 	return out, nil
+}
+
+// oneShot readies the runtime for a command that reads the socket table
+// once and exits: the table is garbage only at exit, so collecting it on
+// the way costs time for nothing. A memory limit keeps huge tables safe.
+// It returns the function that restores the settings (commands also run
+// inside tests).
+func oneShot() (restore func()) {
+	gc := debug.SetGCPercent(-1)
+	limit := debug.SetMemoryLimit(1 << 30)
+	return func() {
+		debug.SetGCPercent(gc)
+		debug.SetMemoryLimit(limit)
+	}
 }

@@ -39,6 +39,7 @@ root.`,
   sudo tcplab ss -N myns                     # inside network namespace myns`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			defer oneShot()()
 			f, err := ff.filter()
 			if err != nil {
 				return err

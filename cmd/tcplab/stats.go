@@ -67,6 +67,7 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 				return inspect.WriteStats(stdout, st)
 			}
 			if every == 0 {
+				defer oneShot()()
 				return once()
 			}
 			sig := make(chan os.Signal, 1)
