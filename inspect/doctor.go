@@ -27,6 +27,17 @@ func (l Level) String() string { return [...]string{"info", "warning", "error"}[
 // MarshalText writes the level's name.
 func (l Level) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
 
+// UnmarshalText reads a level's name.
+func (l *Level) UnmarshalText(b []byte) error {
+	for _, x := range []Level{LevelInfo, LevelWarning, LevelError} {
+		if x.String() == string(b) {
+			*l = x
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown level %q", b)
+}
+
 // Finding is one problem the doctor saw, with what shows it, what it
 // means, what to do, and the built-in scenario that reproduces it.
 type Finding struct {
@@ -235,8 +246,8 @@ func (d *doctor) closeWait() {
 		}
 	}
 	type group struct {
-		now, old, was int
-		recvq         uint32
+		now, old int
+		recvq    uint32
 	}
 	groups := map[procPort]*group{}
 	for _, s := range d.b.Sockets {
@@ -258,17 +269,16 @@ func (d *doctor) closeWait() {
 			g.old++
 		}
 	}
-	// The first sample's count per port, to see growth.
+	// Growth is judged per port: the first sample's count against the sum
+	// of the port's groups now (processes may share a port).
+	was, now := map[uint16]int{}, map[uint16]int{}
 	for _, s := range d.a.Sockets {
-		if s.State != CloseWait {
-			continue
+		if s.State == CloseWait {
+			was[s.Local.Port()]++
 		}
-		for k, g := range groups {
-			if k.port == s.Local.Port() {
-				g.was++
-				break
-			}
-		}
+	}
+	for k, g := range groups {
+		now[k.port] += g.now
 	}
 	keys := make([]procPort, 0, len(groups))
 	for k := range groups {
@@ -281,12 +291,12 @@ func (d *doctor) closeWait() {
 			continue
 		}
 		lvl := LevelWarning
-		if g.now >= d.th.CloseWaitError || g.now > g.was && g.old > 0 {
+		if g.now >= d.th.CloseWaitError || now[k.port] > was[k.port] && g.old > 0 {
 			lvl = LevelError
 		}
 		d.add(Finding{Kind: "close-wait-leak", Level: lvl, Subject: fmt.Sprintf("%s port %d", k.proc, k.port),
 			Title: fmt.Sprintf("%s leaves %d connections in CLOSE_WAIT on local port %d", k.proc, g.now, k.port),
-			Evidence: []string{fmt.Sprintf("%d CLOSE_WAIT now, %d in the first sample, %d of them already there %.1fs ago", g.now, g.was, g.old, d.secs),
+			Evidence: []string{fmt.Sprintf("%d CLOSE_WAIT now, %d in the first sample, %d of them already there %.1fs ago", g.now, was[k.port], g.old, d.secs),
 				fmt.Sprintf("%d unread bytes in their receive queues", g.recvq)},
 			Explanation: "The peer closed these connections (its FIN arrived) but the program never called close(). CLOSE_WAIT does not time out: each one keeps a descriptor and memory until the process closes it or exits. It is always a bug of the local program.",
 			Action:      "Close the connection when read() returns end of stream (0 bytes / io.EOF), on every path including errors; in Go, defer conn.Close() in the handler.",

@@ -47,6 +47,9 @@ func ParsePrefixes(args []string) ([]netip.Prefix, error) {
 			if a == "" {
 				continue
 			}
+			if strings.Contains(a, "%") {
+				return nil, fmt.Errorf("bad address %q: sock_diag filters cannot match an IPv6 zone (%%...)", a)
+			}
 			if strings.Contains(a, "/") {
 				p, err := netip.ParsePrefix(a)
 				if err != nil {

@@ -44,6 +44,18 @@ func (s State) String() string {
 // MarshalText writes the state's name, so JSON shows names.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads a state's name as MarshalText writes it (SYN_RECV
+// reads as SynRecv).
+func (s *State) UnmarshalText(b []byte) error {
+	for i := Established; i <= Closing; i++ {
+		if i.String() == string(b) {
+			*s = i
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown state %q", b)
+}
+
 // StateMask is a set of states, bit n for state n, as sock_diag takes it.
 type StateMask uint32
 

@@ -198,6 +198,13 @@ func monoNow() time.Duration {
 
 // Poll returns the changes since the last call, oldest first.
 func (w *Watcher) Poll() ([]Transition, error) {
+	// Timewait sockets before the trace is read: every one of them was
+	// made before the marker, so the change that made it is in this batch
+	// or an earlier one. The second listing, after, is the newest word.
+	before := map[tuple]State{}
+	if err := w.eachTimeWait(func(k tuple, sub State) { before[k] = sub }); err != nil {
+		return nil, err
+	}
 	if err := w.tr.Sync(2 * time.Second); err != nil {
 		return nil, err
 	}
@@ -295,6 +302,8 @@ func (w *Watcher) Poll() ([]Transition, error) {
 	for k, sub := range tw {
 		old, seen := w.tw[k]
 		switch {
+		case !seen && before[k] == 0:
+			// Made after the marker: its change comes with the next batch.
 		case !seen && sub == FinWait2 && w.last[k].state == FinWait2:
 			// An orphan in FIN_WAIT2, full socket or timewait: no change.
 			w.tw[k] = w.last[k]

@@ -5,43 +5,17 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/tcplab/tcplab/internal/nstest"
 	"github.com/vishvananda/netns"
 )
 
-// watchNS makes a network namespace with lo up, for as long as the test
-// runs, and returns its handle and a Target naming it by path.
+// watchNS makes a network namespace for the test (see nstest.New).
 func watchNS(t testing.TB) (netns.NsHandle, Target) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace")
-	}
-	type made struct {
-		h   netns.NsHandle
-		err error
-	}
-	ch := make(chan made, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies in the namespace
-		h, err := netns.New()
-		if err == nil {
-			var lo netlink.Link
-			if lo, err = netlink.LinkByName("lo"); err == nil {
-				err = netlink.LinkSetUp(lo)
-			}
-		}
-		ch <- made{h, err}
-	}()
-	m := <-ch
-	if m.err != nil {
-		t.Fatalf("namespace: %v", m.err)
-	}
-	t.Cleanup(func() { m.h.Close() })
-	return m.h, Target{Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(m.h))}
+	h, path := nstest.New(t)
+	return h, Target{Netns: path}
 }
 
 // dialIn makes a listener and a connection to it inside ns.

@@ -38,7 +38,7 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 		Example: `  tcplab stats
   tcplab stats --port 443
   tcplab stats --watch 1s
-  tcplab stats --json --no-processes`,
+  tcplab stats --json --processes=false`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			pr, err := inspect.ParsePorts(ports)

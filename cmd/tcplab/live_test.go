@@ -1,0 +1,291 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcplab/tcplab/inspect"
+	"github.com/tcplab/tcplab/internal/nstest"
+)
+
+// liveNetns creates a network namespace for the test (see nstest.New).
+func liveNetns(t *testing.T) (netns.NsHandle, string) { return nstest.New(t) }
+
+func inNetns(t *testing.T, h netns.NsHandle, f func() error) {
+	t.Helper()
+	if err := inspect.InNetns(h, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// liveCloseWait: a server on 127.0.0.1:port accepts n connections and
+// never closes them; the clients close. It returns the clients' local
+// addresses.
+func liveCloseWait(t *testing.T, h netns.NsHandle, port, n int) []string {
+	t.Helper()
+	var clients []string
+	inNetns(t, h, func() error {
+		ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { ln.Close() })
+		for range n {
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				return err
+			}
+			s, err := ln.Accept()
+			if err != nil {
+				c.Close()
+				return err
+			}
+			t.Cleanup(func() { s.Close() })
+			clients = append(clients, c.LocalAddr().String())
+			c.Close()
+		}
+		return nil
+	})
+	time.Sleep(200 * time.Millisecond)
+	slices.Sort(clients)
+	return clients
+}
+
+// liveConnect starts a non-blocking connect to 127.0.0.1:port from
+// inside h; the socket is closed at cleanup.
+func liveConnect(t *testing.T, h netns.NsHandle, port int) {
+	t.Helper()
+	inNetns(t, h, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		err = unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}})
+		if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+			return err
+		}
+		return nil
+	})
+}
+
+// liveAcceptOverflow: a listener with backlog 4 that never accepts, and
+// 10 clients: 5 wait in the accept queue (it holds backlog+1), 5 stay in
+// SYN_SENT.
+func liveAcceptOverflow(t *testing.T, h netns.NsHandle, port int) {
+	t.Helper()
+	inNetns(t, h, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, 4)
+	})
+	for range 10 {
+		liveConnect(t, h, port)
+	}
+	time.Sleep(300 * time.Millisecond)
+}
+
+// jsonSocket and jsonFinding read what ss --json and doctor --json write
+// (inspect.State and inspect.Level marshal to names but do not unmarshal).
+type jsonSocket struct {
+	State  string `json:"state"`
+	RecvQ  uint32 `json:"recv_q"`
+	SendQ  uint32 `json:"send_q"`
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
+	Inode  uint32 `json:"inode"`
+}
+
+type jsonFinding struct {
+	Kind     string   `json:"kind"`
+	Level    string   `json:"level"`
+	Subject  string   `json:"subject"`
+	Evidence []string `json:"evidence"`
+	Scenario string   `json:"scenario"`
+}
+
+func TestLiveUsageErrors(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"ss", "--state", "bogus"}, `unknown state "bogus"`},
+		{[]string{"ss", "--sport", "99999"}, `bad port "99999"`},
+		{[]string{"ss", "--dport", "8000-80"}, "8000 is above 80"},
+		{[]string{"ss", "--src", "10.0.0.0/33"}, "bad address prefix"},
+		{[]string{"stats", "--port", "http"}, `bad port "http"`},
+		{[]string{"doctor", "--interval", "0s"}, "--interval must be positive"},
+	} {
+		out, errs, code := tcplab(t, c.args...)
+		if code != 2 || !strings.HasPrefix(errs, "tcplab: ") || !strings.Contains(errs, c.want) || out != "" {
+			t.Errorf("%v: exit %d, stderr %q, stdout %q; want exit 2 and %q", c.args, code, errs, out, c.want)
+		}
+	}
+}
+
+func TestLiveSSAndStats(t *testing.T) {
+	h, path := liveNetns(t)
+	const port = 7101
+	clients := liveCloseWait(t, h, port, 3)
+
+	out, errs, code := tcplab(t, "ss", "--netns", path, "--state", "close-wait", "--json")
+	if code != 0 {
+		t.Fatalf("ss: exit %d: %s", code, errs)
+	}
+	var socks []jsonSocket
+	if err := json.Unmarshal([]byte(out), &socks); err != nil {
+		t.Fatalf("ss --json: %v\n%s", err, out)
+	}
+	var remotes []string
+	for _, s := range socks {
+		if s.State != "CLOSE_WAIT" || s.Local != fmt.Sprintf("127.0.0.1:%d", port) || s.Inode == 0 {
+			t.Errorf("ss --state close-wait: %+v", s)
+		}
+		remotes = append(remotes, s.Remote)
+	}
+	slices.Sort(remotes)
+	if !slices.Equal(remotes, clients) {
+		t.Errorf("ss --state close-wait: remotes %v, want the clients %v\n%s", remotes, clients, out)
+	}
+	if !strings.Contains(out, `"state": "CLOSE_WAIT"`) {
+		t.Errorf("the JSON does not name the state:\n%s", out)
+	}
+
+	// The other side, filtered by the kernel, in the table.
+	out, errs, code = tcplab(t, "ss", "-N", path, "--state", "fin-wait-2", "--dport", fmt.Sprint(port))
+	if code != 0 || strings.Count(out, "FIN_WAIT2") != 3 || strings.Count(out, "\n") != 4 || !strings.HasPrefix(out, "State       Recv-Q Send-Q Local Address:Port") {
+		t.Errorf("ss --state fin-wait-2: exit %d %s\n%s", code, errs, out)
+	}
+	// -p names this process as the listener's owner.
+	out, _, code = tcplab(t, "ss", "-N", path, "-l", "-p")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("127.0.0.1:%d", port)) || !strings.Contains(out, fmt.Sprintf(",pid=%d,fd=", os.Getpid())) ||
+		strings.Count(out, "\n") != 2 {
+		t.Errorf("ss -l -p: exit %d\n%s", code, out)
+	}
+
+	type row struct {
+		Port      uint16         `json:"port"`
+		States    map[string]int `json:"states"`
+		Total     int            `json:"total"`
+		Processes []inspect.Proc `json:"processes"`
+	}
+	var st struct {
+		Services []row `json:"services"`
+		Outgoing []row `json:"outgoing"`
+	}
+	for _, args := range [][]string{
+		{"stats", "--netns", path, "--json"},
+		{"stats", "--netns", path, "--json", "--port", fmt.Sprint(port)},
+	} {
+		out, errs, code = tcplab(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errs)
+		}
+		st.Services, st.Outgoing = nil, nil
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+		if len(st.Services) != 1 || st.Services[0].Port != port || st.Services[0].Total != 4 ||
+			st.Services[0].States["CLOSE_WAIT"] != 3 || st.Services[0].States["LISTEN"] != 1 ||
+			!slices.ContainsFunc(st.Services[0].Processes, func(p inspect.Proc) bool { return p.PID == os.Getpid() }) {
+			t.Errorf("%v: services %+v", args, st.Services)
+		}
+		if len(st.Outgoing) != 1 || st.Outgoing[0].Port != port || st.Outgoing[0].Total != 3 || st.Outgoing[0].States["FIN_WAIT2"] != 3 {
+			t.Errorf("%v: outgoing %+v", args, st.Outgoing)
+		}
+	}
+	out, _, code = tcplab(t, "stats", "--netns", path)
+	if code != 0 || !strings.Contains(out, "CLOSE_WAIT") || !strings.Contains(out, "FIN_WAIT2") || !strings.Contains(out, fmt.Sprintf("(%d)", os.Getpid())) {
+		t.Errorf("stats: exit %d\n%s", code, out)
+	}
+	out, _, code = tcplab(t, "stats", "--netns", path, "--processes=false")
+	if code != 0 || !strings.Contains(out, "CLOSE_WAIT") || strings.Contains(out, fmt.Sprintf("(%d)", os.Getpid())) {
+		t.Errorf("stats --processes=false: exit %d\n%s", code, out)
+	}
+}
+
+func TestLiveDoctorCloseWait(t *testing.T) {
+	h, path := liveNetns(t)
+	const port = 7102
+	liveCloseWait(t, h, port, 3)
+	out, errs, code := tcplab(t, "doctor", "--netns", path, "--interval", "500ms")
+	if code != 0 {
+		t.Errorf("doctor: exit %d, want 0 (warnings only): %s\n%s", code, errs, out)
+	}
+	for _, want := range []string{
+		"WARNING close-wait-leak: ",
+		fmt.Sprintf("(pid %d) leaves 3 connections in CLOSE_WAIT on local port %d", os.Getpid(), port),
+		"3 CLOSE_WAIT now, 3 in the first sample, 3 of them already there",
+		"tcplab run close-wait",
+		"1 findings: 0 errors, 1 warnings",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+	out, _, code = tcplab(t, "doctor", "--netns", path, "--interval", "500ms", "--json")
+	var fs []jsonFinding
+	if err := json.Unmarshal([]byte(out), &fs); code != 0 || err != nil || len(fs) != 1 || fs[0].Kind != "close-wait-leak" || fs[0].Level != "warning" || fs[0].Scenario != "close-wait" {
+		t.Errorf("doctor --json: exit %d %v\n%s", code, err, out)
+	}
+}
+
+func TestLiveDoctorAcceptOverflow(t *testing.T) {
+	h, path := liveNetns(t)
+	const port = 7103
+	liveAcceptOverflow(t, h, port)
+	// One more SYN hits the full queue between the doctor's samples, so
+	// ListenOverflows grows and the finding is an error.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(250 * time.Millisecond)
+		liveConnect(t, h, port)
+	}()
+	out, errs, code := tcplab(t, "doctor", "--netns", path, "--interval", "500ms")
+	<-done
+	if code != 1 {
+		t.Errorf("doctor: exit %d, want 1 (an error finding): %s\n%s", code, errs, out)
+	}
+	for _, want := range []string{
+		fmt.Sprintf("ERROR   accept-queue-overflow: the accept queue of 127.0.0.1:%d is full (5 waiting, backlog 4)", port),
+		"Recv-Q 5 >= backlog 4 on the listener",
+		"tcplab run accept-overflow",
+		fmt.Sprintf("WARNING syn-sent-pileup: 6 connections to 127.0.0.1:%d are stuck in SYN_SENT", port),
+		"tcplab run syn-sent",
+		"2 findings: 1 errors, 1 warnings",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+	if i, j := strings.Index(out, "accept-queue-overflow"), strings.Index(out, "syn-sent-pileup"); i < 0 || j < i {
+		t.Errorf("the error is not first:\n%s", out)
+	}
+
+	out, _, code = tcplab(t, "ss", "--netns", path, "-l", "--json")
+	var ls []jsonSocket
+	if err := json.Unmarshal([]byte(out), &ls); code != 0 || err != nil || len(ls) != 1 || ls[0].RecvQ != 5 || ls[0].SendQ != 4 {
+		t.Errorf("ss -l --json: exit %d %v\n%s", code, err, out)
+	}
+	out, _, code = tcplab(t, "ss", "--netns", path, "--state", "syn-sent", "--dport", fmt.Sprint(port), "--json")
+	if err := json.Unmarshal([]byte(out), &ls); code != 0 || err != nil || len(ls) != 6 {
+		t.Errorf("ss --state syn-sent: exit %d %v\n%s", code, err, out)
+	}
+}
