@@ -1,12 +1,16 @@
 package inspect
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // CollectorOptions tune a Collector; the zero value is the defaults.
@@ -29,6 +33,10 @@ const (
 	PortOutgoing = "outgoing" // sockets whose local port has no listener
 )
 
+// ExpositionContentType is the HTTP Content-Type of what Collector.WriteTo
+// writes: the Prometheus text exposition format, version 0.0.4.
+const ExpositionContentType = "text/plain; version=0.0.4; charset=utf-8"
+
 // tcpGauges are the Tcp fields of /proc/net/snmp that are not counters.
 var tcpGauges = map[string]bool{"RtoAlgorithm": true, "RtoMin": true, "RtoMax": true, "MaxConn": true, "CurrEstab": true}
 
@@ -38,10 +46,14 @@ var sockstatGroups = []string{"TCP", "TCP6"}
 // findingLevels are the levels the finding gauges are written for.
 var findingLevels = []Level{LevelWarning, LevelError}
 
-// Collector is a prometheus.Collector over one Host. Each scrape takes one
-// Sample and exports the socket counts per state and port, the kernel's TCP
-// counters and sockstat, and the doctor's findings between this scrape and
-// the previous one. Scrapes are serialized.
+// Collector makes Prometheus metrics of one Host. Each scrape (WriteTo)
+// takes one Sample and writes the socket counts per state and port, the
+// kernel's TCP counters and sockstat, and the doctor's findings between
+// this scrape and the previous one, in the Prometheus text exposition
+// format. Scrapes are serialized.
+//
+// The format is written here rather than with the Prometheus client
+// library, which would cost every tcplab command its start-up time.
 type Collector struct {
 	host *Host
 	top  int
@@ -51,11 +63,11 @@ type Collector struct {
 	prev   *Sample
 	errors float64
 
-	sockets, byState, counter, gauge, sockstat, findings, duration, scrapeErrors *prometheus.Desc
+	sockets, byState, counter, gauge, sockstat, findings, duration, scrapeErrors *metricDesc
 }
 
 // NewCollector returns a collector reading h. h must stay open while the
-// collector is registered.
+// collector is used.
 func NewCollector(h *Host, o CollectorOptions) *Collector {
 	c := &Collector{host: h, top: o.TopPorts, th: o.Thresholds}
 	if c.top <= 0 {
@@ -64,51 +76,46 @@ func NewCollector(h *Host, o CollectorOptions) *Collector {
 	if c.th == (Thresholds{}) {
 		c.th = DefaultThresholds
 	}
-	c.sockets = prometheus.NewDesc("tcplab_sockets",
+	c.sockets = newMetricDesc("tcplab_sockets", gaugeType,
 		"TCP sockets per state and local port. port is a listening port (the "+strconv.Itoa(c.top)+" with the most sockets), "+
 			`"other" for the sockets of the other listening ports, or "outgoing" for sockets whose local port has no listener (connections this host opened; SYN_SENT is always outgoing). SYN_RECV includes request sockets.`,
-		[]string{"state", "port"}, nil)
-	c.byState = prometheus.NewDesc("tcplab_sockets_by_state",
+		"state", "port")
+	c.byState = newMetricDesc("tcplab_sockets_by_state", gaugeType,
 		"TCP sockets per state, all ports together (SYN_RECV includes request sockets). Every state is present, 0 when none.",
-		[]string{"state"}, nil)
-	c.counter = prometheus.NewDesc("tcplab_netstat_total",
+		"state")
+	c.counter = newMetricDesc("tcplab_netstat_total", counterType,
 		"The kernel's TCP counters, as netstat -s reads them: group Tcp of /proc/net/snmp and TcpExt of /proc/net/netstat, named as the kernel names them (fields of Tcp that are not counters are in tcplab_netstat).",
-		[]string{"group", "name"}, nil)
-	c.gauge = prometheus.NewDesc("tcplab_netstat",
+		"group", "name")
+	c.gauge = newMetricDesc("tcplab_netstat", gaugeType,
 		"The fields of group Tcp of /proc/net/snmp that are not counters: CurrEstab, MaxConn, RtoAlgorithm, RtoMin, RtoMax (ms).",
-		[]string{"group", "name"}, nil)
-	c.sockstat = prometheus.NewDesc("tcplab_sockstat",
+		"group", "name")
+	c.sockstat = newMetricDesc("tcplab_sockstat", gaugeType,
 		"/proc/net/sockstat and sockstat6, groups TCP and TCP6: sockets in use, orphans, TIME_WAIT (tw), allocated, and memory in pages (mem).",
-		[]string{"group", "name"}, nil)
-	c.findings = prometheus.NewDesc("tcplab_doctor_findings",
+		"group", "name")
+	c.findings = newMetricDesc("tcplab_doctor_findings", gaugeType,
 		"Findings of tcplab doctor between the previous scrape and this one, per kind and level; every kind is present at levels warning and error, 0 when none. "+
 			"The exporter's first scrape has no previous sample: all are 0 then.",
-		[]string{"kind", "level"}, nil)
-	c.duration = prometheus.NewDesc("tcplab_scrape_duration_seconds",
-		"How long this scrape took to sample the host and diagnose it.", nil, nil)
-	c.scrapeErrors = prometheus.NewDesc("tcplab_scrape_errors_total",
-		"Scrapes that could not sample the host; their other metrics are missing.", nil, nil)
+		"kind", "level")
+	c.duration = newMetricDesc("tcplab_scrape_duration_seconds", gaugeType,
+		"How long this scrape took to sample the host and diagnose it.")
+	c.scrapeErrors = newMetricDesc("tcplab_scrape_errors_total", counterType,
+		"Scrapes that could not sample the host; their other metrics are missing.")
 	return c
 }
 
-// Describe sends the descriptors of every metric the collector makes.
-func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.sockets, c.byState, c.counter, c.gauge, c.sockstat, c.findings, c.duration, c.scrapeErrors} {
-		ch <- d
-	}
-}
-
-// Collect samples the host and sends the metrics.
-func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+// WriteTo samples the host and writes the metrics to w in the Prometheus
+// text exposition format 0.0.4 (ExpositionContentType): families sorted
+// by name, each one's series sorted by their labels. If the host cannot be
+// sampled, nothing is written, the error is returned, and
+// tcplab_scrape_errors_total counts it from the next scrape on.
+func (c *Collector) WriteTo(w io.Writer) (int64, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	start := time.Now()
 	cur, err := TakeSample(c.host)
 	if err != nil {
 		c.errors++
-		ch <- prometheus.MustNewConstMetric(c.scrapeErrors, prometheus.CounterValue, c.errors)
-		ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds())
-		return
+		return 0, fmt.Errorf("sample %s: %w", c.host.Target, err)
 	}
 	var findings []Finding
 	if c.prev != nil {
@@ -117,11 +124,19 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	c.prev = &cur
 
-	c.collectSockets(ch, cur.Sockets)
-	c.collectCounters(ch, cur)
-	c.collectFindings(ch, findings)
-	ch <- prometheus.MustNewConstMetric(c.scrapeErrors, prometheus.CounterValue, c.errors)
-	ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, time.Since(start).Seconds())
+	fams := c.socketFamilies(cur.Sockets)
+	fams = append(fams, c.counterFamilies(cur)...)
+	fams = append(fams, c.findingFamily(findings))
+	errs := newFamily(c.scrapeErrors)
+	errs.add(c.errors)
+	dur := newFamily(c.duration)
+	dur.add(time.Since(start).Seconds())
+	fams = append(fams, errs, dur)
+
+	var b bytes.Buffer
+	writeFamilies(&b, fams)
+	n, err := w.Write(b.Bytes())
+	return int64(n), err
 }
 
 // portKey is a bucket of tcplab_sockets: a listening port, or one of the
@@ -191,42 +206,45 @@ func SocketBuckets(socks []Socket, top int) map[string]map[string]int {
 	return out
 }
 
-func (c *Collector) collectSockets(ch chan<- prometheus.Metric, socks []Socket) {
-	buckets := SocketBuckets(socks, c.top)
+func (c *Collector) socketFamilies(socks []Socket) []*family {
+	sockets, byState := newFamily(c.sockets), newFamily(c.byState)
 	totals := map[string]int{}
 	for s := Established; s <= Closing; s++ {
 		totals[s.String()] = 0
 	}
-	for state, ports := range buckets {
+	for state, ports := range SocketBuckets(socks, c.top) {
 		for port, n := range ports {
 			totals[state] += n
-			ch <- prometheus.MustNewConstMetric(c.sockets, prometheus.GaugeValue, float64(n), state, port)
+			sockets.add(float64(n), state, port)
 		}
 	}
 	for state, n := range totals {
-		ch <- prometheus.MustNewConstMetric(c.byState, prometheus.GaugeValue, float64(n), state)
+		byState.add(float64(n), state)
 	}
+	return []*family{sockets, byState}
 }
 
-func (c *Collector) collectCounters(ch chan<- prometheus.Metric, s Sample) {
+func (c *Collector) counterFamilies(s Sample) []*family {
+	counter, gauge, sockstat := newFamily(c.counter), newFamily(c.gauge), newFamily(c.sockstat)
 	for _, group := range []string{"Tcp", "TcpExt"} {
 		for name, v := range s.Counters[group] {
 			if group == "Tcp" && tcpGauges[name] {
-				ch <- prometheus.MustNewConstMetric(c.gauge, prometheus.GaugeValue, float64(v), group, name)
+				gauge.add(float64(v), group, name)
 				continue
 			}
 			// Counters past 2^63 were stored wrapped; they are unsigned.
-			ch <- prometheus.MustNewConstMetric(c.counter, prometheus.CounterValue, float64(uint64(v)), group, name)
+			counter.add(float64(uint64(v)), group, name)
 		}
 	}
 	for _, group := range sockstatGroups {
 		for name, v := range s.Counters[group] {
-			ch <- prometheus.MustNewConstMetric(c.sockstat, prometheus.GaugeValue, float64(v), group, name)
+			sockstat.add(float64(v), group, name)
 		}
 	}
+	return []*family{counter, gauge, sockstat}
 }
 
-func (c *Collector) collectFindings(ch chan<- prometheus.Metric, fs []Finding) {
+func (c *Collector) findingFamily(fs []Finding) *family {
 	type key struct {
 		kind  string
 		level Level
@@ -242,17 +260,139 @@ func (c *Collector) collectFindings(ch chan<- prometheus.Metric, fs []Finding) {
 			n[key{f.Kind, f.Level}]++
 		}
 	}
-	keys := make([]key, 0, len(n))
-	for k := range n {
-		keys = append(keys, k)
+	fam := newFamily(c.findings)
+	for k, v := range n {
+		fam.add(float64(v), k.kind, k.level.String())
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i].kind != keys[j].kind {
-			return keys[i].kind < keys[j].kind
+	return fam
+}
+
+// The Prometheus text exposition format, version 0.0.4, for gauges and
+// counters without timestamps:
+//
+//	# HELP name help text, with \ and newline escaped as \\ and \n
+//	# TYPE name gauge
+//	name{label="value",...} 1.5
+//
+// Label values escape \, " and newline. The rest of the format (summaries,
+// histograms, timestamps) is not needed here.
+
+// metricType is what a family's # TYPE line says.
+type metricType string
+
+const (
+	gaugeType   metricType = "gauge"
+	counterType metricType = "counter"
+)
+
+// metricDesc is a metric family's name, help, type and label names. The
+// names must be valid Prometheus names; they are written as they are.
+type metricDesc struct {
+	name, help string
+	typ        metricType
+	labels     []string // in the order add takes their values
+	order      []int    // indexes of labels sorted by name: the order written
+}
+
+func newMetricDesc(name string, typ metricType, help string, labels ...string) *metricDesc {
+	d := &metricDesc{name: name, help: help, typ: typ, labels: labels, order: make([]int, len(labels))}
+	for i := range d.order {
+		d.order[i] = i
+	}
+	sort.Slice(d.order, func(i, j int) bool { return labels[d.order[i]] < labels[d.order[j]] })
+	return d
+}
+
+// family is one scrape's series of a metric.
+type family struct {
+	*metricDesc
+	series []series
+}
+
+// series is a sample: its label values, in the order of metricDesc.labels,
+// and its value.
+type series struct {
+	values []string
+	value  float64
+}
+
+func newFamily(d *metricDesc) *family { return &family{metricDesc: d} }
+
+// add appends a series; labelValues are in the order of the desc's labels.
+func (f *family) add(v float64, labelValues ...string) {
+	if len(labelValues) != len(f.labels) {
+		panic("inspect: metric " + f.name + " has " + strconv.Itoa(len(f.labels)) + " labels, given " + strconv.Itoa(len(labelValues)) + " values")
+	}
+	f.series = append(f.series, series{values: labelValues, value: v})
+}
+
+// writeFamilies writes the families that have series, sorted by name.
+func writeFamilies(b *bytes.Buffer, fams []*family) {
+	fams = slices.Clone(fams)
+	sort.Slice(fams, func(i, j int) bool { return fams[i].name < fams[j].name })
+	for _, f := range fams {
+		if len(f.series) > 0 {
+			f.write(b)
 		}
-		return keys[i].level < keys[j].level
-	})
-	for _, k := range keys {
-		ch <- prometheus.MustNewConstMetric(c.findings, prometheus.GaugeValue, float64(n[k]), k.kind, k.level.String())
 	}
+}
+
+var (
+	helpEscaper       = strings.NewReplacer(`\`, `\\`, "\n", `\n`)
+	labelValueEscaper = strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
+)
+
+// write writes the family's HELP and TYPE lines and its series, sorted by
+// their label values taken in the order of the label names.
+func (f *family) write(b *bytes.Buffer) {
+	sort.SliceStable(f.series, func(i, j int) bool {
+		for _, k := range f.order {
+			if x, y := f.series[i].values[k], f.series[j].values[k]; x != y {
+				return x < y
+			}
+		}
+		return false
+	})
+	b.WriteString("# HELP ")
+	b.WriteString(f.name)
+	b.WriteByte(' ')
+	helpEscaper.WriteString(b, f.help)
+	b.WriteString("\n# TYPE ")
+	b.WriteString(f.name)
+	b.WriteByte(' ')
+	b.WriteString(string(f.typ))
+	b.WriteByte('\n')
+	for _, s := range f.series {
+		b.WriteString(f.name)
+		if len(f.order) > 0 {
+			b.WriteByte('{')
+			for i, k := range f.order {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString(f.labels[k])
+				b.WriteString(`="`)
+				labelValueEscaper.WriteString(b, s.values[k])
+				b.WriteByte('"')
+			}
+			b.WriteByte('}')
+		}
+		b.WriteByte(' ')
+		b.WriteString(formatValue(s.value))
+		b.WriteByte('\n')
+	}
+}
+
+// formatValue spells a sample value as Prometheus does: the shortest
+// decimal or exponent form, and +Inf, -Inf and NaN.
+func formatValue(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "NaN"
+	case math.IsInf(v, +1):
+		return "+Inf"
+	case math.IsInf(v, -1):
+		return "-Inf"
+	}
+	return strconv.FormatFloat(v, 'g', -1, 64)
 }

@@ -1,16 +1,22 @@
 package inspect
 
 import (
+	"bytes"
 	"io"
+	"math"
 	"net"
 	"net/netip"
+	"slices"
+	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // closeWaitOnLoopback opens a listener on 127.0.0.1, connects to it,
@@ -54,31 +60,63 @@ func listenOnLoopback(t *testing.T) uint16 {
 	return uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
-func newTestCollector(t *testing.T, o CollectorOptions) (*Collector, *prometheus.Registry) {
+func newTestCollector(t *testing.T, o CollectorOptions) *Collector {
 	t.Helper()
 	h, err := OpenHost(Target{})
 	if err != nil {
 		t.Skipf("sock_diag not available: %v", err)
 	}
 	t.Cleanup(func() { h.Close() })
-	c := NewCollector(h, o)
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	return c, reg
+	return NewCollector(h, o)
 }
 
-// scrape gathers the registry once and returns the metrics by name.
-func scrape(t *testing.T, reg *prometheus.Registry) map[string][]*dto.Metric {
+// scrapeText runs one scrape and returns the exposition.
+func scrapeText(t *testing.T, c *Collector) string {
 	t.Helper()
-	mfs, err := reg.Gather()
+	var b strings.Builder
+	n, err := c.WriteTo(&b)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n != int64(b.Len()) {
+		t.Errorf("WriteTo returned %d, wrote %d bytes", n, b.Len())
+	}
+	return b.String()
+}
+
+// parseExposition parses text with the Prometheus text parser and checks
+// what the parser does not: no family without series, no series twice.
+func parseExposition(t *testing.T, text string) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("parse the exposition: %v\n%s", err, text)
+	}
+	for name, mf := range mfs {
+		seen := map[string]bool{}
+		for _, m := range mf.GetMetric() {
+			var key []string
+			for _, l := range m.GetLabel() {
+				key = append(key, l.GetName()+"="+l.GetValue())
+			}
+			sort.Strings(key)
+			k := strings.Join(key, ",")
+			if seen[k] {
+				t.Errorf("%s{%s} is there twice", name, k)
+			}
+			seen[k] = true
+		}
+	}
+	return mfs
+}
+
+// scrape runs one scrape, parses it, and returns the metrics by name.
+func scrape(t *testing.T, c *Collector) map[string][]*dto.Metric {
+	t.Helper()
 	out := map[string][]*dto.Metric{}
-	for _, mf := range mfs {
-		out[mf.GetName()] = mf.GetMetric()
+	for name, mf := range parseExposition(t, scrapeText(t, c)) {
+		out[name] = mf.GetMetric()
 	}
 	return out
 }
@@ -111,10 +149,10 @@ func value(ms []*dto.Metric, labels map[string]string) (float64, bool) {
 func TestExporterCollector(t *testing.T) {
 	port := closeWaitOnLoopback(t)
 	// Every listening port gets its own label, however busy the host is.
-	_, reg := newTestCollector(t, CollectorOptions{TopPorts: 1 << 16})
+	c := newTestCollector(t, CollectorOptions{TopPorts: 1 << 16})
 	p := strconv.Itoa(int(port))
 
-	first := scrape(t, reg)
+	first := scrape(t, c)
 	if v, ok := value(first["tcplab_sockets"], map[string]string{"state": "CLOSE_WAIT", "port": p}); !ok || v < 1 {
 		t.Errorf("tcplab_sockets{state=CLOSE_WAIT,port=%s} = %v (present %v), want >= 1", p, v, ok)
 	}
@@ -155,7 +193,7 @@ func TestExporterCollector(t *testing.T) {
 	}
 
 	// The CLOSE_WAIT socket is in both samples: a close-wait leak.
-	second := scrape(t, reg)
+	second := scrape(t, c)
 	warn, _ := value(second["tcplab_doctor_findings"], map[string]string{"kind": "close-wait-leak", "level": "warning"})
 	errs, _ := value(second["tcplab_doctor_findings"], map[string]string{"kind": "close-wait-leak", "level": "error"})
 	t.Logf("second scrape: close-wait-leak warnings %v, errors %v", warn, errs)
@@ -175,11 +213,11 @@ func TestExporterTopPorts(t *testing.T) {
 	// At least two listening ports exist, so one of them is "other".
 	closeWaitOnLoopback(t)
 	listenOnLoopback(t)
-	c, reg := newTestCollector(t, CollectorOptions{TopPorts: 1})
-	if n := testutil.CollectAndCount(c, "tcplab_sockets_by_state"); n != int(Closing) {
-		t.Errorf("CollectAndCount(tcplab_sockets_by_state) = %d, want %d", n, Closing)
+	c := newTestCollector(t, CollectorOptions{TopPorts: 1})
+	m := scrape(t, c)
+	if n := len(m["tcplab_sockets_by_state"]); n != int(Closing) {
+		t.Errorf("tcplab_sockets_by_state has %d series, want %d", n, Closing)
 	}
-	m := scrape(t, reg)
 	numeric, other := map[string]bool{}, false
 	for _, x := range m["tcplab_sockets"] {
 		for _, l := range x.GetLabel() {
@@ -242,12 +280,187 @@ func TestExporterSocketBuckets(t *testing.T) {
 }
 
 func TestExporterLint(t *testing.T) {
-	_, reg := newTestCollector(t, CollectorOptions{})
-	problems, err := testutil.GatherAndLint(reg)
+	c := newTestCollector(t, CollectorOptions{})
+	mfs := parseExposition(t, scrapeText(t, c))
+	var list []*dto.MetricFamily
+	for _, mf := range mfs {
+		list = append(list, mf)
+	}
+	problems, err := promlint.NewWithMetricFamilies(list).Lint()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range problems {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestExporterEscaping(t *testing.T) {
+	d := newMetricDesc("test_escapes", gaugeType, "a backslash \\ and a\nnewline, \"quoted\"", "z", "a")
+	f := newFamily(d)
+	values := map[string]float64{
+		`say "hi"`:    1,
+		`back\slash`:  -2.5,
+		"two\nlines":  math.Inf(+1),
+		"minus inf":   math.Inf(-1),
+		"not a value": math.NaN(),
+		"huge":        float64(uint64(math.MaxUint64)),
+		"tiny":        1e-7,
+		"tenth":       0.1,
+	}
+	for v, x := range values {
+		f.add(x, v, "second")
+	}
+	c := newFamily(newMetricDesc("test_plain_total", counterType, "No labels."))
+	c.add(3)
+	var b bytes.Buffer
+	writeFamilies(&b, []*family{c, f})
+	text := b.String()
+	t.Logf("exposition:\n%s", text)
+	for _, want := range []string{
+		"# HELP test_escapes a backslash \\\\ and a\\nnewline, \"quoted\"\n# TYPE test_escapes gauge\n",
+		`test_escapes{a="second",z="say \"hi\""} 1` + "\n",
+		`test_escapes{a="second",z="back\\slash"} -2.5` + "\n",
+		`test_escapes{a="second",z="two\nlines"} +Inf` + "\n",
+		`test_escapes{a="second",z="minus inf"} -Inf` + "\n",
+		`test_escapes{a="second",z="not a value"} NaN` + "\n",
+		`test_escapes{a="second",z="huge"} 1.8446744073709552e+19` + "\n",
+		`test_escapes{a="second",z="tiny"} 1e-07` + "\n",
+		"# TYPE test_plain_total counter\ntest_plain_total 3\n",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("exposition lacks %q", want)
+		}
+	}
+	if i, j := strings.Index(text, "test_escapes"), strings.Index(text, "test_plain_total"); i > j {
+		t.Error("families are not sorted by name")
+	}
+
+	mfs := parseExposition(t, text)
+	mf := mfs["test_escapes"]
+	if got, want := mf.GetHelp(), d.help; got != want {
+		t.Errorf("parsed HELP %q, want %q", got, want)
+	}
+	if mf.GetType() != dto.MetricType_GAUGE {
+		t.Errorf("parsed type %v, want GAUGE", mf.GetType())
+	}
+	if len(mf.GetMetric()) != len(values) {
+		t.Errorf("parsed %d series, want %d", len(mf.GetMetric()), len(values))
+	}
+	var prev string
+	for _, m := range mf.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		z := labels["z"]
+		want, ok := values[z]
+		if !ok || labels["a"] != "second" || len(labels) != 2 {
+			t.Errorf("parsed labels %q: not what was written", labels)
+			continue
+		}
+		if got := m.GetGauge().GetValue(); got != want && !(math.IsNaN(got) && math.IsNaN(want)) {
+			t.Errorf("z=%q: parsed %v, want %v", z, got, want)
+		}
+		if z < prev {
+			t.Errorf("series not sorted: %q after %q", z, prev)
+		}
+		prev = z
+	}
+	if mf := mfs["test_plain_total"]; mf.GetType() != dto.MetricType_COUNTER || mf.GetMetric()[0].GetCounter().GetValue() != 3 {
+		t.Errorf("test_plain_total parsed as %v", mf)
+	}
+}
+
+func TestExporterFormat(t *testing.T) {
+	c := newTestCollector(t, CollectorOptions{})
+	text := scrapeText(t, c)
+	mfs := parseExposition(t, text)
+	want := []struct {
+		name   string
+		typ    dto.MetricType
+		labels []string
+	}{
+		{"tcplab_doctor_findings", dto.MetricType_GAUGE, []string{"kind", "level"}},
+		{"tcplab_netstat", dto.MetricType_GAUGE, []string{"group", "name"}},
+		{"tcplab_netstat_total", dto.MetricType_COUNTER, []string{"group", "name"}},
+		{"tcplab_scrape_duration_seconds", dto.MetricType_GAUGE, nil},
+		{"tcplab_scrape_errors_total", dto.MetricType_COUNTER, nil},
+		{"tcplab_sockets", dto.MetricType_GAUGE, []string{"port", "state"}},
+		{"tcplab_sockets_by_state", dto.MetricType_GAUGE, []string{"state"}},
+		{"tcplab_sockstat", dto.MetricType_GAUGE, []string{"group", "name"}},
+	}
+	helps := map[string]string{}
+	for _, d := range []*metricDesc{c.sockets, c.byState, c.counter, c.gauge, c.sockstat, c.findings, c.duration, c.scrapeErrors} {
+		helps[d.name] = d.help
+	}
+	if len(mfs) != len(want) {
+		t.Errorf("%d families, want %d", len(mfs), len(want))
+	}
+	last := -1
+	for _, w := range want {
+		mf, ok := mfs[w.name]
+		if !ok {
+			t.Errorf("%s is missing", w.name)
+			continue
+		}
+		if mf.GetType() != w.typ {
+			t.Errorf("%s: type %v, want %v", w.name, mf.GetType(), w.typ)
+		}
+		if mf.GetHelp() != helps[w.name] || mf.GetHelp() == "" {
+			t.Errorf("%s: help %q, want %q", w.name, mf.GetHelp(), helps[w.name])
+		}
+		for _, m := range mf.GetMetric() {
+			var names []string
+			for _, l := range m.GetLabel() {
+				names = append(names, l.GetName())
+			}
+			if !slices.Equal(names, w.labels) {
+				t.Errorf("%s: labels %v, want %v", w.name, names, w.labels)
+				break
+			}
+		}
+		// Families in order of name, HELP then TYPE then the series.
+		i := strings.Index(text, "# HELP "+w.name+" ")
+		if i <= last || !strings.HasPrefix(text[i:], "# HELP "+w.name+" "+strings.ReplaceAll(helps[w.name], "\n", `\n`)+"\n# TYPE "+w.name+" ") {
+			t.Errorf("%s: HELP at %d (previous family at %d), or not followed by TYPE", w.name, i, last)
+		}
+		last = i
+	}
+	// Series sorted within each family: the parser keeps the order the
+	// lines and their labels were written in.
+	for name, mf := range mfs {
+		var prev []string
+		for i, m := range mf.GetMetric() {
+			var values []string
+			for _, l := range m.GetLabel() {
+				values = append(values, l.GetValue())
+			}
+			if i > 0 && slices.Compare(prev, values) >= 0 {
+				t.Errorf("%s: series %q after %q", name, values, prev)
+			}
+			prev = values
+		}
+	}
+}
+
+func TestExporterScrapeError(t *testing.T) {
+	c := newTestCollector(t, CollectorOptions{})
+	scrapeText(t, c)
+	good := c.host.Target
+	c.host.Target = Target{Netns: "/nonexistent/tcplab-test-netns"}
+	var b strings.Builder
+	n, err := c.WriteTo(&b)
+	c.host.Target = good
+	if err == nil || n != 0 || b.Len() != 0 {
+		t.Fatalf("scrape of a missing namespace: %d bytes, error %v; want an error and nothing written (wrote %q)", n, err, b.String())
+	}
+	t.Logf("scrape error: %v", err)
+	m := scrape(t, c)
+	if v, ok := value(m["tcplab_scrape_errors_total"], map[string]string{}); !ok || v != 1 {
+		t.Errorf("after a failed scrape: tcplab_scrape_errors_total = %v (present %v), want 1", v, ok)
+	}
+	if n := len(m["tcplab_sockets_by_state"]); n != int(Closing) {
+		t.Errorf("after a failed scrape: %d states, want %d", n, Closing)
 	}
 }

@@ -103,6 +103,10 @@ func sorted(m map[uint16]*PortCount) []PortCount {
 	return out
 }
 
+// ownerBudget is how many descriptors NameOwners reads at most: enough
+// for the low descriptors of every process on a busy host, about 15 ms.
+const ownerBudget = 4096
+
 // NameOwners fills in each port's processes: a service's are the holders
 // of its listening sockets, an outgoing port's those of a few of its
 // sockets.
@@ -115,7 +119,7 @@ func (st *Stats) NameOwners() {
 			}
 		}
 	}
-	owners := FindOwners(want, false)
+	owners := FindSomeOwners(want, ownerBudget)
 	for _, l := range [][]PortCount{st.Services, st.Outgoing} {
 		for i := range l {
 			seen := map[int]bool{}

@@ -144,13 +144,15 @@ func NewTracer(name string, format TraceFormat) (t *Tracer, err error) {
 	return t, nil
 }
 
-var traceLine = regexp.MustCompile(`^\s*(.*)-(\d+)\s+\[\d+\]\s+(\S+)\s+(\d+)\.(\d+):\s+(\S+):\s?(.*)$`)
+var traceLine = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^\s*(.*)-(\d+)\s+\[\d+\]\s+(\S+)\s+(\d+)\.(\d+):\s+(\S+):\s?(.*)$`)
+})
 
 // markerLine is how a trace_marker write reads back: with the "fields"
 // option tracefs cannot print its text ("UNKNOWN TYPE 5"), so markers are
 // counted rather than read.
-var markerLine = regexp.MustCompile(`:\s+(tracing_mark_write:|UNKNOWN TYPE)`)
-var lostLine = regexp.MustCompile(`\[LOST (\d+) EVENTS\]`)
+var markerLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`:\s+(tracing_mark_write:|UNKNOWN TYPE)`) })
+var lostLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`\[LOST (\d+) EVENTS\]`) })
 
 func (t *Tracer) read() {
 	defer close(t.done)
@@ -158,14 +160,14 @@ func (t *Tracer) read() {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if m := lostLine.FindStringSubmatch(line); m != nil {
+		if m := lostLine().FindStringSubmatch(line); m != nil {
 			n, _ := strconv.Atoi(m[1])
 			t.mu.Lock()
 			t.lost += n
 			t.mu.Unlock()
 			continue
 		}
-		if markerLine.MatchString(line) {
+		if markerLine().MatchString(line) {
 			t.mu.Lock()
 			t.seen++
 			stop := t.stopped && t.seen >= t.written
@@ -194,7 +196,7 @@ func (t *Tracer) read() {
 
 func parseTraceLine(line string) (StateChange, bool) {
 	var ev StateChange
-	m := traceLine.FindStringSubmatch(line)
+	m := traceLine().FindStringSubmatch(line)
 	if m == nil {
 		return ev, false
 	}

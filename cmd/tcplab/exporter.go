@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -11,12 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
 	"github.com/tcplab/tcplab/inspect"
@@ -50,8 +51,13 @@ sysctls) and exports:
   tcplab_doctor_findings{kind,level} the doctor's findings between the previous
                                      scrape and this one, every kind at levels
                                      warning and error (0 on the first scrape)
-  tcplab_scrape_duration_seconds, tcplab_scrape_errors_total, and the
-  exporter's own process_* metrics.
+  tcplab_scrape_duration_seconds     how long sampling and diagnosing took
+  tcplab_scrape_errors_total         scrapes that could not sample the host
+                                     (each one is answered with HTTP 500 and
+                                     the error)
+
+Only tcplab's metrics: there are no process_* or go_* metrics of the
+exporter itself.
 
 The doctor compares consecutive scrapes, so its findings cover the scrape
 interval: a CLOSE_WAIT socket still there one scrape later is a leak, counter
@@ -94,9 +100,7 @@ processes only where /proc lets you look.`,
 				return err
 			}
 			defer h.Close()
-			reg := prometheus.NewRegistry()
-			reg.MustRegister(inspect.NewCollector(h, inspect.CollectorOptions{TopPorts: topPorts}),
-				collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+			c := inspect.NewCollector(h, inspect.CollectorOptions{TopPorts: topPorts})
 			ln, err := net.Listen("tcp", listen)
 			if err != nil {
 				return err
@@ -104,7 +108,7 @@ processes only where /proc lets you look.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			fmt.Fprintf(stdout, "serving metrics on http://%s/metrics\n", ln.Addr())
-			return serveMetrics(ctx, ln, metricsHandler(reg, tf.target()))
+			return serveMetrics(ctx, ln, metricsHandler(c, tf.target()))
 		},
 	}
 	tf.add(cmd)
@@ -138,14 +142,17 @@ func isLoopback(host string) bool {
 	return err == nil && a.IsLoopback()
 }
 
-// metricsHandler serves the registry on /metrics and a short page on /.
-func metricsHandler(reg *prometheus.Registry, t inspect.Target) http.Handler {
+// Limits on /metrics, as the Prometheus client library's handler had them.
+const (
+	maxScrapesInFlight = 4
+	scrapeTimeout      = 30 * time.Second
+)
+
+// metricsHandler serves the collector's metrics on /metrics and a short
+// page on /. c is an *inspect.Collector but for tests.
+func metricsHandler(c io.WriterTo, t inspect.Target) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 4,
-		Timeout:             30 * time.Second,
-	}))
+	mux.Handle("/metrics", http.TimeoutHandler(scrapeHandler(c), scrapeTimeout, "scrape timed out\n"))
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, `<!doctype html>
@@ -156,6 +163,67 @@ func metricsHandler(reg *prometheus.Registry, t inspect.Target) http.Handler {
 `, html.EscapeString(t.String()))
 	})
 	return mux
+}
+
+// scrapeHandler answers GET and HEAD with one scrape of c in the text
+// exposition format, gzipped if the client accepts it; a scrape that fails
+// is an HTTP 500 with the error. At most maxScrapesInFlight requests wait
+// for a scrape at once (the collector serializes them); more get a 503.
+func scrapeHandler(c io.WriterTo) http.Handler {
+	inFlight := make(chan struct{}, maxScrapesInFlight)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed: /metrics takes GET or HEAD", http.StatusMethodNotAllowed)
+			return
+		}
+		select {
+		case inFlight <- struct{}{}:
+			defer func() { <-inFlight }()
+		default:
+			http.Error(w, "too many scrapes in flight", http.StatusServiceUnavailable)
+			return
+		}
+		var b bytes.Buffer
+		if _, err := c.WriteTo(&b); err != nil {
+			http.Error(w, "scrape failed: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		h := w.Header()
+		h.Set("Content-Type", inspect.ExpositionContentType)
+		h.Add("Vary", "Accept-Encoding")
+		body := b.Bytes()
+		if acceptsGzip(r.Header) {
+			var z bytes.Buffer
+			zw := gzip.NewWriter(&z)
+			zw.Write(body)
+			if zw.Close() == nil {
+				h.Set("Content-Encoding", "gzip")
+				body = z.Bytes()
+			}
+		}
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body) // nothing is sent for HEAD
+	})
+}
+
+// acceptsGzip reports whether an Accept-Encoding header allows gzip.
+func acceptsGzip(h http.Header) bool {
+	for _, v := range h.Values("Accept-Encoding") {
+		for part := range strings.SplitSeq(v, ",") {
+			coding, params, _ := strings.Cut(part, ";")
+			if !strings.EqualFold(strings.TrimSpace(coding), "gzip") {
+				continue
+			}
+			q, has := strings.CutPrefix(strings.TrimSpace(params), "q=")
+			if !has {
+				return true
+			}
+			f, err := strconv.ParseFloat(strings.TrimSpace(q), 64)
+			return err == nil && f > 0
+		}
+	}
+	return false
 }
 
 // serveMetrics serves h on ln until ctx ends, then shuts the server down,

@@ -1,15 +1,21 @@
 package main
 
 import (
+	"compress/gzip"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/tcplab/tcplab/inspect"
 )
@@ -45,8 +51,7 @@ func TestExporterServe(t *testing.T) {
 		t.Skipf("sock_diag not available: %v", err)
 	}
 	defer h.Close()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(inspect.NewCollector(h, inspect.CollectorOptions{}))
+	c := inspect.NewCollector(h, inspect.CollectorOptions{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -54,12 +59,22 @@ func TestExporterServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serveMetrics(ctx, ln, metricsHandler(reg, inspect.Target{})) }()
+	go func() { done <- serveMetrics(ctx, ln, metricsHandler(c, inspect.Target{})) }()
 
-	client := &http.Client{Timeout: 5 * time.Second}
-	get := func(path string) (int, string) {
+	// The transport neither asks for gzip nor unzips: the tests set
+	// Accept-Encoding themselves.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	do := func(method, path string, header ...string) (*http.Response, string) {
 		t.Helper()
-		resp, err := client.Get("http://" + ln.Addr().String() + path)
+		req, err := http.NewRequest(method, "http://"+ln.Addr().String()+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -68,14 +83,62 @@ func TestExporterServe(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return resp.StatusCode, string(b)
+		return resp, string(b)
 	}
-	code, body := get("/metrics")
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, body := do("GET", path)
+		return resp.StatusCode, body
+	}
+	resp, body := do("GET", "/metrics")
+	code := resp.StatusCode
 	for _, want := range []string{`tcplab_sockets{port=`, `tcplab_sockets_by_state{state="LISTEN"}`,
 		`tcplab_netstat_total{group="TcpExt",name="ListenOverflows"}`, `tcplab_doctor_findings{kind="close-wait-leak",level="error"} 0`,
 		"# TYPE tcplab_netstat_total counter", "tcplab_scrape_errors_total 0"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics: status %d, body lacks %q", code, want)
+		}
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/plain; version=0.0.4; charset=utf-8" {
+		t.Errorf("/metrics: Content-Type %q", ct)
+	}
+	if got := resp.Header.Get("Content-Length"); got != strconv.Itoa(len(body)) {
+		t.Errorf("/metrics: Content-Length %q, body %d bytes", got, len(body))
+	}
+	// What Prometheus itself would do with the response.
+	mfs := decodeMetrics(t, resp.Header, strings.NewReader(body))
+	if n := len(mfs["tcplab_doctor_findings"].GetMetric()); n != 2*len(inspect.FindingKinds) {
+		t.Errorf("decoded %d tcplab_doctor_findings series, want %d", n, 2*len(inspect.FindingKinds))
+	}
+	if mf := mfs["tcplab_netstat_total"]; mf.GetType() != dto.MetricType_COUNTER {
+		t.Errorf("tcplab_netstat_total decoded as %v", mf.GetType())
+	}
+
+	resp, zbody := do("GET", "/metrics", "Accept-Encoding", "gzip")
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Encoding") != "gzip" {
+		t.Errorf("/metrics with Accept-Encoding gzip: status %d, Content-Encoding %q", resp.StatusCode, resp.Header.Get("Content-Encoding"))
+	} else {
+		zr, err := gzip.NewReader(strings.NewReader(zbody))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mfs := decodeMetrics(t, resp.Header, zr)
+		if len(mfs["tcplab_sockets_by_state"].GetMetric()) == 0 {
+			t.Error("gzipped /metrics has no tcplab_sockets_by_state")
+		}
+	}
+	if resp, _ := do("GET", "/metrics", "Accept-Encoding", "gzip;q=0, identity"); resp.Header.Get("Content-Encoding") != "" {
+		t.Errorf("gzip;q=0: Content-Encoding %q", resp.Header.Get("Content-Encoding"))
+	}
+
+	resp, body = do("HEAD", "/metrics")
+	if resp.StatusCode != 200 || body != "" || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain; version=0.0.4") {
+		t.Errorf("HEAD /metrics: status %d, Content-Type %q, body %q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	for _, m := range []string{"POST", "PUT", "DELETE"} {
+		resp, body := do(m, "/metrics")
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s /metrics: status %d, Allow %q, body %q; want 405", m, resp.StatusCode, resp.Header.Get("Allow"), body)
 		}
 	}
 	if code, body := get("/"); code != 200 || !strings.Contains(body, `href="/metrics"`) {
@@ -84,6 +147,7 @@ func TestExporterServe(t *testing.T) {
 	if code, _ := get("/nothing"); code != 404 {
 		t.Errorf("/nothing: status %d, want 404", code)
 	}
+	client.CloseIdleConnections()
 	cancel()
 	select {
 	case err := <-done:
@@ -96,5 +160,99 @@ func TestExporterServe(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		c.Close()
 		t.Error("still listening after shutdown")
+	}
+}
+
+// decodeMetrics decodes a /metrics response as Prometheus would, by its
+// Content-Type, and returns the families by name.
+func decodeMetrics(t *testing.T, h http.Header, r io.Reader) map[string]*dto.MetricFamily {
+	t.Helper()
+	format := expfmt.ResponseFormat(h)
+	if format.FormatType() != expfmt.TypeTextPlain {
+		t.Errorf("Content-Type %q is not the text format to Prometheus (%q)", h.Get("Content-Type"), format)
+	}
+	dec := expfmt.NewDecoder(r, format)
+	out := map[string]*dto.MetricFamily{}
+	for {
+		mf := &dto.MetricFamily{}
+		if err := dec.Decode(mf); err == io.EOF {
+			return out
+		} else if err != nil {
+			t.Fatalf("decode /metrics: %v", err)
+		}
+		out[mf.GetName()] = mf
+	}
+}
+
+func TestExporterScrapeError(t *testing.T) {
+	h, err := inspect.OpenHost(inspect.Target{})
+	if err != nil {
+		t.Skipf("sock_diag not available: %v", err)
+	}
+	defer h.Close()
+	handler := metricsHandler(inspect.NewCollector(h, inspect.CollectorOptions{}), inspect.Target{})
+	get := func() *httptest.ResponseRecorder {
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		return rec
+	}
+	if rec := get(); rec.Code != 200 {
+		t.Fatalf("first scrape: status %d, body %q", rec.Code, rec.Body)
+	}
+	// Namespaces are entered at each scrape: one that is gone fails it.
+	good := h.Target
+	h.Target = inspect.Target{Netns: "/nonexistent/tcplab-test-netns"}
+	rec := get()
+	h.Target = good
+	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "scrape failed: ") || strings.Contains(rec.Body.String(), "tcplab_") {
+		t.Errorf("failed scrape: status %d, body %q; want 500 with the error only", rec.Code, rec.Body)
+	}
+	t.Logf("failed scrape: %d %q", rec.Code, rec.Body)
+	if rec := get(); rec.Code != 200 || !strings.Contains(rec.Body.String(), "\ntcplab_scrape_errors_total 1\n") {
+		t.Errorf("scrape after a failed one: status %d, want tcplab_scrape_errors_total 1 in\n%s", rec.Code, rec.Body)
+	}
+}
+
+// blockingCollector fails every scrape, after telling entered and
+// waiting for release to be closed.
+type blockingCollector struct{ entered, release chan struct{} }
+
+func (f blockingCollector) WriteTo(io.Writer) (int64, error) {
+	f.entered <- struct{}{}
+	<-f.release
+	return 0, errors.New("no sample")
+}
+
+func TestExporterScrapesInFlight(t *testing.T) {
+	f := blockingCollector{entered: make(chan struct{}), release: make(chan struct{})}
+	handler := scrapeHandler(f)
+	var wg sync.WaitGroup
+	codes := make(chan int, maxScrapesInFlight)
+	for range maxScrapesInFlight {
+		wg.Go(func() {
+			rec := httptest.NewRecorder()
+			handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+			codes <- rec.Code
+		})
+	}
+	for range maxScrapesInFlight {
+		select {
+		case <-f.entered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the scrapes did not start")
+		}
+	}
+	rec := httptest.NewRecorder()
+	handler.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("with %d scrapes in flight: status %d, want 503", maxScrapesInFlight, rec.Code)
+	}
+	close(f.release)
+	wg.Wait()
+	close(codes)
+	for code := range codes {
+		if code != http.StatusInternalServerError {
+			t.Errorf("released scrape: status %d, want 500", code)
+		}
 	}
 }
