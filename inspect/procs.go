@@ -103,11 +103,7 @@ func findOwners(inodes map[uint32]bool, all bool, budget int) Owners {
 				p.dfd, p.dir = dfd, os.NewFile(uintptr(dfd), name)
 			}
 			fds, err := p.dir.Readdirnames(chunk)
-			if err != nil || chunk < 0 || len(fds) < chunk {
-				p.dir.Close()
-				procs[i] = nil
-				left--
-			}
+			last := err != nil || chunk < 0 || len(fds) < chunk
 			for _, fd := range fds {
 				read++
 				n, err := unix.Readlinkat(p.dfd, fd, link)
@@ -129,6 +125,11 @@ func findOwners(inodes map[uint32]bool, all bool, budget int) Owners {
 				if want == 0 && !all {
 					return out
 				}
+			}
+			if last {
+				p.dir.Close()
+				procs[i] = nil
+				left--
 			}
 			if budget > 0 && read >= budget {
 				return out
