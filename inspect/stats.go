@@ -110,16 +110,25 @@ const ownerBudget = 4096
 // NameOwners fills in each port's processes: a service's are the holders
 // of its listening sockets, an outgoing port's those of a few of its
 // sockets.
-func (st *Stats) NameOwners() {
+func (st *Stats) NameOwners() { st.nameOwners(nil, nil) }
+
+// nameOwners searches the owners of the inodes not searched yet and uses
+// known for the others.
+func (st *Stats) nameOwners(known Owners, searched map[uint32]bool) {
 	want := map[uint32]bool{}
 	for _, l := range [][]PortCount{st.Services, st.Outgoing} {
 		for _, pc := range l {
 			for _, ino := range pc.owned() {
-				want[ino] = true
+				if !searched[ino] {
+					want[ino] = true
+				}
 			}
 		}
 	}
 	owners := FindSomeOwners(want, ownerBudget)
+	for ino, ps := range known {
+		owners[ino] = ps
+	}
 	for _, l := range [][]PortCount{st.Services, st.Outgoing} {
 		for i := range l {
 			seen := map[int]bool{}
@@ -134,6 +143,88 @@ func (st *Stats) NameOwners() {
 			}
 		}
 	}
+}
+
+// PortStats counts the host's sockets per port and state and, with procs,
+// names their processes. The listeners' holders are searched while the
+// kernel lists the rest, on the other CPU. With ports, the kernel keeps
+// only sockets with one of them at either end, and the counts keep only
+// the services and outgoing ports asked for.
+func (h *Host) PortStats(ports []PortRange, procs bool) (Stats, error) {
+	listeners, err := h.Sockets(Filter{States: Mask(Listen)})
+	if err != nil {
+		return Stats{}, err
+	}
+	searched := map[uint32]bool{}
+	for _, s := range listeners {
+		if s.Inode != 0 {
+			searched[s.Inode] = true
+		}
+	}
+	found := make(chan Owners, 1)
+	if procs {
+		go func() { found <- FindSomeOwners(searched, ownerBudget) }()
+	}
+	var socks []Socket
+	if len(ports) == 0 {
+		socks, err = h.Sockets(Filter{})
+	} else {
+		socks, err = h.portSockets(ports, listeners)
+	}
+	var known Owners
+	if procs {
+		known = <-found
+	}
+	if err != nil {
+		return Stats{}, err
+	}
+	st := Count(socks)
+	if len(ports) > 0 {
+		st.Services = keepPorts(st.Services, ports)
+		st.Outgoing = keepPorts(st.Outgoing, ports)
+	}
+	if procs {
+		st.nameOwners(known, searched)
+	}
+	return st, nil
+}
+
+// portSockets lists the sockets with one of the ports at either end, and
+// the listeners (which decide what is a service); a socket with the port
+// at both ends is listed once.
+func (h *Host) portSockets(ports []PortRange, listeners []Socket) ([]Socket, error) {
+	local, err := h.Sockets(Filter{SPort: ports})
+	if err != nil {
+		return nil, err
+	}
+	remote, err := h.Sockets(Filter{DPort: ports})
+	if err != nil {
+		return nil, err
+	}
+	seen := map[uint64]bool{}
+	var all []Socket
+	for _, l := range [][]Socket{local, remote, listeners} {
+		for _, s := range l {
+			if !seen[s.Cookie] {
+				seen[s.Cookie] = true
+				all = append(all, s)
+			}
+		}
+	}
+	return all, nil
+}
+
+func keepPorts(rows []PortCount, ports []PortRange) []PortCount {
+	var out []PortCount
+	for _, r := range rows {
+		for _, p := range ports {
+			if r.Port >= p.Lo && r.Port <= p.Hi {
+				out = append(out, r)
+				break
+			}
+		}
+	}
+	return out
 }
 
 // owned is the sockets whose holders name the port: the listeners when

@@ -54,12 +54,9 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 			}
 			defer h.Close()
 			once := func() error {
-				st, err := portStats(h, pr)
+				st, err := h.PortStats(pr, procs)
 				if err != nil {
 					return err
-				}
-				if procs {
-					st.NameOwners()
 				}
 				if asJSON {
 					return json.NewEncoder(stdout).Encode(st)
@@ -100,60 +97,4 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write JSON (one object per refresh)")
 	cmd.Flags().BoolVar(&procs, "processes", true, "name the processes (reads /proc/*/fd until found)")
 	return cmd
-}
-
-// portStats counts the host's sockets; with ports, the kernel keeps only
-// sockets with one of them at either end, and the counts keep only the
-// services and outgoing ports asked for.
-func portStats(h *inspect.Host, ports []inspect.PortRange) (inspect.Stats, error) {
-	if len(ports) == 0 {
-		socks, err := h.Sockets(inspect.Filter{})
-		if err != nil {
-			return inspect.Stats{}, err
-		}
-		return inspect.Count(socks), nil
-	}
-	local, err := h.Sockets(inspect.Filter{SPort: ports})
-	if err != nil {
-		return inspect.Stats{}, err
-	}
-	remote, err := h.Sockets(inspect.Filter{DPort: ports})
-	if err != nil {
-		return inspect.Stats{}, err
-	}
-	// Listeners on other ports decide which of the remote-port sockets
-	// are services; a socket with the port at both ends appears twice.
-	listeners, err := h.Sockets(inspect.Filter{States: inspect.Mask(inspect.Listen)})
-	if err != nil {
-		return inspect.Stats{}, err
-	}
-	seen := map[uint64]bool{}
-	var all []inspect.Socket
-	for _, l := range [][]inspect.Socket{local, remote, listeners} {
-		for _, s := range l {
-			k := s.Cookie
-			if seen[k] {
-				continue
-			}
-			seen[k] = true
-			all = append(all, s)
-		}
-	}
-	st := inspect.Count(all)
-	st.Services = keepPorts(st.Services, ports)
-	st.Outgoing = keepPorts(st.Outgoing, ports)
-	return st, nil
-}
-
-func keepPorts(rows []inspect.PortCount, ports []inspect.PortRange) []inspect.PortCount {
-	var out []inspect.PortCount
-	for _, r := range rows {
-		for _, p := range ports {
-			if r.Port >= p.Lo && r.Port <= p.Hi {
-				out = append(out, r)
-				break
-			}
-		}
-	}
-	return out
 }
