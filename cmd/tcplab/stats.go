@@ -33,6 +33,12 @@ with the processes of a few of them. A port is never counted in both tables,
 unlike "netstat -tan | grep :443", which mixes a server's clients with its
 own calls to port 443 elsewhere.
 
+Processes are the holders of a service's listeners and of an outgoing port's
+two oldest sockets, found in /proc/*/fd (the listeners' while the kernel
+lists the sockets); the search reads at most 4,096 descriptors, the lowest of
+every process first, and shows "-" for a holder it did not reach or cannot
+see (another PID namespace, another user's process without root).
+
 --port keeps one port: the local port of a service, the remote port of
 outgoing connections. --watch refreshes until interrupted (or --count times).`,
 		Example: `  tcplab stats
@@ -95,6 +101,6 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 	cmd.Flags().DurationVar(&every, "watch", 0, "refresh every interval (1s, 500ms) until interrupted")
 	cmd.Flags().IntVar(&count, "count", 0, "with --watch, stop after this many refreshes (0: until interrupted)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write JSON (one object per refresh)")
-	cmd.Flags().BoolVar(&procs, "processes", true, "name the processes (reads /proc/*/fd until found)")
+	cmd.Flags().BoolVar(&procs, "processes", true, "name the processes (reads /proc/*/fd, at most 4,096 descriptors)")
 	return cmd
 }
