@@ -133,7 +133,6 @@ func (f Filter) bytecode() ([]byte, error) {
 			}
 			next := len(prog) // the next alternative starts here
 			for _, t := range tests {
-				t := t
 				if last {
 					fixes = append(fixes, func(total int) { putNo(prog, t.pos, total-t.pos+4) })
 				} else {

@@ -22,7 +22,12 @@ const (
 	LevelError
 )
 
-func (l Level) String() string { return [...]string{"info", "warning", "error"}[l] }
+func (l Level) String() string {
+	if l < LevelInfo || l > LevelError {
+		return "none"
+	}
+	return [...]string{"info", "warning", "error"}[l]
+}
 
 // MarshalText writes the level's name.
 func (l Level) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
@@ -247,7 +252,7 @@ func (d *doctor) closeWait() {
 	}
 	type group struct {
 		now, old int
-		recvq    uint32
+		recvq    uint64
 	}
 	groups := map[procPort]*group{}
 	for _, s := range d.b.Sockets {
@@ -264,7 +269,7 @@ func (d *doctor) closeWait() {
 			groups[k] = g
 		}
 		g.now++
-		g.recvq += max(s.RecvQ, 1) - 1 // the peer's FIN counts 1 in Recv-Q until it is read
+		g.recvq += uint64(max(s.RecvQ, 1) - 1) // the peer's FIN counts 1 in Recv-Q until it is read
 		if before[s.Cookie] {
 			g.old++
 		}
@@ -304,7 +309,7 @@ func (d *doctor) closeWait() {
 	}
 }
 
-// isEphemeral reports whether port is in ip_local_port_range.
+// ephemeralRange is ip_local_port_range.
 func (d *doctor) ephemeralRange() (int64, int64, bool) {
 	lo, ok1 := d.sysctl("net.ipv4.ip_local_port_range", 0)
 	hi, ok2 := d.sysctl("net.ipv4.ip_local_port_range", 1)

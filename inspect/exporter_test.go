@@ -447,13 +447,19 @@ func TestExporterFormat(t *testing.T) {
 func TestExporterScrapeError(t *testing.T) {
 	c := newTestCollector(t, CollectorOptions{})
 	scrapeText(t, c)
-	good := c.host.Target
-	c.host.Target = Target{Netns: "/nonexistent/tcplab-test-netns"}
+	// A sock_diag socket that is closed makes the sample fail.
+	good := c.host.diag
+	broken, err := OpenDiag()
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken.Close()
+	c.host.diag = broken
 	var b strings.Builder
 	n, err := c.WriteTo(&b)
-	c.host.Target = good
+	c.host.diag = good
 	if err == nil || n != 0 || b.Len() != 0 {
-		t.Fatalf("scrape of a missing namespace: %d bytes, error %v; want an error and nothing written (wrote %q)", n, err, b.String())
+		t.Fatalf("scrape with a closed socket: %d bytes, error %v; want an error and nothing written (wrote %q)", n, err, b.String())
 	}
 	t.Logf("scrape error: %v", err)
 	m := scrape(t, c)

@@ -69,47 +69,59 @@ func InNetns(ns netns.NsHandle, f func() error) error {
 	return <-done
 }
 
-// Do runs f in the target's namespace; files under /proc/thread-self/net
-// and /proc/sys/net opened by f are then that namespace's.
-func (t Target) Do(f func() error) error {
-	if t.Netns == "" && t.PID == 0 {
-		return f()
-	}
-	h, err := t.handle()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	return InNetns(h, f)
-}
-
-// Host is an open view of one namespace's TCP sockets and counters.
+// Host is an open view of one namespace's TCP sockets and counters. It
+// holds the namespace from the start, so that sockets, counters and
+// settings all come from the one namespace even if its name or PID is
+// reused meanwhile. A Host is not safe for concurrent use.
 type Host struct {
 	Target Target
+	ns     netns.NsHandle // netns.None() for the caller's own
 	diag   *Diag
 }
 
 // OpenHost opens a sock_diag socket in the target's namespace.
 func OpenHost(t Target) (*Host, error) {
-	h := &Host{Target: t}
-	err := t.Do(func() error {
+	ns, err := t.handle()
+	if err != nil {
+		return nil, err
+	}
+	h := &Host{Target: t, ns: ns}
+	err = h.do(func() error {
 		var err error
 		h.diag, err = OpenDiag()
 		return err
 	})
 	if err != nil {
+		h.closeNS()
 		return nil, err
 	}
 	return h, nil
 }
 
-// Close releases the host's socket.
-func (h *Host) Close() error { return h.diag.Close() }
+// do runs f in the host's namespace.
+func (h *Host) do(f func() error) error {
+	if !h.ns.IsOpen() {
+		return f()
+	}
+	return InNetns(h.ns, f)
+}
+
+func (h *Host) closeNS() {
+	if h.ns.IsOpen() {
+		h.ns.Close()
+	}
+}
+
+// Close releases the host's socket and namespace.
+func (h *Host) Close() error {
+	h.closeNS()
+	return h.diag.Close()
+}
 
 // Sockets lists the sockets the filter chooses.
 func (h *Host) Sockets(f Filter) ([]Socket, error) {
 	var out []Socket
-	if f.States == 0 || f.States == AllStates {
+	if (f.States == 0 || f.States == AllStates) && len(f.SPort)+len(f.DPort)+len(f.Src)+len(f.Dst) == 0 {
 		// One allocation of about the right size: growing the slice step
 		// by step allocates several times the table, and for a one-shot
 		// listing every fresh page costs a fault.
@@ -123,7 +135,7 @@ func (h *Host) Sockets(f Filter) ([]Socket, error) {
 // sockstat (in use, TIME_WAIT, IPv6 in use), or 0 when it cannot be read.
 func (h *Host) countHint() int {
 	n := 0
-	_ = h.Target.Do(func() error {
+	_ = h.do(func() error {
 		for _, name := range []string{"sockstat", "sockstat6"} {
 			b, err := os.ReadFile(netFile(name))
 			if err != nil {
@@ -156,7 +168,7 @@ func netFile(name string) string { return filepath.Join("/proc/thread-self/net",
 // TCP, TCP6, sockets, ...).
 func (h *Host) Counters() (procnet.Counters, error) {
 	c := procnet.Counters{}
-	err := h.Target.Do(func() error {
+	err := h.do(func() error {
 		for _, name := range []string{"netstat", "snmp"} {
 			b, err := os.ReadFile(netFile(name))
 			if err != nil {
@@ -197,7 +209,7 @@ func (h *Host) Counters() (procnet.Counters, error) {
 // it. Each value is the file's fields.
 func (h *Host) Sysctls(names ...string) (map[string][]int64, error) {
 	out := map[string][]int64{}
-	err := h.Target.Do(func() error {
+	err := h.do(func() error {
 		for _, n := range names {
 			v, err := readSysctl(n)
 			if os.IsNotExist(err) {

@@ -6,7 +6,8 @@ import (
 	"io"
 	"net/netip"
 	"strconv"
-	"time"
+
+	"github.com/tcplab/tcplab/trace"
 )
 
 // TableOptions chooses the columns of WriteTable.
@@ -129,7 +130,7 @@ func appendDetails(b []byte, s *Socket, owners Owners, o TableOptions) []byte {
 		b = append(b, "timer:("...)
 		b = append(b, s.TimerName()...)
 		b = append(b, ',')
-		b = append(b, shortDuration(s.Expires)...)
+		b = append(b, trace.SSDuration(s.Expires)...)
 		b = append(b, ',')
 		b = strconv.AppendUint(b, uint64(s.Retrans), 10)
 		b = append(b, ')')
@@ -139,17 +140,6 @@ func appendDetails(b []byte, s *Socket, owners Owners, o TableOptions) []byte {
 		b = append(b, infoText(s.Info)...)
 	}
 	return b
-}
-
-// shortDuration writes a timer as ss does: 200ms, 1.5sec, 59sec, 2min.
-func shortDuration(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
-	case d < time.Minute:
-		return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "sec"
-	}
-	return strconv.FormatFloat(d.Minutes(), 'f', 1, 64) + "min"
 }
 
 func infoText(ti *tcpInfo) string {

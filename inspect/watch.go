@@ -30,8 +30,8 @@ type Transition struct {
 // Match reports whether a connection's ends pass the filter's family,
 // ports and addresses (the Go twin of the bytecode).
 func (f Filter) Match(local, remote netip.AddrPort) bool {
-	fam := 4
-	if local.Addr().Is6() && !local.Addr().Is4In6() {
+	fam := 4 // an IPv4-mapped address is an AF_INET6 socket, as the kernel lists it
+	if local.Addr().Is6() {
 		fam = 6
 	}
 	if f.Family != 0 && f.Family != fam {
@@ -151,7 +151,7 @@ func (w *Watcher) Lost() int { return w.lost }
 
 func (w *Watcher) readAddrs() error {
 	w.addrs = map[netip.Addr]bool{}
-	return w.host.Target.Do(func() error {
+	return w.host.do(func() error {
 		list, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 		if err != nil {
 			return fmt.Errorf("list addresses: %w", err)
@@ -190,7 +190,8 @@ func (w *Watcher) wall(mono time.Duration) time.Time {
 	return time.Unix(0, int64(mono+w.offset))
 }
 
-func monoNow() time.Duration {
+// MonoNow reads CLOCK_MONOTONIC, the clock of the tracer's records.
+func MonoNow() time.Duration {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return time.Duration(ts.Nano())
@@ -208,7 +209,7 @@ func (w *Watcher) Poll() ([]Transition, error) {
 	if err := w.tr.Sync(2 * time.Second); err != nil {
 		return nil, err
 	}
-	now := monoNow()
+	now := MonoNow()
 	evs, lost := w.tr.Take()
 	w.lost += lost
 	// The namespace's table now: which connections are its own, and
@@ -322,6 +323,15 @@ func (w *Watcher) Poll() ([]Transition, error) {
 		delete(w.tw, k)
 		delete(w.last, k)
 		out = append(out, w.snapshot(k, old.state, Close, now, old.in(now)))
+	}
+	if w.filter.States != 0 {
+		kept := out[:0]
+		for _, t := range out {
+			if t.Source == "trace" || w.filter.States.Has(t.Old) || w.filter.States.Has(t.New) {
+				kept = append(kept, t)
+			}
+		}
+		out = kept
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At.Before(out[j].At) })
 	if w.procs && len(inodes) > 0 {

@@ -142,3 +142,30 @@ func TestWatchOneConnection(t *testing.T) {
 		t.Errorf("lost %d changes", w.Lost())
 	}
 }
+
+func TestFilterMatch(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	f := Filter{SPort: []PortRange{{80, 80}, {8000, 8080}}, Dst: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}
+	for _, c := range []struct {
+		local, remote string
+		family        int
+		want          bool
+	}{
+		{"10.1.1.1:80", "10.2.2.2:5555", 0, true},
+		{"10.1.1.1:8080", "10.2.2.2:5555", 0, true},
+		{"10.1.1.1:8081", "10.2.2.2:5555", 0, false},
+		{"10.1.1.1:80", "192.168.1.1:5555", 0, false},
+		// An IPv4 prefix matches an IPv4-mapped address, as the bytecode does.
+		{"[::ffff:10.1.1.1]:80", "[::ffff:10.2.2.2]:5555", 0, true},
+		// A mapped address is an IPv6 socket, as the kernel lists it.
+		{"[::ffff:10.1.1.1]:80", "[::ffff:10.2.2.2]:5555", 4, false},
+		{"[::ffff:10.1.1.1]:80", "[::ffff:10.2.2.2]:5555", 6, true},
+		{"10.1.1.1:80", "10.2.2.2:5555", 6, false},
+	} {
+		g := f
+		g.Family = c.family
+		if got := g.Match(ap(c.local), ap(c.remote)); got != c.want {
+			t.Errorf("Match(%s, %s) family %d = %v, want %v", c.local, c.remote, c.family, got, c.want)
+		}
+	}
+}

@@ -219,11 +219,7 @@ func (b *Backend) Tolerance(d time.Duration) time.Duration { return Tolerance(d)
 // Tolerance is the kernel backend's timing tolerance for an expected time d.
 func Tolerance(d time.Duration) time.Duration { return 50*time.Millisecond + d/8 }
 
-func monoNow() time.Duration {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return time.Duration(ts.Nano())
-}
+func monoNow() time.Duration { return inspect.MonoNow() }
 
 // Now is the time since the lab was ready.
 func (b *Backend) Now() time.Duration {

@@ -611,16 +611,7 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 		}
 		x := trace.Socket{Host: h.name, FD: -1, State: stateName(d.State), Local: d.Local, Remote: d.Remote,
 			RecvQ: int(d.RecvQ), SendQ: int(d.SendQ), Retransmits: int(d.Retrans)}
-		switch d.Timer {
-		case 1:
-			x.Timer = "on"
-		case 2:
-			x.Timer = "keepalive"
-		case 3:
-			x.Timer = "timewait"
-		case 4:
-			x.Timer = "persist"
-		}
+		x.Timer = d.TimerName()
 		if x.Timer != "" {
 			x.TimerLeft = d.Expires
 		}

@@ -153,7 +153,7 @@ func WriteSS(w io.Writer, socks []Socket) error {
 	for _, s := range socks {
 		timer := ""
 		if s.Timer != "" {
-			timer = fmt.Sprintf("timer:(%s,%s,%d)", s.Timer, ssDuration(s.TimerLeft), s.Retransmits)
+			timer = fmt.Sprintf("timer:(%s,%s,%d)", s.Timer, SSDuration(s.TimerLeft), s.Retransmits)
 		}
 		local := s.Local.String()
 		if s.State == "LISTEN" || !s.Local.IsValid() {
@@ -183,9 +183,9 @@ func addrOrStar(a netip.Addr) string {
 	return a.String()
 }
 
-// ssDuration prints a timer as ss's print_ms_timer does: "204ms",
+// SSDuration prints a timer as ss's print_ms_timer does: "204ms",
 // "1.200ms" (1.2 s), "59sec", "1min2sec", "12min".
-func ssDuration(d time.Duration) string {
+func SSDuration(d time.Duration) string {
 	ms := int64(d / time.Millisecond)
 	secs, msecs := ms/1000, ms%1000
 	minutes := secs / 60

@@ -18,8 +18,8 @@ func TestSSDuration(t *testing.T) {
 		{12500 * time.Millisecond, "12sec"}, {62 * time.Second, "1min2sec"}, {12*time.Minute + 5*time.Second, "12min"},
 		{0, "0ms"},
 	} {
-		if got := ssDuration(c.d); got != c.want {
-			t.Errorf("ssDuration(%v) = %q, want %q", c.d, got, c.want)
+		if got := SSDuration(c.d); got != c.want {
+			t.Errorf("SSDuration(%v) = %q, want %q", c.d, got, c.want)
 		}
 	}
 }

@@ -21,7 +21,7 @@ func (t *targetFlags) add(cmd *cobra.Command) {
 
 func (t *targetFlags) target() inspect.Target { return inspect.Target{Netns: t.netns, PID: t.pid} }
 
-// filterFlags are the socket filters shared by ss, stats and watch.
+// filterFlags are the socket filters shared by ss and watch.
 type filterFlags struct {
 	states     []string
 	listening  bool

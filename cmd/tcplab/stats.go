@@ -29,9 +29,9 @@ func newStats(stdout io.Writer) *cobra.Command {
 		Long: `stats counts TCP sockets per port and state in two tables. Listening
 services: sockets whose local port has a listener, by local port, with the
 listener's process. Outgoing connections: every other socket, by remote port,
-with the processes of a few of them. A port is never counted in both tables,
-unlike "netstat -tan | grep :443", which mixes a server's clients with its
-own calls to port 443 elsewhere.
+with the processes of a few of them. A socket is never counted twice, unlike
+with "netstat -tan | grep :443", which matches the port in either column and
+mixes a server's clients with its own calls to port 443 elsewhere.
 
 Processes are the holders of a service's listeners and of an outgoing port's
 two oldest sockets, found in /proc/*/fd (the listeners' while the kernel
