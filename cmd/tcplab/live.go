@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -88,4 +91,12 @@ func oneShot() (restore func()) {
 		debug.SetGCPercent(gc)
 		debug.SetMemoryLimit(limit)
 	}
+}
+
+// interrupts delivers SIGINT and SIGTERM to a live command's loop until
+// stop is called.
+func interrupts() (<-chan os.Signal, func()) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	return sig, func() { signal.Stop(sig) }
 }

@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -73,9 +70,8 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 				defer oneShot()()
 				return once()
 			}
-			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-			defer signal.Stop(sig)
+			sig, stop := interrupts()
+			defer stop()
 			tick := time.NewTicker(every)
 			defer tick.Stop()
 			for n := 0; count == 0 || n < count; n++ {

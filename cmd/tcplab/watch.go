@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -67,9 +65,8 @@ the given states.`,
 				return err
 			}
 			defer w.Close()
-			sig := make(chan os.Signal, 1)
-			signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-			defer signal.Stop(sig)
+			sig, stop := interrupts()
+			defer stop()
 			var end <-chan time.Time
 			if duration > 0 {
 				end = time.After(duration)
