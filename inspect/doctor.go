@@ -243,13 +243,19 @@ type procPort struct {
 	port uint16
 }
 
-func (d *doctor) closeWait() {
-	before := map[uint64]bool{}
-	for _, s := range d.a.Sockets {
-		if s.State == CloseWait {
-			before[s.Cookie] = true
+// cookies is which sockets of a sample are in state st.
+func cookies(sm Sample, st State) map[uint64]bool {
+	m := map[uint64]bool{}
+	for _, s := range sm.Sockets {
+		if s.State == st {
+			m[s.Cookie] = true
 		}
 	}
+	return m
+}
+
+func (d *doctor) closeWait() {
+	before := cookies(d.a, CloseWait)
 	type group struct {
 		now, old int
 		recvq    uint64
@@ -337,13 +343,17 @@ func (d *doctor) ports() {
 			twn  int
 			stat map[State]int
 		}
-		dests := map[[2]string]*dest{}
+		type route struct {
+			src netip.Addr
+			dst netip.AddrPort
+		}
+		dests := map[route]*dest{}
 		for _, s := range d.b.Sockets {
 			p := int64(s.Local.Port())
 			if s.State == Listen || listening[s.Local.Port()] || p < lo || p > hi {
 				continue
 			}
-			k := [2]string{s.Local.Addr().String(), s.Remote.String()}
+			k := route{s.Local.Addr(), s.Remote}
 			x := dests[k]
 			if x == nil {
 				x = &dest{src: s.Local.Addr(), dst: s.Remote, stat: map[State]int{}}
@@ -436,12 +446,7 @@ func (d *doctor) synSent() {
 
 func (d *doctor) finWait1() {
 	n, old := 0, 0
-	before := map[uint64]bool{}
-	for _, s := range d.a.Sockets {
-		if s.State == FinWait1 {
-			before[s.Cookie] = true
-		}
-	}
+	before := cookies(d.a, FinWait1)
 	for _, s := range d.b.Sockets {
 		if s.State == FinWait1 {
 			n++

@@ -139,69 +139,31 @@ func (c *Collector) WriteTo(w io.Writer) (int64, error) {
 	return int64(n), err
 }
 
-// portKey is a bucket of tcplab_sockets: a listening port, or one of the
-// non-numeric labels.
-type portKey struct {
-	port  uint16
-	label string // PortOther or PortOutgoing; "" for a port
-}
-
-func (k portKey) String() string {
-	if k.label != "" {
-		return k.label
-	}
-	return strconv.Itoa(int(k.port))
-}
-
 // SocketBuckets counts sockets per state name and port label as
 // tcplab_sockets does: by local port for listening ports (the top ones by
 // socket count; ties go to the lower port), "other" for the rest of them,
 // "outgoing" for sockets whose local port has no listener and for SYN_SENT.
 func SocketBuckets(socks []Socket, top int) map[string]map[string]int {
-	listening := map[uint16]bool{}
-	for i := range socks {
-		if socks[i].State == Listen {
-			listening[socks[i].Local.Port()] = true
-		}
-	}
-	counts := map[portKey]map[State]int{}
-	perPort := map[uint16]int{}
-	for i := range socks {
-		s := &socks[i]
-		st := s.State
-		if st == NewSynRecv {
-			st = SynRecv
-		}
-		k := portKey{label: PortOutgoing}
-		if st != SynSent && listening[s.Local.Port()] {
-			k = portKey{port: s.Local.Port()}
-			perPort[k.port]++
-		}
-		if counts[k] == nil {
-			counts[k] = map[State]int{}
-		}
-		counts[k][st]++
-	}
-	ports := sortedPorts(perPort)
-	for _, p := range ports[min(top, len(ports)):] {
-		other := portKey{label: PortOther}
-		if counts[other] == nil {
-			counts[other] = map[State]int{}
-		}
-		for st, n := range counts[portKey{port: p}] {
-			counts[other][st] += n
-		}
-		delete(counts, portKey{port: p})
-	}
+	st := Count(socks) // services sorted by total, ties to the lower port
 	out := map[string]map[string]int{}
-	for k, m := range counts {
-		for st, n := range m {
-			name := st.String()
+	add := func(label string, pc PortCount) {
+		for state, n := range pc.States {
+			name := state.String()
 			if out[name] == nil {
 				out[name] = map[string]int{}
 			}
-			out[name][k.String()] += n
+			out[name][label] += n
 		}
+	}
+	for i, pc := range st.Services {
+		label := PortOther
+		if i < top {
+			label = strconv.Itoa(int(pc.Port))
+		}
+		add(label, pc)
+	}
+	for _, pc := range st.Outgoing {
+		add(PortOutgoing, pc)
 	}
 	return out
 }

@@ -180,10 +180,15 @@ func (w *Watcher) eachTimeWait(fn func(tuple, State)) error {
 	f.States = Mask(TimeWait, FinWait2)
 	f.Info = false
 	return w.host.Each(f, func(s *Socket) {
-		if s.State == TimeWait || s.Inode == 0 {
+		if isTimewait(s) {
 			fn(tuple{s.Local, s.Remote}, s.State)
 		}
 	})
+}
+
+// isTimewait tells a timewait socket: TIME_WAIT, or an orphan in FIN_WAIT2.
+func isTimewait(s *Socket) bool {
+	return s.State == TimeWait || s.State == FinWait2 && s.Inode == 0
 }
 
 func (w *Watcher) wall(mono time.Duration) time.Time {
@@ -231,7 +236,13 @@ func (w *Watcher) Poll() ([]Transition, error) {
 		}
 	}
 	tw := map[tuple]State{}
-	if err := w.eachTimeWait(func(k tuple, sub State) { tw[k] = sub }); err != nil {
+	if len(evs) > 0 { // the table just listed holds them
+		for k, s := range table {
+			if isTimewait(&s) {
+				tw[k] = s.State
+			}
+		}
+	} else if err := w.eachTimeWait(func(k tuple, sub State) { tw[k] = sub }); err != nil {
 		return nil, err
 	}
 	// Which changes are the namespace's: each on its own, then any change
