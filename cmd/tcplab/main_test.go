@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
 )
@@ -169,5 +170,39 @@ func TestHelp(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "Examples:") {
 			t.Errorf("%s --help: exit %d\n%s", cmd, code, out)
 		}
+	}
+}
+
+// --pcap writes the capture beside the text or the JSON, and a path that
+// cannot be created fails before the run.
+func TestRunPcap(t *testing.T) {
+	for _, args := range [][]string{{"run", "hutu"}, {"run", "hutu", "--json"}} {
+		file := filepath.Join(t.TempDir(), "hutu.pcapng")
+		if _, errs, code := tcplab(t, append(args, "--pcap", file)...); code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errs)
+		}
+		f, err := os.Open(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for {
+			if _, _, err := r.ReadPacketData(); err != nil {
+				break
+			}
+			n++
+		}
+		f.Close()
+		// hutu: 9 segments, each seen by its sender and its receiver.
+		if n != 18 || r.NInterfaces() != 2 {
+			t.Errorf("%v: %d packets on %d interfaces, want 18 on 2", args, n, r.NInterfaces())
+		}
+	}
+	if _, errs, code := tcplab(t, "run", "hutu", "--pcap", "/nonexistent/dir/x.pcapng"); code != 2 || !strings.Contains(errs, "no such file") {
+		t.Errorf("unwritable --pcap: exit %d, %q", code, errs)
 	}
 }

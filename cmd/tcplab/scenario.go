@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -76,6 +77,7 @@ type runFlags struct {
 	counters bool
 	allTaps  bool
 	kernel   bool
+	pcap     string
 }
 
 func newRun(stdout io.Writer) *cobra.Command {
@@ -113,6 +115,7 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.BoolVar(&f.absolute, "absolute", false, "absolute sequence numbers, like tcpdump -S")
 	fl.BoolVar(&f.counters, "counters", false, "also print every counter change")
 	fl.BoolVar(&f.allTaps, "all-packets", false, "print every packet at both its sender and its receiver")
+	fl.StringVar(&f.pcap, "pcap", "", "also write the capture of every host to this pcapng file (one interface per host; open it in Wireshark)")
 	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
 	return cmd
 }
@@ -139,7 +142,21 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 	var enc *json.Encoder
 	if f.asJSON {
 		enc = json.NewEncoder(w)
-		opt.Sink = func(e trace.Event) { _ = enc.Encode(&e) }
+		record := rec.Sink()
+		opt.Sink = func(e trace.Event) {
+			_ = enc.Encode(&e)
+			if f.pcap != "" {
+				record(e)
+			}
+		}
+	}
+	var pcapFile *os.File
+	if f.pcap != "" {
+		// Created before the run, which on the kernel takes real time.
+		if pcapFile, err = os.Create(f.pcap); err != nil {
+			return err
+		}
+		defer pcapFile.Close()
 	}
 	b, desc, err := newBackend(f.kernel, f.seed)
 	if err != nil {
@@ -148,6 +165,11 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 	res, err := runInterruptible(sc, b, opt)
 	if err != nil {
 		return err
+	}
+	if pcapFile != nil {
+		if err := writePcap(pcapFile, sc, rec.Events); err != nil {
+			return err
+		}
 	}
 	if f.asJSON {
 		for _, s := range res.Snapshots {
@@ -169,6 +191,22 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		return &exitError{1}
 	}
 	return nil
+}
+
+// writePcap writes the run's capture to f and closes it.
+func writePcap(f *os.File, sc *scenario.Scenario, events []trace.Event) error {
+	hosts := make([]trace.PcapHost, len(sc.Hosts))
+	for i, h := range sc.Hosts {
+		hosts[i] = trace.PcapHost{Name: h.Name, Addr: h.Addr.String()}
+	}
+	bw := bufio.NewWriter(f)
+	if _, err := trace.WritePcapng(bw, hosts, events); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return f.Close()
 }
 
 type jsonSnapshot struct {

@@ -1,0 +1,150 @@
+package scenario
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
+)
+
+// captured is what a capture of a run must hold: every packet at every tap
+// except those an output rule dropped before the wire, in event order.
+func captured(events []trace.Event) []trace.Event {
+	var out []trace.Event
+	for _, e := range events {
+		if e.Kind == trace.KindPacket && (e.Packet.Dir == trace.In || e.Packet.OnWire) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func writeCapture(t *testing.T, sc *Scenario, events []trace.Event) []byte {
+	t.Helper()
+	hosts := make([]trace.PcapHost, len(sc.Hosts))
+	for i, h := range sc.Hosts {
+		hosts[i] = trace.PcapHost{Name: h.Name, Addr: h.Addr.String()}
+	}
+	var buf bytes.Buffer
+	n, err := trace.WritePcapng(&buf, hosts, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := len(captured(events)); n != want {
+		t.Fatalf("wrote %d packets, want %d", n, want)
+	}
+	return buf.Bytes()
+}
+
+// Every built-in scenario's capture reads back packet for packet: the
+// interface of the host that saw it, its time, its bytes, its direction,
+// and a comment where a rule acted.
+func TestPcapReadBack(t *testing.T) {
+	lib, err := Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range lib {
+		t.Run(sc.Name, func(t *testing.T) {
+			_, events := runBuiltin(t, sc.Name, 1)
+			want := captured(events)
+			r, err := pcapgo.NewNgReader(bytes.NewReader(writeCapture(t, sc, events)), pcapgo.DefaultNgReaderOptions)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, e := range want {
+				data, ci, err := r.ReadPacketData()
+				if err != nil {
+					t.Fatalf("packet %d of %d: %v", i, len(want), err)
+				}
+				if got := sc.Hosts[ci.InterfaceIndex].Name; got != e.Host {
+					t.Errorf("packet %d on %s's interface, seen by %s", i, got, e.Host)
+				}
+				if got := ci.Timestamp.Sub(trace.PcapEpoch); got != e.At {
+					t.Errorf("packet %d at %v, event at %v", i, got, e.At)
+				}
+				seg, err := wire.Parse(data)
+				if err != nil {
+					t.Fatalf("packet %d: %v", i, err)
+				}
+				if w := e.Packet.Segment; seg.Seq != w.Seq || seg.Ack != w.Ack || seg.Flags != w.Flags || !bytes.Equal(seg.Payload, w.Payload) || seg.Src != w.Src || seg.DstPort != w.DstPort {
+					t.Errorf("packet %d reads back as %+v, was %+v", i, seg, w)
+				}
+			}
+			if _, _, err := r.ReadPacketData(); err == nil {
+				t.Errorf("more packets than the %d events", len(want))
+			}
+			if n := r.NInterfaces(); n != len(sc.Hosts) {
+				t.Errorf("%d interfaces, want one per host (%d)", n, len(sc.Hosts))
+			}
+		})
+	}
+}
+
+var tcpdumpDecoded = regexp.MustCompile(`^(.*, length \d+): .*$`)
+
+// tcpdump reads the capture of every built-in scenario and prints each
+// packet as tcplab does: time, addresses, flags, relative seq and ack,
+// window, options and length.
+func TestPcapTcpdumpAgrees(t *testing.T) {
+	tcpdump, err := exec.LookPath("tcpdump")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("tcpdump is not installed; .ci/run installs it")
+		}
+		t.Skip("tcpdump is not installed")
+	}
+	lib, err := Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range lib {
+		t.Run(sc.Name, func(t *testing.T) {
+			_, events := runBuiltin(t, sc.Name, 1)
+			file := filepath.Join(t.TempDir(), sc.Name+".pcapng")
+			if err := os.WriteFile(file, writeCapture(t, sc, events), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(tcpdump, "-n", "-tt", "-r", file).Output()
+			if err != nil {
+				t.Fatalf("tcpdump: %v", err)
+			}
+			got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+			for i, l := range got {
+				// tcpdump goes on to decode the payload of well-known
+				// ports ("length 24: HTTP: GET ..."); tcplab stops at the
+				// length.
+				if m := tcpdumpDecoded.FindStringSubmatch(l); m != nil {
+					got[i] = m[1]
+				}
+			}
+			var rel trace.Relative
+			var want []string
+			for _, e := range captured(events) {
+				want = append(want, trace.FormatTime(e.At)+" IP "+rel.Segment(&e.Packet.Segment))
+			}
+			if len(got) != len(want) {
+				t.Fatalf("tcpdump printed %d lines, tcplab %d", len(got), len(want))
+			}
+			bad := 0
+			for i := range want {
+				if got[i] != want[i] {
+					if bad++; bad <= 3 {
+						t.Errorf("packet %d:\ntcpdump %s\ntcplab  %s", i, got[i], want[i])
+					}
+				}
+			}
+			if bad > 3 {
+				t.Errorf("... %d lines differ in all", bad)
+			}
+		})
+	}
+}
