@@ -221,3 +221,35 @@ func TestKernelTourInterruptedCleansUp(t *testing.T) {
 	}
 	checkClean(t, "tour", cmd.Process.Pid, before)
 }
+
+// A kernel run's capture holds what its taps saw, on one interface per
+// host, and tcpdump reads it.
+func TestKernelPcap(t *testing.T) {
+	if err := kernel.Check(); err != nil {
+		t.Skip(err)
+	}
+	file := filepath.Join(t.TempDir(), "handshake.pcapng")
+	out, errs, code := tcplab(t, "run", "handshake", "--kernel", "--all-packets", "--pcap", file)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\n%s", code, errs, out)
+	}
+	// Every packet line of the run is one packet of the capture.
+	lines := 0
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 3 && (f[2] == "in" || f[2] == "out") && strings.Contains(l, "Flags [") {
+			lines++
+		}
+	}
+	tcpdump, err := exec.LookPath("tcpdump")
+	if err != nil {
+		t.Skip("tcpdump is not installed")
+	}
+	dump, err := exec.Command(tcpdump, "-n", "-tt", "-r", file).Output()
+	if err != nil {
+		t.Fatalf("tcpdump: %v", err)
+	}
+	t.Logf("%d packet lines, tcpdump read %d packets", lines, strings.Count(string(dump), "\n"))
+	if n := strings.Count(string(dump), "\n"); n != lines || n < 6 {
+		t.Errorf("tcpdump read %d packets, the run printed %d packet lines (want at least the handshake's 3 at 2 taps)\n%s", n, lines, dump)
+	}
+}
