@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"encoding/xml"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -204,5 +206,38 @@ func TestRunPcap(t *testing.T) {
 	}
 	if _, errs, code := tcplab(t, "run", "hutu", "--pcap", "/nonexistent/dir/x.pcapng"); code != 2 || !strings.Contains(errs, "no such file") {
 		t.Errorf("unwritable --pcap: exit %d, %q", code, errs)
+	}
+}
+
+// --svg draws the ladder into a well-formed SVG file.
+func TestRunSVG(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hutu.svg")
+	if _, errs, code := tcplab(t, "run", "hutu", "--svg", file); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(bytes.NewReader(b))
+	arrows := 0
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			if err != io.EOF {
+				t.Fatalf("not well-formed: %v", err)
+			}
+			break
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "line" {
+			for _, a := range se.Attr {
+				if a.Name.Local == "class" && a.Value == "seg" {
+					arrows++
+				}
+			}
+		}
+	}
+	if arrows != 9 { // hutu's nine segments
+		t.Errorf("%d arrows, want 9", arrows)
 	}
 }

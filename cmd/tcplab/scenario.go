@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tcplab/tcplab/draw"
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
@@ -78,6 +79,7 @@ type runFlags struct {
 	allTaps  bool
 	kernel   bool
 	pcap     string
+	svg      string
 }
 
 func newRun(stdout io.Writer) *cobra.Command {
@@ -116,6 +118,7 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.BoolVar(&f.counters, "counters", false, "also print every counter change")
 	fl.BoolVar(&f.allTaps, "all-packets", false, "print every packet at both its sender and its receiver")
 	fl.StringVar(&f.pcap, "pcap", "", "also write the capture of every host to this pcapng file (one interface per host; open it in Wireshark)")
+	fl.StringVar(&f.svg, "svg", "", "also draw the ladder diagram as SVG to this file (like runs of similar segments folded into one arrow ×N)")
 	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
 	return cmd
 }
@@ -145,18 +148,25 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		record := rec.Sink()
 		opt.Sink = func(e trace.Event) {
 			_ = enc.Encode(&e)
-			if f.pcap != "" {
+			if f.pcap != "" || f.svg != "" {
 				record(e)
 			}
 		}
 	}
-	var pcapFile *os.File
-	if f.pcap != "" {
-		// Created before the run, which on the kernel takes real time.
-		if pcapFile, err = os.Create(f.pcap); err != nil {
+	// Output files are created before the run, which on the kernel takes
+	// real time.
+	var pcapFile, svgFile *os.File
+	for _, o := range []struct {
+		path string
+		f    **os.File
+	}{{f.pcap, &pcapFile}, {f.svg, &svgFile}} {
+		if o.path == "" {
+			continue
+		}
+		if *o.f, err = os.Create(o.path); err != nil {
 			return err
 		}
-		defer pcapFile.Close()
+		defer (*o.f).Close()
 	}
 	b, desc, err := newBackend(f.kernel, f.seed)
 	if err != nil {
@@ -168,6 +178,19 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 	}
 	if pcapFile != nil {
 		if err := writePcap(pcapFile, sc, rec.Events); err != nil {
+			return err
+		}
+	}
+	if svgFile != nil {
+		var hosts []draw.LadderHost
+		for _, h := range sc.Hosts {
+			hosts = append(hosts, draw.LadderHost{Name: h.Name, Addr: h.Addr.String()})
+		}
+		doc := draw.Ladder(hosts, rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: sc.Name + ": " + sc.Title})
+		if _, err := svgFile.WriteString(doc); err != nil {
+			return err
+		}
+		if err := svgFile.Close(); err != nil {
 			return err
 		}
 	}

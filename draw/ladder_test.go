@@ -1,0 +1,170 @@
+package draw
+
+import (
+	"encoding/xml"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/trace"
+)
+
+func runLibrary(t testing.TB, name string) (*scenario.Scenario, []trace.Event) {
+	t.Helper()
+	sc, err := scenario.Builtin(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec trace.Recorder
+	if _, err := scenario.Run(sc, scenario.NewSim(1), scenario.Options{Sink: rec.Sink()}); err != nil {
+		t.Fatal(err)
+	}
+	return sc, rec.Events
+}
+
+func ladderHosts(sc *scenario.Scenario) []LadderHost {
+	var hs []LadderHost
+	for _, h := range sc.Hosts {
+		hs = append(hs, LadderHost{h.Name, h.Addr.String()})
+	}
+	return hs
+}
+
+// box is where a text element's glyphs are, as the picture's own font
+// metrics place them.
+type box struct {
+	x0, y0, x1, y1 float64
+	text           string
+}
+
+// texts parses an SVG and returns its text boxes and how many elements of
+// each class it has.
+func texts(t *testing.T, doc string) ([]box, map[string]int) {
+	t.Helper()
+	d := xml.NewDecoder(strings.NewReader(doc))
+	var boxes []box
+	classes := map[string]int{}
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("not well-formed XML: %v", err)
+		}
+		se, ok := tok.(xml.StartElement)
+		if !ok {
+			continue
+		}
+		attr := map[string]string{}
+		for _, a := range se.Attr {
+			attr[a.Name.Local] = a.Value
+		}
+		for _, c := range strings.Fields(attr["class"]) {
+			classes[c]++
+		}
+		if se.Name.Local != "text" {
+			continue
+		}
+		var content string
+		if err := d.DecodeElement(&content, &se); err != nil {
+			t.Fatal(err)
+		}
+		x, _ := strconv.ParseFloat(attr["x"], 64)
+		y, _ := strconv.ParseFloat(attr["y"], 64)
+		w := textWidth(content)
+		switch attr["text-anchor"] {
+		case "middle":
+			x -= w / 2
+		case "end":
+			x -= w
+		}
+		boxes = append(boxes, box{x, y - fontSize + 2, x + w, y + 2, content})
+	}
+	return boxes, classes
+}
+
+// Every built-in scenario draws: well-formed SVG, one arrow per segment row
+// (folded runs count once), a cross per dropped segment, a state label per
+// state change, and no label over another.
+func TestLadderLibrary(t *testing.T) {
+	lib, err := scenario.Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range lib {
+		t.Run(sc.Name, func(t *testing.T) {
+			_, events := runLibrary(t, sc.Name)
+			doc := Ladder(ladderHosts(sc), events, LadderOptions{Title: sc.Name})
+			boxes, _ := texts(t, doc)
+			// Unfolded, every state change and segment has its row.
+			_, classes := texts(t, Ladder(ladderHosts(sc), events, LadderOptions{Group: -1}))
+			states, sent := 0, 0
+			for _, e := range events {
+				switch {
+				case e.Kind == trace.KindState:
+					states++
+				case e.Kind == trace.KindPacket && e.Packet.Dir == trace.Out:
+					sent++
+				}
+			}
+			if classes["statet"] != states {
+				t.Errorf("%d state labels, %d state changes", classes["statet"], states)
+			}
+			if classes["seg"] != sent {
+				t.Errorf("%d arrows for %d segments sent", classes["seg"], sent)
+			}
+			if classes["cross"] != classes["dropped"] {
+				t.Errorf("%d crosses, %d dropped arrows", classes["cross"], classes["dropped"])
+			}
+			for i := range boxes {
+				for j := i + 1; j < len(boxes); j++ {
+					a, b := boxes[i], boxes[j]
+					if a.x0 < b.x1 && b.x0 < a.x1 && a.y0 < b.y1 && b.y0 < a.y1 {
+						t.Errorf("labels overlap: %q at (%.0f,%.0f) and %q at (%.0f,%.0f)", a.text, a.x0, a.y0, b.text, b.x0, b.y0)
+					}
+				}
+			}
+			if dir := os.Getenv("TCPLAB_SVG_DIR"); dir != "" {
+				os.WriteFile(filepath.Join(dir, sc.Name+".svg"), []byte(doc), 0o644)
+			}
+		})
+	}
+}
+
+// A flood of like segments folds into one arrow marked with its count.
+func TestLadderFolds(t *testing.T) {
+	sc, events := runLibrary(t, "syn-flood")
+	folded := Ladder(ladderHosts(sc), events, LadderOptions{})
+	all := Ladder(ladderHosts(sc), events, LadderOptions{Group: -1})
+	_, cf := texts(t, folded)
+	_, ca := texts(t, all)
+	if cf["seg"] >= ca["seg"] || !strings.Contains(folded, "×") {
+		t.Errorf("folding left %d arrows of %d", cf["seg"], ca["seg"])
+	}
+	fmt.Fprintf(io.Discard, "%d", cf["seg"])
+}
+
+func BenchmarkLadderLargest(b *testing.B) {
+	lib, err := scenario.Library()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var bestSc *scenario.Scenario
+	var best []trace.Event
+	for _, sc := range lib {
+		_, ev := runLibrary(b, sc.Name)
+		if len(ev) > len(best) {
+			bestSc, best = sc, ev
+		}
+	}
+	b.ReportMetric(float64(len(best)), "events")
+	for b.Loop() {
+		Ladder(ladderHosts(bestSc), best, LadderOptions{})
+	}
+}
