@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
 )
 
@@ -166,5 +167,66 @@ func BenchmarkLadderLargest(b *testing.B) {
 	b.ReportMetric(float64(len(best)), "events")
 	for b.Loop() {
 		Ladder(ladderHosts(bestSc), best, LadderOptions{})
+	}
+}
+
+// The state diagram of every built-in scenario: well-formed, a box per
+// state, every legal transition, a badge per edge each host took, and a
+// legend line per state change.
+func TestStatesLibrary(t *testing.T) {
+	lib, err := scenario.Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range lib {
+		t.Run(sc.Name, func(t *testing.T) {
+			_, events := runLibrary(t, sc.Name)
+			var names []string
+			for _, h := range sc.Hosts {
+				names = append(names, h.Name)
+			}
+			doc := States(names, events, sc.Name)
+			_, classes := texts(t, doc)
+			changes, edges := 0, map[string]bool{}
+			for _, e := range events {
+				if e.Kind == trace.KindState {
+					changes++
+					edges[e.Host+" "+e.State.From+">"+nodeFor(e.State.From, e.State.To)] = true
+				}
+			}
+			if classes["node"] != 12 || classes["edge"] != len(tcp.Transitions()) {
+				t.Errorf("%d boxes and %d edges, want 12 and %d", classes["node"], classes["edge"], len(tcp.Transitions()))
+			}
+			if classes["legend"] != changes {
+				t.Errorf("%d legend lines, %d state changes", classes["legend"], changes)
+			}
+			if classes["badge"] != len(edges) || classes["path"] != len(edges) {
+				t.Errorf("%d badges and %d highlighted edges, want %d", classes["badge"], classes["path"], len(edges))
+			}
+			if dir := os.Getenv("TCPLAB_SVG_DIR"); dir != "" {
+				os.WriteFile(filepath.Join(dir, sc.Name+"-states.svg"), []byte(doc), 0o644)
+			}
+		})
+	}
+}
+
+func BenchmarkStatesLargest(b *testing.B) {
+	lib, err := scenario.Library()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var hosts []string
+	var best []trace.Event
+	for _, sc := range lib {
+		_, ev := runLibrary(b, sc.Name)
+		if len(ev) > len(best) {
+			best, hosts = ev, nil
+			for _, h := range sc.Hosts {
+				hosts = append(hosts, h.Name)
+			}
+		}
+	}
+	for b.Loop() {
+		States(hosts, best, "")
 	}
 }

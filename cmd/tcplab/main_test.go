@@ -241,3 +241,22 @@ func TestRunSVG(t *testing.T) {
 		t.Errorf("%d arrows, want 9", arrows)
 	}
 }
+
+// --states draws the state diagram into a well-formed SVG file.
+func TestRunStates(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hutu-states.svg")
+	if _, errs, code := tcplab(t, "run", "hutu", "--states", file); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xml.Unmarshal(b, new(struct{})); err != nil {
+		t.Fatalf("not well-formed: %v", err)
+	}
+	// hutu: six state changes on each host, each a legend line.
+	if n := strings.Count(string(b), `class="legend"`); n != 12 {
+		t.Errorf("%d legend lines, want 12", n)
+	}
+}

@@ -80,6 +80,7 @@ type runFlags struct {
 	kernel   bool
 	pcap     string
 	svg      string
+	states   string
 }
 
 func newRun(stdout io.Writer) *cobra.Command {
@@ -119,6 +120,7 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.BoolVar(&f.allTaps, "all-packets", false, "print every packet at both its sender and its receiver")
 	fl.StringVar(&f.pcap, "pcap", "", "also write the capture of every host to this pcapng file (one interface per host; open it in Wireshark)")
 	fl.StringVar(&f.svg, "svg", "", "also draw the ladder diagram as SVG to this file (like runs of similar segments folded into one arrow ×N)")
+	fl.StringVar(&f.states, "states", "", "also draw the RFC 9293 state diagram as SVG to this file, with each host's path numbered")
 	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
 	return cmd
 }
@@ -148,18 +150,18 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		record := rec.Sink()
 		opt.Sink = func(e trace.Event) {
 			_ = enc.Encode(&e)
-			if f.pcap != "" || f.svg != "" {
+			if f.pcap != "" || f.svg != "" || f.states != "" {
 				record(e)
 			}
 		}
 	}
 	// Output files are created before the run, which on the kernel takes
 	// real time.
-	var pcapFile, svgFile *os.File
+	var pcapFile, svgFile, statesFile *os.File
 	for _, o := range []struct {
 		path string
 		f    **os.File
-	}{{f.pcap, &pcapFile}, {f.svg, &svgFile}} {
+	}{{f.pcap, &pcapFile}, {f.svg, &svgFile}, {f.states, &statesFile}} {
 		if o.path == "" {
 			continue
 		}
@@ -181,16 +183,22 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 			return err
 		}
 	}
+	title := sc.Name + ": " + sc.Title
 	if svgFile != nil {
 		var hosts []draw.LadderHost
 		for _, h := range sc.Hosts {
 			hosts = append(hosts, draw.LadderHost{Name: h.Name, Addr: h.Addr.String()})
 		}
-		doc := draw.Ladder(hosts, rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: sc.Name + ": " + sc.Title})
-		if _, err := svgFile.WriteString(doc); err != nil {
+		if err := writeClose(svgFile, draw.Ladder(hosts, rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: title})); err != nil {
 			return err
 		}
-		if err := svgFile.Close(); err != nil {
+	}
+	if statesFile != nil {
+		var names []string
+		for _, h := range sc.Hosts {
+			names = append(names, h.Name)
+		}
+		if err := writeClose(statesFile, draw.States(names, rec.Events, title)); err != nil {
 			return err
 		}
 	}
@@ -214,6 +222,14 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		return &exitError{1}
 	}
 	return nil
+}
+
+// writeClose writes doc to f and closes it.
+func writeClose(f *os.File, doc string) error {
+	if _, err := f.WriteString(doc); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // writePcap writes the run's capture to f and closes it.
