@@ -194,7 +194,7 @@ func Ladder(hosts []LadderHost, events []trace.Event, o LadderOptions) string {
 	height += 12
 
 	var s svg
-	s.open(width, height, o.Title, ladderStyle)
+	s.open("tcplab-ladder", width, height, o.Title, ladderStyle)
 	if o.Title != "" {
 		s.text(8, 16, "title", "start", o.Title)
 	}

@@ -230,3 +230,83 @@ func BenchmarkStatesLargest(b *testing.B) {
 		States(hosts, best, "")
 	}
 }
+
+// The HTML report of every built-in scenario is one self-contained page:
+// both pictures inline, a row per shown event, a socket table per state
+// change, and nothing fetched from elsewhere.
+func TestHTMLLibrary(t *testing.T) {
+	lib, err := scenario.Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range lib {
+		t.Run(sc.Name, func(t *testing.T) {
+			var rec trace.Recorder
+			res, err := scenario.Run(sc, scenario.NewSim(1), scenario.Options{Sink: rec.Sink()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b strings.Builder
+			if err := HTML(&b, res, rec.Events, ReportOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			page := b.String()
+			shown, changes := 0, 0
+			view := &trace.Text{}
+			for i := range rec.Events {
+				if _, _, ok := view.Parts(&rec.Events[i]); ok {
+					shown++
+				}
+				if rec.Events[i].Kind == trace.KindState {
+					changes++
+				}
+			}
+			for what, want := range map[string]int{
+				`<svg xmlns="http://www.w3.org/2000/svg" id="tcplab-ladder"`: 1,
+				`<svg xmlns="http://www.w3.org/2000/svg" id="tcplab-states"`: 1,
+				"<details>": changes,
+				`<tr class="`: shown,
+			} {
+				if n := strings.Count(page, what); n != want {
+					t.Errorf("%d of %q, want %d", n, what, want)
+				}
+			}
+			for _, ext := range []string{"src=", "href=", "@import", "url(http"} {
+				if strings.Contains(page, ext) {
+					t.Errorf("the page refers to something outside it: %q", ext)
+				}
+			}
+			if !strings.Contains(page, fmt.Sprintf("%d of %d held", len(res.Checks)-res.Failed(), len(res.Checks))) {
+				t.Error("no expectation summary")
+			}
+			if dir := os.Getenv("TCPLAB_SVG_DIR"); dir != "" {
+				os.WriteFile(filepath.Join(dir, sc.Name+".html"), []byte(page), 0o644)
+			}
+		})
+	}
+}
+
+func BenchmarkHTMLLargest(b *testing.B) {
+	lib, err := scenario.Library()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var best *scenario.Result
+	var events []trace.Event
+	for _, sc := range lib {
+		var rec trace.Recorder
+		res, err := scenario.Run(sc, scenario.NewSim(1), scenario.Options{Sink: rec.Sink()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(rec.Events) > len(events) {
+			best, events = res, rec.Events
+		}
+	}
+	b.ReportMetric(float64(len(events)), "events")
+	for b.Loop() {
+		if err := HTML(io.Discard, best, events, ReportOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -158,7 +158,7 @@ func States(hosts []string, events []trace.Event, title string) string {
 	height := max(statesH, 60+float64(len(legend))*17+20)
 
 	var s svg
-	s.open(width, height, title, statesStyle)
+	s.open("tcplab-states", width, height, title, statesStyle)
 	if title != "" {
 		s.text(8, 16, "title", "start", title)
 	}

@@ -51,9 +51,15 @@ func (s *svg) line(x1, y1, x2, y2 float64, class string) {
 	s.printf(`<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" class="%s"/>`+"\n", x1, y1, x2, y2, class)
 }
 
-func (s *svg) open(width, height float64, title, style string) {
-	s.printf(`<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" font-size="%d">`+"\n", width, height, width, height, fontSize)
-	s.printf("<title>%s</title>\n<style>%s</style>\n", esc(title), style)
+// open starts the document. Its style rules are scoped to its id, so that
+// two pictures inline in one HTML page keep their own looks.
+func (s *svg) open(id string, width, height float64, title, style string) {
+	s.printf(`<svg xmlns="http://www.w3.org/2000/svg" id="%s" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f" font-family="DejaVu Sans Mono, Menlo, Consolas, monospace" font-size="%d">`+"\n", id, width, height, width, height, fontSize)
+	var scoped strings.Builder
+	for _, l := range strings.Split(strings.TrimSpace(style), "\n") {
+		scoped.WriteString("#" + id + " " + strings.ReplaceAll(l, ", .", ", #"+id+" .") + "\n")
+	}
+	s.printf("<title>%s</title>\n<style>\n%s</style>\n", esc(title), scoped.String())
 	s.printf(`<rect x="0" y="0" width="%.0f" height="%.0f" fill="white"/>`+"\n", width, height)
 }
 

@@ -24,52 +24,66 @@ type Text struct {
 
 // Line renders one event; ok is false for an event this view leaves out.
 func (t *Text) Line(e *Event) (line string, ok bool) {
-	t.rel.Absolute = t.Absolute
 	hw := t.HostWidth
 	if hw <= 0 {
 		hw = 8
 	}
-	head := func(tag string) string {
-		return fmt.Sprintf("%-9s %-*s %-6s ", FormatTime(e.At), hw, e.Host, tag)
+	tag, text, ok := t.Parts(e)
+	if !ok {
+		return "", false
 	}
+	if tag == "" { // a part heading
+		return "\n" + FormatTime(e.At) + " " + text, true
+	}
+	if e.Kind == KindCheck && !e.Check.OK {
+		text = strings.Replace(text, "\n", "\n"+strings.Repeat(" ", 17+hw+1), 1)
+	}
+	return fmt.Sprintf("%-9s %-*s %-6s ", FormatTime(e.At), hw, e.Host, tag) + text, true
+}
+
+// Parts renders one event without its time and host: the tag ("out",
+// "state", "call" ...; "" for a part heading) and the text. ok is false
+// for an event this view leaves out.
+func (t *Text) Parts(e *Event) (tag, text string, ok bool) {
+	t.rel.Absolute = t.Absolute
 	switch e.Kind {
 	case KindPacket:
 		p := e.Packet
 		if !t.AllTaps && p.Dir == In && p.Verdict == VerdictPass && p.Rule == "" {
 			// An arrival nothing happened to adds nothing: the same
 			// packet was printed as it left.
-			return "", false
+			return "", "", false
 		}
-		return head(p.Dir.String()) + t.packet(p), true
+		return p.Dir.String(), t.packet(p), true
 	case KindState:
 		s := e.State
-		return head("state") + fmt.Sprintf("%s > %s  %s -> %s  (%s)", e.Local, remoteText(e.Remote), s.From, s.To, s.Cause), true
+		return "state", fmt.Sprintf("%s > %s  %s -> %s  (%s)", e.Local, remoteText(e.Remote), s.From, s.To, s.Cause), true
 	case KindCall:
-		return head("call") + CallText(e.Call), true
+		return "call", CallText(e.Call), true
 	case KindCounter:
 		if !t.Counters {
-			return "", false
+			return "", "", false
 		}
-		return head("count") + fmt.Sprintf("%s %+d = %d", e.Counter.Name, e.Counter.Delta, e.Counter.Value), true
+		return "count", fmt.Sprintf("%s %+d = %d", e.Counter.Name, e.Counter.Delta, e.Counter.Value), true
 	case KindRule:
 		verb := "removed"
 		if e.Rule.Added {
 			verb = "added"
 		}
-		return head("rule") + fmt.Sprintf("%s %s", verb, e.Rule.Summary), true
+		return "rule", fmt.Sprintf("%s %s", verb, e.Rule.Summary), true
 	case KindNote:
 		if e.Host == "" && strings.HasPrefix(e.Note, "== ") {
-			return "\n" + FormatTime(e.At) + " " + e.Note, true
+			return "", e.Note, true
 		}
-		return head("note") + e.Note, true
+		return "note", e.Note, true
 	case KindCheck:
 		c := e.Check
 		if c.OK {
-			return head("check") + "ok      " + c.Text, true
+			return "check", "ok      " + c.Text, true
 		}
-		return head("check") + "FAILED  " + c.Text + "\n" + strings.Repeat(" ", 17+hw+1) + "seen: " + c.Seen, true
+		return "check", "FAILED  " + c.Text + "\nseen: " + c.Seen, true
 	}
-	return "", false
+	return "", "", false
 }
 
 func (t *Text) packet(p *Packet) string {

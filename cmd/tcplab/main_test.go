@@ -260,3 +260,20 @@ func TestRunStates(t *testing.T) {
 		t.Errorf("%d legend lines, want 12", n)
 	}
 }
+
+// --html writes the report, pictures inline.
+func TestRunHTML(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "hutu.html")
+	if _, errs, code := tcplab(t, "run", "hutu", "--html", file); code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"<h1>hutu: Every normal state", "11 of 11 held", `id="tcplab-ladder"`, `id="tcplab-states"`, "TIME_WAIT"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+}

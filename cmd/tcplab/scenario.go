@@ -81,6 +81,7 @@ type runFlags struct {
 	pcap     string
 	svg      string
 	states   string
+	html     string
 }
 
 func newRun(stdout io.Writer) *cobra.Command {
@@ -121,6 +122,7 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.StringVar(&f.pcap, "pcap", "", "also write the capture of every host to this pcapng file (one interface per host; open it in Wireshark)")
 	fl.StringVar(&f.svg, "svg", "", "also draw the ladder diagram as SVG to this file (like runs of similar segments folded into one arrow ×N)")
 	fl.StringVar(&f.states, "states", "", "also draw the RFC 9293 state diagram as SVG to this file, with each host's path numbered")
+	fl.StringVar(&f.html, "html", "", "also write a self-contained HTML report to this file: explanation, expectations, ladder, state diagram, events, sockets after each state change")
 	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
 	return cmd
 }
@@ -150,18 +152,18 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		record := rec.Sink()
 		opt.Sink = func(e trace.Event) {
 			_ = enc.Encode(&e)
-			if f.pcap != "" || f.svg != "" || f.states != "" {
+			if f.pcap != "" || f.svg != "" || f.states != "" || f.html != "" {
 				record(e)
 			}
 		}
 	}
 	// Output files are created before the run, which on the kernel takes
 	// real time.
-	var pcapFile, svgFile, statesFile *os.File
+	var pcapFile, svgFile, statesFile, htmlFile *os.File
 	for _, o := range []struct {
 		path string
 		f    **os.File
-	}{{f.pcap, &pcapFile}, {f.svg, &svgFile}, {f.states, &statesFile}} {
+	}{{f.pcap, &pcapFile}, {f.svg, &svgFile}, {f.states, &statesFile}, {f.html, &htmlFile}} {
 		if o.path == "" {
 			continue
 		}
@@ -190,6 +192,15 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 			hosts = append(hosts, draw.LadderHost{Name: h.Name, Addr: h.Addr.String()})
 		}
 		if err := writeClose(svgFile, draw.Ladder(hosts, rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: title})); err != nil {
+			return err
+		}
+	}
+	if htmlFile != nil {
+		var b strings.Builder
+		if err := draw.HTML(&b, res, rec.Events, draw.ReportOptions{Backend: desc, Absolute: f.absolute}); err != nil {
+			return err
+		}
+		if err := writeClose(htmlFile, b.String()); err != nil {
 			return err
 		}
 	}

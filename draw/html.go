@@ -1,0 +1,183 @@
+package draw
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/trace"
+)
+
+// ReportOptions tune the HTML report.
+type ReportOptions struct {
+	Backend  string // "simulator", or the kernel's description
+	Absolute bool   // absolute sequence numbers
+}
+
+type htmlEvent struct {
+	Time, Host, Tag, Text string
+	Class                 string
+}
+
+type htmlSocket struct {
+	Host, Local, Remote, State string
+}
+
+type htmlSnapshot struct {
+	Time, What string
+	Sockets    []htmlSocket
+}
+
+type htmlCheck struct {
+	Line       int
+	Text, Seen string
+	OK         bool
+}
+
+type htmlReport struct {
+	Title, Explain, Hosts, Backend string
+	Held, Total                    int
+	Checks                         []htmlCheck
+	Ladder, States                 template.HTML
+	Events                         []htmlEvent
+	Snapshots                      []htmlSnapshot
+}
+
+// HTML writes a run as one self-contained HTML page (no external
+// resources): the title and explanation, the expectations and their
+// outcome, the ladder and the state diagram, the table of every event, and
+// an ss-style table of every socket after each state change (its state
+// and addresses, as the run's events tell them).
+func HTML(w io.Writer, res *scenario.Result, events []trace.Event, o ReportOptions) error {
+	sc := res.Scenario
+	r := htmlReport{Title: sc.Name + ": " + sc.Title, Explain: sc.Explain, Backend: o.Backend}
+	var hosts []LadderHost
+	var names, hostText []string
+	for _, h := range sc.Hosts {
+		hosts = append(hosts, LadderHost{h.Name, h.Addr.String()})
+		names = append(names, h.Name)
+		hostText = append(hostText, fmt.Sprintf("%s %s", h.Name, h.Addr))
+	}
+	r.Hosts = strings.Join(hostText, ", ")
+	if r.Backend == "" {
+		r.Backend = res.Backend
+	}
+	for _, c := range res.Checks {
+		r.Total++
+		if c.OK {
+			r.Held++
+		}
+		r.Checks = append(r.Checks, htmlCheck{Line: c.Pos.Line, Text: c.Text, Seen: c.Seen, OK: c.OK})
+	}
+	// The pictures are this package's own SVG, trusted markup.
+	r.Ladder = template.HTML(Ladder(hosts, events, LadderOptions{Absolute: o.Absolute}))
+	r.States = template.HTML(States(names, events, ""))
+	view := &trace.Text{Absolute: o.Absolute}
+	type sockKey struct {
+		host string
+		sock uint64
+	}
+	type sockState struct {
+		local, remote, state string
+	}
+	live := map[sockKey]sockState{}
+	for i := range events {
+		e := &events[i]
+		if tag, text, ok := view.Parts(e); ok {
+			class := e.Kind.String()
+			if e.Kind == trace.KindCheck && !e.Check.OK {
+				class += " failed"
+			}
+			if tag == "" {
+				class = "heading"
+			}
+			r.Events = append(r.Events, htmlEvent{Time: trace.FormatTime(e.At), Host: e.Host, Tag: tag, Text: text, Class: class})
+		}
+		if e.Kind != trace.KindState {
+			continue
+		}
+		k := sockKey{e.Host, e.Sock}
+		if e.State.To == "CLOSED" {
+			delete(live, k)
+		} else {
+			remote := "*"
+			if e.Remote.IsValid() && e.Remote.Port() != 0 {
+				remote = e.Remote.String()
+			}
+			live[k] = sockState{e.Local.String(), remote, e.State.To}
+		}
+		snap := htmlSnapshot{Time: trace.FormatTime(e.At),
+			What: fmt.Sprintf("%s %s: %s -> %s", e.Host, e.Local, e.State.From, e.State.To)}
+		keys := make([]sockKey, 0, len(live))
+		for k := range live {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			if keys[i].host != keys[j].host {
+				return hostIndex(names, keys[i].host) < hostIndex(names, keys[j].host)
+			}
+			return keys[i].sock < keys[j].sock
+		})
+		for _, k := range keys {
+			s := live[k]
+			snap.Sockets = append(snap.Sockets, htmlSocket{k.host, s.local, s.remote, s.state})
+		}
+		r.Snapshots = append(r.Snapshots, snap)
+	}
+	return reportTemplate.Execute(w, r)
+}
+
+func hostIndex(names []string, h string) int {
+	for i, n := range names {
+		if n == h {
+			return i
+		}
+	}
+	return len(names)
+}
+
+var reportTemplate = template.Must(template.New("report").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{.Title}}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 2em; }
+pre, td.text, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px; }
+.explain { white-space: pre-wrap; background: #f6f6f6; padding: .8em; border-radius: 4px; }
+.pic { overflow-x: auto; border: 1px solid #ddd; padding: .5em; }
+table { border-collapse: collapse; } td, th { padding: 1px 8px; text-align: left; vertical-align: top; }
+tr.state td { background: #fff4d6; } tr.call td { color: #2e7d32; } tr.note td { color: #555; }
+tr.check td { color: #1f5fbf; } tr.failed td { color: #c0392b; font-weight: bold; }
+tr.heading td { font-weight: bold; padding-top: .8em; }
+td.text { white-space: pre-wrap; }
+.ok { color: #2e7d32; } .bad { color: #c0392b; font-weight: bold; }
+details { margin: .2em 0; } summary { cursor: pointer; font-family: monospace; font-size: 12px; }
+</style></head>
+<body>
+<h1>{{.Title}}</h1>
+<p class="mono">hosts: {{.Hosts}}; {{.Backend}}</p>
+{{if .Explain}}<div class="explain">{{.Explain}}</div>{{end}}
+<h2>Expectations: {{.Held}} of {{.Total}} held</h2>
+<table>{{range .Checks}}<tr><td class="{{if .OK}}ok{{else}}bad{{end}}">{{if .OK}}ok{{else}}FAILED{{end}}</td><td class="mono">line {{.Line}}</td><td class="mono">{{.Text}}{{if not .OK}}<br>seen: {{.Seen}}{{end}}</td></tr>
+{{end}}</table>
+<h2>Ladder</h2>
+<div class="pic">{{.Ladder}}</div>
+<h2>States</h2>
+<div class="pic">{{.States}}</div>
+<h2>Events</h2>
+<table class="events">
+<tr><th>time</th><th>host</th><th></th><th>what</th></tr>
+{{range .Events}}<tr class="{{.Class}}"><td class="mono">{{.Time}}</td><td class="mono">{{.Host}}</td><td class="mono">{{.Tag}}</td><td class="text">{{.Text}}</td></tr>
+{{end}}</table>
+<h2>Sockets after each state change</h2>
+{{range .Snapshots}}<details><summary>{{.Time}}  {{.What}}</summary>
+<table class="mono"><tr><th>host</th><th>State</th><th>Local Address:Port</th><th>Peer Address:Port</th></tr>
+{{range .Sockets}}<tr><td>{{.Host}}</td><td>{{.State}}</td><td>{{.Local}}</td><td>{{.Remote}}</td></tr>
+{{end}}</table></details>
+{{end}}
+<p class="mono" style="color:#888">written by tcplab</p>
+</body></html>
+`))
