@@ -264,7 +264,7 @@ func TestHTMLLibrary(t *testing.T) {
 			for what, want := range map[string]int{
 				`<svg xmlns="http://www.w3.org/2000/svg" id="tcplab-ladder"`: 1,
 				`<svg xmlns="http://www.w3.org/2000/svg" id="tcplab-states"`: 1,
-				"<details>": changes,
+				"<details>":   changes,
 				`<tr class="`: shown,
 			} {
 				if n := strings.Count(page, what); n != want {
