@@ -6,6 +6,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
@@ -17,18 +18,97 @@ type ReportOptions struct {
 	Absolute bool   // absolute sequence numbers
 }
 
-type htmlEvent struct {
-	Time, Host, Tag, Text string
-	Class                 string
+// EventRow is one event as the report's table shows it.
+type EventRow struct {
+	At    time.Duration `json:"at"`
+	Time  string        `json:"time"`
+	Host  string        `json:"host"`
+	Tag   string        `json:"tag"` // out, in, state, call, note, check; "" for a part heading
+	Text  string        `json:"text"`
+	Class string        `json:"class"` // the event kind, "failed" added to a failed check
 }
 
-type htmlSocket struct {
-	Host, Local, Remote, State string
+// EventRows renders the events a notebook shows (packets once, as they
+// leave), one row each.
+func EventRows(events []trace.Event, absolute bool) []EventRow {
+	view := &trace.Text{Absolute: absolute}
+	var out []EventRow
+	for i := range events {
+		e := &events[i]
+		tag, text, ok := view.Parts(e)
+		if !ok {
+			continue
+		}
+		class := e.Kind.String()
+		if e.Kind == trace.KindCheck && !e.Check.OK {
+			class += " failed"
+		}
+		if tag == "" {
+			class = "heading"
+		}
+		out = append(out, EventRow{At: e.At, Time: trace.FormatTime(e.At), Host: e.Host, Tag: tag, Text: text, Class: class})
+	}
+	return out
 }
 
-type htmlSnapshot struct {
-	Time, What string
-	Sockets    []htmlSocket
+// SocketRow is one socket of a snapshot.
+type SocketRow struct {
+	Host   string `json:"host"`
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
+	State  string `json:"state"`
+}
+
+// Snapshot is every socket of the run right after one state change, as
+// the events tell them (state and addresses), hosts in the order given.
+type Snapshot struct {
+	At      time.Duration `json:"at"`
+	Time    string        `json:"time"`
+	What    string        `json:"what"` // the change
+	Sockets []SocketRow   `json:"sockets"`
+}
+
+// Snapshots lists the sockets after each state change.
+func Snapshots(hosts []string, events []trace.Event) []Snapshot {
+	type sockKey struct {
+		host string
+		sock uint64
+	}
+	live := map[sockKey]SocketRow{}
+	var out []Snapshot
+	for i := range events {
+		e := &events[i]
+		if e.Kind != trace.KindState {
+			continue
+		}
+		k := sockKey{e.Host, e.Sock}
+		if e.State.To == "CLOSED" {
+			delete(live, k)
+		} else {
+			remote := "*"
+			if e.Remote.IsValid() && e.Remote.Port() != 0 {
+				remote = e.Remote.String()
+			}
+			live[k] = SocketRow{e.Host, e.Local.String(), remote, e.State.To}
+		}
+		snap := Snapshot{At: e.At, Time: trace.FormatTime(e.At),
+			What: fmt.Sprintf("%s %s: %s -> %s", e.Host, e.Local, e.State.From, e.State.To)}
+		keys := make([]sockKey, 0, len(live))
+		for k := range live {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool {
+			if keys[i].host != keys[j].host {
+				return hostIndex(hosts, keys[i].host) < hostIndex(hosts, keys[j].host)
+			}
+			return keys[i].sock < keys[j].sock
+		})
+		for _, k := range keys {
+			snap.Sockets = append(snap.Sockets, live[k])
+		}
+		out = append(out, snap)
+	}
+	return out
 }
 
 type htmlCheck struct {
@@ -42,8 +122,8 @@ type htmlReport struct {
 	Held, Total                    int
 	Checks                         []htmlCheck
 	Ladder, States                 template.HTML
-	Events                         []htmlEvent
-	Snapshots                      []htmlSnapshot
+	Events                         []EventRow
+	Snapshots                      []Snapshot
 }
 
 // HTML writes a run as one self-contained HTML page (no external
@@ -75,58 +155,8 @@ func HTML(w io.Writer, res *scenario.Result, events []trace.Event, o ReportOptio
 	// The pictures are this package's own SVG, trusted markup.
 	r.Ladder = template.HTML(Ladder(hosts, events, LadderOptions{Absolute: o.Absolute}))
 	r.States = template.HTML(States(names, events, ""))
-	view := &trace.Text{Absolute: o.Absolute}
-	type sockKey struct {
-		host string
-		sock uint64
-	}
-	type sockState struct {
-		local, remote, state string
-	}
-	live := map[sockKey]sockState{}
-	for i := range events {
-		e := &events[i]
-		if tag, text, ok := view.Parts(e); ok {
-			class := e.Kind.String()
-			if e.Kind == trace.KindCheck && !e.Check.OK {
-				class += " failed"
-			}
-			if tag == "" {
-				class = "heading"
-			}
-			r.Events = append(r.Events, htmlEvent{Time: trace.FormatTime(e.At), Host: e.Host, Tag: tag, Text: text, Class: class})
-		}
-		if e.Kind != trace.KindState {
-			continue
-		}
-		k := sockKey{e.Host, e.Sock}
-		if e.State.To == "CLOSED" {
-			delete(live, k)
-		} else {
-			remote := "*"
-			if e.Remote.IsValid() && e.Remote.Port() != 0 {
-				remote = e.Remote.String()
-			}
-			live[k] = sockState{e.Local.String(), remote, e.State.To}
-		}
-		snap := htmlSnapshot{Time: trace.FormatTime(e.At),
-			What: fmt.Sprintf("%s %s: %s -> %s", e.Host, e.Local, e.State.From, e.State.To)}
-		keys := make([]sockKey, 0, len(live))
-		for k := range live {
-			keys = append(keys, k)
-		}
-		sort.Slice(keys, func(i, j int) bool {
-			if keys[i].host != keys[j].host {
-				return hostIndex(names, keys[i].host) < hostIndex(names, keys[j].host)
-			}
-			return keys[i].sock < keys[j].sock
-		})
-		for _, k := range keys {
-			s := live[k]
-			snap.Sockets = append(snap.Sockets, htmlSocket{k.host, s.local, s.remote, s.state})
-		}
-		r.Snapshots = append(r.Snapshots, snap)
-	}
+	r.Events = EventRows(events, o.Absolute)
+	r.Snapshots = Snapshots(names, events)
 	return reportTemplate.Execute(w, r)
 }
 

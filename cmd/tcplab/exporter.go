@@ -92,7 +92,7 @@ processes only where /proc lets you look.`,
 			if topPorts <= 0 {
 				return fmt.Errorf("--top-ports must be positive")
 			}
-			if err := checkListen(listen, allowRemote); err != nil {
+			if err := checkListen(listen, allowRemote, "the metrics show this host's ports, connections and problems"); err != nil {
 				return err
 			}
 			h, err := inspect.OpenHost(tf.target())
@@ -108,7 +108,7 @@ processes only where /proc lets you look.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			fmt.Fprintf(stdout, "serving metrics on http://%s/metrics\n", ln.Addr())
-			return serveMetrics(ctx, ln, metricsHandler(c, tf.target()))
+			return serveHTTP(ctx, ln, metricsHandler(c, tf.target()))
 		},
 	}
 	tf.add(cmd)
@@ -118,8 +118,9 @@ processes only where /proc lets you look.`,
 	return cmd
 }
 
-// checkListen refuses addresses other hosts could reach unless allowed.
-func checkListen(addr string, allowRemote bool) error {
+// checkListen refuses addresses other hosts could reach unless allowed;
+// exposes says what they would reach.
+func checkListen(addr string, allowRemote bool, exposes string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", addr, err)
@@ -131,7 +132,7 @@ func checkListen(addr string, allowRemote bool) error {
 	if what == "" {
 		what = "every interface"
 	}
-	return fmt.Errorf("--listen %s: %s is not a loopback address, and the metrics show this host's ports, connections and problems to anyone who can reach it; give --allow-remote to serve them there anyway (and restrict access with a firewall), or listen on 127.0.0.1", addr, what)
+	return fmt.Errorf("--listen %s: %s is not a loopback address, and %s to anyone who can reach it; give --allow-remote to serve there anyway (and restrict access with a firewall), or listen on 127.0.0.1", addr, what, exposes)
 }
 
 func isLoopback(host string) bool {
@@ -226,9 +227,9 @@ func acceptsGzip(h http.Header) bool {
 	return false
 }
 
-// serveMetrics serves h on ln until ctx ends, then shuts the server down,
-// letting scrapes in progress finish for a few seconds.
-func serveMetrics(ctx context.Context, ln net.Listener, h http.Handler) error {
+// serveHTTP serves h on ln until ctx ends, then shuts the server down,
+// letting requests in progress finish for a few seconds.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()

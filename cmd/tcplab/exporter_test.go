@@ -36,10 +36,10 @@ func TestExporterRefusesRemote(t *testing.T) {
 		t.Errorf("--top-ports 0: exit %d, stderr %q", code, errs)
 	}
 	for addr, want := range map[string]bool{"127.0.0.1:1": true, "[::1]:1": true, "localhost:1": true, "10.0.0.1:1": false, ":1": false} {
-		if got := checkListen(addr, false) == nil; got != want {
+		if got := checkListen(addr, false, "x") == nil; got != want {
 			t.Errorf("checkListen(%s) allowed %v, want %v", addr, got, want)
 		}
-		if checkListen(addr, true) != nil {
+		if checkListen(addr, true, "x") != nil {
 			t.Errorf("checkListen(%s, allowRemote) refused", addr)
 		}
 	}
@@ -59,7 +59,7 @@ func TestExporterServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serveMetrics(ctx, ln, metricsHandler(c, inspect.Target{})) }()
+	go func() { done <- serveHTTP(ctx, ln, metricsHandler(c, inspect.Target{})) }()
 
 	// The transport neither asks for gzip nor unzips: the tests set
 	// Accept-Encoding themselves.
@@ -152,10 +152,10 @@ func TestExporterServe(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Errorf("serveMetrics after cancel: %v", err)
+			t.Errorf("serveHTTP after cancel: %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("serveMetrics did not stop")
+		t.Fatal("serveHTTP did not stop")
 	}
 	if c, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
 		c.Close()

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tcplab/tcplab/kernel"
+	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/web"
+)
+
+func newServe(stdout io.Writer) *cobra.Command {
+	var (
+		listen      string
+		allowRemote bool
+		kernelRuns  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve a web page to pick, edit and run scenarios and see their pictures",
+		Long: `serve runs a web server with tcplab's page: the scenario library, an editor
+holding the chosen scenario, Run, and the result: the expectations, the
+ladder diagram, the state diagram, the events, and a time slider that shows
+every host's sockets after each state change. Parse errors are marked at
+their line and column in the editor.
+
+Runs use the simulator. When the server runs as root the page also offers
+the Linux kernel (network namespaces, real time, one run at a time, at most
+5 minutes); --kernel=false turns that off.
+
+Each request is bounded: 64 KB of scenario text, 10 s of wall time for a
+simulator run, 4 simulator runs at once. The page and its scripts are
+embedded in the binary. The server listens on loopback only unless
+--allow-remote is given: anyone who reaches it can run scenarios (and, as
+root, create namespaces).`,
+		Example: `  tcplab serve                            # then open http://127.0.0.1:8080/
+  tcplab serve --listen 127.0.0.1:9000
+  sudo tcplab serve                       # the kernel too`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkListen(listen, allowRemote, "the page lets anyone who reaches it run scenarios"); err != nil {
+				return err
+			}
+			o := web.Options{Sim: func(seed uint64) (scenario.Backend, string, error) { return newBackend(false, seed) }}
+			if kernelRuns && kernel.Check() == nil {
+				o.Kernel = func(seed uint64) (scenario.Backend, string, error) { return newBackend(true, seed) }
+				o.KernelTimeout = 5 * time.Minute
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			fmt.Fprintf(stdout, "serving tcplab on http://%s/\n", ln.Addr())
+			return serveHTTP(ctx, ln, web.NewHandler(o))
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve the page on (host:port)")
+	cmd.Flags().BoolVar(&allowRemote, "allow-remote", false, "allow a --listen address that is not loopback")
+	cmd.Flags().BoolVar(&kernelRuns, "kernel", true, "offer kernel runs when running as root")
+	return cmd
+}

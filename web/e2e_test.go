@@ -1,0 +1,191 @@
+package web
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/tcplab/tcplab/scenario"
+)
+
+func simOnly() Options {
+	return Options{Sim: func(seed uint64) (scenario.Backend, string, error) {
+		return scenario.NewSim(seed), fmt.Sprintf("simulator, seed %d", seed), nil
+	}}
+}
+
+// browser starts headless Chromium (--headless --no-sandbox --disable-gpu)
+// on a fresh test server and opens the page, or skips (fails under CI,
+// which installs Chromium) when there is none.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := os.Getenv("CHROMIUM")
+	for _, p := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if path != "" {
+			break
+		}
+		if p, err := exec.LookPath(p); err == nil {
+			path = p
+		}
+	}
+	if path == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("no Chromium; .ci/run installs Debian's chromium")
+		}
+		t.Skip("no Chromium to drive")
+	}
+	srv := httptest.NewServer(NewHandler(simOnly()))
+	t.Cleanup(srv.Close)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.WindowSize(1600, 1000))
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	// A deadline on the whole browser: a step that waits forever fails
+	// the test instead of hanging it.
+	tctx, cancel1 := context.WithTimeout(actx, 120*time.Second)
+	t.Cleanup(cancel1)
+	ctx, cancel2 := chromedp.NewContext(tctx)
+	t.Cleanup(cancel2)
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS(`body[data-ready="1"]`))); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
+// pick chooses a scenario in the page's list and waits for its text.
+func pick(ctx context.Context, name string) error {
+	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`(async () => {
+		const s = document.getElementById("library"); s.value = %q; s.dispatchEvent(new Event("change"));
+		for (let i = 0; i < 500 && document.body.dataset.loaded !== %q; i++) await new Promise(r => setTimeout(r, 10));
+		return document.body.dataset.loaded === %q })()`, name, name, name), chromedp.EvalAwaitPromise))
+	return err
+}
+
+// run presses Run and waits for the n-th answer.
+func run(ctx context.Context, n int) error {
+	ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(`(async () => {
+		document.getElementById("run").click();
+		for (let i = 0; i < 1000 && document.body.dataset.runs !== "%d"; i++) await new Promise(r => setTimeout(r, 10));
+		return document.body.dataset.runs === "%d" })()`, n, n), chromedp.EvalAwaitPromise))
+	if err == nil && !ok {
+		err = fmt.Errorf("run %d did not answer within 10 s", n)
+	}
+	return err
+}
+
+func text(t *testing.T, ctx context.Context, sel chromedp.CSS) string {
+	t.Helper()
+	s, err := chromedp.Run(ctx, chromedp.Text(sel))
+	if err != nil {
+		t.Fatalf("%s: %v", sel, err)
+	}
+	return s
+}
+
+func eval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
+	if err != nil {
+		t.Fatalf("%s: %v", js, err)
+	}
+	return v
+}
+
+func TestPageRunsAScenario(t *testing.T) {
+	ctx := browser(t)
+	if err := pick(ctx, "hutu"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(t, ctx, "#status"); !strings.Contains(s, "11 of 11 expectations held") {
+		t.Errorf("status %q", s)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#ladder svg line.seg").length`); n != 9 {
+		t.Errorf("the ladder has %d arrows, want hutu's 9", n)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#states svg rect.badge").length`); n != 12 {
+		t.Errorf("the state diagram has %d badges, want 12 (six edges per host)", n)
+	}
+	t.Logf("hutu round trip in the page: %s ms", eval[string](t, ctx, `document.body.dataset.roundtrip`))
+	// The slider at the client's TIME_WAIT: the client's sockets say so,
+	// and the server's show its LAST_ACK ended.
+	eval[bool](t, ctx, `(() => { const i = result.snapshots.findIndex(s => s.what.startsWith("client") && s.what.endsWith("-> TIME_WAIT"));
+		const sl = document.getElementById("time"); sl.value = String(i + 1); sl.dispatchEvent(new Event("input")); return i >= 0 })()`)
+	if c := text(t, ctx, `#snapshot table[data-host="client"]`); !strings.Contains(c, "TIME_WAIT") || !strings.Contains(c, "10.0.0.1:") {
+		t.Errorf("the client's sockets at its TIME_WAIT: %q", c)
+	}
+	if !strings.Contains(text(t, ctx, "#time-label"), "1.047000") {
+		t.Errorf("slider label %q, want the time of TIME_WAIT (1.047 s)", text(t, ctx, "#time-label"))
+	}
+	// A broken scenario: the error is listed and marked at its line.
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("source"), "host a 10.0.0.1\nbogus line\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if g, e := text(t, ctx, "#gutter span.err"), text(t, ctx, "#errors li"); g != "2" || !strings.HasPrefix(e, "line 2, column 1: unknown step") {
+		t.Errorf("error marked at line %q: %q", g, e)
+	}
+}
+
+// Every built-in scenario runs and draws in the page; the round trips
+// (request, run, drawing) are logged, and screenshots of the page and of
+// both pictures are written when TCPLAB_SCREENSHOTS names a directory.
+func TestPageLibraryRoundTrips(t *testing.T) {
+	ctx := browser(t)
+	lib, err := scenario.Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shots := os.Getenv("TCPLAB_SCREENSHOTS")
+	worst, worstName := 0.0, ""
+	for i, sc := range lib {
+		if err := pick(ctx, sc.Name); err != nil {
+			t.Fatal(err)
+		}
+		if err := run(ctx, i+1); err != nil {
+			t.Fatalf("%s: %v", sc.Name, err)
+		}
+		if s := text(t, ctx, "#status"); !strings.HasPrefix(s, sc.Name+":") || !strings.Contains(s, "expectations held") {
+			t.Errorf("%s: status %q", sc.Name, s)
+		}
+		ms, _ := strconv.ParseFloat(eval[string](t, ctx, `document.body.dataset.roundtrip`), 64)
+		if ms > worst {
+			worst, worstName = ms, sc.Name
+		}
+		if shots == "" || (sc.Name != "hutu" && sc.Name != "syn-flood" && sc.Name != "close-wait" && sc.Name != "accept-overflow") {
+			continue
+		}
+		page, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ladder, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#ladder svg")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eval[bool](t, ctx, `(document.querySelector('#tabs button[data-tab="states"]').click(), true)`)
+		states, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS("#states svg")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		eval[bool](t, ctx, `(document.querySelector('#tabs button[data-tab="ladder"]').click(), true)`)
+		os.WriteFile(filepath.Join(shots, "page-"+sc.Name+".png"), page, 0o644)
+		os.WriteFile(filepath.Join(shots, "ladder-"+sc.Name+".png"), ladder, 0o644)
+		os.WriteFile(filepath.Join(shots, "states-"+sc.Name+".png"), states, 0o644)
+	}
+	t.Logf("%d scenarios; the slowest round trip in the page: %.1f ms (%s)", len(lib), worst, worstName)
+}

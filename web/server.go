@@ -1,0 +1,283 @@
+// Package web serves tcplab's page: the scenario library, an editor, Run,
+// and the pictures, events and socket tables of the run.
+package web
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tcplab/tcplab/draw"
+	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/trace"
+)
+
+//go:embed static
+var static embed.FS
+
+// Limits of one run request.
+const (
+	MaxSource  = 64 << 10 // bytes of scenario text
+	SimTimeout = 10 * time.Second
+)
+
+// Backend makes the backend a run uses; the kernel one may be nil.
+type Backend func(seed uint64) (scenario.Backend, string, error)
+
+// Options configure the server.
+type Options struct {
+	Sim    Backend // required
+	Kernel Backend // nil when kernel runs are not offered (not root)
+	// KernelTimeout bounds a kernel run's wall time.
+	KernelTimeout time.Duration
+}
+
+type server struct {
+	o   Options
+	sim chan struct{} // simulator runs at once
+	krn chan struct{} // kernel runs at once (one)
+}
+
+// NewHandler returns the page, its assets and its API:
+//
+//	GET  /                     the page
+//	GET  /api/info             {"kernel": bool}
+//	GET  /api/scenarios        the library: [{"name","title"}]
+//	GET  /api/scenarios/NAME   a built-in scenario's source (text)
+//	POST /api/run              {"source","backend":"sim"|"kernel","seed"} -> RunResult
+func NewHandler(o Options) http.Handler {
+	s := &server{o: o, sim: make(chan struct{}, 4), krn: make(chan struct{}, 1)}
+	if s.o.KernelTimeout == 0 {
+		s.o.KernelTimeout = 5 * time.Minute
+	}
+	mux := http.NewServeMux()
+	sub, _ := fs.Sub(static, "static")
+	mux.Handle("GET /", http.FileServerFS(sub))
+	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"kernel": s.o.Kernel != nil})
+	})
+	mux.HandleFunc("GET /api/scenarios", s.list)
+	mux.HandleFunc("GET /api/scenarios/{name}", s.source)
+	mux.HandleFunc("POST /api/run", s.run)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func (s *server) list(w http.ResponseWriter, r *http.Request) {
+	lib, err := scenario.Library()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	type item struct {
+		Name  string `json:"name"`
+		Title string `json:"title"`
+	}
+	out := make([]item, 0, len(lib))
+	for _, sc := range lib {
+		out = append(out, item{sc.Name, sc.Title})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) source(w http.ResponseWriter, r *http.Request) {
+	src, ok := scenario.BuiltinSource(r.PathValue("name"))
+	if !ok {
+		http.Error(w, "no built-in scenario "+r.PathValue("name"), http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	io.WriteString(w, src)
+}
+
+// RunRequest is what the page posts.
+type RunRequest struct {
+	Source  string `json:"source"`
+	Name    string `json:"name"` // file name for messages; "scenario.tcplab" if empty
+	Backend string `json:"backend"`
+	Seed    uint64 `json:"seed"`
+}
+
+// ErrorAt is a problem in the scenario text, at a line and column.
+type ErrorAt struct {
+	Line int    `json:"line"`
+	Col  int    `json:"col"`
+	Msg  string `json:"msg"`
+}
+
+// CheckResult is one expectation's outcome.
+type CheckResult struct {
+	Line int    `json:"line"`
+	Text string `json:"text"`
+	OK   bool   `json:"ok"`
+	Seen string `json:"seen,omitempty"`
+}
+
+// Host is one of the run's hosts.
+type Host struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+}
+
+// RunResult is what a run returns to the page.
+type RunResult struct {
+	Errors    []ErrorAt       `json:"errors,omitempty"` // the text did not parse or run
+	Title     string          `json:"title,omitempty"`
+	Explain   string          `json:"explain,omitempty"`
+	Backend   string          `json:"backend,omitempty"`
+	Hosts     []Host          `json:"hosts,omitempty"`
+	Held      int             `json:"held"`
+	Total     int             `json:"total"`
+	Checks    []CheckResult   `json:"checks,omitempty"`
+	Ladder    string          `json:"ladder,omitempty"`
+	States    string          `json:"states,omitempty"`
+	End       time.Duration   `json:"end"`
+	Events    []draw.EventRow `json:"events,omitempty"`
+	Snapshots []draw.Snapshot `json:"snapshots,omitempty"`
+	Took      float64         `json:"took_ms"`
+}
+
+func errorsOf(err error) []ErrorAt {
+	var list scenario.ErrorList
+	var one *scenario.Error
+	switch {
+	case errors.As(err, &list):
+		out := make([]ErrorAt, 0, len(list))
+		for _, e := range list {
+			out = append(out, errorAt(e))
+		}
+		return out
+	case errors.As(err, &one):
+		return []ErrorAt{errorAt(one)}
+	}
+	return []ErrorAt{{Msg: err.Error()}}
+}
+
+func errorAt(e *scenario.Error) ErrorAt {
+	msg := e.Msg
+	if e.Hint != "" {
+		msg += " (hint: " + e.Hint + ")"
+	}
+	return ErrorAt{Line: e.Pos.Line, Col: e.Pos.Col, Msg: msg}
+}
+
+func (s *server) run(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var req RunRequest
+	body := http.MaxBytesReader(w, r.Body, MaxSource+4096)
+	if err := json.NewDecoder(body).Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, fmt.Sprintf("the scenario is longer than %d bytes", MaxSource), http.StatusRequestEntityTooLarge)
+			return
+		}
+		http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if len(req.Source) > MaxSource {
+		http.Error(w, fmt.Sprintf("the scenario is longer than %d bytes", MaxSource), http.StatusRequestEntityTooLarge)
+		return
+	}
+	name := req.Name
+	if name == "" || strings.ContainsAny(name, "/\\") {
+		name = "scenario.tcplab"
+	}
+	sc, err := scenario.Parse(name, req.Source)
+	if err != nil {
+		writeJSON(w, http.StatusOK, RunResult{Errors: errorsOf(err)})
+		return
+	}
+	mk, slots, timeout := s.o.Sim, s.sim, SimTimeout
+	switch req.Backend {
+	case "", "sim":
+	case "kernel":
+		if s.o.Kernel == nil {
+			http.Error(w, "kernel runs need the server to run as root", http.StatusForbidden)
+			return
+		}
+		mk, slots, timeout = s.o.Kernel, s.krn, s.o.KernelTimeout
+	default:
+		http.Error(w, "backend is sim or kernel", http.StatusBadRequest)
+		return
+	}
+	select {
+	case slots <- struct{}{}:
+		defer func() { <-slots }()
+	default:
+		http.Error(w, "too many runs at once; try again", http.StatusServiceUnavailable)
+		return
+	}
+	b, desc, err := mk(max(req.Seed, 1))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	type outcome struct {
+		res    *scenario.Result
+		events []trace.Event
+		err    error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		if c, ok := b.(io.Closer); ok { // the kernel's namespaces and rules
+			defer c.Close()
+		}
+		var rec trace.Recorder
+		res, err := scenario.Run(sc, b, scenario.Options{Sink: rec.Sink()})
+		done <- outcome{res, rec.Events, err}
+	}()
+	ctx, cancel := context.WithTimeout(r.Context(), timeout)
+	defer cancel()
+	var out outcome
+	select {
+	case out = <-done:
+	case <-ctx.Done():
+		// The simulator cannot be stopped midway; the slot stays taken
+		// until it ends, so runaway runs cannot pile up.
+		go func() { <-done }()
+		http.Error(w, fmt.Sprintf("the run took longer than %v", timeout), http.StatusServiceUnavailable)
+		return
+	}
+	if out.err != nil {
+		writeJSON(w, http.StatusOK, RunResult{Errors: errorsOf(out.err)})
+		return
+	}
+	writeJSON(w, http.StatusOK, result(out.res, out.events, desc, start))
+}
+
+func result(res *scenario.Result, events []trace.Event, backend string, start time.Time) RunResult {
+	sc := res.Scenario
+	out := RunResult{Title: sc.Name + ": " + sc.Title, Explain: sc.Explain, Backend: backend, End: res.End}
+	var hosts []draw.LadderHost
+	var names []string
+	for _, h := range sc.Hosts {
+		out.Hosts = append(out.Hosts, Host{h.Name, h.Addr.String()})
+		hosts = append(hosts, draw.LadderHost{Name: h.Name, Addr: h.Addr.String()})
+		names = append(names, h.Name)
+	}
+	for _, c := range res.Checks {
+		out.Total++
+		if c.OK {
+			out.Held++
+		}
+		out.Checks = append(out.Checks, CheckResult{Line: c.Pos.Line, Text: c.Text, OK: c.OK, Seen: c.Seen})
+	}
+	out.Ladder = draw.Ladder(hosts, events, draw.LadderOptions{})
+	out.States = draw.States(names, events, "")
+	out.Events = draw.EventRows(events, false)
+	out.Snapshots = draw.Snapshots(names, events)
+	out.Took = float64(time.Since(start).Microseconds()) / 1000
+	return out
+}
