@@ -353,7 +353,7 @@ func (p *parser) parseLine() {
 		if p.sc.Host(first.s) != nil {
 			p.fail(first.col, fmt.Sprintf("a host name alone starts no step"), fmt.Sprintf("write `%s: connect ...` with a colon", first.s))
 		}
-		cands := append(append([]string(nil), keywords...), "explain")
+		cands := append([]string(nil), keywords...)
 		for _, h := range p.sc.Hosts {
 			cands = append(cands, h.Name+":")
 		}
