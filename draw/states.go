@@ -30,6 +30,11 @@ var stateNodes = map[string]node{
 	"CLOSED ":     {400, 675}, // the bottom CLOSED
 }
 
+// stateOrder is the order boxes are drawn and searched in, so that the
+// picture is the same on every run.
+var stateOrder = []string{"CLOSED", "LISTEN", "SYN_RECV", "SYN_SENT", "ESTABLISHED", "FIN_WAIT1", "CLOSE_WAIT",
+	"FIN_WAIT2", "CLOSING", "LAST_ACK", "TIME_WAIT", "CLOSED "}
+
 const (
 	boxW, boxH = 124.0, 30.0
 	legendX    = 790.0
@@ -99,7 +104,8 @@ func route(a, b string, off float64) curve {
 		c.x0, c.y0 = border(A, cx+nx*off, cy+ny*off)
 		c.x1, c.y1 = border(B, cx+nx*off, cy+ny*off)
 		clear := true
-		for name, n := range stateNodes {
+		for _, name := range stateOrder {
+			n := stateNodes[name]
 			if name == a || name == b {
 				continue
 			}
@@ -196,7 +202,8 @@ func States(hosts []string, events []trace.Event, title string) string {
 				return false
 			}
 		}
-		for _, n := range stateNodes {
+		for _, name := range stateOrder {
+			n := stateNodes[name]
 			if r.x0 < n.x+boxW/2 && n.x-boxW/2 < r.x1 && r.y0 < n.y+boxH/2 && n.y-boxH/2 < r.y1 {
 				return false
 			}
@@ -244,7 +251,8 @@ func States(hosts []string, events []trace.Event, title string) string {
 		}
 	}
 	// The states, over the edges.
-	for name, n := range stateNodes {
+	for _, name := range stateOrder {
+		n := stateNodes[name]
 		s.printf(`<rect x="%.1f" y="%.1f" width="%.0f" height="%.0f" rx="6" class="node"/>`+"\n", n.x-boxW/2, n.y-boxH/2, boxW, boxH)
 		s.text(n.x, n.y+4, "nodet", "middle", strings.TrimSpace(name))
 	}

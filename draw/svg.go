@@ -34,6 +34,9 @@ func esc(s string) string {
 		case '"':
 			b.WriteString("&quot;")
 		default:
+			if r < 0x20 && r != '\t' && r != '\n' && r != '\r' {
+				r = '\uFFFD' // XML 1.0 has no place for other control characters
+			}
 			b.WriteRune(r)
 		}
 	}

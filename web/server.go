@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tcplab/tcplab/draw"
@@ -37,13 +40,26 @@ type Options struct {
 	Kernel Backend // nil when kernel runs are not offered (not root)
 	// KernelTimeout bounds a kernel run's wall time.
 	KernelTimeout time.Duration
+	// LoopbackOnly refuses requests whose Host is not a loopback name or
+	// address, so that a web page cannot reach the server through a name
+	// it controls (DNS rebinding).
+	LoopbackOnly bool
 }
 
-type server struct {
-	o   Options
-	sim chan struct{} // simulator runs at once
-	krn chan struct{} // kernel runs at once (one)
+// Server is the page's handler and the runs it has going.
+type Server struct {
+	o       Options
+	sim     chan struct{} // simulator runs at once
+	krn     chan struct{} // kernel runs at once (one)
+	handler http.Handler
+
+	mu      sync.Mutex
+	running map[*scenario.Backend]struct{}
+	wg      sync.WaitGroup
 }
+
+// interrupter is a backend that can stop a run midway (the kernel's).
+type interrupter interface{ Interrupt(error) }
 
 // NewHandler returns the page, its assets and its API:
 //
@@ -51,9 +67,12 @@ type server struct {
 //	GET  /api/info             {"kernel": bool}
 //	GET  /api/scenarios        the library: [{"name","title"}]
 //	GET  /api/scenarios/NAME   a built-in scenario's source (text)
-//	POST /api/run              {"source","backend":"sim"|"kernel","seed"} -> RunResult
-func NewHandler(o Options) http.Handler {
-	s := &server{o: o, sim: make(chan struct{}, 4), krn: make(chan struct{}, 1)}
+//	POST /api/run              {"source","name","backend":"sim"|"kernel","seed"} -> RunResult
+func NewHandler(o Options) http.Handler { return NewServer(o) }
+
+// NewServer is NewHandler with a Stop for the runs going on.
+func NewServer(o Options) *Server {
+	s := &Server{o: o, sim: make(chan struct{}, 4), krn: make(chan struct{}, 1), running: map[*scenario.Backend]struct{}{}}
 	if s.o.KernelTimeout == 0 {
 		s.o.KernelTimeout = 5 * time.Minute
 	}
@@ -66,7 +85,42 @@ func NewHandler(o Options) http.Handler {
 	mux.HandleFunc("GET /api/scenarios", s.list)
 	mux.HandleFunc("GET /api/scenarios/{name}", s.source)
 	mux.HandleFunc("POST /api/run", s.run)
-	return mux
+	s.handler = mux
+	return s
+}
+
+// ServeHTTP serves the page and the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.o.LoopbackOnly && !loopbackHost(r.Host) {
+		http.Error(w, "this server answers only to a loopback name (127.0.0.1, [::1], localhost)", http.StatusForbidden)
+		return
+	}
+	s.handler.ServeHTTP(w, r)
+}
+
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && a.IsLoopback()
+}
+
+// Stop interrupts the runs going on (a kernel run stops at its next step
+// and removes its namespaces) and waits for them to end.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	for b := range s.running {
+		if i, ok := (*b).(interrupter); ok {
+			i.Interrupt(errors.New("the server is stopping"))
+		}
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -75,7 +129,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-func (s *server) list(w http.ResponseWriter, r *http.Request) {
+func (s *Server) list(w http.ResponseWriter, r *http.Request) {
 	lib, err := scenario.Library()
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -92,7 +146,7 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *server) source(w http.ResponseWriter, r *http.Request) {
+func (s *Server) source(w http.ResponseWriter, r *http.Request) {
 	src, ok := scenario.BuiltinSource(r.PathValue("name"))
 	if !ok {
 		http.Error(w, "no built-in scenario "+r.PathValue("name"), http.StatusNotFound)
@@ -173,10 +227,21 @@ func errorAt(e *scenario.Error) ErrorAt {
 	return ErrorAt{Line: e.Pos.Line, Col: e.Pos.Col, Msg: msg}
 }
 
-func (s *server) run(w http.ResponseWriter, r *http.Request) {
+func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	var req RunRequest
-	body := http.MaxBytesReader(w, r.Body, MaxSource+4096)
+	// A page posts JSON; a form or a text/plain post from another site
+	// cannot set this type without a preflight the server does not answer.
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		http.Error(w, "post the run as application/json", http.StatusUnsupportedMediaType)
+		return
+	}
+	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
+		http.Error(w, "runs are not taken from other sites' pages", http.StatusForbidden)
+		return
+	}
+	// JSON escapes can make the text up to six times longer.
+	body := http.MaxBytesReader(w, r.Body, 6*MaxSource+4096)
 	if err := json.NewDecoder(body).Decode(&req); err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -212,15 +277,17 @@ func (s *server) run(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "backend is sim or kernel", http.StatusBadRequest)
 		return
 	}
+	// The slot is held by the run itself, until it has ended, also when
+	// the request gave up on it.
 	select {
 	case slots <- struct{}{}:
-		defer func() { <-slots }()
 	default:
 		http.Error(w, "too many runs at once; try again", http.StatusServiceUnavailable)
 		return
 	}
 	b, desc, err := mk(max(req.Seed, 1))
 	if err != nil {
+		<-slots
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
@@ -230,12 +297,24 @@ func (s *server) run(w http.ResponseWriter, r *http.Request) {
 		err    error
 	}
 	done := make(chan outcome, 1)
+	s.mu.Lock()
+	s.running[&b] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
 	go func() {
-		if c, ok := b.(io.Closer); ok { // the kernel's namespaces and rules
-			defer c.Close()
-		}
+		defer func() {
+			s.mu.Lock()
+			delete(s.running, &b)
+			s.mu.Unlock()
+			<-slots
+			s.wg.Done()
+		}()
+		defer b.Close() // a kernel run's namespaces and rules
 		var rec trace.Recorder
 		res, err := scenario.Run(sc, b, scenario.Options{Sink: rec.Sink()})
+		if i, ok := b.(interface{ Interrupted() error }); ok && err == nil {
+			err = i.Interrupted()
+		}
 		done <- outcome{res, rec.Events, err}
 	}()
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
@@ -244,10 +323,13 @@ func (s *server) run(w http.ResponseWriter, r *http.Request) {
 	select {
 	case out = <-done:
 	case <-ctx.Done():
-		// The simulator cannot be stopped midway; the slot stays taken
-		// until it ends, so runaway runs cannot pile up.
-		go func() { <-done }()
-		http.Error(w, fmt.Sprintf("the run took longer than %v", timeout), http.StatusServiceUnavailable)
+		// A kernel run stops at its next step; the simulator cannot be
+		// stopped midway. Either way the slot stays taken until the run
+		// has ended, so runaway runs cannot pile up.
+		if i, ok := b.(interrupter); ok {
+			i.Interrupt(fmt.Errorf("the run took longer than %v", timeout))
+		}
+		http.Error(w, fmt.Sprintf("the run took longer than %v, or the page went away", timeout), http.StatusServiceUnavailable)
 		return
 	}
 	if out.err != nil {

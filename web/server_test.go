@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tcplab/tcplab/scenario"
 )
@@ -13,7 +15,9 @@ import (
 func post(t *testing.T, h http.Handler, body string) (*httptest.ResponseRecorder, RunResult) {
 	t.Helper()
 	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/run", strings.NewReader(body)))
+	req := httptest.NewRequest("POST", "/api/run", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, req)
 	var res RunResult
 	if rec.Code == http.StatusOK {
 		if err := json.Unmarshal(rec.Body.Bytes(), &res); err != nil {
@@ -69,9 +73,94 @@ func BenchmarkRunLargest(b *testing.B) {
 	body, _ := json.Marshal(RunRequest{Source: src})
 	for b.Loop() {
 		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("POST", "/api/run", strings.NewReader(string(body))))
+		req := httptest.NewRequest("POST", "/api/run", strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "application/json")
+		h.ServeHTTP(rec, req)
 		if rec.Code != 200 {
 			b.Fatal(rec.Code)
 		}
+	}
+}
+
+// Requests other sites' pages could make are refused: a post that is not
+// JSON, one a browser marks cross-site, one to a name that is not
+// loopback (DNS rebinding) when the server listens on loopback.
+func TestAPIRefusesOtherSites(t *testing.T) {
+	o := simOnly()
+	o.LoopbackOnly = true
+	h := NewHandler(o)
+	src := `{"source": "host a 10.0.0.1"}`
+	for _, c := range []struct {
+		ctype, fetchSite, host string
+		code                   int
+	}{
+		{"text/plain", "", "127.0.0.1:8080", http.StatusUnsupportedMediaType},
+		{"application/json", "cross-site", "127.0.0.1:8080", http.StatusForbidden},
+		{"application/json", "", "attacker.example:8080", http.StatusForbidden},
+		{"application/json", "same-origin", "localhost:8080", http.StatusOK},
+		{"application/json", "", "[::1]:8080", http.StatusOK},
+	} {
+		req := httptest.NewRequest("POST", "/api/run", strings.NewReader(src))
+		req.Host = c.host
+		req.Header.Set("Content-Type", c.ctype)
+		if c.fetchSite != "" {
+			req.Header.Set("Sec-Fetch-Site", c.fetchSite)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.code {
+			t.Errorf("%+v: %d, want %d", c, rec.Code, c.code)
+		}
+	}
+}
+
+// slowBackend is the simulator with a run that takes its time and can be
+// interrupted, as a kernel run can.
+type slowBackend struct {
+	scenario.Backend
+	stopped atomic.Bool
+	live    *atomic.Int32
+}
+
+// RunUntil takes 100 ms, interrupted or not, as a kernel step can.
+func (b *slowBackend) RunUntil(t time.Duration, stop func() bool) bool {
+	time.Sleep(100 * time.Millisecond)
+	return b.Backend.RunUntil(t, stop)
+}
+
+func (b *slowBackend) Interrupt(error) { b.stopped.Store(true) }
+
+func (b *slowBackend) Close() error {
+	b.live.Add(-1)
+	return b.Backend.Close()
+}
+
+// A run the request gave up on keeps its slot until it has ended, and is
+// interrupted; Stop waits for every run.
+func TestRunKeepsItsSlot(t *testing.T) {
+	var live atomic.Int32
+	o := simOnly()
+	o.Kernel = func(seed uint64) (scenario.Backend, string, error) {
+		live.Add(1)
+		return &slowBackend{Backend: scenario.NewSim(seed), live: &live}, "slow", nil
+	}
+	o.KernelTimeout = 20 * time.Millisecond
+	s := NewServer(o)
+	src, _ := scenario.BuiltinSource("handshake")
+	body, _ := json.Marshal(RunRequest{Source: src, Backend: "kernel"})
+	codes := map[int]int{}
+	for range 5 {
+		rec, _ := post(t, s, string(body))
+		codes[rec.Code]++
+		if n := live.Load(); n > 1 {
+			t.Fatalf("%d kernel runs at once", n)
+		}
+	}
+	if codes[http.StatusServiceUnavailable] != 5 {
+		t.Errorf("answers %v, want five 503 (timed out, then busy until the run ends)", codes)
+	}
+	s.Stop()
+	if n := live.Load(); n != 0 {
+		t.Errorf("%d runs still going after Stop", n)
 	}
 }

@@ -230,7 +230,7 @@ func acceptsGzip(h http.Header) bool {
 // serveHTTP serves h on ln until ctx ends, then shuts the server down,
 // letting requests in progress finish for a few seconds.
 func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {

@@ -207,6 +207,17 @@ func TestRunPcap(t *testing.T) {
 	if _, errs, code := tcplab(t, "run", "hutu", "--pcap", "/nonexistent/dir/x.pcapng"); code != 2 || !strings.Contains(errs, "no such file") {
 		t.Errorf("unwritable --pcap: exit %d, %q", code, errs)
 	}
+	// A run that cannot finish leaves no empty file behind.
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.tcplab")
+	os.WriteFile(bad, []byte("host a 10.0.0.1\na: connect 10.0.0.9:80\nat 1s\nat 0s\n"), 0o644)
+	out := filepath.Join(dir, "bad.pcapng")
+	if _, _, code := tcplab(t, "run", bad, "--pcap", out); code != 2 {
+		t.Errorf("a scenario that fails to run: exit %d, want 2", code)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("the capture of a run that failed is still there: %v", err)
+	}
 }
 
 // --svg draws the ladder into a well-formed SVG file.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -120,14 +121,14 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.BoolVar(&f.counters, "counters", false, "also print every counter change")
 	fl.BoolVar(&f.allTaps, "all-packets", false, "print every packet at both its sender and its receiver")
 	fl.StringVar(&f.pcap, "pcap", "", "also write the capture of every host to this pcapng file (one interface per host; open it in Wireshark)")
-	fl.StringVar(&f.svg, "svg", "", "also draw the ladder diagram as SVG to this file (like runs of similar segments folded into one arrow ×N)")
+	fl.StringVar(&f.svg, "svg", "", "also draw the ladder diagram as SVG to this file (runs of like segments folded into one arrow ×N)")
 	fl.StringVar(&f.states, "states", "", "also draw the RFC 9293 state diagram as SVG to this file, with each host's path numbered")
 	fl.StringVar(&f.html, "html", "", "also write a self-contained HTML report to this file: explanation, expectations, ladder, state diagram, events, sockets after each state change")
 	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
 	return cmd
 }
 
-func runOne(stdout io.Writer, arg string, f runFlags) error {
+func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 	if f.profile != "" {
 		if _, err := tcp.ProfileByName(f.profile); err != nil {
 			return err
@@ -170,7 +171,16 @@ func runOne(stdout io.Writer, arg string, f runFlags) error {
 		if *o.f, err = os.Create(o.path); err != nil {
 			return err
 		}
-		defer (*o.f).Close()
+		file := *o.f
+		// A run that cannot finish leaves no empty or partial picture
+		// behind; a failed expectation (exit 1) keeps them.
+		defer func() {
+			file.Close()
+			var ee *exitError
+			if err != nil && !errors.As(err, &ee) {
+				os.Remove(file.Name())
+			}
+		}()
 	}
 	b, desc, err := newBackend(f.kernel, f.seed)
 	if err != nil {

@@ -33,13 +33,16 @@ their line and column in the editor.
 
 Runs use the simulator. When the server runs as root the page also offers
 the Linux kernel (network namespaces, real time, one run at a time, at most
-5 minutes); --kernel=false turns that off.
+5 minutes, interrupted and cleaned up when the server stops); --kernel=false
+turns that off.
 
 Each request is bounded: 64 KB of scenario text, 10 s of wall time for a
 simulator run, 4 simulator runs at once. The page and its scripts are
 embedded in the binary. The server listens on loopback only unless
 --allow-remote is given: anyone who reaches it can run scenarios (and, as
-root, create namespaces).`,
+root, create namespaces). It answers only to loopback host names then (a web
+page cannot reach it through a name of its own), takes runs only as JSON, and
+refuses those a browser marks as coming from another site.`,
 		Example: `  tcplab serve                            # then open http://127.0.0.1:8080/
   tcplab serve --listen 127.0.0.1:9000
   sudo tcplab serve                       # the kernel too`,
@@ -48,7 +51,8 @@ root, create namespaces).`,
 			if err := checkListen(listen, allowRemote, "the page lets anyone who reaches it run scenarios"); err != nil {
 				return err
 			}
-			o := web.Options{Sim: func(seed uint64) (scenario.Backend, string, error) { return newBackend(false, seed) }}
+			o := web.Options{Sim: func(seed uint64) (scenario.Backend, string, error) { return newBackend(false, seed) },
+				LoopbackOnly: !allowRemote}
 			if kernelRuns && kernel.Check() == nil {
 				o.Kernel = func(seed uint64) (scenario.Backend, string, error) { return newBackend(true, seed) }
 				o.KernelTimeout = 5 * time.Minute
@@ -60,7 +64,10 @@ root, create namespaces).`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			fmt.Fprintf(stdout, "serving tcplab on http://%s/\n", ln.Addr())
-			return serveHTTP(ctx, ln, web.NewHandler(o))
+			srv := web.NewServer(o)
+			err = serveHTTP(ctx, ln, srv)
+			srv.Stop() // kernel runs stop and remove their namespaces
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8080", "address to serve the page on (host:port)")

@@ -88,30 +88,36 @@ async function run() {
   const t0 = performance.now();
   $("status").textContent = "running...";
   $("status").className = "";
-  const r = await fetch("api/run", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ source: $("source").value, name: ($("library").value || "scenario") + ".tcplab", backend: $("backend").value }),
-  });
-  if (!r.ok) {
-    $("status").textContent = "error: " + (await r.text());
+  $("run").disabled = true; // one request at a time: a slow answer cannot overwrite a newer one
+  try {
+    const r = await fetch("api/run", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ source: $("source").value, name: ($("library").value || "scenario") + ".tcplab", backend: $("backend").value }),
+    });
+    if (!r.ok) {
+      $("status").textContent = "error: " + (await r.text());
+      $("status").className = "fail";
+      return;
+    }
+    const res = await r.json();
+    if (res.errors && res.errors.length) {
+      showErrors(res.errors);
+      $("status").textContent = `${res.errors.length} error(s) in the scenario`;
+      $("status").className = "fail";
+      return;
+    }
+    showErrors([]);
+    result = res;
+    render(res);
+    document.body.dataset.roundtrip = (performance.now() - t0).toFixed(1);
+  } catch (e) {
+    $("status").textContent = "error: " + e;
     $("status").className = "fail";
-    return;
-  }
-  const res = await r.json();
-  if (res.errors && res.errors.length) {
-    showErrors(res.errors);
-    $("status").textContent = `${res.errors.length} error(s) in the scenario`;
-    $("status").className = "fail";
+  } finally {
+    $("run").disabled = false;
     document.body.dataset.runs = String(Number(document.body.dataset.runs || 0) + 1);
-    return;
   }
-  showErrors([]);
-  result = res;
-  render(res);
-  const ms = performance.now() - t0;
-  document.body.dataset.roundtrip = ms.toFixed(1);
-  document.body.dataset.runs = String(Number(document.body.dataset.runs || 0) + 1);
 }
 
 function render(res) {
