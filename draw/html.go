@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -111,37 +112,27 @@ func Snapshots(hosts []string, events []trace.Event) []Snapshot {
 	return out
 }
 
-type htmlCheck struct {
-	Line       int
-	Text, Seen string
-	OK         bool
+// Report is everything a report shows of a run: the HTML page and the web
+// page draw it.
+type Report struct {
+	Title     string        `json:"title"`
+	Explain   string        `json:"explain,omitempty"`
+	Backend   string        `json:"backend"`
+	Hosts     []trace.Host  `json:"hosts"`
+	Held      int           `json:"held"`
+	Total     int           `json:"total"`
+	Checks    []trace.Check `json:"checks,omitempty"`
+	Ladder    string        `json:"ladder"`
+	States    string        `json:"states"`
+	End       time.Duration `json:"end"`
+	Events    []EventRow    `json:"events,omitempty"`
+	Snapshots []Snapshot    `json:"snapshots,omitempty"`
 }
 
-type htmlReport struct {
-	Title, Explain, Hosts, Backend string
-	Held, Total                    int
-	Checks                         []htmlCheck
-	Ladder, States                 template.HTML
-	Events                         []EventRow
-	Snapshots                      []Snapshot
-}
-
-// HTML writes a run as one self-contained HTML page (no external
-// resources): the title and explanation, the expectations and their
-// outcome, the ladder and the state diagram, the table of every event, and
-// an ss-style table of every socket after each state change (its state
-// and addresses, as the run's events tell them).
-func HTML(w io.Writer, res *scenario.Result, events []trace.Event, o ReportOptions) error {
+// NewReport gathers a run's report.
+func NewReport(res *scenario.Result, events []trace.Event, o ReportOptions) Report {
 	sc := res.Scenario
-	r := htmlReport{Title: sc.Name + ": " + sc.Title, Explain: sc.Explain, Backend: o.Backend}
-	var hosts []LadderHost
-	var names, hostText []string
-	for _, h := range sc.Hosts {
-		hosts = append(hosts, LadderHost{h.Name, h.Addr.String()})
-		names = append(names, h.Name)
-		hostText = append(hostText, fmt.Sprintf("%s %s", h.Name, h.Addr))
-	}
-	r.Hosts = strings.Join(hostText, ", ")
+	r := Report{Title: sc.Name + ": " + sc.Title, Explain: sc.Explain, Backend: o.Backend, Hosts: sc.TraceHosts(), End: res.End}
 	if r.Backend == "" {
 		r.Backend = res.Backend
 	}
@@ -150,21 +141,37 @@ func HTML(w io.Writer, res *scenario.Result, events []trace.Event, o ReportOptio
 		if c.OK {
 			r.Held++
 		}
-		r.Checks = append(r.Checks, htmlCheck{Line: c.Pos.Line, Text: c.Text, Seen: c.Seen, OK: c.OK})
+		r.Checks = append(r.Checks, trace.Check{Line: c.Pos.Line, Text: c.Text, Seen: c.Seen, OK: c.OK})
 	}
-	// The pictures are this package's own SVG, trusted markup.
-	r.Ladder = template.HTML(Ladder(hosts, events, LadderOptions{Absolute: o.Absolute}))
-	r.States = template.HTML(States(names, events, ""))
+	r.Ladder = Ladder(r.Hosts, events, LadderOptions{Absolute: o.Absolute})
+	r.States = States(sc.HostNames(), events, "")
 	r.Events = EventRows(events, o.Absolute)
-	r.Snapshots = Snapshots(names, events)
-	return reportTemplate.Execute(w, r)
+	r.Snapshots = Snapshots(sc.HostNames(), events)
+	return r
 }
 
+// HTML writes a run as one self-contained HTML page (no external
+// resources): the title and explanation, the expectations and their
+// outcome, the ladder and the state diagram, the table of every event, and
+// an ss-style table of every socket after each state change (its state
+// and addresses, as the run's events tell them).
+func HTML(w io.Writer, res *scenario.Result, events []trace.Event, o ReportOptions) error {
+	r := NewReport(res, events, o)
+	var hostText []string
+	for _, h := range r.Hosts {
+		hostText = append(hostText, h.Name+" "+h.Addr)
+	}
+	return reportTemplate.Execute(w, struct {
+		Report
+		HostList       string
+		Ladder, States template.HTML // this package's own SVG: trusted markup
+	}{r, strings.Join(hostText, ", "), template.HTML(r.Ladder), template.HTML(r.States)})
+}
+
+// hostIndex orders hosts as declared; an unknown one goes last.
 func hostIndex(names []string, h string) int {
-	for i, n := range names {
-		if n == h {
-			return i
-		}
+	if i := slices.Index(names, h); i >= 0 {
+		return i
 	}
 	return len(names)
 }
@@ -188,7 +195,7 @@ details { margin: .2em 0; } summary { cursor: pointer; font-family: monospace; f
 </style></head>
 <body>
 <h1>{{.Title}}</h1>
-<p class="mono">hosts: {{.Hosts}}; {{.Backend}}</p>
+<p class="mono">hosts: {{.HostList}}; {{.Backend}}</p>
 {{if .Explain}}<div class="explain">{{.Explain}}</div>{{end}}
 <h2>Expectations: {{.Held}} of {{.Total}} held</h2>
 <table>{{range .Checks}}<tr><td class="{{if .OK}}ok{{else}}bad{{end}}">{{if .OK}}ok{{else}}FAILED{{end}}</td><td class="mono">line {{.Line}}</td><td class="mono">{{.Text}}{{if not .OK}}<br>seen: {{.Seen}}{{end}}</td></tr>

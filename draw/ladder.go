@@ -9,12 +9,6 @@ import (
 	"github.com/tcplab/tcplab/trace"
 )
 
-// LadderHost is a lifeline: a host's name and address.
-type LadderHost struct {
-	Name string
-	Addr string
-}
-
 // LadderOptions tune the ladder.
 type LadderOptions struct {
 	Absolute bool   // absolute sequence numbers, like tcpdump -S
@@ -69,7 +63,7 @@ type ladRowT struct {
 // call (a side note) and per part of the scenario; idle gaps of 5 s or
 // more are drawn as a marked break. Every label has a row of its own, so
 // none overlaps another.
-func Ladder(hosts []LadderHost, events []trace.Event, o LadderOptions) string {
+func Ladder(hosts []trace.Host, events []trace.Event, o LadderOptions) string {
 	col := map[string]int{}
 	for i, h := range hosts {
 		col[h.Name] = i

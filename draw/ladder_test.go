@@ -28,14 +28,6 @@ func runLibrary(t testing.TB, name string) (*scenario.Scenario, []trace.Event) {
 	return sc, rec.Events
 }
 
-func ladderHosts(sc *scenario.Scenario) []LadderHost {
-	var hs []LadderHost
-	for _, h := range sc.Hosts {
-		hs = append(hs, LadderHost{h.Name, h.Addr.String()})
-	}
-	return hs
-}
-
 // box is where a text element's glyphs are, as the picture's own font
 // metrics place them.
 type box struct {
@@ -101,10 +93,10 @@ func TestLadderLibrary(t *testing.T) {
 	for _, sc := range lib {
 		t.Run(sc.Name, func(t *testing.T) {
 			_, events := runLibrary(t, sc.Name)
-			doc := Ladder(ladderHosts(sc), events, LadderOptions{Title: sc.Name})
+			doc := Ladder(sc.TraceHosts(), events, LadderOptions{Title: sc.Name})
 			boxes, _ := texts(t, doc)
 			// Unfolded, every state change and segment has its row.
-			_, classes := texts(t, Ladder(ladderHosts(sc), events, LadderOptions{Group: -1}))
+			_, classes := texts(t, Ladder(sc.TraceHosts(), events, LadderOptions{Group: -1}))
 			states, sent := 0, 0
 			for _, e := range events {
 				switch {
@@ -141,8 +133,8 @@ func TestLadderLibrary(t *testing.T) {
 // A flood of like segments folds into one arrow marked with its count.
 func TestLadderFolds(t *testing.T) {
 	sc, events := runLibrary(t, "syn-flood")
-	folded := Ladder(ladderHosts(sc), events, LadderOptions{})
-	all := Ladder(ladderHosts(sc), events, LadderOptions{Group: -1})
+	folded := Ladder(sc.TraceHosts(), events, LadderOptions{})
+	all := Ladder(sc.TraceHosts(), events, LadderOptions{Group: -1})
 	_, cf := texts(t, folded)
 	_, ca := texts(t, all)
 	if cf["seg"] >= ca["seg"] || !strings.Contains(folded, "×") {
@@ -165,7 +157,7 @@ func BenchmarkLadderLargest(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(best)), "events")
 	for b.Loop() {
-		Ladder(ladderHosts(bestSc), best, LadderOptions{})
+		Ladder(bestSc.TraceHosts(), best, LadderOptions{})
 	}
 }
 
@@ -315,7 +307,7 @@ func BenchmarkHTMLLargest(b *testing.B) {
 func TestPicturesOddTextAndDeterminism(t *testing.T) {
 	sc, events := runLibrary(t, "hutu")
 	title := "a <b> & \"c\" \x01\x1b[0m é"
-	doc := Ladder(ladderHosts(sc), events, LadderOptions{Title: title})
+	doc := Ladder(sc.TraceHosts(), events, LadderOptions{Title: title})
 	texts(t, doc)
 	st := States([]string{"client", "server"}, events, title)
 	texts(t, st)
@@ -323,7 +315,7 @@ func TestPicturesOddTextAndDeterminism(t *testing.T) {
 		t.Errorf("title not escaped as expected")
 	}
 	if States([]string{"client", "server"}, events, "") != States([]string{"client", "server"}, events, "") ||
-		Ladder(ladderHosts(sc), events, LadderOptions{}) != Ladder(ladderHosts(sc), events, LadderOptions{}) {
+		Ladder(sc.TraceHosts(), events, LadderOptions{}) != Ladder(sc.TraceHosts(), events, LadderOptions{}) {
 		t.Error("two drawings of one run differ")
 	}
 }

@@ -29,12 +29,8 @@ func captured(events []trace.Event) []trace.Event {
 
 func writeCapture(t *testing.T, sc *Scenario, events []trace.Event) []byte {
 	t.Helper()
-	hosts := make([]trace.PcapHost, len(sc.Hosts))
-	for i, h := range sc.Hosts {
-		hosts[i] = trace.PcapHost{Name: h.Name, Addr: h.Addr.String()}
-	}
 	var buf bytes.Buffer
-	n, err := trace.WritePcapng(&buf, hosts, events)
+	n, err := trace.WritePcapng(&buf, sc.TraceHosts(), events)
 	if err != nil {
 		t.Fatal(err)
 	}

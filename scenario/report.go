@@ -101,6 +101,15 @@ func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions
 	return nil
 }
 
+// TraceHosts lists the hosts, names and addresses, in declaration order.
+func (s *Scenario) TraceHosts() []trace.Host {
+	out := make([]trace.Host, len(s.Hosts))
+	for i, h := range s.Hosts {
+		out[i] = trace.Host{Name: h.Name, Addr: h.Addr.String()}
+	}
+	return out
+}
+
 // HostNames lists the hosts in declaration order.
 func (s *Scenario) HostNames() []string {
 	out := make([]string, len(s.Hosts))

@@ -10,11 +10,11 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 )
 
-// PcapHost is one capture interface of WritePcapng: a host's name and its
-// address, shown in Wireshark's interface list.
-type PcapHost struct {
-	Name string
-	Addr string
+// Host is one of a run's hosts, as pictures and captures name it: a
+// capture interface, a lifeline.
+type Host struct {
+	Name string `json:"name"`
+	Addr string `json:"addr"`
 }
 
 // PcapEpoch is when time zero of a run falls in a capture: the Unix epoch,
@@ -29,11 +29,11 @@ var PcapEpoch = time.Unix(0, 0).UTC()
 // and is kept. Each packet carries its direction, and a comment when a rule
 // acted on it, the lab crafted it, or it was lost on the way. It returns
 // the number of packets written.
-func WritePcapng(w io.Writer, hosts []PcapHost, events []Event) (int, error) {
+func WritePcapng(w io.Writer, hosts []Host, events []Event) (int, error) {
 	if len(hosts) == 0 {
 		return 0, fmt.Errorf("pcapng: no hosts")
 	}
-	iface := func(h PcapHost) pcapgo.NgInterface {
+	iface := func(h Host) pcapgo.NgInterface {
 		return pcapgo.NgInterface{
 			Name:                h.Name,
 			Description:         fmt.Sprintf("tcplab host %s (%s)", h.Name, h.Addr),

@@ -171,36 +171,12 @@ type ErrorAt struct {
 	Msg  string `json:"msg"`
 }
 
-// CheckResult is one expectation's outcome.
-type CheckResult struct {
-	Line int    `json:"line"`
-	Text string `json:"text"`
-	OK   bool   `json:"ok"`
-	Seen string `json:"seen,omitempty"`
-}
-
-// Host is one of the run's hosts.
-type Host struct {
-	Name string `json:"name"`
-	Addr string `json:"addr"`
-}
-
-// RunResult is what a run returns to the page.
+// RunResult is what a run returns to the page: the report of the run, or
+// the errors that stopped it.
 type RunResult struct {
-	Errors    []ErrorAt       `json:"errors,omitempty"` // the text did not parse or run
-	Title     string          `json:"title,omitempty"`
-	Explain   string          `json:"explain,omitempty"`
-	Backend   string          `json:"backend,omitempty"`
-	Hosts     []Host          `json:"hosts,omitempty"`
-	Held      int             `json:"held"`
-	Total     int             `json:"total"`
-	Checks    []CheckResult   `json:"checks,omitempty"`
-	Ladder    string          `json:"ladder,omitempty"`
-	States    string          `json:"states,omitempty"`
-	End       time.Duration   `json:"end"`
-	Events    []draw.EventRow `json:"events,omitempty"`
-	Snapshots []draw.Snapshot `json:"snapshots,omitempty"`
-	Took      float64         `json:"took_ms"`
+	Errors []ErrorAt `json:"errors,omitempty"` // the text did not parse or run
+	draw.Report
+	Took float64 `json:"took_ms"`
 }
 
 func errorsOf(err error) []ErrorAt {
@@ -340,26 +316,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 }
 
 func result(res *scenario.Result, events []trace.Event, backend string, start time.Time) RunResult {
-	sc := res.Scenario
-	out := RunResult{Title: sc.Name + ": " + sc.Title, Explain: sc.Explain, Backend: backend, End: res.End}
-	var hosts []draw.LadderHost
-	var names []string
-	for _, h := range sc.Hosts {
-		out.Hosts = append(out.Hosts, Host{h.Name, h.Addr.String()})
-		hosts = append(hosts, draw.LadderHost{Name: h.Name, Addr: h.Addr.String()})
-		names = append(names, h.Name)
-	}
-	for _, c := range res.Checks {
-		out.Total++
-		if c.OK {
-			out.Held++
-		}
-		out.Checks = append(out.Checks, CheckResult{Line: c.Pos.Line, Text: c.Text, OK: c.OK, Seen: c.Seen})
-	}
-	out.Ladder = draw.Ladder(hosts, events, draw.LadderOptions{})
-	out.States = draw.States(names, events, "")
-	out.Events = draw.EventRows(events, false)
-	out.Snapshots = draw.Snapshots(names, events)
+	out := RunResult{Report: draw.NewReport(res, events, draw.ReportOptions{Backend: backend})}
 	out.Took = float64(time.Since(start).Microseconds()) / 1000
 	return out
 }

@@ -197,11 +197,7 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 	}
 	title := sc.Name + ": " + sc.Title
 	if svgFile != nil {
-		var hosts []draw.LadderHost
-		for _, h := range sc.Hosts {
-			hosts = append(hosts, draw.LadderHost{Name: h.Name, Addr: h.Addr.String()})
-		}
-		if err := writeClose(svgFile, draw.Ladder(hosts, rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: title})); err != nil {
+		if err := writeClose(svgFile, draw.Ladder(sc.TraceHosts(), rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: title})); err != nil {
 			return err
 		}
 	}
@@ -255,15 +251,7 @@ func writeClose(f *os.File, doc string) error {
 
 // writePcap writes the run's capture to f and closes it.
 func writePcap(f *os.File, sc *scenario.Scenario, events []trace.Event) error {
-	hosts := make([]trace.PcapHost, len(sc.Hosts))
-	for i, h := range sc.Hosts {
-		hosts[i] = trace.PcapHost{Name: h.Name, Addr: h.Addr.String()}
-	}
-	bw := bufio.NewWriter(f)
-	if _, err := trace.WritePcapng(bw, hosts, events); err != nil {
-		return fmt.Errorf("%s: %w", f.Name(), err)
-	}
-	if err := bw.Flush(); err != nil {
+	if _, err := trace.WritePcapng(f, sc.TraceHosts(), events); err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
 	return f.Close()
