@@ -196,10 +196,15 @@ func Abort(c *net.TCPConn) error {
 // timeout fails the connection when sent data stays unacknowledged that
 // long (keepalive alone does not cover a connection with data in flight).
 // Without either, such a connection stays ESTABLISHED for ever when idle,
-// and for about 15 minutes of retransmissions when not.
+// and for about 15 minutes of retransmissions when not. Linux counts
+// keepalive times in whole seconds (at least 1); a zero userTimeout leaves
+// the user timeout unset.
 func DetectDeadPeers(c *net.TCPConn, idle, interval time.Duration, count int, userTimeout time.Duration) error {
 	if err := c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: idle, Interval: interval, Count: count}); err != nil {
 		return err
+	}
+	if userTimeout <= 0 {
+		return nil
 	}
 	return control(c, func(fd int) error {
 		return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(userTimeout.Milliseconds()))

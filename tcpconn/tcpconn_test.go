@@ -13,6 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcplab/tcplab/inspect"
+	"github.com/tcplab/tcplab/internal/nstest"
+	"github.com/vishvananda/netlink"
 )
 
 // pair makes a connected client and server on loopback.
@@ -204,5 +206,78 @@ func TestDetectDeadPeersSetsOptions(t *testing.T) {
 		if got[0] != got[1] {
 			t.Errorf("%s = %d, want %d", name, got[0], got[1])
 		}
+	}
+}
+
+// nsPair makes a connected pair on loopback inside a namespace of the
+// test's own, and returns a function that takes lo down there: the peer
+// vanishes without FIN or RST.
+func nsPair(t *testing.T) (client, server *net.TCPConn, vanish func()) {
+	t.Helper()
+	ns, _ := nstest.New(t)
+	var ln net.Listener
+	var c net.Conn
+	err := inspect.InNetns(ns, func() (err error) {
+		if ln, err = net.Listen("tcp4", "127.0.0.1:0"); err != nil {
+			return err
+		}
+		c, err = net.Dial("tcp4", ln.Addr().String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	ln.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn), func() {
+		err := inspect.InNetns(ns, func() error {
+			lo, err := netlink.LinkByName("lo")
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetDown(lo)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A vanished peer: with DetectDeadPeers an idle connection fails by
+// keepalive (Linux counts it in whole seconds: probes after 1 s, 1 s
+// apart), and one with data in flight by the user timeout; without it the
+// idle connection stays ESTABLISHED.
+func TestDetectDeadPeersOnTheKernel(t *testing.T) {
+	idle, _, vanish := nsPair(t)
+	busy, _, vanish2 := nsPair(t)
+	plain, _, vanish3 := nsPair(t)
+	if err := DetectDeadPeers(idle, time.Second, time.Second, 2, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := DetectDeadPeers(busy, 10*time.Second, time.Second, 3, 400*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	vanish()
+	vanish2()
+	vanish3()
+	start := time.Now()
+	idle.SetReadDeadline(time.Now().Add(6 * time.Second))
+	_, err := idle.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ETIMEDOUT) || time.Since(start) > 4*time.Second {
+		t.Errorf("idle connection: %v after %v; want ETIMEDOUT from keepalive within about 3 s", err, time.Since(start))
+	}
+	start = time.Now()
+	busy.Write([]byte("data nobody will acknowledge"))
+	busy.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, err = busy.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ETIMEDOUT) || time.Since(start) > 2*time.Second {
+		t.Errorf("connection with data in flight: %v after %v; want ETIMEDOUT from the user timeout", err, time.Since(start))
+	}
+	if st, _ := StateOf(plain); st != inspect.Established {
+		t.Errorf("without DetectDeadPeers the idle connection is %v, want still ESTABLISHED", st)
 	}
 }
