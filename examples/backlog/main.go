@@ -62,15 +62,23 @@ func Run(backlog, clients int, wait time.Duration) (Report, error) {
 		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(port), Addr: [4]byte{127, 0, 0, 1}}); err != nil && err != unix.EINPROGRESS {
 			return rep, err
 		}
-		time.Sleep(2 * time.Millisecond)
-		q, err := ln.Queue()
-		if err != nil {
-			return rep, err
+		// Wait (up to a second) for the handshake to reach the queue, or
+		// for the SYN to be dropped once the queue is full.
+		want := min(len(rep.Queue)+1, backlog+1)
+		var q tcpconn.Queue
+		for end := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
+			if q, err = ln.Queue(); err != nil {
+				return rep, err
+			}
+			if q.Len >= want || time.Now().After(end) {
+				break
+			}
 		}
 		rep.Queue = append(rep.Queue, q)
 	}
 	time.Sleep(wait)
-	socks, err := h.Sockets(inspect.Filter{DPort: []inspect.PortRange{{Lo: port, Hi: port}}})
+	socks, err := h.Sockets(inspect.Filter{DPort: []inspect.PortRange{{Lo: port, Hi: port}},
+		Dst: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}})
 	if err != nil {
 		return rep, err
 	}

@@ -59,9 +59,11 @@ type server struct {
 	received int
 	closed   map[string]bool // clients whose connection the server closed
 	wg       sync.WaitGroup
+	served   chan struct{} // closed when serve has returned
 }
 
 func (s *server) serve(idle time.Duration) {
+	defer close(s.served)
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -102,7 +104,7 @@ func Run(cfg Config) (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	s := &server{ln: ln, closed: map[string]bool{}}
+	s := &server{ln: ln, closed: map[string]bool{}, served: make(chan struct{})}
 	go s.serve(cfg.Idle)
 	dial := func() (*net.TCPConn, error) {
 		c, err := net.Dial("tcp4", ln.Addr().String())
@@ -143,6 +145,7 @@ func Run(cfg Config) (Report, error) {
 	c.Close()
 	time.Sleep(50 * time.Millisecond) // let the server read what is in flight
 	ln.Close()
+	<-s.served // no handler is added after this
 	s.wg.Wait()
 	rep.Received = s.received
 	return rep, nil
