@@ -4,22 +4,6 @@ import (
 	"github.com/tcplab/tcplab/inspect"
 )
 
-// Linux's TCP states, as sock_diag and the tracepoint number them.
-const (
-	tcpEstablished = inspect.Established
-	tcpSynSent     = inspect.SynSent
-	tcpSynRecv     = inspect.SynRecv
-	tcpFinWait1    = inspect.FinWait1
-	tcpFinWait2    = inspect.FinWait2
-	tcpTimeWait    = inspect.TimeWait
-	tcpClose       = inspect.Close
-	tcpCloseWait   = inspect.CloseWait
-	tcpLastAck     = inspect.LastAck
-	tcpListen      = inspect.Listen
-	tcpClosing     = inspect.Closing
-	tcpNewSynRecv  = inspect.NewSynRecv
-)
-
 func stateName(s inspect.State) string { return s.String() }
 
 // diagConn lists one namespace's sockets with their tcp_info.

@@ -238,7 +238,7 @@ func (b *Backend) requestSeen(h *host, local, remote netip.AddrPort, at time.Dur
 		return
 	}
 	real := false
-	if socks, err := h.diag.dump(1<<tcpNewSynRecv | 1<<tcpSynRecv); err == nil {
+	if socks, err := h.diag.dump(1<<inspect.NewSynRecv | 1<<inspect.SynRecv); err == nil {
 		for _, d := range socks {
 			if d.Local == local && d.Remote == remote {
 				real = true
@@ -246,7 +246,7 @@ func (b *Backend) requestSeen(h *host, local, remote netip.AddrPort, at time.Dur
 		}
 	}
 	for i := 0; !real && i < len(later); i++ {
-		if st := later[i].st; st != nil && st.New == tcpSynRecv && st.Local == local && st.Remote == remote {
+		if st := later[i].st; st != nil && st.New == inspect.SynRecv && st.Local == local && st.Remote == remote {
 			real = true
 		}
 	}
@@ -311,7 +311,7 @@ func (b *Backend) onTrace(ev *inspect.StateChange, at time.Duration) {
 			s = x
 		}
 	}
-	if s == nil && ev.New == tcpSynRecv && (ev.Old == tcpListen || ev.Old == tcpClose) {
+	if s == nil && ev.New == inspect.SynRecv && (ev.Old == inspect.Listen || ev.Old == inspect.Close) {
 		h = b.hostByAddr(ev.Local.Addr())
 		if h == nil {
 			return
@@ -357,14 +357,14 @@ func (b *Backend) onTrace(ev *inspect.StateChange, at time.Duration) {
 	}
 	to := stateName(ev.New)
 	kind, cause := b.cause(h, s, w, ev, at)
-	if ev.New == tcpClose {
+	if ev.New == inspect.Close {
 		delete(h.bySk, ev.Skaddr)
 		s.skaddr = 0
 		switch ev.Old {
-		case tcpFinWait1, tcpFinWait2, tcpClosing:
+		case inspect.FinWait1, inspect.FinWait2, inspect.Closing:
 			// The socket handed its connection to a TIME_WAIT remnant
 			// (tcp_time_wait), which the tracepoint does not report.
-			if d := h.lookup(s.local, s.remote, 1<<tcpTimeWait|1<<tcpFinWait2); d != nil {
+			if d := h.lookup(s.local, s.remote, 1<<inspect.TimeWait|1<<inspect.FinWait2); d != nil {
 				s.tw = true
 				to = stateName(d.State)
 			}
@@ -375,14 +375,14 @@ func (b *Backend) onTrace(ev *inspect.StateChange, at time.Duration) {
 
 // appMade are the transitions an application call makes by itself.
 var appMade = map[[2]inspect.State]bool{
-	{tcpClose, tcpSynSent}: true, {tcpClose, tcpListen}: true, {tcpListen, tcpClose}: true,
-	{tcpEstablished, tcpFinWait1}: true, {tcpSynRecv, tcpFinWait1}: true, {tcpCloseWait, tcpLastAck}: true,
+	{inspect.Close, inspect.SynSent}: true, {inspect.Close, inspect.Listen}: true, {inspect.Listen, inspect.Close}: true,
+	{inspect.Established, inspect.FinWait1}: true, {inspect.SynRecv, inspect.FinWait1}: true, {inspect.CloseWait, inspect.LastAck}: true,
 }
 
 // cause explains a traced change: the call that made it, the segment
 // that just arrived for the connection, or else a timer.
 func (b *Backend) cause(h *host, s *ksock, w *threadWin, ev *inspect.StateChange, at time.Duration) (string, string) {
-	if w != nil && (appMade[[2]inspect.State{ev.Old, ev.New}] || ev.New == tcpClose && (w.what == "close" || w.what == "shutdown")) {
+	if w != nil && (appMade[[2]inspect.State{ev.Old, ev.New}] || ev.New == inspect.Close && (w.what == "close" || w.what == "shutdown")) {
 		return "app", w.what + "()"
 	}
 	if in, ok := h.lastIn[[2]netip.AddrPort{s.local, s.remote}]; ok && at-in.at <= 5*time.Millisecond && at >= in.at {
@@ -445,13 +445,13 @@ func (b *Backend) poll(at time.Duration) {
 						}
 						// A new connection may take the 4-tuple of an
 						// ended one (a bound port, once TIME_WAIT is over).
-						if s.tw && d.State != tcpTimeWait && d.State != tcpFinWait2 {
+						if s.tw && d.State != inspect.TimeWait && d.State != inspect.FinWait2 {
 							continue
 						}
 						// A request that became a full socket is still
 						// there: the tracer will report the child.
 						found = true
-						if s.tw && (d.State == tcpTimeWait || d.State == tcpFinWait2) && stateName(d.State) != s.state {
+						if s.tw && (d.State == inspect.TimeWait || d.State == inspect.FinWait2) && stateName(d.State) != s.state {
 							b.stateEvent(h, s, stateName(d.State), at, "timer", "")
 						}
 					}
@@ -599,7 +599,7 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 	}
 	synq := map[uint16]int{}
 	for _, d := range ds {
-		if d.State == tcpNewSynRecv {
+		if d.State == inspect.NewSynRecv {
 			synq[d.Local.Port()]++
 		}
 	}
@@ -621,7 +621,7 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 			x.Cwnd = int(d.Info.Snd_cwnd)
 			x.RetransTotal = int(d.Info.Total_retrans)
 		}
-		if d.State == tcpListen {
+		if d.State == inspect.Listen {
 			x.SynQueue = synq[d.Local.Port()]
 		}
 		if s != nil {
@@ -629,9 +629,9 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 			if s.kfd >= 0 {
 				x.FD = int(s.fd)
 			}
-			x.Orphan = s.kfd < 0 && s.fd != 0 && !s.tw && d.State != tcpTimeWait
-			x.Accepting = s.parent != 0 && !s.accepted && !s.req && d.State != tcpNewSynRecv
-		} else if d.State != tcpNewSynRecv && d.State != tcpTimeWait && d.State != tcpListen {
+			x.Orphan = s.kfd < 0 && s.fd != 0 && !s.tw && d.State != inspect.TimeWait
+			x.Accepting = s.parent != 0 && !s.accepted && !s.req && d.State != inspect.NewSynRecv
+		} else if d.State != inspect.NewSynRecv && d.State != inspect.TimeWait && d.State != inspect.Listen {
 			// A connection the run has not seen yet: still in the accept queue.
 			x.Accepting = true
 		}
