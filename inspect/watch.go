@@ -364,7 +364,8 @@ func (w *Watcher) snapshot(k tuple, old, new State, at, in time.Duration) Transi
 // its connection is in the namespace's table (now or in the last two
 // minutes) or was followed here before, its local address is one of the
 // namespace's own, or it happened in process context in a process of
-// that namespace. The PID only ever excludes: it is the task that ran,
+// that namespace. The same 4-tuple in two namespaces cannot be told
+// apart. The PID only ever excludes: it is the task that ran,
 // which in process context is the one making the call. A loopback
 // connection in softirq context that comes and goes between two polls
 // cannot be placed: watching one's own namespace it is shown, watching

@@ -50,8 +50,11 @@ func TestWatchOneConnection(t *testing.T) {
 	}
 	defer w.Close()
 
-	// The same addresses in another namespace must not show.
-	oln, oc, os2 := dialIn(t, other, "127.0.0.1:0")
+	// Another namespace's connection must not show. Its server port is
+	// fixed and differs from the watched one's: the same 4-tuple in two
+	// namespaces (two loopback servers that happened to get one port)
+	// cannot be told apart, since the tracepoint carries no namespace.
+	oln, oc, os2 := dialIn(t, other, "127.0.0.1:7001")
 	otherPort := netip.MustParseAddrPort(oln.Addr().String()).Port()
 	oc.Close()
 	os2.Close()
@@ -82,7 +85,7 @@ func TestWatchOneConnection(t *testing.T) {
 			}
 		}
 	}()
-	ln, c, s := dialIn(t, ns, "127.0.0.1:0")
+	ln, c, s := dialIn(t, ns, "127.0.0.1:7002")
 	server := netip.MustParseAddrPort(ln.Addr().String())
 	client := netip.MustParseAddrPort(c.LocalAddr().String())
 	time.Sleep(100 * time.Millisecond)
