@@ -230,39 +230,9 @@ func TestLiveAcceptQueueOverflow(t *testing.T) {
 
 // closeWaitSetup: a server on port accepts n connections and never
 // reads or closes them; the clients close, the first after sending
-// "hello". It returns the clients' local addresses.
+// "hello".
 func closeWaitSetup(t *testing.T, ns *liveNS, port, n int) []netip.AddrPort {
-	t.Helper()
-	var ln net.Listener
-	var clients []netip.AddrPort
-	ns.do(t, func() error {
-		var err error
-		ln, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { ln.Close() })
-		for range n {
-			c, err := net.Dial("tcp4", ln.Addr().String())
-			if err != nil {
-				return err
-			}
-			s, err := ln.Accept()
-			if err != nil {
-				c.Close()
-				return err
-			}
-			t.Cleanup(func() { s.Close() })
-			clients = append(clients, c.LocalAddr().(*net.TCPAddr).AddrPort())
-			if len(clients) == 1 {
-				c.Write([]byte("hello"))
-			}
-			c.Close()
-		}
-		return nil
-	})
-	time.Sleep(200 * time.Millisecond)
-	return clients
+	return nstest.CloseWait(t, func(f func() error) error { return inspect.InNetns(ns.h, f) }, port, n, []byte("hello"))
 }
 
 func TestLiveCloseWait(t *testing.T) {

@@ -43,7 +43,9 @@ func writeCapture(t *testing.T, sc *Scenario, events []trace.Event) []byte {
 // Every built-in scenario's capture reads back packet for packet: the
 // interface of the host that saw it, its time, its bytes, its direction,
 // and a comment where a rule acted.
-func TestPcapReadBack(t *testing.T) {
+// eachCapture runs every built-in scenario as a subtest and hands over its
+// events.
+func eachCapture(t *testing.T, f func(t *testing.T, sc *Scenario, events []trace.Event)) {
 	lib, err := Library()
 	if err != nil {
 		t.Fatal(err)
@@ -51,38 +53,44 @@ func TestPcapReadBack(t *testing.T) {
 	for _, sc := range lib {
 		t.Run(sc.Name, func(t *testing.T) {
 			_, events := runBuiltin(t, sc.Name, 1)
-			want := captured(events)
-			r, err := pcapgo.NewNgReader(bytes.NewReader(writeCapture(t, sc, events)), pcapgo.DefaultNgReaderOptions)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i, e := range want {
-				data, ci, err := r.ReadPacketData()
-				if err != nil {
-					t.Fatalf("packet %d of %d: %v", i, len(want), err)
-				}
-				if got := sc.Hosts[ci.InterfaceIndex].Name; got != e.Host {
-					t.Errorf("packet %d on %s's interface, seen by %s", i, got, e.Host)
-				}
-				if got := ci.Timestamp.Sub(trace.PcapEpoch); got != e.At {
-					t.Errorf("packet %d at %v, event at %v", i, got, e.At)
-				}
-				seg, err := wire.Parse(data)
-				if err != nil {
-					t.Fatalf("packet %d: %v", i, err)
-				}
-				if w := e.Packet.Segment; seg.Seq != w.Seq || seg.Ack != w.Ack || seg.Flags != w.Flags || !bytes.Equal(seg.Payload, w.Payload) || seg.Src != w.Src || seg.DstPort != w.DstPort {
-					t.Errorf("packet %d reads back as %+v, was %+v", i, seg, w)
-				}
-			}
-			if _, _, err := r.ReadPacketData(); err == nil {
-				t.Errorf("more packets than the %d events", len(want))
-			}
-			if n := r.NInterfaces(); n != len(sc.Hosts) {
-				t.Errorf("%d interfaces, want one per host (%d)", n, len(sc.Hosts))
-			}
+			f(t, sc, events)
 		})
 	}
+}
+
+func TestPcapReadBack(t *testing.T) {
+	eachCapture(t, func(t *testing.T, sc *Scenario, events []trace.Event) {
+		want := captured(events)
+		r, err := pcapgo.NewNgReader(bytes.NewReader(writeCapture(t, sc, events)), pcapgo.DefaultNgReaderOptions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range want {
+			data, ci, err := r.ReadPacketData()
+			if err != nil {
+				t.Fatalf("packet %d of %d: %v", i, len(want), err)
+			}
+			if got := sc.Hosts[ci.InterfaceIndex].Name; got != e.Host {
+				t.Errorf("packet %d on %s's interface, seen by %s", i, got, e.Host)
+			}
+			if got := ci.Timestamp.Sub(trace.PcapEpoch); got != e.At {
+				t.Errorf("packet %d at %v, event at %v", i, got, e.At)
+			}
+			seg, err := wire.Parse(data)
+			if err != nil {
+				t.Fatalf("packet %d: %v", i, err)
+			}
+			if w := e.Packet.Segment; seg.Seq != w.Seq || seg.Ack != w.Ack || seg.Flags != w.Flags || !bytes.Equal(seg.Payload, w.Payload) || seg.Src != w.Src || seg.DstPort != w.DstPort {
+				t.Errorf("packet %d reads back as %+v, was %+v", i, seg, w)
+			}
+		}
+		if _, _, err := r.ReadPacketData(); err == nil {
+			t.Errorf("more packets than the %d events", len(want))
+		}
+		if n := r.NInterfaces(); n != len(sc.Hosts) {
+			t.Errorf("%d interfaces, want one per host (%d)", n, len(sc.Hosts))
+		}
+	})
 }
 
 var tcpdumpDecoded = regexp.MustCompile(`^(.*, length \d+): .*$`)
@@ -98,49 +106,42 @@ func TestPcapTcpdumpAgrees(t *testing.T) {
 		}
 		t.Skip("tcpdump is not installed")
 	}
-	lib, err := Library()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, sc := range lib {
-		t.Run(sc.Name, func(t *testing.T) {
-			_, events := runBuiltin(t, sc.Name, 1)
-			file := filepath.Join(t.TempDir(), sc.Name+".pcapng")
-			if err := os.WriteFile(file, writeCapture(t, sc, events), 0o644); err != nil {
-				t.Fatal(err)
+	eachCapture(t, func(t *testing.T, sc *Scenario, events []trace.Event) {
+		file := filepath.Join(t.TempDir(), sc.Name+".pcapng")
+		if err := os.WriteFile(file, writeCapture(t, sc, events), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(tcpdump, "-n", "-tt", "-r", file).Output()
+		if err != nil {
+			t.Fatalf("tcpdump: %v", err)
+		}
+		got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+		for i, l := range got {
+			// tcpdump goes on to decode the payload of well-known
+			// ports ("length 24: HTTP: GET ..."); tcplab stops at the
+			// length.
+			if m := tcpdumpDecoded.FindStringSubmatch(l); m != nil {
+				got[i] = m[1]
 			}
-			out, err := exec.Command(tcpdump, "-n", "-tt", "-r", file).Output()
-			if err != nil {
-				t.Fatalf("tcpdump: %v", err)
-			}
-			got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
-			for i, l := range got {
-				// tcpdump goes on to decode the payload of well-known
-				// ports ("length 24: HTTP: GET ..."); tcplab stops at the
-				// length.
-				if m := tcpdumpDecoded.FindStringSubmatch(l); m != nil {
-					got[i] = m[1]
+		}
+		var rel trace.Relative
+		var want []string
+		for _, e := range captured(events) {
+			want = append(want, trace.FormatTime(e.At)+" IP "+rel.Segment(&e.Packet.Segment))
+		}
+		if len(got) != len(want) {
+			t.Fatalf("tcpdump printed %d lines, tcplab %d", len(got), len(want))
+		}
+		bad := 0
+		for i := range want {
+			if got[i] != want[i] {
+				if bad++; bad <= 3 {
+					t.Errorf("packet %d:\ntcpdump %s\ntcplab  %s", i, got[i], want[i])
 				}
 			}
-			var rel trace.Relative
-			var want []string
-			for _, e := range captured(events) {
-				want = append(want, trace.FormatTime(e.At)+" IP "+rel.Segment(&e.Packet.Segment))
-			}
-			if len(got) != len(want) {
-				t.Fatalf("tcpdump printed %d lines, tcplab %d", len(got), len(want))
-			}
-			bad := 0
-			for i := range want {
-				if got[i] != want[i] {
-					if bad++; bad <= 3 {
-						t.Errorf("packet %d:\ntcpdump %s\ntcplab  %s", i, got[i], want[i])
-					}
-				}
-			}
-			if bad > 3 {
-				t.Errorf("... %d lines differ in all", bad)
-			}
-		})
-	}
+		}
+		if bad > 3 {
+			t.Errorf("... %d lines differ in all", bad)
+		}
+	})
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strings"
@@ -30,33 +29,12 @@ func inNetns(t *testing.T, h netns.NsHandle, f func() error) {
 
 // liveCloseWait: a server on 127.0.0.1:port accepts n connections and
 // never closes them; the clients close. It returns the clients' local
-// addresses.
+// addresses, sorted.
 func liveCloseWait(t *testing.T, h netns.NsHandle, port, n int) []string {
-	t.Helper()
 	var clients []string
-	inNetns(t, h, func() error {
-		ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
-		if err != nil {
-			return err
-		}
-		t.Cleanup(func() { ln.Close() })
-		for range n {
-			c, err := net.Dial("tcp4", ln.Addr().String())
-			if err != nil {
-				return err
-			}
-			s, err := ln.Accept()
-			if err != nil {
-				c.Close()
-				return err
-			}
-			t.Cleanup(func() { s.Close() })
-			clients = append(clients, c.LocalAddr().String())
-			c.Close()
-		}
-		return nil
-	})
-	time.Sleep(200 * time.Millisecond)
+	for _, c := range nstest.CloseWait(t, func(f func() error) error { return inspect.InNetns(h, f) }, port, n, nil) {
+		clients = append(clients, c.String())
+	}
 	slices.Sort(clients)
 	return clients
 }

@@ -3,9 +3,12 @@ package nstest
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -50,4 +53,44 @@ func New(t testing.TB) (netns.NsHandle, string) {
 	}
 	t.Cleanup(func() { r.h.Close() })
 	return r.h, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(r.h))
+}
+
+// CloseWait makes a server on 127.0.0.1:port that accepts n connections
+// and never reads or closes them; the clients close, the first after
+// sending first (if any). in runs a function inside the namespace (a
+// socket stays in the namespace it was made in). It returns the clients'
+// addresses, once their FINs have had time to arrive.
+func CloseWait(t testing.TB, in func(func() error) error, port, n int, first []byte) []netip.AddrPort {
+	t.Helper()
+	var clients []netip.AddrPort
+	err := in(func() error {
+		ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { ln.Close() })
+		for range n {
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				return err
+			}
+			s, err := ln.Accept()
+			if err != nil {
+				c.Close()
+				return err
+			}
+			t.Cleanup(func() { s.Close() })
+			clients = append(clients, c.LocalAddr().(*net.TCPAddr).AddrPort())
+			if len(clients) == 1 && len(first) > 0 {
+				c.Write(first)
+			}
+			c.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	return clients
 }
