@@ -125,3 +125,8 @@ func (b *SimBackend) RunUntil(t time.Duration, stop func() bool) bool {
 func (b *SimBackend) Snapshot(host string) ([]trace.Socket, error) { return b.n.Snapshot(host) }
 
 func (b *SimBackend) Counters(host string) ([]trace.Counter, error) { return b.n.Counters(host) }
+
+// Interrupt stops the simulation at its next packet or timer, from any
+// goroutine (the runner calls it when the run's budget is spent or its
+// context is done).
+func (b *SimBackend) Interrupt(error) { b.n.Halt() }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Error is a problem in a scenario file, at a line and column, with what
@@ -47,6 +48,9 @@ func (l ErrorList) Unwrap() []error {
 // suggest returns the candidate nearest to s, if it is near enough to be
 // what the user meant.
 func suggest(s string, candidates []string) string {
+	if len(s) > 64 {
+		return "" // nobody meant a name that long; and the distance costs its length squared
+	}
 	best, bestD := "", 1<<30
 	ls := strings.ToLower(s)
 	for _, c := range candidates {
@@ -68,6 +72,24 @@ func suggest(s string, candidates []string) string {
 		}
 	}
 	return ""
+}
+
+// clip shortens a text that echoes a long word (a message quoting a
+// megabyte of input is no help): the start and end are kept, with the
+// length in all.
+func clip(s string) string {
+	const keep = 160
+	if len(s) <= keep+80 {
+		return s
+	}
+	head, tail := s[:keep], s[len(s)-40:]
+	for len(head) > 0 && !utf8.ValidString(head) {
+		head = head[:len(head)-1]
+	}
+	for len(tail) > 0 && !utf8.ValidString(tail) {
+		tail = tail[1:]
+	}
+	return fmt.Sprintf("%s…%s (%d bytes in all)", head, tail, len(s))
 }
 
 // didYouMean builds a hint: the nearest candidate, else the list.

@@ -2,10 +2,14 @@ package scenario
 
 import (
 	"embed"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -86,12 +90,34 @@ func Load(arg string) (*Scenario, error) {
 			return Builtin(arg)
 		}
 		if _, err := os.Stat(arg); err != nil {
-			return nil, fmt.Errorf("no built-in scenario %q and no such file (%s; `tcplab list` shows the library)", arg, didYouMean(arg, Names()))
+			return nil, fmt.Errorf("no built-in scenario %s and no such file (%s; `tcplab list` shows the library)", clip(strconv.Quote(arg)), didYouMean(arg, Names()))
 		}
 	}
-	b, err := os.ReadFile(arg)
+	b, err := ReadFile(arg)
 	if err != nil {
 		return nil, err
 	}
 	return Parse(arg, string(b))
+}
+
+// ReadFile reads a scenario file of at most MaxSource bytes: a larger
+// file, /dev/zero or an endless pipe is an error after MaxSource+1 bytes.
+func ReadFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("open %s: %w", clip(name), pe.Err)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxSource+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", clip(name), err)
+	}
+	if len(b) > MaxSource {
+		return nil, fmt.Errorf("%s: more than %d bytes: a scenario file is at most %d MiB", clip(name), MaxSource, MaxSource>>20)
+	}
+	return b, nil
 }

@@ -15,10 +15,14 @@ import (
 	"github.com/tcplab/tcplab/wire"
 )
 
-// Limits that keep a scenario (typed into a web page, say) bounded.
+// Limits that keep a scenario (typed into a web page, say) bounded; a run's
+// work is bounded by its Budget besides.
 const (
+	MaxSource     = 4 << 20 // bytes of scenario text
+	MaxHosts      = 64
+	MaxWord       = 256 // bytes of a word (a name, a number, an address); strings may be longer
 	MaxRepeat     = 10000
-	MaxInject     = 1000000
+	MaxInject     = 100_000 // segments injected by all inject lines together
 	MaxWrite      = 1 << 20
 	MaxTime       = 24 * time.Hour
 	DefaultWithin = 10 * time.Minute
@@ -43,17 +47,20 @@ const (
 )
 
 type parser struct {
-	file  string
-	sc    *Scenario
-	errs  ErrorList
-	line  int
-	text  string
-	toks  []token
-	i     int
-	names map[string]map[string]nameKind
-	rules map[string]bool
-	body  bool          // a step has been seen: hosts can no longer be declared
-	span  time.Duration // the latest virtual time the steps so far can reach
+	file     string
+	sc       *Scenario
+	errs     ErrorList
+	line     int
+	text     string
+	toks     []token
+	i        int
+	names    map[string]map[string]nameKind
+	rules    map[string]bool
+	hosts    map[string]*HostDecl // by name (sc.Host is a linear search)
+	addrs    map[netip.Addr]string
+	injected int           // segments injected by the lines so far
+	body     bool          // a step has been seen: hosts can no longer be declared
+	span     time.Duration // the latest virtual time the steps so far can reach
 }
 
 // reach records that a step can take the run to t, refusing a scenario
@@ -74,7 +81,12 @@ type lineError struct{ e *Error }
 func Parse(name, src string) (*Scenario, error) {
 	base := filepath.Base(name)
 	sc := &Scenario{File: name, Name: strings.TrimSuffix(base, filepath.Ext(base)), Source: src}
-	p := &parser{file: name, sc: sc, names: map[string]map[string]nameKind{}, rules: map[string]bool{}}
+	p := &parser{file: name, sc: sc, names: map[string]map[string]nameKind{}, rules: map[string]bool{},
+		hosts: map[string]*HostDecl{}, addrs: map[netip.Addr]string{}}
+	if len(src) > MaxSource {
+		return nil, ErrorList{{Pos: Pos{name, 1, 1}, Msg: fmt.Sprintf("the scenario is %d bytes, more than the %d-byte limit", len(src), MaxSource),
+			Hint: "split it into several scenarios"}}
+	}
 	var explain []string
 	for i, raw := range strings.Split(src, "\n") {
 		p.line = i + 1
@@ -145,7 +157,11 @@ func (p *parser) tokenize(line string) bool {
 			}
 			s, err := strconv.Unquote(line[i : j+1])
 			if err != nil {
-				p.errs = append(p.errs, &Error{Pos: p.pos(i + 1), Msg: "bad string " + line[i:j+1], Hint: `use Go escapes such as \n, \x00, \"`})
+				p.errs = append(p.errs, &Error{Pos: p.pos(i + 1), Msg: "bad string " + clip(line[i:j+1]), Hint: `use Go escapes such as \n, \x00, \"`})
+				return false
+			}
+			if len(s) > MaxWrite {
+				p.errs = append(p.errs, &Error{Pos: p.pos(i + 1), Msg: fmt.Sprintf("a string of %d bytes, more than the %d-byte limit", len(s), MaxWrite), Hint: "write it in several parts"})
 				return false
 			}
 			p.toks = append(p.toks, token{s: s, col: i + 1, quoted: true})
@@ -154,6 +170,11 @@ func (p *parser) tokenize(line string) bool {
 			j := i
 			for j < len(line) && line[j] != ' ' && line[j] != '\t' && line[j] != '"' && line[j] != '#' {
 				j++
+			}
+			if j-i > MaxWord {
+				p.errs = append(p.errs, &Error{Pos: p.pos(i + 1), Msg: fmt.Sprintf("a word of %d bytes (%s), more than the %d-byte limit", j-i, clip(line[i:j]), MaxWord),
+					Hint: "names, numbers and addresses are short; put text in double quotes"})
+				return false
 			}
 			p.toks = append(p.toks, token{s: line[i:j], col: i + 1})
 			i = j
@@ -166,8 +187,11 @@ func (p *parser) tokenize(line string) bool {
 func (p *parser) pos(col int) Pos { return Pos{p.file, p.line, col} }
 
 func (p *parser) fail(col int, msg, hint string) {
-	panic(lineError{&Error{Pos: p.pos(col), Msg: msg, Hint: hint}})
+	panic(lineError{&Error{Pos: p.pos(col), Msg: clip(msg), Hint: clip(hint)}})
 }
+
+// hostDecl is a declared host, or nil.
+func (p *parser) hostDecl(name string) *HostDecl { return p.hosts[name] }
 
 // endCol is the column just after the line's last token.
 func (p *parser) endCol() int {
@@ -239,7 +263,7 @@ func (p *parser) hostNames() []string {
 
 // host reads a declared host's name.
 func (p *parser) host(t token) string {
-	if p.sc.Host(t.s) == nil {
+	if p.hostDecl(t.s) == nil {
 		if len(p.sc.Hosts) == 0 {
 			p.fail(t.col, fmt.Sprintf("unknown host %q", t.s), "declare hosts first: `host client 10.0.0.1`")
 		}
@@ -350,7 +374,7 @@ func (p *parser) parseLine() {
 		h := p.host(token{s: strings.TrimSuffix(ht.s, ":"), col: ht.col})
 		p.parseCall(h, n)
 	default:
-		if p.sc.Host(first.s) != nil {
+		if p.hostDecl(first.s) != nil {
 			p.fail(first.col, fmt.Sprintf("a host name alone starts no step"), fmt.Sprintf("write `%s: connect ...` with a colon", first.s))
 		}
 		cands := append([]string(nil), keywords...)
@@ -389,18 +413,19 @@ func (p *parser) parseHost() {
 			p.fail(n.col, fmt.Sprintf("%q is a keyword and cannot name a host", n.s), "pick another name, such as client or server")
 		}
 	}
-	if p.sc.Host(n.s) != nil {
+	if p.hostDecl(n.s) != nil {
 		p.fail(n.col, fmt.Sprintf("host %q is declared twice", n.s), "each host has one line")
+	}
+	if len(p.sc.Hosts) >= MaxHosts {
+		p.fail(n.col, fmt.Sprintf("more than %d hosts", MaxHosts), "a lab has at most 64 hosts")
 	}
 	at := p.word("an IPv4 address", ex)
 	a, err := netip.ParseAddr(at.s)
 	if err != nil || !a.Is4() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
 		p.fail(at.col, fmt.Sprintf("%q is not a usable IPv4 host address", at.s), "the lab's hosts use private addresses such as 10.0.0.1")
 	}
-	for _, h := range p.sc.Hosts {
-		if h.Addr == a {
-			p.fail(at.col, fmt.Sprintf("address %v already belongs to %s", a, h.Name), "give every host its own address")
-		}
+	if owner, ok := p.addrs[a]; ok {
+		p.fail(at.col, fmt.Sprintf("address %v already belongs to %s", a, owner), "give every host its own address")
 	}
 	hd := HostDecl{Pos: p.pos(n.col), Name: n.s, Addr: a}
 	if p.more() {
@@ -414,6 +439,12 @@ func (p *parser) parseHost() {
 	}
 	p.done(ex)
 	p.sc.Hosts = append(p.sc.Hosts, hd)
+	// The map points into the slice, which append may move: rebuild it
+	// (at most MaxHosts times).
+	for i := range p.sc.Hosts {
+		p.hosts[p.sc.Hosts[i].Name] = &p.sc.Hosts[i]
+	}
+	p.addrs[a] = n.s
 	p.names[n.s] = map[string]nameKind{}
 }
 
@@ -595,7 +626,7 @@ func (p *parser) target(t token) netip.AddrPort {
 		p.fail(t.col+i+1, fmt.Sprintf("%q is not a port from 1 to 65535", t.s[i+1:]), hint)
 	}
 	hostPart := t.s[:i]
-	if h := p.sc.Host(hostPart); h != nil {
+	if h := p.hostDecl(hostPart); h != nil {
 		return netip.AddrPortFrom(h.Addr, uint16(port))
 	}
 	a, err := netip.ParseAddr(hostPart)
@@ -875,7 +906,7 @@ func (p *parser) parseRule() {
 			a := p.word("an address or prefix", t.s+" 10.0.0.0/24")
 			pf, err := netip.ParsePrefix(a.s)
 			if err != nil {
-				if h := p.sc.Host(a.s); h != nil {
+				if h := p.hostDecl(a.s); h != nil {
 					pf = netip.PrefixFrom(h.Addr, 32)
 				} else if ad, err2 := netip.ParseAddr(a.s); err2 == nil && ad.Is4() {
 					pf = netip.PrefixFrom(ad, 32)
@@ -1006,6 +1037,11 @@ func (p *parser) parseInject(host string) {
 	if in.Count > 1 {
 		p.reach(p.toks[0].col, p.span+time.Duration(in.Count-1)*in.Every)
 	}
+	if p.injected+in.Count > MaxInject {
+		p.fail(p.toks[0].col, fmt.Sprintf("this line brings the segments injected to %d, more than the %d a scenario may inject", p.injected+in.Count, MaxInject),
+			"a flood of a few thousand segments shows every effect")
+	}
+	p.injected += in.Count
 	if in.SpoofHost != "" && in.Count > 1 {
 		p.fail(p.toks[0].col, "a spoofed segment is sent once", "repeat the inject line, or use from/to for a flood")
 	}
@@ -1103,7 +1139,7 @@ func (p *parser) parseCond(until bool) *Cond {
 	const ex = "expect client: conn state ESTABLISHED"
 	ht := p.word("`HOST:`", ex)
 	if !strings.HasSuffix(ht.s, ":") {
-		if p.sc.Host(ht.s) != nil {
+		if p.hostDecl(ht.s) != nil {
 			p.fail(ht.col+len(ht.s), "expected a colon after the host", fmt.Sprintf("%s: ...", ht.s))
 		}
 		p.fail(ht.col, fmt.Sprintf("expected `HOST:`, found %q", ht.s), ex)

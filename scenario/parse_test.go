@@ -135,7 +135,7 @@ func TestParseErrors(t *testing.T) {
 		{hosts + "until client: count all = 0 within 0s", `within 0 can never be met`},
 		{hosts + "after 20h\nuntil client: count all = 1 within 5h", `t:4:1: the scenario could run for 25h0m0s, more than the 24h0m0s limit`},
 		{hosts + "client: connect server:80\nclient: inject [R] spoofing client:conn count 2 every 1ms", `a spoofed segment is sent once`},
-		{hosts + "client: inject [S] from client:1 to server:80 count 1000000 every 1h", `more than the 24h0m0s limit`},
+		{hosts + "client: inject [S] from client:1 to server:80 count 100000 every 1h", `more than the 24h0m0s limit`},
 	}
 	for _, c := range cases {
 		_, err := Parse("t", c.src)

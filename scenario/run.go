@@ -2,11 +2,14 @@ package scenario
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcplab/tcplab/tcp"
@@ -24,7 +27,51 @@ type Options struct {
 	// Sink receives every event as it happens, the runner's own (notes,
 	// checks) included, numbered in one sequence.
 	Sink trace.Sink
+	// Context, when set, stops the run once it is done (a signal, a page's
+	// request that ended or timed out): the run ends at its next event or
+	// step with a *StoppedError carrying the context's cause.
+	Context context.Context
+	// Budget bounds the run's work; zero fields take DefaultBudget's.
+	Budget Budget
 }
+
+// Budget bounds what one run may produce, so that no scenario text can
+// make a run grow without limit: a run that reaches a limit stops there
+// with a *StoppedError, and the events up to it are kept.
+type Budget struct {
+	// MaxEvents is the number of events a run may produce.
+	MaxEvents int
+	// MaxBytes bounds the memory the events hold, estimated as a fixed
+	// cost per event (EventCost) plus the bytes of payloads, data and
+	// texts they carry.
+	MaxBytes int64
+}
+
+// DefaultBudget is a run's budget unless the caller sets another: 250
+// times the largest built-in run (syn-flood, 815 events), and a memory
+// bound that keeps a capped run's process under about 600 MB
+// (docs/reliability.md has the measurements).
+var DefaultBudget = Budget{MaxEvents: 200_000, MaxBytes: 128 << 20}
+
+// EventCost is the memory an event is counted for before the bytes it
+// carries: the event, its packet or call, and the runner's record of it.
+const EventCost = 400
+
+// StoppedError is a run that ended before its last step: a budget limit
+// was reached or the run was interrupted. The Result returned with it
+// holds what happened up to then.
+type StoppedError struct {
+	Pos    Pos           // the step the run was at
+	At     time.Duration // the run's time when it stopped
+	Reason string
+	Cause  error // the context's cause, or nil for a budget limit
+}
+
+func (e *StoppedError) Error() string {
+	return fmt.Sprintf("%s: the run stopped at %ss: %s", e.Pos, trace.FormatTime(e.At), e.Reason)
+}
+
+func (e *StoppedError) Unwrap() error { return e.Cause }
 
 // Snapshot is every host's sockets at one moment.
 type Snapshot struct {
@@ -153,6 +200,20 @@ type runner struct {
 	states  map[string][]string
 	stSeen  map[string]map[string]bool
 	atLeft  []time.Duration
+
+	budget  Budget
+	events  int
+	bytes   int64
+	stop    atomic.Pointer[StoppedError] // why the run is stopping, once it is
+	injects []injectLoad
+}
+
+// injectLoad is an inject step's share of the run, named when a budget
+// limit is reached.
+type injectLoad struct {
+	pos   Pos
+	count int
+	last  time.Duration // when its last segment is sent
 }
 
 type pktRec struct {
@@ -181,6 +242,18 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 	}
 	r.atLeft = append([]time.Duration(nil), opt.At...)
 	sort.Slice(r.atLeft, func(i, j int) bool { return r.atLeft[i] < r.atLeft[j] })
+	r.budget = opt.Budget
+	if r.budget.MaxEvents <= 0 {
+		r.budget.MaxEvents = DefaultBudget.MaxEvents
+	}
+	if r.budget.MaxBytes <= 0 {
+		r.budget.MaxBytes = DefaultBudget.MaxBytes
+	}
+	if ctx := opt.Context; ctx != nil {
+		// Seen at once by an event (observe), or, when none comes (a
+		// kernel run waiting), by this.
+		defer context.AfterFunc(ctx, r.haltContext)()
+	}
 	b.SetSink(r.observe)
 	for _, h := range sc.Hosts {
 		prof := h.Profile
@@ -194,14 +267,20 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 		r.stSeen[h.Name] = map[string]bool{}
 	}
 	for i := range sc.Steps {
+		if r.stopped() {
+			break
+		}
 		r.step = &sc.Steps[i]
 		if err := r.do(r.step); err != nil {
+			if r.stopped() {
+				break // the step failed because the backend was interrupted
+			}
 			return nil, &RunError{r.step.Pos, err}
 		}
 	}
-	r.step = nil
 	end := b.Now()
-	for len(r.atLeft) > 0 {
+	for len(r.atLeft) > 0 && !r.stopped() {
+		r.step = nil
 		t := r.atLeft[0]
 		if t > end {
 			r.emitNote("", fmt.Sprintf("the scenario ended at %ss; running on to %ss for a snapshot", trace.FormatTime(end), trace.FormatTime(t)))
@@ -211,11 +290,19 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 			r.res.Snapshots[len(r.res.Snapshots)-1].PastEnd = true
 		}
 	}
+	stopErr := r.stopError()
+	if stopErr != nil {
+		end = b.Now()
+	}
+	r.step = nil
 	r.res.End = end
 	for _, h := range sc.Hosts {
 		r.res.States = append(r.res.States, HostStates{Host: h.Name, States: r.states[h.Name]})
 		cs, err := b.Counters(h.Name)
 		if err != nil {
+			if stopErr != nil {
+				continue // an interrupted kernel backend may have no lab left
+			}
 			return nil, err
 		}
 		var nz []trace.Counter
@@ -226,11 +313,114 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 		}
 		r.res.Counters[h.Name] = nz
 	}
+	if stopErr != nil {
+		return r.res, stopErr
+	}
 	return r.res, nil
+}
+
+// stopped reports whether the run is stopping (a budget limit, or the
+// context).
+func (r *runner) stopped() bool { return r.stop.Load() != nil }
+
+// halt stops the run for a reason, once: the backend stops at its next
+// change (the simulator through advance's stop function, the kernel
+// through Interrupt).
+func (r *runner) halt(reason string, cause error) {
+	e := &StoppedError{Reason: reason, Cause: cause}
+	if !r.stop.CompareAndSwap(nil, e) {
+		return
+	}
+	if i, ok := r.b.(interface{ Interrupt(error) }); ok {
+		if cause == nil {
+			cause = errors.New(reason)
+		}
+		i.Interrupt(cause)
+	}
+}
+
+// haltContext stops the run for its context's cause.
+func (r *runner) haltContext() {
+	cause := context.Cause(r.opt.Context)
+	reason := "interrupted"
+	if cause != nil {
+		reason = cause.Error()
+	}
+	r.halt(reason, cause)
+}
+
+// stopError is the StoppedError of a stopped run, placed at the step it
+// was at, with a note ending its events.
+func (r *runner) stopError() error {
+	e := r.stop.Load()
+	if e == nil {
+		return nil
+	}
+	if r.step != nil {
+		e.Pos = r.step.Pos
+	} else {
+		e.Pos = Pos{File: r.sc.File, Line: len(strings.Split(r.sc.Source, "\n")), Col: 1}
+	}
+	e.At = r.b.Now()
+	r.observe(trace.Event{At: e.At, Kind: trace.KindNote, Note: "the run stopped here: " + e.Reason})
+	return e
+}
+
+// count charges an event to the budget and reports whether it fits.
+func (r *runner) count(e *trace.Event) bool {
+	r.events++
+	r.bytes += EventCost + int64(len(e.Note)+len(e.Host))
+	switch {
+	case e.Packet != nil:
+		r.bytes += int64(len(e.Packet.Segment.Payload))
+	case e.Call != nil:
+		r.bytes += int64(len(e.Call.Data) + len(e.Call.Text))
+	case e.Check != nil:
+		r.bytes += int64(len(e.Check.Text) + len(e.Check.Seen))
+	case e.State != nil:
+		r.bytes += int64(len(e.State.Cause))
+	}
+	if r.events > r.budget.MaxEvents {
+		r.halt(fmt.Sprintf("it made %d events, the most a run may make%s", r.budget.MaxEvents, r.busiest()), nil)
+		return false
+	}
+	if r.bytes > r.budget.MaxBytes {
+		r.halt(fmt.Sprintf("its events hold more than %d MB, the most a run may hold%s", r.budget.MaxBytes>>20, r.busiest()), nil)
+		return false
+	}
+	return true
+}
+
+// busiest names the inject step still sending with the most segments,
+// the likely cause of a run over its budget.
+func (r *runner) busiest() string {
+	var best *injectLoad
+	now := r.b.Now()
+	for i := range r.injects {
+		in := &r.injects[i]
+		if in.last >= now && in.count > 1 && (best == nil || in.count > best.count) {
+			best = in
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (line %d injects %d segments)", best.pos.Line, best.count)
 }
 
 // observe sees every event before it goes to the caller's sink.
 func (r *runner) observe(e trace.Event) {
+	if !r.stopped() && r.opt.Context != nil && r.opt.Context.Err() != nil {
+		r.haltContext()
+	}
+	if r.stopped() && e.Kind != trace.KindNote {
+		return // past the budget, or interrupted: keep the bound
+	}
+	if e.Kind != trace.KindNote || !strings.HasPrefix(e.Note, "the run stopped here: ") {
+		if !r.count(&e) {
+			return
+		}
+	}
 	r.seq++
 	e.Seq = r.seq
 	switch e.Kind {
@@ -334,18 +524,23 @@ func (r *runner) emitNote(host, text string) {
 
 // advance lets time pass to t (or until stop), taking the snapshots asked
 // for on the way.
+// A stopping run makes the backend return at once; it reports false.
 func (r *runner) advance(t time.Duration, stop func() bool) bool {
+	guard := func() bool { return r.stopped() || stop != nil && stop() }
 	for len(r.atLeft) > 0 && r.atLeft[0] <= t {
 		at := r.atLeft[0]
 		if at >= r.b.Now() {
-			if r.b.RunUntil(at, stop) {
-				return true
+			if r.b.RunUntil(at, guard) {
+				return !r.stopped()
 			}
+		}
+		if r.stopped() {
+			return false
 		}
 		r.atLeft = r.atLeft[1:]
 		r.snapshot(at)
 	}
-	return r.b.RunUntil(t, stop)
+	return r.b.RunUntil(t, guard) && !r.stopped()
 }
 
 func (r *runner) snapshot(at time.Duration) {
@@ -401,6 +596,9 @@ func (r *runner) do(s *Step) error {
 	case StepUntil:
 		start := r.b.Now()
 		ok := r.advance(start+s.Dur, func() bool { okc, _ := r.test(s.Cond); return okc })
+		if r.stopped() {
+			return nil
+		}
 		c := Check{Pos: s.Pos, Text: s.Text, OK: ok, At: r.b.Now()}
 		if !ok {
 			_, seen := r.test(s.Cond)
@@ -433,7 +631,7 @@ func (r *runner) call(host string, c *CallStep) error {
 	if c.Repeat == 0 {
 		return r.call1(host, c, c.Sock, c.As)
 	}
-	for i := 1; i <= c.Repeat; i++ {
+	for i := 1; i <= c.Repeat && !r.stopped(); i++ {
 		sub := func(s string) string { return strings.ReplaceAll(s, "{i}", strconv.Itoa(i)) }
 		if err := r.call1(host, c, sub(c.Sock), sub(c.As)); err != nil {
 			return err
@@ -683,6 +881,7 @@ func (r *runner) inject(host string, in *InjectStep) error {
 		seg.Ack = 0
 	}
 	now := r.b.Now()
+	r.injects = append(r.injects, injectLoad{pos: r.step.Pos, count: in.Count, last: now + time.Duration(in.Count-1)*in.Every})
 	for i := 0; i < in.Count; i++ {
 		s := seg
 		if i > 0 {

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcplab/tcplab/tcp"
@@ -58,7 +59,17 @@ type Network struct {
 	pktID uint64
 	evSeq int
 	sink  trace.Sink
+
+	halted atomic.Bool
 }
+
+// Halt makes the network stop processing at once, from any goroutine: the
+// run loops return at their next packet or timer and process nothing more.
+// A scenario run uses it when its budget is spent or it is interrupted.
+func (n *Network) Halt() { n.halted.Store(true) }
+
+// Halted reports whether Halt was called.
+func (n *Network) Halted() bool { return n.halted.Load() }
 
 type itemKind uint8
 
@@ -287,6 +298,9 @@ func (n *Network) processAt(t time.Duration) {
 	for {
 		progressed := false
 		for len(n.q) > 0 && n.q[0].at <= t {
+			if n.halted.Load() {
+				return
+			}
 			it := n.q.pop()
 			n.handle(&it)
 			progressed = true
@@ -298,7 +312,7 @@ func (n *Network) processAt(t time.Duration) {
 				progressed = true
 			}
 		}
-		if !progressed {
+		if !progressed || n.halted.Load() {
 			return
 		}
 	}
@@ -306,14 +320,14 @@ func (n *Network) processAt(t time.Duration) {
 
 // RunUntil processes everything due up to t and leaves the clock at t.
 func (n *Network) RunUntil(t time.Duration) {
-	for {
+	for !n.halted.Load() {
 		next, ok := n.NextTime()
 		if !ok || next > t {
 			break
 		}
 		n.processAt(next)
 	}
-	if t > n.now {
+	if t > n.now && !n.halted.Load() {
 		n.now = t
 	}
 	n.syncClocks()
@@ -335,6 +349,9 @@ func (n *Network) RunFor(d time.Duration) { n.RunUntil(n.now + d) }
 // limit.
 func (n *Network) RunUntilCond(cond func() bool, limit time.Duration) bool {
 	for !cond() {
+		if n.halted.Load() {
+			return false
+		}
 		next, ok := n.NextTime()
 		if !ok || next > limit {
 			n.RunUntil(limit)

@@ -1,0 +1,189 @@
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tcplab/tcplab/trace"
+)
+
+// flood is the issue's runaway line at the most a scenario may inject.
+const flood = `host attacker 10.0.9.1
+host server 10.0.0.2
+server: listen 80
+attacker: inject [S] from 10.0.9.1:1000 to server:80 count 100000 every 1us
+after 1s
+expect server: count SYN_RECV >= 0
+`
+
+func runFlood(t *testing.T, opt Options) (*Result, *StoppedError, []trace.Event) {
+	t.Helper()
+	sc, err := Parse("flood.tcplab", flood)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec trace.Recorder
+	opt.Sink = rec.Sink()
+	res, err := Run(sc, NewSim(1), opt)
+	var se *StoppedError
+	if !errors.As(err, &se) {
+		t.Fatalf("the run was not stopped: err %v", err)
+	}
+	if res == nil {
+		t.Fatal("a stopped run returned no result")
+	}
+	return res, se, rec.Events
+}
+
+// TestBudgetStopsRunaway: the default budget stops a flood of injected
+// SYNs at its event cap, names the step the run was at and the inject
+// line sending them, and keeps what happened up to then.
+func TestBudgetStopsRunaway(t *testing.T) {
+	res, se, events := runFlood(t, Options{})
+	if n := len(events); n > DefaultBudget.MaxEvents+1 || n < DefaultBudget.MaxEvents {
+		t.Fatalf("%d events recorded, want the cap %d (+1 note)", n, DefaultBudget.MaxEvents)
+	}
+	msg := se.Error()
+	for _, want := range []string{"flood.tcplab:5:", "200000 events", "line 4 injects 100000 segments"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+	last := events[len(events)-1]
+	if last.Kind != trace.KindNote || !strings.Contains(last.Note, "the run stopped here") {
+		t.Errorf("last event %v is not the stop note", last.String())
+	}
+	if res.End != se.At || res.End <= 0 || res.End >= 1e9 {
+		t.Errorf("result ends at %v, stop at %v", res.End, se.At)
+	}
+	if len(res.Checks) != 0 {
+		t.Errorf("the expect after the stop was checked: %v", res.Checks)
+	}
+	if len(res.States) != 2 || len(res.States[1].States) == 0 {
+		t.Errorf("states of the partial run: %v", res.States)
+	}
+}
+
+// TestBudgetBytes: a run whose events carry more data than the budget's
+// bytes stops too.
+func TestBudgetBytes(t *testing.T) {
+	src := served
+	for i := 0; i < 40; i++ {
+		src += "client: write conn 60000 bytes\nafter 200ms\nserver: read conn 60000\n"
+	}
+	sc, err := Parse("big.tcplab", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(sc, NewSim(1), Options{Budget: Budget{MaxBytes: 1 << 20}})
+	var se *StoppedError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "more than 1 MB") {
+		t.Fatalf("err %v", err)
+	}
+	// The same run under the default budget finishes.
+	if _, err := Run(sc, NewSim(1), Options{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestContextStopsRun: a run stops at its next event once its context is
+// cancelled, with the context's cause, and sends nothing after the stop.
+func TestContextStopsRun(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sc, _ := Parse("flood.tcplab", flood)
+	n, after := 0, 0
+	stopped := false
+	sink := func(e trace.Event) {
+		n++
+		if stopped {
+			after++
+		}
+		if n == 1000 {
+			cancel(errors.New("interrupted by a test"))
+			stopped = true
+		}
+	}
+	res, err := Run(sc, NewSim(1), Options{Context: ctx, Sink: sink})
+	var se *StoppedError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "interrupted by a test") || res == nil {
+		t.Fatalf("err %v", err)
+	}
+	// The run's own stop note; at most the events of the instant being
+	// processed may precede it.
+	if after > 1 {
+		t.Fatalf("%d events after the cancellation", after)
+	}
+}
+
+// TestParseBounded: inputs that used to take minutes or gigabytes are
+// refused early with a short message.
+func TestParseBounded(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 100_000; i++ {
+		fmt.Fprintf(&b, "host h%d 10.%d.%d.%d\n", i, i>>16&255, i>>8&255, i&255+1)
+	}
+	_, err := Parse("hosts.tcplab", b.String())
+	if err == nil || !strings.Contains(err.Error(), "hosts.tcplab:65:6: more than 64 hosts") {
+		t.Fatalf("100,000 hosts: %v", err)
+	}
+
+	long := strings.Repeat("x", 1<<20)
+	_, err = Parse("word.tcplab", "host "+long+" 10.0.0.1\n")
+	if err == nil || len(err.Error()) > 400 || !strings.Contains(err.Error(), "1048576 bytes") {
+		t.Fatalf("a 1 MB word: %.400v", err)
+	}
+	_, err = Parse("call.tcplab", "host a 10.0.0.1\na: "+long+"\n")
+	if err == nil || len(err.Error()) > 600 {
+		t.Fatalf("a 1 MB call: %.600v", err)
+	}
+	_, err = Parse("str.tcplab", "host a 10.0.0.1\na: write c \""+long+"x\"\n")
+	if err == nil || len(err.Error()) > 400 {
+		t.Fatalf("a long string: %.400v", err)
+	}
+
+	_, err = Parse("inject.tcplab", hosts+`client: inject [S] from 10.0.9.1:1 to server:80 count 60000 every 1us
+client: inject [S] from 10.0.9.2:1 to server:80 count 60000 every 1us
+`)
+	if err == nil || !strings.Contains(err.Error(), "inject.tcplab:4:1: this line brings the segments injected to 120000") {
+		t.Fatalf("injections: %v", err)
+	}
+}
+
+// TestLoadBounded: a file is read up to MaxSource, so /dev/zero or a huge
+// file is an error, not gigabytes of memory.
+func TestLoadBounded(t *testing.T) {
+	_, err := Load("/dev/zero")
+	if err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("/dev/zero: %v", err)
+	}
+	p := filepath.Join(t.TempDir(), "big.tcplab")
+	if err := os.WriteFile(p, []byte(strings.Repeat("# comment\n", MaxSource/10+1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Fatalf("a big file: %v", err)
+	}
+	long := strings.Repeat("n", 1<<20)
+	if _, err := Load(long); err == nil || len(err.Error()) > 600 {
+		t.Fatalf("a 1 MB name: %.600v", err)
+	}
+}
+
+func BenchmarkFloodToBudget(b *testing.B) {
+	sc, err := Parse("flood.tcplab", flood)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		var rec trace.Recorder
+		if _, err := Run(sc, NewSim(1), Options{Sink: rec.Sink()}); err == nil {
+			b.Fatal("not stopped")
+		}
+	}
+}
