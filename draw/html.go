@@ -69,7 +69,14 @@ type Snapshot struct {
 	Sockets []SocketRow   `json:"sockets"`
 }
 
-// Snapshots lists the sockets after each state change.
+// MaxSnapshotRows bounds the socket rows of all snapshots together: a
+// run with thousands of sockets would otherwise make a table of every
+// socket for every one of its state changes (10,000 connections: 10^8
+// rows). The snapshots past it are left out, and a last one says how many.
+const MaxSnapshotRows = 100_000
+
+// Snapshots lists the sockets after each state change, up to
+// MaxSnapshotRows rows in all.
 func Snapshots(hosts []string, events []trace.Event) []Snapshot {
 	type sockKey struct {
 		host string
@@ -77,9 +84,14 @@ func Snapshots(hosts []string, events []trace.Event) []Snapshot {
 	}
 	live := map[sockKey]SocketRow{}
 	var out []Snapshot
+	rows, left := 0, 0
 	for i := range events {
 		e := &events[i]
 		if e.Kind != trace.KindState {
+			continue
+		}
+		if left > 0 || rows+len(live)+1 > MaxSnapshotRows {
+			left++
 			continue
 		}
 		k := sockKey{e.Host, e.Sock}
@@ -107,7 +119,13 @@ func Snapshots(hosts []string, events []trace.Event) []Snapshot {
 		for _, k := range keys {
 			snap.Sockets = append(snap.Sockets, live[k])
 		}
+		rows += len(snap.Sockets)
 		out = append(out, snap)
+	}
+	if left > 0 {
+		last := events[len(events)-1].At
+		out = append(out, Snapshot{At: last, Time: trace.FormatTime(last),
+			What: fmt.Sprintf("(%d later state changes are not shown: the tables would hold more than %d sockets)", left, MaxSnapshotRows)})
 	}
 	return out
 }

@@ -114,6 +114,12 @@ func (b *SimBackend) Inject(host string, seg wire.Segment, at time.Duration) err
 	return b.n.InjectAt(at, host, seg)
 }
 
+// InjectSeries sends count segments every apart, each from the next
+// source port, as one queue entry (see sim.Network.InjectSeries).
+func (b *SimBackend) InjectSeries(host string, seg wire.Segment, at, every time.Duration, count int) error {
+	return b.n.InjectSeries(at, every, count, host, seg)
+}
+
 func (b *SimBackend) RunUntil(t time.Duration, stop func() bool) bool {
 	if stop == nil {
 		b.n.RunUntil(t)

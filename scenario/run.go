@@ -405,7 +405,7 @@ func (r *runner) busiest() string {
 	if best == nil {
 		return ""
 	}
-	return fmt.Sprintf(" (line %d injects %d segments)", best.pos.Line, best.count)
+	return fmt.Sprintf("; line %d injects %d segments", best.pos.Line, best.count)
 }
 
 // observe sees every event before it goes to the caller's sink.
@@ -882,7 +882,12 @@ func (r *runner) inject(host string, in *InjectStep) error {
 	}
 	now := r.b.Now()
 	r.injects = append(r.injects, injectLoad{pos: r.step.Pos, count: in.Count, last: now + time.Duration(in.Count-1)*in.Every})
-	for i := 0; i < in.Count; i++ {
+	// The i-th segment comes from the first's source port plus i, so
+	// that each is a connection of its own (a spoofed SYN flood).
+	if si, ok := r.b.(seriesInjector); ok && in.Count > 1 {
+		return si.InjectSeries(host, seg, now, in.Every, in.Count)
+	}
+	for i := 0; i < in.Count && !r.stopped(); i++ {
 		s := seg
 		if i > 0 {
 			s.SrcPort = uint16((int(seg.SrcPort)-1+i)%65535 + 1)
@@ -892,6 +897,12 @@ func (r *runner) inject(host string, in *InjectStep) error {
 		}
 	}
 	return nil
+}
+
+// seriesInjector is a backend that schedules a run of injected segments
+// at once (the simulator: one queue entry instead of one per segment).
+type seriesInjector interface {
+	InjectSeries(host string, seg wire.Segment, at, every time.Duration, count int) error
 }
 
 // test evaluates a condition now; seen says what was found.

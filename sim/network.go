@@ -87,6 +87,10 @@ type item struct {
 	seg     wire.Segment
 	pktID   uint64
 	crafted bool
+	// A series of crafted segments (itemSend): left more after this one,
+	// every apart, the i-th from source port +i, each with the queue
+	// order it would have had if all had been scheduled at once.
+	every, left, i int64
 }
 
 // New creates an empty network.
@@ -250,8 +254,16 @@ func (n *Network) Inject(host string, seg wire.Segment) error {
 
 // InjectAt schedules a crafted segment to leave a host at time t.
 func (n *Network) InjectAt(t time.Duration, host string, seg wire.Segment) error {
-	h := n.byName[host]
-	if h == nil {
+	if err := n.checkInject(t, host, &seg); err != nil {
+		return err
+	}
+	// Keep a copy: the caller may reuse its buffers before the packet leaves.
+	n.push(item{at: t, kind: itemSend, host: n.byName[host], seg: *seg.Clone(), crafted: true})
+	return nil
+}
+
+func (n *Network) checkInject(t time.Duration, host string, seg *wire.Segment) error {
+	if n.byName[host] == nil {
 		return fmt.Errorf("unknown host %q", host)
 	}
 	if t < n.now {
@@ -263,10 +275,28 @@ func (n *Network) InjectAt(t time.Duration, host string, seg wire.Segment) error
 	if seg.TTL == 0 {
 		seg.TTL = 64
 	}
-	// Keep a copy: the caller may reuse its buffers before the packet leaves.
-	n.push(item{at: t, kind: itemSend, host: h, seg: *seg.Clone(), crafted: true})
 	return nil
 }
+
+// InjectSeries sends count crafted segments from a host, the first at t
+// and the others every apart, the i-th with the first's source port plus i
+// (wrapping within 1-65535), so that each is a connection of its own (a
+// spoofed SYN flood). It costs one queue entry however many there are.
+func (n *Network) InjectSeries(t, every time.Duration, count int, host string, seg wire.Segment) error {
+	if count < 1 || count > 1 && every <= 0 {
+		return fmt.Errorf("a series needs a count of at least 1 and a positive interval")
+	}
+	if err := n.checkInject(t, host, &seg); err != nil {
+		return err
+	}
+	// Reserve the queue order of every segment of the series.
+	n.push(item{at: t, kind: itemSend, host: n.byName[host], seg: *seg.Clone(), crafted: true, every: int64(every), left: int64(count - 1)})
+	n.qseq += uint64(count - 1)
+	return nil
+}
+
+// seriesPort is port p moved on by i within 1-65535.
+func seriesPort(p uint16, i int) uint16 { return uint16((int(p)-1+i)%65535 + 1) }
 
 // NextTime is when the next packet or timer is due.
 func (n *Network) NextTime() (time.Duration, bool) {
@@ -486,6 +516,15 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
 func (n *Network) handle(it *item) {
 	switch it.kind {
 	case itemSend:
+		if it.left > 0 {
+			next := *it
+			next.at += time.Duration(it.every)
+			next.left--
+			next.i++
+			next.seq++
+			next.seg.SrcPort = seriesPort(it.seg.SrcPort, 1)
+			n.q.push(next)
+		}
 		n.sendFrom(it.host, it.seg, true)
 	case itemDeliver:
 		n.deliver(it.host, &it.seg)
