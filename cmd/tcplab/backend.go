@@ -1,10 +1,8 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -25,35 +23,23 @@ func newBackend(useKernel bool, seed uint64) (scenario.Backend, string, error) {
 	return kernel.New(kernel.Options{}), desc, nil
 }
 
-// runInterruptible runs a scenario and makes sure a kernel run removes
-// its namespaces, rules and tracer on return, on a panic, and on SIGINT
-// or SIGTERM (the run stops at its next step and cleans up).
-func runInterruptible(sc *scenario.Scenario, b scenario.Backend, opt scenario.Options) (*scenario.Result, error) {
+// runInterruptible runs a scenario until ctx is done (a signal): the run
+// stops at its next event, and a kernel run removes its namespaces, rules
+// and tracer on return, on a panic and when stopped.
+func runInterruptible(ctx context.Context, sc *scenario.Scenario, b scenario.Backend, opt scenario.Options) (*scenario.Result, error) {
+	opt.Context = ctx
 	kb, ok := b.(*kernel.Backend)
 	if !ok {
 		return scenario.Run(sc, b, opt)
 	}
-	defer onInterrupt(kb.Interrupt)()
 	return runKernel(sc, kb, opt)
 }
 
-// onInterrupt calls f with the reason when SIGINT or SIGTERM arrives,
-// until the returned function is called.
-func onInterrupt(f func(error)) (stop func()) {
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-sig:
-			f(fmt.Errorf("interrupted by %v", s))
-		case <-done:
-		}
-	}()
-	return func() {
-		signal.Stop(sig)
-		close(done)
-	}
+// onInterrupt calls f with the cause when ctx is done (a signal), until
+// the returned function is called.
+func onInterrupt(ctx context.Context, f func(error)) (stop func()) {
+	s := context.AfterFunc(ctx, func() { f(context.Cause(ctx)) })
+	return func() { s() }
 }
 
 // runKernel runs a scenario on the kernel, removes its lab on return or

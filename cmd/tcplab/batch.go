@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -44,7 +45,7 @@ type kernelRun struct {
 // first (by the simulator's virtual time, which is close to the kernel's
 // real time) so the batch ends soon after its longest scenario. Each run
 // has its own namespaces, rules and tracer, and removes them when it ends.
-func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
+func runKernelBatch(ctx context.Context, sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 	out := make([]kernelRun, len(sims))
 	order := make([]int, 0, len(sims))
 	for i, s := range sims {
@@ -63,7 +64,7 @@ func runKernelBatch(sims []simRun, jobs int, quick bool) ([]kernelRun, error) {
 	var mu, build sync.Mutex
 	active := map[*kernel.Backend]bool{}
 	var stopped error
-	defer onInterrupt(func(err error) {
+	defer onInterrupt(ctx, func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		stopped = err

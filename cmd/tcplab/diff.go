@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -66,7 +67,7 @@ documented, 2 for a usage error or when the kernel backend is unavailable.`,
 			if f.all == (len(args) > 0) {
 				return errors.New("name scenarios or give --all (not both)")
 			}
-			return runDiff(stdout, args, f)
+			return runDiff(cmd.Context(), stdout, args, f)
 		},
 	}
 	fl := cmd.Flags()
@@ -105,7 +106,7 @@ type diffRow struct {
 	wall    time.Duration
 }
 
-func runDiff(stdout io.Writer, args []string, f diffFlags) error {
+func runDiff(ctx context.Context, stdout io.Writer, args []string, f diffFlags) error {
 	if f.jobs < 1 {
 		return fmt.Errorf("--jobs %d: at least 1", f.jobs)
 	}
@@ -125,7 +126,7 @@ func runDiff(stdout io.Writer, args []string, f diffFlags) error {
 	for i, sc := range scs {
 		sims[i] = runSim(sc, f.seed)
 	}
-	kruns, interrupted := runKernelBatch(sims, f.jobs, f.quick)
+	kruns, interrupted := runKernelBatch(ctx, sims, f.jobs, f.quick)
 	var rows []diffRow
 	undocumented := 0
 	for i, sc := range scs {
@@ -291,7 +292,7 @@ func mdEscape(s string) string {
 }
 
 // tourKernel runs the library on the kernel and prints tour's table.
-func tourKernel(w io.Writer, lib []*scenario.Scenario, seed uint64, jobs int, quick bool) error {
+func tourKernel(ctx context.Context, w io.Writer, lib []*scenario.Scenario, seed uint64, jobs int, quick bool) error {
 	if err := kernel.Check(); err != nil {
 		return err
 	}
@@ -303,7 +304,7 @@ func tourKernel(w io.Writer, lib []*scenario.Scenario, seed uint64, jobs int, qu
 	for i, sc := range lib {
 		sims[i] = runSim(sc, seed)
 	}
-	kruns, interrupted := runKernelBatch(sims, jobs, quick)
+	kruns, interrupted := runKernelBatch(ctx, sims, jobs, quick)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tchecks\treal time\tstates reached")
 	failed, checks, ran := 0, 0, 0

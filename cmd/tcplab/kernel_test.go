@@ -129,13 +129,31 @@ func TestKernelRunInterruptedCleansUp(t *testing.T) {
 	}
 	before := rootState(t)
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
-		cmd, out := startRun(t, "time-wait")
+		// The report goes through a symlink, which must stay a link to
+		// an untouched file.
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "report.html"), []byte("before"), 0o644)
+		link := filepath.Join(dir, "link.html")
+		os.Symlink("report.html", link)
+		cmd, out := startTcplab(t, "run", "--kernel", "time-wait", "--html", link)
 		signalAndWait(t, cmd, sig, 10*time.Second, out)
 		if code := cmd.ProcessState.ExitCode(); code != 2 {
 			t.Errorf("%v: exit code %d, want 2\n%s", sig, code, out.String())
 		}
-		if !strings.Contains(out.String(), "interrupted") {
-			t.Errorf("%v: output does not say the run was interrupted:\n%s", sig, out.String())
+		// What the run saw before the signal is printed, then why it stopped.
+		for _, want := range []string{"interrupted by " + sig.String(), "Flags [S]", "ESTABLISHED", "the run stopped here"} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("%v: output lacks %q:\n%s", sig, want, out.String())
+			}
+		}
+		if li, err := os.Lstat(link); err != nil || li.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("%v: the --html symlink is gone or replaced", sig)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "report.html")); string(b) != "before" {
+			t.Errorf("%v: the link's target now holds %.40q", sig, b)
+		}
+		if got := names(t, dir); got != "link.html report.html" {
+			t.Errorf("%v: the directory holds %q", sig, got)
 		}
 		checkClean(t, sig.String(), cmd.Process.Pid, before)
 	}

@@ -2,16 +2,62 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	// First of all, before the scenario is read or the kernel checked, so
+	// that no early signal is lost.
+	ctx, stop := interruptContext(os.Args[1:])
+	code := runContext(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// runsScenarios lists the commands that run scenarios: they stop a run at
+// its next event on SIGINT or SIGTERM, remove what they created, keep
+// what the run showed, and exit 2.
+var runsScenarios = map[string]bool{"run": true, "tour": true, "diff": true}
+
+// interruptContext catches SIGINT and SIGTERM from now on for the commands
+// that run scenarios, also when tcplab was started with SIGINT ignored (a
+// background job of a script): its context is cancelled with the signal
+// as the cause. Other commands keep the signals' usual effect or handle
+// them themselves.
+func interruptContext(args []string) (context.Context, func()) {
+	cmd := ""
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-") {
+			cmd = a
+			break
+		}
+	}
+	if !runsScenarios[cmd] {
+		return context.Background(), func() {}
+	}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-sig:
+			cancel(fmt.Errorf("interrupted by %v", s))
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sig)
+		cancel(nil)
+	}
 }
 
 // exitError carries an exit code other than 2 out of a command.
@@ -22,11 +68,16 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 // run executes the command line and returns the exit code: 0 ok, 1 a
 // check failed, 2 usage or input error.
 func run(args []string, stdout, stderr io.Writer) int {
+	return runContext(context.Background(), args, stdout, stderr)
+}
+
+// runContext is run whose scenario runs stop when ctx is done.
+func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := newRoot(stdout)
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-	if err := cmd.Execute(); err != nil {
+	if err := cmd.ExecuteContext(ctx); err != nil {
 		var ee *exitError
 		if errors.As(err, &ee) {
 			return ee.code

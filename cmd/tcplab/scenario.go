@@ -2,11 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcplab/tcplab/draw"
+	"github.com/tcplab/tcplab/internal/outfile"
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
@@ -70,19 +71,20 @@ func newShow(stdout io.Writer) *cobra.Command {
 }
 
 type runFlags struct {
-	profile  string
-	seed     uint64
-	asJSON   bool
-	ladder   bool
-	at       []time.Duration
-	absolute bool
-	counters bool
-	allTaps  bool
-	kernel   bool
-	pcap     string
-	svg      string
-	states   string
-	html     string
+	profile   string
+	seed      uint64
+	asJSON    bool
+	ladder    bool
+	at        []time.Duration
+	absolute  bool
+	counters  bool
+	allTaps   bool
+	kernel    bool
+	pcap      string
+	svg       string
+	states    string
+	html      string
+	maxEvents int
 }
 
 func newRun(stdout io.Writer) *cobra.Command {
@@ -108,7 +110,7 @@ and seen are printed), 2 for a usage or scenario error.`,
   tcplab run time-wait --json | jq -c 'select(.kind=="state")'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runOne(stdout, args[0], f)
+			return runOne(cmd.Context(), stdout, args[0], f)
 		},
 	}
 	fl := cmd.Flags()
@@ -124,11 +126,12 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.StringVar(&f.svg, "svg", "", "also draw the ladder diagram as SVG to this file (runs of like segments folded into one arrow ×N)")
 	fl.StringVar(&f.states, "states", "", "also draw the RFC 9293 state diagram as SVG to this file, with each host's path numbered")
 	fl.StringVar(&f.html, "html", "", "also write a self-contained HTML report to this file: explanation, expectations, ladder, state diagram, events, sockets after each state change")
+	fl.IntVar(&f.maxEvents, "max-events", scenario.DefaultBudget.MaxEvents, "stop the run after this many events (its memory bound grows with it)")
 	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
 	return cmd
 }
 
-func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
+func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err error) {
 	if f.profile != "" {
 		if _, err := tcp.ProfileByName(f.profile); err != nil {
 			return err
@@ -139,6 +142,9 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 			return fmt.Errorf("--at %v: a time is between 0 and %v", t, scenario.MaxTime)
 		}
 	}
+	if f.maxEvents < 1 {
+		return fmt.Errorf("--max-events %d: at least 1", f.maxEvents)
+	}
 	sc, err := scenario.Load(arg)
 	if err != nil {
 		return err
@@ -146,7 +152,7 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	var rec trace.Recorder
-	opt := scenario.Options{Profile: f.profile, At: f.at, Sink: rec.Sink()}
+	opt := scenario.Options{Profile: f.profile, At: f.at, Sink: rec.Sink(), Budget: budgetFor(f.maxEvents)}
 	var enc *json.Encoder
 	if f.asJSON {
 		enc = json.NewEncoder(w)
@@ -158,27 +164,28 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 			}
 		}
 	}
-	// Output files are created before the run, which on the kernel takes
-	// real time.
-	var pcapFile, svgFile, statesFile, htmlFile *os.File
+	// Output files are opened before the run, which on the kernel takes
+	// real time, so that a path that cannot be written is said at once.
+	// What they held is replaced only when the run finishes (a failed
+	// expectation included); a run that fails, is refused or interrupted
+	// leaves every path as it was (outfile never removes what it did not
+	// create).
+	var pcapFile, svgFile, statesFile, htmlFile *outfile.File
 	for _, o := range []struct {
 		path string
-		f    **os.File
+		f    **outfile.File
 	}{{f.pcap, &pcapFile}, {f.svg, &svgFile}, {f.states, &statesFile}, {f.html, &htmlFile}} {
 		if o.path == "" {
 			continue
 		}
-		if *o.f, err = os.Create(o.path); err != nil {
+		if *o.f, err = outfile.Create(o.path); err != nil {
 			return err
 		}
 		file := *o.f
-		// A run that cannot finish leaves no empty or partial picture
-		// behind; a failed expectation (exit 1) keeps them.
 		defer func() {
-			file.Close()
 			var ee *exitError
 			if err != nil && !errors.As(err, &ee) {
-				os.Remove(file.Name())
+				file.Abort()
 			}
 		}()
 	}
@@ -186,7 +193,25 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 	if err != nil {
 		return err
 	}
-	res, err := runInterruptible(sc, b, opt)
+	res, err := runInterruptible(ctx, sc, b, opt)
+	var stopped *scenario.StoppedError
+	if errors.As(err, &stopped) && res != nil {
+		// Show what the run did up to its stop, then the reason.
+		if !f.asJSON {
+			ro := scenario.ReportOptions{Backend: desc, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
+				Counters: f.counters, AllTaps: f.allTaps}
+			if werr := scenario.WriteReport(w, res, rec.Events, ro); werr != nil {
+				return werr
+			}
+		}
+		if werr := w.Flush(); werr != nil {
+			return werr
+		}
+		if stopped.Cause == nil {
+			return fmt.Errorf("%w; --max-events raises the limit", err)
+		}
+		return err
+	}
 	if err != nil {
 		return err
 	}
@@ -197,7 +222,7 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 	}
 	title := sc.Name + ": " + sc.Title
 	if svgFile != nil {
-		if err := writeClose(svgFile, draw.Ladder(sc.TraceHosts(), rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: title})); err != nil {
+		if err := writeCommit(svgFile, draw.Ladder(sc.TraceHosts(), rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: title})); err != nil {
 			return err
 		}
 	}
@@ -206,7 +231,7 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 		if err := draw.HTML(&b, res, rec.Events, draw.ReportOptions{Backend: desc, Absolute: f.absolute}); err != nil {
 			return err
 		}
-		if err := writeClose(htmlFile, b.String()); err != nil {
+		if err := writeCommit(htmlFile, b.String()); err != nil {
 			return err
 		}
 	}
@@ -215,7 +240,7 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 		for _, h := range sc.Hosts {
 			names = append(names, h.Name)
 		}
-		if err := writeClose(statesFile, draw.States(names, rec.Events, title)); err != nil {
+		if err := writeCommit(statesFile, draw.States(names, rec.Events, title)); err != nil {
 			return err
 		}
 	}
@@ -241,20 +266,31 @@ func runOne(stdout io.Writer, arg string, f runFlags) (err error) {
 	return nil
 }
 
-// writeClose writes doc to f and closes it.
-func writeClose(f *os.File, doc string) error {
-	if _, err := f.WriteString(doc); err != nil {
-		return err
+// budgetFor is the run budget of --max-events: the memory bound grows
+// with the event cap.
+func budgetFor(maxEvents int) scenario.Budget {
+	d := scenario.DefaultBudget
+	bytes := d.MaxBytes
+	if maxEvents > d.MaxEvents {
+		bytes = int64(float64(d.MaxBytes) * float64(maxEvents) / float64(d.MaxEvents))
 	}
-	return f.Close()
+	return scenario.Budget{MaxEvents: maxEvents, MaxBytes: bytes}
 }
 
-// writePcap writes the run's capture to f and closes it.
-func writePcap(f *os.File, sc *scenario.Scenario, events []trace.Event) error {
+// writeCommit writes doc to f and puts it in place.
+func writeCommit(f *outfile.File, doc string) error {
+	if _, err := f.WriteString(doc); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return f.Commit()
+}
+
+// writePcap writes the run's capture to f and puts it in place.
+func writePcap(f *outfile.File, sc *scenario.Scenario, events []trace.Event) error {
 	if _, err := trace.WritePcapng(f, sc.TraceHosts(), events); err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
-	return f.Close()
+	return f.Commit()
 }
 
 type jsonSnapshot struct {
@@ -292,7 +328,7 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 				return err
 			}
 			if onKernel {
-				return tourKernel(stdout, lib, seed, jobs, quick)
+				return tourKernel(cmd.Context(), stdout, lib, seed, jobs, quick)
 			}
 			if quick || cmd.Flags().Changed("jobs") {
 				return fmt.Errorf("--quick and --jobs go with --kernel")
