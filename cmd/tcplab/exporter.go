@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tcplab/tcplab/inspect"
+	"github.com/tcplab/tcplab/internal/httpguard"
 )
 
 func newExporter(stdout io.Writer) *cobra.Command {
@@ -64,7 +64,10 @@ interval: a CLOSE_WAIT socket still there one scrape later is a leak, counter
 rates are per interval. Scrapes are serialized.
 
 The exporter listens on loopback only unless --allow-remote is given: the
-metrics name this host's ports and problems.
+metrics name this host's ports and problems. Without --allow-remote it also
+answers only requests whose Host is a loopback name or address (localhost,
+127.0.0.1, [::1]; others get 403 Forbidden), so that a web page cannot read
+the metrics through a name of its own pointed at 127.0.0.1 (DNS rebinding).
 
 Root is not needed for your own namespace, but CLOSE_WAIT findings name
 processes only where /proc lets you look.`,
@@ -108,13 +111,13 @@ processes only where /proc lets you look.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			fmt.Fprintf(stdout, "serving metrics on http://%s/metrics\n", ln.Addr())
-			return serveHTTP(ctx, ln, metricsHandler(c, tf.target()))
+			return serveHTTP(ctx, ln, metricsHandler(c, tf.target(), !allowRemote))
 		},
 	}
 	tf.add(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9469", "address to serve the metrics on (host:port)")
 	cmd.Flags().IntVar(&topPorts, "top-ports", inspect.DefaultTopPorts, "listening ports labeled by number, those with the most sockets; the others are port=\"other\"")
-	cmd.Flags().BoolVar(&allowRemote, "allow-remote", false, "allow a --listen address that is not loopback")
+	cmd.Flags().BoolVar(&allowRemote, "allow-remote", false, "serve on a --listen address that is not loopback, and answer requests to any host name (without it: loopback addresses and names only)")
 	return cmd
 }
 
@@ -125,7 +128,7 @@ func checkListen(addr string, allowRemote bool, exposes string) error {
 	if err != nil {
 		return fmt.Errorf("--listen %q: %w", addr, err)
 	}
-	if allowRemote || isLoopback(host) {
+	if allowRemote || httpguard.LoopbackHost(host) {
 		return nil
 	}
 	what := host
@@ -135,23 +138,23 @@ func checkListen(addr string, allowRemote bool, exposes string) error {
 	return fmt.Errorf("--listen %s: %s is not a loopback address, and %s to anyone who can reach it; give --allow-remote to serve there anyway (and restrict access with a firewall), or listen on 127.0.0.1", addr, what, exposes)
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
-}
-
 // Limits on /metrics, as the Prometheus client library's handler had them.
 const (
 	maxScrapesInFlight = 4
 	scrapeTimeout      = 30 * time.Second
 )
 
+// loopbackRefusal answers a request to an exporter on loopback whose Host
+// is not a loopback name.
+const loopbackRefusal = "tcplab exporter answers only to a loopback host name (localhost, 127.0.0.1, [::1]), " +
+	"so that web pages cannot read this host's metrics through a name of their own (DNS rebinding); " +
+	"scrape it as 127.0.0.1, or start it with --allow-remote to accept other names"
+
 // metricsHandler serves the collector's metrics on /metrics and a short
-// page on /. c is an *inspect.Collector but for tests.
-func metricsHandler(c io.WriterTo, t inspect.Target) http.Handler {
+// page on /; loopbackOnly refuses requests whose Host is not a loopback
+// name (see httpguard.LoopbackOnly). c is an *inspect.Collector but for
+// tests.
+func metricsHandler(c io.WriterTo, t inspect.Target, loopbackOnly bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", http.TimeoutHandler(scrapeHandler(c), scrapeTimeout, "scrape timed out\n"))
 	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
@@ -163,6 +166,9 @@ func metricsHandler(c io.WriterTo, t inspect.Target) http.Handler {
 </body></html>
 `, html.EscapeString(t.String()))
 	})
+	if loopbackOnly {
+		return httpguard.LoopbackOnly(mux, loopbackRefusal)
+	}
 	return mux
 }
 

@@ -59,7 +59,7 @@ func TestExporterServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- serveHTTP(ctx, ln, metricsHandler(c, inspect.Target{})) }()
+	go func() { done <- serveHTTP(ctx, ln, metricsHandler(c, inspect.Target{}, true)) }()
 
 	// The transport neither asks for gzip nor unzips: the tests set
 	// Accept-Encoding themselves.
@@ -193,9 +193,59 @@ func (failingCollector) WriteTo(io.Writer) (int64, error) { return 0, errors.New
 // collector's own count of failures is tested in inspect).
 func TestExporterScrapeError(t *testing.T) {
 	rec := httptest.NewRecorder()
-	metricsHandler(failingCollector{}, inspect.Target{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	metricsHandler(failingCollector{}, inspect.Target{}, false).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	if rec.Code != http.StatusInternalServerError || !strings.Contains(rec.Body.String(), "scrape failed: no sample") || strings.Contains(rec.Body.String(), "tcplab_") {
 		t.Errorf("failed scrape: status %d, body %q; want 500 with the error only", rec.Code, rec.Body)
+	}
+}
+
+// countingCollector counts its scrapes and writes one metric.
+type countingCollector struct{ n *int }
+
+func (c countingCollector) WriteTo(w io.Writer) (int64, error) {
+	*c.n++
+	n, err := io.WriteString(w, "tcplab_scrape_errors_total 0\n")
+	return int64(n), err
+}
+
+// On loopback (no --allow-remote) the exporter answers only to loopback
+// host names, so that a web page cannot read the metrics through a name it
+// points at 127.0.0.1 (DNS rebinding); the refused requests are not
+// scraped. With --allow-remote every name is answered.
+func TestExporterLoopbackHost(t *testing.T) {
+	var scrapes int
+	handler := metricsHandler(countingCollector{&scrapes}, inspect.Target{}, true)
+	serve := func(h http.Handler, host, path string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", path, nil)
+		req.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	for _, host := range []string{"attacker.example:9469", "attacker.example", "127.0.0.1.nip.io:9469", "localhost.attacker.example:9469", "10.0.0.1:9469", "0.0.0.0:9469", "[::]:9469", ""} {
+		for _, path := range []string{"/metrics", "/"} {
+			rec := serve(handler, host, path)
+			if body := rec.Body.String(); rec.Code != http.StatusForbidden || !strings.Contains(body, "only to a loopback host name") || !strings.Contains(body, "--allow-remote") || strings.Contains(body, "tcplab_") {
+				t.Errorf("GET %s with Host %q: status %d, body %q; want 403 saying why", path, host, rec.Code, body)
+			}
+		}
+	}
+	if scrapes != 0 {
+		t.Errorf("refused requests took %d scrapes", scrapes)
+	}
+	for _, host := range []string{"127.0.0.1:9469", "127.0.0.1", "127.1.2.3:80", "localhost:9469", "LocalHost:9469", "localhost", "[::1]:9469", "[::1]"} {
+		if rec := serve(handler, host, "/metrics"); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), "tcplab_scrape_errors_total 0") {
+			t.Errorf("GET /metrics with Host %q: status %d, body %q; want the metrics", host, rec.Code, rec.Body)
+		}
+		if rec := serve(handler, host, "/"); rec.Code != http.StatusOK {
+			t.Errorf("GET / with Host %q: status %d, want 200", host, rec.Code)
+		}
+	}
+	remote := metricsHandler(countingCollector{&scrapes}, inspect.Target{}, false)
+	for _, host := range []string{"attacker.example:9469", "metrics.example.org:9469", "10.0.0.1:9469"} {
+		if rec := serve(remote, host, "/metrics"); rec.Code != http.StatusOK {
+			t.Errorf("--allow-remote, GET /metrics with Host %q: status %d, body %q; want 200", host, rec.Code, rec.Body)
+		}
 	}
 }
 
