@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -14,15 +16,37 @@ import (
 // targetFlags choose the network namespace a live command looks at.
 type targetFlags struct {
 	netns string
-	pid   int
+	pid   pidFlag
 }
 
 func (t *targetFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&t.netns, "netns", "N", "", "look inside this network namespace (a name under /run/netns, or a path)")
-	cmd.Flags().IntVar(&t.pid, "netns-pid", 0, "look inside the network namespace of this process (a container's, say)")
+	cmd.Flags().Var(&t.pid, "netns-pid", "look inside the network namespace of this process, a PID of 1 or more (a container's, say); without the flag, this host's")
 }
 
-func (t *targetFlags) target() inspect.Target { return inspect.Target{Netns: t.netns, PID: t.pid} }
+func (t *targetFlags) target() inspect.Target { return inspect.Target{Netns: t.netns, PID: int(t.pid)} }
+
+// pidFlag is --netns-pid: a process ID, 1 or more. The flag left out is 0,
+// this host's namespace (inspect.Target's zero PID); given as 0 or less it
+// is a usage error rather than quietly this host, which would show another
+// namespace than the one asked for without a word.
+type pidFlag int
+
+func (p *pidFlag) Set(s string) error {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return fmt.Errorf("not a process ID")
+	}
+	if n <= 0 {
+		return fmt.Errorf("a process ID is 1 or more (leave --netns-pid out to look at this host's namespace)")
+	}
+	*p = pidFlag(n)
+	return nil
+}
+
+func (p *pidFlag) String() string { return strconv.Itoa(int(*p)) }
+
+func (p *pidFlag) Type() string { return "pid" }
 
 // filterFlags are the socket filters shared by ss and watch.
 type filterFlags struct {

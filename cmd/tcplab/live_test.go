@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +116,68 @@ func TestLiveUsageErrors(t *testing.T) {
 		if code != 2 || !strings.HasPrefix(errs, "tcplab: ") || !strings.Contains(errs, c.want) || out != "" {
 			t.Errorf("%v: exit %d, stderr %q, stdout %q; want exit 2 and %q", c.args, code, errs, out, c.want)
 		}
+	}
+}
+
+// --netns-pid takes a process ID, 1 or more: 0 and negative values are
+// usage errors rather than a quiet "this host" (which is what leaving the
+// flag out means). Each command also gets a bad flag that it checks only
+// once it runs, so that a --netns-pid let through ends the command at once
+// instead of serving (exporter) or watching until stopped.
+func TestLiveNetnsPIDUsage(t *testing.T) {
+	for _, cmd := range [][]string{
+		{"ss"},
+		{"stats", "--watch", "-1s"},
+		{"doctor", "--interval", "0s"},
+		{"watch", "--interval", "0s"},
+		{"exporter", "--top-ports", "0"},
+	} {
+		for pid, want := range map[string]string{"0": "1 or more", "+0": "1 or more", "-1": "1 or more", "-4242": "1 or more", "pid": "not a process ID", "": "not a process ID"} {
+			for _, flag := range [][]string{{"--netns-pid", pid}, {"--netns-pid=" + pid}} {
+				args := append(slices.Clone(cmd), flag...)
+				out, errs, code := tcplab(t, args...)
+				if code != 2 || !strings.HasPrefix(errs, `tcplab: invalid argument "`+pid+`" for "--netns-pid" flag: `) || !strings.Contains(errs, want) || out != "" {
+					t.Errorf("%q: exit %d, stderr %q, stdout %q; want exit 2 and %q", args, code, errs, out, want)
+				}
+			}
+		}
+	}
+}
+
+// --netns-pid looks in the namespace of the process given.
+func TestLiveNetnsPID(t *testing.T) {
+	h, _ := liveNetns(t)
+	const port = 7104
+	clients := liveCloseWait(t, h, port, 2)
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skip(err)
+	}
+	// Started from a thread inside h, the child is in h.
+	child := exec.Command(sleep, "60")
+	inNetns(t, h, child.Start)
+	t.Cleanup(func() {
+		child.Process.Kill()
+		child.Wait()
+	})
+	pid := strconv.Itoa(child.Process.Pid)
+
+	out, errs, code := tcplab(t, "ss", "--netns-pid", pid, "--state", "close-wait", "--sport", strconv.Itoa(port))
+	if code != 0 || strings.Count(out, "CLOSE_WAIT") != len(clients) || !strings.Contains(out, clients[0]) {
+		t.Errorf("ss --netns-pid %s: exit %d, stderr %q; want the %d CLOSE_WAITs of the namespace:\n%s", pid, code, errs, len(clients), out)
+	}
+	out, errs, code = tcplab(t, "stats", "--netns-pid="+pid, "--port", strconv.Itoa(port), "--processes=false")
+	if code != 0 || !strings.Contains(out, "CLOSE_WAIT") || !strings.Contains(out, "FIN_WAIT2") {
+		t.Errorf("stats --netns-pid %s: exit %d, stderr %q:\n%s", pid, code, errs, out)
+	}
+	// Without the flag: this host, where the port has none of them.
+	out, errs, code = tcplab(t, "ss", "--state", "close-wait", "--sport", strconv.Itoa(port))
+	if code != 0 || strings.Contains(out, "CLOSE_WAIT") {
+		t.Errorf("ss without --netns-pid: exit %d, stderr %q; want this host's table, without the namespace's sockets:\n%s", code, errs, out)
+	}
+	_, errs, code = tcplab(t, "ss", "--netns-pid", pid, "-N", "/proc/self/ns/net")
+	if code != 2 || !strings.Contains(errs, "not both") {
+		t.Errorf("--netns-pid with -N: exit %d, stderr %q; want exit 2", code, errs)
 	}
 }
 
