@@ -10,14 +10,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/tcplab/tcplab/draw"
+	"github.com/tcplab/tcplab/internal/httpguard"
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
 )
@@ -44,6 +43,11 @@ type Options struct {
 	// address, so that a web page cannot reach the server through a name
 	// it controls (DNS rebinding).
 	LoopbackOnly bool
+	// SimTimeout bounds a simulator run's wall time; 0 means SimTimeout.
+	SimTimeout time.Duration
+	// Budget bounds each run's events and their memory; zero fields take
+	// scenario.DefaultBudget's.
+	Budget scenario.Budget
 }
 
 // Server is the page's handler and the runs it has going.
@@ -53,13 +57,10 @@ type Server struct {
 	krn     chan struct{} // kernel runs at once (one)
 	handler http.Handler
 
-	mu      sync.Mutex
-	running map[*scenario.Backend]struct{}
-	wg      sync.WaitGroup
+	ctx  context.Context // cancelled by Stop: every run stops
+	stop context.CancelCauseFunc
+	wg   sync.WaitGroup
 }
-
-// interrupter is a backend that can stop a run midway (the kernel's).
-type interrupter interface{ Interrupt(error) }
 
 // NewHandler returns the page, its assets and its API:
 //
@@ -72,9 +73,13 @@ func NewHandler(o Options) http.Handler { return NewServer(o) }
 
 // NewServer is NewHandler with a Stop for the runs going on.
 func NewServer(o Options) *Server {
-	s := &Server{o: o, sim: make(chan struct{}, 4), krn: make(chan struct{}, 1), running: map[*scenario.Backend]struct{}{}}
+	s := &Server{o: o, sim: make(chan struct{}, 4), krn: make(chan struct{}, 1)}
+	s.ctx, s.stop = context.WithCancelCause(context.Background())
 	if s.o.KernelTimeout == 0 {
 		s.o.KernelTimeout = 5 * time.Minute
+	}
+	if s.o.SimTimeout == 0 {
+		s.o.SimTimeout = SimTimeout
 	}
 	mux := http.NewServeMux()
 	sub, _ := fs.Sub(static, "static")
@@ -85,41 +90,28 @@ func NewServer(o Options) *Server {
 	mux.HandleFunc("GET /api/scenarios", s.list)
 	mux.HandleFunc("GET /api/scenarios/{name}", s.source)
 	mux.HandleFunc("POST /api/run", s.run)
-	s.handler = mux
+	// Posts that a browser marks as coming from another site, or whose
+	// Origin is not the Host they were sent to, are refused (Go's CSRF
+	// protection: Sec-Fetch-Site, else Origin against Host).
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "runs are not taken from other sites' pages", http.StatusForbidden)
+	}))
+	s.handler = cop.Handler(mux)
+	if s.o.LoopbackOnly {
+		s.handler = httpguard.LoopbackOnly(s.handler, "this server answers only to a loopback name (127.0.0.1, [::1], localhost)")
+	}
 	return s
 }
 
 // ServeHTTP serves the page and the API.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.o.LoopbackOnly && !loopbackHost(r.Host) {
-		http.Error(w, "this server answers only to a loopback name (127.0.0.1, [::1], localhost)", http.StatusForbidden)
-		return
-	}
-	s.handler.ServeHTTP(w, r)
-}
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
-func loopbackHost(hostport string) bool {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
-	if host == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
-	return err == nil && a.IsLoopback()
-}
-
-// Stop interrupts the runs going on (a kernel run stops at its next step
-// and removes its namespaces) and waits for them to end.
+// Stop stops the runs going on (a simulator run at its next event, a
+// kernel run at its next step, removing its namespaces) and waits for
+// them to end.
 func (s *Server) Stop() {
-	s.mu.Lock()
-	for b := range s.running {
-		if i, ok := (*b).(interrupter); ok {
-			i.Interrupt(errors.New("the server is stopping"))
-		}
-	}
-	s.mu.Unlock()
+	s.stop(errors.New("the server is stopping"))
 	s.wg.Wait()
 }
 
@@ -182,6 +174,7 @@ type RunResult struct {
 func errorsOf(err error) []ErrorAt {
 	var list scenario.ErrorList
 	var one *scenario.Error
+	var stopped *scenario.StoppedError
 	switch {
 	case errors.As(err, &list):
 		out := make([]ErrorAt, 0, len(list))
@@ -191,6 +184,8 @@ func errorsOf(err error) []ErrorAt {
 		return out
 	case errors.As(err, &one):
 		return []ErrorAt{errorAt(one)}
+	case errors.As(err, &stopped):
+		return []ErrorAt{{Line: stopped.Pos.Line, Col: stopped.Pos.Col, Msg: fmt.Sprintf("the run stopped at %ss: %s", trace.FormatTime(stopped.At), stopped.Reason)}}
 	}
 	return []ErrorAt{{Msg: err.Error()}}
 }
@@ -210,10 +205,6 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	// cannot set this type without a preflight the server does not answer.
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		http.Error(w, "post the run as application/json", http.StatusUnsupportedMediaType)
-		return
-	}
-	if r.Header.Get("Sec-Fetch-Site") == "cross-site" {
-		http.Error(w, "runs are not taken from other sites' pages", http.StatusForbidden)
 		return
 	}
 	// JSON escapes can make the text up to six times longer.
@@ -240,7 +231,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, RunResult{Errors: errorsOf(err)})
 		return
 	}
-	mk, slots, timeout := s.o.Sim, s.sim, SimTimeout
+	mk, slots, timeout := s.o.Sim, s.sim, s.o.SimTimeout
 	switch req.Backend {
 	case "", "sim":
 	case "kernel":
@@ -253,66 +244,57 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "backend is sim or kernel", http.StatusBadRequest)
 		return
 	}
-	// The slot is held by the run itself, until it has ended, also when
-	// the request gave up on it.
 	select {
 	case slots <- struct{}{}:
 	default:
 		http.Error(w, "too many runs at once; try again", http.StatusServiceUnavailable)
 		return
 	}
+	// The run stops when its request ends (the page went away), when it
+	// takes too long, or when the server stops: a simulator run at its
+	// next event, a kernel run at its next step. The slot is held until
+	// the run has ended, which the handler waits for, so it is free when
+	// the answer goes out.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	defer context.AfterFunc(s.ctx, func() { cancel(context.Cause(s.ctx)) })()
+	tooLong := fmt.Errorf("the run took longer than %v", timeout)
+	defer time.AfterFunc(timeout, func() { cancel(tooLong) }).Stop()
+	s.wg.Add(1)
+	defer func() {
+		<-slots
+		s.wg.Done()
+	}()
 	b, desc, err := mk(max(req.Seed, 1))
 	if err != nil {
-		<-slots
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	type outcome struct {
-		res    *scenario.Result
-		events []trace.Event
-		err    error
-	}
-	done := make(chan outcome, 1)
-	s.mu.Lock()
-	s.running[&b] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer func() {
-			s.mu.Lock()
-			delete(s.running, &b)
-			s.mu.Unlock()
-			<-slots
-			s.wg.Done()
-		}()
+	var rec trace.Recorder
+	res, err := func() (*scenario.Result, error) {
 		defer b.Close() // a kernel run's namespaces and rules
-		var rec trace.Recorder
-		res, err := scenario.Run(sc, b, scenario.Options{Sink: rec.Sink()})
+		res, err := scenario.Run(sc, b, scenario.Options{Sink: rec.Sink(), Context: ctx, Budget: s.o.Budget})
 		if i, ok := b.(interface{ Interrupted() error }); ok && err == nil {
 			err = i.Interrupted()
 		}
-		done <- outcome{res, rec.Events, err}
+		return res, err
 	}()
-	ctx, cancel := context.WithTimeout(r.Context(), timeout)
-	defer cancel()
-	var out outcome
-	select {
-	case out = <-done:
-	case <-ctx.Done():
-		// A kernel run stops at its next step; the simulator cannot be
-		// stopped midway. Either way the slot stays taken until the run
-		// has ended, so runaway runs cannot pile up.
-		if i, ok := b.(interrupter); ok {
-			i.Interrupt(fmt.Errorf("the run took longer than %v", timeout))
+	var stopped *scenario.StoppedError
+	if errors.As(err, &stopped) && stopped.Cause != nil {
+		http.Error(w, context.Cause(ctx).Error()+"; the run was stopped", http.StatusServiceUnavailable)
+		return
+	}
+	if err != nil {
+		out := RunResult{Errors: errorsOf(err)}
+		if res != nil {
+			// What the run did up to a budget limit.
+			out = result(res, rec.Events, desc, start)
+			out.Errors = errorsOf(err)
 		}
-		http.Error(w, fmt.Sprintf("the run took longer than %v, or the page went away", timeout), http.StatusServiceUnavailable)
+		writeJSON(w, http.StatusOK, out)
 		return
 	}
-	if out.err != nil {
-		writeJSON(w, http.StatusOK, RunResult{Errors: errorsOf(out.err)})
-		return
-	}
-	writeJSON(w, http.StatusOK, result(out.res, out.events, desc, start))
+	writeJSON(w, http.StatusOK, result(res, rec.Events, desc, start))
 }
 
 func result(res *scenario.Result, events []trace.Event, backend string, start time.Time) RunResult {

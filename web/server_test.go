@@ -1,10 +1,12 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -163,4 +165,138 @@ func TestRunKeepsItsSlot(t *testing.T) {
 	if n := live.Load(); n != 0 {
 		t.Errorf("%d runs still going after Stop", n)
 	}
+}
+
+// floodSource injects the most SYNs a scenario may: under the default
+// budget its run takes about half a second of CPU.
+const floodSource = `host attacker 10.0.9.1
+host server 10.0.0.2
+server: listen 80
+attacker: inject [S] from 10.0.9.1:1000 to server:80 count 100000 every 1us
+after 1s
+`
+
+func postCtx(ctx context.Context, h http.Handler, body string) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequestWithContext(ctx, "POST", "/api/run", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, req)
+	return rec
+}
+
+// A simulator run stops when its request times out or goes away, and its
+// slot is free when the answer goes out: runs that outlive their
+// requests cannot keep other users out.
+func TestRunStopsWithItsRequest(t *testing.T) {
+	o := simOnly()
+	o.SimTimeout = 50 * time.Millisecond
+	// A budget no run reaches in its time: only the deadline stops them.
+	o.Budget = scenario.Budget{MaxEvents: 1 << 30, MaxBytes: 1 << 40}
+	s := NewServer(o)
+	defer s.Stop()
+	flood, _ := json.Marshal(RunRequest{Source: floodSource})
+	hutu, _ := json.Marshal(RunRequest{Source: mustBuiltin(t, "hutu")})
+	for round := range 3 {
+		var wg sync.WaitGroup
+		codes := make([]int, 4)
+		for i := range codes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				codes[i] = postCtx(context.Background(), s, string(flood)).Code
+			}()
+		}
+		wg.Wait()
+		for i, c := range codes {
+			if c != http.StatusServiceUnavailable {
+				t.Fatalf("round %d: flood %d answered %d, want 503 (stopped at the deadline)", round, i, c)
+			}
+		}
+		if rec, res := post(t, s, string(hutu)); rec.Code != 200 || res.Held != 11 {
+			t.Fatalf("round %d: the next run after four stopped ones: %d %q", round, rec.Code, rec.Body.String())
+		}
+	}
+
+	// A request that goes away stops its run too.
+	o.SimTimeout = time.Hour
+	s2 := NewServer(o)
+	defer s2.Stop()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			postCtx(ctx, s2, string(flood))
+		}()
+	}
+	wg.Wait()
+	if rec, _ := post(t, s2, string(hutu)); rec.Code != 200 {
+		t.Fatalf("after four requests that went away: %d %q", rec.Code, rec.Body.String())
+	}
+}
+
+// A run over its budget answers with the error at the line the run was
+// at and what it did up to then.
+func TestRunOverBudget(t *testing.T) {
+	o := simOnly()
+	o.Budget = scenario.Budget{MaxEvents: 5000}
+	flood, _ := json.Marshal(RunRequest{Source: floodSource})
+	rec, res := post(t, NewHandler(o), string(flood))
+	if rec.Code != 200 || len(res.Errors) != 1 {
+		t.Fatalf("%d %+v", rec.Code, res.Errors)
+	}
+	e := res.Errors[0]
+	if e.Line != 5 || !strings.Contains(e.Msg, "5000 events") || !strings.Contains(e.Msg, "line 4 injects 100000 segments") {
+		t.Errorf("error %+v", e)
+	}
+	if len(res.Events) == 0 || res.End == 0 {
+		t.Errorf("no partial report: %d events, end %v", len(res.Events), res.End)
+	}
+}
+
+// Go's cross-origin protection: a foreign Origin, and Sec-Fetch-Site in
+// any case, are refused; same-origin posts and tools without either
+// header pass.
+func TestAPIRefusesForeignOrigins(t *testing.T) {
+	o := simOnly()
+	o.LoopbackOnly = true
+	h := NewHandler(o)
+	for _, c := range []struct {
+		origin, fetchSite string
+		code              int
+	}{
+		{"http://attacker.example", "", http.StatusForbidden},
+		{"null", "", http.StatusForbidden},
+		{"", "Cross-Site", http.StatusForbidden},
+		{"", "same-site", http.StatusForbidden},
+		{"http://127.0.0.1:8080", "", http.StatusOK},
+		{"http://127.0.0.1:8080", "same-origin", http.StatusOK},
+		{"", "", http.StatusOK},
+	} {
+		req := httptest.NewRequest("POST", "/api/run", strings.NewReader(`{"source": "host a 10.0.0.1"}`))
+		req.Host = "127.0.0.1:8080"
+		req.Header.Set("Content-Type", "application/json")
+		if c.origin != "" {
+			req.Header.Set("Origin", c.origin)
+		}
+		if c.fetchSite != "" {
+			req.Header.Set("Sec-Fetch-Site", c.fetchSite)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.code {
+			t.Errorf("%+v: %d, want %d", c, rec.Code, c.code)
+		}
+	}
+}
+
+func mustBuiltin(t *testing.T, name string) string {
+	t.Helper()
+	src, ok := scenario.BuiltinSource(name)
+	if !ok {
+		t.Fatalf("no built-in %s", name)
+	}
+	return src
 }
