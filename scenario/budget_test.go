@@ -147,6 +147,16 @@ func TestParseBounded(t *testing.T) {
 		t.Fatalf("a long string: %.400v", err)
 	}
 
+	var reps strings.Builder
+	reps.WriteString(hosts + "server: listen 80\n")
+	for i := 0; i < 11; i++ {
+		fmt.Fprintf(&reps, "repeat 10000 client: connect server:80 as c%dx{i}\n", i)
+	}
+	_, err = Parse("repeat.tcplab", reps.String())
+	if err == nil || !strings.Contains(err.Error(), "repeat.tcplab:14:8: this line brings the repeated calls to 110000") {
+		t.Fatalf("repeats: %v", err)
+	}
+
 	_, err = Parse("inject.tcplab", hosts+`client: inject [S] from 10.0.9.1:1 to server:80 count 60000 every 1us
 client: inject [S] from 10.0.9.2:1 to server:80 count 60000 every 1us
 `)

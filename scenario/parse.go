@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tcplab/tcplab/sim"
@@ -20,8 +21,9 @@ import (
 const (
 	MaxSource     = 4 << 20 // bytes of scenario text
 	MaxHosts      = 64
-	MaxWord       = 256 // bytes of a word (a name, a number, an address); strings may be longer
-	MaxRepeat     = 10000
+	MaxWord       = 256     // bytes of a word (a name, a number, an address); strings may be longer
+	MaxRepeat     = 10000   // calls of one repeat line
+	MaxRepeated   = 100_000 // calls of all repeat lines together
 	MaxInject     = 100_000 // segments injected by all inject lines together
 	MaxWrite      = 1 << 20
 	MaxTime       = 24 * time.Hour
@@ -59,6 +61,7 @@ type parser struct {
 	hosts    map[string]*HostDecl // by name (sc.Host is a linear search)
 	addrs    map[netip.Addr]string
 	injected int           // segments injected by the lines so far
+	repeated int           // calls made by the repeat lines so far
 	body     bool          // a step has been seen: hosts can no longer be declared
 	span     time.Duration // the latest virtual time the steps so far can reach
 }
@@ -367,6 +370,11 @@ func (p *parser) parseLine() {
 		if err != nil || n < 1 || n > MaxRepeat {
 			p.fail(t.col, fmt.Sprintf("repeat count %q is not a number from 1 to %d", t.s, MaxRepeat), "repeat 20 client: connect server:80 as c{i}")
 		}
+		if p.repeated+n > MaxRepeated {
+			p.fail(t.col, fmt.Sprintf("this line brings the repeated calls to %d, more than the %d a scenario may make", p.repeated+n, MaxRepeated),
+				"a few thousand connections show every effect")
+		}
+		p.repeated += n
 		ht := p.word("`HOST:`", "repeat 20 client: connect server:80 as c{i}")
 		if !strings.HasSuffix(ht.s, ":") {
 			p.fail(ht.col, fmt.Sprintf("expected `HOST:`, found %q", ht.s), "repeat 20 client: connect server:80 as c{i}")
@@ -498,6 +506,17 @@ func isIdent(s string) bool {
 	}
 	return true
 }
+
+// fillData is the bytes of `write conn N bytes`: a through z over and
+// over, one read-only buffer that every such write slices (a thousand
+// writes of a megabyte cost a megabyte, not a gigabyte).
+var fillData = sync.OnceValue(func() []byte {
+	b := make([]byte, MaxWrite)
+	for i := range b {
+		b[i] = 'a' + byte(i%26)
+	}
+	return b
+})
 
 // isName accepts identifiers, with {i} inside when repeating.
 func isName(s string, repeat bool) bool {
@@ -740,10 +759,7 @@ func (p *parser) parseCall(host string, repeat int) {
 			if b.s != "bytes" {
 				p.fail(b.col, fmt.Sprintf("expected `bytes`, found %q", b.s), "write conn 1000 bytes")
 			}
-			c.Data = make([]byte, n)
-			for i := range c.Data {
-				c.Data[i] = 'a' + byte(i%26)
-			}
+			c.Data = fillData()[:n:n]
 		}
 		c.NonBlock = p.flag("nonblock")
 	case VRead:

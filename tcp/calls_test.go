@@ -215,6 +215,29 @@ func TestEphemeralPortsRunOut(t *testing.T) {
 	if r := f.do(Call{Op: OpConnect, FD: fd, Addr: dst, NonBlock: true}); r.Err != EADDRNOTAVAIL {
 		t.Fatalf("fifth connect: %v", r.Err)
 	}
+	// Searches after a full one skip the taken ports until one is freed:
+	// closing a connection gives its port to the next connect.
+	if r := f.do(Call{Op: OpConnect, FD: fd, Addr: dst, NonBlock: true}); r.Err != EADDRNOTAVAIL {
+		t.Fatalf("sixth connect: %v", r.Err)
+	}
+	var freed uint16
+	for cfd, c := range f.h.fds {
+		if c.state == SynSent && c.lport%2 == 1 {
+			freed = c.lport
+			f.do(Call{Op: OpClose, FD: cfd})
+			break
+		}
+	}
+	if freed == 0 {
+		t.Fatal("no odd port in use")
+	}
+	fd2 := f.h.Socket()
+	if r := f.do(Call{Op: OpConnect, FD: fd2, Addr: dst, NonBlock: true}); r.Err != EINPROGRESS || f.h.fds[fd2].lport != freed {
+		t.Fatalf("connect after port %d was freed: %v, port %d", freed, r.Err, f.h.fds[fd2].lport)
+	}
+	if r := f.do(Call{Op: OpConnect, FD: fd, Addr: dst, NonBlock: true}); r.Err != EADDRNOTAVAIL {
+		t.Fatalf("connect with every port taken again: %v", r.Err)
+	}
 	// Another destination can reuse the ports.
 	if r := f.do(Call{Op: OpConnect, FD: fd, Addr: netip.MustParseAddrPort("10.0.0.1:81"), NonBlock: true}); r.Err != EINPROGRESS {
 		t.Fatalf("other destination: %v", r.Err)

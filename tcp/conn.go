@@ -223,6 +223,9 @@ func (c *conn) setState(to State, kind CauseKind, text string) {
 		h.bug("sock %d: illegal transition %v -> %v (%s)", c.id, from, to, text)
 	}
 	c.state = to
+	if to == TimeWait || to == Closed {
+		h.portsGen++ // a TIME_WAIT may now be reusable, a CLOSED one freed
+	}
 	// CurrEstab counts ESTABLISHED and CLOSE_WAIT connections, as
 	// tcp_set_state does since Linux 6.10.
 	if inEstab(to) && !inEstab(from) {
@@ -297,6 +300,7 @@ func (c *conn) hash() {
 
 func (c *conn) unhash() {
 	if c.hashed {
+		c.h.portsGen++
 		if c.h.conns[c.key()] == c {
 			delete(c.h.conns, c.key())
 		}

@@ -63,6 +63,16 @@ type Host struct {
 	challengeWindow time.Duration
 	challengeCount  int
 
+	// portsGen counts changes that can free an ephemeral port (a 4-tuple
+	// unhashed, a bound port released, a move to TIME_WAIT or CLOSED);
+	// exhausted remembers which parities of the range the last search
+	// for a destination found full, valid while the generation, the time
+	// and the range are the same: later searches skip them instead of
+	// scanning 14,116 taken ports again (a repeat of 100,000 connects to
+	// one destination took minutes).
+	portsGen  uint64
+	exhausted exhaustedScan
+
 	bugs []string
 }
 
@@ -272,6 +282,7 @@ func (h *Host) unbindPort(c *conn) {
 	if !c.bound {
 		return
 	}
+	h.portsGen++
 	if b := h.ports[c.lport]; b != nil {
 		delete(b.socks, c)
 		if c.explicitBind {

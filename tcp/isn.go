@@ -195,11 +195,18 @@ func (h *Host) pickEphemeral(dst tuple) (uint16, *conn, Errno) {
 	p := &h.prof
 	low, high := int(p.EphemeralLow), int(p.EphemeralHigh)
 	remaining := high - low + 1
+	scan := portScan{dst: dst, gen: h.portsGen, now: h.now, low: low, high: high, reuse: p.TwReuse}
+	if h.exhausted.portScan != scan {
+		h.exhausted = exhaustedScan{portScan: scan}
+	}
 	hv := tupleHash(h.key[3], tuple{laddr: dst.laddr, raddr: dst.raddr, rport: dst.rport}, 7)
 	idx := int(hv & 0xff)
 	offset := int((uint32(hv>>8) + uint32(h.perturb[idx])) % uint32(remaining))
 	offset &^= 1
 	for parity := 0; parity < 2; parity++ {
+		if h.exhausted.parity[parity] {
+			continue // no port of this parity was freed since its last scan
+		}
 		for i := 0; i < remaining; i += 2 {
 			port := low + (offset+i+parity)%remaining
 			if b := h.ports[uint16(port)]; b != nil && b.explicit > 0 {
@@ -214,8 +221,26 @@ func (h *Host) pickEphemeral(dst tuple) (uint16, *conn, Errno) {
 			h.perturb[idx] += uint16(i + 2)
 			return uint16(port), o, OK
 		}
+		h.exhausted.parity[parity] = true
 	}
 	return 0, nil, EADDRNOTAVAIL
+}
+
+// portScan is what an ephemeral port search depends on besides the ports
+// in use: while it is the same, a parity found full stays full (taking a
+// port never frees one).
+type portScan struct {
+	dst       tuple
+	gen       uint64
+	now       time.Duration
+	low, high int
+	reuse     int
+}
+
+// exhaustedScan says which parities of the range a search found full.
+type exhaustedScan struct {
+	portScan
+	parity [2]bool
 }
 
 // twReusable is tcp_twsk_unique: with tcp_tw_reuse a TIME_WAIT 4-tuple may
