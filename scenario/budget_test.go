@@ -197,3 +197,27 @@ func BenchmarkFloodToBudget(b *testing.B) {
 		}
 	}
 }
+
+// TestBudgetWork: an until tested after every change on a host with many
+// sockets stops at the work bound, naming its line.
+func TestBudgetWork(t *testing.T) {
+	src := `host client 10.0.0.1
+host server 10.0.0.2
+host attacker 10.0.9.1
+server: listen 80 backlog 1024
+repeat 1000 client: connect server:80 as a{i}
+after 1s
+attacker: inject [S] from 10.0.9.1:1000 to server:80 count 10000 every 10us
+until server: count ESTABLISHED >= 100000 within 1h
+`
+	sc, err := Parse("work.tcplab", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(sc, NewSim(1), Options{Budget: Budget{MaxWork: 1_000_000}})
+	var se *StoppedError
+	if !errors.As(err, &se) || se.Pos.Line != 8 || !strings.Contains(err.Error(), "examined more than 1000000 sockets") ||
+		!strings.Contains(err.Error(), "server has 1") {
+		t.Fatalf("err %v", err)
+	}
+}

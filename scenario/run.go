@@ -45,13 +45,17 @@ type Budget struct {
 	// cost per event (EventCost) plus the bytes of payloads, data and
 	// texts they carry.
 	MaxBytes int64
+	// MaxWork bounds the sockets that until and expect conditions list
+	// (an until is tested after every change): the CPU a run may spend
+	// besides its events.
+	MaxWork int64
 }
 
 // DefaultBudget is a run's budget unless the caller sets another: 250
-// times the largest built-in run (syn-flood, 815 events), and a memory
-// bound that keeps a capped run's process under about 600 MB
-// (docs/reliability.md has the measurements).
-var DefaultBudget = Budget{MaxEvents: 200_000, MaxBytes: 128 << 20}
+// times the largest built-in run (syn-flood, 815 events), a memory bound
+// that keeps a capped run's process under about 400 MB, and a few seconds
+// of condition tests (docs/reliability.md has the measurements).
+var DefaultBudget = Budget{MaxEvents: 200_000, MaxBytes: 128 << 20, MaxWork: 5_000_000}
 
 // EventCost is the memory an event is counted for before the bytes it
 // carries: the event, its packet or call, and the runner's record of it.
@@ -204,6 +208,7 @@ type runner struct {
 	budget  Budget
 	events  int
 	bytes   int64
+	work    int64
 	stop    atomic.Pointer[StoppedError] // why the run is stopping, once it is
 	injects []injectLoad
 }
@@ -248,6 +253,9 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 	}
 	if r.budget.MaxBytes <= 0 {
 		r.budget.MaxBytes = DefaultBudget.MaxBytes
+	}
+	if r.budget.MaxWork <= 0 {
+		r.budget.MaxWork = DefaultBudget.MaxWork
 	}
 	if ctx := opt.Context; ctx != nil {
 		// Seen at once by an event (observe), or, when none comes (a
@@ -364,6 +372,23 @@ func (r *runner) stopError() error {
 	e.At = r.b.Now()
 	r.observe(trace.Event{At: e.At, Kind: trace.KindNote, Note: "the run stopped here: " + e.Reason})
 	return e
+}
+
+// snapshotOf lists a host's sockets for a condition, charging each to
+// the budget's MaxWork: an until is tested after every change, and each
+// test of a host with 100,000 sockets lists them all.
+func (r *runner) snapshotOf(host string) ([]trace.Socket, error) {
+	snap, err := r.b.Snapshot(host)
+	r.work += int64(len(snap)) + 1
+	if r.work > r.budget.MaxWork && !r.stopped() {
+		line := 0
+		if r.step != nil {
+			line = r.step.Pos.Line
+		}
+		r.halt(fmt.Sprintf("its conditions examined more than %d sockets, the most a run may (the condition on line %d is tested after every change, and %s has %d sockets)",
+			r.budget.MaxWork, line, host, len(snap)), nil)
+	}
+	return snap, err
 }
 
 // count charges an event to the budget and reports whether it fits.
@@ -909,7 +934,7 @@ type seriesInjector interface {
 func (r *runner) test(c *Cond) (bool, string) {
 	switch c.Kind {
 	case CondCount:
-		snap, err := r.b.Snapshot(c.Host)
+		snap, err := r.snapshotOf(c.Host)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -1049,7 +1074,7 @@ func (r *runner) stateOf(s *sockRec) string {
 		}
 		return tcp.Closed.String() // the call that makes it failed
 	}
-	snap, err := r.b.Snapshot(s.host)
+	snap, err := r.snapshotOf(s.host)
 	if err != nil {
 		return err.Error()
 	}

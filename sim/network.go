@@ -407,8 +407,9 @@ func (n *Network) Snapshot(host string) ([]trace.Socket, error) {
 		return nil, fmt.Errorf("unknown host %q", host)
 	}
 	h.Stack.Advance(n.now)
-	var out []trace.Socket
-	for _, s := range h.Stack.Snapshot() {
+	snap := h.Stack.Snapshot()
+	out := make([]trace.Socket, 0, len(snap))
+	for _, s := range snap {
 		out = append(out, trace.Socket{Host: host, Sock: uint64(s.Sock), Parent: uint64(s.Parent),
 			FD: int(s.FD), State: s.State.String(), Local: s.Local, Remote: s.Remote,
 			RecvQ: s.RecvQ, SendQ: s.SendQ, Timer: s.Timer, TimerLeft: s.TimerLeft,

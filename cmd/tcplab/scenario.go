@@ -126,7 +126,7 @@ and seen are printed), 2 for a usage or scenario error.`,
 	fl.StringVar(&f.svg, "svg", "", "also draw the ladder diagram as SVG to this file (runs of like segments folded into one arrow ×N)")
 	fl.StringVar(&f.states, "states", "", "also draw the RFC 9293 state diagram as SVG to this file, with each host's path numbered")
 	fl.StringVar(&f.html, "html", "", "also write a self-contained HTML report to this file: explanation, expectations, ladder, state diagram, events, sockets after each state change")
-	fl.IntVar(&f.maxEvents, "max-events", scenario.DefaultBudget.MaxEvents, "stop the run after this many events (its memory bound grows with it)")
+	fl.IntVar(&f.maxEvents, "max-events", scenario.DefaultBudget.MaxEvents, "stop the run after this many events (its memory and work bounds grow with it)")
 	fl.BoolVar(&f.kernel, "kernel", false, "run on this machine's Linux kernel in network namespaces instead of the simulator (needs root; real time)")
 	return cmd
 }
@@ -266,15 +266,17 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 	return nil
 }
 
-// budgetFor is the run budget of --max-events: the memory bound grows
-// with the event cap.
+// budgetFor is the run budget of --max-events: the memory and work
+// bounds grow with the event cap.
 func budgetFor(maxEvents int) scenario.Budget {
 	d := scenario.DefaultBudget
-	bytes := d.MaxBytes
 	if maxEvents > d.MaxEvents {
-		bytes = int64(float64(d.MaxBytes) * float64(maxEvents) / float64(d.MaxEvents))
+		scale := float64(maxEvents) / float64(d.MaxEvents)
+		d.MaxBytes = int64(float64(d.MaxBytes) * scale)
+		d.MaxWork = int64(float64(d.MaxWork) * scale)
 	}
-	return scenario.Budget{MaxEvents: maxEvents, MaxBytes: bytes}
+	d.MaxEvents = maxEvents
+	return d
 }
 
 // writeCommit writes doc to f and puts it in place.
