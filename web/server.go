@@ -45,10 +45,16 @@ type Options struct {
 	LoopbackOnly bool
 	// SimTimeout bounds a simulator run's wall time; 0 means SimTimeout.
 	SimTimeout time.Duration
-	// Budget bounds each run's events and their memory; zero fields take
-	// scenario.DefaultBudget's.
+	// Budget bounds each run's events, their memory and its condition
+	// tests; zero fields take PageBudget's.
 	Budget scenario.Budget
 }
+
+// PageBudget is a page run's budget: a quarter of the command line's
+// events (60 times the largest built-in run; a page of more would not be
+// read), so that four runs at once and their reports stay within about a
+// gigabyte.
+var PageBudget = scenario.Budget{MaxEvents: 50_000, MaxBytes: 32 << 20, MaxWork: scenario.DefaultBudget.MaxWork}
 
 // Server is the page's handler and the runs it has going.
 type Server struct {
@@ -59,6 +65,7 @@ type Server struct {
 
 	ctx  context.Context // cancelled by Stop: every run stops
 	stop context.CancelCauseFunc
+	mu   sync.Mutex // orders wg.Add after Stop's cancel
 	wg   sync.WaitGroup
 }
 
@@ -80,6 +87,15 @@ func NewServer(o Options) *Server {
 	}
 	if s.o.SimTimeout == 0 {
 		s.o.SimTimeout = SimTimeout
+	}
+	if s.o.Budget.MaxEvents <= 0 {
+		s.o.Budget.MaxEvents = PageBudget.MaxEvents
+	}
+	if s.o.Budget.MaxBytes <= 0 {
+		s.o.Budget.MaxBytes = PageBudget.MaxBytes
+	}
+	if s.o.Budget.MaxWork <= 0 {
+		s.o.Budget.MaxWork = PageBudget.MaxWork
 	}
 	mux := http.NewServeMux()
 	sub, _ := fs.Sub(static, "static")
@@ -111,7 +127,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 // kernel run at its next step, removing its namespaces) and waits for
 // them to end.
 func (s *Server) Stop() {
+	s.mu.Lock()
 	s.stop(errors.New("the server is stopping"))
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
@@ -260,7 +278,15 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	defer context.AfterFunc(s.ctx, func() { cancel(context.Cause(s.ctx)) })()
 	tooLong := fmt.Errorf("the run took longer than %v", timeout)
 	defer time.AfterFunc(timeout, func() { cancel(tooLong) }).Stop()
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		<-slots
+		http.Error(w, "the server is stopping", http.StatusServiceUnavailable)
+		return
+	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	defer func() {
 		<-slots
 		s.wg.Done()

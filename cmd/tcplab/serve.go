@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -65,8 +66,12 @@ refuses those a browser marks as coming from another site.`,
 			defer stop()
 			fmt.Fprintf(stdout, "serving tcplab on http://%s/\n", ln.Addr())
 			srv := web.NewServer(o)
+			// On a signal the runs stop first (a kernel run removes its
+			// namespaces), so that their requests end at once and the
+			// server's shutdown does not wait for them.
+			defer context.AfterFunc(ctx, srv.Stop)()
 			err = serveHTTP(ctx, ln, srv)
-			srv.Stop() // kernel runs stop and remove their namespaces
+			srv.Stop()
 			return err
 		},
 	}

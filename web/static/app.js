@@ -102,8 +102,13 @@ async function run() {
     }
     const res = await r.json();
     if (res.errors && res.errors.length) {
+      if (res.title) {
+        // A run stopped by its budget: what it did up to then, and why.
+        result = res;
+        render(res);
+      }
       showErrors(res.errors);
-      $("status").textContent = `${res.errors.length} error(s) in the scenario`;
+      $("status").textContent = res.title ? `${res.title} — ${res.errors[0].msg}` : `${res.errors.length} error(s) in the scenario`;
       $("status").className = "fail";
       return;
     }
