@@ -101,8 +101,19 @@ results and errno, the scenario's notes, and the outcome of every expect
 line. A packet is shown once as it leaves its sender, and again at its
 receiver only when a rule acted on it there.
 
+A run has a budget: 200,000 events (--max-events raises it), 128 MB of
+memory held by them and 5 million sockets listed by conditions. A run that
+reaches it, or is interrupted (SIGINT, SIGTERM), stops at its next event,
+prints what happened up to then and says why, at the line it was at.
+
+The files of --pcap, --svg, --states and --html are written beside their
+path and put in place only when the run finishes (a failed expectation
+included): a run that fails or is interrupted leaves them as they were.
+A symlink stays a link; a device or /dev/stdout is written, never removed.
+
 Exit status: 0 when every expectation held, 1 when one failed (expected
-and seen are printed), 2 for a usage or scenario error.`,
+and seen are printed), 2 for a usage or scenario error, a run stopped by
+its budget, or an interrupted run.`,
 		Example: `  tcplab run hutu
   tcplab run syn-recv --ladder
   tcplab run accept-overflow --at 1s --at 10s

@@ -38,12 +38,15 @@ the Linux kernel (network namespaces, real time, one run at a time, at most
 turns that off.
 
 Each request is bounded: 64 KB of scenario text, 10 s of wall time for a
-simulator run, 4 simulator runs at once. The page and its scripts are
-embedded in the binary. The server listens on loopback only unless
---allow-remote is given: anyone who reaches it can run scenarios (and, as
-root, create namespaces). It answers only to loopback host names then (a web
-page cannot reach it through a name of its own), takes runs only as JSON, and
-refuses those a browser marks as coming from another site.`,
+simulator run, 50,000 events and 32 MB of event memory per run, 4
+simulator runs at once. A run stops when its request times out or the page
+goes away, and its slot is free when the answer goes out. The page and its
+scripts are embedded in the binary. The server listens on loopback only
+unless --allow-remote is given: anyone who reaches it can run scenarios
+(and, as root, create namespaces). It answers only to loopback host names
+then (a web page cannot reach it through a name of its own), takes runs
+only as JSON, and refuses those a browser marks as coming from another site
+or whose Origin is not the host they were sent to.`,
 		Example: `  tcplab serve                            # then open http://127.0.0.1:8080/
   tcplab serve --listen 127.0.0.1:9000
   sudo tcplab serve                       # the kernel too`,
