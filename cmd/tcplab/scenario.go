@@ -204,13 +204,13 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 	if err != nil {
 		return err
 	}
+	ro := scenario.ReportOptions{Backend: desc, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
+		Counters: f.counters, AllTaps: f.allTaps}
 	res, err := runInterruptible(ctx, sc, b, opt)
 	var stopped *scenario.StoppedError
 	if errors.As(err, &stopped) && res != nil {
 		// Show what the run did up to its stop, then the reason.
 		if !f.asJSON {
-			ro := scenario.ReportOptions{Backend: desc, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
-				Counters: f.counters, AllTaps: f.allTaps}
 			if werr := scenario.WriteReport(w, res, rec.Events, ro); werr != nil {
 				return werr
 			}
@@ -262,8 +262,6 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 			}
 		}
 	} else {
-		ro := scenario.ReportOptions{Backend: desc, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
-			Counters: f.counters, AllTaps: f.allTaps}
 		if err := scenario.WriteReport(w, res, rec.Events, ro); err != nil {
 			return err
 		}
