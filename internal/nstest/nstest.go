@@ -16,14 +16,26 @@ import (
 
 // New creates a network namespace with lo up and returns its handle and a
 // path naming it (/proc/PID/fd/N, which the live commands take as --netns).
-// It skips the test without root. The namespace is made on a thread that
-// is never unlocked, so the thread dies with its goroutine and nothing else
-// runs there; the handle keeps the namespace alive until the test ends.
+// It skips the test without root. The handle keeps the namespace alive
+// until the test ends.
 func New(t testing.TB) (netns.NsHandle, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the test creates a network namespace")
 	}
+	h, err := Make()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h, Path(h)
+}
+
+// Make creates a network namespace with lo up, for programs that are not
+// tests (the caller closes the handle; the namespace goes with the last
+// handle or thread in it). It is made on a thread that is never unlocked,
+// so the thread dies with its goroutine and nothing else runs there.
+func Make() (netns.NsHandle, error) {
 	type result struct {
 		h   netns.NsHandle
 		err error
@@ -48,11 +60,13 @@ func New(t testing.TB) (netns.NsHandle, string) {
 		ch <- result{h, nil}
 	}()
 	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { r.h.Close() })
-	return r.h, fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(r.h))
+	return r.h, r.err
+}
+
+// Path names a namespace handle of this process as the live commands take
+// it (--netns /proc/PID/fd/N).
+func Path(h netns.NsHandle) string {
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(h))
 }
 
 // CloseWait makes a server on 127.0.0.1:port that accepts n connections
