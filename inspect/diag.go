@@ -134,7 +134,33 @@ func (d *Diag) Each(f Filter, fn func(s *Socket)) error {
 	return nil
 }
 
+// Lookup asks for the one socket with these ends (a timewait socket
+// included), as it is now. A dump of a table that changes meanwhile may
+// miss sockets; a lookup does not.
+func (d *Diag) Lookup(local, remote netip.AddrPort) (s Socket, found bool, err error) {
+	af := uint8(unix.AF_INET)
+	if !local.Addr().Is4() {
+		af = unix.AF_INET6
+	}
+	err = d.request(af, AllStates, false, nil, &lookupID{local, remote}, func(x *Socket) {
+		s, found = *x, true
+	})
+	if errors.Is(err, unix.ENOENT) {
+		return s, false, nil
+	}
+	return s, found, err
+}
+
+// lookupID names one socket in a request (struct inet_diag_sockid).
+type lookupID struct{ local, remote netip.AddrPort }
+
 func (d *Diag) dump(af uint8, states StateMask, info bool, bc []byte, fn func(*Socket)) error {
+	return d.request(af, states, info, bc, nil, fn)
+}
+
+// request sends a dump request, or a request for one socket when id is
+// given, and calls fn for each socket of the answer.
+func (d *Diag) request(af uint8, states StateMask, info bool, bc []byte, id *lookupID, fn func(*Socket)) error {
 	d.seq++
 	n := nlmsgHdrLen + inetDiagReqLen
 	if len(bc) > 0 {
@@ -143,7 +169,11 @@ func (d *Diag) dump(af uint8, states StateMask, info bool, bc []byte, fn func(*S
 	req := make([]byte, n)
 	binary.NativeEndian.PutUint32(req[0:], uint32(n))
 	binary.NativeEndian.PutUint16(req[4:], unix.SOCK_DIAG_BY_FAMILY)
-	binary.NativeEndian.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	flags := uint16(unix.NLM_F_REQUEST | unix.NLM_F_DUMP)
+	if id != nil {
+		flags = unix.NLM_F_REQUEST
+	}
+	binary.NativeEndian.PutUint16(req[6:], flags)
 	binary.NativeEndian.PutUint32(req[8:], d.seq)
 	r := req[nlmsgHdrLen:]
 	r[0] = af
@@ -152,6 +182,22 @@ func (d *Diag) dump(af uint8, states StateMask, info bool, bc []byte, fn func(*S
 		r[2] = 1 << (inetDiagInfo - 1)
 	}
 	binary.NativeEndian.PutUint32(r[4:], uint32(states))
+	if id != nil {
+		sid := r[8:56]
+		binary.BigEndian.PutUint16(sid[0:], id.local.Port())
+		binary.BigEndian.PutUint16(sid[2:], id.remote.Port())
+		if af == unix.AF_INET {
+			a, b := id.local.Addr().As4(), id.remote.Addr().As4()
+			copy(sid[4:], a[:])
+			copy(sid[20:], b[:])
+		} else {
+			a, b := id.local.Addr().As16(), id.remote.Addr().As16()
+			copy(sid[4:], a[:])
+			copy(sid[20:], b[:])
+		}
+		// INET_DIAG_NOCOOKIE: any socket with these ends.
+		binary.NativeEndian.PutUint64(sid[40:], ^uint64(0))
+	}
 	if len(bc) > 0 {
 		a := r[inetDiagReqLen:]
 		binary.NativeEndian.PutUint16(a[0:], uint16(unix.NLA_HDRLEN+len(bc)))
@@ -196,6 +242,9 @@ func (d *Diag) dump(af uint8, states StateMask, info bool, bc []byte, fn func(*S
 			case unix.SOCK_DIAG_BY_FAMILY:
 				if parseDiagMsg(data, &s) {
 					fn(&s)
+				}
+				if id != nil { // the one answer
+					return nil
 				}
 			}
 		}

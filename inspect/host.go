@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -155,6 +156,11 @@ func (h *Host) countHint() int {
 		return nil
 	})
 	return n + n/16 + 16
+}
+
+// Lookup finds the one socket with these ends, if there is one now.
+func (h *Host) Lookup(local, remote netip.AddrPort) (Socket, bool, error) {
+	return h.diag.Lookup(local, remote)
 }
 
 // Each calls fn for each socket the filter chooses (s is reused).

@@ -31,12 +31,21 @@ const (
 	NewSynRecv // a request socket: a SYN answered, waiting for the ACK
 )
 
+// Reused is not a kernel state: it is the New of a watch Transition whose
+// timewait socket gave its 4-tuple to a new connection before its timer
+// ran out (tcp_tw_reuse on the connecting side, TcpExtTWRecycled; a new
+// SYN on the listening side). It is in no StateMask.
+const Reused State = 0xff
+
 // stateNames are tcplab's names; a request socket is SYN_RECV, as ss shows it.
 var stateNames = [...]string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSED", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "SYN_RECV"}
 
 func (s State) String() string {
 	if s > 0 && int(s) < len(stateNames) {
 		return stateNames[s]
+	}
+	if s == Reused {
+		return "reused"
 	}
 	return fmt.Sprintf("STATE%d", uint8(s))
 }
@@ -45,13 +54,17 @@ func (s State) String() string {
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
 // UnmarshalText reads a state's name as MarshalText writes it (SYN_RECV
-// reads as SynRecv).
+// reads as SynRecv, "reused" as Reused).
 func (s *State) UnmarshalText(b []byte) error {
 	for i := Established; i <= Closing; i++ {
 		if i.String() == string(b) {
 			*s = i
 			return nil
 		}
+	}
+	if string(b) == Reused.String() {
+		*s = Reused
+		return nil
 	}
 	return fmt.Errorf("unknown state %q", b)
 }

@@ -1,7 +1,10 @@
 package inspect
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -54,4 +57,68 @@ func FuzzParseTraceLine(f *testing.F) {
 			t.Fatalf("accepted a record with bad fields: %+v", ev)
 		}
 	})
+}
+
+// The binary reader reads what the text one reads: the same changes at
+// the same times, IPv4 and IPv6, and the socket's address besides.
+func TestTracerBinaryMatchesText(t *testing.T) {
+	ns, _ := watchNS(t)
+	text, err := NewTracer(fmt.Sprintf("tcplab-%d-test-text", os.Getpid()), TraceText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer text.Close()
+	bin, err := NewTracer(fmt.Sprintf("tcplab-%d-test-bin", os.Getpid()), TraceBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bin.Close()
+	var ports []uint16
+	for _, addr := range []string{"127.0.0.1:7011", "[::1]:7012"} {
+		ln, c, s := dialIn(t, ns, addr)
+		ports = append(ports, netip.MustParseAddrPort(ln.Addr().String()).Port())
+		c.Close()
+		time.Sleep(20 * time.Millisecond)
+		s.Close()
+		ln.Close()
+	}
+	time.Sleep(20 * time.Millisecond)
+	for _, tr := range []*Tracer{text, bin} {
+		if err := tr.Sync(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ours := func(evs []StateChange) []StateChange {
+		var out []StateChange
+		for _, ev := range evs {
+			if slices.Contains(ports, ev.Local.Port()) || slices.Contains(ports, ev.Remote.Port()) {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	te, tl := text.Take()
+	be, bl := bin.Take()
+	te, be = ours(te), ours(be)
+	if tl != 0 || bl != 0 {
+		t.Fatalf("lost %d (text) and %d (binary) changes", tl, bl)
+	}
+	if len(te) < 20 || len(be) != len(te) {
+		t.Fatalf("text read %d changes, binary %d; want the same, 20 or more", len(te), len(be))
+	}
+	for i := range te {
+		b := be[i]
+		if b.Skaddr == 0 {
+			t.Errorf("binary record %d has no socket address", i)
+		}
+		// Each instance stamps its own copy of a record: a few
+		// microseconds apart, and text prints microseconds only.
+		if d := b.At - te[i].At; d < -time.Millisecond || d > time.Millisecond {
+			t.Errorf("record %d: text at %v, binary at %v", i, te[i].At, b.At)
+		}
+		b.Skaddr, b.NetNS, b.At = 0, 0, te[i].At
+		if b != te[i] {
+			t.Errorf("record %d:\n text   %+v\n binary %+v", i, te[i], b)
+		}
+	}
 }

@@ -1,15 +1,19 @@
 package inspect
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tcplab/tcplab/internal/nstest"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // watchNS makes a network namespace for the test (see nstest.New).
@@ -54,11 +58,19 @@ func TestWatchOneConnection(t *testing.T) {
 	// fixed and differs from the watched one's: the same 4-tuple in two
 	// namespaces (two loopback servers that happened to get one port)
 	// cannot be told apart, since the tracepoint carries no namespace.
+	// It is closed from a thread of that namespace: a change is placed by
+	// the namespace of the thread that made it, read after the fact, and
+	// Go may move this test's thread into the watched namespace (InNetns)
+	// before the watch reads it.
 	oln, oc, os2 := dialIn(t, other, "127.0.0.1:7001")
 	otherPort := netip.MustParseAddrPort(oln.Addr().String()).Port()
-	oc.Close()
-	os2.Close()
-	oln.Close()
+	if err := InNetns(other, func() error {
+		oc.Close()
+		os2.Close()
+		return oln.Close()
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	// Poll as watch does, while the connection lives.
 	seq := map[netip.AddrPort][]Transition{}
@@ -170,5 +182,137 @@ func TestFilterMatch(t *testing.T) {
 		if got := g.Match(ap(c.local), ap(c.remote)); got != c.want {
 			t.Errorf("Match(%s, %s) family %d = %v, want %v", c.local, c.remote, c.family, got, c.want)
 		}
+	}
+}
+
+// reuseConn connects from 127.0.0.1:from to the listener inside ns with
+// SO_REUSEADDR, so that the kernel takes over a TIME_WAIT of the same
+// 4-tuple (a bound connect() may reuse one at once, as tcp_twsk_unique
+// allows); the client closes first and the server after reading the end,
+// so the client's end goes to TIME_WAIT. With reset, the client only
+// shuts its sending side and the server resets the connection: the
+// client goes from FIN_WAIT2 to CLOSED and leaves the 4-tuple free.
+func reuseConn(t *testing.T, ns netns.NsHandle, ln net.Listener, from int, reset bool) {
+	t.Helper()
+	var c net.Conn
+	err := InNetns(ns, func() error {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: from},
+			Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+				return errors.Join(err, serr)
+			}}
+		var err error
+		c, err = d.Dial("tcp4", ln.Addr().String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reset {
+		c.(*net.TCPConn).CloseWrite()
+	} else {
+		c.Close()
+	}
+	if _, err := s.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("server read %v, want EOF", err)
+	}
+	if reset {
+		s.(*net.TCPConn).SetLinger(0)
+	}
+	s.Close()
+	time.Sleep(50 * time.Millisecond) // the client's end is in TIME_WAIT, or closed
+	c.Close()
+}
+
+// A TIME_WAIT that a new connection takes over is shown as reused, and
+// the new connection's own close as its own: when a poll came between
+// the two connections, and when both are in one batch. A connection reset
+// in FIN_WAIT2 leaves no TIME_WAIT: a new connection on its 4-tuple in the
+// same batch reuses nothing.
+func TestWatchReusedTimeWait(t *testing.T) {
+	ns, target := watchNS(t)
+	host, err := OpenHost(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer host.Close()
+	recycled := func() int64 {
+		c, err := host.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _ := c.Get("TcpExt", "TWRecycled")
+		return v
+	}
+	var ln net.Listener
+	if err := InNetns(ns, func() (err error) { ln, err = net.Listen("tcp4", "127.0.0.1:7003"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for i, c := range []struct {
+		name           string
+		between, reset bool
+	}{
+		{"poll between", true, false},
+		{"one batch", false, false},
+		{"reset", false, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			from := 20001 + i
+			before := recycled()
+			w, err := NewWatcher(target, Filter{}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			var all []Transition
+			poll := func() {
+				ts, err := w.Poll()
+				if err != nil {
+					t.Fatal(err)
+				}
+				all = append(all, ts...)
+			}
+			reuseConn(t, ns, ln, from, c.reset)
+			if c.between {
+				poll()
+			}
+			reuseConn(t, ns, ln, from, false)
+			poll()
+			poll() // the listing after the last change
+			client := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(from))
+			var got []string
+			for _, x := range all {
+				if x.Local == client {
+					got = append(got, x.Old.String()+">"+x.New.String())
+					if x.New == Reused && (x.Old != TimeWait || x.InOld <= 0 || x.Source != "trace") {
+						t.Errorf("reuse shown as %+v, want from TIME_WAIT, with its time, from the trace", x)
+					}
+				}
+			}
+			one := []string{"CLOSED>SYN_SENT", "SYN_SENT>ESTABLISHED", "ESTABLISHED>FIN_WAIT1", "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>TIME_WAIT"}
+			want := append(append(append([]string{}, one...), "TIME_WAIT>reused"), one...)
+			reused := int64(1)
+			alt := want
+			if c.reset { // the reset may come before the ACK of the client's FIN
+				want = append(append(append([]string{}, one[:4]...), "FIN_WAIT2>CLOSED"), one...)
+				alt = append(append(append([]string{}, one[:3]...), "FIN_WAIT1>CLOSED"), one...)
+				reused = 0
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) && fmt.Sprint(got) != fmt.Sprint(alt) {
+				t.Errorf("client changes:\n got %v\nwant %v", got, want)
+			}
+			if d := recycled() - before; d != reused {
+				t.Errorf("TcpExtTWRecycled grew by %d, want %d", d, reused)
+			}
+			if w.Lost() != 0 {
+				t.Errorf("lost %d changes", w.Lost())
+			}
+		})
 	}
 }

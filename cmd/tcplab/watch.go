@@ -28,16 +28,29 @@ func newWatch(stdout io.Writer) *cobra.Command {
 		Long: `watch prints every TCP state change on this host (or in a namespace) as it
 happens, like bcc's tcpstates, with the time the socket spent in the state it
 leaves. It reads the sock/inet_sock_set_state tracepoint through a private
-tracefs instance (tcplab-PID-watch), so it needs root, and reports how many
-changes the kernel dropped when its buffer filled.
+tracefs instance (tcplab-PID-watch), each CPU's ring buffer in binary, so it
+needs root.
 
 The tracepoint does not fire when a socket enters or leaves TIME_WAIT (a
 timewait socket replaces the full one); those changes come from sock_diag
-snapshots taken every --interval and are marked "snapshot". The tracepoint
-fires for every namespace: a change is shown when its local address belongs
-to the watched namespace or its connection is in that namespace's socket
-table. Processes (-p) come from the socket's inode, never from the
-tracepoint's PID, which is whoever happened to run.
+listings taken every --interval and are marked "snapshot". A timewait
+socket whose 4-tuple a new connection takes before its timer runs out
+(tcp_tw_reuse, counted in TcpExtTWRecycled; or a new SYN to a server's
+TIME_WAIT) is shown as "TIME_WAIT -> reused" (in JSON "new":"reused", with
+the time spent in TIME_WAIT), just before the new connection's changes, which
+follow as its own, its close into TIME_WAIT included.
+
+Under load nothing is fatal: when the kernel's buffer overflows, the changes
+it dropped are counted and reported ("# lost N ..."; with --json on stderr,
+and their sum at the end), and when the reader falls behind the changes come
+late, in order, with a note. Stopped (an interrupt, --duration), watch shows
+the changes made before, if it gets to them within 2 s.
+
+The tracepoint fires for every namespace: a change is shown when its local
+address belongs to the watched namespace, its connection is in that
+namespace's socket table, or the threads that made it were there.
+Processes (-p) come from the socket's inode, never from the tracepoint's
+PID, which is whoever happened to run. docs/live.md tells more.
 
 Filters are those of tcplab ss; a state filter keeps changes into or out of
 the given states.`,
@@ -76,17 +89,41 @@ the given states.`,
 				fmt.Fprintf(bw, "%-15s %-22s %-22s %-11s    %-11s %10s  %s\n", "TIME", "LOCAL", "REMOTE", "OLD", "NEW", "IN OLD", "SOURCE")
 				bw.Flush()
 			}
+			// Notes and losses go with the changes as comments, or to
+			// stderr when stdout is JSON.
+			say := func(format string, a ...any) {
+				if asJSON {
+					fmt.Fprintf(cmd.ErrOrStderr(), "tcplab watch: "+format+"\n", a...)
+				} else {
+					fmt.Fprintf(bw, "# "+format+"\n", a...)
+				}
+			}
 			tick := time.NewTicker(interval)
 			defer tick.Stop()
 			lostShown := 0
+			var stopAt time.Time
+			closed := make(chan time.Time)
+			close(closed)
 			for {
-				stop := false
-				select {
-				case <-sig:
-					stop = true
-				case <-end:
-					stop = true
-				case <-tick.C:
+				if stopAt.IsZero() {
+					var now <-chan time.Time // a watcher behind polls again at once
+					if w.Behind() {
+						now = closed
+					}
+					select {
+					case <-sig:
+						stopAt = time.Now()
+					case <-end:
+						stopAt = time.Now()
+					case <-tick.C:
+					case <-now:
+					}
+				} else {
+					select {
+					case <-sig: // a second interrupt: stop now
+						return nil
+					default:
+					}
 				}
 				ts, err := w.Poll()
 				if err != nil {
@@ -100,14 +137,19 @@ the given states.`,
 					}
 					writeTransition(bw, t)
 				}
-				if l := w.Lost(); l > lostShown && !asJSON {
-					fmt.Fprintf(bw, "# the kernel dropped %d state changes (trace buffer full)\n", l-lostShown)
+				for _, n := range w.Notes() {
+					say("%s", n)
+				}
+				if l := w.Lost(); l > lostShown {
+					say("lost %d state changes (the trace buffer overflowed)", l-lostShown)
 					lostShown = l
 				}
 				if err := bw.Flush(); err != nil {
 					return err
 				}
-				if stop {
+				// Once stopped, the changes made before are shown, if the
+				// reader reaches them within 2 s.
+				if !stopAt.IsZero() && (!w.Through().Before(stopAt) || time.Since(stopAt) > 2*time.Second) {
 					if w.Lost() > 0 {
 						fmt.Fprintf(cmd.ErrOrStderr(), "tcplab watch: %d state changes were lost\n", w.Lost())
 					}
@@ -120,7 +162,7 @@ the given states.`,
 	ff.add(cmd)
 	cmd.Flags().BoolVarP(&procs, "processes", "p", false, "name the process holding each socket (sockets still open at the next poll)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write one JSON object per change")
-	cmd.Flags().DurationVar(&interval, "interval", 250*time.Millisecond, "how often to read the trace and take the TIME_WAIT snapshot")
+	cmd.Flags().DurationVar(&interval, "interval", 250*time.Millisecond, "how often to read the trace and list the timewait sockets")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop after this long (0: until interrupted)")
 	return cmd
 }
