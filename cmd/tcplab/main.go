@@ -52,6 +52,12 @@ func interruptContext(args []string) (context.Context, func()) {
 		case s := <-sig:
 			cancel(fmt.Errorf("interrupted by %v", s))
 		case <-ctx.Done():
+			return
+		}
+		// A second signal ends the process at once, whatever it waits for.
+		if s, ok := <-sig; ok {
+			fmt.Fprintf(os.Stderr, "tcplab: %v again: exiting now (`sudo tcplab lab clean` removes what a kernel run left)\n", s)
+			os.Exit(130)
 		}
 	}()
 	return ctx, func() {

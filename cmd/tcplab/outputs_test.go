@@ -284,3 +284,46 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// A FIFO nobody reads is refused at once as an output; a scenario read
+// from a FIFO whose writer stays silent gives way to SIGINT.
+func TestFIFOsDoNotHang(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.fifo")
+	if err := unix.Mkfifo(out, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	if _, errs, code := tcplab(t, "run", "hutu", "--svg", out); code != 2 || !strings.Contains(errs, "nobody reads") {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+
+	bin := filepath.Join(dir, "tcplab")
+	if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, b)
+	}
+	in := filepath.Join(dir, "in.tcplab")
+	unix.Mkfifo(in, 0o600)
+	var buf bytes.Buffer
+	cmd := exec.Command(bin, "run", in)
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	w, err := os.OpenFile(in, os.O_WRONLY, 0) // returns once tcplab opened it
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cmd.Process.Signal(syscall.SIGINT)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("SIGINT did not end a run waiting for its scenario:\n%s", buf.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(buf.String(), "not read: interrupted by interrupt") {
+		t.Fatalf("exit %d: %s", code, buf.String())
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -156,7 +157,7 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 	if f.maxEvents < 1 {
 		return fmt.Errorf("--max-events %d: at least 1", f.maxEvents)
 	}
-	sc, err := scenario.Load(arg)
+	sc, err := loadInterruptible(ctx, arg)
 	if err != nil {
 		return err
 	}
@@ -192,13 +193,9 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 		if *o.f, err = outfile.Create(o.path); err != nil {
 			return err
 		}
-		file := *o.f
-		defer func() {
-			var ee *exitError
-			if err != nil && !errors.As(err, &ee) {
-				file.Abort()
-			}
-		}()
+		// Abort does nothing after Commit: a failed run, a refused one
+		// and a panic leave no temporary file.
+		defer (*o.f).Abort()
 	}
 	b, desc, err := newBackend(f.kernel, f.seed)
 	if err != nil {
@@ -275,17 +272,45 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 	return nil
 }
 
+// loadInterruptible reads a scenario, giving up when ctx is done (a
+// FIFO or a terminal whose writer stays silent).
+func loadInterruptible(ctx context.Context, arg string) (*scenario.Scenario, error) {
+	type loaded struct {
+		sc  *scenario.Scenario
+		err error
+	}
+	done := make(chan loaded, 1)
+	go func() {
+		sc, err := scenario.Load(arg)
+		done <- loaded{sc, err}
+	}()
+	select {
+	case l := <-done:
+		return l.sc, l.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%s: not read: %w", arg, context.Cause(ctx))
+	}
+}
+
 // budgetFor is the run budget of --max-events: the memory and work
 // bounds grow with the event cap.
 func budgetFor(maxEvents int) scenario.Budget {
 	d := scenario.DefaultBudget
 	if maxEvents > d.MaxEvents {
 		scale := float64(maxEvents) / float64(d.MaxEvents)
-		d.MaxBytes = int64(float64(d.MaxBytes) * scale)
-		d.MaxWork = int64(float64(d.MaxWork) * scale)
+		d.MaxBytes = saturate(float64(d.MaxBytes) * scale)
+		d.MaxWork = saturate(float64(d.MaxWork) * scale)
 	}
 	d.MaxEvents = maxEvents
 	return d
+}
+
+// saturate converts to int64, the largest one past its range.
+func saturate(f float64) int64 {
+	if f >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(f)
 }
 
 // writeCommit writes doc to f and puts it in place.

@@ -1,15 +1,27 @@
 // Package outfile writes a command's output files so that a run that
 // fails, is refused or is interrupted never destroys what the path named
-// before: a new or regular file is written to a temporary file beside it
-// and renamed into place only on Commit; anything else (a device node, a
-// FIFO, /dev/stdout, a path under /proc) is written in place and never
-// removed, truncated or renamed over.
+// before, and a run that finishes changes only the file's content:
+//
+//   - a new file, or a regular file this process may replace (one link,
+//     owned by this user or written by root), is written to a temporary
+//     file beside it and renamed into place on Commit, keeping the old
+//     file's mode (and, as root, its owner);
+//   - any other regular file (a hard link, someone else's file in a
+//     sticky directory, a file in a directory this user cannot write) is
+//     written to a temporary file and copied into the original on Commit;
+//   - a device, a FIFO, or a name that leads through /proc (/dev/stdout,
+//     /dev/fd/N: a descriptor shared with the shell) is written in place,
+//     appending, and never truncated, renamed over or removed.
+//
+// Symlinks are followed: the link stays and its target is written (also a
+// dangling link's target, created only on Commit).
 package outfile
 
 import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,164 +29,225 @@ import (
 	"syscall"
 )
 
+type mode uint8
+
+const (
+	replace mode = iota // temporary file beside the target, renamed over it
+	copyBack            // temporary file, copied into the target on Commit
+	inPlace             // the path itself, opened for appending
+)
+
 // File is one output being written.
 type File struct {
-	name    string   // the path as given, for messages
-	target  string   // the path the result is renamed to (symlinks resolved)
-	f       *os.File // where writes go
-	temp    bool     // f is a temporary file beside target
-	mode    os.FileMode
-	owner   *syscall.Stat_t // the replaced file's owner, to keep it
-	trunc   bool            // an in-place regular file: truncate at the first write
-	written bool
-	ended   bool
+	name   string   // the path as given, for messages
+	target string   // the file the result goes to (symlinks resolved)
+	how    mode
+	f      *os.File // where writes go: the temporary file, or the path
+	dst    *os.File // copyBack: the target, opened at Create
+	perm   os.FileMode
+	owner  *syscall.Stat_t // replace: the replaced file's owner
+	ended  bool
 }
 
-// Create prepares path for writing without touching what is there.
-// A directory is refused.
+// Create prepares path for writing without touching what is there. A
+// directory, a FIFO nobody reads and a path that cannot be written are
+// refused at once, before any run.
 func Create(path string) (*File, error) {
 	if path == "" {
 		return nil, errors.New("outfile: empty path")
 	}
 	o := &File{name: path}
-	fi, err := os.Stat(path)
+	target, viaProc, err := resolve(path)
+	if err != nil {
+		return nil, err
+	}
+	o.target = target
+	if viaProc {
+		return o.openInPlace()
+	}
+	fi, err := os.Stat(target)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if li, lerr := os.Lstat(path); lerr == nil && li.Mode()&os.ModeSymlink != 0 {
-			// A dangling symlink: write through it, and leave the link.
-			return o.inPlace(os.O_WRONLY | os.O_CREATE | os.O_TRUNC)
+		o.how, o.perm = replace, 0o666&^umask()
+		if err := o.tempIn(filepath.Dir(target)); err != nil {
+			return nil, fmt.Errorf("cannot create %s: %w", path, err)
 		}
-		o.target, o.mode = path, 0o666&^umask()
-		return o.tempBeside()
+		return o, nil
 	case err != nil:
 		return nil, err
 	case fi.IsDir():
 		return nil, fmt.Errorf("%s is a directory", path)
-	case !fi.Mode().IsRegular() || special(path):
-		// A device, FIFO or socket, or a name the kernel makes
-		// (/dev/stdout, /dev/fd/N, /proc/...) that may stand for a
-		// descriptor shared with the shell: append, so that nothing
-		// written there before is overwritten.
-		return o.inPlace(os.O_WRONLY | os.O_APPEND)
+	case !fi.Mode().IsRegular():
+		return o.openInPlace()
 	}
-	target, err := filepath.EvalSymlinks(path)
-	if err != nil {
+	o.perm = fi.Mode().Perm()
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	euid := os.Geteuid()
+	if st != nil && st.Nlink == 1 && (euid == 0 || int(st.Uid) == euid) {
+		o.how, o.owner = replace, st
+		if o.tempIn(filepath.Dir(target)) == nil {
+			return o, nil
+		}
+	}
+	// Keep the file itself: write aside, copy in on Commit.
+	o.how = copyBack
+	if o.dst, err = os.OpenFile(target, os.O_WRONLY, 0); err != nil {
 		return nil, err
 	}
-	if special(target) {
-		return o.inPlace(os.O_WRONLY | os.O_APPEND)
-	}
-	o.target, o.mode = target, fi.Mode().Perm()
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		o.owner = st
-	}
-	if _, err := o.tempBeside(); err != nil {
-		// The directory is not writable but the file may be: write it in
-		// place, truncating it only once the result is ready.
-		if _, ierr := o.inPlace(os.O_WRONLY); ierr != nil {
-			return nil, err
+	if o.tempIn(filepath.Dir(target)) != nil {
+		if err := o.tempIn(""); err != nil {
+			o.dst.Close()
+			return nil, fmt.Errorf("no room for a temporary copy of %s: %w", path, err)
 		}
-		o.trunc = true
 	}
 	return o, nil
 }
 
-// special reports a path under /dev or /proc: names whose writes reach a
-// device or another process's descriptor.
-func special(p string) bool {
-	p = filepath.Clean(p)
-	return strings.HasPrefix(p, "/dev/") || strings.HasPrefix(p, "/proc/")
+// resolve follows path's symlinks to the file they lead to, saying
+// whether the way passes through /proc (a descriptor: /dev/stdout is
+// /proc/self/fd/1). A dangling link resolves to its missing target.
+func resolve(path string) (string, bool, error) {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return "", false, err
+	}
+	for range 40 {
+		dir, err := filepath.EvalSymlinks(filepath.Dir(p))
+		if err != nil {
+			return "", false, err
+		}
+		p = filepath.Join(dir, filepath.Base(p))
+		if p == "/proc" || strings.HasPrefix(p, "/proc/") {
+			return p, true, nil
+		}
+		fi, err := os.Lstat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			return p, false, nil
+		}
+		if err != nil {
+			return "", false, err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return p, false, nil
+		}
+		t, err := os.Readlink(p)
+		if err != nil {
+			return "", false, err
+		}
+		if !filepath.IsAbs(t) {
+			t = filepath.Join(filepath.Dir(p), t)
+		}
+		p = filepath.Clean(t)
+	}
+	return "", false, fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
-func (o *File) inPlace(flags int) (*File, error) {
-	f, err := os.OpenFile(o.name, flags, 0o666)
+// openInPlace opens the path for appending. The open does not wait for a
+// FIFO's reader: a FIFO nobody reads is an error, not a hang.
+func (o *File) openInPlace() (*File, error) {
+	f, err := os.OpenFile(o.name, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ENXIO) {
+		return nil, fmt.Errorf("%s is a FIFO that nobody reads", o.name)
+	}
 	if err != nil {
 		return nil, err
+	}
+	if err := syscall.SetNonblock(int(f.Fd()), false); err != nil {
+		f.Close()
+		return nil, err
+	}
+	o.how, o.f = inPlace, f
+	return o, nil
+}
+
+// tempIn creates the temporary file in dir ("": the system's).
+func (o *File) tempIn(dir string) error {
+	f, err := os.CreateTemp(dir, "."+filepath.Base(o.target)+".tcplab-*")
+	if err != nil {
+		return err
 	}
 	o.f = f
-	return o, nil
-}
-
-func (o *File) tempBeside() (*File, error) {
-	dir, base := filepath.Split(o.target)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, "."+base+".tcplab-*")
-	if err != nil {
-		return nil, err
-	}
-	o.f, o.temp = f, true
-	return o, nil
+	return nil
 }
 
 // Name is the path as given.
 func (o *File) Name() string { return o.name }
 
-// Write writes to the output (the temporary file, or the path itself).
+// Write writes to the output.
 func (o *File) Write(p []byte) (int, error) {
 	if o.ended {
 		return 0, os.ErrClosed
 	}
-	if o.trunc && !o.written {
-		if err := o.f.Truncate(0); err != nil {
-			return 0, err
-		}
-	}
-	o.written = true
 	return o.f.Write(p)
 }
 
 // WriteString writes a string.
 func (o *File) WriteString(s string) (int, error) { return o.Write([]byte(s)) }
 
-// Commit makes what was written the content of the path: the temporary
-// file gets the mode (and, as root, the owner) of the file it replaces,
-// or the usual mode of a new file, and is renamed into place.
+// Commit makes what was written the content of the path.
 func (o *File) Commit() error {
 	if o.ended {
 		return os.ErrClosed
 	}
 	o.ended = true
-	if !o.temp {
-		if o.trunc && !o.written {
-			if err := o.f.Truncate(0); err != nil {
-				o.f.Close()
-				return fmt.Errorf("%s: %w", o.name, err)
-			}
+	var err error
+	switch o.how {
+	case inPlace:
+		err = o.f.Close()
+	case replace:
+		tmp := o.f.Name()
+		err = o.f.Chmod(o.perm)
+		if err == nil && o.owner != nil && os.Geteuid() == 0 {
+			err = o.f.Chown(int(o.owner.Uid), int(o.owner.Gid))
 		}
-		if err := o.f.Close(); err != nil {
-			return fmt.Errorf("%s: %w", o.name, err)
+		if cerr := o.f.Close(); err == nil {
+			err = cerr
 		}
-		return nil
-	}
-	tmp := o.f.Name()
-	err := o.f.Chmod(o.mode)
-	if err == nil && o.owner != nil && os.Geteuid() == 0 {
-		err = o.f.Chown(int(o.owner.Uid), int(o.owner.Gid))
-	}
-	if cerr := o.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, o.target)
+		if err == nil {
+			err = os.Rename(tmp, o.target)
+		}
+		if err != nil {
+			os.Remove(tmp)
+		}
+	case copyBack:
+		err = o.copyIn()
 	}
 	if err != nil {
-		os.Remove(tmp)
 		return fmt.Errorf("%s: %w", o.name, err)
 	}
 	return nil
 }
 
-// Abort drops what was written: the temporary file is removed, and a
-// path written in place is left as it is. It does nothing after Commit.
+// copyIn copies the temporary file into the target and removes it.
+func (o *File) copyIn() error {
+	defer os.Remove(o.f.Name())
+	defer o.f.Close()
+	defer o.dst.Close()
+	if _, err := o.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if err := o.dst.Truncate(0); err != nil {
+		return err
+	}
+	if _, err := io.Copy(o.dst, o.f); err != nil {
+		return err
+	}
+	return o.dst.Close()
+}
+
+// Abort drops what was written: the temporary file is removed, and the
+// path is left as it was. It does nothing after Commit, so it can be
+// deferred.
 func (o *File) Abort() {
 	if o.ended {
 		return
 	}
 	o.ended = true
 	o.f.Close()
-	if o.temp {
+	if o.dst != nil {
+		o.dst.Close()
+	}
+	if o.how != inPlace {
 		os.Remove(o.f.Name())
 	}
 }

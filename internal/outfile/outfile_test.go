@@ -224,3 +224,141 @@ func TestDirectoryRefused(t *testing.T) {
 	}
 	only(t, dir)
 }
+
+// A symlink to a descriptor name, given by a relative path, is still a
+// descriptor: appended to, the shell's file behind it kept.
+func TestLinkToDescriptor(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.Create(filepath.Join(dir, "log.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.WriteString("shell data\n")
+	if err := os.Symlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), filepath.Join(dir, "out.svg")); err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	defer os.Chdir(wd)
+	os.Chdir(dir)
+	o, err := Create("out.svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, o, "<svg/>")
+	if err := o.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	fi1, _ := f.Stat()
+	fi2, _ := os.Stat(filepath.Join(dir, "log.txt"))
+	if !os.SameFile(fi1, fi2) || read(t, "log.txt") != "shell data\n<svg/>" {
+		t.Fatalf("log.txt replaced or overwritten: %q", read(t, "log.txt"))
+	}
+	only(t, dir, "log.txt", "out.svg")
+}
+
+// A hard link keeps its inode: the content is copied in, both names see it.
+func TestHardLinkKeepsInode(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.WriteFile(a, []byte("before"), 0o644)
+	if err := os.Link(a, b); err != nil {
+		t.Fatal(err)
+	}
+	o, err := Create(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, o, "partial")
+	o.Abort()
+	if read(t, a) != "before" {
+		t.Fatal("an aborted output changed the file")
+	}
+	o, _ = Create(a)
+	write(t, o, "after")
+	if err := o.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if read(t, a) != "after" || read(t, b) != "after" {
+		t.Fatalf("a %q, b %q", read(t, a), read(t, b))
+	}
+	only(t, dir, "a", "b")
+}
+
+// A dangling symlink's target is created on Commit only.
+func TestDanglingSymlink(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "link.svg")
+	os.Symlink("sub/real.svg", link)
+	os.Mkdir(filepath.Join(dir, "sub"), 0o755)
+	o, err := Create(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, o, "x")
+	o.Abort()
+	only(t, filepath.Join(dir, "sub"))
+	o, _ = Create(link)
+	write(t, o, "<svg/>")
+	if err := o.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if li, err := os.Lstat(link); err != nil || li.Mode()&os.ModeSymlink == 0 || read(t, link) != "<svg/>" {
+		t.Fatal("the link or its new target is wrong")
+	}
+	only(t, filepath.Join(dir, "sub"), "real.svg")
+}
+
+// A FIFO nobody reads is refused at once instead of hanging; one with a
+// reader is written.
+func TestFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "fifo")
+	if err := unix.Mkfifo(p, 0o600); err != nil {
+		t.Skip(err)
+	}
+	if _, err := Create(p); err == nil || !strings.Contains(err.Error(), "nobody reads") {
+		t.Fatalf("a FIFO without reader: %v", err)
+	}
+	r, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	o, err := Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, o, "through")
+	if err := o.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 16)
+	n, _ := r.Read(b)
+	if string(b[:n]) != "through" {
+		t.Fatalf("read %q", b[:n])
+	}
+}
+
+// A regular file under /dev (tmpfs /dev/shm) is an ordinary file: replaced,
+// not appended to.
+func TestRegularFileUnderDev(t *testing.T) {
+	dir, err := os.MkdirTemp("/dev/shm", "outfile-test-")
+	if err != nil {
+		t.Skip(err)
+	}
+	defer os.RemoveAll(dir)
+	p := filepath.Join(dir, "r.svg")
+	for _, s := range []string{"first", "second"} {
+		o, err := Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, o, s)
+		if err := o.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if read(t, p) != "second" {
+		t.Fatalf("holds %q", read(t, p))
+	}
+}
