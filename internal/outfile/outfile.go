@@ -32,15 +32,15 @@ import (
 type mode uint8
 
 const (
-	replace mode = iota // temporary file beside the target, renamed over it
-	copyBack            // temporary file, copied into the target on Commit
-	inPlace             // the path itself, opened for appending
+	replace  mode = iota // temporary file beside the target, renamed over it
+	copyBack             // temporary file, copied into the target on Commit
+	inPlace              // the path itself, opened for appending
 )
 
 // File is one output being written.
 type File struct {
-	name   string   // the path as given, for messages
-	target string   // the file the result goes to (symlinks resolved)
+	name   string // the path as given, for messages
+	target string // the file the result goes to (symlinks resolved)
 	how    mode
 	f      *os.File // where writes go: the temporary file, or the path
 	dst    *os.File // copyBack: the target, opened at Create
