@@ -104,7 +104,7 @@ func Snapshots(hosts []string, events []trace.Event) []Snapshot {
 			}
 			live[k] = SocketRow{e.Host, e.Local.String(), remote, e.State.To}
 		}
-		snap := Snapshot{At: e.At, Time: trace.FormatTime(e.At),
+		snap := Snapshot{At: e.At, Time: trace.FormatTime(e.At), Sockets: make([]SocketRow, 0, len(live)),
 			What: fmt.Sprintf("%s %s: %s -> %s", e.Host, e.Local, e.State.From, e.State.To)}
 		keys := make([]sockKey, 0, len(live))
 		for k := range live {
@@ -124,7 +124,7 @@ func Snapshots(hosts []string, events []trace.Event) []Snapshot {
 	}
 	if left > 0 {
 		last := events[len(events)-1].At
-		out = append(out, Snapshot{At: last, Time: trace.FormatTime(last),
+		out = append(out, Snapshot{At: last, Time: trace.FormatTime(last), Sockets: []SocketRow{},
 			What: fmt.Sprintf("(%d later state changes are not shown: the tables would hold more than %d sockets)", left, MaxSnapshotRows)})
 	}
 	return out

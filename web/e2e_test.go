@@ -189,3 +189,39 @@ func TestPageLibraryRoundTrips(t *testing.T) {
 	}
 	t.Logf("%d scenarios; the slowest round trip in the page: %.1f ms (%s)", len(lib), worst, worstName)
 }
+
+// A run whose socket tables are capped, and a run stopped by its budget,
+// show in the page: the slider works to the last moment, and a stopped
+// run shows what it did with its error marked at its line.
+func TestPageLargeAndStoppedRuns(t *testing.T) {
+	ctx := browser(t)
+	big := "host client 10.0.0.1\nhost server 10.0.0.2\nserver: listen 80 backlog 4096\nrepeat 2000 client: connect server:80 as c{i}\nafter 1s\n"
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("source"), big)); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(t, ctx, "#status"); strings.Contains(s, "error") || !strings.Contains(s, "expectations held") {
+		t.Fatalf("status %q", s)
+	}
+	if w := text(t, ctx, "#time-label"); !strings.Contains(w, "later state changes are not shown") {
+		t.Errorf("the slider's last moment: %q", w)
+	}
+	flood := "host attacker 10.0.9.1\nhost server 10.0.0.2\nserver: listen 80\nattacker: inject [S] from 10.0.9.1:1000 to server:80 count 100000 every 1us\nafter 1s\n"
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("source"), flood)); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(t, ctx, "#status"); !strings.Contains(s, "the run stopped at") || !strings.Contains(s, "50000 events") {
+		t.Errorf("status %q", s)
+	}
+	if g := text(t, ctx, "#gutter span.err"); g != "5" {
+		t.Errorf("error marked at line %q, want 5", g)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#ladder svg line.seg").length`); n == 0 {
+		t.Error("the stopped run's ladder is empty")
+	}
+}

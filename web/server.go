@@ -3,6 +3,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
@@ -287,14 +288,37 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer func() {
-		<-slots
-		s.wg.Done()
+	code, answer := func() (int, []byte) {
+		defer func() {
+			<-slots
+			s.wg.Done()
+		}()
+		return s.answer(ctx, sc, mk, req.Seed, start)
 	}()
-	b, desc, err := mk(max(req.Seed, 1))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
+	// The slot is free before the answer is written: a client that does
+	// not read its answer holds a connection, not a run, and only for
+	// WriteTimeout.
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Now().Add(WriteTimeout))
+	if code != http.StatusOK {
+		http.Error(w, string(answer), code)
 		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(answer)
+}
+
+// WriteTimeout bounds the writing of a run's answer.
+const WriteTimeout = 30 * time.Second
+
+// answer runs a scenario and makes the answer: a status and, for 200, the
+// JSON of the result (the report, the errors that stopped it, or both),
+// else a message.
+func (s *Server) answer(ctx context.Context, sc *scenario.Scenario, mk Backend, seed uint64, start time.Time) (int, []byte) {
+	b, desc, err := mk(max(seed, 1))
+	if err != nil {
+		return http.StatusInternalServerError, []byte(err.Error())
 	}
 	var rec trace.Recorder
 	res, err := func() (*scenario.Result, error) {
@@ -307,20 +331,24 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	}()
 	var stopped *scenario.StoppedError
 	if errors.As(err, &stopped) && stopped.Cause != nil {
-		http.Error(w, context.Cause(ctx).Error()+"; the run was stopped", http.StatusServiceUnavailable)
-		return
+		return http.StatusServiceUnavailable, []byte(context.Cause(ctx).Error() + "; the run was stopped")
 	}
-	if err != nil {
-		out := RunResult{Errors: errorsOf(err)}
-		if res != nil {
-			// What the run did up to a budget limit.
-			out = result(res, rec.Events, desc, start)
-			out.Errors = errorsOf(err)
-		}
-		writeJSON(w, http.StatusOK, out)
-		return
+	var out RunResult
+	switch {
+	case err != nil && res != nil:
+		// What the run did up to a budget limit, and the limit.
+		out = result(res, rec.Events, desc, start)
+		out.Errors = errorsOf(err)
+	case err != nil:
+		out = RunResult{Errors: errorsOf(err)}
+	default:
+		out = result(res, rec.Events, desc, start)
 	}
-	writeJSON(w, http.StatusOK, result(res, rec.Events, desc, start))
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(out); err != nil {
+		return http.StatusInternalServerError, []byte(err.Error())
+	}
+	return http.StatusOK, buf.Bytes()
 }
 
 func result(res *scenario.Result, events []trace.Event, backend string, start time.Time) RunResult {

@@ -3,6 +3,9 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -275,4 +278,49 @@ func mustBuiltin(t *testing.T, name string) string {
 		t.Fatalf("no built-in %s", name)
 	}
 	return src
+}
+
+// Clients that never read their answers hold connections, not run slots:
+// a plain run still gets one, and Stop does not wait for them.
+func TestSlowReadersHoldNoSlot(t *testing.T) {
+	s := NewServer(simOnly())
+	ts := httptest.NewServer(s)
+	defer ts.Close()
+	big, _ := json.Marshal(RunRequest{Source: "host client 10.0.0.1\nhost server 10.0.0.2\nserver: listen 80 backlog 4096\nrepeat 2000 client: connect server:80 as c{i}\nafter 1s\n"})
+	addr := strings.TrimPrefix(ts.URL, "http://")
+	for range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetReadBuffer(4096)
+		fmt.Fprintf(c, "POST /api/run HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", addr, len(big), big)
+	}
+	// The four runs take the slots for as long as they run (about a
+	// second each here); once they have answered, a plain run gets one.
+	hutu, _ := json.Marshal(RunRequest{Source: mustBuiltin(t, "hutu")})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Post(ts.URL+"/api/run", "application/json", strings.NewReader(string(hutu)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			break
+		}
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			t.Fatalf("a plain run while four answers are unread: %d %s", resp.StatusCode, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopped := make(chan struct{})
+	go func() { s.Stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Stop waits for clients that do not read")
+	}
 }

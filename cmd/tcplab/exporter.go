@@ -247,6 +247,11 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	err := srv.Shutdown(sctx)
+	if err != nil {
+		// Connections still busy after 5 s (a client that does not read
+		// its answer) are closed.
+		srv.Close()
+	}
 	if serr := <-done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
 	}

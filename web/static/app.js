@@ -155,7 +155,7 @@ function showMoment(n) {
   const at = snap ? snap.at : 0;
   $("time-label").textContent = fmtTime(at) + (snap ? "  " + snap.what : "  (start)");
   const byHost = new Map((result.hosts || []).map((h) => [h.name, []]));
-  for (const s of snap ? snap.sockets : []) {
+  for (const s of (snap && snap.sockets) || []) {
     if (!byHost.has(s.host)) byHost.set(s.host, []);
     byHost.get(s.host).push(s);
   }
