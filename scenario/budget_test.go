@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tcplab/tcplab/trace"
 )
@@ -216,8 +217,81 @@ until server: count ESTABLISHED >= 100000 within 1h
 	}
 	_, err = Run(sc, NewSim(1), Options{Budget: Budget{MaxWork: 1_000_000}})
 	var se *StoppedError
-	if !errors.As(err, &se) || se.Pos.Line != 8 || !strings.Contains(err.Error(), "examined more than 1000000 sockets") ||
-		!strings.Contains(err.Error(), "server has 1") {
+	if !errors.As(err, &se) || se.Pos.Line != 8 || !strings.Contains(err.Error(), "went through more than 1000000 sockets and packets") ||
+		!strings.Contains(err.Error(), "went through 1") {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestBudgetSnapshots: --at snapshots are charged like events, and a stop
+// while running on for one names the last step, not a line past the end.
+func TestBudgetSnapshots(t *testing.T) {
+	src := `host client 10.0.0.1
+host server 10.0.0.2
+server: listen 80 backlog 1024
+repeat 500 client: connect server:80 as c{i}
+`
+	sc, err := Parse("at.tcplab", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var at []time.Duration
+	for i := range 200 {
+		at = append(at, time.Second+time.Duration(i)*time.Millisecond)
+	}
+	_, err = Run(sc, NewSim(1), Options{At: at, Budget: Budget{MaxBytes: 8 << 20}})
+	var se *StoppedError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "snapshots (--at) hold more than 8 MB") || se.Pos.Line != 4 {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// TestParseBoundedMore: rule lines are bounded, and suggestions are not
+// looked for among thousands of long names (the distance costs the
+// product of the lengths).
+func TestParseBoundedMore(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(hosts)
+	for range MaxRules + 1 {
+		b.WriteString("rule server in dport 9 drop\n")
+	}
+	if _, err := Parse("rules.tcplab", b.String()); err == nil || !strings.Contains(err.Error(), "rules.tcplab:1003:1: more than 1000 rule lines") {
+		t.Fatalf("rules: %v", err)
+	}
+
+	b.Reset()
+	b.WriteString(hosts + "server: listen 80\n")
+	long := strings.Repeat("n", 60)
+	for i := range 2000 {
+		fmt.Fprintf(&b, "client: connect server:80 as %s%04d\n", long, i)
+	}
+	fmt.Fprintf(&b, "client: close %s000x\n", long)
+	_, err := Parse("names.tcplab", b.String())
+	if err == nil || strings.Contains(err.Error(), "did you mean") || !strings.Contains(err.Error(), "2000 in all") {
+		t.Fatalf("a bad name among 2000: %.300v", err)
+	}
+}
+
+// BenchmarkUntilOnLargeRead: an until on a socket that has read a
+// megabyte is tested after every change of a flood; what was seen is not
+// described on every test (it used to be: the quoted megabyte each time).
+func BenchmarkUntilOnLargeRead(b *testing.B) {
+	src := served + `client: write conn 1000000 bytes
+after 2s
+server: read conn 1000000
+after 1s
+host2: inject [S] from 10.0.9.1:1000 to server:80 count 10000 every 10us
+until server: conn received "zzz" within 1s
+`
+	src = strings.Replace(src, "host server 10.0.0.2\n", "host server 10.0.0.2\nhost host2 10.0.9.1\n", 1)
+	sc, err := Parse("read.tcplab", src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		res, err := Run(sc, NewSim(1), Options{})
+		if err != nil || res.Failed() != 1 {
+			b.Fatal(err, res.Failed())
+		}
 	}
 }

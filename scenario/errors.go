@@ -48,18 +48,23 @@ func (l ErrorList) Unwrap() []error {
 // suggest returns the candidate nearest to s, if it is near enough to be
 // what the user meant.
 func suggest(s string, candidates []string) string {
-	if len(s) > 64 {
-		return "" // nobody meant a name that long; and the distance costs its length squared
+	if len(s) > 64 || len(candidates) > maxSuggest {
+		// Nobody meant a name that long, and the distance costs the
+		// product of the lengths for every candidate.
+		return ""
 	}
 	best, bestD := "", 1<<30
 	ls := strings.ToLower(s)
+	limit := max(2, len(s)/3)
 	for _, c := range candidates {
+		if abs(len(c)-len(s)) > limit {
+			continue // the distance is at least the difference in length
+		}
 		d := editDistance(ls, strings.ToLower(c))
 		if d < bestD || (d == bestD && c < best) {
 			best, bestD = c, d
 		}
 	}
-	limit := max(2, len(s)/3)
 	if bestD <= limit && best != "" {
 		return best
 	}
@@ -90,6 +95,16 @@ func clip(s string) string {
 		tail = tail[1:]
 	}
 	return fmt.Sprintf("%s…%s (%d bytes in all)", head, tail, len(s))
+}
+
+// maxSuggest is the most candidates a suggestion is looked for among.
+const maxSuggest = 1000
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
 
 // didYouMean builds a hint: the nearest candidate, else the list.

@@ -1,7 +1,6 @@
 package scenario
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -192,18 +191,19 @@ type runner struct {
 	now  time.Duration
 	step *Step
 
-	socks   map[string]map[string]*sockRec
-	calls   map[callKey]*callRec
-	addrs   map[hostSock][2]netip.AddrPort
-	paths   map[hostSock][]string
-	entered map[hostSock]map[string]time.Duration // last time each socket entered each state
-	flows   map[flowKey]*flowInfo
-	packets []pktRec
-	rules   map[string]int
-	counter map[string]int64 // host/counter -> value last checked
-	states  map[string][]string
-	stSeen  map[string]map[string]bool
-	atLeft  []time.Duration
+	socks    map[string]map[string]*sockRec
+	calls    map[callKey]*callRec
+	addrs    map[hostSock][2]netip.AddrPort
+	paths    map[hostSock][]string
+	entered  map[hostSock]map[string]time.Duration // last time each socket entered each state
+	flows    map[flowKey]*flowInfo
+	packets  []pktRec
+	pktCount map[pktKey]int64 // packets on the wire by host, direction and flags
+	rules    map[string]int
+	counter  map[string]int64 // host/counter -> value last checked
+	states   map[string][]string
+	stSeen   map[string]map[string]bool
+	atLeft   []time.Duration
 
 	budget  Budget
 	events  int
@@ -221,6 +221,12 @@ type injectLoad struct {
 	last  time.Duration // when its last segment is sent
 }
 
+type pktKey struct {
+	host  string
+	dir   trace.Dir
+	flags wire.Flags
+}
+
 type pktRec struct {
 	host   string
 	dir    trace.Dir
@@ -233,17 +239,18 @@ type pktRec struct {
 // scenario or the backend; failed expectations are in the result.
 func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 	r := &runner{sc: sc, b: b, opt: opt,
-		res:     &Result{Scenario: sc, Backend: b.Name(), Counters: map[string][]trace.Counter{}},
-		socks:   map[string]map[string]*sockRec{},
-		calls:   map[callKey]*callRec{},
-		addrs:   map[hostSock][2]netip.AddrPort{},
-		paths:   map[hostSock][]string{},
-		entered: map[hostSock]map[string]time.Duration{},
-		flows:   map[flowKey]*flowInfo{},
-		rules:   map[string]int{},
-		counter: map[string]int64{},
-		states:  map[string][]string{},
-		stSeen:  map[string]map[string]bool{},
+		res:      &Result{Scenario: sc, Backend: b.Name(), Counters: map[string][]trace.Counter{}},
+		socks:    map[string]map[string]*sockRec{},
+		calls:    map[callKey]*callRec{},
+		addrs:    map[hostSock][2]netip.AddrPort{},
+		paths:    map[hostSock][]string{},
+		entered:  map[hostSock]map[string]time.Duration{},
+		flows:    map[flowKey]*flowInfo{},
+		pktCount: map[pktKey]int64{},
+		rules:    map[string]int{},
+		counter:  map[string]int64{},
+		states:   map[string][]string{},
+		stSeen:   map[string]map[string]bool{},
 	}
 	r.atLeft = append([]time.Duration(nil), opt.At...)
 	sort.Slice(r.atLeft, func(i, j int) bool { return r.atLeft[i] < r.atLeft[j] })
@@ -364,10 +371,13 @@ func (r *runner) stopError() error {
 	if e == nil {
 		return nil
 	}
-	if r.step != nil {
+	switch {
+	case r.step != nil:
 		e.Pos = r.step.Pos
-	} else {
-		e.Pos = Pos{File: r.sc.File, Line: len(strings.Split(r.sc.Source, "\n")), Col: 1}
+	case len(r.sc.Steps) > 0: // running on for a snapshot after the last step
+		e.Pos = r.sc.Steps[len(r.sc.Steps)-1].Pos
+	default:
+		e.Pos = Pos{File: r.sc.File, Line: 1, Col: 1}
 	}
 	e.At = r.b.Now()
 	r.observe(trace.Event{At: e.At, Kind: trace.KindNote, Note: "the run stopped here: " + e.Reason})
@@ -379,16 +389,22 @@ func (r *runner) stopError() error {
 // test of a host with 100,000 sockets lists them all.
 func (r *runner) snapshotOf(host string) ([]trace.Socket, error) {
 	snap, err := r.b.Snapshot(host)
-	r.work += int64(len(snap)) + 1
+	r.charge(int64(len(snap))+1, host)
+	return snap, err
+}
+
+// charge counts n sockets or packets that a condition on host went
+// through against the budget's MaxWork.
+func (r *runner) charge(n int64, host string) {
+	r.work += n
 	if r.work > r.budget.MaxWork && !r.stopped() {
 		line := 0
 		if r.step != nil {
 			line = r.step.Pos.Line
 		}
-		r.halt(fmt.Sprintf("its conditions examined more than %d sockets, the most a run may (the condition on line %d is tested after every change, and %s has %d sockets)",
-			r.budget.MaxWork, line, host, len(snap)), nil)
+		r.halt(fmt.Sprintf("its conditions went through more than %d sockets and packets, the most a run may (the condition on line %d is tested after every change, and went through %d on %s)",
+			r.budget.MaxWork, line, n, host), nil)
 	}
-	return snap, err
 }
 
 // count charges an event to the budget and reports whether it fits.
@@ -473,7 +489,11 @@ func (r *runner) observe(e trace.Event) {
 		// What a capture on the host's interface sees: every arrival
 		// (before the input rules), and departures that passed the
 		// output rules.
-		r.packets = append(r.packets, pktRec{host: e.Host, dir: p.Dir, flags: p.Segment.Flags, at: e.At, onWire: p.Dir == trace.In || p.OnWire})
+		onWire := p.Dir == trace.In || p.OnWire
+		r.packets = append(r.packets, pktRec{host: e.Host, dir: p.Dir, flags: p.Segment.Flags, at: e.At, onWire: onWire})
+		if onWire {
+			r.pktCount[pktKey{e.Host, p.Dir, p.Segment.Flags}]++
+		}
 		if p.Dir == trace.Out {
 			r.seeSegment(&p.Segment)
 		}
@@ -576,8 +596,13 @@ func (r *runner) snapshot(at time.Duration) {
 	for _, h := range r.sc.Hosts {
 		socks, _ := r.b.Snapshot(h.Name)
 		s.Hosts = append(s.Hosts, HostSockets{Host: h.Name, Sockets: socks})
+		// Kept until the end and printed: charged like events.
+		r.bytes += int64(len(socks)) * EventCost
 	}
 	r.res.Snapshots = append(r.res.Snapshots, s)
+	if r.bytes > r.budget.MaxBytes && !r.stopped() {
+		r.halt(fmt.Sprintf("its events and snapshots (--at) hold more than %d MB, the most a run may hold", r.budget.MaxBytes>>20), nil)
+	}
 }
 
 func (r *runner) do(s *Step) error {
@@ -620,18 +645,18 @@ func (r *runner) do(s *Step) error {
 		r.advance(s.Dur, nil)
 	case StepUntil:
 		start := r.b.Now()
-		ok := r.advance(start+s.Dur, func() bool { okc, _ := r.test(s.Cond); return okc })
+		ok := r.advance(start+s.Dur, func() bool { okc, _ := r.test(s.Cond, false); return okc })
 		if r.stopped() {
 			return nil
 		}
 		c := Check{Pos: s.Pos, Text: s.Text, OK: ok, At: r.b.Now()}
 		if !ok {
-			_, seen := r.test(s.Cond)
+			_, seen := r.test(s.Cond, true)
 			c.Seen = fmt.Sprintf("not within %v; at the end: %s", s.Dur, seen)
 		}
 		r.addCheck(c)
 	case StepExpect:
-		ok, seen := r.test(s.Cond)
+		ok, seen := r.test(s.Cond, true)
 		c := Check{Pos: s.Pos, Text: s.Text, OK: ok, At: r.b.Now()}
 		if !ok {
 			c.Seen = seen
@@ -931,12 +956,26 @@ type seriesInjector interface {
 }
 
 // test evaluates a condition now; seen says what was found.
-func (r *runner) test(c *Cond) (bool, string) {
+// An until tests its condition after every change without asking what
+// was seen (withSeen false): describing it can cost far more than the test
+// (the quoted bytes of a large read).
+func (r *runner) test(c *Cond, withSeen bool) (bool, string) {
+	ok, seen := r.check(c)
+	if !withSeen {
+		return ok, ""
+	}
+	return ok, seen()
+}
+
+// check tests a condition; what was seen is described on demand.
+func (r *runner) check(c *Cond) (bool, func() string) {
+	say := func(format string, a ...any) func() string { return func() string { return fmt.Sprintf(format, a...) } }
+	text := func(s string) func() string { return func() string { return s } }
 	switch c.Kind {
 	case CondCount:
 		snap, err := r.snapshotOf(c.Host)
 		if err != nil {
-			return false, err.Error()
+			return false, text(err.Error())
 		}
 		n := int64(0)
 		for _, s := range snap {
@@ -944,11 +983,11 @@ func (r *runner) test(c *Cond) (bool, string) {
 				n++
 			}
 		}
-		return compare(n, c.Cmp, c.N), fmt.Sprintf("%d %s", n, c.State)
+		return compare(n, c.Cmp, c.N), say("%d %s", n, c.State)
 	case CondCounter:
 		cs, err := r.b.Counters(c.Host)
 		if err != nil {
-			return false, err.Error()
+			return false, text(err.Error())
 		}
 		var v int64
 		for _, x := range cs {
@@ -966,61 +1005,64 @@ func (r *runner) test(c *Cond) (bool, string) {
 			r.counter[key] = v
 		}
 		if c.Delta {
-			return ok, fmt.Sprintf("%s grew by %d (now %d)", c.Counter, got, v)
+			return ok, say("%s grew by %d (now %d)", c.Counter, got, v)
 		}
-		return ok, fmt.Sprintf("%s = %d", c.Counter, v)
+		return ok, say("%s = %d", c.Counter, v)
 	case CondPackets:
+		fl := "[" + c.Flags.Short() + "]"
+		if c.Times == nil {
+			// Counted as they come: an until on a flood's packets
+			// would otherwise scan them all after every change.
+			n := r.pktCount[pktKey{c.Host, c.Dir, c.Flags}]
+			return compare(n, c.Cmp, c.N), say("%d %s packets %s", n, fl, c.Dir)
+		}
+		r.charge(int64(len(r.packets)), c.Host)
 		var times []time.Duration
 		for _, p := range r.packets {
 			if p.host == c.Host && p.dir == c.Dir && p.flags == c.Flags && p.onWire {
 				times = append(times, p.at)
 			}
 		}
-		fl := "[" + c.Flags.Short() + "]"
-		if c.Times != nil {
-			ok := len(times) == len(c.Times)
-			for i := 0; ok && i < len(times); i++ {
-				ok = within(times[i], c.Times[i], r.b.Tolerance(c.Times[i]))
-			}
-			return ok, fmt.Sprintf("%s at %s", fl, fmtTimes(times))
+		ok := len(times) == len(c.Times)
+		for i := 0; ok && i < len(times); i++ {
+			ok = within(times[i], c.Times[i], r.b.Tolerance(c.Times[i]))
 		}
-		n := int64(len(times))
-		return compare(n, c.Cmp, c.N), fmt.Sprintf("%d %s packets %s", n, fl, c.Dir)
+		return ok, func() string { return fmt.Sprintf("%s at %s", fl, fmtTimes(times)) }
 	}
 	s := r.socks[c.Host][c.Sock]
 	if s == nil {
-		return false, fmt.Sprintf("no socket %q yet", c.Sock)
+		return false, say("no socket %q yet", c.Sock)
 	}
 	switch c.Kind {
 	case CondState:
 		st := r.stateOf(s)
-		return st == c.State, "state " + st
+		return st == c.State, text("state " + st)
 	case CondPath:
 		if !s.open {
-			return false, "no connection yet"
+			return false, text("no connection yet")
 		}
 		path := r.paths[hostSock{c.Host, s.sock}]
-		return equal(path, c.Path), "path " + strings.Join(path, " ")
+		return equal(path, c.Path), func() string { return "path " + strings.Join(path, " ") }
 	case CondEntered:
 		if !s.open {
-			return false, "no connection yet"
+			return false, text("no connection yet")
 		}
 		at, ok := r.entered[hostSock{c.Host, s.sock}][c.State]
 		if !ok {
-			return false, "never entered " + c.State
+			return false, text("never entered " + c.State)
 		}
-		return within(at, c.Times[0], r.b.Tolerance(c.Times[0])), fmt.Sprintf("entered %s at %ss", c.State, trace.FormatTime(at))
+		return within(at, c.Times[0], r.b.Tolerance(c.Times[0])), say("entered %s at %ss", c.State, trace.FormatTime(at))
 	case CondReceived:
 		if c.Text != nil {
-			return bytes.Equal(s.data, []byte(*c.Text)), fmt.Sprintf("received %q", s.data)
+			return string(s.data) == *c.Text, say("received %q", s.data)
 		}
-		return compare(s.received, c.Cmp, c.N), fmt.Sprintf("received %d bytes", s.received)
+		return compare(s.received, c.Cmp, c.N), say("received %d bytes", s.received)
 	case CondCall:
 		rec := s.last[c.Op]
 		if rec == nil {
-			return false, fmt.Sprintf("no %s call on %s", c.Op, c.Sock)
+			return false, say("no %s call on %s", c.Op, c.Sock)
 		}
-		seen := describe(rec)
+		seen := func() string { return describe(rec) }
 		switch {
 		case c.Pending:
 			return rec.pending, seen
@@ -1046,7 +1088,7 @@ func (r *runner) test(c *Cond) (bool, string) {
 		}
 		return ok, seen
 	}
-	return false, "unknown condition"
+	return false, text("unknown condition")
 }
 
 func describe(rec *callRec) string {
