@@ -158,7 +158,7 @@ fi
 row "temporary files left beside the outputs" "-" "$(leftovers)"
 
 # --- 2. runaway scenarios ---------------------------------------------------
-header "runaway scenarios on the command line (default budget: 200,000 events, 128 MB, 5M condition sockets)"
+header "runaway scenarios on the command line (default budget: 200,000 events, 128 MB, 5M sockets and packets for conditions)"
 sc=$tmp/sc
 mkdir "$sc"
 printf 'host attacker 10.0.9.1\nhost server 10.0.0.2\nserver: listen 80\nattacker: inject [S] from 10.0.9.1:1000 to server:80 count 1000000 every 1us\n' >"$sc/million.tcplab"
@@ -179,6 +179,15 @@ printf 'host client 10.0.0.1\nhost server 10.0.0.2\nhost attacker 10.0.9.1\nserv
 	for i in $(seq 0 1399); do printf 'repeat 10000 client: connect server:80 as c%dx{i}\n' "$i"; done >"$tmp/lines"
 	head -c 63000 "$tmp/lines"
 } >"$sc/repeats64k.tcplab"
+printf 'host client 10.0.0.1\nhost server 10.0.0.2\nhost attacker 10.0.9.1\nserver: listen 80\nclient: connect server:80\nafter 10ms\nclient: write conn 1000000 bytes\nafter 2s\nserver: read conn 1000000\nafter 1s\nattacker: inject [S] from 10.0.9.1:1000 to server:80 count 10000 every 10us\nuntil server: conn received "zzz" within 1s\n' >"$sc/received.tcplab"
+printf 'host attacker 10.0.9.1\nhost server 10.0.0.2\nserver: listen 80\nattacker: inject [S] from 10.0.9.1:1000 to server:80 count 60000 every 1us\nuntil server: packets in [S] >= 1000000 within 1s\n' >"$sc/packets.tcplab"
+{
+	printf 'host client 10.0.0.1\nhost server 10.0.0.2\n'
+	for _ in $(seq 100000); do printf 'rule server in sport 9 drop\n'; done
+} >"$sc/rules.tcplab"
+printf 'host client 10.0.0.1\nhost server 10.0.0.2\nserver: listen 80 backlog 4096\nrepeat 10000 client: connect server:80 as c{i}\n' >"$sc/at.tcplab"
+at_flags=()
+for i in $(seq 200); do at_flags+=(--at "$((1000 + i))ms"); done
 measure "inject count 1000000 every 1us" "$tcplab" run "$sc/million.tcplab"
 measure "inject 100,000 SYNs every 1us" "$tcplab" run "$sc/flood.tcplab"
 measure "the same with --html" "$tcplab" run "$sc/flood.tcplab" --html "$tmp/flood.html"
@@ -188,6 +197,10 @@ measure "the same with --html" "$tcplab" run "$sc/connections.tcplab" --html "$t
 measure "until on a 4,098-socket host" "$tcplab" run "$sc/until.tcplab"
 measure "1,000 writes of 1 MB, 1 GB window" "$tcplab" run "$sc/data.tcplab"
 measure "64 KB of repeat 10000 lines" "$tcplab" run "$sc/repeats64k.tcplab"
+measure "until received TEXT after a 1 MB read" "$tcplab" run "$sc/received.tcplab"
+measure "until packets during a 60,000-SYN flood" "$tcplab" run "$sc/packets.tcplab"
+measure "100,000 rule lines" "$tcplab" run "$sc/rules.tcplab"
+measure "200 --at snapshots of 10,000 sockets" "$tcplab" run "$sc/at.tcplab" "${at_flags[@]}"
 
 # --- 3. bad inputs ----------------------------------------------------------
 header "bad inputs (files are read up to 4 MiB)"

@@ -255,7 +255,7 @@ func TestParseBoundedMore(t *testing.T) {
 	for range MaxRules + 1 {
 		b.WriteString("rule server in dport 9 drop\n")
 	}
-	if _, err := Parse("rules.tcplab", b.String()); err == nil || !strings.Contains(err.Error(), "rules.tcplab:1003:1: more than 1000 rule lines") {
+	if _, err := Parse("rules.tcplab", b.String()); err == nil || !strings.Contains(err.Error(), "rules.tcplab:1003:1: more than 1000 rules at once") {
 		t.Fatalf("rules: %v", err)
 	}
 

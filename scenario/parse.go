@@ -25,7 +25,7 @@ const (
 	MaxRepeat     = 10000   // calls of one repeat line
 	MaxRepeated   = 100_000 // calls of all repeat lines together
 	MaxInject     = 100_000 // segments injected by all inject lines together
-	MaxRules      = 1000    // rule lines
+	MaxRules      = 1000    // rules installed at once
 	MaxWrite      = 1 << 20
 	MaxTime       = 24 * time.Hour
 	DefaultWithin = 10 * time.Minute
@@ -50,22 +50,22 @@ const (
 )
 
 type parser struct {
-	file      string
-	sc        *Scenario
-	errs      ErrorList
-	line      int
-	text      string
-	toks      []token
-	i         int
-	names     map[string]map[string]nameKind
-	rules     map[string]bool
-	hosts     map[string]*HostDecl // by name (sc.Host is a linear search)
-	addrs     map[netip.Addr]string
-	injected  int // segments injected by the lines so far
-	repeated  int // calls made by the repeat lines so far
-	ruleLines int
-	body      bool          // a step has been seen: hosts can no longer be declared
-	span      time.Duration // the latest virtual time the steps so far can reach
+	file     string
+	sc       *Scenario
+	errs     ErrorList
+	line     int
+	text     string
+	toks     []token
+	i        int
+	names    map[string]map[string]nameKind
+	rules    map[string]bool
+	hosts    map[string]*HostDecl // by name (sc.Host is a linear search)
+	addrs    map[netip.Addr]string
+	injected int           // segments injected by the lines so far
+	repeated int           // calls made by the repeat lines so far
+	rulesIn  int           // rules installed at this point of the script
+	body     bool          // a step has been seen: hosts can no longer be declared
+	span     time.Duration // the latest virtual time the steps so far can reach
 }
 
 // reach records that a step can take the run to t, refusing a scenario
@@ -322,6 +322,7 @@ func (p *parser) parseLine() {
 		}
 		p.done("`remove rule NAME` takes nothing more")
 		delete(p.rules, n.s)
+		p.rulesIn--
 		p.step(StepRemove).Name = n.s
 	case "after", "at":
 		t := p.word("a duration", "after 2s, after 500ms, at 1m30s")
@@ -880,9 +881,10 @@ func parseFlagWord(s string) (wire.Flags, bool) {
 func (p *parser) parseRule() {
 	const ex = "rule server in flags SYN dport 80 drop as nosyn"
 	// Every packet is matched against the rules in turn.
-	if p.ruleLines++; p.ruleLines > MaxRules {
-		p.fail(p.toks[0].col, fmt.Sprintf("more than %d rule lines", MaxRules), "a lab needs a few rules; remove one before adding another")
+	if p.rulesIn >= MaxRules {
+		p.fail(p.toks[0].col, fmt.Sprintf("more than %d rules at once", MaxRules), "a lab needs a few rules; remove one before adding another")
 	}
+	p.rulesIn++
 	h := p.host(p.word("a host", ex))
 	d := p.word("in or out", ex)
 	r := sim.Rule{Host: h}

@@ -103,7 +103,8 @@ line. A packet is shown once as it leaves its sender, and again at its
 receiver only when a rule acted on it there.
 
 A run has a budget: 200,000 events (--max-events raises it), 128 MB of
-memory held by them and 5 million sockets listed by conditions. A run that
+memory held by them (and by --at snapshots) and 5 million sockets and
+packets gone through by until and expect conditions. A run that
 reaches it, or is interrupted (SIGINT, SIGTERM), stops at its next event,
 prints what happened up to then and says why, at the line it was at.
 
