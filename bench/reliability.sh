@@ -179,7 +179,7 @@ printf 'host client 10.0.0.1\nhost server 10.0.0.2\nhost attacker 10.0.9.1\nserv
 	for i in $(seq 0 1399); do printf 'repeat 10000 client: connect server:80 as c%dx{i}\n' "$i"; done >"$tmp/lines"
 	head -c 63000 "$tmp/lines"
 } >"$sc/repeats64k.tcplab"
-printf 'host client 10.0.0.1\nhost server 10.0.0.2\nhost attacker 10.0.9.1\nserver: listen 80\nclient: connect server:80\nafter 10ms\nclient: write conn 1000000 bytes\nafter 2s\nserver: read conn 1000000\nafter 1s\nattacker: inject [S] from 10.0.9.1:1000 to server:80 count 10000 every 10us\nuntil server: conn received "zzz" within 1s\n' >"$sc/received.tcplab"
+printf 'host client 10.0.0.1\nhost server 10.0.0.2\nhost attacker 10.0.9.1\nserver: listen 80\nserver: accept\nclient: connect server:80\nuntil server: conn accept returned within 1s\nclient: write conn 1000000 bytes\nafter 2s\nserver: read conn 1000000\nafter 1s\nattacker: inject [S] from 10.0.9.1:1000 to server:80 count 10000 every 10us\nuntil server: conn received "zzz" within 1s\n' >"$sc/received.tcplab"
 printf 'host attacker 10.0.9.1\nhost server 10.0.0.2\nserver: listen 80\nattacker: inject [S] from 10.0.9.1:1000 to server:80 count 60000 every 1us\nuntil server: packets in [S] >= 1000000 within 1s\n' >"$sc/packets.tcplab"
 {
 	printf 'host client 10.0.0.1\nhost server 10.0.0.2\n'
