@@ -72,6 +72,10 @@ type Host struct {
 	// one destination took minutes).
 	portsGen  uint64
 	exhausted exhaustedScan
+	// noPortCache makes pickEphemeral neither read nor write exhausted:
+	// a test knob, so that tests can compare every search against a full
+	// scan.
+	noPortCache bool
 
 	bugs []string
 }

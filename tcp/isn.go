@@ -195,16 +195,19 @@ func (h *Host) pickEphemeral(dst tuple) (uint16, *conn, Errno) {
 	p := &h.prof
 	low, high := int(p.EphemeralLow), int(p.EphemeralHigh)
 	remaining := high - low + 1
-	scan := portScan{dst: dst, gen: h.portsGen, now: h.now, low: low, high: high, reuse: p.TwReuse}
-	if h.exhausted.portScan != scan {
-		h.exhausted = exhaustedScan{portScan: scan}
+	cache := !h.noPortCache // the test knob: no cache, every search in full
+	if cache {
+		scan := portScan{dst: dst, gen: h.portsGen, now: h.now, low: low, high: high, reuse: p.TwReuse}
+		if h.exhausted.portScan != scan {
+			h.exhausted = exhaustedScan{portScan: scan}
+		}
 	}
 	hv := tupleHash(h.key[3], tuple{laddr: dst.laddr, raddr: dst.raddr, rport: dst.rport}, 7)
 	idx := int(hv & 0xff)
 	offset := int((uint32(hv>>8) + uint32(h.perturb[idx])) % uint32(remaining))
 	offset &^= 1
 	for parity := 0; parity < 2; parity++ {
-		if h.exhausted.parity[parity] {
+		if cache && h.exhausted.parity[parity] {
 			continue // no port of this parity was freed since its last scan
 		}
 		for i := 0; i < remaining; i += 2 {
@@ -221,7 +224,9 @@ func (h *Host) pickEphemeral(dst tuple) (uint16, *conn, Errno) {
 			h.perturb[idx] += uint16(i + 2)
 			return uint16(port), o, OK
 		}
-		h.exhausted.parity[parity] = true
+		if cache {
+			h.exhausted.parity[parity] = true
+		}
 	}
 	return 0, nil, EADDRNOTAVAIL
 }
