@@ -67,14 +67,34 @@ func signalAndWait(t *testing.T, cmd *exec.Cmd, sig syscall.Signal, limit time.D
 	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
+	waitExit(t, cmd, limit, out)
+}
+
+// waitExit waits for cmd to exit, killing it and failing the test after
+// limit, and returns its exit code.
+func waitExit(t *testing.T, cmd *exec.Cmd, limit time.Duration, out *bytes.Buffer) int {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
 	case <-time.After(limit):
 		cmd.Process.Kill()
-		t.Fatalf("%v: the process did not stop within %v:\n%s", sig, limit, out.String())
+		<-done
+		t.Fatalf("the process did not end within %v:\n%.3000s", limit, out.String())
 	}
+	return cmd.ProcessState.ExitCode()
+}
+
+// buildTcplab builds the command from this package into a temporary
+// directory and returns its path.
+func buildTcplab(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tcplab")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 // checkClean fails the test if process pid left a lab behind or the root
@@ -100,10 +120,7 @@ func startRun(t *testing.T, name string) (*exec.Cmd, *bytes.Buffer) {
 // waits until it has made a lab.
 func startTcplab(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tcplab")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildTcplab(t)
 	var out bytes.Buffer
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -239,12 +239,8 @@ func TestRunBudget(t *testing.T) {
 // run, also when tcplab was started with SIGINT ignored (a background job
 // of a script), where the signal used to be lost until the run began.
 func TestEarlySigintNotLost(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "tcplab")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	fifo := filepath.Join(dir, "slow.tcplab")
+	bin := buildTcplab(t)
+	fifo := filepath.Join(t.TempDir(), "slow.tcplab")
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Skipf("mkfifo: %v", err)
 	}
@@ -266,14 +262,7 @@ func TestEarlySigintNotLost(t *testing.T) {
 	}
 	w.WriteString(runaway)
 	w.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the run did not end:\n%.2000s", out.String())
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(out.String(), "interrupted by interrupt") {
+	if code := waitExit(t, cmd, 60*time.Second, &out); code != 2 || !strings.Contains(out.String(), "interrupted by interrupt") {
 		t.Fatalf("exit %d, want 2 and the interruption:\n%s", code, tail(out.String(), 600))
 	}
 }
@@ -297,10 +286,7 @@ func TestFIFOsDoNotHang(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
 
-	bin := filepath.Join(dir, "tcplab")
-	if b, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, b)
-	}
+	bin := buildTcplab(t)
 	in := filepath.Join(dir, "in.tcplab")
 	unix.Mkfifo(in, 0o600)
 	var buf bytes.Buffer
@@ -316,14 +302,7 @@ func TestFIFOsDoNotHang(t *testing.T) {
 	}
 	defer w.Close()
 	cmd.Process.Signal(syscall.SIGINT)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Fatalf("SIGINT did not end a run waiting for its scenario:\n%s", buf.String())
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 2 || !strings.Contains(buf.String(), "not read: interrupted by interrupt") {
+	if code := waitExit(t, cmd, 20*time.Second, &buf); code != 2 || !strings.Contains(buf.String(), "not read: interrupted by interrupt") {
 		t.Fatalf("exit %d: %s", code, buf.String())
 	}
 }
