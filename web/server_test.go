@@ -204,7 +204,8 @@ func postCtx(ctx context.Context, h http.Handler, body string) *httptest.Respons
 // requests cannot keep other users out.
 func TestRunStopsWithItsRequest(t *testing.T) {
 	o := simOnly()
-	o.SimTimeout = 50 * time.Millisecond
+	// 300 times a hutu run's time, and a tenth of a flood's (seconds).
+	o.SimTimeout = 300 * time.Millisecond
 	// A budget no run reaches in its time: only the deadline stops them.
 	o.Budget = scenario.Budget{MaxEvents: 1 << 30, MaxBytes: 1 << 40}
 	s := NewServer(o)

@@ -187,13 +187,25 @@ func TestInterruptedRunKeepsOutputsAndShowsEvents(t *testing.T) {
 	out := filepath.Join(dir, "out.html")
 	os.WriteFile(out, []byte("before"), 0o644)
 	ctx, cancel := context.WithCancelCause(context.Background())
-	time.AfterFunc(100*time.Millisecond, func() { cancel(errInterruptedByTest) })
+	// Interrupted once its output is open (its temporary file is
+	// there), while the flood runs (seconds under this budget).
+	go func() {
+		for ctx.Err() == nil {
+			if m, _ := filepath.Glob(filepath.Join(dir, ".out.html.tcplab-*")); len(m) > 0 {
+				time.Sleep(50 * time.Millisecond)
+				cancel(errInterruptedByTest)
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	var stdout, stderr bytes.Buffer
 	code := runContext(ctx, []string{"run", sc, "--html", out, "--max-events", "100000000"}, &stdout, &stderr)
+	cancel(nil)
 	if code != 2 || !strings.Contains(stderr.String(), "the run stopped at") || !strings.Contains(stderr.String(), "interrupted by a test") {
 		t.Fatalf("exit %d: %s", code, stderr.String())
 	}
-	if !strings.Contains(stdout.String(), "Flags [S]") || !strings.Contains(stdout.String(), "the run stopped here: interrupted by a test") {
+	if !strings.Contains(stdout.String(), "runaway: ") || !strings.Contains(stdout.String(), "the run stopped here: interrupted by a test") {
 		t.Errorf("the events seen are not printed:\n%.2000s", stdout.String())
 	}
 	if b, _ := os.ReadFile(out); string(b) != "before" {
