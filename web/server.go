@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tcplab/tcplab/draw"
@@ -49,6 +50,10 @@ type Options struct {
 	// Budget bounds each run's events, their memory and its condition
 	// tests; zero fields take PageBudget's.
 	Budget scenario.Budget
+	// MaxUnsent bounds the bytes of answers being written at once (to
+	// clients that read slowly or not at all); 0 means MaxUnsent. One
+	// answer is always let through.
+	MaxUnsent int64
 }
 
 // PageBudget is a page run's budget: a quarter of the command line's
@@ -68,6 +73,8 @@ type Server struct {
 	stop context.CancelCauseFunc
 	mu   sync.Mutex // orders wg.Add after Stop's cancel
 	wg   sync.WaitGroup
+
+	unsent atomic.Int64 // bytes of answers being written
 }
 
 // NewHandler returns the page, its assets and its API:
@@ -88,6 +95,9 @@ func NewServer(o Options) *Server {
 	}
 	if s.o.SimTimeout == 0 {
 		s.o.SimTimeout = SimTimeout
+	}
+	if s.o.MaxUnsent == 0 {
+		s.o.MaxUnsent = MaxUnsent
 	}
 	if s.o.Budget.MaxEvents <= 0 {
 		s.o.Budget.MaxEvents = PageBudget.MaxEvents
@@ -304,13 +314,25 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, string(answer), code)
 		return
 	}
+	// Answers waiting for slow readers are bounded in all.
+	n := int64(len(answer))
+	defer s.unsent.Add(-n)
+	if total := s.unsent.Add(n); total > s.o.MaxUnsent && total != n {
+		http.Error(w, "too many answers are waiting to be read; try again", http.StatusServiceUnavailable)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	w.Write(answer)
 }
 
-// WriteTimeout bounds the writing of a run's answer.
-const WriteTimeout = 30 * time.Second
+// WriteTimeout bounds the writing of a run's answer, and MaxUnsent the
+// bytes of answers being written at once (a page run's answer is up to
+// about 20 MB).
+const (
+	WriteTimeout = 30 * time.Second
+	MaxUnsent    = 256 << 20
+)
 
 // answer runs a scenario and makes the answer: a status and, for 200, the
 // JSON of the result (the report, the errors that stopped it, or both),

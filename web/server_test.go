@@ -317,6 +317,39 @@ func TestSlowReadersHoldNoSlot(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The unread answers are bounded in all: with room for one, a
+	// second big answer is refused while the first is unread.
+	o := simOnly()
+	o.MaxUnsent = 1
+	s2 := NewServer(o)
+	ts2 := httptest.NewServer(s2)
+	defer ts2.Close()
+	addr2 := strings.TrimPrefix(ts2.URL, "http://")
+	// About 16 MB: more than the socket buffers of a loopback connection.
+	big, _ = json.Marshal(RunRequest{Source: "host client 10.0.0.1\nhost server 10.0.0.2\nserver: listen 80 backlog 4096\nrepeat 10000 client: connect server:80 as c{i}\nafter 10s\n"})
+	deadline = time.Now().Add(60 * time.Second)
+	c, err := net.Dial("tcp", addr2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(c, "POST /api/run HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", addr2, len(big), big)
+	for {
+		resp, err := http.Post(ts2.URL+"/api/run", "application/json", strings.NewReader(string(big)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(b), "waiting to be read") {
+			break
+		}
+		if resp.StatusCode != 200 || time.Now().After(deadline) {
+			t.Fatalf("a second big answer while one is unread: %d %.200s", resp.StatusCode, b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	stopped := make(chan struct{})
 	go func() { s.Stop(); close(stopped) }()
 	select {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tcplab/tcplab/internal/outfile"
 )
 
 func main() {
@@ -57,6 +59,7 @@ func interruptContext(args []string) (context.Context, func()) {
 		// A second signal ends the process at once, whatever it waits for.
 		if s, ok := <-sig; ok {
 			fmt.Fprintf(os.Stderr, "tcplab: %v again: exiting now (`sudo tcplab lab clean` removes what a kernel run left)\n", s)
+			outfile.RemoveTemporaries()
 			os.Exit(130)
 		}
 	}()

@@ -26,7 +26,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 type mode uint8
@@ -53,8 +56,46 @@ type File struct {
 // directory, a FIFO nobody reads and a path that cannot be written are
 // refused at once, before any run.
 func Create(path string) (*File, error) {
+	o, err := create(path)
+	if err == nil {
+		open.Lock()
+		open.files[o] = true
+		open.Unlock()
+	}
+	return o, err
+}
+
+// open is every File not yet committed or aborted, for RemoveTemporaries.
+var open = struct {
+	sync.Mutex
+	files map[*File]bool
+}{files: map[*File]bool{}}
+
+// RemoveTemporaries removes the temporary file of every output not yet
+// committed, for a process about to exit at once (a second interrupt). It
+// closes nothing: a Close would wait for a write blocked on a FIFO.
+func RemoveTemporaries() {
+	open.Lock()
+	defer open.Unlock()
+	for f := range open.files {
+		if f.how != inPlace {
+			os.Remove(f.f.Name())
+		}
+	}
+}
+
+func (o *File) forget() {
+	open.Lock()
+	delete(open.files, o)
+	open.Unlock()
+}
+
+func create(path string) (*File, error) {
 	if path == "" {
 		return nil, errors.New("outfile: empty path")
+	}
+	if strings.HasSuffix(path, "/") {
+		return nil, fmt.Errorf("%s names a directory", path)
 	}
 	o := &File{name: path}
 	target, viaProc, err := resolve(path)
@@ -63,6 +104,12 @@ func Create(path string) (*File, error) {
 	}
 	o.target = target
 	if viaProc {
+		if f := ownDescriptor(target); f != nil {
+			// This process's own descriptor (/dev/stdout): share it,
+			// and its offset, rather than open the file again.
+			o.how, o.f = inPlace, f
+			return o, nil
+		}
 		return o.openInPlace()
 	}
 	fi, err := os.Stat(target)
@@ -83,6 +130,11 @@ func Create(path string) (*File, error) {
 	o.perm = fi.Mode().Perm()
 	st, _ := fi.Sys().(*syscall.Stat_t)
 	euid := os.Geteuid()
+	if euid != 0 && unix.Access(target, unix.W_OK) != nil {
+		// A read-only file, also one's own, is not written (as a
+		// shell's > would not).
+		return nil, fmt.Errorf("%s: %w", path, os.ErrPermission)
+	}
 	if st != nil && st.Nlink == 1 && (euid == 0 || int(st.Uid) == euid) {
 		o.how, o.owner = replace, st
 		if o.tempIn(filepath.Dir(target)) == nil {
@@ -147,7 +199,9 @@ func resolve(path string) (string, bool, error) {
 func (o *File) openInPlace() (*File, error) {
 	f, err := os.OpenFile(o.name, os.O_WRONLY|os.O_APPEND|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, syscall.ENXIO) {
-		return nil, fmt.Errorf("%s is a FIFO that nobody reads", o.name)
+		if fi, serr := os.Stat(o.name); serr == nil && fi.Mode()&os.ModeNamedPipe != 0 {
+			return nil, fmt.Errorf("%s is a FIFO that nobody reads", o.name)
+		}
 	}
 	if err != nil {
 		return nil, err
@@ -158,6 +212,25 @@ func (o *File) openInPlace() (*File, error) {
 	}
 	o.how, o.f = inPlace, f
 	return o, nil
+}
+
+// ownDescriptor duplicates this process's descriptor N when p is
+// /proc/PID/fd/N of this process, or returns nil.
+func ownDescriptor(p string) *os.File {
+	rest, ok := strings.CutPrefix(p, "/proc/"+strconv.Itoa(os.Getpid())+"/fd/")
+	if !ok {
+		return nil
+	}
+	n, err := strconv.Atoi(rest)
+	if err != nil {
+		return nil
+	}
+	fd, err := unix.Dup(n)
+	if err != nil {
+		return nil
+	}
+	unix.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), p)
 }
 
 // tempIn creates the temporary file in dir ("": the system's).
@@ -190,6 +263,7 @@ func (o *File) Commit() error {
 		return os.ErrClosed
 	}
 	o.ended = true
+	o.forget()
 	var err error
 	switch o.how {
 	case inPlace:
@@ -243,6 +317,7 @@ func (o *File) Abort() {
 		return
 	}
 	o.ended = true
+	o.forget()
 	o.f.Close()
 	if o.dst != nil {
 		o.dst.Close()
