@@ -56,6 +56,20 @@ type Budget struct {
 // of condition tests (docs/reliability.md has the measurements).
 var DefaultBudget = Budget{MaxEvents: 200_000, MaxBytes: 128 << 20, MaxWork: 5_000_000}
 
+// Or fills the fields of b that are not set (zero or less) from d.
+func (b Budget) Or(d Budget) Budget {
+	if b.MaxEvents <= 0 {
+		b.MaxEvents = d.MaxEvents
+	}
+	if b.MaxBytes <= 0 {
+		b.MaxBytes = d.MaxBytes
+	}
+	if b.MaxWork <= 0 {
+		b.MaxWork = d.MaxWork
+	}
+	return b
+}
+
 // EventCost is the memory an event is counted for before the bytes it
 // carries: the event, its packet or call, and the runner's record of it.
 const EventCost = 400
@@ -255,15 +269,7 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 	r.atLeft = append([]time.Duration(nil), opt.At...)
 	sort.Slice(r.atLeft, func(i, j int) bool { return r.atLeft[i] < r.atLeft[j] })
 	r.budget = opt.Budget
-	if r.budget.MaxEvents <= 0 {
-		r.budget.MaxEvents = DefaultBudget.MaxEvents
-	}
-	if r.budget.MaxBytes <= 0 {
-		r.budget.MaxBytes = DefaultBudget.MaxBytes
-	}
-	if r.budget.MaxWork <= 0 {
-		r.budget.MaxWork = DefaultBudget.MaxWork
-	}
+	r.budget = r.budget.Or(DefaultBudget)
 	if ctx := opt.Context; ctx != nil {
 		// Seen at once by an event (observe), or, when none comes (a
 		// kernel run waiting), by this.
@@ -425,9 +431,17 @@ func (r *runner) count(e *trace.Event) bool {
 		r.halt(fmt.Sprintf("it made %d events, the most a run may make%s", r.budget.MaxEvents, r.busiest()), nil)
 		return false
 	}
-	if r.bytes > r.budget.MaxBytes {
-		r.halt(fmt.Sprintf("its events hold more than %d MB, the most a run may hold%s", r.budget.MaxBytes>>20, r.busiest()), nil)
+	return !r.overBytes("events", r.busiest)
+}
+
+// overBytes stops the run when what it holds passes MaxBytes, saying
+// what holds it and, from more, what else may explain it.
+func (r *runner) overBytes(what string, more func() string) bool {
+	if r.bytes <= r.budget.MaxBytes {
 		return false
+	}
+	if !r.stopped() {
+		r.halt(fmt.Sprintf("its %s hold more than %d MB, the most a run may hold%s", what, r.budget.MaxBytes>>20, more()), nil)
 	}
 	return true
 }
@@ -600,9 +614,7 @@ func (r *runner) snapshot(at time.Duration) {
 		r.bytes += int64(len(socks)) * EventCost
 	}
 	r.res.Snapshots = append(r.res.Snapshots, s)
-	if r.bytes > r.budget.MaxBytes && !r.stopped() {
-		r.halt(fmt.Sprintf("its events and snapshots (--at) hold more than %d MB, the most a run may hold", r.budget.MaxBytes>>20), nil)
-	}
+	r.overBytes("events and snapshots (--at)", func() string { return "" })
 }
 
 func (r *runner) do(s *Step) error {

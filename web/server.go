@@ -99,15 +99,7 @@ func NewServer(o Options) *Server {
 	if s.o.MaxUnsent == 0 {
 		s.o.MaxUnsent = MaxUnsent
 	}
-	if s.o.Budget.MaxEvents <= 0 {
-		s.o.Budget.MaxEvents = PageBudget.MaxEvents
-	}
-	if s.o.Budget.MaxBytes <= 0 {
-		s.o.Budget.MaxBytes = PageBudget.MaxBytes
-	}
-	if s.o.Budget.MaxWork <= 0 {
-		s.o.Budget.MaxWork = PageBudget.MaxWork
-	}
+	s.o.Budget = s.o.Budget.Or(PageBudget)
 	mux := http.NewServeMux()
 	sub, _ := fs.Sub(static, "static")
 	mux.Handle("GET /", http.FileServerFS(sub))
