@@ -125,7 +125,28 @@ type Result struct {
 	// connections reached, in the order first reached.
 	States   []HostStates
 	Counters map[string][]trace.Counter // final non-zero counters per host
+	// Steps says when each step of the script started on the backend's
+	// clock, in script order (a stopped run has fewer).
+	Steps []StepTime
 }
+
+// StepTime is when one step of the script started. Due is when the
+// script wanted it: the end of the wait before it (the script's own
+// timeline, which a late step does not shift), or the time of the event
+// that met the until before it. In the simulator Start is Due; on the
+// kernel Start-Due is how late the harness was (Late).
+type StepTime struct {
+	Pos   Pos
+	Start time.Duration
+	Due   time.Duration
+	// Seq is the Seq of the last event seen before the step started:
+	// events at the step's own instant are the step's when their Seq is
+	// greater.
+	Seq int
+}
+
+// Late is how much later than the script wanted the step started.
+func (s StepTime) Late() time.Duration { return max(0, s.Start-s.Due) }
 
 // HostStates is the states one host's connections went through.
 type HostStates struct {
@@ -204,6 +225,12 @@ type runner struct {
 	seq  int
 	now  time.Duration
 	step *Step
+	// due is the script's own clock: when the next step is due. Waits
+	// add to it (not to the backend's clock), so that a step the kernel
+	// harness started late does not delay every later one.
+	due time.Duration
+	// lastAt is the time of the latest event the backend reported.
+	lastAt time.Duration
 
 	socks    map[string]map[string]*sockRec
 	calls    map[callKey]*callRec
@@ -292,6 +319,7 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 			break
 		}
 		r.step = &sc.Steps[i]
+		r.res.Steps = append(r.res.Steps, StepTime{Pos: r.step.Pos, Start: b.Now(), Due: r.due, Seq: r.seq})
 		if err := r.do(r.step); err != nil {
 			if r.stopped() {
 				break // the step failed because the backend was interrupted
@@ -479,6 +507,10 @@ func (r *runner) observe(e trace.Event) {
 	r.seq++
 	e.Seq = r.seq
 	switch e.Kind {
+	case trace.KindPacket, trace.KindState, trace.KindCall, trace.KindCounter:
+		r.lastAt = max(r.lastAt, e.At)
+	}
+	switch e.Kind {
 	case trace.KindCall:
 		r.seeCall(&e)
 	case trace.KindState:
@@ -649,17 +681,26 @@ func (r *runner) do(s *Step) error {
 		}
 		r.emitNote(s.Host, "profile "+s.Name)
 	case StepAfter:
-		r.advance(r.b.Now()+s.Dur, nil)
+		r.due += s.Dur
+		r.advance(r.due, nil)
 	case StepAt:
-		if s.Dur < r.b.Now() {
-			return fmt.Errorf("at %v is in the past: the run is at %v", s.Dur, r.b.Now())
+		if s.Dur < r.due {
+			return fmt.Errorf("at %v is in the past: the script is at %v", s.Dur, r.due)
 		}
-		r.advance(s.Dur, nil)
+		r.due = s.Dur
+		r.advance(r.due, nil)
 	case StepUntil:
-		start := r.b.Now()
-		ok := r.advance(start+s.Dur, func() bool { okc, _ := r.test(s.Cond, false); return okc })
+		// The wait is measured from the backend's clock: a step the
+		// kernel harness started late still gets its whole time.
+		ok := r.advance(r.b.Now()+s.Dur, func() bool { okc, _ := r.test(s.Cond, false); return okc })
 		if r.stopped() {
 			return nil
+		}
+		if ok {
+			// Met by the latest event (or already true: due stays).
+			r.due = max(r.due, min(r.lastAt, r.b.Now()))
+		} else {
+			r.due += s.Dur
 		}
 		c := Check{Pos: s.Pos, Text: s.Text, OK: ok, At: r.b.Now()}
 		if !ok {
