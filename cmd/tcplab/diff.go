@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -39,17 +40,27 @@ kernel in network namespaces, and compares the two runs host by host:
             the initial sequence numbers, payload length
   calls     every application call's result and errno
   counters  the counters the scenario's expectations name, at the end
-  timing    each state change's time, within the kernel's tolerance
-            (50 ms + 1/8 of the time: Linux's timer wheel fires late)
+  timing    the time of each state change, segment sent and call return
+            that both runs agree on, measured from the step that led to
+            it on each run (the latest step that acts: a call, inject,
+            rule or setting), within the kernel's tolerance (50 ms + 1/8
+            of the time: Linux's timer wheel fires late)
+
+The kernel harness can start a step late (a busy machine, a slow lab): a
+step that starts more than 20 ms after the script wanted it has its
+timings left out and is reported as "step at line N started X late", never
+as a difference of TCP's. A summary line gives how late the harness
+started the steps (median, p90, max).
 
 Connections are paired by their addresses, ephemeral ports masked, in order
 of appearance. It prints a conformance table: scenario, verdict, and the
 first difference, then, for scenarios named on the command line, every
 difference with its reason. A difference is accepted when the
 known-differences list (conformance/known.txt, built in; see
-docs/conformance.md) names its scenario, host and aspect with a reason;
-the verdict is then "known differences". Any other difference makes the
-verdict DIFFERS.
+docs/conformance.md) explains it: a behaviour, a pattern of states or
+segments recognised in any scenario (yours too), or an entry naming the
+scenario, host and aspect. The verdict is then "known differences". Any
+other difference makes the verdict DIFFERS.
 
 The kernel runs take real time (the scenario's timers are Linux's), several
 at once (--jobs), the longest first. --quick leaves out scenarios whose
@@ -103,6 +114,9 @@ type diffRow struct {
 	verdict string
 	first   string
 	diffs   []conformance.Difference
+	late    []conformance.LateStep
+	steps   []time.Duration // how late the kernel harness started each step
+	timings int
 	wall    time.Duration
 }
 
@@ -137,8 +151,14 @@ func runDiff(ctx context.Context, stdout io.Writer, args []string, f diffFlags) 
 			rows = append(rows, row)
 			continue
 		}
-		row.diffs = conformance.Compare(sc, conformance.Side{Events: sims[i].events, Result: sims[i].res, Err: sims[i].err},
-			conformance.Side{Events: k.events, Result: k.res, Err: k.err}, kernel.Tolerance)
+		cmp := conformance.Compare(sc, conformance.Side{Events: sims[i].events, Result: sims[i].res, Err: sims[i].err},
+			conformance.Side{Events: k.events, Result: k.res, Err: k.err}, conformance.Config{Tolerance: kernel.Tolerance, Known: known})
+		row.diffs, row.late, row.timings = cmp.Differences, cmp.Late, cmp.Timings
+		if k.res != nil && k.err == nil {
+			for _, st := range k.res.Steps {
+				row.steps = append(row.steps, st.Late())
+			}
+		}
 		v, first := conformance.Verdict(known, sc.Name, row.diffs)
 		row.verdict = v
 		if first != nil {
@@ -192,16 +212,23 @@ func writeDiffText(w io.Writer, rows []diffRow, known []conformance.Known, stale
 			for _, d := range r.diffs {
 				fmt.Fprintf(w, "  %s\n", d)
 				if k := conformance.Explain(known, r.name, d); k != nil {
-					fmt.Fprintf(w, "    known (known.txt:%d): %s\n", k.Line, k.Reason)
+					fmt.Fprintf(w, "    known, %s: %s\n", k.Label(), k.Reason)
 				} else {
 					fmt.Fprintf(w, "    not in the known differences\n")
 				}
 			}
 		}
 	}
+	for _, r := range rows {
+		for _, l := range r.late {
+			fmt.Fprintf(w, "\n%s: %s (the harness, not TCP)\n", r.name, l)
+		}
+	}
 	for _, k := range stale {
-		fmt.Fprintf(w, "\nknown.txt:%d (%s %s %s) matched no difference in this run: Linux and the engine may agree there now\n",
-			k.Line, k.Scenario, k.Host, k.Aspect)
+		fmt.Fprintf(w, "\n%s matched no difference in this run: Linux and the engine may agree there now\n", k.Label())
+	}
+	if h := harnessLine(rows); h != "" {
+		fmt.Fprintf(w, "\n%s\n", h)
 	}
 	fmt.Fprintf(w, "\n%d scenarios: %d agree, %d differ as documented, %d differ otherwise, %d skipped; Linux %s, %s of wall time, %d kernel runs at once\n",
 		len(rows), count[conformance.VerdictAgrees], count[conformance.VerdictKnown], count[conformance.VerdictDiffers],
@@ -224,9 +251,10 @@ func writeConformanceMarkdown(w io.Writer, rows []diffRow, known []conformance.K
 	fmt.Fprintf(&b, "Every built-in scenario run in tcplab's simulator and on Linux %s in network\n", kernelRelease())
 	b.WriteString("namespaces, compared host by host: each connection's states, the segments it\n")
 	b.WriteString("sent (flags, relative seq/ack, length), the calls' results and errno, the\n")
-	b.WriteString("counters the scenario names, and the times of state changes within the\n")
-	b.WriteString("kernel's tolerance. A difference is accepted only when\n")
-	b.WriteString("[conformance/known.txt](../conformance/known.txt) documents it with a reason.\n\n")
+	b.WriteString("counters the scenario names, and the times of state changes, segments and\n")
+	b.WriteString("call returns within the kernel's tolerance. A difference is accepted only when\n")
+	b.WriteString("[conformance/known.txt](../conformance/known.txt) explains it.\n\n")
+	b.WriteString(conformanceModel)
 	fmt.Fprintf(&b, "Generated with %d kernel runs at once in %s of wall time.\n\n", f.jobs, wall.Round(time.Second))
 	b.WriteString("| scenario | verdict | first difference |\n|---|---|---|\n")
 	for _, r := range rows {
@@ -245,21 +273,84 @@ func writeConformanceMarkdown(w io.Writer, rows []diffRow, known []conformance.K
 		for _, d := range r.diffs {
 			fmt.Fprintf(&b, "- %s\n", mdEscape(d.String()))
 			if k := conformance.Explain(known, r.name, d); k != nil {
-				fmt.Fprintf(&b, "  - why: %s\n", mdEscape(k.Reason))
+				fmt.Fprintf(&b, "  - why (%s): %s\n", mdEscape(k.Label()), mdEscape(k.Reason))
 			} else {
 				b.WriteString("  - **not documented**\n")
 			}
 		}
 	}
+	var late []string
+	for _, r := range rows {
+		for _, l := range r.late {
+			late = append(late, fmt.Sprintf("- %s: %s\n", r.name, l))
+		}
+	}
+	b.WriteString("\n## The harness\n\n")
+	if h := harnessLine(rows); h != "" {
+		b.WriteString(mdEscape(h) + ".\n")
+	}
+	if len(late) > 0 {
+		b.WriteString("\nSteps started late in this run (their timings were not compared):\n\n")
+		for _, l := range late {
+			b.WriteString(mdEscape(l))
+		}
+	}
 	if len(stale) > 0 {
 		b.WriteString("\n## Known differences this run did not meet\n\n")
 		for _, k := range stale {
-			fmt.Fprintf(&b, "- known.txt:%d: %s %s %s\n", k.Line, k.Scenario, k.Host, k.Aspect)
+			fmt.Fprintf(&b, "- %s\n", mdEscape(k.Label()))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// conformanceModel is the part of docs/conformance.md that explains how
+// runs are compared.
+const conformanceModel = `## How times are compared
+
+A kernel run cannot keep the simulator's clock: building the lab, waking up
+from a wait and making a system call take real time, and more on a busy
+machine running twelve labs. Times are therefore compared per cause, not
+from time zero:
+
+- Each step of the script records when it started on each run (for a call,
+  when the system call began; for a rule, when it took effect) and when the
+  script wanted it (the end of the wait before it, or the time of the event
+  that met the ` + "`until`" + ` before it). Waits run on the script's own clock, so a
+  step started late does not delay the steps after it.
+- Each state change, segment sent and call return that both runs agree on
+  belongs to the latest step that acts (a call, an inject, a rule, a
+  setting) that the simulator started before it. Its time is measured from
+  that step's start on each run, and the two offsets must agree within the
+  kernel's tolerance: 50 ms plus an eighth of the item's time in the
+  scenario (Linux's timer wheel rounds a timer up by up to an eighth of its
+  length, and the timer may have been armed by any earlier step).
+- A kernel step that started more than 20 ms after the script wanted it is
+  the harness's lateness, not TCP's: its timings are not compared, and the
+  report says so ("step at line 12 started 63ms late: its timings are not
+  compared"). A timing that is off when measured from its own step but
+  agrees when measured from an earlier late step (a timer that step armed)
+  is treated the same way. The 20 ms limit lies below the tolerance's
+  50 ms floor, so the lateness of steps on time cannot add up to a timing
+  difference, and well above the harness's measured latency (the summary
+  line of every run, below).
+
+## How known differences are recognised
+
+[conformance/known.txt](../conformance/known.txt) holds two kinds of entry.
+A *behaviour* is a pattern of states or segments sent, recognised in any
+scenario, built-in or a user's file: where a connection's items part on the
+two runs, the simulator's next items match the behaviour's simulator side
+and the kernel's match its kernel side (words matched one by one, ` + "`$x`" + `
+binding a word across both sides, each side's items within a time bound),
+and the comparison goes on after them. A connection only one run has is
+recognised when the whole of it is the pattern. A *scenario entry* covers
+every difference of one aspect on one host of one scenario; it is kept only
+where the difference belongs to what that scenario does (an autotuned
+receive buffer, the order of one timer tick, another OS's profile).
+
+`
 
 // unusedKnown lists the entries that explained no difference among the
 // scenarios that ran: a sign that the engine or Linux changed, or that a
@@ -280,11 +371,35 @@ func unusedKnown(known []conformance.Known, rows []diffRow) []conformance.Known 
 	}
 	var out []conformance.Known
 	for _, k := range known {
-		if ran[k.Scenario] && !used[k.Line] {
+		// A behaviour belongs to no scenario: that one run did not meet
+		// it says nothing.
+		if !k.Behaviour() && ran[k.Scenario] && !used[k.Line] {
 			out = append(out, k)
 		}
 	}
 	return out
+}
+
+// harnessLine sums up how late the kernel harness started the steps of
+// the runs: the latency that per-step timing takes out of the comparison.
+func harnessLine(rows []diffRow) string {
+	var all []time.Duration
+	late := 0
+	for _, r := range rows {
+		all = append(all, r.steps...)
+		for _, l := range r.late {
+			if l.Skipped > 0 {
+				late++
+			}
+		}
+	}
+	if len(all) == 0 {
+		return ""
+	}
+	slices.Sort(all)
+	q := func(p float64) string { return all[int(p*float64(len(all)-1))].Round(10 * time.Microsecond).String() }
+	return fmt.Sprintf("harness: the kernel started its %d steps late by %s (median), %s (p90), %s (max); %d step(s) later than %s had their timings left out",
+		len(all), q(0.5), q(0.9), q(1), late, conformance.DefaultLateLimit)
 }
 
 func mdEscape(s string) string {
