@@ -101,6 +101,9 @@ type Comparison struct {
 	Late []LateStep
 	// Timings counts the items whose times were compared.
 	Timings int
+	// Inversions lists the steps the harness started after a segment
+	// that, in the simulator, came after them.
+	Inversions []Inversion
 }
 
 // Compare returns every difference between the simulator's run and the
@@ -155,6 +158,7 @@ func Compare(sc *scenario.Scenario, sim, kern Side, cfg Config) *Comparison {
 		return slices.Index(Aspects, x.Aspect) - slices.Index(Aspects, y.Aspect)
 	})
 	out.Late, out.Timings = tm.lateSteps(), tm.compared
+	out.Inversions = inversions(sc, sim, kern)
 	return out
 }
 

@@ -235,7 +235,49 @@ const (
 	VerdictAgrees  = "agrees"
 	VerdictKnown   = "known differences"
 	VerdictDiffers = "DIFFERS"
+	// VerdictInconclusive: a difference no entry explains follows a step
+	// the harness started out of order (an Inversion), so it may be the
+	// harness's rather than TCP's.
+	VerdictInconclusive = "inconclusive"
 )
+
+// Conclude gives a comparison's verdict, the first difference that
+// decided it, and for an inconclusive one the inversion that made it so:
+// a difference no entry explains is TCP's only if it comes before any
+// step the harness started out of order (in the simulator's time).
+func Conclude(known []Known, scenario string, c *Comparison) (string, *Difference, *Inversion) {
+	v, first := Verdict(known, scenario, c.Differences)
+	if v != VerdictDiffers {
+		return v, first, nil
+	}
+	var d0 *Difference
+	var inv0 *Inversion
+	for i := range c.Differences {
+		d := &c.Differences[i]
+		if Explain(known, scenario, *d) != nil {
+			continue
+		}
+		inv := c.inversionBefore(d.At)
+		if inv == nil {
+			return VerdictDiffers, d, nil
+		}
+		if d0 == nil {
+			d0, inv0 = d, inv
+		}
+	}
+	return VerdictInconclusive, d0, inv0
+}
+
+// inversionBefore is the first inversion at or before the simulator's
+// time at, or nil.
+func (c *Comparison) inversionBefore(at time.Duration) *Inversion {
+	for i := range c.Inversions {
+		if c.Inversions[i].At <= at {
+			return &c.Inversions[i]
+		}
+	}
+	return nil
+}
 
 // Verdict classifies a scenario's differences: none, all documented, or
 // at least one not documented (the first such is returned).

@@ -138,15 +138,19 @@ type Result struct {
 type StepTime struct {
 	Pos   Pos
 	Start time.Duration
-	Due   time.Duration
+	// Last is when the step's last call began (a connect after its
+	// socket and bind): Start for a step of one call, or none.
+	Last time.Duration
+	Due  time.Duration
 	// Seq is the Seq of the last event seen before the step started:
 	// events at the step's own instant are the step's when their Seq is
 	// greater.
 	Seq int
 }
 
-// Late is how much later than the script wanted the step started.
-func (s StepTime) Late() time.Duration { return max(0, s.Start-s.Due) }
+// Late is how much later than the script wanted the step did what it
+// does: its last call, for a step that makes several.
+func (s StepTime) Late() time.Duration { return max(0, max(s.Start, s.Last)-s.Due) }
 
 // HostStates is the states one host's connections went through.
 type HostStates struct {
@@ -231,6 +235,7 @@ type runner struct {
 	due time.Duration
 	// lastAt is the time of the latest event the backend reported.
 	lastAt time.Duration
+	acted  bool // the current step's action was seen (stepBegan)
 
 	socks    map[string]map[string]*sockRec
 	calls    map[callKey]*callRec
@@ -319,7 +324,9 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 			break
 		}
 		r.step = &sc.Steps[i]
-		r.res.Steps = append(r.res.Steps, StepTime{Pos: r.step.Pos, Start: b.Now(), Due: r.due, Seq: r.seq})
+		now := b.Now()
+		r.res.Steps = append(r.res.Steps, StepTime{Pos: r.step.Pos, Start: now, Last: now, Due: r.due, Seq: r.seq})
+		r.acted = false
 		if err := r.do(r.step); err != nil {
 			if r.stopped() {
 				break // the step failed because the backend was interrupted
@@ -510,6 +517,7 @@ func (r *runner) observe(e trace.Event) {
 	case trace.KindPacket, trace.KindState, trace.KindCall, trace.KindCounter:
 		r.lastAt = max(r.lastAt, e.At)
 	}
+	r.stepBegan(&e)
 	switch e.Kind {
 	case trace.KindCall:
 		r.seeCall(&e)
@@ -546,6 +554,31 @@ func (r *runner) observe(e trace.Event) {
 	}
 	if r.opt.Sink != nil {
 		r.opt.Sink(e)
+	}
+}
+
+// stepBegan moves the current step's start to when its own action began
+// on the backend: the first call it made (a kernel call may first wait
+// for the tracer, or for a thread), or the moment its rule took effect.
+// In the simulator these are the step's start.
+func (r *runner) stepBegan(e *trace.Event) {
+	if r.step == nil || len(r.res.Steps) == 0 {
+		return
+	}
+	st := &r.res.Steps[len(r.res.Steps)-1]
+	if r.step.Kind == StepCall && e.Kind == trace.KindCall && e.Call.Started >= st.Start {
+		if !r.acted {
+			st.Start, r.acted = e.Call.Started, true
+		}
+		st.Last = e.Call.Started
+		return
+	}
+	if r.acted {
+		return
+	}
+	switch {
+	case (r.step.Kind == StepRule || r.step.Kind == StepRemove) && e.Kind == trace.KindRule && e.At >= st.Start:
+		st.Start, st.Last, r.acted = e.At, e.At, true
 	}
 }
 
