@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -335,6 +336,14 @@ func TestSlowReadersHoldNoSlot(t *testing.T) {
 	defer c.Close()
 	c.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(c, "POST /api/run HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", addr2, len(big), big)
+	// Its answer is being written once its status line arrives: from
+	// then on it holds the room, and it is not refused for another
+	// answer being written at the same moment.
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	status, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || !strings.Contains(status, " 200 ") {
+		t.Fatalf("the unread answer: %q %v", status, err)
+	}
 	for {
 		resp, err := http.Post(ts2.URL+"/api/run", "application/json", strings.NewReader(string(big)))
 		if err != nil {
