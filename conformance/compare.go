@@ -332,9 +332,7 @@ func compareConns(host, aspect string, a, b []conn, known []Known) ([]Difference
 		} else {
 			d.Kernel = joinItems(c.items, 6)
 		}
-		if k := recognise(known, aspect, simItems, kernItems); k != nil && len(k.Sim) == len(simItems) && len(k.Kernel) == len(kernItems) {
-			d.Known = k
-		}
+		d.Known = recognise(known, aspect, simItems, kernItems, true)
 		found = append(found, d)
 	}
 	for i := range a {
@@ -354,12 +352,17 @@ func compareConns(host, aspect string, a, b []conn, known []Known) ([]Difference
 				x, y, n = x[1:], y[1:], n+1
 				continue
 			}
-			if k := recognise(known, aspect, x, y); k != nil {
+			if k := recognise(known, aspect, x, y, false); k != nil {
 				at := firstAt(x, y)
 				found = append(found, Difference{Host: host, Aspect: aspect, At: at, Conn: ca.key, Known: k,
 					Sim: joinItems(x[:len(k.Sim)], 6), Kernel: joinItems(y[:len(k.Kernel)], 6),
 					Text: fmt.Sprintf("%s: %s #%d: simulator %s, kernel %s at %ss", ca.key, what, n+1,
 						orNone(joinItems(x[:len(k.Sim)], 6)), orNone(joinItems(y[:len(k.Kernel)], 6)), trace.FormatTime(at))})
+				// The items that end the pattern on both sides, when
+				// they are the same, are still timed.
+				if ns, nk := len(k.Sim), len(k.Kernel); ns > 0 && nk > 0 && x[ns-1].text == y[nk-1].text {
+					p.a, p.b = append(p.a, x[ns-1]), append(p.b, y[nk-1])
+				}
 				x, y, n = x[len(k.Sim):], y[len(k.Kernel):], n+len(k.Sim)
 				continue
 			}

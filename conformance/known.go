@@ -193,11 +193,15 @@ func matchItems(pat [][]string, items []item, within time.Duration, binds map[st
 }
 
 // recognise finds a behaviour of the aspect whose simulator side matches
-// a from the start and kernel side matches b from the start.
-func recognise(known []Known, aspect string, a, b []item) *Known {
+// a from the start and kernel side matches b from the start; whole asks
+// for sides that match all of a and all of b.
+func recognise(known []Known, aspect string, a, b []item, whole bool) *Known {
 	for i := range known {
 		k := &known[i]
 		if !k.Behaviour() || k.Aspect != aspect {
+			continue
+		}
+		if whole && (len(k.Sim) != len(a) || len(k.Kernel) != len(b)) {
 			continue
 		}
 		binds := map[string]string{}

@@ -21,21 +21,22 @@ func TestInversionMakesItInconclusive(t *testing.T) {
 		{Kind: scenario.StepCall, Host: "client", Pos: scenario.Pos{Line: 3}},
 		{Kind: scenario.StepCall, Host: "server", Pos: scenario.Pos{Line: 4}}}}
 	c, s := netip.AddrPortFrom(cli, 4000), netip.AddrPortFrom(srv, 5000)
+	synAt := time.Millisecond
 	mk := func(serverStart time.Duration, serverSynSent bool) Side {
 		var ev []trace.Event
 		add := func(e trace.Event) { e.Seq = len(ev) + 1; ev = append(ev, e) }
 		st := func(at time.Duration, host string, l, r netip.AddrPort, from, to string) trace.Event {
 			return trace.Event{At: at, Host: host, Kind: trace.KindState, Sock: 1, Local: l, Remote: r, State: &trace.StateChange{From: from, To: to}}
 		}
-		syn := trace.Event{At: time.Millisecond, Host: "server", Kind: trace.KindPacket,
+		syn := trace.Event{At: synAt, Host: "server", Kind: trace.KindPacket,
 			Packet: &trace.Packet{Dir: trace.In, OnWire: true, Segment: wire.Segment{Src: cli, Dst: srv, SrcPort: 4000, DstPort: 5000, Flags: wire.SYN}}}
-		steps := []scenario.StepTime{{Pos: scenario.Pos{Line: 3}}, {Pos: scenario.Pos{Line: 4}, Start: serverStart}}
+		steps := []scenario.StepTime{{Pos: scenario.Pos{Line: 3}}, {Pos: scenario.Pos{Line: 4}, Start: serverStart, Last: serverStart}}
 		add(st(0, "client", c, s, "CLOSED", "SYN_SENT"))
 		if serverStart < syn.At {
 			steps[1].Seq = len(ev)
 			add(st(serverStart, "server", s, c, "CLOSED", "SYN_SENT"))
 			add(syn)
-			add(st(time.Millisecond, "server", s, c, "SYN_SENT", "SYN_RECV"))
+			add(st(synAt, "server", s, c, "SYN_SENT", "SYN_RECV"))
 		} else {
 			add(syn)
 			steps[1].Seq = len(ev)
@@ -64,5 +65,14 @@ func TestInversionMakesItInconclusive(t *testing.T) {
 	cmp = Compare(osc, sim, k, Config{Tolerance: tol})
 	if v, _, _ := Conclude(nil, "o", cmp); v != VerdictDiffers || len(cmp.Inversions) != 0 {
 		t.Errorf("verdict %s, inversions %v; want %s and none", v, cmp.Inversions, VerdictDiffers)
+	}
+	// A kernel whose SYN simply arrives sooner, with the step on time,
+	// is no inversion: whatever follows is TCP's.
+	synAt = 100 * time.Microsecond
+	k = mk(200*time.Microsecond, true)
+	synAt = time.Millisecond
+	cmp = Compare(osc, sim, k, Config{Tolerance: tol})
+	if len(cmp.Inversions) != 0 {
+		t.Errorf("a step 0.2 ms late with 1 ms of room: want no inversion, got %v", cmp.Inversions)
 	}
 }

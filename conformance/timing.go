@@ -18,10 +18,13 @@ import (
 // took before that step (building the lab, a late wake-up) does not
 // count.
 //
-// A kernel step that started more than LateLimit after it was due has its
-// timings left out and reported as the harness's lateness. A timing that
-// is off when measured from its step but agrees when measured from an
-// earlier late step (a timer armed by that step) is the harness's too.
+// Measured from where each run started the step, the step's own effects
+// agree whatever the step's lateness. What a late step (more than
+// LateLimit after it was due) moves is the reference of items that are
+// not its own: an item that is off when measured from the step's start
+// but on time from when the script wanted the step, or on time from an
+// earlier late step whose lateness accounts for the gap (a timer that
+// step armed), is the harness's, left out and reported with the step.
 type timer struct {
 	cfg      Config
 	sim      []scenario.StepTime // the steps that act, on each run
@@ -85,17 +88,21 @@ func (t *timer) conn(host, aspect string, p paired) (Difference, bool) {
 		if j >= len(t.kern) {
 			continue // the kernel run stopped before that step
 		}
-		if t.late(j) {
-			t.skipped[j]++
-			continue
-		}
 		tol := t.cfg.Tolerance(x.at)
 		xo, yo := t.offsets(j, x, y)
 		if (yo - xo).Abs() <= tol {
 			t.compared++
 			continue
 		}
-		if k := t.explainedBy(j, x, y, tol); k >= 0 {
+		// Off when measured from where the step started, but on time
+		// from where the script wanted it: the item is not the step's
+		// own (a timer of an earlier step), and the step's lateness
+		// moved the reference.
+		if t.late(j) && (y.at-t.kern[j].Due-xo).Abs() <= tol {
+			t.skipped[j]++
+			continue
+		}
+		if k := t.explainedBy(j, x, y, (yo - xo).Abs(), tol); k >= 0 {
 			t.skipped[k]++
 			continue
 		}
@@ -109,7 +116,7 @@ func (t *timer) conn(host, aspect string, p paired) (Difference, bool) {
 			from = fmt.Sprintf("the step at line %d", t.sim[j].Pos.Line)
 		}
 		first = Difference{Host: host, Aspect: AspectTiming, At: x.at, Conn: p.key, Sim: x.text, Kernel: x.text,
-			Text: fmt.Sprintf("%s%s at %ss in the simulator, %ss on the kernel; from %s: simulator +%s, kernel +%s (%s apart, tolerance %s)",
+			Text: fmt.Sprintf("%s%s at %ss in the simulator, %ss on the kernel; from %s: simulator %s, kernel %s (%s apart, tolerance %s)",
 				keyPrefix(p.key), x.text, trace.FormatTime(x.at), trace.FormatTime(y.at), from, span(xo), span(yo),
 				(yo - xo).Abs().Round(time.Microsecond), tol.Round(time.Millisecond))}
 	}
@@ -143,15 +150,16 @@ func span(d time.Duration) string {
 	if d < 0 {
 		return "-" + trace.FormatTime(-d) + "s"
 	}
-	return trace.FormatTime(d) + "s"
+	return "+" + trace.FormatTime(d) + "s"
 }
 
 // explainedBy finds an earlier late step from which the item's timing
 // agrees: the item came of that step (a timer it armed), and the step's
 // lateness is what moved it. -1 when none.
-func (t *timer) explainedBy(j int, x, y item, tol time.Duration) int {
+func (t *timer) explainedBy(j int, x, y item, off, tol time.Duration) int {
 	for k := j - 1; k >= 0; k-- {
-		if !t.late(k) {
+		// The step's lateness must be able to account for the gap.
+		if !t.late(k) || t.kern[k].Late()+tol < off {
 			continue
 		}
 		xo, yo := t.offsets(k, x, y)

@@ -570,7 +570,13 @@ func (r *runner) stepBegan(e *trace.Event) {
 		if !r.acted {
 			st.Start, r.acted = e.Call.Started, true
 		}
-		st.Last = e.Call.Started
+		// A repeated call takes real time by design: its step's time
+		// is its first call's.
+		if r.step.Call.Repeat == 0 {
+			st.Last = e.Call.Started
+		} else {
+			st.Last = st.Start
+		}
 		return
 	}
 	if r.acted {
@@ -723,16 +729,19 @@ func (r *runner) do(s *Step) error {
 		r.due = s.Dur
 		r.advance(r.due, nil)
 	case StepUntil:
+		already, _ := r.test(s.Cond, false)
 		// The wait is measured from the backend's clock: a step the
 		// kernel harness started late still gets its whole time.
 		ok := r.advance(r.b.Now()+s.Dur, func() bool { okc, _ := r.test(s.Cond, false); return okc })
 		if r.stopped() {
 			return nil
 		}
-		if ok {
-			// Met by the latest event (or already true: due stays).
+		switch {
+		case ok && !already:
+			// Met by the latest event the backend reported.
 			r.due = max(r.due, min(r.lastAt, r.b.Now()))
-		} else {
+		case !ok:
+			// Not met: the script's clock moves by the whole bound.
 			r.due += s.Dur
 		}
 		c := Check{Pos: s.Pos, Text: s.Text, OK: ok, At: r.b.Now()}

@@ -3,6 +3,8 @@ package scenario
 import (
 	"testing"
 	"time"
+
+	"github.com/tcplab/tcplab/trace"
 )
 
 // In the simulator every step starts when the script wants it: Start is
@@ -75,5 +77,81 @@ client: close conn
 		if st.Start != w.start || st.Due != w.due || st.Late() != w.start-w.due {
 			t.Errorf("step %d (line %d): start %v due %v late %v, want start %v due %v", i, st.Pos.Line, st.Start, st.Due, st.Late(), w.start, w.due)
 		}
+	}
+}
+
+// An until that is met moves the script's clock to the event that met
+// it; one already true leaves it; one not met moves it by its bound. A
+// repeated call's step is timed by its first call.
+func TestStepTimesUntil(t *testing.T) {
+	sc, err := Parse("t.tcplab", hosts+`server: listen 80
+client: connect server:80
+until client: conn connect returned within 1s
+until client: conn connect returned within 1s
+after 1s
+until client: conn state CLOSED within 100ms
+repeat 3 client: connect server:80 as c{i}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lag := 30 * time.Millisecond
+	res, err := Run(sc, lagging{NewSim(1), lag}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Steps) != 7 {
+		t.Fatalf("%d step times", len(res.Steps))
+	}
+	met := res.Steps[3].Due // the second until: due when the first was met
+	if met <= 0 || met >= lag || res.Steps[3].Start != met {
+		t.Errorf("after the met until: start %v due %v, want both at the handshake's end (under %v)", res.Steps[3].Start, met, lag)
+	}
+	if res.Steps[4].Due != met {
+		t.Errorf("an until already true moved the script's clock: %v, want %v", res.Steps[4].Due, met)
+	}
+	if d := res.Steps[5].Due; d != met+time.Second || res.Steps[5].Late() != lag {
+		t.Errorf("after 1s: due %v late %v, want %v and %v", d, res.Steps[5].Late(), met+time.Second, lag)
+	}
+	rep := res.Steps[6]
+	if rep.Due != met+time.Second+100*time.Millisecond || rep.Last != rep.Start {
+		t.Errorf("after the unmet until: due %v, last %v start %v; want due %v and the repeat timed by its first call",
+			rep.Due, rep.Last, rep.Start, met+time.Second+100*time.Millisecond)
+	}
+}
+
+// slowCalls stamps each call as started 1 ms after the one before, as
+// kernel calls take real time.
+type slowCalls struct{ *SimBackend }
+
+func (b slowCalls) SetSink(s trace.Sink) {
+	b.SimBackend.SetSink(func(e trace.Event) {
+		if e.Kind == trace.KindCall {
+			c := *e.Call
+			c.Started += time.Duration(c.ID) * time.Millisecond
+			e.Call = &c
+		}
+		s(e)
+	})
+}
+
+func TestStepTimesLastCall(t *testing.T) {
+	sc, err := Parse("t.tcplab", hosts+`server: listen 80
+client: connect server:80 from 4000
+repeat 3 client: connect server:80 as c{i}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(sc, slowCalls{NewSim(1)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, rep := res.Steps[1], res.Steps[2]
+	if one.Last <= one.Start || one.Late() != one.Last {
+		t.Errorf("socket, bind, connect: start %v last %v late %v; want the connect's start as last and lateness", one.Start, one.Last, one.Late())
+	}
+	if rep.Last != rep.Start || rep.Late() != rep.Start {
+		t.Errorf("repeat: start %v last %v late %v; want the first call's start", rep.Start, rep.Last, rep.Late())
 	}
 }

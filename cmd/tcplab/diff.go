@@ -52,9 +52,10 @@ timings left out and is reported as "step at line N started X late", never
 as a difference of TCP's. A summary line gives how late the harness
 started the steps (median, p90, max). When the harness started a step
 after a segment reached its host that, in the simulator, came after the
-step (two connects meant to cross, a close meant to come first), and the
-runs part after it, the verdict is "inconclusive", not DIFFERS: such a
-scenario is run again alone, up to twice, and keeps the last verdict.
+step (two connects meant to cross, a close meant to come first), and a
+difference no entry explains follows it, the verdict is "inconclusive",
+not DIFFERS: such a scenario is run again alone, up to twice, and keeps
+the last verdict.
 
 Connections are paired by their addresses, ephemeral ports masked, in order
 of appearance. It prints a conformance table: scenario, verdict, and the
@@ -72,8 +73,10 @@ script runs longer than 30 s: their lessons are kernel timers that Linux
 does not let anyone shorten, such as TIME_WAIT's 60 s.
 
 Needs root and network namespaces. Exit status: 0 when every scenario
-agrees, differs only as documented, or is inconclusive, 1 when a
-difference is not documented, 2 for a usage error or when the kernel backend is unavailable.`,
+agrees or differs only as documented, 1 when a difference is not
+documented, 2 for a usage error or when the kernel backend is
+unavailable, 3 when no difference is undocumented but a scenario stayed
+inconclusive after its runs alone.`,
 		Example: `  sudo tcplab diff hutu
   sudo tcplab diff --all
   sudo tcplab diff --all --quick
@@ -214,10 +217,13 @@ func runDiff(ctx context.Context, stdout io.Writer, args []string, f diffFlags) 
 			rows[i] = r
 		}
 	}
-	undocumented := 0
+	undocumented, inconclusive := 0, 0
 	for _, r := range rows {
-		if r.verdict == conformance.VerdictDiffers {
+		switch r.verdict {
+		case conformance.VerdictDiffers:
 			undocumented++
+		case conformance.VerdictInconclusive:
+			inconclusive++
 		}
 	}
 	wall := time.Since(start)
@@ -235,6 +241,9 @@ func runDiff(ctx context.Context, stdout io.Writer, args []string, f diffFlags) 
 	}
 	if undocumented > 0 {
 		return &exitError{1}
+	}
+	if inconclusive > 0 {
+		return &exitError{3}
 	}
 	return nil
 }
@@ -278,7 +287,7 @@ func writeDiffText(w io.Writer, rows []diffRow, known []conformance.Known, stale
 			fmt.Fprintf(w, "\n%s: run %d times; the run(s) before the last were inconclusive: %s\n", r.name, r.attempts, strings.Join(r.earlier, "; "))
 		}
 		if r.verdict == conformance.VerdictInconclusive {
-			fmt.Fprintf(w, "\n%s: inconclusive after %d runs: the runs part after a step the harness started out of order, so the difference may be the harness's, not TCP's; run it alone on an idle machine\n", r.name, r.attempts)
+			fmt.Fprintf(w, "\n%s: inconclusive after %d runs: the differences follow a step the harness started out of order, so they may be the harness's, not TCP's; run it alone on an idle machine\n", r.name, r.attempts)
 		}
 	}
 	for _, k := range stale {
