@@ -54,7 +54,7 @@ func inversions(sc *scenario.Scenario, sim, kern Side) []Inversion {
 	}
 	var out []Inversion
 	for i, st := range sim.Result.Steps {
-		if i >= len(sc.Steps) || i >= len(kern.Result.Steps) || !acts(sc.Steps[i].Kind) || sc.Steps[i].Host == "" {
+		if i >= len(sc.Steps) || i >= len(kern.Result.Steps) || !Acts(sc.Steps[i].Kind) || sc.Steps[i].Host == "" {
 			continue
 		}
 		host := sc.Steps[i].Host

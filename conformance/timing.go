@@ -33,9 +33,9 @@ type timer struct {
 	compared int
 }
 
-// acts tells whether a step does something to the hosts: waits, checks
+// Acts tells whether a step does something to the hosts: waits, checks
 // and notes lead to nothing, so an item is never theirs.
-func acts(k scenario.StepKind) bool {
+func Acts(k scenario.StepKind) bool {
 	switch k {
 	case scenario.StepCall, scenario.StepInject, scenario.StepRule, scenario.StepRemove, scenario.StepSet, scenario.StepProfile:
 		return true
@@ -49,7 +49,7 @@ func newTimer(sc *scenario.Scenario, sim, kern *scenario.Result, cfg Config) *ti
 		return t
 	}
 	for i, st := range sim.Steps {
-		if i < len(sc.Steps) && acts(sc.Steps[i].Kind) {
+		if i < len(sc.Steps) && Acts(sc.Steps[i].Kind) {
 			t.sim = append(t.sim, st)
 			if i < len(kern.Steps) {
 				t.kern = append(t.kern, kern.Steps[i])

@@ -147,8 +147,10 @@ func compareRun(known []conformance.Known, sc *scenario.Scenario, sim simRun, k 
 		conformance.Side{Events: k.events, Result: k.res, Err: k.err}, conformance.Config{Tolerance: kernel.Tolerance, Known: known})
 	row.diffs, row.late, row.timings = cmp.Differences, cmp.Late, cmp.Timings
 	if k.res != nil && k.err == nil {
-		for _, st := range k.res.Steps {
-			row.steps = append(row.steps, st.Late())
+		for i, st := range k.res.Steps {
+			if i < len(sc.Steps) && conformance.Acts(sc.Steps[i].Kind) {
+				row.steps = append(row.steps, st.Late())
+			}
 		}
 	}
 	v, first, inv := conformance.Conclude(known, sc.Name, cmp)
@@ -479,7 +481,7 @@ func harnessLine(rows []diffRow) string {
 	}
 	slices.Sort(all)
 	q := func(p float64) string { return all[int(p*float64(len(all)-1))].Round(10 * time.Microsecond).String() }
-	return fmt.Sprintf("harness: the kernel started its %d steps late by %s (median), %s (p90), %s (max); %d step(s) later than %s had their timings left out",
+	return fmt.Sprintf("harness: the kernel started its %d acting steps late by %s (median), %s (p90), %s (max); %d step(s) later than %s had timings left out",
 		len(all), q(0.5), q(0.9), q(1), late, conformance.DefaultLateLimit)
 }
 
