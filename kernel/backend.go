@@ -129,6 +129,7 @@ type host struct {
 	counters map[string]int64
 	settings [][2]string // set before the lab existed
 	lastIn   map[[2]netip.AddrPort]lastIn
+	req      reqTrack // SYNs and request socks (requests.go)
 }
 
 // lastIn is the last segment that reached a connection.

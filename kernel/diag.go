@@ -20,9 +20,22 @@ func openDiag() (*diagConn, error) {
 func (c *diagConn) close() error { return c.d.Close() }
 
 // dump lists the IPv4 TCP sockets whose state is in the mask; the kernel
-// applies the mask.
+// applies the mask. A request sock comes back as NewSynRecv.
 func (c *diagConn) dump(states inspect.StateMask) ([]inspect.Socket, error) {
-	return c.d.Dump(inspect.Filter{States: states, Family: 4, Info: true})
+	socks, err := c.d.Dump(inspect.Filter{States: states, Family: 4, Info: true})
+	for i := range socks {
+		if isRequest(&socks[i]) {
+			socks[i].State = inspect.NewSynRecv
+		}
+	}
+	return socks, err
+}
+
+// isRequest tells a request sock from a full socket in SYN_RECV: sock_diag
+// reports both as TCP_SYN_RECV (inet_req_diag_fill), but only a full
+// socket has a tcp_info to give.
+func isRequest(d *inspect.Socket) bool {
+	return d.State == inspect.NewSynRecv || d.State == inspect.SynRecv && d.Info == nil
 }
 
 const allStates = inspect.AllStates

@@ -117,14 +117,15 @@ func (b *Backend) emitAt(at time.Duration, e trace.Event) {
 	b.emit(e)
 }
 
-func (b *Backend) process(it *rawItem, later []rawItem) {
+func (b *Backend) process(it *rawItem, _ []rawItem) {
+	b.reqDue(it.at)
 	switch {
 	case it.pkt != nil:
 		seg, err := wire.Parse(it.pkt.data)
 		if err != nil {
 			return // not TCP
 		}
-		b.onPacket(it.h, it.pkt.out, seg, it.at, later)
+		b.onPacket(it.h, it.pkt.out, seg, it.at)
 	case it.st != nil:
 		b.onTrace(it.st, it.at)
 	case it.done != nil:
@@ -145,7 +146,7 @@ func (b *Backend) hostByAddr(a netip.Addr) *host {
 // packet's departure, and the verdict of the host's input rules, which
 // the backend replays on the captured stream (nftables counts, but does
 // not say which packet it dropped).
-func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration, later []rawItem) {
+func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration) {
 	p := &trace.Packet{Segment: seg, Verdict: trace.VerdictPass, OnWire: true}
 	key := pktKey(&seg)
 	e := trace.Event{At: at, Host: h.name, Kind: trace.KindPacket, Packet: p}
@@ -163,7 +164,7 @@ func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration
 		}
 		e.Local, e.Remote = netip.AddrPortFrom(seg.Src, seg.SrcPort), netip.AddrPortFrom(seg.Dst, seg.DstPort)
 		if seg.Flags&(wire.SYN|wire.ACK|wire.RST) == wire.SYN|wire.ACK && !p.Crafted {
-			b.requestSeen(h, e.Local, e.Remote, at, later)
+			b.reqSYNACKSent(h, reqKey{e.Local, e.Remote}, at)
 		}
 	} else {
 		p.Dir = trace.In
@@ -189,6 +190,23 @@ func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration
 		e.Sock = s.id
 	}
 	b.emit(e)
+	b.reqPacket(h, p, &seg, reqKey{e.Local, e.Remote}, at)
+}
+
+// reqPacket lets a segment that reached the host's TCP, or left it, start
+// or end a request sock.
+func (b *Backend) reqPacket(h *host, p *trace.Packet, seg *wire.Segment, k reqKey, at time.Duration) {
+	if p.Verdict != trace.VerdictPass || p.Crafted {
+		return
+	}
+	switch f := seg.Flags; {
+	case f&wire.RST != 0 && p.Dir == trace.In:
+		b.reqSegment(h, k, at, "rcv RST")
+	case f&wire.RST != 0:
+		b.reqSegment(h, k, at, "snd RST")
+	case f&(wire.SYN|wire.ACK) == wire.SYN && p.Dir == trace.In:
+		b.reqSYNArrived(h, k[0], k[1], at)
+	}
 }
 
 // inputVerdict replays the host's input rules, in the order nftables
@@ -224,39 +242,6 @@ func (b *Backend) inputVerdict(h *host, seg *wire.Segment) *installed {
 		return r
 	}
 	return nil
-}
-
-// requestSeen notes a SYN-ACK sent by a listener: the kernel keeps a
-// request sock (SYN_RECV) for it, which the tracepoint does not report.
-// A SYN cookie leaves none, so the request is only believed when
-// sock_diag shows it or the connection it becomes appears.
-func (b *Backend) requestSeen(h *host, local, remote netip.AddrPort, at time.Duration, later []rawItem) {
-	if h.find(local, remote) != nil {
-		return // a retransmission, or a simultaneous open's SYN-ACK
-	}
-	l := h.listenerOn(local.Port())
-	if l == nil {
-		return
-	}
-	real := false
-	if socks, err := h.diag.dump(1<<inspect.NewSynRecv | 1<<inspect.SynRecv); err == nil {
-		for _, d := range socks {
-			if d.Local == local && d.Remote == remote {
-				real = true
-			}
-		}
-	}
-	for i := 0; !real && i < len(later); i++ {
-		if st := later[i].st; st != nil && st.New == inspect.SynRecv && st.Local == local && st.Remote == remote {
-			real = true
-		}
-	}
-	if !real {
-		return
-	}
-	s := h.newSock(-1)
-	s.req, s.parent, s.local, s.remote = true, l.id, local, remote
-	b.stateEvent(h, s, "SYN_RECV", at, "segment", "rcv SYN, snd SYN,ACK")
 }
 
 func (h *host) listenerOn(port uint16) *ksock {
@@ -320,6 +305,7 @@ func (b *Backend) onTrace(ev *inspect.StateChange, at time.Duration) {
 		if x := h.find(ev.Local, ev.Remote); x != nil && x.req && x.skaddr == 0 {
 			// The request became a full socket: same connection.
 			x.req = false
+			h.req.spanEnd(x, at, 0, 0)
 			x.skaddr = ev.Skaddr
 			h.bySk[ev.Skaddr] = x
 			return
@@ -425,47 +411,43 @@ func (b *Backend) onDone(c *completion, at time.Duration) {
 	b.callEvent(h, &r, at)
 }
 
-// poll looks at what only snapshots show: TIME_WAIT remnants and request
-// socks that went away, and counters that moved.
+// poll looks at what only snapshots show: request socks and TIME_WAIT
+// remnants that went away, and counters that moved.
 func (b *Backend) poll(at time.Duration) {
 	for _, h := range b.hosts {
+		b.reqPoll(h, at)
 		var watch []*ksock
 		for _, s := range h.socks {
-			if (s.tw || s.req) && s.state != "CLOSED" {
+			if s.tw && s.state != "CLOSED" {
 				watch = append(watch, s)
 			}
 		}
-		if len(watch) > 0 {
-			socks, err := h.diag.dump(allStates)
-			if err == nil {
+		if look := h.req.look; len(watch) > 0 && (look == nil || look.ok) {
+			if look == nil {
+				look = b.reqLookAt(h)
+			}
+			if look.ok {
+				socks := look.socks
 				for _, s := range watch {
 					found := false
 					for _, d := range socks {
-						if d.Local != s.local || d.Remote != s.remote {
-							continue
-						}
 						// A new connection may take the 4-tuple of an
 						// ended one (a bound port, once TIME_WAIT is over).
-						if s.tw && d.State != inspect.TimeWait && d.State != inspect.FinWait2 {
+						if d.Local != s.local || d.Remote != s.remote || d.State != inspect.TimeWait && d.State != inspect.FinWait2 {
 							continue
 						}
-						// A request that became a full socket is still
-						// there: the tracer will report the child.
 						found = true
-						if s.tw && (d.State == inspect.TimeWait || d.State == inspect.FinWait2) && stateName(d.State) != s.state {
+						if stateName(d.State) != s.state {
 							b.stateEvent(h, s, stateName(d.State), at, "timer", "")
 						}
 					}
 					if !found {
-						cause := "TIME_WAIT over"
-						if s.req {
-							cause = "request dropped"
-						}
-						b.stateEvent(h, s, "CLOSED", at, "timer", cause)
+						b.stateEvent(h, s, "CLOSED", at, "timer", "TIME_WAIT over")
 					}
 				}
 			}
 		}
+		h.req.look = nil
 		if at-b.countersAt < counterEvery {
 			continue
 		}
