@@ -55,8 +55,14 @@ type Backend struct {
 
 	raw      []rawItem // observations not yet turned into events
 	pend     []trace.Event
-	done     chan completion
 	inflight sync.WaitGroup
+	// Blocked calls (the run's goroutine only) and the completions they
+	// queued for the next flush (any goroutine; unbounded, so that a
+	// goroutine never waits to report).
+	blocked []*blocked
+	nudged  chan struct{}
+	doneMu  sync.Mutex
+	doneQ   []completion
 
 	threads []*threadWin
 	thMu    sync.Mutex
@@ -160,6 +166,10 @@ type ksock struct {
 	acceptMu            sync.Mutex
 	acceptTurn          *sync.Cond
 	acceptNext, serving uint64
+	// waits are the duplicates of kfd that blocked calls wait on
+	// (waitFor); waitMu guards them and kfd's closing.
+	waitMu sync.Mutex
+	waits  map[*os.File]bool
 }
 
 // acceptTicket is the place of a new blocked accept() in the queue.
@@ -203,7 +213,7 @@ func New(opt Options) *Backend {
 		opt.Tick = 2 * time.Millisecond
 	}
 	return &Backend{opt: opt, byName: map[string]*host{}, rules: map[int]*installed{},
-		done: make(chan completion, 1024), injected: map[string]int{}, warned: map[string]bool{}}
+		nudged: make(chan struct{}, 1), injected: map[string]int{}, warned: map[string]bool{}}
 }
 
 func (b *Backend) Name() string         { return "kernel" }
@@ -544,9 +554,8 @@ func (b *Backend) teardown() error {
 	var errs []error
 	for _, h := range b.hosts {
 		for _, s := range h.socks {
-			if s.kfd >= 0 {
-				unix.Close(s.kfd)
-				s.kfd = -1
+			if kfd := s.takeKernelFd(); kfd >= 0 {
+				unix.Close(kfd)
 			}
 		}
 	}
@@ -633,6 +642,11 @@ func (b *Backend) Counters(hostName string) ([]trace.Counter, error) {
 	if err := b.start(); err != nil {
 		return nil, err
 	}
+	// The runner reads the counters at the end of the run: whatever
+	// happened before must be reported by then, blocked calls that
+	// returned included, or a run that ends right after a change loses
+	// the call it woke.
+	b.flushNow()
 	return b.readCounters(h), nil
 }
 

@@ -76,15 +76,13 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 		seq++
 		b.raw = append(b.raw, rawItem{at: t.At - b.t0, seq: seq, st: &t})
 	}
-	for more := true; more; {
-		select {
-		case c := <-b.done:
-			cc := c
-			seq++
-			b.raw = append(b.raw, rawItem{at: c.at - b.t0, seq: seq, h: c.h, done: &cc})
-		default:
-			more = false
-		}
+	b.doneMu.Lock()
+	done := b.doneQ
+	b.doneQ = nil
+	b.doneMu.Unlock()
+	for i := range done {
+		seq++
+		b.raw = append(b.raw, rawItem{at: done[i].at - b.t0, seq: seq, h: done[i].h, done: &done[i]})
 	}
 	sort.SliceStable(b.raw, func(i, j int) bool { return b.raw[i].at < b.raw[j].at })
 	n := 0
@@ -560,7 +558,7 @@ func (b *Backend) RunUntil(t time.Duration, stop func() bool) bool {
 	}
 	for b.interrupted() == nil {
 		b.sendDue()
-		b.flushUpTo(b.Now())
+		b.flushNow()
 		if stop != nil && stop() {
 			return true
 		}
