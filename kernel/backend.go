@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -317,6 +319,9 @@ func (b *Backend) start() error {
 	if b.tr, err = inspect.NewTracer(b.lab.name, inspect.TraceFields); err != nil {
 		return cleanup(err)
 	}
+	if err := filterTrace(b.lab.name, addrs); err != nil {
+		return cleanup(err)
+	}
 	for _, h := range b.hosts {
 		h.ns = b.lab.host(h.name)
 		if err := b.openHost(h); err != nil {
@@ -330,6 +335,33 @@ func (b *Backend) start() error {
 		for _, c := range b.readCounters(h) {
 			h.counters[c.Name] = c.Value
 		}
+	}
+	return nil
+}
+
+// filterTrace makes the kernel keep, in the run's tracefs instance, only
+// the state changes of IPv4 sockets whose local address is one of the
+// lab's hosts' or none yet (a listener on every address): the sockets
+// of the run have no other. The tracepoint fires for every namespace of
+// the machine, and each record costs the kernel about 2 us to print and
+// the reader 15 us to parse: with another process making 5,000
+// connections a second on loopback (50,000 changes), twelve runs at once
+// lost every state change and took 30 s instead of 4.
+func filterTrace(instance string, addrs []netip.Addr) error {
+	root, err := inspect.TracefsRoot()
+	if err != nil {
+		return err
+	}
+	terms := []string{"saddr == 0"}
+	for _, a := range addrs {
+		b := a.As4()
+		// saddr is a __u8[4], compared as a number in the machine's order.
+		terms = append(terms, fmt.Sprintf("saddr == %#x", binary.NativeEndian.Uint32(b[:])))
+	}
+	filter := "family == 2 && (" + strings.Join(terms, " || ") + ")"
+	p := filepath.Join(root, "instances", instance, "events/sock/inet_sock_set_state/filter")
+	if err := os.WriteFile(p, []byte(filter), 0); err != nil {
+		return fmt.Errorf("tracefs filter %q: %w", filter, err)
 	}
 	return nil
 }
