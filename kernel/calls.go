@@ -14,13 +14,16 @@ import (
 	"github.com/tcplab/tcplab/trace"
 )
 
-// completion is a blocked call that returned.
+// completion is a blocked call that returned, or the event of a call
+// that returned at once and is reported with the next flush (made).
 type completion struct {
 	h   *host
 	res tcp.Result
 	at  time.Duration // CLOCK_MONOTONIC
 	// newFd is the descriptor accept returned.
 	newFd int
+	made  *trace.Event
+	from  *blocked // the blocked call it ends
 }
 
 func errnoOf(err error) tcp.Errno {
@@ -61,7 +64,19 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	if err := b.start(); err != nil {
 		return tcp.Result{}, err
 	}
-	b.flushUpTo(b.Now())
+	// What the call follows is reported after it, with what came of it,
+	// so that the call is made at once: each report waits for the tracer,
+	// which on a loaded machine took milliseconds a time. Only a call
+	// that changes the host's table of descriptors (socket, accept,
+	// close) must first see the blocked accepts that returned before it,
+	// since an accepted connection takes the lowest free number.
+	if c.Op == tcp.OpSocket || c.Op == tcp.OpAccept || c.Op == tcp.OpClose {
+		accepts := func(bc *blocked) bool { return bc.h == h && bc.op == tcp.OpAccept }
+		b.settle(settleLimit, accepts)
+		if b.owes(accepts) {
+			b.flushUpTo(b.Now())
+		}
+	}
 	h.nextCall++
 	now := b.Now()
 	r := tcp.Result{ID: h.nextCall, Call: c, Started: now, At: now}
@@ -79,8 +94,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 			r.Ret = int(h.allocFD(s))
 			r.Sock, r.NewSock = tcp.SockID(s.id), tcp.SockID(s.id)
 		}
-		b.flushUpTo(now)
-		b.callEvent(h, &r, now)
+		b.report(h, &r, now)
 		return r, nil
 	}
 	s := h.fds[c.FD]
@@ -92,6 +106,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	}
 	r.Sock = tcp.SockID(s.id)
 	block := !c.NonBlock && !s.nonblock
+	accepted := -1
 	switch c.Op {
 	case tcp.OpBind:
 		b.sys(h, s, "bind", &r, func() error {
@@ -142,7 +157,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		}
 		switch {
 		case r.Err == tcp.OK:
-			r.Ret = int(b.adopt(h, s, nfd, &r))
+			accepted = nfd // adopted once the trace of its connection is reported
 		case r.Err == tcp.EAGAIN && block:
 			ticket := s.acceptTicket()
 			b.pend1(h, s, &r, unix.POLLIN, func(bc *blocked) (int, tcp.Errno, []byte, int) {
@@ -247,10 +262,47 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	if r.Err != tcp.OK && !r.Pending {
 		r.Ret = -1
 	}
+	if c.Op == tcp.OpBind || c.Op == tcp.OpSetOption {
+		r.At = b.Now()
+		b.report(h, &r, r.At)
+		return r, nil
+	}
 	r.At = b.Now()
 	b.flushUpTo(r.At)
+	if accepted >= 0 {
+		r.Ret = int(b.adopt(h, s, accepted, &r))
+	}
 	b.callEvent(h, &r, r.At)
 	return r, nil
+}
+
+// report queues the event of a call that has no effect on the network
+// (socket, bind, setsockopt) for the next flush, which reports it in its
+// place in time: the call needs no flush of its own, and so does not
+// wait for the tracer on a loaded machine (each such wait cost up to
+// tens of milliseconds of the script's timeline).
+func (b *Backend) report(h *host, r *tcp.Result, at time.Duration) {
+	e := b.callEventOf(h, r, at)
+	b.raw = append(b.raw, rawItem{at: at, seq: len(b.raw) + 1, h: h, done: &completion{h: h, res: *r, at: b.t0 + at, newFd: -1, made: &e}})
+}
+
+// owes tells whether one of the chosen blocked calls returned and is not
+// reported yet. After a settle, one that has not is still waiting, with
+// nothing for it.
+func (b *Backend) owes(chosen func(*blocked) bool) bool {
+	b.doneMu.Lock()
+	defer b.doneMu.Unlock()
+	for i := range b.doneQ {
+		if c := b.doneQ[i].from; c != nil && chosen(c) {
+			return true
+		}
+	}
+	for i := range b.raw { // taken by a flush, but after its horizon
+		if d := b.raw[i].done; d != nil && d.from != nil && chosen(d.from) {
+			return true
+		}
+	}
+	return false
 }
 
 // flushNow reports everything up to now, blocked calls the kernel has
@@ -258,7 +310,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 // report this way; a call reports without the settle, so as not to wait
 // for other goroutines before the next step.
 func (b *Backend) flushNow() {
-	b.settle(settleLimit)
+	b.settle(settleLimit, nil)
 	b.flushUpTo(b.Now())
 }
 
@@ -280,6 +332,8 @@ func (b *Backend) sys(h *host, s *ksock, what string, r *tcp.Result, f func() er
 // right after that change still has its return, however long a loaded
 // machine takes to schedule the goroutine.
 type blocked struct {
+	h  *host
+	op tcp.Op
 	s  *ksock
 	ev int16 // what it polls for; 0: nothing the run can test (close)
 	// state counts the goroutine's waits: odd while it waits (in poll,
@@ -320,6 +374,7 @@ func (b *Backend) nudge() {
 
 // complete queues a blocked call's completion for the next flush.
 func (b *Backend) complete(c *blocked, done completion) {
+	done.from = c
 	b.doneMu.Lock()
 	b.doneQ = append(b.doneQ, done)
 	b.doneMu.Unlock()
@@ -331,19 +386,26 @@ func (b *Backend) complete(c *blocked, done completion) {
 // run; one that takes longer completes in a later flush, stamped later.
 const settleLimit = time.Second
 
-// settle waits, for at most limit in all, until every blocked call that
-// is running or that the kernel has made ready has either completed or
-// gone back to waiting. It is called from the run's goroutine before a
-// flush, so that a call woken by a change returns in the same report.
-func (b *Backend) settle(limit time.Duration) {
-	live := b.blocked[:0]
+// settle waits, for at most limit in all, until every blocked call (or
+// every one chosen, if chosen is not nil) that is running or that the
+// kernel has made ready has either completed or gone back to waiting.
+// It is called from the run's goroutine before a flush, so that a call
+// woken by a change returns in the same report.
+func (b *Backend) settle(limit time.Duration, chosen func(*blocked) bool) {
+	keep := b.blocked[:0]
 	for _, c := range b.blocked {
 		if !c.done.Load() {
+			keep = append(keep, c)
+		}
+	}
+	clear(b.blocked[len(keep):])
+	b.blocked = keep
+	var live []*blocked
+	for _, c := range keep {
+		if chosen == nil || chosen(c) {
 			live = append(live, c)
 		}
 	}
-	clear(b.blocked[len(live):])
-	b.blocked = live
 	var timer *time.Timer
 	defer func() {
 		if timer != nil {
@@ -377,7 +439,7 @@ func (b *Backend) settle(limit time.Duration) {
 func (b *Backend) pend1(h *host, s *ksock, r *tcp.Result, ev int16, rest func(c *blocked) (int, tcp.Errno, []byte, int)) {
 	r.Pending, r.Ret, r.Err = true, 0, tcp.OK
 	res := *r
-	c := &blocked{s: s, ev: ev}
+	c := &blocked{h: h, op: res.Call.Op, s: s, ev: ev}
 	b.blocked = append(b.blocked, c)
 	b.inflight.Add(1)
 	go func() {
@@ -498,7 +560,7 @@ func (b *Backend) closeCall(h *host, s *ksock, r *tcp.Result) {
 		b.sys(h, s, "close", r, func() error { return unix.Close(kfd) })
 		return
 	}
-	c := &blocked{s: s}
+	c := &blocked{h: h, op: tcp.OpClose, s: s}
 	c.waiting(b, true) // in close(), where the run cannot look
 	var mu sync.Mutex
 	var pending *tcp.Result // set once the call was reported as blocked: its result is a completion
@@ -620,6 +682,10 @@ func (h *host) find(local, remote netip.AddrPort) *ksock {
 
 // callEvent reports a call as the simulator does.
 func (b *Backend) callEvent(h *host, r *tcp.Result, at time.Duration) {
+	b.emit(b.callEventOf(h, r, at))
+}
+
+func (b *Backend) callEventOf(h *host, r *tcp.Result, at time.Duration) trace.Event {
 	s := h.sockByID(uint64(r.Sock))
 	e := trace.Event{At: at, Host: h.name, Kind: trace.KindCall, Sock: uint64(r.Sock),
 		Call: &trace.Call{ID: r.ID, Op: r.Call.Op.String(), Text: r.Call.String(), FD: int(r.Call.FD),
@@ -628,7 +694,7 @@ func (b *Backend) callEvent(h *host, r *tcp.Result, at time.Duration) {
 	if s != nil {
 		e.Local, e.Remote = s.local, s.remote
 	}
-	b.emit(e)
+	return e
 }
 
 func (h *host) sockByID(id uint64) *ksock {

@@ -59,6 +59,7 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 		b.warnOnce("trace", "state changes may be missing: "+err.Error())
 	}
 	seq := len(b.raw)
+	b.realOff = realOffset()
 	for _, h := range b.hosts {
 		_ = h.cap.drain(func(p capturedPacket) {
 			at := time.Duration(p.at.UnixNano()) - b.realOff - b.t0
@@ -408,6 +409,10 @@ func (h *host) lookup(local, remote netip.AddrPort, states inspect.StateMask) *i
 }
 
 func (b *Backend) onDone(c *completion, at time.Duration) {
+	if c.made != nil {
+		b.emit(*c.made)
+		return
+	}
 	r := c.res
 	h := c.h
 	if r.Call.Op == tcp.OpAccept && r.Err == tcp.OK && c.newFd >= 0 {
