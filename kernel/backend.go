@@ -33,7 +33,12 @@ type Options struct {
 	Tick time.Duration
 	// BuildLock, shared by backends that run at once, makes them build
 	// their labs one at a time: building namespaces and links at once
-	// stalls the runs already going, and each other's first steps.
+	// stalls the runs already going, and each other's first steps. A run
+	// holds it from building its lab through its opening (until it first
+	// lets time pass, at most openingHold), and takes it again to remove
+	// its lab: on this kernel (no preemption) a lab built or removed
+	// meanwhile stalled an opening's steps by up to 30 ms, where its
+	// times have the least tolerance.
 	BuildLock *sync.Mutex
 }
 
@@ -51,6 +56,10 @@ type Backend struct {
 	realOff time.Duration // CLOCK_REALTIME minus CLOCK_MONOTONIC (realOffset), as of the last flush
 	started bool
 	closed  bool
+	// building: the run holds the build lock (Options.BuildLock), from
+	// building its lab through its opening (endOpening), and again while
+	// it removes the lab.
+	building bool
 
 	rules    map[int]*installed
 	nextRule int
@@ -299,10 +308,12 @@ func (b *Backend) start() error {
 	if len(b.hosts) < 2 {
 		return fmt.Errorf("the kernel backend needs at least two hosts, the scenario has %d", len(b.hosts))
 	}
-	if l := b.opt.BuildLock; l != nil {
-		l.Lock()
-		defer l.Unlock()
-	}
+	b.lockBuild()
+	defer func() {
+		if !b.started {
+			b.unlockBuild()
+		}
+	}()
 	names := make([]string, len(b.hosts))
 	addrs := make([]netip.Addr, len(b.hosts))
 	for i, h := range b.hosts {
@@ -625,7 +636,37 @@ func (b *Backend) Close() error {
 	return b.teardown()
 }
 
+// openingHold is how long after time zero a run keeps the build lock
+// at most, if it has not let time pass before.
+const openingHold = 100 * time.Millisecond
+
+// lockBuild takes the build lock, if the run has one and does not hold it.
+func (b *Backend) lockBuild() {
+	if l := b.opt.BuildLock; l != nil && !b.building {
+		l.Lock()
+		b.building = true
+	}
+}
+
+// unlockBuild releases the build lock if the run holds it.
+func (b *Backend) unlockBuild() {
+	if b.building {
+		b.building = false
+		b.opt.BuildLock.Unlock()
+	}
+}
+
+// endOpening releases the build lock once the run's opening is over:
+// the run first lets time pass, or openingHold has passed.
+func (b *Backend) endOpening(passing bool) {
+	if b.building && (passing || b.Now() > openingHold) {
+		b.unlockBuild()
+	}
+}
+
 func (b *Backend) teardown() error {
+	b.lockBuild()
+	defer b.unlockBuild()
 	var errs []error
 	for _, h := range b.hosts {
 		for _, s := range h.socks {

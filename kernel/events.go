@@ -561,6 +561,7 @@ func (b *Backend) RunUntil(t time.Duration, stop func() bool) bool {
 		b.emit(trace.Event{Kind: trace.KindNote, Note: "kernel backend: " + err.Error()})
 		return false
 	}
+	b.endOpening(true)
 	for b.interrupted() == nil {
 		b.sendDue()
 		b.flushNow()
