@@ -3,6 +3,9 @@ package kernel
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -11,13 +14,16 @@ import (
 	"github.com/tcplab/tcplab/trace"
 )
 
-// completion is a blocked call that returned.
+// completion is a blocked call that returned, or the event of a call
+// that returned at once and is reported with the next flush (made).
 type completion struct {
 	h   *host
 	res tcp.Result
 	at  time.Duration // CLOCK_MONOTONIC
 	// newFd is the descriptor accept returned.
 	newFd int
+	made  *trace.Event
+	from  *blocked // the blocked call it ends
 }
 
 func errnoOf(err error) tcp.Errno {
@@ -58,7 +64,20 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	if err := b.start(); err != nil {
 		return tcp.Result{}, err
 	}
-	b.flushUpTo(b.Now())
+	b.endOpening(false)
+	// What the call follows is reported after it, with what came of it,
+	// so that the call is made at once: each report waits for the tracer,
+	// which on a loaded machine took milliseconds a time. Only a call
+	// that changes the host's table of descriptors (socket, accept,
+	// close) must first see the blocked accepts that returned before it,
+	// since an accepted connection takes the lowest free number.
+	if c.Op == tcp.OpSocket || c.Op == tcp.OpAccept || c.Op == tcp.OpClose {
+		accepts := func(bc *blocked) bool { return bc.h == h && bc.op == tcp.OpAccept }
+		b.settle(settleLimit, accepts)
+		if b.owes(accepts) {
+			b.flushUpTo(b.Now())
+		}
+	}
 	h.nextCall++
 	now := b.Now()
 	r := tcp.Result{ID: h.nextCall, Call: c, Started: now, At: now}
@@ -76,8 +95,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 			r.Ret = int(h.allocFD(s))
 			r.Sock, r.NewSock = tcp.SockID(s.id), tcp.SockID(s.id)
 		}
-		b.flushUpTo(now)
-		b.callEvent(h, &r, now)
+		b.report(h, &r, now)
 		return r, nil
 	}
 	s := h.fds[c.FD]
@@ -89,6 +107,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	}
 	r.Sock = tcp.SockID(s.id)
 	block := !c.NonBlock && !s.nonblock
+	accepted := -1
 	switch c.Op {
 	case tcp.OpBind:
 		b.sys(h, s, "bind", &r, func() error {
@@ -112,8 +131,8 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		b.sys(h, s, "connect", &r, func() error { return unix.Connect(s.kfd, sa) })
 		s.local, s.remote = sockName(s.kfd)
 		if r.Err == tcp.EINPROGRESS && block {
-			b.pend1(h, s, &r, func() (int, tcp.Errno, []byte, int) {
-				if e := b.waitFor(s, unix.POLLOUT); e != tcp.OK {
+			b.pend1(h, s, &r, unix.POLLOUT, func(bc *blocked) (int, tcp.Errno, []byte, int) {
+				if e := b.waitFor(bc, s, unix.POLLOUT); e != tcp.OK {
 					return -1, e, nil, -1
 				}
 				v, err := unix.GetsockoptInt(s.kfd, unix.SOL_SOCKET, unix.SO_ERROR)
@@ -139,13 +158,16 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		}
 		switch {
 		case r.Err == tcp.OK:
-			r.Ret = int(b.adopt(h, s, nfd, &r))
+			accepted = nfd // adopted once the trace of its connection is reported
 		case r.Err == tcp.EAGAIN && block:
 			ticket := s.acceptTicket()
-			b.pend1(h, s, &r, func() (int, tcp.Errno, []byte, int) {
-				defer s.acceptWait(ticket)()
+			b.pend1(h, s, &r, unix.POLLIN, func(bc *blocked) (int, tcp.Errno, []byte, int) {
+				bc.waiting(b, true) // for its turn
+				turnDone := s.acceptWait(ticket)
+				bc.waiting(b, false)
+				defer turnDone()
 				for {
-					if e := b.waitFor(s, unix.POLLIN); e != tcp.OK {
+					if e := b.waitFor(bc, s, unix.POLLIN); e != tcp.OK {
 						return -1, e, nil, -1
 					}
 					nfd, _, err := unix.Accept4(s.kfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
@@ -179,9 +201,9 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		case r.Err == tcp.OK:
 			r.Ret, r.Data = n, append([]byte(nil), buf[:n]...)
 		case r.Err == tcp.EAGAIN && block:
-			b.pend1(h, s, &r, func() (int, tcp.Errno, []byte, int) {
+			b.pend1(h, s, &r, unix.POLLIN, func(bc *blocked) (int, tcp.Errno, []byte, int) {
 				for {
-					if e := b.waitFor(s, unix.POLLIN); e != tcp.OK {
+					if e := b.waitFor(bc, s, unix.POLLIN); e != tcp.OK {
 						return -1, e, nil, -1
 					}
 					n, _, err := unix.Recvfrom(s.kfd, buf, flags)
@@ -207,9 +229,9 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		}
 		if block && (r.Err == tcp.EAGAIN || (r.Err == tcp.OK && n < len(c.Data))) {
 			done := max(n, 0)
-			b.pend1(h, s, &r, func() (int, tcp.Errno, []byte, int) {
+			b.pend1(h, s, &r, unix.POLLOUT, func(bc *blocked) (int, tcp.Errno, []byte, int) {
 				for done < len(c.Data) {
-					if e := b.waitFor(s, unix.POLLOUT); e != tcp.OK {
+					if e := b.waitFor(bc, s, unix.POLLOUT); e != tcp.OK {
 						return -1, e, nil, -1
 					}
 					m, err := unix.SendmsgN(s.kfd, c.Data[done:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
@@ -241,10 +263,56 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	if r.Err != tcp.OK && !r.Pending {
 		r.Ret = -1
 	}
+	if c.Op == tcp.OpBind || c.Op == tcp.OpSetOption {
+		r.At = b.Now()
+		b.report(h, &r, r.At)
+		return r, nil
+	}
 	r.At = b.Now()
 	b.flushUpTo(r.At)
+	if accepted >= 0 {
+		r.Ret = int(b.adopt(h, s, accepted, &r))
+	}
 	b.callEvent(h, &r, r.At)
 	return r, nil
+}
+
+// report queues the event of a call that has no effect on the network
+// (socket, bind, setsockopt) for the next flush, which reports it in its
+// place in time: the call needs no flush of its own, and so does not
+// wait for the tracer on a loaded machine (each such wait cost up to
+// tens of milliseconds of the script's timeline).
+func (b *Backend) report(h *host, r *tcp.Result, at time.Duration) {
+	e := b.callEventOf(h, r, at)
+	b.raw = append(b.raw, rawItem{at: at, seq: len(b.raw) + 1, h: h, done: &completion{h: h, res: *r, at: b.t0 + at, newFd: -1, made: &e}})
+}
+
+// owes tells whether one of the chosen blocked calls returned and is not
+// reported yet. After a settle, one that has not is still waiting, with
+// nothing for it.
+func (b *Backend) owes(chosen func(*blocked) bool) bool {
+	b.doneMu.Lock()
+	defer b.doneMu.Unlock()
+	for i := range b.doneQ {
+		if c := b.doneQ[i].from; c != nil && chosen(c) {
+			return true
+		}
+	}
+	for i := range b.raw { // taken by a flush, but after its horizon
+		if d := b.raw[i].done; d != nil && d.from != nil && chosen(d.from) {
+			return true
+		}
+	}
+	return false
+}
+
+// flushNow reports everything up to now, blocked calls the kernel has
+// made ready included. Time passing and the end of the run (Counters)
+// report this way; a call reports without the settle, so as not to wait
+// for other goroutines before the next step.
+func (b *Backend) flushNow() {
+	b.settle(settleLimit, nil)
+	b.flushUpTo(b.Now())
 }
 
 // sys makes one system call on a thread the tracer can attribute to this
@@ -258,60 +326,245 @@ func (b *Backend) sys(h *host, s *ksock, what string, r *tcp.Result, f func() er
 	}
 }
 
+// blocked is a call waiting in a goroutine of its own. Before the run
+// reports what happened up to a moment, it lets every blocked call that
+// the kernel has already made ready run (settle): the call then returns
+// in the same report as the change that woke it, and a run that ends
+// right after that change still has its return, however long a loaded
+// machine takes to schedule the goroutine.
+type blocked struct {
+	h  *host
+	op tcp.Op
+	s  *ksock
+	ev int16 // what it polls for; 0: nothing the run can test (close)
+	// state counts the goroutine's waits: odd while it waits (in poll,
+	// or for its turn to accept), even while it runs. One word, so that
+	// settle sees the count and the phase together.
+	state atomic.Uint64
+	done  atomic.Bool // its completion is queued
+	wait  *os.File    // the descriptor it waits on (waitFor)
+}
+
+// waiting marks the start (true) or the end of a wait.
+func (c *blocked) waiting(b *Backend, on bool) {
+	if on == (c.state.Load()%2 == 1) {
+		return
+	}
+	c.state.Add(1)
+	b.nudge()
+}
+
+// ready tells whether the kernel would end the call's wait now.
+func (c *blocked) ready() bool {
+	fd := c.s.kfd
+	if c.ev == 0 || fd < 0 {
+		return false
+	}
+	p := []unix.PollFd{{Fd: int32(fd), Events: c.ev}}
+	n, err := unix.Poll(p, 0)
+	return err == nil && n > 0
+}
+
+// nudge wakes a settle waiting for blocked calls.
+func (b *Backend) nudge() {
+	select {
+	case b.nudged <- struct{}{}:
+	default:
+	}
+}
+
+// complete queues a blocked call's completion for the next flush.
+func (b *Backend) complete(c *blocked, done completion) {
+	done.from = c
+	b.doneMu.Lock()
+	b.doneQ = append(b.doneQ, done)
+	b.doneMu.Unlock()
+	c.done.Store(true)
+	b.nudge()
+}
+
+// settleLimit bounds how long a flush waits for ready blocked calls to
+// run; one that takes longer completes in a later flush, stamped later.
+const settleLimit = time.Second
+
+// settle waits, for at most limit in all, until every blocked call (or
+// every one chosen, if chosen is not nil) that is running or that the
+// kernel has made ready has either completed or gone back to waiting.
+// It is called from the run's goroutine before a flush, so that a call
+// woken by a change returns in the same report.
+func (b *Backend) settle(limit time.Duration, chosen func(*blocked) bool) {
+	keep := b.blocked[:0]
+	for _, c := range b.blocked {
+		if !c.done.Load() {
+			keep = append(keep, c)
+		}
+	}
+	clear(b.blocked[len(keep):])
+	b.blocked = keep
+	var live []*blocked
+	for _, c := range keep {
+		if chosen == nil || chosen(c) {
+			live = append(live, c)
+		}
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for _, c := range live {
+		st := c.state.Load()
+		if (st == 0 || st%2 == 1) && !c.ready() {
+			// Waiting (or not yet), and nothing has come for it: a call
+			// just made is not waited for until it polls.
+			continue
+		}
+		// Running, or about to wake: wait until it completes or waits again.
+		for !c.done.Load() && !(c.state.Load() > st && c.state.Load()%2 == 1) {
+			if timer == nil {
+				timer = time.NewTimer(limit)
+			}
+			select {
+			case <-b.nudged:
+			case <-timer.C:
+				return
+			}
+		}
+	}
+}
+
 // pend1 turns a call into a pending one whose rest runs in a goroutine;
-// its completion arrives through b.done.
-func (b *Backend) pend1(h *host, s *ksock, r *tcp.Result, rest func() (int, tcp.Errno, []byte, int)) {
+// its completion is queued for the next flush (complete). ev is what
+// the call polls its socket for.
+func (b *Backend) pend1(h *host, s *ksock, r *tcp.Result, ev int16, rest func(c *blocked) (int, tcp.Errno, []byte, int)) {
 	r.Pending, r.Ret, r.Err = true, 0, tcp.OK
 	res := *r
+	c := &blocked{h: h, op: res.Call.Op, s: s, ev: ev}
+	b.blocked = append(b.blocked, c)
 	b.inflight.Add(1)
 	go func() {
 		defer b.inflight.Done()
 		defer b.guard()
 		end := b.lockThread(h, s, res.Call.Op.String())
-		ret, e, data, nfd := rest()
+		ret, e, data, nfd := rest(c)
 		end()
+		if c.wait != nil {
+			s.closeWait(c.wait)
+		}
 		res.Pending = false
 		res.Ret, res.Err, res.Data = ret, e, data
 		if e != tcp.OK {
 			res.Ret = -1
 		}
-		b.done <- completion{h: h, res: res, at: monoNow(), newFd: nfd}
+		b.complete(c, completion{h: h, res: res, at: monoNow(), newFd: nfd})
 	}()
 }
 
-// waitFor polls a socket until it is ready or has an error; a closed
-// descriptor ends the wait with EBADF.
-func (b *Backend) waitFor(s *ksock, ev int16) tcp.Errno {
-	for {
-		fd := s.kfd
-		if fd < 0 || b.closed {
-			return tcp.EBADF
-		}
-		p := []unix.PollFd{{Fd: int32(fd), Events: ev}}
-		n, err := unix.Poll(p, 100)
+// waitFor waits until the socket is ready for ev (or has an error); a
+// closed descriptor ends the wait with EBADF. The goroutine waits in Go's
+// network poller, on a duplicate of the descriptor (s.openWait): a poll(2)
+// in the goroutine would hold one of the process's few Go processors
+// (GOMAXPROCS is the number of cores, 2 here) for as long as it blocks,
+// and with a few such waits every other goroutine of every run, the
+// tracer's reader among them, waited for the runtime's monitor to take a
+// processor back: up to 10 ms a time.
+func (b *Backend) waitFor(c *blocked, s *ksock, ev int16) tcp.Errno {
+	if c.wait == nil {
+		f, err := s.openWait()
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return errnoOf(err)
-		}
-		if n == 0 {
-			continue
-		}
-		if p[0].Revents&unix.POLLNVAL != 0 {
 			return tcp.EBADF
 		}
-		return tcp.OK
+		c.wait = f
 	}
+	rc, err := c.wait.SyscallConn()
+	if err != nil {
+		return tcp.EBADF
+	}
+	ready := func(fd uintptr) bool {
+		c.waiting(b, false)
+		p := []unix.PollFd{{Fd: int32(fd), Events: ev}}
+		n, err := unix.Poll(p, 0)
+		if err == nil && n == 0 {
+			c.waiting(b, true) // nothing yet (or another call took it)
+			return false
+		}
+		return true
+	}
+	c.waiting(b, true)
+	if ev == unix.POLLIN {
+		err = rc.Read(ready)
+	} else {
+		err = rc.Write(ready)
+	}
+	c.waiting(b, false)
+	if err != nil || b.closed {
+		return tcp.EBADF
+	}
+	return tcp.OK
 }
 
-// closeCall closes the descriptor. close() can block (SO_LINGER with a
-// time), so it runs in a goroutine; if it has not returned within a few
-// milliseconds the call is reported as blocked.
-func (b *Backend) closeCall(h *host, s *ksock, r *tcp.Result) {
+// openWait gives a blocked call a duplicate of the socket's descriptor,
+// in Go's network poller. The socket is non-blocking, and so is the
+// duplicate (the flag belongs to the open file, which they share).
+func (s *ksock) openWait() (*os.File, error) {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	if s.kfd < 0 {
+		return nil, unix.EBADF
+	}
+	fd, err := unix.FcntlInt(uintptr(s.kfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "tcplab-wait")
+	if s.waits == nil {
+		s.waits = map[*os.File]bool{}
+	}
+	s.waits[f] = true
+	return f, nil
+}
+
+// closeWait closes a blocked call's duplicate once it has returned.
+func (s *ksock) closeWait(f *os.File) {
+	s.waitMu.Lock()
+	delete(s.waits, f)
+	s.waitMu.Unlock()
+	f.Close()
+}
+
+// takeKernelFd takes the socket's descriptor away, for the caller to
+// close (-1 if it has none), after closing the duplicates blocked calls
+// wait on: they would keep the socket open, and no FIN would leave. Their
+// calls end with EBADF.
+func (s *ksock) takeKernelFd() int {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	for f := range s.waits {
+		f.Close()
+	}
+	clear(s.waits)
 	kfd := s.kfd
-	delete(h.fds, s.fd)
 	s.kfd = -1
+	return kfd
+}
+
+// closeCall closes the descriptor. close() blocks only with SO_LINGER
+// and a time: then it runs in a goroutine, and if it has not returned
+// within a few milliseconds the call is reported as blocked. Otherwise
+// it is an ordinary call: a goroutine for every close came up late on a
+// loaded machine and reported closes as blocked that return at once.
+func (b *Backend) closeCall(h *host, s *ksock, r *tcp.Result) {
+	delete(h.fds, s.fd)
+	kfd := s.takeKernelFd()
+	if l, err := unix.GetsockoptLinger(kfd, unix.SOL_SOCKET, unix.SO_LINGER); err == nil && (l.Onoff == 0 || l.Linger == 0) {
+		b.sys(h, s, "close", r, func() error { return unix.Close(kfd) })
+		return
+	}
+	c := &blocked{h: h, op: tcp.OpClose, s: s}
+	c.waiting(b, true) // in close(), where the run cannot look
+	var mu sync.Mutex
+	var pending *tcp.Result // set once the call was reported as blocked: its result is a completion
 	ch := make(chan error, 1)
 	b.inflight.Add(1)
 	go func() {
@@ -320,27 +573,39 @@ func (b *Backend) closeCall(h *host, s *ksock, r *tcp.Result) {
 		end := b.lockThread(h, s, "close")
 		err := unix.Close(kfd)
 		end()
-		ch <- err
-	}()
-	select {
-	case err := <-ch:
-		if err != nil {
-			r.Ret, r.Err = -1, errnoOf(err)
+		mu.Lock()
+		defer mu.Unlock()
+		if pending == nil {
+			ch <- err
+			return
 		}
-	case <-time.After(20 * time.Millisecond):
-		r.Pending = true
-		res := *r
-		b.inflight.Add(1)
-		go func() {
-			defer b.inflight.Done()
-			defer b.guard()
-			err := <-ch
-			res.Pending = false
-			if err != nil {
-				res.Ret, res.Err = -1, errnoOf(err)
-			}
-			b.done <- completion{h: h, res: res, at: monoNow(), newFd: -1}
-		}()
+		c.waiting(b, false)
+		res := *pending
+		res.Pending = false
+		if err != nil {
+			res.Ret, res.Err = -1, errnoOf(err)
+		}
+		b.complete(c, completion{h: h, res: res, at: monoNow(), newFd: -1})
+	}()
+	t := time.NewTimer(20 * time.Millisecond)
+	defer t.Stop()
+	var err error
+	select {
+	case err = <-ch:
+	case <-t.C:
+		mu.Lock()
+		select {
+		case err = <-ch: // it returned just now
+		default:
+			r.Pending = true
+			res := *r
+			pending = &res
+			b.blocked = append(b.blocked, c)
+		}
+		mu.Unlock()
+	}
+	if err != nil {
+		r.Ret, r.Err = -1, errnoOf(err)
 	}
 }
 
@@ -418,6 +683,10 @@ func (h *host) find(local, remote netip.AddrPort) *ksock {
 
 // callEvent reports a call as the simulator does.
 func (b *Backend) callEvent(h *host, r *tcp.Result, at time.Duration) {
+	b.emit(b.callEventOf(h, r, at))
+}
+
+func (b *Backend) callEventOf(h *host, r *tcp.Result, at time.Duration) trace.Event {
 	s := h.sockByID(uint64(r.Sock))
 	e := trace.Event{At: at, Host: h.name, Kind: trace.KindCall, Sock: uint64(r.Sock),
 		Call: &trace.Call{ID: r.ID, Op: r.Call.Op.String(), Text: r.Call.String(), FD: int(r.Call.FD),
@@ -426,7 +695,7 @@ func (b *Backend) callEvent(h *host, r *tcp.Result, at time.Duration) {
 	if s != nil {
 		e.Local, e.Remote = s.local, s.remote
 	}
-	b.emit(e)
+	return e
 }
 
 func (h *host) sockByID(id uint64) *ksock {

@@ -59,6 +59,7 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 		b.warnOnce("trace", "state changes may be missing: "+err.Error())
 	}
 	seq := len(b.raw)
+	b.realOff = realOffset()
 	for _, h := range b.hosts {
 		_ = h.cap.drain(func(p capturedPacket) {
 			at := time.Duration(p.at.UnixNano()) - b.realOff - b.t0
@@ -76,15 +77,13 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 		seq++
 		b.raw = append(b.raw, rawItem{at: t.At - b.t0, seq: seq, st: &t})
 	}
-	for more := true; more; {
-		select {
-		case c := <-b.done:
-			cc := c
-			seq++
-			b.raw = append(b.raw, rawItem{at: c.at - b.t0, seq: seq, h: c.h, done: &cc})
-		default:
-			more = false
-		}
+	b.doneMu.Lock()
+	done := b.doneQ
+	b.doneQ = nil
+	b.doneMu.Unlock()
+	for i := range done {
+		seq++
+		b.raw = append(b.raw, rawItem{at: done[i].at - b.t0, seq: seq, h: done[i].h, done: &done[i]})
 	}
 	sort.SliceStable(b.raw, func(i, j int) bool { return b.raw[i].at < b.raw[j].at })
 	n := 0
@@ -396,6 +395,10 @@ func (h *host) lookup(local, remote netip.AddrPort, states inspect.StateMask) *i
 }
 
 func (b *Backend) onDone(c *completion, at time.Duration) {
+	if c.made != nil {
+		b.emit(*c.made)
+		return
+	}
 	r := c.res
 	h := c.h
 	if r.Call.Op == tcp.OpAccept && r.Err == tcp.OK && c.newFd >= 0 {
@@ -540,9 +543,10 @@ func (b *Backend) RunUntil(t time.Duration, stop func() bool) bool {
 		b.emit(trace.Event{Kind: trace.KindNote, Note: "kernel backend: " + err.Error()})
 		return false
 	}
+	b.endOpening(true)
 	for b.interrupted() == nil {
 		b.sendDue()
-		b.flushUpTo(b.Now())
+		b.flushNow()
 		if stop != nil && stop() {
 			return true
 		}

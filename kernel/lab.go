@@ -101,6 +101,7 @@ func newLab(names []string, addrs []netip.Addr, delay time.Duration) (l *lab, er
 			p, err := openPort(idx, l.hosts[i].mac)
 			if err != nil {
 				for _, q := range ps {
+					q.wait.Close()
 					unix.Close(q.fd)
 				}
 				return fmt.Errorf("switch port for %s: %w", l.hosts[i].name, err)

@@ -3,9 +3,9 @@ package kernel
 import (
 	"container/heap"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -54,6 +54,7 @@ func (l *link) failed() error {
 
 type port struct {
 	fd    int
+	wait  *os.File // a duplicate of fd in Go's network poller (receive)
 	index int
 	mac   net.HardwareAddr
 }
@@ -86,7 +87,7 @@ func (h *frameHeap) Pop() any {
 // openPort opens a raw packet socket on a switch port; it must run in
 // the switch namespace.
 func openPort(index int, mac net.HardwareAddr) (*port, error) {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +96,12 @@ func openPort(index int, mac net.HardwareAddr) (*port, error) {
 		return nil, err
 	}
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
-	return &port{fd: fd, index: index, mac: mac}, nil
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &port{fd: fd, wait: os.NewFile(uintptr(dup), "tcplab-port"), index: index, mac: mac}, nil
 }
 
 func newLink(delay time.Duration, ports []*port) *link {
@@ -113,61 +119,62 @@ func newLink(delay time.Duration, ports []*port) *link {
 }
 
 // receive reads frames a host sent into its port and queues them for
-// their destination.
+// their destination. It waits in Go's network poller (p.wait, a duplicate
+// of the port's descriptor), not in poll(2): a goroutine blocked in a
+// system call holds one of the process's few Go processors, and with
+// three such loops per run, other goroutines waited up to 10 ms for one.
+// close ends it by closing p.wait.
 func (l *link) receive(p *port) {
 	defer l.wg.Done()
 	defer l.guard()
+	rc, err := p.wait.SyscallConn()
+	if err != nil {
+		return
+	}
 	buf := make([]byte, 1<<16)
+	_ = rc.Read(func(uintptr) bool {
+		l.drain(p, buf)
+		return false // wait for more, until the descriptor is closed
+	})
+}
+
+// drain queues every frame waiting on a port.
+func (l *link) drain(p *port, buf []byte) {
 	for {
-		pfd := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, 50)
-		select {
-		case <-l.stop:
-			return
-		default:
-		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
+		m, from, err := unix.Recvfrom(p.fd, buf, unix.MSG_DONTWAIT)
+		if err != nil {
 			return
 		}
-		if n <= 0 {
-			continue
+		now := monoNow()
+		ll, _ := from.(*unix.SockaddrLinklayer)
+		if ll == nil || ll.Pkttype == unix.PACKET_OUTGOING || m < 14 {
+			continue // what this link itself sent out of the port
 		}
-		for {
-			m, from, err := unix.Recvfrom(p.fd, buf, unix.MSG_DONTWAIT)
-			if err != nil {
-				break
-			}
-			now := monoNow()
-			ll, _ := from.(*unix.SockaddrLinklayer)
-			if ll == nil || ll.Pkttype == unix.PACKET_OUTGOING || m < 14 {
-				continue // what this link itself sent out of the port
-			}
-			data := append([]byte(nil), buf[:m]...)
-			if binary.BigEndian.Uint16(data[12:14]) != unix.ETH_P_IP {
-				continue // the lab speaks IPv4 only (no ARP: neighbours are static)
-			}
-			fixChecksum(data[14:])
-			dst := net.HardwareAddr(data[0:6])
-			var outs []*port
-			if to := l.byMAC[string(dst)]; to != nil {
-				outs = []*port{to}
-			} else if dst[0]&1 == 1 { // broadcast or multicast
-				for _, o := range l.ports {
-					if o != p {
-						outs = append(outs, o)
-					}
+		data := append([]byte(nil), buf[:m]...)
+		if binary.BigEndian.Uint16(data[12:14]) != unix.ETH_P_IP {
+			continue // the lab speaks IPv4 only (no ARP: neighbours are static)
+		}
+		fixChecksum(data[14:])
+		dst := net.HardwareAddr(data[0:6])
+		var outs []*port
+		if to := l.byMAC[string(dst)]; to != nil {
+			outs = []*port{to}
+		} else if dst[0]&1 == 1 { // broadcast or multicast
+			for _, o := range l.ports {
+				if o != p {
+					outs = append(outs, o)
 				}
 			}
-			l.mu.Lock()
-			for _, o := range outs {
-				l.seq++
-				heap.Push(&l.queue, frame{due: now + l.delay, seq: l.seq, to: o, data: data})
-			}
-			l.mu.Unlock()
-			select {
-			case l.wake <- struct{}{}:
-			default:
-			}
+		}
+		l.mu.Lock()
+		for _, o := range outs {
+			l.seq++
+			heap.Push(&l.queue, frame{due: now + l.delay, seq: l.seq, to: o, data: data})
+		}
+		l.mu.Unlock()
+		select {
+		case l.wake <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -205,6 +212,9 @@ func (l *link) send() {
 
 func (l *link) close() {
 	close(l.stop)
+	for _, p := range l.ports {
+		p.wait.Close()
+	}
 	l.wg.Wait()
 	for _, p := range l.ports {
 		unix.Close(p.fd)
