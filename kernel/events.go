@@ -62,7 +62,7 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 	b.realOff = realOffset()
 	for _, h := range b.hosts {
 		_ = h.cap.drain(func(p capturedPacket) {
-			at := time.Duration(p.at.UnixNano()) - b.realOff - b.t0
+			at := b.capAt(&p)
 			pp := p
 			seq++
 			b.raw = append(b.raw, rawItem{at: at, seq: seq, h: h, pkt: &pp})

@@ -96,9 +96,9 @@ func TestKernelBatchLosesNothing(t *testing.T) {
 		}
 		for i, k := range kruns {
 			sc := sims[i].sc
-			diffs := conformance.Compare(sc, conformance.Side{Events: sims[i].events, Result: sims[i].res},
-				conformance.Side{Events: k.events, Result: k.res, Err: k.err}, kernel.Tolerance)
-			for _, d := range diffs {
+			cmp := conformance.Compare(sc, conformance.Side{Events: sims[i].events, Result: sims[i].res},
+				conformance.Side{Events: k.events, Result: k.res, Err: k.err}, conformance.Config{Tolerance: kernel.Tolerance})
+			for _, d := range cmp.Differences {
 				if d.Aspect == conformance.AspectTiming {
 					t.Logf("round %d, %s: %s", round, sc.Name, d)
 					continue
