@@ -13,18 +13,23 @@
 # and prints the counts and wall times (docs/kernel.md, "Trust"). It creates
 # only temporary files and, through the tests, labs that remove themselves.
 #
-#   sudo env PATH="$PATH" bash bench/trust.sh [--runs N] [--busy M] [--diffs K]
+#   sudo env PATH="$PATH" bash bench/trust.sh [--runs N] [--busy M] [--diffs K] [--markdown FILE]
+#
+# --markdown FILE keeps the last diff's report (diff --all --markdown), the
+# text of docs/conformance.md.
 set -euo pipefail
 
 runs=20
 busy=10
 diffs=5
+markdown=""
 usage() {
 	cat <<EOF
 usage: bash bench/trust.sh [--runs N] [--busy M] [--diffs K]
   --runs N   test runs on a quiet machine (default 20; 0 to skip)
   --busy M   test runs with one core kept busy (default 10; 0 to skip)
   --diffs K  runs of tcplab diff --all (default 5; 0 to skip)
+  --markdown FILE  write the last diff's Markdown report to FILE
 EOF
 }
 while (($#)); do
@@ -32,6 +37,7 @@ while (($#)); do
 	--runs) runs=$2; shift 2 ;;
 	--busy) busy=$2; shift 2 ;;
 	--diffs) diffs=$2; shift 2 ;;
+	--markdown) markdown=$2; shift 2 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; exit 2 ;;
 	esac
@@ -98,12 +104,17 @@ if ((diffs > 0)); then
 	same=0
 	for ((i = 1; i <= diffs; i++)); do
 		start=$(date +%s)
-		"$tmp/tcplab" diff --all >"$tmp/diff.txt" 2>&1 || true
+		"$tmp/tcplab" diff --all --markdown >"$tmp/diff.md" 2>"$tmp/diff.err" || true
 		end=$(date +%s)
-		awk 'NR > 1 && NF == 0 { exit } NR > 1 { print $1, ($2 == "known" ? "known differences" : $2) }' "$tmp/diff.txt" >"$tmp/table.$i"
-		echo "diff --all run $i ($((end - start)) s): $(grep -E '^[0-9]+ scenarios:' "$tmp/diff.txt" | cut -d';' -f1)"
-		grep -E '^harness:' "$tmp/diff.txt" | sed 's/^/  /'
-		grep -E 'inconclusive|started .* late' "$tmp/diff.txt" | sed 's/^/  /' || true
+		# The verdict table: "| scenario | verdict | first difference |".
+		awk -F' [|] ' '/^[|] / && !/^[|] scenario/ { sub(/^[|] /, "", $1); print $1, $2 }' "$tmp/diff.md" >"$tmp/table.$i"
+		echo "diff --all run $i ($((end - start)) s): $(cut -d' ' -f2- "$tmp/table.$i" | sed 's/known differences/known/' | sort | uniq -c | tr -s ' \n' ' ')"
+		grep -E '^harness:' "$tmp/diff.md" | sed 's/^/  /' || true
+		grep -E '^- .*(started .* late|run [0-9]+ times)' "$tmp/diff.md" | sed 's/^/  /' || true
+		cat "$tmp/diff.err"
+		if [[ -n $markdown ]]; then
+			cp -- "$tmp/diff.md" "$markdown"
+		fi
 		if [[ -z $first ]]; then
 			first="$tmp/table.$i"
 			same=1
