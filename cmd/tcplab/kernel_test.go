@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/tcplab/tcplab/kernel"
+	"github.com/tcplab/tcplab/scenario"
 )
 
 // rootState is what a kernel run must leave as it found it in the root
@@ -217,7 +218,14 @@ func TestKernelDiff(t *testing.T) {
 		t.Skip(err)
 	}
 	before := rootState(t)
-	out, errs, code := tcplab(t, "diff", "handshake", "rst-closed-port", "fin-ack-direct", "isn-prediction")
+	// A user's own file that does what fin-ack-direct does: its known
+	// difference is a behaviour, recognised whatever the scenario's name.
+	src, _ := scenario.BuiltinSource("fin-ack-direct")
+	mine := filepath.Join(t.TempDir(), "my-close.tcplab")
+	if err := os.WriteFile(mine, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := tcplab(t, "diff", "handshake", "rst-closed-port", "fin-ack-direct", "isn-prediction", mine)
 	if code != 0 {
 		t.Fatalf("exit %d: %s\n%s", code, errs, out)
 	}
@@ -231,12 +239,16 @@ func TestKernelDiff(t *testing.T) {
 		"handshake": "agrees -", "rst-closed-port": "agrees -",
 		"fin-ack-direct": "known differences client states: ",
 		"isn-prediction": "known differences run: kernel: ",
+		"my-close":       "known differences client states: ",
 	} {
 		if !strings.HasPrefix(rows[name], want) {
 			t.Errorf("%s: row %q, want it to start with %q\n%s", name, rows[name], want, out)
 		}
 	}
-	if !strings.Contains(out, "4 scenarios: 2 agree, 2 differ as documented, 0 differ otherwise") {
+	if !strings.Contains(out, "behaviour fin-wait2-in-passing") {
+		t.Errorf("the behaviour is not named:\n%s", out)
+	}
+	if !strings.Contains(out, "5 scenarios: 2 agree, 3 differ as documented, 0 differ otherwise") {
 		t.Errorf("no summary:\n%s", out)
 	}
 	checkClean(t, "diff", os.Getpid(), before)
