@@ -315,6 +315,10 @@ func (b *Backend) start() error {
 			b.unlockBuild()
 		}
 	}()
+	// Interrupted while it waited for its turn to build: build nothing.
+	if err := b.interrupted(); err != nil {
+		return err
+	}
 	names := make([]string, len(b.hosts))
 	addrs := make([]netip.Addr, len(b.hosts))
 	for i, h := range b.hosts {
@@ -666,8 +670,6 @@ func (b *Backend) endOpening(passing bool) {
 }
 
 func (b *Backend) teardown() error {
-	b.lockBuild()
-	defer b.unlockBuild()
 	var errs []error
 	for _, h := range b.hosts {
 		for _, s := range h.socks {
@@ -676,8 +678,28 @@ func (b *Backend) teardown() error {
 			}
 		}
 	}
-	// Blocked calls wake up once their descriptors are closed.
+	// Blocked calls wake up once their descriptors are closed (a close
+	// with SO_LINGER may take its time: not under the build lock, which
+	// other runs' openings wait for).
 	waitTimeout(&b.inflight, 2*time.Second)
+	// Connections accepted by blocked calls whose returns were never
+	// reported.
+	b.doneMu.Lock()
+	for _, d := range b.doneQ {
+		if d.newFd >= 0 {
+			unix.Close(d.newFd)
+		}
+	}
+	b.doneQ = nil
+	b.doneMu.Unlock()
+	for _, it := range b.raw {
+		if it.done != nil && it.done.newFd >= 0 {
+			unix.Close(it.done.newFd)
+			it.done.newFd = -1
+		}
+	}
+	b.lockBuild()
+	defer b.unlockBuild()
 	for _, h := range b.hosts {
 		if h.fw != nil {
 			if err := h.fw.close(); err != nil {

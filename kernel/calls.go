@@ -132,12 +132,20 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		s.local, s.remote = sockName(s.kfd)
 		if r.Err == tcp.EINPROGRESS && block {
 			b.pend1(h, s, &r, unix.POLLOUT, func(bc *blocked) (int, tcp.Errno, []byte, int) {
-				if e := b.waitFor(bc, s, unix.POLLOUT); e != tcp.OK {
+				var v int
+				e := b.waitFor(bc, s, unix.POLLOUT, func(fd int) error {
+					// Writable once connected or failed; until then
+					// SO_ERROR reads 0 like a success.
+					p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+					if n, err := unix.Poll(p, 0); err == nil && n == 0 {
+						return unix.EAGAIN
+					}
+					var err error
+					v, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+					return err
+				})
+				if e != tcp.OK {
 					return -1, e, nil, -1
-				}
-				v, err := unix.GetsockoptInt(s.kfd, unix.SOL_SOCKET, unix.SO_ERROR)
-				if err != nil {
-					return -1, errnoOf(err), nil, -1
 				}
 				if v != 0 {
 					return -1, tcp.Errno(v), nil, -1
@@ -166,19 +174,16 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 				turnDone := s.acceptWait(ticket)
 				bc.waiting(b, false)
 				defer turnDone()
-				for {
-					if e := b.waitFor(bc, s, unix.POLLIN); e != tcp.OK {
-						return -1, e, nil, -1
-					}
-					nfd, _, err := unix.Accept4(s.kfd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-					if errors.Is(err, unix.EAGAIN) {
-						continue
-					}
-					if err != nil {
-						return -1, errnoOf(err), nil, -1
-					}
-					return 0, tcp.OK, nil, nfd
+				nfd := -1
+				e := b.waitFor(bc, s, unix.POLLIN, func(fd int) error {
+					var err error
+					nfd, _, err = unix.Accept4(fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+					return err
+				})
+				if e != tcp.OK {
+					return -1, e, nil, -1
 				}
+				return 0, tcp.OK, nil, nfd
 			})
 		}
 	case tcp.OpRead:
@@ -202,19 +207,16 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 			r.Ret, r.Data = n, append([]byte(nil), buf[:n]...)
 		case r.Err == tcp.EAGAIN && block:
 			b.pend1(h, s, &r, unix.POLLIN, func(bc *blocked) (int, tcp.Errno, []byte, int) {
-				for {
-					if e := b.waitFor(bc, s, unix.POLLIN); e != tcp.OK {
-						return -1, e, nil, -1
-					}
-					n, _, err := unix.Recvfrom(s.kfd, buf, flags)
-					if errors.Is(err, unix.EAGAIN) {
-						continue
-					}
-					if err != nil {
-						return -1, errnoOf(err), nil, -1
-					}
-					return n, tcp.OK, append([]byte(nil), buf[:n]...), -1
+				var n int
+				e := b.waitFor(bc, s, unix.POLLIN, func(fd int) error {
+					var err error
+					n, _, err = unix.Recvfrom(fd, buf, flags)
+					return err
+				})
+				if e != tcp.OK {
+					return -1, e, nil, -1
 				}
+				return n, tcp.OK, append([]byte(nil), buf[:n]...), -1
 			})
 		}
 	case tcp.OpWrite:
@@ -230,21 +232,21 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		if block && (r.Err == tcp.EAGAIN || (r.Err == tcp.OK && n < len(c.Data))) {
 			done := max(n, 0)
 			b.pend1(h, s, &r, unix.POLLOUT, func(bc *blocked) (int, tcp.Errno, []byte, int) {
-				for done < len(c.Data) {
-					if e := b.waitFor(bc, s, unix.POLLOUT); e != tcp.OK {
-						return -1, e, nil, -1
-					}
-					m, err := unix.SendmsgN(s.kfd, c.Data[done:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-					if errors.Is(err, unix.EAGAIN) {
-						continue
-					}
+				e := b.waitFor(bc, s, unix.POLLOUT, func(fd int) error {
+					m, err := unix.SendmsgN(fd, c.Data[done:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 					if err != nil {
-						if done > 0 {
-							return done, tcp.OK, nil, -1
-						}
-						return -1, errnoOf(err), nil, -1
+						return err
 					}
-					done += m
+					if done += m; done < len(c.Data) {
+						return unix.EAGAIN // room for part of it: wait for more
+					}
+					return nil
+				})
+				if e != tcp.OK {
+					if done > 0 {
+						return done, tcp.OK, nil, -1
+					}
+					return -1, e, nil, -1
 				}
 				return done, tcp.OK, nil, -1
 			})
@@ -377,6 +379,10 @@ func (b *Backend) nudge() {
 func (b *Backend) complete(c *blocked, done completion) {
 	done.from = c
 	b.doneMu.Lock()
+	// Stamped as it is queued: a flush that took the queue before this
+	// has its horizon before this time, so the return is reported in
+	// time order with what that flush sent.
+	done.at = monoNow()
 	b.doneQ = append(b.doneQ, done)
 	b.doneMu.Unlock()
 	c.done.Store(true)
@@ -461,15 +467,19 @@ func (b *Backend) pend1(h *host, s *ksock, r *tcp.Result, ev int16, rest func(c 
 	}()
 }
 
-// waitFor waits until the socket is ready for ev (or has an error); a
-// closed descriptor ends the wait with EBADF. The goroutine waits in Go's
-// network poller, on a duplicate of the descriptor (s.openWait): a poll(2)
-// in the goroutine would hold one of the process's few Go processors
-// (GOMAXPROCS is the number of cores, 2 here) for as long as it blocks,
-// and with a few such waits every other goroutine of every run, the
-// tracer's reader among them, waited for the runtime's monitor to take a
-// processor back: up to 10 ms a time.
-func (b *Backend) waitFor(c *blocked, s *ksock, ev int16) tcp.Errno {
+// waitFor makes a blocked call's system call, do, on a duplicate of the
+// socket's descriptor (s.openWait) each time the socket is ready for ev,
+// until do returns anything but EAGAIN; its result is the call's. do runs
+// inside Go's network poller, which keeps the duplicate open while it
+// runs: a close() of the socket (takeKernelFd) cannot hand the number to
+// another socket of this or another run under it, and ends the wait with
+// EBADF. The goroutine waits in the poller rather than in poll(2): a
+// poll(2) would hold one of the process's few Go processors (GOMAXPROCS
+// is the number of cores, 2 here) for as long as it blocks, and with a
+// few such waits every other goroutine of every run, the tracer's reader
+// among them, waited for the runtime's monitor to take a processor back:
+// up to 10 ms a time.
+func (b *Backend) waitFor(c *blocked, s *ksock, ev int16, do func(fd int) error) tcp.Errno {
 	if c.wait == nil {
 		f, err := s.openWait()
 		if err != nil {
@@ -481,11 +491,11 @@ func (b *Backend) waitFor(c *blocked, s *ksock, ev int16) tcp.Errno {
 	if err != nil {
 		return tcp.EBADF
 	}
+	var callErr error
 	ready := func(fd uintptr) bool {
 		c.waiting(b, false)
-		p := []unix.PollFd{{Fd: int32(fd), Events: ev}}
-		n, err := unix.Poll(p, 0)
-		if err == nil && n == 0 {
+		callErr = do(int(fd))
+		if errors.Is(callErr, unix.EAGAIN) {
 			c.waiting(b, true) // nothing yet (or another call took it)
 			return false
 		}
@@ -498,8 +508,11 @@ func (b *Backend) waitFor(c *blocked, s *ksock, ev int16) tcp.Errno {
 		err = rc.Write(ready)
 	}
 	c.waiting(b, false)
-	if err != nil || b.closed {
-		return tcp.EBADF
+	switch {
+	case err != nil:
+		return tcp.EBADF // the socket was closed under the call
+	case callErr != nil:
+		return errnoOf(callErr)
 	}
 	return tcp.OK
 }

@@ -55,6 +55,7 @@ func (b *Backend) flushUpTo(hz time.Duration) {
 	if !b.started {
 		return
 	}
+	b.endOpening(false) // an opening of rules, injects or snapshots ends too
 	if err := b.tr.Sync(2 * time.Second); err != nil {
 		b.warnOnce("trace", "state changes may be missing: "+err.Error())
 	}
