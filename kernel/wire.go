@@ -3,6 +3,7 @@ package kernel
 import (
 	"container/heap"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -198,7 +199,7 @@ func (l *link) send() {
 		}
 		l.mu.Unlock()
 		for _, f := range due {
-			_, _ = unix.Write(f.to.fd, f.data)
+			f.to.write(f.data)
 		}
 		t.Reset(wait)
 		select {
@@ -208,6 +209,21 @@ func (l *link) send() {
 		case <-t.C:
 		}
 	}
+}
+
+// write sends a frame into a port. The port's socket is non-blocking:
+// when its buffer is full, the write waits in the network poller for
+// room rather than dropping the frame (a blocking socket used to wait in
+// the write). A closed port ends it.
+func (p *port) write(data []byte) {
+	rc, err := p.wait.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Write(func(fd uintptr) bool {
+		_, err := unix.Write(int(fd), data)
+		return !errors.Is(err, unix.EAGAIN)
+	})
 }
 
 func (l *link) close() {
