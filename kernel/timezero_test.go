@@ -91,7 +91,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/1e6) 
 
 // BenchmarkTimeZero measures how far from time zero kernel runs begin,
 // twelve at once as `tcplab diff --all` runs them: each iteration is one
-// batch of twelve copies of a scenario that opens with 21 calls.
+// batch of twelve copies of a scenario that opens with 32 calls.
 //
 //	sudo go test -run '^$' -bench TimeZero -benchtime 4x ./kernel/
 func BenchmarkTimeZero(b *testing.B) {
