@@ -78,7 +78,8 @@ series() {
 			times+=("$((end - start))")
 		else
 			echo "$name: run $i FAILED:"
-			grep -E -- '--- FAIL|FAIL|panic|_test.go:[0-9]+' "$tmp/run.txt" | head -40
+			# The failing tests with what they said.
+			grep -E -A8 -- '--- FAIL|^panic' "$tmp/run.txt" | head -80
 			break
 		fi
 	done
