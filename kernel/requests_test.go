@@ -21,21 +21,11 @@ func runScenario(t *testing.T, name, src string, opt kernel.Options) (*scenario.
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := kernel.New(opt)
-	defer func() {
-		if err := b.Close(); err != nil {
-			t.Errorf("close: %v", err)
-		}
-	}()
-	var rec trace.Recorder
-	res, err := scenario.Run(sc, b, scenario.Options{Sink: rec.Sink()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res, events := play(t, sc, opt)
 	if res.Failed() > 0 {
 		t.Fatalf("%d of %d expectations failed on the kernel:%s", res.Failed(), len(res.Checks), failures(res))
 	}
-	return res, rec.Events
+	return res, events
 }
 
 func counter(res *scenario.Result, host, name string) int64 {

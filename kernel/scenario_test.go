@@ -25,7 +25,14 @@ func runKernel(t testing.TB, name string) (*scenario.Result, []trace.Event) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := kernel.New(kernel.Options{})
+	return play(t, sc, kernel.Options{})
+}
+
+// play runs a scenario on a kernel backend with options, and removes
+// the lab after.
+func play(t testing.TB, sc *scenario.Scenario, opt kernel.Options) (*scenario.Result, []trace.Event) {
+	t.Helper()
+	b := kernel.New(opt)
 	defer func() {
 		if err := b.Close(); err != nil {
 			t.Errorf("close: %v", err)
