@@ -2,6 +2,8 @@ package sim
 
 import (
 	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -301,4 +303,67 @@ func TestLabHalfOpenSnapshot(t *testing.T) {
 	if fmt.Sprint(cs[0].RTO) != "4s" {
 		t.Errorf("client RTO %v, want 4s", cs[0].RTO)
 	}
+}
+
+// TestLabSynAckResendRefused: the server's own output drops its SYN-ACKs
+// after the first (a local firewall: the sender gets EPERM). Linux's
+// request timer cannot resend at 1 s and drops the request at once
+// (reqsk_timer_handler), counting no retransmission. (The client hears
+// nothing and sends one SYN, so that only the request timer acts.)
+func TestLabSynAckResendRefused(t *testing.T) {
+	l := newLinuxLab(t)
+	l.listen("server", 80, 5)
+	l.addRule(Rule{Host: "server", Dir: trace.Out, FlagsMask: wire.SYN | wire.ACK, FlagsValue: wire.SYN | wire.ACK, Skip: 1, Action: Drop})
+	l.addRule(Rule{Host: "client", Dir: trace.In, SrcPort: 80, Action: Drop})
+	l.addRule(Rule{Host: "client", Dir: trace.Out, FlagsMask: 0xff, FlagsValue: wire.SYN, Skip: 1, Action: Drop})
+	l.connect("client", serverAP)
+	l.n.RunFor(10 * time.Second)
+	end := synRecvEnd(t, l)
+	if end.At != time.Second+time.Millisecond || end.State.To != "CLOSED" || end.State.CauseKind != "timer" ||
+		!strings.Contains(end.State.Cause, "EPERM") {
+		l.dump()
+		t.Errorf("request ended: %s; want CLOSED by its timer at 1.001 s, its SYN-ACK refused", end.String())
+	}
+	sa := l.packets("server", trace.Out, isFlags(wire.SYN|wire.ACK))
+	if got := verdicts(sa); !reflect.DeepEqual(got, []string{"pass", "drop"}) {
+		t.Errorf("SYN-ACK verdicts %v, want [pass drop]", got)
+	}
+	if v := counter(t, l.n, "server", "RetransSegs"); v != 0 {
+		t.Errorf("server RetransSegs = %d, want 0 (a refused resend is not counted)", v)
+	}
+	l.checkBugs()
+}
+
+// TestLabSynAckResendRefusedAcked: a request whose final ACK came while
+// the accept queue was full (acked) is kept when its resend is refused.
+func TestLabSynAckResendRefusedAcked(t *testing.T) {
+	l := newLinuxLab(t)
+	// As in accept-overflow: backlog 2, two connections accepted into
+	// the queue, then three SYNs at once each make a request; the first
+	// final ACK fills the queue, the other two are dropped and their
+	// requests marked acked.
+	l.listen("server", 80, 2)
+	l.addRule(Rule{Host: "server", Dir: trace.Out, FlagsMask: wire.SYN | wire.ACK, FlagsValue: wire.SYN | wire.ACK, Skip: 5, Action: Drop})
+	l.connect("client", serverAP)
+	l.connect("client", serverAP)
+	l.n.RunFor(10 * time.Millisecond)
+	for range 3 {
+		l.connect("client", serverAP)
+	}
+	l.n.RunFor(2500 * time.Millisecond)
+	if sa := l.packets("server", trace.Out, isFlags(wire.SYN|wire.ACK)); len(sa) < 7 || sa[5].Packet.Verdict != "drop" {
+		l.dump()
+		t.Fatalf("the acked request's SYN-ACK was not resent into the rule: %v", sa)
+	}
+	var ended []string
+	for _, e := range l.states("server") {
+		if e.State.From == "SYN_RECV" {
+			ended = append(ended, e.String())
+		}
+	}
+	if len(ended) != 3 || !strings.Contains(strings.Join(ended, " "), "-> ESTABLISHED") || strings.Contains(strings.Join(ended, " "), "CLOSED") {
+		l.dump()
+		t.Errorf("server's requests left SYN_RECV: %v; want three, to ESTABLISHED (the two acked stay)", ended)
+	}
+	l.checkBugs()
 }

@@ -37,6 +37,10 @@ type Host struct {
 	Stack *tcp.Host
 	tcpEv []tcp.Event
 	segs  []wire.Segment
+	// outRules is the output rule that acts on each segment the stack
+	// has queued, chosen as the stack sent it (Config.Refuse): the stack
+	// learns at once that a rule drops it, as Linux's sender gets EPERM.
+	outRules []*Rule
 }
 
 // Network is the simulated lab.
@@ -145,8 +149,13 @@ func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host
 	for _, c := range name {
 		seed = seed*1099511628211 ^ uint64(c)
 	}
-	h := &Host{Name: name, Addr: addr,
-		Stack: tcp.NewHost(tcp.Config{Name: name, Addr: addr, Profile: prof, Seed: seed})}
+	h := &Host{Name: name, Addr: addr}
+	refuse := func(s *wire.Segment) bool {
+		r := n.firstRule(name, trace.Out, s)
+		h.outRules = append(h.outRules, r)
+		return r != nil && (r.Action == Drop || r.Action == Reject)
+	}
+	h.Stack = tcp.NewHost(tcp.Config{Name: name, Addr: addr, Profile: prof, Seed: seed, Refuse: refuse})
 	h.Stack.RecordEvents(n.recording())
 	h.Stack.Advance(n.now)
 	n.hosts = append(n.hosts, h)
@@ -441,17 +450,19 @@ func (n *Network) flush(h *Host) {
 	}
 	h.segs = h.Stack.PollSegments(h.segs[:0])
 	for i := range h.segs {
-		n.sendFrom(h, h.segs[i], false)
+		n.sendFrom(h, h.segs[i], false, h.outRules[i])
 		h.segs[i] = wire.Segment{}
 	}
+	clear(h.outRules)
+	h.outRules = h.outRules[:0]
 }
 
 // sendFrom passes a packet through the sender's output rules and onto the
 // link.
-func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool) {
+// r is the output rule that acts on it, already chosen.
+func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool, r *Rule) {
 	n.pktID++
 	id := n.pktID
-	r := n.firstRule(h.Name, trace.Out, &seg)
 	dst := n.route(h, seg.Dst)
 	ev := func(verdict string, onWire bool) *trace.Packet {
 		if !n.recording() {
@@ -526,7 +537,7 @@ func (n *Network) handle(it *item) {
 			next.seg.SrcPort = seriesPort(it.seg.SrcPort, 1)
 			n.q.push(next)
 		}
-		n.sendFrom(it.host, it.seg, true)
+		n.sendFrom(it.host, it.seg, true, n.firstRule(it.host.Name, trace.Out, &it.seg))
 	case itemDeliver:
 		n.deliver(it.host, &it.seg)
 	case itemArrive:

@@ -15,6 +15,13 @@ type Config struct {
 	Addr    netip.Addr // the host's IPv4 address
 	Profile Profile    // copied; zero value means Linux()
 	Seed    uint64     // seeds ISN keys, timestamp offsets and port choice
+	// Refuse, when set, is asked about each segment as the host sends
+	// it: true means that the host's own output refused it (a local
+	// firewall's drop, which Linux's ip_local_out returns as EPERM). The
+	// segment is handed out by PollSegments all the same. Linux acts on a
+	// refusal in one place: a request whose SYN-ACK its timer could not
+	// resend is dropped at once (reqsk_timer_handler).
+	Refuse func(*wire.Segment) bool
 }
 
 // tuple identifies a connection from this host's point of view.
@@ -52,6 +59,7 @@ type Host struct {
 	perturb  [256]uint16
 	timers   timerHeap
 	out      []wire.Segment
+	refuse   func(*wire.Segment) bool
 	events   []Event
 	counters [numCounters]int64
 	record   bool // collect events (off: counters and state still change)
@@ -99,6 +107,7 @@ func NewHost(cfg Config) *Host {
 		ports:   make(map[uint16]*portBucket),
 		record:  true,
 		bsdISS:  1,
+		refuse:  cfg.Refuse,
 	}
 	for i := range h.key {
 		h.key[i] = h.rng.Uint64()
@@ -252,11 +261,14 @@ func (h *Host) sendResetFor(seg *wire.Segment, why string) {
 	}
 }
 
-func (h *Host) send(s wire.Segment, countOut bool) {
+// send queues a segment; it reports false when the host's output
+// refused it (Config.Refuse).
+func (h *Host) send(s wire.Segment, countOut bool) bool {
 	if countOut {
 		h.count(OutSegs)
 	}
 	h.out = append(h.out, s)
+	return h.refuse == nil || !h.refuse(&h.out[len(h.out)-1])
 }
 
 func (h *Host) newID() SockID {

@@ -157,20 +157,26 @@ func (r *conn) inheritOptions(l *conn) {
 	r.noDelay = l.noDelay
 }
 
-// sendSynAck sends the SYN-ACK of a request socket.
-func (r *conn) sendSynAck() {
+// sendSynAck sends the SYN-ACK of a request socket; it reports false when
+// the host's output refused it.
+func (r *conn) sendSynAck() bool {
 	s := r.segment(wire.SYN|wire.ACK, r.iss, nil)
 	peer := wire.Options{SACKPermitted: r.sackOK, HasTimestamps: r.tsOK, TSVal: r.tsRecent, HasWScale: r.wsOK}
 	s.Options = r.synOptions(true, &peer)
-	r.emit(s)
+	return r.emit(s)
 }
 
 // resendSynAck retransmits the SYN-ACK of a request; its answer no longer
-// gives an RTT sample (Karn's rule).
-func (r *conn) resendSynAck() {
-	r.countRetrans()
+// gives an RTT sample (Karn's rule). As tcp_rtx_synack, it counts the
+// retransmission only when the host's output let it through, and reports
+// whether it did.
+func (r *conn) resendSynAck() bool {
 	r.rttTiming = false
-	r.sendSynAck()
+	if !r.sendSynAck() {
+		return false
+	}
+	r.countRetrans()
+	return true
 }
 
 // onSynAckTimer is reqsk_timer_handler: resend the SYN-ACK with a doubling
@@ -206,7 +212,12 @@ func (r *conn) onSynAckTimer() {
 		r.finish(CauseTimer, text)
 		return
 	}
-	r.resendSynAck()
+	if !r.resendSynAck() && !r.acked {
+		// inet_rtx_syn_ack failed: the request goes, unless its final
+		// ACK came while the accept queue was full.
+		r.finish(CauseTimer, "SYN-ACK resend refused by the host's output (EPERM)")
+		return
+	}
 	if r.numTimeout == 0 {
 		lst.young--
 	}

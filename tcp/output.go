@@ -142,8 +142,10 @@ func (c *conn) ackSent() {
 
 // emit sends a segment of this connection. Like __tcp_transmit_skb, OutSegs
 // counts new segments and pure ACKs, not retransmissions.
-func (c *conn) emit(s wire.Segment) {
-	c.h.send(s, s.Len() == 0 || s.End().GreaterThan(c.sndMax))
+// emit sends a segment of the connection; it reports false when the
+// host's output refused it.
+func (c *conn) emit(s wire.Segment) bool {
+	return c.h.send(s, s.Len() == 0 || s.End().GreaterThan(c.sndMax))
 }
 
 // sendAck sends a bare ACK at SND.NXT.
