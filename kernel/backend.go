@@ -81,7 +81,8 @@ type Backend struct {
 	nextPkt    uint64
 	sent       []*sentPkt // packets seen leaving, waiting for their arrival
 	injects    []injection
-	injected   map[string]int // bytes of crafted packets not yet seen leaving
+	injected   map[string]injected // crafted packets not yet seen leaving
+	prunedAt   time.Duration
 	warned     map[string]bool
 	stopped    atomic.Pointer[error]
 	countersAt time.Duration
@@ -147,6 +148,13 @@ type host struct {
 	settings [][2]string // set before the lab existed
 	lastIn   map[[2]netip.AddrPort]lastIn
 	req      reqTrack // SYNs and request socks (requests.go)
+}
+
+// injected counts the crafted packets of one content sent and not yet
+// seen leaving, and when the last was sent.
+type injected struct {
+	n  int
+	at time.Duration
 }
 
 // lastIn is the last segment that reached a connection.
@@ -225,7 +233,7 @@ func New(opt Options) *Backend {
 		opt.Tick = 2 * time.Millisecond
 	}
 	return &Backend{opt: opt, byName: map[string]*host{}, rules: map[int]*installed{},
-		nudged: make(chan struct{}, 1), injected: map[string]int{}, warned: map[string]bool{}}
+		nudged: make(chan struct{}, 1), injected: map[string]injected{}, warned: map[string]bool{}}
 }
 
 func (b *Backend) Name() string         { return "kernel" }
@@ -335,6 +343,9 @@ func (b *Backend) start() error {
 	if b.tr, err = inspect.NewTracer(b.lab.name, inspect.TraceFields); err != nil {
 		return cleanup(err)
 	}
+	// The filter comes after the tracer has enabled the event: records
+	// from the moment between are other namespaces', and warmUp takes
+	// and drops everything recorded before time zero.
 	if err := filterTrace(b.lab.name, addrs); err != nil {
 		return cleanup(err)
 	}
@@ -784,8 +795,12 @@ func (b *Backend) Counters(hostName string) ([]trace.Counter, error) {
 	// The runner reads the counters at the end of the run: whatever
 	// happened before must be reported by then, blocked calls that
 	// returned included, or a run that ends right after a change loses
-	// the call it woke.
+	// the call it woke. A request's end that the flush's own look found
+	// is placed after the flush's horizon: a second flush reports it.
 	b.flushNow()
+	for i := 0; i < 3 && b.reqEnding(); i++ {
+		b.flushNow()
+	}
 	return b.readCounters(h), nil
 }
 

@@ -155,8 +155,12 @@ func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration
 		b.nextPkt++
 		p.ID = b.nextPkt
 		b.sent = append(b.sent, &sentPkt{key: key, id: p.ID, at: at})
-		if b.injected[key] > 0 {
-			b.injected[key]--
+		if in := b.injected[key]; in.n > 0 {
+			if in.n--; in.n == 0 {
+				delete(b.injected, key)
+			} else {
+				b.injected[key] = in
+			}
 			p.Crafted = true
 		}
 		if b.hostByAddr(seg.Dst) == nil {
@@ -493,6 +497,25 @@ func (b *Backend) forgetOld(hz time.Duration) {
 	}
 	b.threads = tw
 	b.thMu.Unlock()
+	// What is kept per connection or per crafted packet is looked up
+	// within a second of its time: once a second, forget older ones, so
+	// that a long run with many connections does not keep them all.
+	if hz-b.prunedAt < time.Second {
+		return
+	}
+	b.prunedAt = hz
+	for k, in := range b.injected {
+		if hz-in.at > 2*time.Second { // dropped before the capture saw it
+			delete(b.injected, k)
+		}
+	}
+	for _, h := range b.hosts {
+		for k, in := range h.lastIn {
+			if hz-in.at > 2*time.Second {
+				delete(h.lastIn, k)
+			}
+		}
+	}
 }
 
 // Inject sends a crafted segment from a host's raw socket at time at.
@@ -529,9 +552,17 @@ func (b *Backend) sendDue() {
 		if err != nil {
 			continue
 		}
-		b.injected[pktKey(&in.seg)]++
 		to := &unix.SockaddrInet4{Addr: in.seg.Dst.As4()}
+		key := pktKey(&in.seg)
+		c := b.injected[key]
+		c.n, c.at = c.n+1, now
+		b.injected[key] = c
 		if err := unix.Sendto(in.h.rawFd, pkt, 0, to); err != nil {
+			if c.n--; c.n == 0 {
+				delete(b.injected, key)
+			} else {
+				b.injected[key] = c
+			}
 			b.emitAt(b.Now(), trace.Event{Host: in.h.name, Kind: trace.KindNote, Note: "injection failed: " + err.Error()})
 		}
 	}

@@ -294,7 +294,12 @@ func (b *Backend) reqLookAt(h *host) *reqLook {
 			if d := l.reqs[reqKey{s.local, s.remote}]; d != nil {
 				life.seen, life.due, life.retrans = l.at, 0, int(d.Retrans)
 				if d.Timer != 0 {
-					life.due = l.at + d.Expires
+					// Expires was read somewhere in the dump, as whole
+					// jiffies left: counted from the dump's end, the
+					// timer is due no earlier than placed here (the
+					// timer wheel never fires early), and at most the
+					// dump's length and a jiffy later.
+					life.due = l.end + d.Expires
 				}
 			}
 		}
@@ -957,6 +962,16 @@ func (b *Backend) reqSchedule(h *host, look *reqLook) {
 	sort.SliceStable(t.ends, func(i, j int) bool { return t.ends[i].at < t.ends[j].at })
 }
 
+// reqEnding tells whether an end found by a look waits to be reported.
+func (b *Backend) reqEnding() bool {
+	for _, h := range b.hosts {
+		if len(h.req.ends) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // reqDue reports the ends placed before upTo. A flush that has live
 // requests takes its look before its first event, so that every end it
 // finds is reported in time order.
@@ -993,7 +1008,10 @@ func (b *Backend) reqEndNow(h *host, at time.Duration) {
 }
 
 // reqPoll ends the flush for the host's requests: it reports the ends
-// placed by this flush's look, none later than hz.
+// placed by this flush's look up to hz. The look came after hz, so an
+// end it places later waits for the next flush, which reports it in
+// its place among that flush's events (reqDue): moving it back to hz
+// would make it early by however long the look took.
 func (b *Backend) reqPoll(h *host, hz time.Duration) {
 	t := &h.req
 	if len(t.live) == 0 && t.look == nil {
@@ -1004,8 +1022,8 @@ func (b *Backend) reqPoll(h *host, hz time.Duration) {
 		}
 	}
 	look := b.reqLookAt(h)
-	for len(t.ends) > 0 {
-		b.reqEndNow(h, min(t.ends[0].at, hz))
+	for len(t.ends) > 0 && t.ends[0].at <= hz {
+		b.reqEndNow(h, t.ends[0].at)
 	}
 	b.reqUnseen(h, look, hz)
 	b.reqTrim(h, hz)
