@@ -76,6 +76,7 @@ series() {
 			ok=$((ok + 1))
 			end=$(date +%s)
 			times+=("$((end - start))")
+			echo "$name: run $i passed ($((end - start)) s)" >&2
 		else
 			echo "$name: run $i FAILED:"
 			# The failing tests with what they said.

@@ -55,6 +55,7 @@ type Backend struct {
 	t0      time.Duration // CLOCK_MONOTONIC at time zero
 	realOff time.Duration // CLOCK_REALTIME minus CLOCK_MONOTONIC (realOffset), as of the last flush
 	started bool
+	burst   bool // calls meant for one instant (Burst)
 	closed  bool
 	// building: the run holds the build lock (Options.BuildLock), from
 	// building its lab through its opening (endOpening), and again while

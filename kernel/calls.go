@@ -271,12 +271,28 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		return r, nil
 	}
 	r.At = b.Now()
+	if b.burst && accepted < 0 {
+		b.report(h, &r, r.At) // with the burst's other calls (Burst)
+		return r, nil
+	}
 	b.flushUpTo(r.At)
 	if accepted >= 0 {
 		r.Ret = int(b.adopt(h, s, accepted, &r))
 	}
 	b.callEvent(h, &r, r.At)
 	return r, nil
+}
+
+// Burst brackets calls meant for one instant (scenario.Burster): while
+// on, a call's event waits for the next flush instead of making one, so
+// the calls follow each other without waiting for the tracer; turning it
+// off reports them. An accept that returned a connection still flushes,
+// since its descriptor is adopted from what the trace says.
+func (b *Backend) Burst(on bool) {
+	b.burst = on
+	if !on && b.started {
+		b.flushUpTo(b.Now())
+	}
 }
 
 // report queues the event of a call that has no effect on the network

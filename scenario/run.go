@@ -139,7 +139,8 @@ type StepTime struct {
 	Pos   Pos
 	Start time.Duration
 	// Last is when the step's last call began (a connect after its
-	// socket and bind): Start for a step of one call, or none.
+	// socket and bind, the last of a repeat's): Start for a step of one
+	// call, or none.
 	Last time.Duration
 	Due  time.Duration
 	// Seq is the Seq of the last event seen before the step started:
@@ -570,13 +571,9 @@ func (r *runner) stepBegan(e *trace.Event) {
 		if !r.acted {
 			st.Start, r.acted = e.Call.Started, true
 		}
-		// A repeated call takes real time by design: its step's time
-		// is its first call's.
-		if r.step.Call.Repeat == 0 {
-			st.Last = e.Call.Started
-		} else {
-			st.Last = st.Start
-		}
+		// A repeat's calls are meant for one instant too (Burster):
+		// its last call's start says how late the step was.
+		st.Last = e.Call.Started
 		return
 	}
 	if r.acted {
@@ -775,6 +772,10 @@ func (r *runner) addCheck(c Check) {
 func (r *runner) call(host string, c *CallStep) error {
 	if c.Repeat == 0 {
 		return r.call1(host, c, c.Sock, c.As)
+	}
+	if bb, ok := r.b.(Burster); ok {
+		bb.Burst(true)
+		defer bb.Burst(false)
 	}
 	for i := 1; i <= c.Repeat && !r.stopped(); i++ {
 		sub := func(s string) string { return strings.ReplaceAll(s, "{i}", strconv.Itoa(i)) }

@@ -1,9 +1,12 @@
 package scenario
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
 )
 
@@ -115,7 +118,7 @@ repeat 3 client: connect server:80 as c{i}
 	}
 	rep := res.Steps[6]
 	if rep.Due != met+time.Second+100*time.Millisecond || rep.Last != rep.Start {
-		t.Errorf("after the unmet until: due %v, last %v start %v; want due %v and the repeat timed by its first call",
+		t.Errorf("after the unmet until: due %v, last %v start %v; want due %v and the repeat's calls at one instant",
 			rep.Due, rep.Last, rep.Start, met+time.Second+100*time.Millisecond)
 	}
 }
@@ -151,7 +154,47 @@ repeat 3 client: connect server:80 as c{i}
 	if one.Last <= one.Start || one.Late() != one.Last {
 		t.Errorf("socket, bind, connect: start %v last %v late %v; want the connect's start as last and lateness", one.Start, one.Last, one.Late())
 	}
-	if rep.Last != rep.Start || rep.Late() != rep.Start {
-		t.Errorf("repeat: start %v last %v late %v; want the first call's start", rep.Start, rep.Last, rep.Late())
+	// The repeat's calls are meant for one instant: its last connect
+	// (the ninth call) says how late it was.
+	if rep.Start != 4*time.Millisecond || rep.Last != 9*time.Millisecond || rep.Late() != rep.Last {
+		t.Errorf("repeat: start %v last %v late %v; want 4ms, 9ms (its last connect) and 9ms", rep.Start, rep.Last, rep.Late())
+	}
+}
+
+// bursts records the Burst brackets the runner asks for, and the calls
+// made inside them.
+type bursts struct {
+	*SimBackend
+	on  bool
+	log []string
+}
+
+func (b *bursts) Burst(on bool) {
+	b.on = on
+	b.log = append(b.log, fmt.Sprintf("burst %v", on))
+}
+
+func (b *bursts) Call(host string, c tcp.Call) (tcp.Result, error) {
+	if b.on {
+		b.log = append(b.log, c.Op.String())
+	}
+	return b.SimBackend.Call(host, c)
+}
+
+func TestRepeatIsOneBurst(t *testing.T) {
+	sc, err := Parse("t.tcplab", hosts+`server: listen 80
+client: connect server:80 as one
+repeat 2 client: connect server:80 as c{i}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &bursts{SimBackend: NewSim(1)}
+	if _, err := Run(sc, b, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	want := "burst true socket connect socket connect burst false"
+	if got := strings.Join(b.log, " "); got != want {
+		t.Errorf("backend saw %q, want %q: only the repeat's calls, in one burst", got, want)
 	}
 }
