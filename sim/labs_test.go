@@ -367,3 +367,33 @@ func TestLabSynAckResendRefusedAcked(t *testing.T) {
 	}
 	l.checkBugs()
 }
+
+// TestLabSynAckResendRefusedForSYN: a retransmitted SYN makes the server
+// resend its SYN-ACK, which its output refuses; tcp_check_req then leaves
+// the request's timer as it was, so the request still ends at its first
+// timeout (1 s after the SYN), not 1 s after the refused resend.
+func TestLabSynAckResendRefusedForSYN(t *testing.T) {
+	l := newLinuxLab(t)
+	l.listen("server", 80, 5)
+	l.addRule(Rule{Host: "server", Dir: trace.Out, FlagsMask: wire.SYN | wire.ACK, FlagsValue: wire.SYN | wire.ACK, Skip: 1, Action: Drop})
+	l.addRule(Rule{Host: "client", Dir: trace.In, SrcPort: 80, Action: Drop})
+	// The client's own retransmissions (the third SYN on) stay home.
+	l.addRule(Rule{Host: "client", Dir: trace.Out, FlagsMask: 0xff, FlagsValue: wire.SYN, Skip: 2, Action: Drop})
+	l.connect("client", serverAP)
+	l.n.RunFor(time.Millisecond)
+	syn := l.packets("client", trace.Out, isFlags(wire.SYN))[0].Packet.Segment
+	if err := l.n.InjectAt(500*time.Millisecond, "client", syn); err != nil {
+		t.Fatal(err)
+	}
+	l.n.RunFor(3 * time.Second)
+	sa := l.packets("server", trace.Out, isFlags(wire.SYN|wire.ACK))
+	if got := times(sa); !eqDur(got, []time.Duration{time.Millisecond, 501 * time.Millisecond, 1001 * time.Millisecond}) ||
+		!reflect.DeepEqual(verdicts(sa), []string{"pass", "drop", "drop"}) {
+		l.dump()
+		t.Fatalf("SYN-ACKs at %v, %v; want at 0.001 (passed), 0.501 (for the SYN sent again) and 1.001 s (the timer's), both refused", got, verdicts(sa))
+	}
+	if end := synRecvEnd(t, l); end.At != time.Second+time.Millisecond || !strings.Contains(end.State.Cause, "EPERM") {
+		l.dump()
+		t.Errorf("request ended: %s; want at 1.001 s, when its timer's resend was refused", end.String())
+	}
+}

@@ -152,6 +152,11 @@ func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host
 	h := &Host{Name: name, Addr: addr}
 	refuse := func(s *wire.Segment) bool {
 		r := n.firstRule(name, trace.Out, s)
+		// outRules[i] is the rule of the stack's i-th queued segment:
+		// a new queue (the stack's output was taken) starts afresh.
+		if q := h.Stack.Queued(); len(h.outRules) >= q {
+			h.outRules = h.outRules[:q-1]
+		}
 		h.outRules = append(h.outRules, r)
 		return r != nil && (r.Action == Drop || r.Action == Reject)
 	}
@@ -449,6 +454,9 @@ func (n *Network) flush(h *Host) {
 		n.emitTCP(h, &h.tcpEv[i])
 	}
 	h.segs = h.Stack.PollSegments(h.segs[:0])
+	if len(h.segs) != len(h.outRules) {
+		panic(fmt.Sprintf("sim: host %s queued %d segments but %d output verdicts", h.Name, len(h.segs), len(h.outRules)))
+	}
 	for i := range h.segs {
 		n.sendFrom(h, h.segs[i], false, h.outRules[i])
 		h.segs[i] = wire.Segment{}

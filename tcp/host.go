@@ -18,9 +18,12 @@ type Config struct {
 	// Refuse, when set, is asked about each segment as the host sends
 	// it: true means that the host's own output refused it (a local
 	// firewall's drop, which Linux's ip_local_out returns as EPERM). The
-	// segment is handed out by PollSegments all the same. Linux acts on a
-	// refusal in one place: a request whose SYN-ACK its timer could not
-	// resend is dropped at once (reqsk_timer_handler).
+	// segment is handed out by PollSegments all the same. The engine
+	// acts on a refusal where Linux's request sock does: a SYN-ACK its
+	// timer could not resend drops the request (reqsk_timer_handler),
+	// one resent for a retransmitted SYN does not restart the timer
+	// (tcp_check_req), and neither is counted. (Linux also keeps refused
+	// new data unsent, in tcp_write_xmit; the engine does not model it.)
 	Refuse func(*wire.Segment) bool
 }
 
@@ -184,6 +187,9 @@ func (h *Host) note(c *conn, format string, a ...any) {
 	}
 	h.events = append(h.events, e)
 }
+
+// Queued is how many segments wait for PollSegments.
+func (h *Host) Queued() int { return len(h.out) }
 
 // PollSegments appends the segments the host wants to send to dst and
 // forgets them. The segments' payloads are not shared with the engine.

@@ -237,8 +237,10 @@ func (r *conn) reqInput(seg *wire.Segment) {
 		if r.oowRateLimited(seg, TCPACKSkippedSynRecv) {
 			return
 		}
-		r.resendSynAck()
-		r.rtxAt = h.now + min(h.prof.SynAckInitialRTO<<r.numTimeout, h.prof.MaxRTO)
+		// tcp_check_req restarts the timer only when the resend left.
+		if r.resendSynAck() {
+			r.rtxAt = h.now + min(h.prof.SynAckInitialRTO<<r.numTimeout, h.prof.MaxRTO)
+		}
 		return
 	}
 	if f&wire.ACK != 0 && seg.Ack != r.iss.Add(1) {

@@ -140,10 +140,9 @@ func (c *conn) ackSent() {
 	c.delackAt = never
 }
 
-// emit sends a segment of this connection. Like __tcp_transmit_skb, OutSegs
-// counts new segments and pure ACKs, not retransmissions.
-// emit sends a segment of the connection; it reports false when the
-// host's output refused it.
+// emit sends a segment of this connection; it reports false when the
+// host's output refused it. Like __tcp_transmit_skb, OutSegs counts new
+// segments and pure ACKs, not retransmissions.
 func (c *conn) emit(s wire.Segment) bool {
 	return c.h.send(s, s.Len() == 0 || s.End().GreaterThan(c.sndMax))
 }
