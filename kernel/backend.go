@@ -56,7 +56,10 @@ type Backend struct {
 	realOff time.Duration // CLOCK_REALTIME minus CLOCK_MONOTONIC (realOffset), as of the last flush
 	started bool
 	burst   bool // calls meant for one instant (Burst)
-	closed  bool
+	burstN  int  // calls made in the current burst
+	// reqNoLook: this flush only reports request ends already placed.
+	reqNoLook bool
+	closed    bool
 	// building: the run holds the build lock (Options.BuildLock), from
 	// building its lab through its opening (endOpening), and again while
 	// it removes the lab.
@@ -799,9 +802,7 @@ func (b *Backend) Counters(hostName string) ([]trace.Counter, error) {
 	// the call it woke. A request's end that the flush's own look found
 	// is placed after the flush's horizon: a second flush reports it.
 	b.flushNow()
-	for i := 0; i < 3 && b.reqEnding(); i++ {
-		b.flushNow()
-	}
+	b.reqReportEnds()
 	return b.readCounters(h), nil
 }
 

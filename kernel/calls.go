@@ -272,7 +272,13 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	}
 	r.At = b.Now()
 	if b.burst && accepted < 0 {
-		b.report(h, &r, r.At) // with the burst's other calls (Burst)
+		// With the burst's other calls (Burst); a long one is flushed
+		// every burstFlush calls, so that its packets do not fill the
+		// captures' buffers and its events are counted as they come.
+		b.report(h, &r, r.At)
+		if b.burstN++; b.burstN%burstFlush == 0 {
+			b.flushUpTo(b.Now())
+		}
 		return r, nil
 	}
 	b.flushUpTo(r.At)
@@ -289,17 +295,23 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 // off reports them. An accept that returned a connection still flushes,
 // since its descriptor is adopted from what the trace says.
 func (b *Backend) Burst(on bool) {
-	b.burst = on
+	b.burst, b.burstN = on, 0
 	if !on && b.started {
 		b.flushUpTo(b.Now())
 	}
 }
 
-// report queues the event of a call that has no effect on the network
-// (socket, bind, setsockopt) for the next flush, which reports it in its
-// place in time: the call needs no flush of its own, and so does not
-// wait for the tracer on a loaded machine (each such wait cost up to
-// tens of milliseconds of the script's timeline).
+// burstFlush is how many calls of a burst are made between two flushes:
+// more than any burst that must fit in a round trip (accept-overflow's
+// six connects are 12 calls), few enough that the SYNs of a burst of
+// connects fit in a capture's buffer many times over.
+const burstFlush = 64
+
+// report queues the event of a call for the next flush, which reports
+// it in its place in time: a call with no effect on the network (socket,
+// bind, setsockopt), or any call of a burst. The call needs no flush of
+// its own, and so does not wait for the tracer on a loaded machine (each
+// such wait cost up to tens of milliseconds of the script's timeline).
 func (b *Backend) report(h *host, r *tcp.Result, at time.Duration) {
 	e := b.callEventOf(h, r, at)
 	b.raw = append(b.raw, rawItem{at: at, seq: len(b.raw) + 1, h: h, done: &completion{h: h, res: *r, at: b.t0 + at, newFd: -1, made: &e}})

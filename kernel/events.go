@@ -498,20 +498,22 @@ func (b *Backend) forgetOld(hz time.Duration) {
 	b.threads = tw
 	b.thMu.Unlock()
 	// What is kept per connection or per crafted packet is looked up
-	// within a second of its time: once a second, forget older ones, so
-	// that a long run with many connections does not keep them all.
+	// within a second of its time: once a second, forget what is older
+	// than 5 s (a flush may bring trace records up to 2 s late, the
+	// tracer's sync timeout), so that a long run with many connections
+	// does not keep them all.
 	if hz-b.prunedAt < time.Second {
 		return
 	}
 	b.prunedAt = hz
 	for k, in := range b.injected {
-		if hz-in.at > 2*time.Second { // dropped before the capture saw it
+		if hz-in.at > 5*time.Second { // dropped before the capture saw it
 			delete(b.injected, k)
 		}
 	}
 	for _, h := range b.hosts {
 		for k, in := range h.lastIn {
-			if hz-in.at > 2*time.Second {
+			if hz-in.at > 5*time.Second {
 				delete(h.lastIn, k)
 			}
 		}

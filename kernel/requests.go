@@ -294,11 +294,12 @@ func (b *Backend) reqLookAt(h *host) *reqLook {
 			if d := l.reqs[reqKey{s.local, s.remote}]; d != nil {
 				life.seen, life.due, life.retrans = l.at, 0, int(d.Retrans)
 				if d.Timer != 0 {
-					// Expires was read somewhere in the dump, as whole
-					// jiffies left: counted from the dump's end, the
-					// timer is due no earlier than placed here (the
-					// timer wheel never fires early), and at most the
-					// dump's length and a jiffy later.
+					// Expires was read somewhere in the dump, in
+					// whole jiffies left: counted from the dump's end,
+					// the time placed is no earlier than the timer was
+					// due, and at most the dump's length and a jiffy
+					// later (the timer wheel may fire later still,
+					// never earlier). So in every look below.
 					life.due = l.end + d.Expires
 				}
 			}
@@ -483,7 +484,7 @@ func (b *Backend) reqStart(h *host, l *ksock, k reqKey, at time.Duration, cause 
 		if d := look.reqs[k]; d != nil {
 			life.seen, life.retrans = look.at, int(d.Retrans)
 			if d.Timer != 0 {
-				life.due = look.at + d.Expires
+				life.due = look.end + d.Expires
 			}
 		}
 		t.live[s] = life
@@ -962,14 +963,29 @@ func (b *Backend) reqSchedule(h *host, look *reqLook) {
 	sort.SliceStable(t.ends, func(i, j int) bool { return t.ends[i].at < t.ends[j].at })
 }
 
-// reqEnding tells whether an end found by a look waits to be reported.
+// reqEnding tells whether an end found by a look waits to be reported
+// (for a request that is still one: reqEndNow skips the others).
 func (b *Backend) reqEnding() bool {
 	for _, h := range b.hosts {
-		if len(h.req.ends) > 0 {
-			return true
+		for _, e := range h.req.ends {
+			if e.s.req && e.s.state == "SYN_RECV" {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// reqReportEnds reports the request ends that earlier looks placed,
+// with a flush that takes no new look (which could place new ones): the
+// run's end needs them, and they happened before it.
+func (b *Backend) reqReportEnds() {
+	if !b.reqEnding() {
+		return
+	}
+	b.reqNoLook = true
+	defer func() { b.reqNoLook = false }()
+	b.flushNow()
 }
 
 // reqDue reports the ends placed before upTo. A flush that has live
@@ -978,7 +994,7 @@ func (b *Backend) reqEnding() bool {
 func (b *Backend) reqDue(upTo time.Duration) {
 	for _, h := range b.hosts {
 		t := &h.req
-		if t.look == nil && len(t.live) > 0 {
+		if t.look == nil && len(t.live) > 0 && !b.reqNoLook {
 			b.reqLookAt(h)
 		}
 		for len(t.ends) > 0 && t.ends[0].at <= upTo {
@@ -1014,19 +1030,21 @@ func (b *Backend) reqEndNow(h *host, at time.Duration) {
 // would make it early by however long the look took.
 func (b *Backend) reqPoll(h *host, hz time.Duration) {
 	t := &h.req
-	if len(t.live) == 0 && t.look == nil {
-		// A listener's host is looked at now and then, so that a SYN's
-		// queue can be bounded by a recent look and its counters.
-		if !h.hasListener() || t.reads > 0 && len(t.looks) > 0 && hz-t.looks[len(t.looks)-1].at < 500*time.Millisecond {
-			return
-		}
+	// A host with requests is looked at on every flush; a listener's
+	// host now and then, so that a SYN's queue can be bounded by a
+	// recent look and its counters.
+	recent := t.reads > 0 && len(t.looks) > 0 && hz-t.looks[len(t.looks)-1].at < 500*time.Millisecond
+	var look *reqLook
+	if !b.reqNoLook && (len(t.live) > 0 || t.look != nil || h.hasListener() && !recent) {
+		look = b.reqLookAt(h)
 	}
-	look := b.reqLookAt(h)
 	for len(t.ends) > 0 && t.ends[0].at <= hz {
 		b.reqEndNow(h, t.ends[0].at)
 	}
-	b.reqUnseen(h, look, hz)
-	b.reqTrim(h, hz)
+	if look != nil {
+		b.reqUnseen(h, look, hz)
+		b.reqTrim(h, hz)
+	}
 }
 
 // reqUnseen reports the requests a look lists that no SYN the run saw
@@ -1065,7 +1083,7 @@ func (b *Backend) reqUnseen(h *host, look *reqLook, hz time.Duration) {
 		d := look.reqs[k]
 		life := &reqLife{seen: look.at, retrans: int(d.Retrans)}
 		if d.Timer != 0 {
-			life.due = look.at + d.Expires
+			life.due = look.end + d.Expires
 		}
 		h.req.live[s] = life
 		sp := &reqSpan{key: k, port: k[0].Port(), from: hz}

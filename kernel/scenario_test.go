@@ -9,6 +9,9 @@ import (
 	"github.com/tcplab/tcplab/trace"
 )
 
+// The runner makes a repeat's calls one burst on backends that can.
+var _ scenario.Burster = (*kernel.Backend)(nil)
+
 // needKernel skips a test that needs root and namespaces, saying why.
 func needKernel(t testing.TB) {
 	t.Helper()

@@ -572,8 +572,9 @@ func (r *runner) stepBegan(e *trace.Event) {
 			st.Start, r.acted = e.Call.Started, true
 		}
 		// A repeat's calls are meant for one instant too (Burster):
-		// its last call's start says how late the step was.
-		st.Last = e.Call.Started
+		// its last call's start says how late the step was. (A blocked
+		// call's completion, reported later, carries its own start.)
+		st.Last = max(st.Last, e.Call.Started)
 		return
 	}
 	if r.acted {
@@ -611,7 +612,9 @@ func (r *runner) seeSegment(s *wire.Segment) {
 func (r *runner) seeCall(e *trace.Event) {
 	c := e.Call
 	rec := r.calls[callKey{e.Host, c.ID}]
-	if rec == nil || c.Pending {
+	// A call that returned at once was finished when it returned; its
+	// event may come later (a kernel burst reports after the last call).
+	if rec == nil || c.Pending || !rec.pending {
 		return
 	}
 	rec.pending = false
