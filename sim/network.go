@@ -41,7 +41,14 @@ type Host struct {
 	// has queued, chosen as the stack sent it (Config.Refuse): the stack
 	// learns at once that a rule drops it, as Linux's sender gets EPERM.
 	outRules []*Rule
+	// receive is a peer's (AddPeer): it has no stack, and what reaches
+	// it is handed to this function.
+	receive func(seg *wire.Segment)
 }
+
+// IsPeer tells whether the host is a peer (AddPeer): a program playing a
+// host, with no TCP stack of its own.
+func (h *Host) IsPeer() bool { return h.receive != nil }
 
 // Network is the simulated lab.
 type Network struct {
@@ -133,17 +140,8 @@ func (n *Network) Now() time.Duration { return n.now }
 // AddHost adds a host with an IPv4 address and a profile. Each host's
 // randomness is derived from the network's seed and the host's name.
 func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host, error) {
-	if name == "" {
-		return nil, fmt.Errorf("a host needs a name")
-	}
-	if n.byName[name] != nil {
-		return nil, fmt.Errorf("host %q already exists", name)
-	}
-	if !addr.Is4() || addr.IsUnspecified() {
-		return nil, fmt.Errorf("host %q: %v is not a usable IPv4 address", name, addr)
-	}
-	if o := n.byAddr[addr]; o != nil {
-		return nil, fmt.Errorf("host %q: address %v already belongs to %q", name, addr, o.Name)
+	if err := n.checkNewHost(name, addr); err != nil {
+		return nil, err
 	}
 	seed := n.seed
 	for _, c := range name {
@@ -166,6 +164,52 @@ func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host
 	n.hosts = append(n.hosts, h)
 	n.byName[name] = h
 	n.byAddr[addr] = h
+	return h, nil
+}
+
+func (n *Network) checkNewHost(name string, addr netip.Addr) error {
+	if name == "" {
+		return fmt.Errorf("a host needs a name")
+	}
+	if n.byName[name] != nil {
+		return fmt.Errorf("host %q already exists", name)
+	}
+	if !addr.Is4() || addr.IsUnspecified() {
+		return fmt.Errorf("host %q: %v is not a usable IPv4 address", name, addr)
+	}
+	if o := n.byAddr[addr]; o != nil {
+		return fmt.Errorf("host %q: address %v already belongs to %q", name, addr, o.Name)
+	}
+	return nil
+}
+
+// AddPeer adds a host that has no TCP stack: a program plays it (a
+// packetdrill script plays the remote peer of the host under test). The
+// packets that reach it, after its input rules, are handed to receive
+// at their arrival time (Now); it sends with InjectAt. It makes no calls
+// and has no sockets or counters, and is not among Hosts.
+func (n *Network) AddPeer(name string, addr netip.Addr, receive func(seg *wire.Segment)) (*Host, error) {
+	if err := n.checkNewHost(name, addr); err != nil {
+		return nil, err
+	}
+	if receive == nil {
+		return nil, fmt.Errorf("peer %q needs a receive function", name)
+	}
+	h := &Host{Name: name, Addr: addr, receive: receive}
+	n.byName[name] = h
+	n.byAddr[addr] = h
+	return h, nil
+}
+
+// stackHost returns the host of a name that has a stack.
+func (n *Network) stackHost(name string) (*Host, error) {
+	h := n.byName[name]
+	switch {
+	case h == nil:
+		return nil, fmt.Errorf("unknown host %q", name)
+	case h.IsPeer():
+		return nil, fmt.Errorf("host %q is a peer: it has no TCP stack", name)
+	}
 	return h, nil
 }
 
@@ -250,9 +294,9 @@ func (n *Network) Rules() []Rule {
 // Do runs an application call on a host now. A blocking call that cannot
 // finish returns Pending; its completion arrives later as a call event.
 func (n *Network) Do(host string, call tcp.Call) (tcp.Result, error) {
-	h := n.byName[host]
-	if h == nil {
-		return tcp.Result{}, fmt.Errorf("unknown host %q", host)
+	h, err := n.stackHost(host)
+	if err != nil {
+		return tcp.Result{}, err
 	}
 	h.Stack.Advance(n.now)
 	r := h.Stack.Do(call)
@@ -416,9 +460,9 @@ func (n *Network) Idle() bool {
 
 // Snapshot lists a host's sockets as `ss -tanoi` would.
 func (n *Network) Snapshot(host string) ([]trace.Socket, error) {
-	h := n.byName[host]
-	if h == nil {
-		return nil, fmt.Errorf("unknown host %q", host)
+	h, err := n.stackHost(host)
+	if err != nil {
+		return nil, err
 	}
 	h.Stack.Advance(n.now)
 	snap := h.Stack.Snapshot()
@@ -435,9 +479,9 @@ func (n *Network) Snapshot(host string) ([]trace.Socket, error) {
 
 // Counters returns a host's counters by name, in a fixed order.
 func (n *Network) Counters(host string) ([]trace.Counter, error) {
-	h := n.byName[host]
-	if h == nil {
-		return nil, fmt.Errorf("unknown host %q", host)
+	h, err := n.stackHost(host)
+	if err != nil {
+		return nil, err
 	}
 	vals := h.Stack.CounterValues()
 	out := make([]trace.Counter, len(vals))
@@ -600,6 +644,10 @@ func (n *Network) sendRaw(h *Host, seg wire.Segment, by *Rule) {
 }
 
 func (n *Network) deliver(h *Host, seg *wire.Segment) {
+	if h.IsPeer() {
+		h.receive(seg.Clone())
+		return
+	}
 	h.Stack.Advance(n.now)
 	h.Stack.Input(seg)
 	n.flush(h)

@@ -1113,3 +1113,39 @@ func handshake(cfg Config, sink trace.Sink) (*Network, error) {
 	}
 	return n, nil
 }
+
+// A peer receives what reaches it and sends with InjectAt; it has no
+// stack, so it makes no calls and answers nothing by itself.
+func TestPeer(t *testing.T) {
+	l := newEmptyLab(t, 1)
+	l.addHost("server", serverAddr, tcp.Linux())
+	var got []wire.Segment
+	var at []time.Duration
+	peer, err := l.n.AddPeer("script", clientAddr, func(s *wire.Segment) {
+		got, at = append(got, *s), append(at, l.n.Now())
+	})
+	if err != nil || !peer.IsPeer() || l.n.Host("server").IsPeer() {
+		t.Fatalf("AddPeer: %v", err)
+	}
+	if _, err := l.n.AddPeer("again", clientAddr, func(*wire.Segment) {}); err == nil {
+		t.Error("a second host took the peer's address")
+	}
+	if _, err := l.n.Do("script", tcp.Call{Op: tcp.OpSocket}); err == nil || !strings.Contains(err.Error(), "peer") {
+		t.Errorf("a call on a peer: %v", err)
+	}
+	if err := l.n.SetDelay("script", "server", 0); err != nil {
+		t.Fatal(err)
+	}
+	l.listen("server", 80, 5)
+	syn := wire.Segment{Src: clientAddr, Dst: serverAddr, SrcPort: 4000, DstPort: 80, Seq: 1000, Flags: wire.SYN, Window: 1000}
+	if err := l.n.InjectAt(100*time.Millisecond, "script", syn); err != nil {
+		t.Fatal(err)
+	}
+	l.n.RunFor(200 * time.Millisecond)
+	if len(got) != 1 || got[0].Flags != wire.SYN|wire.ACK || got[0].Ack != 1001 || at[0] != 100*time.Millisecond {
+		t.Fatalf("the peer received %v at %v; want the SYN-ACK at once (no link delay)", got, at)
+	}
+	if len(l.n.Hosts()) != 1 {
+		t.Errorf("Hosts() = %d, want the server only", len(l.n.Hosts()))
+	}
+}
