@@ -459,6 +459,30 @@ func TestProfileSettings(t *testing.T) {
 	if err := p.Set("tcp_fin_timeout", "30"); err != nil || p.FinTimeout != 30*time.Second {
 		t.Fatal("tcp_fin_timeout")
 	}
+	// tcp_rmem's max sets the window scale, as tcp_select_initial_window
+	// (ilog2 of the larger of it and rmem_max, less 15).
+	for _, c := range []struct {
+		rmem string
+		ws   int
+	}{{"4096 131072 6291456", 7}, {"4096 540000 15728640", 8}, {"4096 131072 33554432", 10}, {"4096 4096 4096", 2}} {
+		if err := p.Set("tcp_rmem", c.rmem); err != nil || p.WScale != c.ws {
+			t.Errorf("tcp_rmem %q: wscale %d (%v), want %d", c.rmem, p.WScale, err, c.ws)
+		}
+	}
+	if err := p.Set("tcp_window_scaling", "0"); err != nil || p.WScale != -1 {
+		t.Errorf("tcp_window_scaling 0: wscale %d", p.WScale)
+	}
+	if err := p.Set("tcp_rmem", "4096 131072 33554432"); err != nil || p.WScale != -1 {
+		t.Errorf("tcp_rmem turned window scaling back on: %d", p.WScale)
+	}
+	if err := p.Set("tcp_window_scaling", "1"); err != nil || p.WScale != 10 {
+		t.Errorf("tcp_window_scaling 1: wscale %d, want 10", p.WScale)
+	}
+	for _, bad := range []string{"1 2", "3 2 1", "a b c", "0 1 2"} {
+		if err := p.Set("tcp_rmem", bad); err == nil {
+			t.Errorf("tcp_rmem %q accepted", bad)
+		}
+	}
 	for _, n := range ProfileNames() {
 		if _, err := ProfileByName(n); err != nil {
 			t.Fatal(err)

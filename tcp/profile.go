@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"fmt"
+	"math/bits"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,6 +69,7 @@ type Profile struct {
 	SndBuf            int           // bytes a socket may hold unacknowledged or unsent
 	InitialCwnd       int           // segments
 	WScale            int           // our window scale shift; -1 disables the option
+	Rmem              [3]int        // tcp_rmem: min, default, max receive buffer; max sets WScale
 	Timestamps        bool          // tcp_timestamps
 	SACK              bool          // tcp_sack
 	ChallengeAckLimit int           // tcp_challenge_ack_limit per second; 0 means unlimited
@@ -117,6 +119,7 @@ func Linux() Profile {
 		SndBuf:            65536,
 		InitialCwnd:       10,
 		WScale:            7,
+		Rmem:              [3]int{4096, 131072, 6291456},
 		Timestamps:        true,
 		SACK:              true,
 		TwReuse:           2,
@@ -266,8 +269,39 @@ var settings = []setting{
 	durSetting("tcp_delack", "delayed ACK timeout", "ms", func(p *Profile) *time.Duration { return &p.DelayedAck }, 1, 1000),
 	intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),
 	intSetting("tcp_rcv_window", "receive window of an empty receive buffer, bytes", func(p *Profile) *int { return &p.RcvWindow }, 1, 1<<30),
+	{name: "tcp_rmem", help: "receive buffer sizes \"MIN DEFAULT MAX\"; MAX sets the window scale we offer", unit: "triple",
+		get: func(p *Profile) string { return fmt.Sprintf("%d %d %d", p.Rmem[0], p.Rmem[1], p.Rmem[2]) }},
+	{name: "tcp_window_scaling", help: "offer window scaling (1) or not (0)", unit: "bool",
+		get: func(p *Profile) string {
+			if p.WScale >= 0 {
+				return "1"
+			}
+			return "0"
+		},
+		set: func(p *Profile, v int64) error {
+			switch v {
+			case 0:
+				p.WScale = -1
+			case 1:
+				p.WScale = rcvWScale(p.Rmem[2])
+			default:
+				return fmt.Errorf("tcp_window_scaling is 0 or 1")
+			}
+			return nil
+		}},
 	{name: "ip_local_port_range", help: "ephemeral ports for connect(), \"LOW HIGH\"", unit: "range",
 		get: func(p *Profile) string { return fmt.Sprintf("%d %d", p.EphemeralLow, p.EphemeralHigh) }},
+}
+
+// rmemMax is net.core.rmem_max's default: the window scale is computed
+// for the larger of it and tcp_rmem's max.
+const rmemMax = 212992
+
+// rcvWScale is the window scale Linux offers for a receive buffer of at
+// most max bytes (tcp_select_initial_window: ilog2(space) - 15, 0 to 14).
+func rcvWScale(rmem int) int {
+	space := uint32(min(max(rmem, rmemMax), 1<<31-1))
+	return min(max(bits.Len32(space)-1-15, 0), 14)
 }
 
 // SettingNames lists the sysctl names Set accepts.
@@ -295,6 +329,26 @@ func (p *Profile) Set(name, value string) error {
 	for _, s := range settings {
 		if s.name != name {
 			continue
+		}
+		if s.unit == "triple" {
+			f := strings.Fields(value)
+			var v [3]int
+			for i := 0; i < len(f) && i < 3; i++ {
+				n, err := strconv.Atoi(f[i])
+				if err != nil || n <= 0 {
+					f = nil
+					break
+				}
+				v[i] = n
+			}
+			if len(f) != 3 || v[0] > v[1] || v[1] > v[2] {
+				return fmt.Errorf("%s takes three sizes MIN <= DEFAULT <= MAX, got %q", name, value)
+			}
+			p.Rmem = v
+			if p.WScale >= 0 {
+				p.WScale = rcvWScale(v[2])
+			}
+			return nil
 		}
 		if s.unit == "range" {
 			f := strings.Fields(value)

@@ -270,3 +270,42 @@ func (o *Options) String() string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// Layout lists the option kinds in the order Marshal writes them, NOP
+// and EOL included, without the EOL padding that ends the header.
+func (o *Options) Layout() []uint8 {
+	if o.Order != nil { // as the sender wrote them, its EOL included
+		out := make([]uint8, 0, len(o.Order))
+		raw := 0
+		for _, k := range o.Order {
+			if k == orderRaw {
+				if raw >= len(o.Unknown) {
+					continue
+				}
+				k = o.Unknown[raw].Kind
+				raw++
+			}
+			out = append(out, k)
+		}
+		return out
+	}
+	b := o.appendOptions(nil)
+	var kinds []uint8
+	for i := 0; i < len(b); {
+		k := b[i]
+		kinds = append(kinds, k)
+		if k == OptEOL || k == OptNOP {
+			i++
+			continue
+		}
+		if i+1 >= len(b) || b[i+1] < 2 {
+			break
+		}
+		i += int(b[i+1])
+	}
+	// Padding: the EOLs after the last option.
+	for len(kinds) > 0 && kinds[len(kinds)-1] == OptEOL {
+		kinds = kinds[:len(kinds)-1]
+	}
+	return kinds
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"reflect"
@@ -330,5 +331,20 @@ func TestParseShortRoundTrip(t *testing.T) {
 		if _, ok := ParseShort(bad); ok {
 			t.Errorf("ParseShort(%q) accepted", bad)
 		}
+	}
+}
+
+func TestOptionsLayout(t *testing.T) {
+	o := Options{HasMSS: true, MSS: 1460, SACKPermitted: true, HasTimestamps: true, HasWScale: true, WScale: 7}
+	if got := fmt.Sprint(o.Layout()); got != "[2 4 8 1 3]" {
+		t.Errorf("Linux SYN layout %s, want [2 4 8 1 3] (mss, sackOK, TS, nop, wscale)", got)
+	}
+	o = Options{HasMSS: true, MSS: 1000, HasWScale: true, WScale: 7}
+	if got := fmt.Sprint(o.Layout()); got != "[2 1 3]" {
+		t.Errorf("mss and wscale %s, want [2 1 3]", got)
+	}
+	o = Options{HasMSS: true, MSS: 1000, Order: []uint8{OptMSS, OptNOP, OptEOL}}
+	if got := fmt.Sprint(o.Layout()); got != "[2 1 0]" {
+		t.Errorf("ordered %s, want [2 1 0]: an EOL written by the sender stays", got)
 	}
 }
