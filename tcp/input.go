@@ -126,10 +126,6 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 		}
 		return
 	}
-	if c.tsOK && seg.Options.HasTimestamps && seg.Seq.LessEq(c.rcvWup) {
-		c.tsRecent, c.tsRecentAt = seg.Options.TSVal, h.now
-	}
-
 	// 4. SYN in a synchronized state, RFC 5961 section 4.2.
 	if f&wire.SYN != 0 {
 		crossedSynAck := c.state == SynRecv && f&wire.ACK != 0 && len(seg.Payload) == 0 &&
@@ -149,6 +145,7 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 			h.sendResetFor(seg, "unacceptable ACK in SYN_RECV")
 			return
 		}
+		c.replaceTSRecent(seg)
 		c.sndWnd = uint32(seg.Window) << c.sndWScale
 		c.maxWnd = max(c.maxWnd, c.sndWnd)
 		c.sndWl1 = seg.Seq
@@ -182,8 +179,9 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 			return
 		case seg.Ack.LessThan(c.sndUna):
 			// An old ACK, reordered: use the segment, ignore the ACK
-			// (in closing states too since Linux 6.10).
+			// and its timestamp (in closing states too since Linux 6.10).
 		default:
+			c.replaceTSRecent(seg)
 			c.processAck(seg)
 		}
 	}
@@ -329,6 +327,17 @@ func (c *conn) reset(text string) {
 // challengeAck sends an RFC 5961 challenge ACK: the peer, if genuine,
 // answers with an exact RST or a correct segment; a blind attacker learns
 // nothing.
+// replaceTSRecent is tcp_replace_ts_recent, which tcp_ack calls only once
+// it knows the ACK is acceptable (neither of unsent data nor older than
+// SND.UNA): the timestamp of a segment that starts at or before RCV.WUP
+// becomes TS.Recent. A segment whose ACK is refused leaves it alone, so
+// that a forged timestamp cannot make later segments fail PAWS.
+func (c *conn) replaceTSRecent(seg *wire.Segment) {
+	if c.tsOK && seg.Options.HasTimestamps && seg.Seq.LessEq(c.rcvWup) {
+		c.tsRecent, c.tsRecentAt = seg.Options.TSVal, c.h.now
+	}
+}
+
 func (c *conn) challengeAck(why string) {
 	h := c.h
 	if c.oowRateLimited(nil, TCPACKSkippedChallenge) {

@@ -142,3 +142,26 @@ func TestPAWSDropsOldDuplicates(t *testing.T) {
 		t.Fatalf("buffer %q", f.conn().rcv)
 	}
 }
+
+// A segment whose ACK is refused (it acks data never sent) does not make
+// its timestamp TS.Recent (tcp_ack calls tcp_replace_ts_recent only for
+// an acceptable ACK): later segments with the peer's real timestamps
+// still pass PAWS.
+func TestRefusedAckKeepsTSRecent(t *testing.T) {
+	f := newFx(t, Linux())
+	f.passiveOpts()
+	mk := func(flags wire.Flags, ack wire.Seq, ts uint32, data string) wire.Segment {
+		s := f.mk(flags, f.pNxt, ack, data)
+		s.Options = wire.Options{HasTimestamps: true, TSVal: ts}
+		return s
+	}
+	f.recv(mk(wire.ACK|wire.FIN, f.ourNxt().Add(9999), 200000, "")) // acks unsent data
+	f.expectNothing()
+	f.recv(mk(wire.ACK|wire.PSH, f.ourNxt(), 201, "data"))
+	f.collect()
+	if string(f.conn().rcv) != "data" {
+		t.Fatalf("the data after a refused ACK was dropped (PAWS against its timestamp?):\n%s", f.dump())
+	}
+	f.wantCounter(PAWSEstabRejected, 0)
+	f.wantState(Established)
+}
