@@ -379,14 +379,19 @@ func (c *conn) scheduleLossProbe(advancing bool) bool {
 	return true
 }
 
-// onLossProbe is tcp_send_loss_probe: resend the last segment in flight,
-// once per episode (tlp_high_seq), then wait a full RTO from now.
+// onLossProbe is tcp_send_loss_probe: once per episode (tlp_high_seq),
+// send one new segment if there is one and the peer's window has room
+// for it (the congestion window does not limit a probe), else resend the
+// last segment in flight; then wait a full RTO from now.
 func (c *conn) onLossProbe() {
 	h := c.h
 	if c.sndUna == c.sndMax || c.state == Closed {
 		return
 	}
-	if !c.tlpOut && len(c.sent) > 0 && c.sndUna != c.iss {
+	if !c.tlpOut && c.probeNewData() {
+		c.tlpOut, c.tlpHigh = true, c.sndNxt
+		h.count(TCPLossProbes)
+	} else if !c.tlpOut && len(c.sent) > 0 && c.sndUna != c.iss {
 		start := c.sndUna
 		if n := len(c.sent); n > 1 {
 			start = c.sent[n-2].end
@@ -403,6 +408,28 @@ func (c *conn) onLossProbe() {
 		}
 	}
 	c.rtxAt, c.persist, c.probing = h.now+c.rto, false, false
+}
+
+// probeNewData sends the loss probe as new data, as tcp_send_loss_probe
+// does when the send queue has a segment that fits the peer's window
+// (tcp_snd_wnd_test): one segment, past the congestion window and
+// Nagle. It reports whether one left.
+func (c *conn) probeNewData() bool {
+	dataEnd := c.sndBase.Add(len(c.snd))
+	unsent := int(dataEnd.Diff(c.sndNxt))
+	if unsent <= 0 && !(c.finQueued && !c.finSent) {
+		return false
+	}
+	n := min(max(unsent, 0), c.mss)
+	if c.sndNxt.Add(n).GreaterThan(c.sndUna.Add(int(c.sndWnd))) {
+		return false
+	}
+	before := c.sndNxt
+	saveCwnd, saveNoDelay := c.cwnd, c.noDelay
+	c.cwnd, c.noDelay = int(c.sndNxt.Diff(c.sndUna))+max(n, 1), true
+	c.xmit()
+	c.cwnd, c.noDelay = saveCwnd, saveNoDelay
+	return c.sndNxt.GreaterThan(before)
 }
 
 // lastSendAt applies tcp_event_data_sent's pingpong rule: replying within

@@ -89,3 +89,32 @@ func TestNoTailLossProbeWithoutSACK(t *testing.T) {
 		}
 	}
 }
+
+// With data still queued that the peer's window has room for, the probe
+// is that new segment, past the congestion window, not a retransmission
+// (tcp_send_loss_probe tries tcp_write_xmit first).
+func TestTailLossProbeSendsNewData(t *testing.T) {
+	f := newFx(t, Linux())
+	f.passiveOpts()
+	f.after(time.Second)
+	c := f.conn()
+	mss, cwnd := c.mss, c.cwnd
+	segs := cwnd / mss
+	if c.sndWnd < uint32((segs+1)*mss) {
+		t.Fatalf("the peer's window %d is too small for the test", c.sndWnd)
+	}
+	f.do(Call{Op: OpWrite, FD: f.fd, Data: make([]byte, (segs+2)*mss)})
+	f.collect()
+	if len(f.out) != segs {
+		t.Fatalf("%d segments sent, want %d (the congestion window)", len(f.out), segs)
+	}
+	f.out = nil
+	want := probeAt(f, segs)
+	f.at(want)
+	f.expect(exp{wire.ACK, 1 + segs*mss, 1, mss})
+	f.wantCounter(TCPLossProbes, 1)
+	f.wantCounter(RetransSegs, 0)
+	if c.tlpHigh != c.sndNxt {
+		t.Errorf("tlp_high_seq %v, want SND.NXT %v", c.tlpHigh, c.sndNxt)
+	}
+}
