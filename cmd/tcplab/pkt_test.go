@@ -1,0 +1,41 @@
+package main
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// tcplab pkt on the project's own scripts: verdicts and exit codes.
+func TestPktCommand(t *testing.T) {
+	dir := "../../pkt/testdata/"
+	out, _, code := tcplab(t, "pkt", dir+"passive-close.pkt", dir+"active-nonblock.pkt")
+	if code != 0 || strings.Count(out, ": pass") != 2 {
+		t.Errorf("passing scripts: exit %d\n%s", code, out)
+	}
+	out, _, code = tcplab(t, "pkt", dir+"passive-close.pkt", dir+"wrong-ack.pkt")
+	if code != 1 || !strings.Contains(out, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)") ||
+		!strings.Contains(out, "  engine: ") {
+		t.Errorf("a failing script: exit %d\n%s", code, out)
+	}
+	out, _, code = tcplab(t, "pkt", dir+"uses-epoll.pkt")
+	if code != 3 || !strings.Contains(out, "unsupported") && !strings.Contains(out, "not supported") {
+		t.Errorf("an unsupported script: exit %d\n%s", code, out)
+	}
+	out, _, code = tcplab(t, "pkt", "-v", dir+"passive-close.pkt")
+	if code != 0 || !strings.Contains(out, "ignored: ip tcp_metrics flush all") {
+		t.Errorf("--verbose: exit %d\n%s", code, out)
+	}
+	out, _, code = tcplab(t, "pkt", "--trace", dir+"wrong-ack.pkt")
+	if code != 1 || !strings.Contains(out, "local    state  192.168.0.1:8080 > 192.0.2.1:40000  LISTEN -> SYN_RECV") {
+		t.Errorf("--trace: exit %d\n%s", code, out)
+	}
+	bad := t.TempDir() + "/bad.pkt"
+	if err := os.WriteFile(bad, []byte("0 socket(..., SOCK_STREAM"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, _, code = tcplab(t, "pkt", bad, dir+"wrong-ack.pkt")
+	if code != 2 || !strings.Contains(out, "bad.pkt:1:26: expected") {
+		t.Errorf("a script that does not parse: exit %d\n%s", code, out)
+	}
+}

@@ -1,0 +1,233 @@
+package pkt
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Shell lines on the engine. The engine has no shell: it understands the
+// commands that set kernel settings (sysctl -q net.ipv4.X=Y, echo N >
+// /proc/sys/net/ipv4/X) and the shell files they are kept in (a
+// defaults.sh next to the scripts), and lists every other command, and
+// every setting it does not model, as ignored.
+
+// maxShellDepth bounds files that include files.
+const maxShellDepth = 4
+
+// maxShellBytes bounds a shell file read.
+const maxShellBytes = 1 << 20
+
+func (r *engineRun) command(ev *Event) *stop {
+	for _, line := range strings.Split(ev.Text, "\n") {
+		r.shell(line, r.opt.Dir, 0)
+	}
+	return nil
+}
+
+// shell interprets one command line.
+func (r *engineRun) shell(cmd, dir string, depth int) {
+	cmd = strings.TrimSpace(cmd)
+	if cmd == "" || strings.HasPrefix(cmd, "#") {
+		return
+	}
+	// Redirections of a command's own output change nothing here.
+	for _, suffix := range []string{" > /dev/null 2>&1", " >/dev/null 2>&1", " > /dev/null", " 2>/dev/null", " 2>&1"} {
+		cmd = strings.TrimSuffix(cmd, suffix)
+	}
+	cmd, ok := arith(cmd)
+	if !ok {
+		r.ignore(cmd, "arithmetic the engine does not evaluate")
+		return
+	}
+	f := fields(cmd)
+	if len(f) == 0 {
+		return
+	}
+	switch {
+	case f[0] == "sysctl":
+		args := f[1:]
+		for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+			args = args[1:]
+		}
+		if len(args) == 0 {
+			r.ignore(cmd, "sysctl without a setting")
+		}
+		for _, a := range args {
+			name, val, ok := strings.Cut(a, "=")
+			if !ok {
+				r.ignore(cmd, "sysctl "+a+" reads a setting")
+				continue
+			}
+			r.sysctl(name, val, cmd)
+		}
+	case strings.HasSuffix(f[0], "set_sysctls.py"):
+		// packetdrill's helper: set_sysctls.py /proc/sys/net/ipv4/X=V ...
+		for _, a := range f[1:] {
+			path, val, ok := strings.Cut(a, "=")
+			if !ok || !strings.HasPrefix(path, "/proc/sys/") {
+				r.ignore(cmd, a+" is not /proc/sys/NAME=VALUE")
+				continue
+			}
+			r.sysctl(strings.ReplaceAll(strings.TrimPrefix(path, "/proc/sys/"), "/", "."), val, cmd)
+		}
+	case f[0] == "echo" && len(f) == 4 && f[2] == ">" && strings.HasPrefix(f[3], "/proc/sys/"):
+		name := strings.ReplaceAll(strings.TrimPrefix(f[3], "/proc/sys/"), "/", ".")
+		r.sysctl(name, f[1], cmd)
+	case len(f) == 1 && (strings.HasSuffix(f[0], ".sh") || strings.Contains(f[0], "/")):
+		r.shellFile(f[0], dir, depth, cmd)
+	default:
+		r.ignore(cmd, "not a setting")
+	}
+}
+
+// shellFile interprets a shell file, line by line.
+func (r *engineRun) shellFile(path, dir string, depth int, cmd string) {
+	if depth >= maxShellDepth {
+		r.ignore(cmd, "shell files nested too deeply")
+		return
+	}
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		r.ignore(cmd, err.Error())
+		return
+	}
+	defer fh.Close()
+	b := make([]byte, maxShellBytes+1)
+	n, _ := fh.Read(b)
+	if n > maxShellBytes {
+		r.ignore(cmd, "shell file larger than 1 MB")
+		return
+	}
+	for _, line := range strings.Split(string(b[:n]), "\n") {
+		r.shell(line, filepath.Dir(path), depth+1)
+	}
+}
+
+// sysctl applies net.ipv4.tcp_X=V to the engine when it models X.
+func (r *engineRun) sysctl(name, val, cmd string) {
+	val = strings.Trim(val, `"'`)
+	setting, ok := strings.CutPrefix(name, "net.ipv4.")
+	if !ok {
+		r.ignore(cmd, name+" is not a TCP setting the engine models")
+		return
+	}
+	h := r.n.Host(LocalHost).Stack
+	prof := h.Profile()
+	if _, known := prof.Get(setting); !known {
+		r.ignore(cmd, name+" is not modelled by the engine")
+		return
+	}
+	if err := h.Set(setting, val); err != nil {
+		r.ignore(cmd, err.Error())
+	}
+}
+
+func (r *engineRun) ignore(cmd, why string) {
+	r.ignored = append(r.ignored, fmt.Sprintf("%s (%s)", cmd, why))
+}
+
+// fields splits a command line at spaces, keeping quoted parts (with
+// their quotes) together: sysctl -q net.ipv4.tcp_rmem="4096 87380 6291456".
+func fields(s string) []string {
+	var out []string
+	var cur strings.Builder
+	quote := byte(0)
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			cur.WriteByte(c)
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+			cur.WriteByte(c)
+		case c == ' ' || c == '\t':
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// arith replaces each $((...)) by its value: integers joined by * / + -,
+// evaluated left to right with * and / first. It reports false for
+// anything else in one.
+func arith(s string) (string, bool) {
+	for {
+		i := strings.Index(s, "$((")
+		if i < 0 {
+			return s, true
+		}
+		j := strings.Index(s[i:], "))")
+		if j < 0 {
+			return s, false
+		}
+		v, ok := evalArith(s[i+3 : i+j])
+		if !ok {
+			return s, false
+		}
+		s = s[:i] + strconv.FormatInt(v, 10) + s[i+j+2:]
+	}
+}
+
+func evalArith(e string) (int64, bool) {
+	e = strings.ReplaceAll(e, " ", "")
+	sum, term := int64(0), int64(0)
+	sign, op := int64(1), byte('*')
+	term = 1
+	for len(e) > 0 {
+		n := 0
+		for n < len(e) && e[n] >= '0' && e[n] <= '9' {
+			n++
+		}
+		if n == 0 || n > 18 {
+			return 0, false
+		}
+		v, _ := strconv.ParseInt(e[:n], 10, 64)
+		switch op {
+		case '*':
+			term *= v
+		case '/':
+			if v == 0 {
+				return 0, false
+			}
+			term /= v
+		}
+		if term > 1<<40 || term < -(1<<40) {
+			return 0, false
+		}
+		e = e[n:]
+		if len(e) == 0 {
+			break
+		}
+		switch e[0] {
+		case '*', '/':
+			op = e[0]
+		case '+', '-':
+			sum += sign * term
+			sign, op, term = 1, '*', 1
+			if e[0] == '-' {
+				sign = -1
+			}
+		default:
+			return 0, false
+		}
+		e = e[1:]
+	}
+	return sum + sign*term, true
+}
