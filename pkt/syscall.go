@@ -321,6 +321,9 @@ func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.
 		if call.FD, err = r.fd(ev, 0); err != nil {
 			return
 		}
+		if err = buffer(ev, sc.Name != "recvmsg"); err != nil {
+			return
+		}
 		var n int64
 		switch sc.Name {
 		case "recvmsg":
@@ -349,6 +352,9 @@ func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.
 	case "write", "send", "sendto", "sendmsg":
 		call.Op = tcp.OpWrite
 		if call.FD, err = r.fd(ev, 0); err != nil {
+			return
+		}
+		if err = buffer(ev, sc.Name != "sendmsg"); err != nil {
 			return
 		}
 		var n int64
@@ -401,6 +407,21 @@ func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.
 		return r.setsockopt(ev)
 	}
 	return call, false, nil, unsupportedAt(line, "the %s call is not supported by the engine backend yet", sc.Name)
+}
+
+// buffer checks a data call's buffer argument: "..." (the runner's own
+// memory) or, for a write, a string. A literal pointer (a test of EFAULT)
+// has no meaning in the engine.
+func buffer(ev *Event, plain bool) *stop {
+	if !plain || len(ev.Syscall.Args) < 2 {
+		return nil
+	}
+	switch a := &ev.Syscall.Args[1]; a.Kind {
+	case ExEllipsis, ExString:
+		return nil
+	default:
+		return unsupportedAt(ev.Pos.Line, "%s: buffer %s: the engine has no memory to point into (EFAULT is not modelled)", ev.Syscall.Name, a.String())
+	}
 }
 
 // sockaddrPort reads sin_port=htons(N) from a sockaddr struct.
