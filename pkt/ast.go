@@ -132,7 +132,8 @@ type Packet struct {
 	Win      int  // -1 when not written
 	Urg      int  // -1 when not written
 	// Options are the TCP options in order; OptionsAny is "<...>"
-	// (options not checked); NoOptions is no option list at all.
+	// (options not checked); HasOptions is false without an option list
+	// (an outbound packet must then have none).
 	Options    []TCPOption
 	OptionsAny bool
 	HasOptions bool

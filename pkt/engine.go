@@ -66,13 +66,17 @@ type engineRun struct {
 	nextPort uint16
 	listen   uint16 // the port of the last listen()
 
-	last         time.Duration // script time of the previous event
-	lastAnchored bool          // the previous event had a time of its own (not *)
-	blocked      *blockedCall
-	ignored      []string
-	events       int
-	maxEvents    int
-	overBudget   bool
+	last        time.Duration // script time of the previous event
+	lastInbound bool          // the previous event was an inbound packet
+	started     bool          // an event ran
+	blocked     *blockedCall
+	ignored     []string
+	events      int
+	maxEvents   int
+	zeroBuf     []byte
+	shellLines  int
+	shellRead   map[string]bool
+	overBudget  bool
 }
 
 // blockedCall is a system call the script lets block (+0...0.2 accept):
@@ -84,6 +88,7 @@ type blockedCall struct {
 	end      time.Duration // when the script says it returns
 	startAt  time.Duration
 	expected *Syscall
+	call     tcp.Call
 	fdResult bool
 }
 
@@ -156,16 +161,20 @@ func (r *engineRun) play() *stop {
 			return err
 		}
 	}
-	return r.finishBlocked(nil)
+	return r.finishBlocked(nil, r.n.Now())
 }
 
-// times resolves an event's script time (and a range's end): relative
-// times count from the previous event's time if it had one, else from
-// now, as packetdrill's adjust_relative_event_times.
+// inboundPacket tells whether an event is a packet the script sends.
+func inboundPacket(ev *Event) bool { return ev.Kind == EvPacket && ev.Packet.Dir == Inbound }
+
+// times resolves an event's script time (and a range's end), as
+// packetdrill's adjust_relative_event_times: a relative time counts from
+// the previous event's script time when both are inbound packets (such
+// chains are anchored), else from now; * is now.
 func (r *engineRun) times(ev *Event) (at, end time.Duration) {
 	base := time.Duration(0)
 	if ev.Time.Kind == TimeRel || ev.Time.Kind == TimeRelRange || ev.Time.Kind == TimeAny {
-		if r.lastAnchored {
+		if r.lastInbound && inboundPacket(ev) {
 			base = r.last
 		} else {
 			base = r.n.Now()
@@ -180,36 +189,64 @@ func (r *engineRun) times(ev *Event) (at, end time.Duration) {
 	return base + ev.Time.At, base + ev.Time.At
 }
 
+// maxScriptTime bounds a run's virtual time.
+const maxScriptTime = 30 * 24 * time.Hour
+
+// eventNames are packetdrill's names of events in timing errors.
+func eventName(ev *Event) string {
+	switch ev.Kind {
+	case EvPacket:
+		if ev.Packet.Dir == Inbound {
+			return "inbound packet"
+		}
+		return "outbound packet"
+	case EvSyscall:
+		return "system call start"
+	case EvCommand:
+		return "command"
+	}
+	return "data collection for code"
+}
+
 func (r *engineRun) event(ev *Event) *stop {
 	at, end := r.times(ev)
-	prev := r.last
-	if at < r.n.Now() && ev.Kind != EvPacket {
-		// The script's time is already past (an earlier event came
-		// late): run it now, as packetdrill does.
-		at = r.n.Now()
+	line := ev.Pos.Line
+	if end > maxScriptTime {
+		return failAt(line, "event time %s s is past the longest run (%s)", trace.FormatTime(end), maxScriptTime)
 	}
+	if ev.Time.Kind != TimeAny && r.started && at < r.last {
+		return failAt(line, "time goes backward in script (%s s after %s s)", trace.FormatTime(at), trace.FormatTime(r.last))
+	}
+	prev := r.last
 	var err *stop
-	switch ev.Kind {
-	case EvCommand:
-		r.n.RunUntil(at)
-		err = r.command(ev)
-	case EvCode:
-		err = unsupportedAt(ev.Pos.Line, "%%{ }%% blocks are not supported by the engine backend yet")
-	case EvSyscall:
-		if err = r.finishBlocked(ev); err != nil {
+	if ev.Kind == EvSyscall {
+		// A call waits for the one the script let block.
+		if err = r.finishBlocked(ev, at); err != nil {
 			return err
 		}
+	}
+	if !(ev.Kind == EvPacket && ev.Packet.Dir == Outbound) {
+		// Everything but an expected packet happens at its time; an
+		// event the run reaches late (a call that blocked longer) is a
+		// timing error, as packetdrill's check_event_time.
 		r.n.RunUntil(at)
+		if msg := r.st.verifyTime(ev.Time.Kind, at, end, r.n.Now(), prev, eventName(ev)); msg != "" {
+			return failAt(line, "%s", msg)
+		}
+	}
+	switch ev.Kind {
+	case EvCommand:
+		err = r.command(ev)
+	case EvCode:
+		err = unsupportedAt(line, "%%{ }%% blocks are not supported by the engine backend yet")
+	case EvSyscall:
 		err = r.syscall(ev, at, prev)
 	case EvPacket:
 		if ev.Packet.Proto != "tcp" {
-			return unsupportedAt(ev.Pos.Line, "%s packets are not supported", ev.Packet.Proto)
+			return unsupportedAt(line, "%s packets are not supported", ev.Packet.Proto)
 		}
 		if ev.Packet.Dir == Inbound {
-			if at > r.n.Now() {
-				r.n.RunUntil(at)
-			}
-			err = r.inbound(ev, max(at, r.n.Now()))
+			err = r.inbound(ev, r.n.Now())
 		} else {
 			err = r.outbound(ev, at, end, prev)
 		}
@@ -217,10 +254,7 @@ func (r *engineRun) event(ev *Event) *stop {
 	if err != nil {
 		return err
 	}
-	r.last, r.lastAnchored = at, ev.Time.Kind != TimeAny
-	if ev.Time.Kind == TimeAny {
-		r.last = r.n.Now()
-	}
+	r.last, r.lastInbound, r.started = at, inboundPacket(ev), true
 	return nil
 }
 
@@ -251,6 +285,9 @@ func (r *engineRun) inbound(ev *Event, at time.Duration) *stop {
 	if p.Win < 0 {
 		return failAt(line, "error handling packet: window must be specified for inbound packets")
 	}
+	if what := ipFields(p); what != "" {
+		return unsupportedAt(line, "packets with %s are not supported by the engine", what)
+	}
 	seg := wire.Segment{Src: c.remote.Addr(), Dst: c.local.Addr(), SrcPort: c.remote.Port(), DstPort: c.local.Port(),
 		Seq: wire.Seq(p.Seq), Flags: p.Flags, Window: uint16(p.Win), TTL: 64}
 	if p.Flags&wire.ACK != 0 {
@@ -263,9 +300,17 @@ func (r *engineRun) inbound(ev *Event, at time.Duration) *stop {
 		return unsupportedAt(line, "inbound urgent data is not supported")
 	}
 	var why string
-	seg.Options, why = inboundOptions(p.Options, func(ecr uint32) uint32 { return r.liveEcr(c, ecr, p.Flags&wire.ACK != 0) }, c.toLive)
+	unmapped := false
+	seg.Options, why = inboundOptions(p.Options, func(ecr uint32) uint32 {
+		v, ok := r.liveEcr(c, ecr, p.Flags&wire.ACK != 0)
+		unmapped = unmapped || !ok
+		return v
+	}, c.toLive)
 	if why != "" {
 		return unsupportedAt(line, "%s", why)
+	}
+	if unmapped {
+		return failAt(line, "error handling packet: unable to infer live TS ecr for script TS ecr %d; no matching or preceding outbound TS val", tsEcr(p))
 	}
 	if err := r.n.InjectAt(at, RemoteHost, seg); err != nil {
 		return failAt(line, "error handling packet: %v", err)
@@ -274,17 +319,43 @@ func (r *engineRun) inbound(ev *Event, at time.Duration) *stop {
 	return nil
 }
 
-// liveEcr maps a script TS ecr to the live TS val it echoes: the exact
-// outbound value the script wrote, or, past it, by the offset of the
-// connection's first timestamp.
-func (r *engineRun) liveEcr(c *conn, ecr uint32, ack bool) uint32 {
-	if !ack || !c.haveTS {
-		return ecr
+// liveEcr maps a script TS ecr (of a packet with an ACK) to the live TS
+// val it echoes: the outbound TS val the script wrote with that value, as
+// packetdrill maps it (without --tcp_ts_ecr_scaled, there is no other).
+func (r *engineRun) liveEcr(c *conn, ecr uint32, ack bool) (uint32, bool) {
+	if !ack {
+		return ecr, true
 	}
-	if v, ok := c.tsVals[ecr]; ok {
-		return v
+	v, ok := c.tsVals[ecr]
+	return v, ok
+}
+
+// tsEcr is a packet line's TS ecr.
+func tsEcr(p *Packet) uint32 {
+	for _, o := range p.Options {
+		if o.Kind == "TS" {
+			return o.Ecr
+		}
 	}
-	return ecr - c.firstScriptTS + c.firstLiveTS
+	return 0
+}
+
+// ipFields says what of a packet line's IP and AccECN fields the engine
+// cannot send or check, or "".
+func ipFields(p *Packet) string {
+	switch {
+	case p.ECN != "" && p.ECN != "noecn":
+		return "ECN codepoints (" + p.ECN + ")"
+	case p.TOS >= 0:
+		return "the TOS byte"
+	case p.FlowLabel >= 0:
+		return "flow labels"
+	case p.TTL > 0:
+		return "the TTL"
+	case p.ACE >= 0:
+		return "the AccECN ACE field"
+	}
+	return ""
 }
 
 // outbound waits for the stack's next packet and checks it against the
@@ -292,6 +363,9 @@ func (r *engineRun) liveEcr(c *conn, ecr uint32, ack bool) uint32 {
 func (r *engineRun) outbound(ev *Event, at, end, prev time.Duration) *stop {
 	p := ev.Packet
 	line := ev.Pos.Line
+	if what := ipFields(p); what != "" {
+		return unsupportedAt(line, "checking %s is not supported by the engine", what)
+	}
 	limit := max(at, end) + sniffTimeout
 	if ev.Time.Kind == TimeAny {
 		limit = r.n.Now() + 10*time.Minute
@@ -310,6 +384,11 @@ func (r *engineRun) outbound(ev *Event, at, end, prev time.Duration) *stop {
 		if len(got) > 0 && (s.seg.SrcPort != got[0].seg.SrcPort || s.seg.DstPort != got[0].seg.DstPort) {
 			r.out = append([]sniffed{s}, r.out...)
 			break
+		}
+		if len(got) > 0 {
+			if msg := fragmentErr(&got[len(got)-1].seg, &s.seg, payload, p.Len); msg != "" {
+				return failAt(line, "error handling packet: %s", msg)
+			}
 		}
 		got = append(got, s)
 		payload += len(s.seg.Payload)
@@ -333,12 +412,12 @@ func (r *engineRun) outbound(ev *Event, at, end, prev time.Duration) *stop {
 	if first.seg.Flags&wire.SYN != 0 && p.Flags&wire.SYN != 0 {
 		c.scriptISN, c.liveISN, c.haveISN = p.Seq, uint32(first.seg.Seq), true
 	}
+	// The aggregate, as packetdrill's aggregate_packets: the first's
+	// header with the last's FIN and PSH, and the last's time.
 	seg := first.seg
-	if len(got) > 1 { // the aggregate: the first's header, all the payload
-		last := got[len(got)-1].seg
-		seg.Flags |= last.Flags & (wire.FIN | wire.PSH)
-	}
-	if msg := r.st.verifyTime(ev.Time.Kind, at, end, first.at, prev, "outbound packet"); msg != "" {
+	last := got[len(got)-1]
+	seg.Flags = seg.Flags&^(wire.FIN|wire.PSH) | last.seg.Flags&(wire.FIN|wire.PSH)
+	if msg := r.st.verifyTime(ev.Time.Kind, at, end, last.at, prev, "outbound packet"); msg != "" {
 		return failAt(line, "error handling packet: %s", msg)
 	}
 	// Remember the TS val mapping before checking, as packetdrill does.
@@ -353,16 +432,39 @@ func (r *engineRun) outbound(ev *Event, at, end, prev time.Duration) *stop {
 			}
 		}
 	}
-	if msg := r.st.checkOutbound(c, p, &seg, payload); msg != "" {
+	if msg := r.st.checkOutbound(c, p, &seg, payload, at); msg != "" {
 		return failAt(line, "error handling packet: %s\n  script packet: %s\n  actual packet: %s", msg, p, r.scriptView(c, &seg, payload))
 	}
 	return nil
 }
 
+// fragmentErr is packetdrill's verify_packet_fragments: a fragment joins
+// the one before it when their headers agree (flags but FIN, PSH and CWR;
+// ack, window) and it follows it in sequence; every fragment but the
+// last has the first's size.
+func fragmentErr(prev, cur *wire.Segment, sniffed, want int) string {
+	fixed := ^(wire.FIN | wire.PSH | wire.CWR)
+	switch {
+	case prev.Flags&fixed != cur.Flags&fixed:
+		return fmt.Sprintf("fragment flags: expected %s vs actual %s", prev.Flags.Short(), cur.Flags.Short())
+	case cur.Seq != prev.Seq.Add(len(prev.Payload)):
+		return fieldErr("tcp_seq", uint64(prev.Seq.Add(len(prev.Payload))), uint64(cur.Seq)) + " (fragments)"
+	case cur.Ack != prev.Ack:
+		return fieldErr("tcp_ack_seq", uint64(prev.Ack), uint64(cur.Ack)) + " (fragments)"
+	case cur.Window != prev.Window:
+		return fieldErr("tcp_window", uint64(prev.Window), uint64(cur.Window)) + " (fragments)"
+	case len(cur.Payload) < want-sniffed && len(cur.Payload) != len(prev.Payload):
+		return fmt.Sprintf("fragment payload: expected %d bytes vs actual %d bytes; total payload: expected %d bytes vs actual %d bytes",
+			len(prev.Payload), len(cur.Payload), want, sniffed+len(cur.Payload))
+	}
+	return ""
+}
+
 // scriptView writes a live segment as the script would.
 func (r *engineRun) scriptView(c *conn, s *wire.Segment, payload int) string {
-	q := Packet{Dir: Outbound, Proto: "tcp", FlagText: s.Flags.Short(), Flags: s.Flags, TOS: -1, FlowLabel: -1, ACE: -1, Urg: -1,
-		Seq: c.toScript(uint32(s.Seq)), Len: payload, Win: int(s.Window), HasOptions: !s.Options.Empty(), Options: liveOptions(s)}
+	q := newPacket(Outbound)
+	q.FlagText, q.Flags, q.Seq, q.Len, q.Win = s.Flags.Short(), s.Flags, c.toScript(uint32(s.Seq)), payload, int(s.Window)
+	q.HasOptions, q.Options = !s.Options.Empty(), liveOptions(s)
 	q.End = q.Seq + uint32(payload)
 	if s.Flags&wire.ACK != 0 {
 		q.Ack, q.HasAck = uint32(s.Ack), true

@@ -2,6 +2,7 @@ package pkt
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"strconv"
@@ -13,7 +14,12 @@ import (
 
 // ParseFile reads and parses a script file.
 func ParseFile(path string) (*Script, error) {
-	src, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	src, err := io.ReadAll(io.LimitReader(f, MaxScriptBytes+1))
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +230,7 @@ func (p *parser) seconds() (time.Duration, error) {
 // packet reads a packet line after its time.
 func (p *parser) packet() (*Packet, error) {
 	d := p.next()
-	pk := &Packet{Dir: Inbound, Proto: "tcp", TOS: -1, FlowLabel: -1, ACE: -1, Win: -1, Urg: -1}
+	pk := newPacket(Inbound)
 	if d.text == ">" {
 		pk.Dir = Outbound
 	}
@@ -247,16 +253,7 @@ func (p *parser) packet() (*Packet, error) {
 		if err := p.ports(pk); err != nil {
 			return nil, err
 		}
-		if _, err := p.expect("(", "before a UDP payload length"); err != nil {
-			return nil, err
-		}
-		n, err := p.uint("UDP payload length", math.MaxUint16)
-		if err != nil {
-			return nil, err
-		}
-		pk.UDPLen = int(n)
-		_, err = p.expect(")", "after a UDP payload length")
-		return pk, err
+		return pk, p.udpLen(pk)
 	}
 	if err := p.ports(pk); err != nil {
 		return nil, err
@@ -295,6 +292,25 @@ func (p *parser) packet() (*Packet, error) {
 			return nil, err
 		}
 	}
+}
+
+// newPacket is a TCP packet line with no field given yet.
+func newPacket(d Direction) *Packet {
+	return &Packet{Dir: d, Proto: "tcp", TOS: -1, FlowLabel: -1, ACE: -1, Win: -1, Urg: -1}
+}
+
+// udpLen reads a UDP payload length: (N).
+func (p *parser) udpLen(pk *Packet) error {
+	if _, err := p.expect("(", "before a UDP payload length"); err != nil {
+		return err
+	}
+	n, err := p.uint("UDP payload length", math.MaxUint16)
+	if err != nil {
+		return err
+	}
+	pk.UDPLen = int(n)
+	_, err = p.expect(")", "after a UDP payload length")
+	return err
 }
 
 // ipInfo reads (ect0), [tos 0x10], (flowlabel 0x12345), (ttl 64), or a
@@ -443,11 +459,20 @@ func (p *parser) uint(what string, max uint64) (uint64, error) {
 	if t.kind != tInt && t.kind != tHex {
 		return 0, p.errAt(t, "expected %s (an integer), found %s", what, t)
 	}
-	v, err := strconv.ParseUint(t.text, 0, 64)
+	v, err := parseUint(t)
 	if err != nil || v > max {
 		return 0, p.errAt(t, "%s %s out of range (0 to %d)", what, t.text, max)
 	}
 	return v, nil
+}
+
+// parseUint reads an integer token: decimal (leading zeros are not
+// octal, as packetdrill's atoll reads them) or 0x hex.
+func parseUint(t token) (uint64, error) {
+	if t.kind == tHex {
+		return strconv.ParseUint(t.text[2:], 16, 64)
+	}
+	return strconv.ParseUint(t.text, 10, 64)
 }
 
 // tcpOptions reads <...> or <opt, opt, ...>.
@@ -572,7 +597,7 @@ func (p *parser) icmp(pk *Packet) error {
 	}
 	if is(p.peek(), "[") {
 		p.next()
-		e := &Packet{Dir: pk.Dir, Proto: "tcp", TOS: -1, FlowLabel: -1, ACE: -1, Win: -1, Urg: -1}
+		e := newPacket(pk.Dir)
 		if is(p.peek(), "udp") {
 			p.next()
 			e.Proto = "udp"
@@ -584,18 +609,8 @@ func (p *parser) icmp(pk *Packet) error {
 			if err := p.seqRange(&e.Seq, &e.End, &e.Len); err != nil {
 				return err
 			}
-		} else {
-			if _, err := p.expect("(", "before a UDP payload length"); err != nil {
-				return err
-			}
-			v, err := p.uint("UDP payload length", math.MaxUint16)
-			if err != nil {
-				return err
-			}
-			e.UDPLen = int(v)
-			if _, err := p.expect(")", "after a UDP payload length"); err != nil {
-				return err
-			}
+		} else if err := p.udpLen(e); err != nil {
+			return err
 		}
 		if _, err := p.expect("]", "after an ICMP's echoed segment"); err != nil {
 			return err
@@ -673,8 +688,12 @@ func (p *parser) note() (string, error) {
 	}
 }
 
-// maxDepth bounds the nesting of expressions.
-const maxDepth = 64
+// maxDepth bounds the nesting of expressions, maxOperands the terms of
+// an a|b|c expression.
+const (
+	maxDepth    = 64
+	maxOperands = 64
+)
 
 // exprList reads expressions separated by commas up to the closing
 // punctuation (which it consumes), at a nesting depth.
@@ -724,7 +743,10 @@ func (p *parser) expr(depth int) (Expr, error) {
 	if err != nil {
 		return e, err
 	}
-	for is(p.peek(), "|") {
+	for n := 0; is(p.peek(), "|"); n++ {
+		if n >= maxOperands {
+			return e, p.errAt(p.peek(), "too many | operands (at most %d)", maxOperands)
+		}
 		p.next()
 		r, err := p.primary(depth)
 		if err != nil {
@@ -748,7 +770,7 @@ func (p *parser) primary(depth int) (Expr, error) {
 	case t.kind == tInt || t.kind == tHex:
 		e.Kind, e.Hex = ExInt, t.kind == tHex
 		if e.Hex {
-			v, err := strconv.ParseUint(t.text, 0, 64)
+			v, err := parseUint(t)
 			if err != nil {
 				return e, p.errAt(t, "integer %s out of range", t.text)
 			}
@@ -762,8 +784,13 @@ func (p *parser) primary(depth int) (Expr, error) {
 		}
 	case t.kind == tString:
 		e.Kind, e.Text = ExString, t.text
-		for p.peek().kind == tString { // "a" "b" is "ab"
-			e.Text += p.next().text
+		if p.peek().kind == tString { // "a" "b" is "ab"
+			var b strings.Builder
+			b.WriteString(t.text)
+			for p.peek().kind == tString {
+				b.WriteString(p.next().text)
+			}
+			e.Text = b.String()
 		}
 		if p.peek().kind == tEllipsis {
 			p.next()

@@ -236,3 +236,17 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Leading zeros are decimal, as packetdrill reads numbers (atoll).
+func TestParseDecimal(t *testing.T) {
+	s, err := Parse("d.pkt", "+0 < S 010:010(0) win 08")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := s.Events[0].Packet; p.Seq != 10 || p.Win != 8 {
+		t.Errorf("seq %d win %d, want 10 and 8", p.Seq, p.Win)
+	}
+	if _, err := Parse("d.pkt", "+0 close("+strings.Repeat("1|", 100)+"1) = 0"); err == nil || !strings.Contains(err.Error(), "too many | operands") {
+		t.Errorf("a long | chain: %v", err)
+	}
+}

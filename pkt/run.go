@@ -114,7 +114,7 @@ func readSettings(s *Script, opt Options) (settings, *Result) {
 			return st, &Result{File: s.File, Status: Fail, Line: o.Pos.Line, Msg: fmt.Sprintf("option --%s=%s: %s", o.Name, o.Value, why)}
 		}
 		num := func() (int64, bool) {
-			v, err := strconv.ParseInt(o.Value, 0, 64)
+			v, err := strconv.ParseInt(o.Value, 10, 64)
 			return v, err == nil && v >= 0
 		}
 		switch o.Name {
@@ -264,7 +264,7 @@ func fieldErr(name string, want, got uint64) string {
 // aggregated) with the script's packet, after mapping the live numbers
 // to the script's. It returns packetdrill's message for the first field
 // that differs, or "".
-func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, payload int) string {
+func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, payload int, at time.Duration) string {
 	bit := func(f wire.Flags) uint64 {
 		if live.Flags&f != 0 {
 			return 1
@@ -278,15 +278,11 @@ func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, pay
 		return 0
 	}
 	flags := []struct {
-		name   string
-		f      wire.Flags
-		strict bool // checked only with --strict_segments
-	}{{"tcp_fin", wire.FIN, true}, {"tcp_syn", wire.SYN, false}, {"tcp_rst", wire.RST, false}, {"tcp_psh", wire.PSH, true},
-		{"tcp_ack", wire.ACK, false}, {"tcp_urg", wire.URG, false}, {"tcp_ece", wire.ECE, false}, {"tcp_cwr", wire.CWR, true}}
+		name string
+		f    wire.Flags
+	}{{"tcp_fin", wire.FIN}, {"tcp_syn", wire.SYN}, {"tcp_rst", wire.RST}, {"tcp_psh", wire.PSH},
+		{"tcp_ack", wire.ACK}, {"tcp_urg", wire.URG}, {"tcp_ece", wire.ECE}, {"tcp_cwr", wire.CWR}}
 	for _, f := range flags {
-		if f.strict && !st.strict {
-			continue
-		}
 		if wbit(f.f) != bit(f.f) {
 			return fieldErr(f.name, wbit(f.f), bit(f.f))
 		}
@@ -294,10 +290,9 @@ func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, pay
 	if seq := c.toScript(uint32(live.Seq)); seq != want.Seq {
 		return fieldErr("tcp_seq", uint64(want.Seq), uint64(seq))
 	}
-	if want.Flags&wire.ACK != 0 || want.HasAck {
-		if ack := uint32(live.Ack); ack != want.Ack {
-			return fieldErr("tcp_ack_seq", uint64(want.Ack), uint64(ack))
-		}
+	// The ack is checked without an ACK flag too (the script's is 0).
+	if ack := uint32(live.Ack); ack != want.Ack {
+		return fieldErr("tcp_ack_seq", uint64(want.Ack), uint64(ack))
 	}
 	if want.Win >= 0 && int(live.Window) != want.Win {
 		return fieldErr("tcp_window", uint64(want.Win), uint64(live.Window))
@@ -312,14 +307,15 @@ func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, pay
 		return ""
 	}
 	got := liveOptions(live)
-	if len(got) != len(want.Options) {
+	sameKinds := len(got) == len(want.Options)
+	for i := 0; sameKinds && i < len(got); i++ {
+		sameKinds = want.Options[i].Kind == got[i].Kind
+	}
+	if !sameKinds {
 		return fmt.Sprintf("bad outbound TCP options: expected <%s> vs actual <%s>", optionList(want.Options), optionList(got))
 	}
 	for i := range got {
 		w, g := want.Options[i], got[i]
-		if w.Kind != g.Kind {
-			return fmt.Sprintf("bad outbound TCP options: expected <%s> vs actual <%s>", optionList(want.Options), optionList(got))
-		}
 		switch w.Kind {
 		case "TS":
 			// TS val is checked only with --tcp_ts_tick_usecs, in ticks
@@ -330,8 +326,11 @@ func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, pay
 				if d < 0 {
 					d = -d
 				}
-				if time.Duration(d)*st.tsTick > st.tolerance {
-					return fmt.Sprintf("bad outbound TCP timestamp value, tolerance %d", st.tolerance.Microseconds())
+				// The tolerance grows with the time since the start
+				// of the script, not since the previous event.
+				tol := max(st.tolerance, time.Duration(st.tolerancePct/100*float64(at)))
+				if time.Duration(d)*st.tsTick > tol {
+					return fmt.Sprintf("bad outbound TCP timestamp value, tolerance %d", tol.Microseconds())
 				}
 			}
 		case "sack":
@@ -432,16 +431,16 @@ func inboundOptions(list []TCPOption, ecr func(uint32) uint32, sack func(uint32)
 	return o, ""
 }
 
-// errnoName checks a call's errno against the script's.
+// errnoText is a call's errno as packetdrill prints it after a result.
 func errnoText(e tcp.Errno) string {
-	if e == tcp.OK {
-		return "errno 0 (Success)"
-	}
 	return fmt.Sprintf("errno %d (%s)", int(e), errnoMessage(e))
 }
 
 // errnoMessage is strerror's wording, capitalised as glibc does.
 func errnoMessage(e tcp.Errno) string {
+	if e == tcp.OK {
+		return "Success"
+	}
 	m := e.Error()
 	if m == "" {
 		return e.Name()

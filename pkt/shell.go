@@ -2,6 +2,7 @@ package pkt
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,11 +15,13 @@ import (
 // defaults.sh next to the scripts), and lists every other command, and
 // every setting it does not model, as ignored.
 
-// maxShellDepth bounds files that include files.
-const maxShellDepth = 4
-
-// maxShellBytes bounds a shell file read.
-const maxShellBytes = 1 << 20
+// Bounds of shell-line interpretation: files that include files, a
+// file's size, and the lines of a run in all (each file is read once).
+const (
+	maxShellDepth = 4
+	maxShellBytes = 1 << 20
+	maxShellLines = 10000
+)
 
 func (r *engineRun) command(ev *Event) *stop {
 	for _, line := range strings.Split(ev.Text, "\n") {
@@ -29,6 +32,12 @@ func (r *engineRun) command(ev *Event) *stop {
 
 // shell interprets one command line.
 func (r *engineRun) shell(cmd, dir string, depth int) {
+	if r.shellLines++; r.shellLines > maxShellLines {
+		if r.shellLines == maxShellLines+1 {
+			r.ignore("...", fmt.Sprintf("more than %d shell lines: the rest are not read", maxShellLines))
+		}
+		return
+	}
 	cmd = strings.TrimSpace(cmd)
 	if cmd == "" || strings.HasPrefix(cmd, "#") {
 		return
@@ -92,19 +101,34 @@ func (r *engineRun) shellFile(path, dir string, depth int, cmd string) {
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(dir, path)
 	}
+	if r.shellRead[path] {
+		return // each file once a run: its settings are applied already
+	}
+	if r.shellRead == nil {
+		r.shellRead = map[string]bool{}
+	}
+	r.shellRead[path] = true
+	// Only a regular file: a FIFO or a device would block or never end.
+	if fi, err := os.Stat(path); err != nil || !fi.Mode().IsRegular() {
+		why := "not a regular file"
+		if err != nil {
+			why = err.Error()
+		}
+		r.ignore(cmd, why)
+		return
+	}
 	fh, err := os.Open(path)
 	if err != nil {
 		r.ignore(cmd, err.Error())
 		return
 	}
 	defer fh.Close()
-	b := make([]byte, maxShellBytes+1)
-	n, _ := fh.Read(b)
-	if n > maxShellBytes {
-		r.ignore(cmd, "shell file larger than 1 MB")
+	b, err := io.ReadAll(io.LimitReader(fh, maxShellBytes+1))
+	if err != nil || len(b) > maxShellBytes {
+		r.ignore(cmd, "not read (larger than 1 MB, or unreadable)")
 		return
 	}
-	for _, line := range strings.Split(string(b[:n]), "\n") {
+	for _, line := range strings.Split(string(b), "\n") {
 		r.shell(line, filepath.Dir(path), depth+1)
 	}
 }
@@ -168,10 +192,15 @@ func fields(s string) []string {
 // evaluated left to right with * and / first. It reports false for
 // anything else in one.
 func arith(s string) (string, bool) {
+	if !strings.Contains(s, "$((") {
+		return s, true
+	}
+	var b strings.Builder
 	for {
 		i := strings.Index(s, "$((")
 		if i < 0 {
-			return s, true
+			b.WriteString(s)
+			return b.String(), true
 		}
 		j := strings.Index(s[i:], "))")
 		if j < 0 {
@@ -181,7 +210,9 @@ func arith(s string) (string, bool) {
 		if !ok {
 			return s, false
 		}
-		s = s[:i] + strconv.FormatInt(v, 10) + s[i+j+2:]
+		b.WriteString(s[:i])
+		b.WriteString(strconv.FormatInt(v, 10))
+		s = s[i+j+2:]
 	}
 }
 

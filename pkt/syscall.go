@@ -47,7 +47,7 @@ func value(e *Expr) (int64, bool) {
 }
 
 // syscall makes a system call line's call on the engine and checks its
-// result.
+// result. at is the line's script time (the call is made now).
 func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
 	sc := ev.Syscall
 	line := ev.Pos.Line
@@ -58,22 +58,24 @@ func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
 	if local != nil { // answered by the runner (fcntl F_GETFL)
 		return r.checkResult(ev, local.Ret, local.Err, false)
 	}
+	// A blocking call's end: relative to the same base as its start.
+	endAt := sc.End
+	if sc.End >= 0 && ev.Time.Kind == TimeRel {
+		endAt += at - ev.Time.At
+	}
+	start := r.n.Now()
 	res, derr := r.n.Do(LocalHost, call)
 	if derr != nil {
 		return failAt(line, "runtime error in %s call: %v", sc.Name, derr)
 	}
-	if res.Pending {
-		if sc.End >= 0 {
-			endAt := sc.End
-			if ev.Time.Kind == TimeRel {
-				endAt += at - ev.Time.At // the same base as the start
-			}
-			r.blocked = &blockedCall{ev: ev, id: res.ID, end: endAt, startAt: at, expected: sc, fdResult: fdResult}
-			return nil
-		}
+	switch {
+	case res.Pending && sc.End >= 0:
+		r.blocked = &blockedCall{ev: ev, id: res.ID, end: endAt, startAt: start, expected: sc, call: call, fdResult: fdResult}
+		return nil
+	case res.Pending:
 		// A call the script thinks returns at once: wait for it, then
 		// check when it returned.
-		limit := at + r.st.tolerance + sniffTimeout
+		limit := start + r.st.tolerance + sniffTimeout
 		if !r.n.RunUntilCond(func() bool { return r.done[res.ID] != nil }, limit) {
 			return failAt(line, "runtime error in %s call: the call blocked (still blocked at %s s)", sc.Name, trace.FormatTime(limit))
 		}
@@ -82,13 +84,9 @@ func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
 		}
 		d := r.done[res.ID]
 		res.Ret, res.Err = d.Ret, errnoOf(d.Errno)
-	} else if sc.End >= 0 {
+	case sc.End >= 0:
 		// The script let it block, and it returned at once.
-		endAt := sc.End
-		if ev.Time.Kind == TimeRel {
-			endAt += at - ev.Time.At
-		}
-		if msg := r.st.verifyTime(TimeAbs, endAt, endAt, r.n.Now(), prev, "system call return"); msg != "" {
+		if msg := r.st.verifyTime(TimeAbs, endAt, endAt, start, prev, "system call return"); msg != "" {
 			return failAt(line, "runtime error in %s call: %s", sc.Name, msg)
 		}
 	}
@@ -96,23 +94,32 @@ func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
 }
 
 // finishBlocked waits for the call the script let block, and checks its
-// return. next is the event that must wait for it (nil: the end).
-func (r *engineRun) finishBlocked(next *Event) *stop {
+// return. next is the system call that must wait for it, due at at; nil
+// at the end of the script. As packetdrill, a next call waits at most a
+// second past its time for the blocked one.
+func (r *engineRun) finishBlocked(next *Event, at time.Duration) *stop {
 	b := r.blocked
 	if b == nil {
 		return nil
 	}
 	r.blocked = nil
-	limit := b.end + r.st.tolerance + sniffTimeout
+	line, limit := b.ev.Pos.Line, b.end+r.st.tolerance+sniffTimeout
+	if next != nil {
+		r.n.RunUntil(at)
+		line, limit = next.Pos.Line, max(at, r.n.Now())+time.Second
+	}
 	if !r.n.RunUntilCond(func() bool { return r.done[b.id] != nil }, limit) {
-		return failAt(b.ev.Pos.Line, "runtime error in %s call: still blocked at %s s, expected to return at %s s",
+		if next != nil {
+			return failAt(line, "blocking system call while another blocking system call is already in progress (%s at line %d)", b.expected.Name, b.ev.Pos.Line)
+		}
+		return failAt(line, "runtime error in %s call: still blocked at %s s, expected to return at %s s",
 			b.expected.Name, trace.FormatTime(limit), trace.FormatTime(b.end))
 	}
 	d := r.done[b.id]
 	if msg := r.st.verifyTime(TimeAbs, b.end, b.end, r.doneAt[b.id], b.startAt, "system call return"); msg != "" {
 		return failAt(b.ev.Pos.Line, "runtime error in %s call: %s", b.expected.Name, msg)
 	}
-	return r.checkResult(b.ev, d.Ret, errnoOf(d.Errno), b.fdResult)
+	return r.checkCall(b.ev, b.call, d.Ret, errnoOf(d.Errno), b.fdResult)
 }
 
 func errnoOf(name string) tcp.Errno {
@@ -126,13 +133,23 @@ func (r *engineRun) checkCall(ev *Event, call tcp.Call, ret int, errno tcp.Errno
 	if err := r.checkResult(ev, ret, errno, fdResult); err != nil {
 		return err
 	}
-	if call.Op == tcp.OpClose {
+	// What a call changed, the runner learns once it succeeded.
+	switch {
+	case errno != tcp.OK:
+	case call.Op == tcp.OpClose:
 		for k, v := range r.fds {
 			if v == call.FD {
 				delete(r.fds, k)
 			}
 		}
 		delete(r.nonblock, call.FD)
+		delete(r.bound, call.FD)
+	case call.Op == tcp.OpBind:
+		r.bound[call.FD] = call.Port
+	case call.Op == tcp.OpListen:
+		r.listen = r.bound[call.FD]
+	case call.Op == tcp.OpSetOption && call.Option.Kind == tcp.OptNonBlock:
+		r.nonblock[call.FD] = call.Option.On
 	}
 	return nil
 }
@@ -164,7 +181,7 @@ func (r *engineRun) checkResult(ev *Event, ret int, errno tcp.Errno, fdResult bo
 			return unsupportedAt(line, "errno %s is not one the engine knows", sc.Errno)
 		}
 		if e != errno {
-			return failAt(line, "runtime error in %s call: Expected errno %d (%s) but got %s", sc.Name, int(e), errnoMessage(e), errnoText(errno))
+			return failAt(line, "runtime error in %s call: Expected errno %d (%s) but got %d (%s)", sc.Name, int(e), errnoMessage(e), int(errno), errnoMessage(errno))
 		}
 	}
 	return nil
@@ -178,12 +195,12 @@ func (r *engineRun) fd(ev *Event, i int) (tcp.FD, *stop) {
 	}
 	v, ok := value(&sc.Args[i])
 	if !ok {
-		return 0, failAt(ev.Pos.Line, "%s: bad descriptor %s", sc.Name, sc.Args[i].String())
+		return 0, unsupportedAt(ev.Pos.Line, "%s: descriptor %s is not supported", sc.Name, sc.Args[i].String())
 	}
 	if fd, ok := r.fds[v]; ok {
 		return fd, nil
 	}
-	return tcp.FD(v), nil // an unknown one: the engine answers EBADF
+	return -1, nil // not one the script opened: the engine answers EBADF
 }
 
 // intArg evaluates argument i as an integer.
@@ -278,7 +295,6 @@ func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.
 			}
 			call.Port = port
 		}
-		r.bound[call.FD] = call.Port
 		return
 	case "listen":
 		if err = nargs(2); err != nil {
@@ -291,9 +307,13 @@ func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.
 		var b int64
 		b, err = intArg(ev, 1)
 		call.Backlog = int(b)
-		r.listen = r.bound[call.FD]
 		return
 	case "accept", "accept4":
+		if len(sc.Args) == 4 {
+			if f, ok := value(&sc.Args[3]); !ok || f != 0 {
+				return call, false, nil, unsupportedAt(line, "accept4 flags %s are not supported", sc.Args[3].String())
+			}
+		}
 		call.Op = tcp.OpAccept
 		call.FD, err = r.fd(ev, 0)
 		call.NonBlock = r.nonblock[call.FD]
@@ -376,10 +396,10 @@ func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.
 				call.NonBlock, _, err = msgFlags(ev, 3)
 			}
 		}
-		if n < 0 || n > 64<<20 {
+		if n < 0 || n > 16<<20 {
 			return call, false, nil, unsupportedAt(line, "%s of %d bytes is not supported", sc.Name, n)
 		}
-		call.Data = make([]byte, n)
+		call.Data = r.zeros(int(n))
 		call.NonBlock = call.NonBlock || r.nonblock[call.FD]
 		return
 	case "close":
@@ -424,6 +444,15 @@ func buffer(ev *Event, plain bool) *stop {
 	}
 }
 
+// zeros returns n zero bytes, from one buffer the run reuses: the engine
+// copies what a write gives it, and the content is never checked.
+func (r *engineRun) zeros(n int) []byte {
+	if len(r.zeroBuf) < n {
+		r.zeroBuf = make([]byte, n)
+	}
+	return r.zeroBuf[:n]
+}
+
 // sockaddrPort reads sin_port=htons(N) from a sockaddr struct.
 func sockaddrPort(sa *Expr) (uint16, bool) {
 	p := sa.Field("sin_port")
@@ -448,6 +477,9 @@ func (r *engineRun) fcntl(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
 	}
 	switch cmd {
 	case symbols["F_GETFL"]:
+		if fd < 0 {
+			return tcp.Call{}, false, &tcp.Result{Ret: -1, Err: tcp.EBADF}, nil
+		}
 		v := symbols["O_RDWR"]
 		if r.nonblock[fd] {
 			v |= symbols["O_NONBLOCK"]
@@ -459,7 +491,6 @@ func (r *engineRun) fcntl(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
 			return tcp.Call{}, false, nil, err
 		}
 		on := v&symbols["O_NONBLOCK"] != 0
-		r.nonblock[fd] = on
 		return tcp.Call{Op: tcp.OpSetOption, FD: fd, Option: tcp.Option{Kind: tcp.OptNonBlock, On: on}}, false, nil, nil
 	}
 	return tcp.Call{}, false, nil, unsupportedAt(line, "fcntl command %s is not supported", ev.Syscall.Args[1].String())
@@ -476,7 +507,7 @@ func (r *engineRun) setsockopt(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
 	if err != nil {
 		return tcp.Call{}, false, nil, err
 	}
-	name := sc.Args[2].Text
+	name := sc.Args[2].String()
 	call := tcp.Call{Op: tcp.OpSetOption, FD: fd}
 	if name == "SO_LINGER" {
 		v := &sc.Args[3]
