@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcplab/tcplab/sim"
+	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
 	"github.com/tcplab/tcplab/wire"
@@ -18,15 +18,31 @@ const (
 	RemoteHost = "remote"
 )
 
+// Backend is what a script is played on: a scenario backend (the
+// simulator's, the kernel's) on which a program can also play a host.
+type Backend interface {
+	scenario.Backend
+	// AddPeer adds a host whose packets the program makes and whose
+	// stack, if it has one, never answers; with no link delay to the
+	// hosts added before it.
+	AddPeer(name string, addr netip.Addr) error
+}
+
 // RunEngine plays a script against tcplab's engine (the linux profile) in
 // the simulator, in virtual time: the script is the remote peer, with no
 // link delay between them, as packetdrill's tun device has none.
 func RunEngine(s *Script, opt Options) *Result {
+	return Run(s, scenario.NewSim(opt.Seed), opt)
+}
+
+// Run plays a script on a backend: its host LocalHost is the stack under
+// test, and the script plays RemoteHost.
+func Run(s *Script, b Backend, opt Options) *Result {
 	st, res := readSettings(s, opt)
 	if res != nil {
 		return res
 	}
-	r := &engineRun{s: s, opt: opt, st: st, fds: map[int64]tcp.FD{}, nonblock: map[tcp.FD]bool{}, bound: map[tcp.FD]uint16{},
+	r := &engineRun{s: s, b: b, opt: opt, st: st, fds: map[int64]tcp.FD{}, nonblock: map[tcp.FD]bool{}, bound: map[tcp.FD]uint16{},
 		done: map[uint64]*trace.Call{}, states: map[[2]netip.AddrPort]string{}, nextPort: firstRemotePort}
 	res = &Result{File: s.File, Status: Pass}
 	if err := r.setup(); err != nil {
@@ -41,7 +57,7 @@ func RunEngine(s *Script, opt Options) *Result {
 		}
 		err = failAt(line, "the run passed its budget of %d events (Options.MaxEvents)", r.maxEvents)
 	}
-	res.Ignored, res.End = r.ignored, r.n.Now()
+	res.Ignored, res.End = r.ignored, r.now()
 	if err != nil {
 		res.Status, res.Line, res.Msg = err.status, err.line, err.msg
 		res.Stack = r.stackLine()
@@ -53,7 +69,7 @@ type engineRun struct {
 	s   *Script
 	opt Options
 	st  settings
-	n   *sim.Network
+	b   Backend
 
 	out      []sniffed // outbound packets not yet matched
 	fds      map[int64]tcp.FD
@@ -93,17 +109,18 @@ type blockedCall struct {
 }
 
 func (r *engineRun) setup() error {
-	r.n = sim.New(sim.Config{Seed: r.opt.Seed})
 	r.doneAt = map[uint64]time.Duration{}
 	r.maxEvents = r.opt.MaxEvents
 	if r.maxEvents <= 0 {
 		r.maxEvents = DefaultMaxEvents
 	}
-	r.n.SetSink(func(e trace.Event) {
+	r.b.SetSink(func(e trace.Event) {
 		if r.events++; r.events > r.maxEvents {
 			if !r.overBudget {
 				r.overBudget = true
-				r.n.Halt()
+				if h, ok := r.b.(interface{ Halt() }); ok {
+					h.Halt()
+				}
 			}
 			return
 		}
@@ -112,19 +129,29 @@ func (r *engineRun) setup() error {
 			r.opt.Sink(e)
 		}
 	})
-	if _, err := r.n.AddHost(LocalHost, r.st.local, tcp.Linux()); err != nil {
+	if err := r.b.AddHost(LocalHost, r.st.local, "linux"); err != nil {
 		return err
 	}
-	if _, err := r.n.AddPeer(RemoteHost, r.st.remote, func(s *wire.Segment) {
-		r.out = append(r.out, sniffed{at: r.n.Now(), seg: *s})
-	}); err != nil {
-		return err
+	return r.b.AddPeer(RemoteHost, r.st.remote)
+}
+
+func (r *engineRun) now() time.Duration { return r.b.Now() }
+
+// runUntil lets time pass to t.
+func (r *engineRun) runUntil(t time.Duration) { r.b.RunUntil(t, nil) }
+
+// waitFor lets time pass until cond holds or limit; it reports cond.
+func (r *engineRun) waitFor(cond func() bool, limit time.Duration) bool {
+	if cond() {
+		return true
 	}
-	return r.n.SetDelay(LocalHost, RemoteHost, 0)
+	return r.b.RunUntil(limit, cond)
 }
 
 func (r *engineRun) observe(e *trace.Event) {
 	switch {
+	case e.Kind == trace.KindPacket && e.Host == LocalHost && e.Packet.Dir == trace.Out && e.Packet.OnWire:
+		r.out = append(r.out, sniffed{at: e.At, seg: e.Packet.Segment})
 	case e.Kind == trace.KindCall && !e.Call.Pending && e.Host == LocalHost:
 		c := *e.Call
 		r.done[c.ID] = &c
@@ -143,7 +170,7 @@ func (r *engineRun) stackLine() string {
 			return fmt.Sprintf("engine: %v > %v %s", r.conn.local, r.conn.remote, s)
 		}
 	}
-	socks, _ := r.n.Snapshot(LocalHost)
+	socks, _ := r.b.Snapshot(LocalHost)
 	var parts []string
 	for _, s := range socks {
 		parts = append(parts, fmt.Sprintf("%v > %v %s", s.Local, s.Remote, s.State))
@@ -161,7 +188,7 @@ func (r *engineRun) play() *stop {
 			return err
 		}
 	}
-	return r.finishBlocked(nil, r.n.Now())
+	return r.finishBlocked(nil, r.now())
 }
 
 // inboundPacket tells whether an event is a packet the script sends.
@@ -177,7 +204,7 @@ func (r *engineRun) times(ev *Event) (at, end time.Duration) {
 		if r.lastInbound && inboundPacket(ev) {
 			base = r.last
 		} else {
-			base = r.n.Now()
+			base = r.now()
 		}
 	}
 	switch ev.Time.Kind {
@@ -229,8 +256,8 @@ func (r *engineRun) event(ev *Event) *stop {
 		// Everything but an expected packet happens at its time; an
 		// event the run reaches late (a call that blocked longer) is a
 		// timing error, as packetdrill's check_event_time.
-		r.n.RunUntil(at)
-		if msg := r.st.verifyTime(ev.Time.Kind, at, end, r.n.Now(), prev, eventName(ev)); msg != "" {
+		r.runUntil(at)
+		if msg := r.st.verifyTime(ev.Time.Kind, at, end, r.now(), prev, eventName(ev)); msg != "" {
 			return failAt(line, "%s", msg)
 		}
 	}
@@ -246,7 +273,7 @@ func (r *engineRun) event(ev *Event) *stop {
 			return unsupportedAt(line, "%s packets are not supported", ev.Packet.Proto)
 		}
 		if ev.Packet.Dir == Inbound {
-			err = r.inbound(ev, r.n.Now())
+			err = r.inbound(ev, r.now())
 		} else {
 			err = r.outbound(ev, at, end, prev)
 		}
@@ -312,10 +339,10 @@ func (r *engineRun) inbound(ev *Event, at time.Duration) *stop {
 	if unmapped {
 		return failAt(line, "error handling packet: unable to infer live TS ecr for script TS ecr %d; no matching or preceding outbound TS val", tsEcr(p))
 	}
-	if err := r.n.InjectAt(at, RemoteHost, seg); err != nil {
+	if err := r.b.Inject(RemoteHost, seg, at); err != nil {
 		return failAt(line, "error handling packet: %v", err)
 	}
-	r.n.RunUntil(at)
+	r.runUntil(at)
 	return nil
 }
 
@@ -368,12 +395,12 @@ func (r *engineRun) outbound(ev *Event, at, end, prev time.Duration) *stop {
 	}
 	limit := max(at, end) + sniffTimeout
 	if ev.Time.Kind == TimeAny {
-		limit = r.n.Now() + 10*time.Minute
+		limit = r.now() + 10*time.Minute
 	}
 	var got []sniffed
 	payload := 0
 	for {
-		if len(r.out) == 0 && !r.n.RunUntilCond(func() bool { return len(r.out) > 0 }, limit) {
+		if len(r.out) == 0 && !r.waitFor(func() bool { return len(r.out) > 0 }, limit) {
 			if len(got) == 0 {
 				return failAt(line, "error handling packet: timed out waiting for packet (expected %s by %s s)", p, trace.FormatTime(limit))
 			}

@@ -141,14 +141,12 @@ func (r *engineRun) sysctl(name, val, cmd string) {
 		r.ignore(cmd, name+" is not a TCP setting the engine models")
 		return
 	}
-	h := r.n.Host(LocalHost).Stack
-	prof := h.Profile()
-	if _, known := prof.Get(setting); !known {
-		r.ignore(cmd, name+" is not modelled by the engine")
-		return
-	}
-	if err := h.Set(setting, val); err != nil {
-		r.ignore(cmd, err.Error())
+	if err := r.b.Set(LocalHost, setting, val); err != nil {
+		if strings.Contains(err.Error(), "unknown setting") {
+			r.ignore(cmd, name+" is not modelled by the engine")
+		} else {
+			r.ignore(cmd, err.Error())
+		}
 	}
 }
 

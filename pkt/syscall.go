@@ -63,8 +63,8 @@ func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
 	if sc.End >= 0 && ev.Time.Kind == TimeRel {
 		endAt += at - ev.Time.At
 	}
-	start := r.n.Now()
-	res, derr := r.n.Do(LocalHost, call)
+	start := r.now()
+	res, derr := r.b.Call(LocalHost, call)
 	if derr != nil {
 		return failAt(line, "runtime error in %s call: %v", sc.Name, derr)
 	}
@@ -76,7 +76,7 @@ func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
 		// A call the script thinks returns at once: wait for it, then
 		// check when it returned.
 		limit := start + r.st.tolerance + sniffTimeout
-		if !r.n.RunUntilCond(func() bool { return r.done[res.ID] != nil }, limit) {
+		if !r.waitFor(func() bool { return r.done[res.ID] != nil }, limit) {
 			return failAt(line, "runtime error in %s call: the call blocked (still blocked at %s s)", sc.Name, trace.FormatTime(limit))
 		}
 		if msg := r.st.verifyTime(TimeAbs, at, at, r.doneAt[res.ID], prev, "system call return"); msg != "" {
@@ -105,10 +105,10 @@ func (r *engineRun) finishBlocked(next *Event, at time.Duration) *stop {
 	r.blocked = nil
 	line, limit := b.ev.Pos.Line, b.end+r.st.tolerance+sniffTimeout
 	if next != nil {
-		r.n.RunUntil(at)
-		line, limit = next.Pos.Line, max(at, r.n.Now())+time.Second
+		r.runUntil(at)
+		line, limit = next.Pos.Line, max(at, r.now())+time.Second
 	}
-	if !r.n.RunUntilCond(func() bool { return r.done[b.id] != nil }, limit) {
+	if !r.waitFor(func() bool { return r.done[b.id] != nil }, limit) {
 		if next != nil {
 			return failAt(line, "blocking system call while another blocking system call is already in progress (%s at line %d)", b.expected.Name, b.ev.Pos.Line)
 		}

@@ -130,6 +130,23 @@ func (b *SimBackend) InjectSeries(host string, seg wire.Segment, at, every time.
 	return b.n.InjectSeries(at, every, count, host, seg)
 }
 
+// AddPeer adds a host that a program plays (sim.Network.AddPeer): it has
+// no stack, and no link delay to the hosts added before it.
+func (b *SimBackend) AddPeer(name string, addr netip.Addr) error {
+	if _, err := b.n.AddPeer(name, addr, func(*wire.Segment) {}); err != nil {
+		return err
+	}
+	for _, h := range b.n.Hosts() {
+		if err := b.n.SetDelay(name, h.Name, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Halt stops the network at its next event (a run's budget).
+func (b *SimBackend) Halt() { b.n.Halt() }
+
 func (b *SimBackend) RunUntil(t time.Duration, stop func() bool) bool {
 	if stop == nil {
 		b.n.RunUntil(t)
