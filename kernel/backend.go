@@ -133,6 +133,7 @@ type installed struct {
 type host struct {
 	name          string
 	addr          netip.Addr
+	peer          bool // a program plays it (AddPeer): its stack drops all it gets
 	profile       string
 	ns            *nsHost
 	work          *nsWorker
@@ -286,6 +287,50 @@ func (b *Backend) AddHost(name string, addr netip.Addr, profile string) error {
 	return nil
 }
 
+// peerRuleID tags the firewall rule that silences a peer's stack; the
+// run's own rules count from 1.
+const peerRuleID = 0
+
+// AddPeer adds a host that a program plays: a namespace whose stack drops
+// everything it receives (its capture still sees it), and whose packets
+// the program sends with Inject. A lab with a peer has no link delay, as
+// packetdrill's tun device has none.
+func (b *Backend) AddPeer(name string, addr netip.Addr) error {
+	if err := b.AddHost(name, addr, "linux"); err != nil {
+		return err
+	}
+	b.byName[name].peer = true
+	return nil
+}
+
+// SetSysctl writes a sysctl of a host's namespace by its name
+// (net.ipv4.tcp_rmem): only net.* settings, and only those the namespace
+// has; a global one (net.core.rmem_max) is not visible there, so the
+// machine's settings are never changed.
+func (b *Backend) SetSysctl(hostName, name, value string) error {
+	h, err := b.host(hostName)
+	if err != nil {
+		return err
+	}
+	rest, ok := strings.CutPrefix(name, "net.")
+	if !ok || strings.Contains(rest, "..") || strings.ContainsAny(rest, "/\\") {
+		return fmt.Errorf("sysctl %s: only net.* settings of the namespace are set", name)
+	}
+	if err := b.start(); err != nil {
+		return err
+	}
+	p := "/proc/sys/net/" + strings.ReplaceAll(rest, ".", "/")
+	return h.work.do(func() error {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("sysctl %s: not a setting of a network namespace", name)
+		}
+		if err := os.WriteFile(p, []byte(value), 0); err != nil {
+			return fmt.Errorf("sysctl %s = %s: %w", name, value, err)
+		}
+		return nil
+	})
+}
+
 func profileOr(p string) string {
 	if p == "" {
 		return "linux"
@@ -337,7 +382,13 @@ func (b *Backend) start() error {
 		names[i], addrs[i] = h.name, h.addr
 	}
 	var err error
-	if b.lab, err = newLab(names, addrs, sim.DefaultDelay); err != nil {
+	delay := sim.DefaultDelay
+	for _, h := range b.hosts {
+		if h.peer {
+			delay = 0 // a peer is attached directly, as a tun device
+		}
+	}
+	if b.lab, err = newLab(names, addrs, delay); err != nil {
 		return err
 	}
 	cleanup := func(e error) error {
@@ -473,6 +524,14 @@ func (b *Backend) openHost(h *host) error {
 	}
 	if h.fw, err = newFirewall(int(h.ns.ns)); err != nil {
 		return err
+	}
+	if h.peer {
+		// The peer's own stack must not answer what reaches it: the
+		// program answers. A rule of the lab, not of the run: it has no
+		// event, and the capture sees the packets before it.
+		if err := h.fw.add(peerRuleID, &sim.Rule{Host: h.name, Dir: trace.In, Action: sim.Drop}); err != nil {
+			return fmt.Errorf("peer %s: %w", h.name, err)
+		}
 	}
 	return nil
 }

@@ -90,6 +90,7 @@ type engineRun struct {
 	events      int
 	maxEvents   int
 	zeroBuf     []byte
+	injectErr   string
 	shellLines  int
 	shellRead   map[string]bool
 	overBudget  bool
@@ -156,6 +157,8 @@ func (r *engineRun) observe(e *trace.Event) {
 		c := *e.Call
 		r.done[c.ID] = &c
 		r.doneAt[c.ID] = e.At
+	case e.Kind == trace.KindNote && e.Host == RemoteHost && strings.HasPrefix(e.Note, "injection failed"):
+		r.injectErr = e.Note // the kernel could not send a script packet
 	case e.Kind == trace.KindState && e.Host == LocalHost:
 		s := e.State
 		text := fmt.Sprintf("%s since %s (%s: %s)", s.To, trace.FormatTime(e.At), s.CauseKind, s.Cause)
@@ -163,11 +166,19 @@ func (r *engineRun) observe(e *trace.Event) {
 	}
 }
 
+// stackName names the stack under test in messages.
+func (r *engineRun) stackName() string {
+	if r.b.Name() == "sim" {
+		return "engine"
+	}
+	return r.b.Name()
+}
+
 // stackLine says what the local stack was doing, for a failure.
 func (r *engineRun) stackLine() string {
 	if r.conn != nil {
 		if s, ok := r.states[[2]netip.AddrPort{r.conn.local, r.conn.remote}]; ok {
-			return fmt.Sprintf("engine: %v > %v %s", r.conn.local, r.conn.remote, s)
+			return fmt.Sprintf("%s: %v > %v %s", r.stackName(), r.conn.local, r.conn.remote, s)
 		}
 	}
 	socks, _ := r.b.Snapshot(LocalHost)
@@ -176,9 +187,9 @@ func (r *engineRun) stackLine() string {
 		parts = append(parts, fmt.Sprintf("%v > %v %s", s.Local, s.Remote, s.State))
 	}
 	if len(parts) == 0 {
-		return "engine: no socket"
+		return r.stackName() + ": no socket"
 	}
-	return "engine: " + strings.Join(parts, "; ")
+	return r.stackName() + ": " + strings.Join(parts, "; ")
 }
 
 func (r *engineRun) play() *stop {
@@ -215,6 +226,9 @@ func (r *engineRun) times(ev *Event) (at, end time.Duration) {
 	}
 	return base + ev.Time.At, base + ev.Time.At
 }
+
+// anyTimeout is how long a packet at time * is waited for.
+const anyTimeout = 10 * time.Second
 
 // maxScriptTime bounds a run's virtual time.
 const maxScriptTime = 30 * 24 * time.Hour
@@ -343,6 +357,9 @@ func (r *engineRun) inbound(ev *Event, at time.Duration) *stop {
 		return failAt(line, "error handling packet: %v", err)
 	}
 	r.runUntil(at)
+	if r.injectErr != "" {
+		return failAt(line, "error handling packet: %s", r.injectErr)
+	}
 	return nil
 }
 
@@ -395,7 +412,8 @@ func (r *engineRun) outbound(ev *Event, at, end, prev time.Duration) *stop {
 	}
 	limit := max(at, end) + sniffTimeout
 	if ev.Time.Kind == TimeAny {
-		limit = r.now() + 10*time.Minute
+		// packetdrill waits for ever; a run waits anyTimeout.
+		limit = r.now() + anyTimeout
 	}
 	var got []sniffed
 	payload := 0

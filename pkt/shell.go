@@ -133,9 +133,22 @@ func (r *engineRun) shellFile(path, dir string, depth int, cmd string) {
 	}
 }
 
-// sysctl applies net.ipv4.tcp_X=V to the engine when it models X.
+// sysctlSetter is a backend with real sysctls (the kernel's): a
+// script's settings are written as they are, in the stack's namespace.
+type sysctlSetter interface {
+	SetSysctl(host, name, value string) error
+}
+
+// sysctl applies net.X=V: on the kernel as it is, on the engine when it
+// models the setting.
 func (r *engineRun) sysctl(name, val, cmd string) {
 	val = strings.Trim(val, `"'`)
+	if k, ok := r.b.(sysctlSetter); ok {
+		if err := k.SetSysctl(LocalHost, name, val); err != nil {
+			r.ignore(cmd, err.Error())
+		}
+		return
+	}
 	setting, ok := strings.CutPrefix(name, "net.ipv4.")
 	if !ok {
 		r.ignore(cmd, name+" is not a TCP setting the engine models")

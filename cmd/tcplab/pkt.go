@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tcplab/tcplab/kernel"
 	"github.com/tcplab/tcplab/pkt"
 	"github.com/tcplab/tcplab/trace"
 )
@@ -18,6 +19,7 @@ func newPkt(stdout io.Writer) *cobra.Command {
 		showTrace bool
 		verbose   bool
 		seed      uint64
+		onKernel  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "pkt FILE.pkt...",
@@ -33,10 +35,15 @@ packetdrill words it, then what the engine was doing then (its connection's
 state and what caused it). A script that uses a call, option or form the
 engine does not have is "unsupported", never passed, with the reason.
 
+With --kernel the script plays against this machine's Linux instead, in real
+time, in a fresh network namespace (root): the same checks and trace.
+
 Shell lines in backquotes are not run: sysctl settings (sysctl -q
 net.ipv4.X=Y, echo N > /proc/sys/..., set_sysctls.py) and the shell files
 that hold them (relative to the script's directory) are applied to the
-engine when it models the setting; --verbose lists everything ignored.
+engine when it models the setting, and on the kernel to the namespace
+(only its own net.* settings: the machine's are never changed);
+--verbose lists everything ignored.
 
 Exit status: 0 when every script passed, 1 when one failed, 2 for a script
 that does not parse (file:line:col: message), 3 when none failed but one
@@ -48,7 +55,7 @@ was unsupported.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			worst := 0
 			for _, path := range args {
-				code, err := pktOne(stdout, path, pkt.Options{Tolerance: tolerance, Seed: seed, Dir: filepath.Dir(path)}, showTrace, verbose)
+				code, err := pktOne(stdout, path, pkt.Options{Tolerance: tolerance, Seed: seed, Dir: filepath.Dir(path)}, showTrace, verbose, onKernel)
 				if err != nil {
 					return err
 				}
@@ -65,6 +72,7 @@ was unsupported.`,
 	fl.BoolVar(&showTrace, "trace", false, "print every packet, state change and call of the run, as tcplab run does")
 	fl.BoolVarP(&verbose, "verbose", "v", false, "list the shell commands and settings the engine ignored")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the engine's random choices (ISNs, ports)")
+	fl.BoolVar(&onKernel, "kernel", false, "play the script against this machine's Linux in a fresh network namespace, in real time (needs root)")
 	return cmd
 }
 
@@ -80,7 +88,7 @@ func pktWorse(a, b int) int {
 
 // pktOne runs one script and prints its verdict; it returns the exit code
 // that script alone would give.
-func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose bool) (int, error) {
+func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKernel bool) (int, error) {
 	s, err := pkt.ParseFile(path)
 	if err != nil {
 		if _, ok := err.(*pkt.Error); ok {
@@ -97,7 +105,19 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose bool) 
 			}
 		}
 	}
-	res := pkt.RunEngine(s, opt)
+	var res *pkt.Result
+	if onKernel {
+		if err := kernel.Check(); err != nil {
+			return 0, err
+		}
+		b := kernel.New(kernel.Options{Tick: time.Millisecond})
+		res = pkt.Run(s, b, opt)
+		if err := b.Close(); err != nil {
+			return 0, err
+		}
+	} else {
+		res = pkt.RunEngine(s, opt)
+	}
 	switch res.Status {
 	case pkt.Pass:
 		fmt.Fprintf(w, "%s: pass\n", path)
