@@ -95,6 +95,9 @@ type Event struct {
 	Packet  *Packet
 	Syscall *Syscall
 	Text    string // the command, or the code
+	// Untimed: a command with no time of its own, the script's first
+	// lines (set-up) or last (clean-up): run when reached, not timed.
+	Untimed bool
 }
 
 // Direction of a packet, from the local stack's point of view.
@@ -380,6 +383,9 @@ func (s *Syscall) String() string {
 
 // String writes the event back as a script line.
 func (e *Event) String() string {
+	if e.Untimed {
+		return "`" + e.Text + "`"
+	}
 	t := e.Time.String()
 	if e.Kind == EvSyscall && e.Syscall.End >= 0 {
 		t += e.Syscall.String() // "+0...0.2 accept(...)"

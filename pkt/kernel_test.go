@@ -24,6 +24,7 @@ func TestKernelScripts(t *testing.T) {
 		{"passive-close.pkt", pkt.Pass, ""},
 		{"active-nonblock.pkt", pkt.Pass, ""},
 		{"blocking-calls.pkt", pkt.Pass, ""},
+		{"ack-of-unsent-data.pkt", pkt.Pass, ""},
 		{"wrong-ack.pkt", pkt.Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},
 	} {
 		t.Run(c.file, func(t *testing.T) {

@@ -98,7 +98,7 @@ func (p *parser) script() (*Script, error) {
 		// (cleanup) line, run at once.
 		if t.kind == tCommand {
 			p.next()
-			s.Events = append(s.Events, Event{Pos: Pos{t.line, t.col}, Time: Time{Kind: TimeRel}, Kind: EvCommand, Text: t.text})
+			s.Events = append(s.Events, Event{Pos: Pos{t.line, t.col}, Time: Time{Kind: TimeRel}, Kind: EvCommand, Text: t.text, Untimed: true})
 			continue
 		}
 		ev, err := p.event()

@@ -56,7 +56,7 @@ func TestParseEveryForm(t *testing.T) {
 		lines = append(lines, s.Events[i].String())
 	}
 	want := []string{
-		"+0 `sysctl -q net.ipv4.tcp_timestamps=1`",
+		"`sysctl -q net.ipv4.tcp_timestamps=1`",
 		"0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3",
 		"+0 setsockopt(3, SOL_SOCKET, SO_REUSEADDR, [1], 4) = 0",
 		"+0 setsockopt(3, SOL_SOCKET, SO_LINGER, {onoff=1, linger=0}, 8) = 0",
@@ -81,7 +81,7 @@ func TestParseEveryForm(t *testing.T) {
 		"+0 < icmp unreachable frag_needed mtu 1200 [1:12(11)]",
 		"0.95 %{ assert tcpi_state == TCP_CLOSE, tcpi_state }%",
 		"+1 < 4000>8080 F. 1001:1001(0) ack 12 win 257 <sack 1:2 3:4,eol>",
-		"+0 `/tmp/cleanup.sh`",
+		"`/tmp/cleanup.sh`",
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("%d events:\n%s", len(lines), strings.Join(lines, "\n"))

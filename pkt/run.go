@@ -45,8 +45,17 @@ type Result struct {
 	Stack string
 	// Ignored lists the shell commands the backend did not interpret.
 	Ignored []string
+	// Late lists the events (not expected packets) that started later
+	// than the tolerance allows: on the kernel, the harness's latency.
+	Late []Late
 	// End is the script time at which the run ended.
 	End time.Duration
+}
+
+// Late is an event that started late, and by how much.
+type Late struct {
+	Line int
+	By   time.Duration
 }
 
 // Error is the packetdrill-style line of a failed or unsupported run.

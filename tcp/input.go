@@ -165,12 +165,11 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 	} else {
 		switch {
 		case seg.Ack.GreaterThan(c.sndMax):
-			// Acks data never sent. ESTABLISHED drops it silently
-			// (tcp_rcv_established); the other states answer with a
-			// challenge ACK (tcp_rcv_state_process).
-			if c.state != Established {
-				c.challengeAck("ACK of unsent data")
-			}
+			// Acks data never sent: dropped, and answered with a
+			// challenge ACK in every state (tcp_ack on Linux 6.18; a
+			// packetdrill run on the kernel shows it in ESTABLISHED
+			// too, where older kernels dropped it silently).
+			c.challengeAck("ACK of unsent data")
 			return
 		case seg.Ack.LessThan(c.sndUna.Add(-int(min(int64(c.maxWnd), c.bytesAcked)))):
 			// RFC 5961 5.2, with Linux's bound: the window, but no more

@@ -127,6 +127,16 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 			fmt.Fprintf(w, "  %s\n", res.Stack)
 		}
 	}
+	if n := len(res.Late); n > 0 {
+		worst := res.Late[0]
+		for _, l := range res.Late {
+			if l.By > worst.By {
+				worst = l
+			}
+		}
+		fmt.Fprintf(w, "  harness: %d event%s started late (the latest, line %d, by %s): the harness's own latency, not a TCP difference\n",
+			n, plural(n), worst.Line, worst.By.Round(10*time.Microsecond))
+	}
 	if verbose {
 		for _, i := range res.Ignored {
 			fmt.Fprintf(w, "  ignored: %s\n", i)
