@@ -80,7 +80,7 @@ series() {
 		else
 			echo "$name: run $i FAILED:"
 			# The failing tests with what they said.
-			grep -E -A8 -- '--- FAIL|^panic' "$tmp/run.txt" | head -80
+			grep -E -A100 -- '--- FAIL|^panic' "$tmp/run.txt" | head -200
 			break
 		fi
 	done

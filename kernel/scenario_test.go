@@ -1,6 +1,7 @@
 package kernel_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -49,6 +50,22 @@ func play(t testing.TB, sc *scenario.Scenario, opt kernel.Options) (*scenario.Re
 	return res, rec.Events
 }
 
+// textOf is the last n lines of a run's text trace, counters and notes
+// included: what a failure on a busy machine needs to be understood.
+func textOf(events []trace.Event, n int) string {
+	text := &trace.Text{Counters: true}
+	var lines []string
+	for i := range events {
+		if l, ok := text.Line(&events[i]); ok {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("(%d lines before)", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
 func failures(res *scenario.Result) string {
 	var b strings.Builder
 	for _, c := range res.Checks {
@@ -67,7 +84,7 @@ func TestKernelScenarios(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			res, events := runKernel(t, name)
 			if res.Failed() > 0 {
-				t.Errorf("%d of %d expectations failed on the kernel:%s", res.Failed(), len(res.Checks), failures(res))
+				t.Errorf("%d of %d expectations failed on the kernel:%s\nthe run:\n%s", res.Failed(), len(res.Checks), failures(res), textOf(events, 80))
 			}
 			var packets, states int
 			for _, e := range events {
