@@ -270,7 +270,9 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		b.report(h, &r, r.At)
 		return r, nil
 	}
-	r.At = b.Now()
+	if !r.Pending {
+		r.At = b.Now()
+	}
 	if b.burst && accepted < 0 {
 		// With the burst's other calls (Burst); a long one is flushed
 		// every burstFlush calls, so that its packets do not fill the
@@ -472,7 +474,11 @@ func (b *Backend) settle(limit time.Duration, chosen func(*blocked) bool) {
 // its completion is queued for the next flush (complete). ev is what
 // the call polls its socket for.
 func (b *Backend) pend1(h *host, s *ksock, r *tcp.Result, ev int16, rest func(c *blocked) (int, tcp.Errno, []byte, int)) {
-	r.Pending, r.Ret, r.Err = true, 0, tcp.OK
+	// The call is reported as blocked at this moment, before its
+	// goroutine can return: its completion, stamped later, is reported
+	// after it. (Stamped after, a call whose data came at once was
+	// reported returned before it was reported blocked.)
+	r.Pending, r.Ret, r.Err, r.At = true, 0, tcp.OK, b.Now()
 	res := *r
 	c := &blocked{h: h, op: res.Call.Op, s: s, ev: ev}
 	b.blocked = append(b.blocked, c)

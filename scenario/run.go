@@ -238,8 +238,12 @@ type runner struct {
 	lastAt time.Duration
 	acted  bool // the current step's action was seen (stepBegan)
 
-	socks    map[string]map[string]*sockRec
-	calls    map[callKey]*callRec
+	socks map[string]map[string]*sockRec
+	calls map[callKey]*callRec
+	// early holds the completions that came before their call was
+	// recorded: on the kernel a call that blocks can return, and be
+	// reported, in the flush its own Call makes.
+	early    map[callKey]*trace.Event
 	addrs    map[hostSock][2]netip.AddrPort
 	paths    map[hostSock][]string
 	entered  map[hostSock]map[string]time.Duration // last time each socket entered each state
@@ -289,6 +293,7 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 		res:      &Result{Scenario: sc, Backend: b.Name(), Counters: map[string][]trace.Counter{}},
 		socks:    map[string]map[string]*sockRec{},
 		calls:    map[callKey]*callRec{},
+		early:    map[callKey]*trace.Event{},
 		addrs:    map[hostSock][2]netip.AddrPort{},
 		paths:    map[hostSock][]string{},
 		entered:  map[hostSock]map[string]time.Duration{},
@@ -612,9 +617,16 @@ func (r *runner) seeSegment(s *wire.Segment) {
 func (r *runner) seeCall(e *trace.Event) {
 	c := e.Call
 	rec := r.calls[callKey{e.Host, c.ID}]
+	if rec == nil {
+		if !c.Pending && len(r.early) < maxEarly {
+			ev := *e
+			r.early[callKey{e.Host, c.ID}] = &ev
+		}
+		return
+	}
 	// A call that returned at once was finished when it returned; its
 	// event may come later (a kernel burst reports after the last call).
-	if rec == nil || c.Pending || !rec.pending {
+	if c.Pending || !rec.pending {
 		return
 	}
 	rec.pending = false
@@ -625,6 +637,23 @@ func (r *runner) seeCall(e *trace.Event) {
 		rec.res.Err, _ = tcp.ParseErrno(c.Errno)
 	}
 	r.finish(e.Host, rec)
+}
+
+// maxEarly bounds the completions kept for calls not yet recorded: at
+// most the calls of one step are ever waiting.
+const maxEarly = 1 << 16
+
+// record files a call under its ID; a completion that came before it
+// (early) is applied now.
+func (r *runner) record(host string, id uint64, rec *callRec) {
+	k := callKey{host, id}
+	r.calls[k] = rec
+	if e := r.early[k]; e != nil {
+		delete(r.early, k)
+		if rec.pending {
+			r.seeCall(e)
+		}
+	}
 }
 
 // finish applies a completed call to the named sockets.
@@ -810,10 +839,10 @@ func (r *runner) sys(host, name string, call tcp.Call) (*callRec, error) {
 		return nil, err
 	}
 	rec := &callRec{op: call.Op, name: name, res: res, pending: res.Pending, peek: call.Peek}
-	r.calls[callKey{host, res.ID}] = rec
 	if s := r.socks[host][name]; s != nil {
 		s.last[call.Op] = rec
 	}
+	r.record(host, res.ID, rec)
 	if !res.Pending {
 		rec.doneAt = r.b.Now()
 		r.finish(host, rec)
@@ -882,10 +911,10 @@ func (r *runner) call1(host string, c *CallStep, name, as string) error {
 			return err
 		}
 		rec := &callRec{op: tcp.OpAccept, name: name, as: ns, res: res, pending: res.Pending}
-		r.calls[callKey{host, res.ID}] = rec
 		l.last[tcp.OpAccept] = rec
 		ns.last[tcp.OpAccept] = rec
 		ns.waiting = rec
+		r.record(host, res.ID, rec)
 		if !res.Pending {
 			rec.doneAt = r.b.Now()
 			r.finish(host, rec)

@@ -246,3 +246,44 @@ expect server: conn received "hello"
 		}
 	}
 }
+
+// earlyReturn reports a blocking read's return inside its own Call, before
+// the runner has recorded the call, as the kernel backend can when the
+// data arrives just after the call looked (its Call flushes).
+type earlyReturn struct {
+	*SimBackend
+	sink trace.Sink
+}
+
+func (b *earlyReturn) SetSink(s trace.Sink) { b.sink = s; b.SimBackend.SetSink(s) }
+
+func (b *earlyReturn) Call(host string, c tcp.Call) (tcp.Result, error) {
+	res, err := b.SimBackend.Call(host, c)
+	if err == nil && res.Pending && c.Op == tcp.OpRead {
+		b.sink(trace.Event{At: b.Now(), Host: host, Kind: trace.KindCall,
+			Call: &trace.Call{ID: res.ID, Op: "read", Ret: 0, Started: b.Now()}})
+	}
+	return res, err
+}
+
+func TestCompletionBeforeItsCall(t *testing.T) {
+	sc, err := Parse("t.tcplab", hosts+`server: listen 80
+server: accept
+client: connect server:80
+until server: conn accept returned within 1s
+server: read conn
+until server: conn read = 0 within 1s
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(sc, &earlyReturn{SimBackend: NewSim(1)}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range res.Checks {
+		if !c.OK {
+			t.Errorf("line %d: %s: seen %s (a return reported before its call was lost)", c.Pos.Line, c.Text, c.Seen)
+		}
+	}
+}
