@@ -3,11 +3,15 @@ package main
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tcplab/tcplab/internal/outfile"
 	"github.com/tcplab/tcplab/kernel"
 	"github.com/tcplab/tcplab/pkt"
 	"github.com/tcplab/tcplab/trace"
@@ -20,6 +24,9 @@ func newPkt(stdout io.Writer) *cobra.Command {
 		verbose   bool
 		seed      uint64
 		onKernel  bool
+		both      bool
+		corpus    string
+		markdown  string
 	)
 	cmd := &cobra.Command{
 		Use:   "pkt FILE.pkt...",
@@ -45,14 +52,35 @@ engine when it models the setting, and on the kernel to the namespace
 (only its own net.* settings: the machine's are never changed);
 --verbose lists everything ignored.
 
+--corpus DIR runs every .pkt file under DIR (on the engine; with --kernel
+on the kernel, with --both on both) and prints one line per script: its
+verdict on each backend and the first mismatch. A script that passes on
+the kernel and fails on the engine is a parity gap with a name. Engine
+runs are fast and independent; kernel runs go one at a time, since each
+keeps time against the script. --markdown FILE also writes the table.
+
 Exit status: 0 when every script passed, 1 when one failed, 2 for a script
 that does not parse (file:line:col: message), 3 when none failed but one
-was unsupported.`,
+was unsupported. With --corpus: 0, or 1 when a script failed on a backend.`,
 		Example: `  tcplab pkt close-remote-fin-then-close.pkt
   tcplab pkt --trace my-test.pkt
   tcplab pkt gtests/net/tcp/close/*.pkt`,
-		Args: cobra.MinimumNArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if corpus == "" && len(args) == 0 {
+				return fmt.Errorf("give script files, or --corpus DIR")
+			}
+			if corpus != "" && len(args) > 0 {
+				return fmt.Errorf("give script files or --corpus DIR, not both")
+			}
+			if markdown != "" && corpus == "" {
+				return fmt.Errorf("--markdown goes with --corpus")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if corpus != "" {
+				return pktCorpus(stdout, corpus, markdown, pkt.Options{Tolerance: tolerance, Seed: seed}, !onKernel || both, onKernel || both)
+			}
 			worst := 0
 			for _, path := range args {
 				code, err := pktOne(stdout, path, pkt.Options{Tolerance: tolerance, Seed: seed, Dir: filepath.Dir(path)}, showTrace, verbose, onKernel)
@@ -73,6 +101,9 @@ was unsupported.`,
 	fl.BoolVarP(&verbose, "verbose", "v", false, "list the shell commands and settings the engine ignored")
 	fl.Uint64Var(&seed, "seed", 1, "seed of the engine's random choices (ISNs, ports)")
 	fl.BoolVar(&onKernel, "kernel", false, "play the script against this machine's Linux in a fresh network namespace, in real time (needs root)")
+	fl.BoolVar(&both, "both", false, "with --corpus: run every script on the engine and on the kernel")
+	fl.StringVar(&corpus, "corpus", "", "run every .pkt file under this directory and print a table")
+	fl.StringVar(&markdown, "markdown", "", "with --corpus: also write the table as Markdown to this file")
 	return cmd
 }
 
@@ -158,4 +189,141 @@ func plural(n int) string {
 		return ""
 	}
 	return "s"
+}
+
+// maxCorpus bounds the scripts of one --corpus run.
+const maxCorpus = 10000
+
+// corpusRow is one script's verdicts.
+type corpusRow struct {
+	script         string
+	engine, kernel *pkt.Result
+	parseErr       string
+}
+
+// verdict is a result's one word, or "-" when the backend did not run.
+func verdict(r *pkt.Result) string {
+	if r == nil {
+		return "-"
+	}
+	return r.Status.String()
+}
+
+// first is the first mismatch of a row: the engine's when the kernel
+// passed (a parity gap), else whichever failed.
+func (c *corpusRow) first() string {
+	if c.parseErr != "" {
+		return c.parseErr
+	}
+	for _, r := range []*pkt.Result{c.engine, c.kernel} {
+		if r != nil && r.Status != pkt.Pass {
+			msg, _, _ := strings.Cut(r.Msg, "\n")
+			return fmt.Sprintf("line %d: %s", r.Line, msg)
+		}
+	}
+	return ""
+}
+
+// pktCorpus runs every script under dir on the chosen backends.
+func pktCorpus(w io.Writer, dir, markdown string, opt pkt.Options, onEngine, onKernel bool) error {
+	var files []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".pkt") {
+			if len(files) >= maxCorpus {
+				return fmt.Errorf("more than %d scripts under %s", maxCorpus, dir)
+			}
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("no .pkt file under %s", dir)
+	}
+	if onKernel {
+		if err := kernel.Check(); err != nil {
+			return err
+		}
+	}
+	var md *outfile.File
+	if markdown != "" {
+		if md, err = outfile.Create(markdown); err != nil {
+			return err
+		}
+	}
+	sort.Strings(files)
+	rows := make([]corpusRow, len(files))
+	for i, f := range files {
+		rel, _ := filepath.Rel(dir, f)
+		row := &rows[i]
+		row.script = filepath.ToSlash(rel)
+		s, err := pkt.ParseFile(f)
+		if err != nil {
+			row.parseErr = err.Error()
+		} else {
+			o := opt
+			o.Dir = filepath.Dir(f)
+			if onEngine {
+				row.engine = pkt.RunEngine(s, o)
+			}
+			if onKernel {
+				b := kernel.New(kernel.Options{Tick: time.Millisecond})
+				row.kernel = pkt.Run(s, b, o)
+				if err := b.Close(); err != nil {
+					return err
+				}
+			}
+		}
+		fmt.Fprintf(w, "%-60s %-12s %-12s %s\n", row.script, verdict(row.engine), verdict(row.kernel), row.first())
+	}
+	count := func(get func(*corpusRow) *pkt.Result, st pkt.Status) int {
+		n := 0
+		for i := range rows {
+			if r := get(&rows[i]); r != nil && r.Status == st {
+				n++
+			}
+		}
+		return n
+	}
+	eng := func(c *corpusRow) *pkt.Result { return c.engine }
+	ker := func(c *corpusRow) *pkt.Result { return c.kernel }
+	gaps := 0
+	for i := range rows {
+		if r := rows[i]; r.engine != nil && r.kernel != nil && r.kernel.Status == pkt.Pass && r.engine.Status == pkt.Fail {
+			gaps++
+		}
+	}
+	summary := fmt.Sprintf("%d scripts", len(rows))
+	if onEngine {
+		summary += fmt.Sprintf("; engine: %d pass, %d fail, %d unsupported", count(eng, pkt.Pass), count(eng, pkt.Fail), count(eng, pkt.Unsupported))
+	}
+	if onKernel {
+		summary += fmt.Sprintf("; kernel: %d pass, %d fail, %d unsupported", count(ker, pkt.Pass), count(ker, pkt.Fail), count(ker, pkt.Unsupported))
+	}
+	if onEngine && onKernel {
+		summary += fmt.Sprintf("; %d pass on the kernel and fail on the engine", gaps)
+	}
+	fmt.Fprintln(w, summary)
+	if md != nil {
+		var b strings.Builder
+		b.WriteString("| script | engine | kernel | first mismatch |\n|---|---|---|---|\n")
+		for i := range rows {
+			r := &rows[i]
+			cell := strings.NewReplacer("|", "\\|", "<", "&lt;", ">", "&gt;").Replace(r.first())
+			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.script, verdict(r.engine), verdict(r.kernel), cell)
+		}
+		b.WriteString("\n" + summary + "\n")
+		if err := writeCommit(md, b.String()); err != nil {
+			return err
+		}
+	}
+	if count(eng, pkt.Fail)+count(ker, pkt.Fail) > 0 {
+		return &exitError{code: 1}
+	}
+	return nil
 }

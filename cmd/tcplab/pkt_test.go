@@ -39,3 +39,20 @@ func TestPktCommand(t *testing.T) {
 		t.Errorf("a script that does not parse: exit %d\n%s", code, out)
 	}
 }
+
+// --corpus: one line per script, the totals, and the Markdown table.
+func TestPktCorpus(t *testing.T) {
+	md := t.TempDir() + "/table.md"
+	out, _, code := tcplab(t, "pkt", "--corpus", "../../pkt/testdata", "--markdown", md)
+	if code != 1 || !strings.Contains(out, "7 scripts; engine: 4 pass, 2 fail, 1 unsupported") ||
+		!strings.Contains(out, "wrong-ack.pkt") {
+		t.Errorf("exit %d\n%s", code, out)
+	}
+	b, err := os.ReadFile(md)
+	if err != nil || !strings.Contains(string(b), "| passive-close.pkt | pass | - |  |") {
+		t.Errorf("markdown %v:\n%s", err, b)
+	}
+	if _, _, code := tcplab(t, "pkt", "--corpus", "../../pkt/testdata", "x.pkt"); code != 2 {
+		t.Errorf("--corpus with files: exit %d, want 2", code)
+	}
+}
