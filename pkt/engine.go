@@ -44,7 +44,8 @@ func Run(s *Script, b Backend, opt Options) *Result {
 	}
 	r := &engineRun{s: s, b: b, opt: opt, st: st, fds: map[int64]tcp.FD{}, nonblock: map[tcp.FD]bool{}, bound: map[tcp.FD]uint16{},
 		done: map[uint64]*trace.Call{}, states: map[[2]netip.AddrPort]string{}, nextPort: firstRemotePort}
-	res = &Result{File: s.File, Status: Pass}
+	res = &Result{File: s.File, Status: Pass, Hosts: []trace.Host{
+		{Name: LocalHost, Addr: st.local.String()}, {Name: RemoteHost, Addr: st.remote.String()}}}
 	if err := r.setup(); err != nil {
 		res.Status, res.Msg = Fail, err.Error()
 		return res

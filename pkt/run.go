@@ -50,6 +50,8 @@ type Result struct {
 	Late []Late
 	// End is the script time at which the run ended.
 	End time.Duration
+	// Hosts are the run's two hosts, for the views (pcap, ladder).
+	Hosts []trace.Host
 }
 
 // Late is an event that started late, and by how much.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tcplab/tcplab/draw"
 	"github.com/tcplab/tcplab/internal/outfile"
 	"github.com/tcplab/tcplab/kernel"
 	"github.com/tcplab/tcplab/pkt"
@@ -27,6 +29,7 @@ func newPkt(stdout io.Writer) *cobra.Command {
 		both      bool
 		corpus    string
 		markdown  string
+		v         pktViews
 	)
 	cmd := &cobra.Command{
 		Use:   "pkt FILE.pkt...",
@@ -44,6 +47,10 @@ engine does not have is "unsupported", never passed, with the reason.
 
 With --kernel the script plays against this machine's Linux instead, in real
 time, in a fresh network namespace (root): the same checks and trace.
+
+The run is a trace like a scenario's: --trace prints its events, --json
+streams them (then a line of kind "result"), --ladder draws it, --pcap and
+--svg write a capture and the ladder as files.
 
 Shell lines in backquotes are not run: sysctl settings (sysctl -q
 net.ipv4.X=Y, echo N > /proc/sys/..., set_sysctls.py) and the shell files
@@ -75,6 +82,9 @@ was unsupported. With --corpus: 0, or 1 when a script failed on a backend.`,
 			if markdown != "" && corpus == "" {
 				return fmt.Errorf("--markdown goes with --corpus")
 			}
+			if (v.ladder || v.pcap != "" || v.svg != "") && len(args) != 1 {
+				return fmt.Errorf("--ladder, --pcap and --svg draw one script: give one file")
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -83,7 +93,7 @@ was unsupported. With --corpus: 0, or 1 when a script failed on a backend.`,
 			}
 			worst := 0
 			for _, path := range args {
-				code, err := pktOne(stdout, path, pkt.Options{Tolerance: tolerance, Seed: seed, Dir: filepath.Dir(path)}, showTrace, verbose, onKernel)
+				code, err := pktOne(stdout, path, pkt.Options{Tolerance: tolerance, Seed: seed, Dir: filepath.Dir(path)}, showTrace, verbose, onKernel, &v)
 				if err != nil {
 					return err
 				}
@@ -104,6 +114,10 @@ was unsupported. With --corpus: 0, or 1 when a script failed on a backend.`,
 	fl.BoolVar(&both, "both", false, "with --corpus: run every script on the engine and on the kernel")
 	fl.StringVar(&corpus, "corpus", "", "run every .pkt file under this directory and print a table")
 	fl.StringVar(&markdown, "markdown", "", "with --corpus: also write the table as Markdown to this file")
+	fl.BoolVar(&v.json, "json", false, "print the run's events as JSON lines (as tcplab run --json), then a line of kind \"result\"")
+	fl.BoolVar(&v.ladder, "ladder", false, "draw the run's ladder diagram")
+	fl.StringVar(&v.pcap, "pcap", "", "also write the run's capture to this pcapng file (open it in Wireshark)")
+	fl.StringVar(&v.svg, "svg", "", "also draw the ladder diagram as SVG to this file")
 	return cmd
 }
 
@@ -119,7 +133,13 @@ func pktWorse(a, b int) int {
 
 // pktOne runs one script and prints its verdict; it returns the exit code
 // that script alone would give.
-func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKernel bool) (int, error) {
+// pktViews are the pictures and streams of a script run.
+type pktViews struct {
+	json, ladder bool
+	pcap, svg    string
+}
+
+func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKernel bool, v *pktViews) (int, error) {
 	s, err := pkt.ParseFile(path)
 	if err != nil {
 		if _, ok := err.(*pkt.Error); ok {
@@ -128,12 +148,34 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 		}
 		return 0, err
 	}
-	if showTrace {
-		text := &trace.Text{}
-		opt.Sink = func(e trace.Event) {
+	var pcapFile, svgFile *outfile.File
+	for _, o := range []struct {
+		path string
+		f    **outfile.File
+	}{{v.pcap, &pcapFile}, {v.svg, &svgFile}} {
+		if o.path == "" {
+			continue
+		}
+		if *o.f, err = outfile.Create(o.path); err != nil {
+			return 0, err
+		}
+		defer (*o.f).Abort()
+	}
+	var rec trace.Recorder
+	record := rec.Sink()
+	text := &trace.Text{}
+	enc := json.NewEncoder(w)
+	opt.Sink = func(e trace.Event) {
+		switch {
+		case v.json:
+			_ = enc.Encode(&e)
+		case showTrace:
 			if line, ok := text.Line(&e); ok {
 				fmt.Fprintln(w, line)
 			}
+		}
+		if v.ladder || pcapFile != nil || svgFile != nil {
+			record(e)
 		}
 	}
 	var res *pkt.Result
@@ -148,6 +190,35 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 		}
 	} else {
 		res = pkt.RunEngine(s, opt)
+	}
+	if v.ladder {
+		names := make([]string, len(res.Hosts))
+		for i, h := range res.Hosts {
+			names[i] = h.Name
+		}
+		if err := trace.WriteLadder(w, names, rec.Events, false); err != nil {
+			return 0, err
+		}
+	}
+	if pcapFile != nil {
+		if _, err := trace.WritePcapng(pcapFile, res.Hosts, rec.Events); err != nil {
+			return 0, fmt.Errorf("%s: %w", pcapFile.Name(), err)
+		}
+		if err := pcapFile.Commit(); err != nil {
+			return 0, err
+		}
+	}
+	if svgFile != nil {
+		if err := writeCommit(svgFile, draw.Ladder(res.Hosts, rec.Events, draw.LadderOptions{Title: path})); err != nil {
+			return 0, err
+		}
+	}
+	if v.json {
+		if err := enc.Encode(map[string]any{"kind": "result", "file": res.File, "status": res.Status.String(),
+			"line": res.Line, "msg": res.Msg, "stack": res.Stack, "ignored": res.Ignored}); err != nil {
+			return 0, err
+		}
+		return pktCode(res), nil
 	}
 	switch res.Status {
 	case pkt.Pass:
@@ -175,13 +246,18 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 	} else if n := len(res.Ignored); n > 0 {
 		fmt.Fprintf(w, "  %d shell command%s or setting%s ignored (--verbose lists them)\n", n, plural(n), plural(n))
 	}
+	return pktCode(res), nil
+}
+
+// pktCode is the exit code of one script's result.
+func pktCode(res *pkt.Result) int {
 	switch res.Status {
 	case pkt.Fail:
-		return 1, nil
+		return 1
 	case pkt.Unsupported:
-		return 3, nil
+		return 3
 	}
-	return 0, nil
+	return 0
 }
 
 func plural(n int) string {

@@ -56,3 +56,28 @@ func TestPktCorpus(t *testing.T) {
 		t.Errorf("--corpus with files: exit %d, want 2", code)
 	}
 }
+
+// The views of a script run: the same as a scenario run's.
+func TestPktViews(t *testing.T) {
+	dir := "../../pkt/testdata/"
+	out, _, code := tcplab(t, "pkt", "--ladder", dir+"passive-close.pkt")
+	if code != 0 || !strings.Contains(out, "local") || !strings.Contains(out, "remote") || !strings.Contains(out, "LAST_ACK") {
+		t.Errorf("--ladder: exit %d\n%s", code, out)
+	}
+	out, _, code = tcplab(t, "pkt", "--json", dir+"wrong-ack.pkt")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if code != 1 || !strings.Contains(lines[len(lines)-1], `"kind":"result"`) || !strings.Contains(lines[len(lines)-1], `"status":"FAIL"`) ||
+		!strings.Contains(out, `"kind":"state"`) {
+		t.Errorf("--json: exit %d\n%s", code, out)
+	}
+	tmp := t.TempDir()
+	_, _, code = tcplab(t, "pkt", "--pcap", tmp+"/a.pcapng", "--svg", tmp+"/a.svg", dir+"passive-close.pkt")
+	pcap, err1 := os.ReadFile(tmp + "/a.pcapng")
+	svg, err2 := os.ReadFile(tmp + "/a.svg")
+	if code != 0 || err1 != nil || err2 != nil || len(pcap) < 4 || string(pcap[:4]) != "\x0a\x0d\x0d\x0a" || !strings.Contains(string(svg), "<svg") {
+		t.Errorf("--pcap/--svg: exit %d, %v %v", code, err1, err2)
+	}
+	if _, _, code := tcplab(t, "pkt", "--ladder", dir+"passive-close.pkt", dir+"wrong-ack.pkt"); code != 2 {
+		t.Errorf("--ladder with two scripts: exit %d, want 2", code)
+	}
+}
