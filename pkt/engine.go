@@ -288,7 +288,7 @@ func (r *engineRun) event(ev *Event) *stop {
 	case EvCommand:
 		err = r.command(ev)
 	case EvCode:
-		err = unsupportedAt(line, "%%{ }%% blocks are not supported by the engine backend yet")
+		err = r.code(ev)
 	case EvSyscall:
 		err = r.syscall(ev, at, prev)
 	case EvPacket:
