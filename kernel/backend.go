@@ -305,7 +305,7 @@ func (b *Backend) AddPeer(name string, addr netip.Addr) error {
 
 // SetSysctl writes a sysctl of a host's namespace by its name
 // (net.ipv4.tcp_rmem): only net.* settings, and only those the namespace
-// has; a global one (net.core.rmem_max) is not visible there, so the
+// has; a global one (net.ipv4.tcp_mem) is not visible there, so the
 // machine's settings are never changed.
 func (b *Backend) SetSysctl(hostName, name, value string) error {
 	h, err := b.host(hostName)
