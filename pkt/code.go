@@ -243,32 +243,22 @@ func (p *codeParser) compare() (int64, *codeErr) {
 	return l, nil
 }
 
+// bitOr and bitAnd are a|b|c and a&b&c, left to right.
 func (p *codeParser) bitOr() (int64, *codeErr) {
-	v, err := p.bitAnd()
-	for err == nil {
-		p.space()
-		if p.pos >= len(p.src) || p.src[p.pos] != '|' {
-			break
-		}
-		p.pos++
-		var r int64
-		r, err = p.bitAnd()
-		v |= r
-	}
-	return v, err
+	return p.leftAssoc(p.bitAnd, "|", func(a, b int64) int64 { return a | b })
 }
 
 func (p *codeParser) bitAnd() (int64, *codeErr) {
-	v, err := p.sum()
-	for err == nil {
-		p.space()
-		if p.pos >= len(p.src) || p.src[p.pos] != '&' {
-			break
-		}
-		p.pos++
+	return p.leftAssoc(p.sum, "&", func(a, b int64) int64 { return a & b })
+}
+
+// leftAssoc evaluates operands of next joined by op, left to right.
+func (p *codeParser) leftAssoc(next func() (int64, *codeErr), op string, apply func(a, b int64) int64) (int64, *codeErr) {
+	v, err := next()
+	for err == nil && p.op(op) != "" {
 		var r int64
-		r, err = p.sum()
-		v &= r
+		r, err = next()
+		v = apply(v, r)
 	}
 	return v, err
 }
@@ -377,7 +367,7 @@ func (p *codeParser) atom() (int64, *codeErr) {
 }
 
 // code runs a %{ }% block against the socket under test.
-func (r *engineRun) code(ev *Event) *stop {
+func (r *player) code(ev *Event) *stop {
 	socks, err := r.b.Snapshot(LocalHost)
 	if err != nil {
 		return failAt(ev.Pos.Line, "runtime error in code: %v", err)

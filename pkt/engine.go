@@ -42,8 +42,8 @@ func Run(s *Script, b Backend, opt Options) *Result {
 	if res != nil {
 		return res
 	}
-	r := &engineRun{s: s, b: b, opt: opt, st: st, fds: map[int64]tcp.FD{}, nonblock: map[tcp.FD]bool{}, bound: map[tcp.FD]uint16{},
-		done: map[uint64]*trace.Call{}, states: map[[2]netip.AddrPort]string{}, nextPort: firstRemotePort}
+	r := &player{s: s, b: b, opt: opt, st: st, fds: map[int64]tcp.FD{}, nonblock: map[tcp.FD]bool{}, bound: map[tcp.FD]uint16{},
+		done: map[uint64]*trace.Event{}, states: map[[2]netip.AddrPort]string{}, nextPort: firstRemotePort}
 	res = &Result{File: s.File, Status: Pass, Hosts: []trace.Host{
 		{Name: LocalHost, Addr: st.local.String()}, {Name: RemoteHost, Addr: st.remote.String()}}}
 	if err := r.setup(); err != nil {
@@ -66,7 +66,8 @@ func Run(s *Script, b Backend, opt Options) *Result {
 	return res
 }
 
-type engineRun struct {
+// player plays one script on a backend.
+type player struct {
 	s   *Script
 	opt Options
 	st  settings
@@ -75,9 +76,8 @@ type engineRun struct {
 	out      []sniffed // outbound packets not yet matched
 	fds      map[int64]tcp.FD
 	nonblock map[tcp.FD]bool
-	bound    map[tcp.FD]uint16      // the port each socket was bound to
-	done     map[uint64]*trace.Call // completed blocked calls, by ID
-	doneAt   map[uint64]time.Duration
+	bound    map[tcp.FD]uint16            // the port each socket was bound to
+	done     map[uint64]*trace.Event      // the returns of calls, by ID
 	states   map[[2]netip.AddrPort]string // the last state change of each connection
 	conn     *conn
 	nextPort uint16
@@ -111,8 +111,7 @@ type blockedCall struct {
 	fdResult bool
 }
 
-func (r *engineRun) setup() error {
-	r.doneAt = map[uint64]time.Duration{}
+func (r *player) setup() error {
 	r.maxEvents = r.opt.MaxEvents
 	if r.maxEvents <= 0 {
 		r.maxEvents = DefaultMaxEvents
@@ -138,27 +137,26 @@ func (r *engineRun) setup() error {
 	return r.b.AddPeer(RemoteHost, r.st.remote)
 }
 
-func (r *engineRun) now() time.Duration { return r.b.Now() }
+func (r *player) now() time.Duration { return r.b.Now() }
 
 // runUntil lets time pass to t.
-func (r *engineRun) runUntil(t time.Duration) { r.b.RunUntil(t, nil) }
+func (r *player) runUntil(t time.Duration) { r.b.RunUntil(t, nil) }
 
 // waitFor lets time pass until cond holds or limit; it reports cond.
-func (r *engineRun) waitFor(cond func() bool, limit time.Duration) bool {
+func (r *player) waitFor(cond func() bool, limit time.Duration) bool {
 	if cond() {
 		return true
 	}
 	return r.b.RunUntil(limit, cond)
 }
 
-func (r *engineRun) observe(e *trace.Event) {
+func (r *player) observe(e *trace.Event) {
 	switch {
 	case e.Kind == trace.KindPacket && e.Host == LocalHost && e.Packet.Dir == trace.Out && e.Packet.OnWire:
 		r.out = append(r.out, sniffed{at: e.At, seg: e.Packet.Segment})
 	case e.Kind == trace.KindCall && !e.Call.Pending && e.Host == LocalHost:
-		c := *e.Call
-		r.done[c.ID] = &c
-		r.doneAt[c.ID] = e.At
+		ev := *e
+		r.done[e.Call.ID] = &ev
 	case e.Kind == trace.KindNote && e.Host == RemoteHost && strings.HasPrefix(e.Note, "injection failed"):
 		r.injectErr = e.Note // the kernel could not send a script packet
 	case e.Kind == trace.KindState && e.Host == LocalHost:
@@ -169,7 +167,7 @@ func (r *engineRun) observe(e *trace.Event) {
 }
 
 // stackName names the stack under test in messages.
-func (r *engineRun) stackName() string {
+func (r *player) stackName() string {
 	if r.b.Name() == "sim" {
 		return "engine"
 	}
@@ -177,7 +175,7 @@ func (r *engineRun) stackName() string {
 }
 
 // stackLine says what the local stack was doing, for a failure.
-func (r *engineRun) stackLine() string {
+func (r *player) stackLine() string {
 	if r.conn != nil {
 		if s, ok := r.states[[2]netip.AddrPort{r.conn.local, r.conn.remote}]; ok {
 			return fmt.Sprintf("%s: %v > %v %s", r.stackName(), r.conn.local, r.conn.remote, s)
@@ -194,7 +192,7 @@ func (r *engineRun) stackLine() string {
 	return r.stackName() + ": " + strings.Join(parts, "; ")
 }
 
-func (r *engineRun) play() *stop {
+func (r *player) play() *stop {
 	for i := range r.s.Events {
 		ev := &r.s.Events[i]
 		if err := r.event(ev); err != nil {
@@ -211,7 +209,7 @@ func inboundPacket(ev *Event) bool { return ev.Kind == EvPacket && ev.Packet.Dir
 // packetdrill's adjust_relative_event_times: a relative time counts from
 // the previous event's script time when both are inbound packets (such
 // chains are anchored), else from now; * is now.
-func (r *engineRun) times(ev *Event) (at, end time.Duration) {
+func (r *player) times(ev *Event) (at, end time.Duration) {
 	base := time.Duration(0)
 	if ev.Time.Kind == TimeRel || ev.Time.Kind == TimeRelRange || ev.Time.Kind == TimeAny {
 		if r.lastInbound && inboundPacket(ev) {
@@ -251,7 +249,7 @@ func eventName(ev *Event) string {
 	return "data collection for code"
 }
 
-func (r *engineRun) event(ev *Event) *stop {
+func (r *player) event(ev *Event) *stop {
 	if ev.Untimed { // set-up or clean-up: not an event of the timeline
 		return r.command(ev)
 	}
@@ -309,7 +307,7 @@ func (r *engineRun) event(ev *Event) *stop {
 }
 
 // inbound sends the script's packet to the stack at time at.
-func (r *engineRun) inbound(ev *Event, at time.Duration) *stop {
+func (r *player) inbound(ev *Event, at time.Duration) *stop {
 	p := ev.Packet
 	line := ev.Pos.Line
 	c := r.conn
@@ -375,7 +373,7 @@ func (r *engineRun) inbound(ev *Event, at time.Duration) *stop {
 // liveEcr maps a script TS ecr (of a packet with an ACK) to the live TS
 // val it echoes: the outbound TS val the script wrote with that value, as
 // packetdrill maps it (without --tcp_ts_ecr_scaled, there is no other).
-func (r *engineRun) liveEcr(c *conn, ecr uint32, ack bool) (uint32, bool) {
+func (r *player) liveEcr(c *conn, ecr uint32, ack bool) (uint32, bool) {
 	if !ack {
 		return ecr, true
 	}
@@ -413,7 +411,7 @@ func ipFields(p *Packet) string {
 
 // outbound waits for the stack's next packet and checks it against the
 // script's.
-func (r *engineRun) outbound(ev *Event, at, end, prev time.Duration) *stop {
+func (r *player) outbound(ev *Event, at, end, prev time.Duration) *stop {
 	p := ev.Packet
 	line := ev.Pos.Line
 	if what := ipFields(p); what != "" {
@@ -515,7 +513,7 @@ func fragmentErr(prev, cur *wire.Segment, sniffed, want int) string {
 }
 
 // scriptView writes a live segment as the script would.
-func (r *engineRun) scriptView(c *conn, s *wire.Segment, payload int) string {
+func (r *player) scriptView(c *conn, s *wire.Segment, payload int) string {
 	q := newPacket(Outbound)
 	q.FlagText, q.Flags, q.Seq, q.Len, q.Win = s.Flags.Short(), s.Flags, c.toScript(uint32(s.Seq)), payload, int(s.Window)
 	q.HasOptions, q.Options = !s.Options.Empty(), liveOptions(s)

@@ -139,24 +139,22 @@ func readSettings(s *Script, opt Options) (settings, *Result) {
 			} else {
 				st.remote = a
 			}
-		case "tolerance_usecs":
+		case "tolerance_usecs", "tcp_ts_tick_usecs":
 			v, ok := num()
 			if !ok {
 				return bad("not a number of microseconds")
 			}
-			st.tolerance = time.Duration(v) * time.Microsecond
+			if o.Name == "tolerance_usecs" {
+				st.tolerance = time.Duration(v) * time.Microsecond
+			} else {
+				st.tsTick = time.Duration(v) * time.Microsecond
+			}
 		case "tolerance_percent":
 			v, err := strconv.ParseFloat(o.Value, 64)
 			if err != nil || v < 0 {
 				return bad("not a percentage")
 			}
 			st.tolerancePct = v
-		case "tcp_ts_tick_usecs":
-			v, ok := num()
-			if !ok {
-				return bad("not a number of microseconds")
-			}
-			st.tsTick = time.Duration(v) * time.Microsecond
 		case "strict_segments":
 			st.strict = true
 		case "bind_port", "connect_port":

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/tcplab/tcplab/tcp"
 )
 
 // Shell lines on the engine. The engine has no shell: it understands the
@@ -23,7 +25,7 @@ const (
 	maxShellLines = 10000
 )
 
-func (r *engineRun) command(ev *Event) *stop {
+func (r *player) command(ev *Event) *stop {
 	for _, line := range strings.Split(ev.Text, "\n") {
 		r.shell(line, r.opt.Dir, 0)
 	}
@@ -31,7 +33,7 @@ func (r *engineRun) command(ev *Event) *stop {
 }
 
 // shell interprets one command line.
-func (r *engineRun) shell(cmd, dir string, depth int) {
+func (r *player) shell(cmd, dir string, depth int) {
 	if r.shellLines++; r.shellLines > maxShellLines {
 		if r.shellLines == maxShellLines+1 {
 			r.ignore("...", fmt.Sprintf("more than %d shell lines: the rest are not read", maxShellLines))
@@ -93,7 +95,7 @@ func (r *engineRun) shell(cmd, dir string, depth int) {
 }
 
 // shellFile interprets a shell file, line by line.
-func (r *engineRun) shellFile(path, dir string, depth int, cmd string) {
+func (r *player) shellFile(path, dir string, depth int, cmd string) {
 	if depth >= maxShellDepth {
 		r.ignore(cmd, "shell files nested too deeply")
 		return
@@ -141,7 +143,7 @@ type sysctlSetter interface {
 
 // sysctl applies net.X=V: on the kernel as it is, on the engine when it
 // models the setting.
-func (r *engineRun) sysctl(name, val, cmd string) {
+func (r *player) sysctl(name, val, cmd string) {
 	val = strings.Trim(val, `"'`)
 	if k, ok := r.b.(sysctlSetter); ok {
 		if err := k.SetSysctl(LocalHost, name, val); err != nil {
@@ -154,16 +156,16 @@ func (r *engineRun) sysctl(name, val, cmd string) {
 		r.ignore(cmd, name+" is not a TCP setting the engine models")
 		return
 	}
+	if tcp.SettingHelp(setting) == "" {
+		r.ignore(cmd, name+" is not modelled by the engine")
+		return
+	}
 	if err := r.b.Set(LocalHost, setting, val); err != nil {
-		if strings.Contains(err.Error(), "unknown setting") {
-			r.ignore(cmd, name+" is not modelled by the engine")
-		} else {
-			r.ignore(cmd, err.Error())
-		}
+		r.ignore(cmd, err.Error())
 	}
 }
 
-func (r *engineRun) ignore(cmd, why string) {
+func (r *player) ignore(cmd, why string) {
 	r.ignored = append(r.ignored, fmt.Sprintf("%s (%s)", cmd, why))
 }
 

@@ -48,7 +48,7 @@ func value(e *Expr) (int64, bool) {
 
 // syscall makes a system call line's call on the engine and checks its
 // result. at is the line's script time (the call is made now).
-func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
+func (r *player) syscall(ev *Event, at, prev time.Duration) *stop {
 	sc := ev.Syscall
 	line := ev.Pos.Line
 	call, fdResult, local, err := r.toCall(ev)
@@ -79,11 +79,11 @@ func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
 		if !r.waitFor(func() bool { return r.done[res.ID] != nil }, limit) {
 			return failAt(line, "runtime error in %s call: the call blocked (still blocked at %s s)", sc.Name, trace.FormatTime(limit))
 		}
-		if msg := r.st.verifyTime(TimeAbs, at, at, r.doneAt[res.ID], prev, "system call return"); msg != "" {
+		if msg := r.st.verifyTime(TimeAbs, at, at, r.done[res.ID].At, prev, "system call return"); msg != "" {
 			return failAt(line, "runtime error in %s call: %s", sc.Name, msg)
 		}
 		d := r.done[res.ID]
-		res.Ret, res.Err = d.Ret, errnoOf(d.Errno)
+		res.Ret, res.Err = d.Call.Ret, errnoOf(d.Call.Errno)
 	case sc.End >= 0:
 		// The script let it block, and it returned at once.
 		if msg := r.st.verifyTime(TimeAbs, endAt, endAt, start, prev, "system call return"); msg != "" {
@@ -97,7 +97,7 @@ func (r *engineRun) syscall(ev *Event, at, prev time.Duration) *stop {
 // return. next is the system call that must wait for it, due at at; nil
 // at the end of the script. As packetdrill, a next call waits at most a
 // second past its time for the blocked one.
-func (r *engineRun) finishBlocked(next *Event, at time.Duration) *stop {
+func (r *player) finishBlocked(next *Event, at time.Duration) *stop {
 	b := r.blocked
 	if b == nil {
 		return nil
@@ -116,10 +116,10 @@ func (r *engineRun) finishBlocked(next *Event, at time.Duration) *stop {
 			b.expected.Name, trace.FormatTime(limit), trace.FormatTime(b.end))
 	}
 	d := r.done[b.id]
-	if msg := r.st.verifyTime(TimeAbs, b.end, b.end, r.doneAt[b.id], b.startAt, "system call return"); msg != "" {
+	if msg := r.st.verifyTime(TimeAbs, b.end, b.end, r.done[b.id].At, b.startAt, "system call return"); msg != "" {
 		return failAt(b.ev.Pos.Line, "runtime error in %s call: %s", b.expected.Name, msg)
 	}
-	return r.checkCall(b.ev, b.call, d.Ret, errnoOf(d.Errno), b.fdResult)
+	return r.checkCall(b.ev, b.call, d.Call.Ret, errnoOf(d.Call.Errno), b.fdResult)
 }
 
 func errnoOf(name string) tcp.Errno {
@@ -129,7 +129,7 @@ func errnoOf(name string) tcp.Errno {
 
 // checkCall checks a call's result and, for one that made a descriptor,
 // maps the script's number to the engine's.
-func (r *engineRun) checkCall(ev *Event, call tcp.Call, ret int, errno tcp.Errno, fdResult bool) *stop {
+func (r *player) checkCall(ev *Event, call tcp.Call, ret int, errno tcp.Errno, fdResult bool) *stop {
 	if err := r.checkResult(ev, ret, errno, fdResult); err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (r *engineRun) checkCall(ev *Event, call tcp.Call, ret int, errno tcp.Errno
 // checkResult compares a call's return value and errno with the script's
 // (packetdrill's wording). A call that makes a descriptor is checked for
 // one, and the script's number is mapped to it.
-func (r *engineRun) checkResult(ev *Event, ret int, errno tcp.Errno, fdResult bool) *stop {
+func (r *player) checkResult(ev *Event, ret int, errno tcp.Errno, fdResult bool) *stop {
 	sc := ev.Syscall
 	line := ev.Pos.Line
 	if sc.Result.Kind == ExEllipsis {
@@ -188,7 +188,7 @@ func (r *engineRun) checkResult(ev *Event, ret int, errno tcp.Errno, fdResult bo
 }
 
 // fd maps a script descriptor argument to the engine's.
-func (r *engineRun) fd(ev *Event, i int) (tcp.FD, *stop) {
+func (r *player) fd(ev *Event, i int) (tcp.FD, *stop) {
 	sc := ev.Syscall
 	if i >= len(sc.Args) {
 		return 0, failAt(ev.Pos.Line, "%s: missing the descriptor argument", sc.Name)
@@ -254,7 +254,7 @@ func msgFlags(ev *Event, i int) (nonblock, peek bool, err *stop) {
 // toCall turns a system call line into an engine call. fdResult says the
 // call returns a new descriptor; local is the result of a call the runner
 // answers itself.
-func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.Result, err *stop) {
+func (r *player) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.Result, err *stop) {
 	sc := ev.Syscall
 	line := ev.Pos.Line
 	nargs := func(n ...int) *stop {
@@ -338,69 +338,25 @@ func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.
 		return
 	case "read", "recv", "recvfrom", "recvmsg":
 		call.Op = tcp.OpRead
-		if call.FD, err = r.fd(ev, 0); err != nil {
-			return
-		}
-		if err = buffer(ev, sc.Name != "recvmsg"); err != nil {
-			return
-		}
 		var n int64
-		switch sc.Name {
-		case "recvmsg":
-			if err = nargs(3); err != nil {
-				return
-			}
-			var ok bool
-			if n, ok = iovLen(&sc.Args[1]); !ok {
-				return call, false, nil, unsupportedAt(line, "recvmsg: message %s is not supported", sc.Args[1].String())
-			}
-			call.NonBlock, call.Peek, err = msgFlags(ev, 2)
-		default:
-			if n, err = intArg(ev, 2); err != nil {
-				return
-			}
-			if sc.Name != "read" {
-				call.NonBlock, call.Peek, err = msgFlags(ev, 3)
-			}
+		if call.FD, n, call.NonBlock, call.Peek, err = r.dataArgs(ev, sc.Name == "recvmsg", sc.Name == "read"); err != nil {
+			return
 		}
 		if n <= 0 {
 			return call, false, nil, unsupportedAt(line, "%s of %d bytes is not supported", sc.Name, n)
 		}
 		call.Max = int(n)
-		call.NonBlock = call.NonBlock || r.nonblock[call.FD]
 		return
 	case "write", "send", "sendto", "sendmsg":
 		call.Op = tcp.OpWrite
-		if call.FD, err = r.fd(ev, 0); err != nil {
-			return
-		}
-		if err = buffer(ev, sc.Name != "sendmsg"); err != nil {
-			return
-		}
 		var n int64
-		switch sc.Name {
-		case "sendmsg":
-			if err = nargs(3); err != nil {
-				return
-			}
-			var ok bool
-			if n, ok = iovLen(&sc.Args[1]); !ok {
-				return call, false, nil, unsupportedAt(line, "sendmsg: message %s is not supported", sc.Args[1].String())
-			}
-			call.NonBlock, _, err = msgFlags(ev, 2)
-		default:
-			if n, err = intArg(ev, 2); err != nil {
-				return
-			}
-			if sc.Name != "write" {
-				call.NonBlock, _, err = msgFlags(ev, 3)
-			}
+		if call.FD, n, call.NonBlock, _, err = r.dataArgs(ev, sc.Name == "sendmsg", sc.Name == "write"); err != nil {
+			return
 		}
 		if n < 0 || n > 16<<20 {
 			return call, false, nil, unsupportedAt(line, "%s of %d bytes is not supported", sc.Name, n)
 		}
 		call.Data = r.zeros(int(n))
-		call.NonBlock = call.NonBlock || r.nonblock[call.FD]
 		return
 	case "close":
 		if err = nargs(1); err != nil {
@@ -429,6 +385,36 @@ func (r *engineRun) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.
 	return call, false, nil, unsupportedAt(line, "the %s call is not supported by the engine backend yet", sc.Name)
 }
 
+// dataArgs reads a data call's arguments: its descriptor, its length (of
+// msg_iov for recvmsg and sendmsg, else the third argument) and its
+// flags (none for read and write), O_NONBLOCK of the descriptor included.
+func (r *player) dataArgs(ev *Event, msg, noFlags bool) (fd tcp.FD, n int64, nonblock, peek bool, err *stop) {
+	sc := ev.Syscall
+	if fd, err = r.fd(ev, 0); err != nil {
+		return
+	}
+	if err = buffer(ev, !msg); err != nil {
+		return
+	}
+	switch {
+	case msg:
+		if len(sc.Args) != 3 {
+			return fd, 0, false, false, failAt(ev.Pos.Line, "%s takes [3] arguments, the script gives %d", sc.Name, len(sc.Args))
+		}
+		var ok bool
+		if n, ok = iovLen(&sc.Args[1]); !ok {
+			return fd, 0, false, false, unsupportedAt(ev.Pos.Line, "%s: message %s is not supported", sc.Name, sc.Args[1].String())
+		}
+		nonblock, peek, err = msgFlags(ev, 2)
+	default:
+		if n, err = intArg(ev, 2); err != nil || noFlags {
+			break
+		}
+		nonblock, peek, err = msgFlags(ev, 3)
+	}
+	return fd, n, nonblock || r.nonblock[fd], peek, err
+}
+
 // buffer checks a data call's buffer argument: "..." (the runner's own
 // memory) or, for a write, a string. A literal pointer (a test of EFAULT)
 // has no meaning in the engine.
@@ -446,7 +432,7 @@ func buffer(ev *Event, plain bool) *stop {
 
 // zeros returns n zero bytes, from one buffer the run reuses: the engine
 // copies what a write gives it, and the content is never checked.
-func (r *engineRun) zeros(n int) []byte {
+func (r *player) zeros(n int) []byte {
 	if len(r.zeroBuf) < n {
 		r.zeroBuf = make([]byte, n)
 	}
@@ -465,7 +451,7 @@ func sockaddrPort(sa *Expr) (uint16, bool) {
 
 // fcntl: F_GETFL is answered from what the script set; F_SETFL sets or
 // clears O_NONBLOCK.
-func (r *engineRun) fcntl(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
+func (r *player) fcntl(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
 	line := ev.Pos.Line
 	fd, err := r.fd(ev, 0)
 	if err != nil {
@@ -497,7 +483,7 @@ func (r *engineRun) fcntl(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
 }
 
 // setsockopt maps the options the engine has.
-func (r *engineRun) setsockopt(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
+func (r *player) setsockopt(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
 	sc := ev.Syscall
 	line := ev.Pos.Line
 	if len(sc.Args) != 5 {

@@ -305,6 +305,12 @@ func TestLabHalfOpenSnapshot(t *testing.T) {
 	}
 }
 
+// serverSynAckDrop is the server's own firewall dropping its SYN-ACKs
+// after the first skip of them (the sender gets EPERM).
+func serverSynAckDrop(skip int) Rule {
+	return Rule{Host: "server", Dir: trace.Out, FlagsMask: wire.SYN | wire.ACK, FlagsValue: wire.SYN | wire.ACK, Skip: skip, Action: Drop}
+}
+
 // TestLabSynAckResendRefused: the server's own output drops its SYN-ACKs
 // after the first (a local firewall: the sender gets EPERM). Linux's
 // request timer cannot resend at 1 s and drops the request at once
@@ -313,7 +319,7 @@ func TestLabHalfOpenSnapshot(t *testing.T) {
 func TestLabSynAckResendRefused(t *testing.T) {
 	l := newLinuxLab(t)
 	l.listen("server", 80, 5)
-	l.addRule(Rule{Host: "server", Dir: trace.Out, FlagsMask: wire.SYN | wire.ACK, FlagsValue: wire.SYN | wire.ACK, Skip: 1, Action: Drop})
+	l.addRule(serverSynAckDrop(1))
 	l.addRule(Rule{Host: "client", Dir: trace.In, SrcPort: 80, Action: Drop})
 	l.addRule(Rule{Host: "client", Dir: trace.Out, FlagsMask: 0xff, FlagsValue: wire.SYN, Skip: 1, Action: Drop})
 	l.connect("client", serverAP)
@@ -343,7 +349,7 @@ func TestLabSynAckResendRefusedAcked(t *testing.T) {
 	// final ACK fills the queue, the other two are dropped and their
 	// requests marked acked.
 	l.listen("server", 80, 2)
-	l.addRule(Rule{Host: "server", Dir: trace.Out, FlagsMask: wire.SYN | wire.ACK, FlagsValue: wire.SYN | wire.ACK, Skip: 5, Action: Drop})
+	l.addRule(serverSynAckDrop(5))
 	l.connect("client", serverAP)
 	l.connect("client", serverAP)
 	l.n.RunFor(10 * time.Millisecond)
@@ -375,7 +381,7 @@ func TestLabSynAckResendRefusedAcked(t *testing.T) {
 func TestLabSynAckResendRefusedForSYN(t *testing.T) {
 	l := newLinuxLab(t)
 	l.listen("server", 80, 5)
-	l.addRule(Rule{Host: "server", Dir: trace.Out, FlagsMask: wire.SYN | wire.ACK, FlagsValue: wire.SYN | wire.ACK, Skip: 1, Action: Drop})
+	l.addRule(serverSynAckDrop(1))
 	l.addRule(Rule{Host: "client", Dir: trace.In, SrcPort: 80, Action: Drop})
 	// The client's own retransmissions (the third SYN on) stay home.
 	l.addRule(Rule{Host: "client", Dir: trace.Out, FlagsMask: 0xff, FlagsValue: wire.SYN, Skip: 2, Action: Drop})
