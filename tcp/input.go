@@ -657,6 +657,11 @@ func (c *conn) fin() {
 		c.sendAck()
 		if c.finAckPending {
 			c.finAckPending = false
+			if c.h.prof.FinWait2InPassing {
+				c.setState(FinWait2, CauseSegment, "rcv ACK of FIN")
+				c.enterTimeWait(CauseSegment, "rcv FIN, snd ACK")
+				return
+			}
 			c.enterTimeWait(CauseSegment, "rcv FIN,ACK acking our FIN, snd ACK")
 		} else {
 			c.setState(Closing, CauseSegment, "rcv FIN (simultaneous close), snd ACK")

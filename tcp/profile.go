@@ -46,6 +46,11 @@ type Profile struct {
 	FinTimeout       time.Duration // tcp_fin_timeout: life of an orphaned FIN_WAIT2
 	LingerTimeoutRST bool          // close() with SO_LINGER N s resets when N s pass (BSD, Windows); Linux does not
 	RFC1337          bool          // tcp_rfc1337: ignore RST in TIME_WAIT
+	// FinWait2InPassing: a segment that ACKs our FIN and carries the peer's
+	// FIN moves FIN_WAIT1 -> FIN_WAIT2 -> TIME_WAIT at one instant, as
+	// Linux's tcp_rcv_state_process and tcp_fin do; false takes RFC 9293's
+	// direct edge FIN_WAIT1 -> TIME_WAIT.
+	FinWait2InPassing bool
 
 	// Acknowledgements (net/ipv4/tcp_input.c, tcp_output.c).
 	DelayedAck time.Duration // TCP_ATO_MIN / TCP_DELACK_MIN
@@ -105,6 +110,7 @@ func Linux() Profile {
 		LossProbes:        true,
 		TimeWait:          60 * time.Second,
 		FinTimeout:        60 * time.Second,
+		FinWait2InPassing: true,
 		DelayedAck:        40 * time.Millisecond,
 		MaxDelAck:         200 * time.Millisecond,
 		QuickAcks:         16,
@@ -151,6 +157,7 @@ func WindowsClassic() Profile {
 	p.WScale = -1
 	p.RcvWindow = 65535
 	p.LingerTimeoutRST = true
+	p.FinWait2InPassing = false // the RFC's direct edge, as the diagram draws it
 	p.TTL = 128
 	return p
 }

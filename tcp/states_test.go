@@ -208,13 +208,27 @@ func TestActiveCloseFullSequence(t *testing.T) {
 }
 
 func TestFinAckInFinWait1GoesStraightToTimeWait(t *testing.T) {
-	f := newFx(t, Linux())
+	f := newFx(t, WindowsClassic()) // the RFC's direct edge
 	f.finWait1()
 	f.send(wire.FIN|wire.ACK, "") // acks our FIN (ourNxt) and carries its own
 	f.expect(exp{wire.ACK, 2, 2, 0})
 	f.wantState(TimeWait)
 	got := f.transitionsOf(f.conn().id)
 	if got[len(got)-1] != "FIN_WAIT1->TIME_WAIT" {
+		t.Fatalf("transitions %v", got)
+	}
+}
+
+// Linux passes through FIN_WAIT2 at the same instant: tcp_rcv_state_process
+// handles the ACK of our FIN, then tcp_fin the FIN.
+func TestFinAckInFinWait1PassesFinWait2OnLinux(t *testing.T) {
+	f := newFx(t, Linux())
+	f.finWait1()
+	f.send(wire.FIN|wire.ACK, "")
+	f.expect(exp{wire.ACK, 2, 2, 0})
+	f.wantState(TimeWait)
+	got := f.transitionsOf(f.conn().id)
+	if !slices.Equal(got[len(got)-2:], []string{"FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->TIME_WAIT"}) {
 		t.Fatalf("transitions %v", got)
 	}
 }
