@@ -60,17 +60,21 @@ func (s Shut) String() string {
 type OptKind uint8
 
 const (
-	OptLinger    OptKind = iota // SO_LINGER: On, Dur (whole seconds)
-	OptReuseAddr                // SO_REUSEADDR: On
-	OptKeepAlive                // SO_KEEPALIVE: On
-	OptKeepIdle                 // TCP_KEEPIDLE: Dur
-	OptKeepIntvl                // TCP_KEEPINTVL: Dur
-	OptKeepCnt                  // TCP_KEEPCNT: N
-	OptNoDelay                  // TCP_NODELAY: On
-	OptNonBlock                 // O_NONBLOCK: On
+	OptLinger      OptKind = iota // SO_LINGER: On, Dur (whole seconds)
+	OptReuseAddr                  // SO_REUSEADDR: On
+	OptKeepAlive                  // SO_KEEPALIVE: On
+	OptKeepIdle                   // TCP_KEEPIDLE: Dur
+	OptKeepIntvl                  // TCP_KEEPINTVL: Dur
+	OptKeepCnt                    // TCP_KEEPCNT: N
+	OptNoDelay                    // TCP_NODELAY: On
+	OptNonBlock                   // O_NONBLOCK: On
+	OptSndBuf                     // SO_SNDBUF: N bytes (the socket keeps twice as much, as Linux)
+	OptMaxSeg                     // TCP_MAXSEG: N, the largest MSS offered and used (0: no limit)
+	OptUserTimeout                // TCP_USER_TIMEOUT: Dur (milliseconds; 0: the retries decide)
 )
 
-var optNames = [...]string{"SO_LINGER", "SO_REUSEADDR", "SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_NODELAY", "O_NONBLOCK"}
+var optNames = [...]string{"SO_LINGER", "SO_REUSEADDR", "SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_NODELAY", "O_NONBLOCK",
+	"SO_SNDBUF", "TCP_MAXSEG", "TCP_USER_TIMEOUT"}
 
 func (k OptKind) String() string {
 	if int(k) < len(optNames) {
@@ -96,8 +100,10 @@ func (o Option) String() string {
 		return fmt.Sprintf("SO_LINGER {on, %ds}", int(o.Dur/time.Second))
 	case OptKeepIdle, OptKeepIntvl:
 		return fmt.Sprintf("%s %ds", o.Kind, int(o.Dur/time.Second))
-	case OptKeepCnt:
+	case OptKeepCnt, OptSndBuf, OptMaxSeg:
 		return fmt.Sprintf("%s %d", o.Kind, o.N)
+	case OptUserTimeout:
+		return fmt.Sprintf("%s %dms", o.Kind, o.Dur.Milliseconds())
 	default:
 		if o.On {
 			return o.Kind.String() + " 1"
@@ -577,7 +583,7 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 		return true
 	}
 	data := r.Call.Data[r.Ret:]
-	room := h.prof.SndBuf - len(c.snd)
+	room := c.sndBufSize() - len(c.snd)
 	n := min(room, len(data))
 	if n > 0 {
 		c.snd = append(c.snd, data[:n]...)
@@ -769,9 +775,52 @@ func (h *Host) doSetOption(c *conn, r *Result) {
 		}
 	case OptNonBlock:
 		c.nonBlock = o.On
+	case OptSndBuf:
+		// sock_setsockopt: capped at net.core.wmem_max, then doubled for
+		// the kernel's bookkeeping, with a floor of SOCK_MIN_SNDBUF.
+		c.sndBuf = max(2*min(max(o.N, 0), wmemMax), sockMinSndBuf)
+		c.checkPending() // a larger buffer may let a blocked write go on
+	case OptMaxSeg:
+		// do_tcp_setsockopt: 0 or TCP_MIN_MSS..MAX_TCP_WINDOW.
+		if o.N != 0 && (o.N < 88 || o.N > 32767) {
+			fail(r, EINVAL)
+			return
+		}
+		c.userMSS = o.N
+	case OptUserTimeout:
+		if o.Dur < 0 {
+			fail(r, EINVAL)
+			return
+		}
+		c.userTimeout = o.Dur.Truncate(time.Millisecond)
 	default:
 		fail(r, EINVAL)
 	}
+}
+
+// Linux's bounds of SO_SNDBUF: net.core.wmem_max's default and
+// SOCK_MIN_SNDBUF on a 64-bit kernel.
+const (
+	wmemMax       = 212992
+	sockMinSndBuf = 4608
+)
+
+// sndBufSize is what the socket's send queue may hold: SO_SNDBUF once
+// set, the profile's otherwise.
+func (c *conn) sndBufSize() int {
+	if c.sndBuf > 0 {
+		return c.sndBuf
+	}
+	return c.h.prof.SndBuf
+}
+
+// advMSS is the MSS the socket offers: the profile's, lowered by
+// TCP_MAXSEG (tcp_mss_clamp).
+func (c *conn) advMSS() int {
+	if c.userMSS > 0 && c.userMSS < c.h.prof.MSS {
+		return c.userMSS
+	}
+	return c.h.prof.MSS
 }
 
 // checkPending completes the socket's blocked calls that can complete, in

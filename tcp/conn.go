@@ -49,6 +49,9 @@ type conn struct {
 	keepalive                    bool
 	kaIdle, kaIntvl              time.Duration
 	kaProbes                     int
+	sndBuf                       int           // SO_SNDBUF as Linux keeps it (doubled); 0: the profile's
+	userMSS                      int           // TCP_MAXSEG; 0: none
+	userTimeout                  time.Duration // TCP_USER_TIMEOUT; 0: none
 
 	// sk_shutdown bits, SOCK_DONE, SOCK_DEAD, sk_err
 	rcvShut, sndShut bool
@@ -108,10 +111,14 @@ type conn struct {
 	retransStamp      time.Duration
 	hasRetransStamp   bool
 	probesOut         int
+	probesStamp       time.Duration // when the first unanswered zero-window probe went (icsk_probes_tstamp)
+	hasProbesStamp    bool
 	lastAckRcv        time.Duration // rcv_tstamp
 	lastDataRcv       time.Duration // icsk_ack.lrcvtime
 	dataRcvd          bool          // lastDataRcv is set: data has arrived (Linux's lrcvtime starts far in the past)
-	persist           bool          // the write timer is the zero-window probe timer
+	lastDataSent      time.Duration // tp->lsndtime
+	dataSent          bool
+	persist           bool // the write timer is the zero-window probe timer
 
 	// delayed ACK machinery (inet_connection_sock icsk_ack)
 	ackPending bool

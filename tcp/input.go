@@ -376,7 +376,7 @@ func (c *conn) processAck(seg *wire.Segment) {
 		c.sndWl1 = seg.Seq
 	}
 	c.lastAckRcv = h.now
-	c.probesOut = 0
+	c.probesOut = 0 // the stamp of the first probe stays until the window opens (tcp_ack_probe)
 	if ack.GreaterThan(c.sndUna) {
 		acked := int(ack.Diff(c.sndUna))
 		c.ackAdvance(ack)

@@ -155,6 +155,7 @@ func (r *conn) inheritOptions(l *conn) {
 	r.linger, r.lingerTime = l.linger, l.lingerTime
 	r.keepalive, r.kaIdle, r.kaIntvl, r.kaProbes = l.keepalive, l.kaIdle, l.kaIntvl, l.kaProbes
 	r.noDelay = l.noDelay
+	r.sndBuf, r.userMSS, r.userTimeout = l.sndBuf, l.userMSS, l.userTimeout
 }
 
 // sendSynAck sends the SYN-ACK of a request socket; it reports false when

@@ -162,7 +162,7 @@ func (c *conn) sendActiveReset() {
 // what the peer offered is echoed.
 func (c *conn) synOptions(synack bool, peer *wire.Options) wire.Options {
 	p := &c.h.prof
-	o := wire.Options{HasMSS: true, MSS: uint16(p.MSS)}
+	o := wire.Options{HasMSS: true, MSS: uint16(c.advMSS())}
 	if p.SACK && (!synack || peer.SACKPermitted) {
 		o.SACKPermitted = true
 	}
@@ -232,7 +232,7 @@ func (c *conn) takeSynOptions(seg *wire.Segment) {
 // setMSS is the payload per segment: the smaller of both MSS values, less
 // the 12 bytes of the timestamps option.
 func (c *conn) setMSS() {
-	m := min(c.peerMSS, c.h.prof.MSS)
+	m := min(c.peerMSS, c.advMSS())
 	if c.tsOK {
 		m -= 12
 	}
@@ -435,6 +435,7 @@ func (c *conn) probeNewData() bool {
 // lastSendAt applies tcp_event_data_sent's pingpong rule: replying within
 // ATO of the last received data marks the connection interactive.
 func (c *conn) lastSendAt() {
+	c.lastDataSent, c.dataSent = c.h.now, true // tp->lsndtime
 	if c.ato > 0 && c.dataRcvd && c.h.now-c.lastDataRcv < c.ato {
 		c.pingpong = true
 	}
@@ -485,7 +486,10 @@ func (c *conn) onRetransmitTimer() {
 		if c.orphan {
 			until, knob = c.orphanRetries(c.rto < p.MaxRTO), "tcp_orphan_retries"
 		}
-		if c.retransmitsTimedOut(until) {
+		if c.userTimeout > 0 {
+			knob = "TCP_USER_TIMEOUT " + c.userTimeout.String() + ", not " + knob
+		}
+		if c.retransmitsTimedOut(until, c.userTimeout) {
 			c.writeErr(CauseTimer, "retransmissions exhausted ("+knob+" "+strconv.Itoa(until)+")")
 			return
 		}
@@ -511,14 +515,32 @@ func (c *conn) onRetransmitTimer() {
 		c.backoff++
 		c.rto = min(c.rto*2, p.MaxRTO)
 	}
-	c.rtxAt = h.now + c.rto
+	c.rtxAt = h.now + c.clampRTOToUserTimeout()
+}
+
+// clampRTOToUserTimeout is tcp_clamp_rto_to_user_timeout: with
+// TCP_USER_TIMEOUT, the next timeout comes no later than the time left
+// (one jiffy when none is).
+func (c *conn) clampRTOToUserTimeout() time.Duration {
+	if c.userTimeout == 0 || c.state == SynSent || c.state == SynRecv || !c.hasRetransStamp {
+		return c.rto
+	}
+	left := c.userTimeout - (c.h.now - c.retransStamp)
+	if left <= 0 {
+		return c.h.prof.Jiffy
+	}
+	return min(c.rto, left)
 }
 
 // retransmitsTimedOut is retransmits_timed_out: the time budget of
-// tcp_model_timeout, measured from the first retransmission by timeout.
-func (c *conn) retransmitsTimedOut(boundary int) bool {
+// tcp_model_timeout, or TCP_USER_TIMEOUT when set, measured from the
+// first retransmission by timeout.
+func (c *conn) retransmitsTimedOut(boundary int, userTimeout time.Duration) bool {
 	if c.retransmits == 0 || !c.hasRetransStamp {
 		return false
+	}
+	if userTimeout > 0 {
+		return c.h.now-c.retransStamp >= userTimeout
 	}
 	return c.h.now-c.retransStamp >= modelTimeout(boundary, tcpRTOMin, c.h.prof.MaxRTO)
 }
@@ -578,7 +600,7 @@ func (c *conn) onProbeTimer() {
 	c.persist = false
 	unsent := c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) || (c.finQueued && !c.finSent)
 	if c.sndWnd != 0 || !unsent || c.sndMax != c.sndUna {
-		c.probesOut = 0
+		c.probesOut, c.hasProbesStamp = 0, false
 		c.xmit()
 		return
 	}
@@ -588,6 +610,14 @@ func (c *conn) onProbeTimer() {
 	}
 	if c.probesOut >= maxProbes {
 		c.writeErr(CauseTimer, "zero-window probes unanswered")
+		return
+	}
+	// With TCP_USER_TIMEOUT, probing ends when that time has passed
+	// since the first probe (icsk_probes_tstamp).
+	if !c.hasProbesStamp {
+		c.hasProbesStamp, c.probesStamp = true, h.now
+	} else if c.userTimeout > 0 && h.now-c.probesStamp >= c.userTimeout {
+		c.writeErr(CauseTimer, "zero-window probes unanswered for TCP_USER_TIMEOUT")
 		return
 	}
 	c.emit(c.segment(wire.ACK, c.sndUna.Add(-1), nil))

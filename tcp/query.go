@@ -1,0 +1,95 @@
+package tcp
+
+import "time"
+
+// Status is what a program can learn of its socket without moving data:
+// what poll(), ioctl() and getsockopt() answer. It is not a call: asking
+// changes nothing and is not traced.
+type Status struct {
+	State    State // the state the descriptor's owner sees (a TIME_WAIT remnant reads CLOSED)
+	Listen   bool
+	AcceptQ  int   // a listener's connections ready for accept()
+	Readable int   // bytes a read would return (SIOCINQ, FIONREAD)
+	RcvShut  bool  // RCV_SHUTDOWN: the peer's FIN was received, or shutdown(SHUT_RD)
+	SndShut  bool  // SEND_SHUTDOWN
+	Unacked  int   // bytes written and not yet acknowledged (SIOCOUTQ)
+	Unsent   int   // bytes written and not yet sent (SIOCOUTQNSD)
+	Room     int   // bytes a write could copy now
+	SndBuf   int   // SO_SNDBUF
+	Err      Errno // sk_err, the error the next call reports (SO_ERROR)
+	MSS      int   // TCP_MAXSEG: the sending MSS (the limit set, on a socket not yet connected)
+	AdvMSS   int   // the MSS the socket offers (tcpi_advmss)
+	Options  int   // TCPI_OPT_* bits: timestamps 1, SACK 2, window scale 4
+	Info     SocketInfo
+	// Times since the last data sent, the last data received and the
+	// last ACK received (tcpi_last_*); -1 when there was none.
+	SinceDataSent, SinceDataRecv, SinceAckRecv time.Duration
+}
+
+// Status reports a socket of the application by its descriptor.
+func (h *Host) Status(fd FD) (Status, Errno) {
+	c := h.fds[fd]
+	if c == nil {
+		return Status{}, EBADF
+	}
+	st := Status{State: c.appState(), Listen: c.state == Listen && c.lst != nil, RcvShut: c.rcvShut,
+		SndShut: c.sndShut, Err: c.err, SndBuf: c.sndBufSize(), AdvMSS: c.advMSS(), Info: c.info(),
+		SinceDataSent: -1, SinceDataRecv: -1, SinceAckRecv: -1}
+	if st.Listen {
+		st.AcceptQ = len(c.lst.acceptq)
+	}
+	if !c.tw {
+		st.Readable = len(c.rcv)
+		st.Unacked = int(c.sndBase.Add(len(c.snd)).Diff(c.sndUna))
+		if st.Unacked < 0 {
+			st.Unacked = 0
+		}
+		st.Unsent = int(c.sndBase.Add(len(c.snd)).Diff(c.sndNxt))
+		if st.Unsent < 0 {
+			st.Unsent = 0
+		}
+		st.Room = max(c.sndBufSize()-len(c.snd), 0)
+	}
+	switch {
+	case c.state == Closed || c.state == Listen || c.state == SynSent:
+		// tcp_getsockopt: the limit set, before a connection has an MSS;
+		// tcp_init_sock's TCP_MSS_DEFAULT otherwise.
+		st.MSS = c.mss
+		if c.userMSS > 0 {
+			st.MSS = c.userMSS
+		}
+	default:
+		st.MSS = c.mss
+	}
+	if c.tsOK {
+		st.Options |= 1
+	}
+	if c.sackOK {
+		st.Options |= 2
+	}
+	if c.wsOK {
+		st.Options |= 4
+	}
+	if c.dataRcvd {
+		st.SinceDataRecv = h.now - c.lastDataRcv
+	}
+	if c.dataSent {
+		st.SinceDataSent = h.now - c.lastDataSent
+	}
+	if c.state != Closed && c.state != Listen && c.state != SynSent {
+		st.SinceAckRecv = h.now - c.lastAckRcv
+	}
+	return st, OK
+}
+
+// TakeError returns the socket's pending error and clears it, as
+// getsockopt(SO_ERROR) does (sock_error).
+func (h *Host) TakeError(fd FD) (Errno, Errno) {
+	c := h.fds[fd]
+	if c == nil {
+		return OK, EBADF
+	}
+	e := c.err
+	c.err = OK
+	return e, OK
+}
