@@ -321,8 +321,12 @@ func (b *Backend) SetSysctl(hostName, name, value string) error {
 	}
 	p := "/proc/sys/net/" + strings.ReplaceAll(rest, ".", "/")
 	return h.work.do(func() error {
-		if _, err := os.Stat(p); err != nil {
+		cur, err := os.ReadFile(p)
+		if err != nil {
 			return fmt.Errorf("sysctl %s: not a setting of a network namespace", name)
+		}
+		if strings.Join(strings.Fields(string(cur)), " ") == strings.Join(strings.Fields(value), " ") {
+			return nil // already so (a namespace may not write some, tcp_congestion_control)
 		}
 		if err := os.WriteFile(p, []byte(value), 0); err != nil {
 			return fmt.Errorf("sysctl %s = %s: %w", name, value, err)
@@ -378,8 +382,9 @@ func (b *Backend) start() error {
 	}
 	names := make([]string, len(b.hosts))
 	addrs := make([]netip.Addr, len(b.hosts))
+	peers := make([]bool, len(b.hosts))
 	for i, h := range b.hosts {
-		names[i], addrs[i] = h.name, h.addr
+		names[i], addrs[i], peers[i] = h.name, h.addr, h.peer
 	}
 	var err error
 	delay := sim.DefaultDelay
@@ -388,7 +393,7 @@ func (b *Backend) start() error {
 			delay = 0 // a peer is attached directly, as a tun device
 		}
 	}
-	if b.lab, err = newLab(names, addrs, delay); err != nil {
+	if b.lab, err = newLab(names, addrs, peers, delay); err != nil {
 		return err
 	}
 	cleanup := func(e error) error {

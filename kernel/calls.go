@@ -678,6 +678,12 @@ func setOption(s *ksock, o tcp.Option) error {
 		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, o.N)
 	case tcp.OptNoDelay:
 		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, b2i(o.On))
+	case tcp.OptSndBuf:
+		return unix.SetsockoptInt(s.kfd, unix.SOL_SOCKET, unix.SO_SNDBUF, o.N)
+	case tcp.OptMaxSeg:
+		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, o.N)
+	case tcp.OptUserTimeout:
+		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(o.Dur/time.Millisecond))
 	case tcp.OptNonBlock:
 		// Every socket is non-blocking underneath; the flag only changes
 		// whether tcplab waits for the call.
@@ -750,4 +756,25 @@ func (h *host) sockByID(id uint64) *ksock {
 		return nil
 	}
 	return h.socks[id-1]
+}
+
+// Sys runs f with the kernel's descriptor of a host's socket, for a
+// system call the scenario language has no word for (getsockopt, ioctl,
+// poll, epoll_ctl): the program that plays a packetdrill script makes
+// such calls itself. f must not block: the socket is non-blocking, and a
+// wait belongs in the caller's RunUntil. EBADF when the host has no such
+// descriptor.
+func (b *Backend) Sys(hostName string, fd tcp.FD, f func(kfd int) error) error {
+	h, err := b.host(hostName)
+	if err != nil {
+		return err
+	}
+	if err := b.start(); err != nil {
+		return err
+	}
+	s := h.fds[fd]
+	if s == nil || s.kfd < 0 {
+		return unix.EBADF
+	}
+	return f(s.kfd)
 }

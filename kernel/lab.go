@@ -34,7 +34,8 @@ type nsHost struct {
 	nsName string
 	ns     netns.NsHandle
 	mac    net.HardwareAddr
-	index  int // interface index of eth0 inside the namespace
+	index  int  // interface index of eth0 inside the namespace
+	peer   bool // a program plays it (a packetdrill script)
 }
 
 // lab is the network of one run: a namespace per host, and a switch
@@ -46,6 +47,11 @@ type lab struct {
 	switchNS string
 	sw       netns.NsHandle
 	link     *link
+	// tso: a lab with a peer is built as packetdrill's tun device is:
+	// the stacks hand their interface whole TSO packets (a capture sees
+	// them unsplit, PSH as the stack marked it), and the peer may send
+	// packets larger than the MTU, which reach the stack as GSO packets.
+	tso bool
 }
 
 func hostMAC(i int) net.HardwareAddr {
@@ -56,8 +62,11 @@ func portMAC(i int) net.HardwareAddr {
 }
 
 // newLab creates the namespaces and links for the given hosts.
-func newLab(names []string, addrs []netip.Addr, delay time.Duration) (l *lab, err error) {
+func newLab(names []string, addrs []netip.Addr, peers []bool, delay time.Duration) (l *lab, err error) {
 	l = &lab{name: runName(), sw: netns.None()}
+	for _, p := range peers {
+		l.tso = l.tso || p
+	}
 	defer func() {
 		if err != nil {
 			l.close()
@@ -79,7 +88,7 @@ func newLab(names []string, addrs []netip.Addr, delay time.Duration) (l *lab, er
 		return l, fmt.Errorf("tcp_child_ehash_entries: %w", err)
 	}
 	for i, n := range names {
-		h := &nsHost{name: n, addr: addrs[i], nsName: l.name + "-" + n, mac: hostMAC(i)}
+		h := &nsHost{name: n, addr: addrs[i], nsName: l.name + "-" + n, mac: hostMAC(i), peer: peers[i]}
 		h.ns, err = newNamedNS(h.nsName, l.sw)
 		if err != nil {
 			return l, err
@@ -98,7 +107,7 @@ func newLab(names []string, addrs []netip.Addr, delay time.Duration) (l *lab, er
 	var ps []*port
 	err = inspect.InNetns(l.sw, func() error {
 		for i, idx := range ports {
-			p, err := openPort(idx, l.hosts[i].mac)
+			p, err := openPort(idx, l.hosts[i].mac, l.tso && !l.hosts[i].peer)
 			if err != nil {
 				for _, q := range ps {
 					q.wait.Close()
@@ -158,11 +167,19 @@ func (l *lab) ready() error {
 // mtu is Ethernet's, so that the MSS is 1460 as in the simulator.
 const mtu = 1500
 
-func vethAttrs(name string, mac net.HardwareAddr) netlink.LinkAttrs {
+// bigMTU is the MTU of a tso lab's switch ports and of its peer: the
+// largest IPv4 packet fits.
+const bigMTU = 65535
+
+func vethAttrs(name string, mac net.HardwareAddr, tso bool) netlink.LinkAttrs {
 	a := netlink.NewLinkAttrs()
 	a.Name = name
 	a.MTU = mtu
 	a.HardwareAddr = mac
+	if tso {
+		a.MTU = bigMTU
+		return a
+	}
 	// One segment per packet, as on a real wire and in the simulator:
 	// without this TCP hands veth 64 KB GSO packets and a capture sees
 	// them unsplit.
@@ -183,7 +200,7 @@ func (l *lab) wires() ([]int, error) {
 	var idx []int
 	for i, host := range l.hosts {
 		name := fmt.Sprintf("port%d", i)
-		v := &netlink.Veth{LinkAttrs: vethAttrs(name, portMAC(i)), PeerName: ifName,
+		v := &netlink.Veth{LinkAttrs: vethAttrs(name, portMAC(i), l.tso), PeerName: ifName,
 			PeerHardwareAddr: host.mac, PeerNamespace: netlink.NsFd(int(host.ns))}
 		if err := sh.LinkAdd(v); err != nil {
 			return nil, fmt.Errorf("create veth for %s: %w", host.name, err)
@@ -221,9 +238,19 @@ func (l *lab) configure(h *nsHost) error {
 		return err
 	}
 	h.index = eth.Attrs().Index
-	// The peer end of a veth does not take the attributes given at
-	// creation: without this TCP sends 5-segment GSO packets through it.
-	if err := nh.LinkSetGSOMaxSegs(eth, 1); err != nil {
+	if l.tso {
+		// The stack under test keeps Ethernet's MTU (its MSS is 1460);
+		// the peer takes any packet the script sends.
+		m := mtu
+		if h.peer {
+			m = bigMTU
+		}
+		if err := nh.LinkSetMTU(eth, m); err != nil {
+			return fmt.Errorf("MTU of %s: %w", h.name, err)
+		}
+	} else if err := nh.LinkSetGSOMaxSegs(eth, 1); err != nil {
+		// The peer end of a veth does not take the attributes given at
+		// creation: without this TCP sends 5-segment GSO packets through it.
 		return fmt.Errorf("one segment per packet on %s: %w", h.name, err)
 	}
 	a := &netlink.Addr{IPNet: &net.IPNet{IP: h.addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}

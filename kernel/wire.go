@@ -58,6 +58,10 @@ type port struct {
 	wait  *os.File // a duplicate of fd in Go's network poller (receive)
 	index int
 	mac   net.HardwareAddr
+	// gso writes frames larger than Ethernet's into the port as GSO
+	// packets (PACKET_VNET_HDR), which a host with a 1500-byte MTU takes
+	// as its stack takes coalesced packets; -1 in a lab without a peer.
+	gso int
 }
 
 type frame struct {
@@ -87,7 +91,7 @@ func (h *frameHeap) Pop() any {
 
 // openPort opens a raw packet socket on a switch port; it must run in
 // the switch namespace.
-func openPort(index int, mac net.HardwareAddr) (*port, error) {
+func openPort(index int, mac net.HardwareAddr, gso bool) (*port, error) {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 	if err != nil {
 		return nil, err
@@ -102,7 +106,73 @@ func openPort(index int, mac net.HardwareAddr) (*port, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &port{fd: fd, wait: os.NewFile(uintptr(dup), "tcplab-port"), index: index, mac: mac}, nil
+	p := &port{fd: fd, wait: os.NewFile(uintptr(dup), "tcplab-port"), index: index, mac: mac, gso: -1}
+	if gso {
+		if p.gso, err = openGSOPort(index); err != nil {
+			p.wait.Close()
+			unix.Close(fd)
+			return nil, fmt.Errorf("GSO socket: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// openGSOPort opens a write-only packet socket that takes a
+// virtio_net_hdr before each frame.
+func openGSOPort(index int) (int, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: index}); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// writeGSO sends an IPv4 TCP frame larger than Ethernet's as a GSO
+// packet of segments that fit 1500 bytes: with the checksum left to
+// offload (the field holds the pseudo-header sum), as packetdrill's tun
+// device sends such a script packet.
+func (p *port) writeGSO(data []byte) bool {
+	ip := data[14:]
+	if len(ip) < 40 || ip[0]>>4 != 4 || ip[9] != unix.IPPROTO_TCP {
+		return false
+	}
+	ihl := int(ip[0]&0x0f) * 4
+	if len(ip) < ihl+20 {
+		return false
+	}
+	doff := int(ip[ihl+12]>>4) * 4
+	if doff < 20 || len(ip) < ihl+doff {
+		return false
+	}
+	frame := make([]byte, 10+len(data))
+	hdr := frame[:10]
+	hdr[0] = 1                                                   // VIRTIO_NET_HDR_F_NEEDS_CSUM
+	hdr[1] = 1                                                   // VIRTIO_NET_HDR_GSO_TCPV4
+	binary.LittleEndian.PutUint16(hdr[2:], uint16(14+ihl+doff))  // hdr_len
+	binary.LittleEndian.PutUint16(hdr[4:], uint16(mtu-ihl-doff)) // gso_size
+	binary.LittleEndian.PutUint16(hdr[6:], uint16(14+ihl))       // csum_start
+	binary.LittleEndian.PutUint16(hdr[8:], 16)                   // csum_offset
+	copy(frame[10:], data)
+	seg := frame[10+14+ihl:]
+	var sum uint32
+	for i := 12; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	}
+	sum += unix.IPPROTO_TCP + uint32(len(ip)-ihl)
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(seg[16:], uint16(sum))
+	_, err := unix.Write(p.gso, frame)
+	return err == nil
 }
 
 func newLink(delay time.Duration, ports []*port) *link {
@@ -132,7 +202,7 @@ func (l *link) receive(p *port) {
 	if err != nil {
 		return
 	}
-	buf := make([]byte, 1<<16)
+	buf := make([]byte, 1<<17) // a TSO packet of a tso lab, with its Ethernet header
 	_ = rc.Read(func(uintptr) bool {
 		l.drain(p, buf)
 		return false // wait for more, until the descriptor is closed
@@ -216,6 +286,9 @@ func (l *link) send() {
 // room rather than dropping the frame (a blocking socket used to wait in
 // the write). A closed port ends it.
 func (p *port) write(data []byte) {
+	if p.gso >= 0 && len(data) > 14+mtu && p.writeGSO(data) {
+		return
+	}
 	rc, err := p.wait.SyscallConn()
 	if err != nil {
 		return
@@ -234,6 +307,9 @@ func (l *link) close() {
 	l.wg.Wait()
 	for _, p := range l.ports {
 		unix.Close(p.fd)
+		if p.gso >= 0 {
+			unix.Close(p.gso)
+		}
 	}
 }
 
