@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
 )
 
@@ -58,8 +59,26 @@ type codeErr struct {
 // evalCode runs a block against the fields; it returns nil when every
 // assertion held.
 func evalCode(src string, fields map[string]int64) *codeErr {
+	// Python joins a line ending in a backslash with the next.
+	src = strings.ReplaceAll(strings.ReplaceAll(src, "\\\r\n", " "), "\\\n", " ")
+	vars := map[string]int64{}
+	for k, v := range fields {
+		vars[k] = v
+	}
+	fields = vars
 	for _, stmt := range splitStatements(src) {
 		stmt = strings.TrimSpace(stmt)
+		if name, expr, ok := assignment(stmt); ok {
+			// NAME = EXPR: a constant the later statements use
+			// (TCP_INFINITE_SSTHRESH = 0x7fffffff).
+			e := &codeParser{src: expr, fields: fields}
+			v, err := e.parse()
+			if err != nil {
+				return err
+			}
+			fields[name] = v
+			continue
+		}
 		switch {
 		case stmt == "" || strings.HasPrefix(stmt, "#"):
 		case strings.HasPrefix(stmt, "print(") && strings.HasSuffix(stmt, ")"):
@@ -81,6 +100,24 @@ func evalCode(src string, fields map[string]int64) *codeErr {
 		}
 	}
 	return nil
+}
+
+// assignment reads "NAME = EXPR" (not ==, <=, >=, !=).
+func assignment(stmt string) (name, expr string, ok bool) {
+	i := strings.IndexByte(stmt, '=')
+	if i <= 0 || i+1 < len(stmt) && stmt[i+1] == '=' || strings.ContainsAny(stmt[i-1:i], "<>!=") {
+		return "", "", false
+	}
+	name = strings.TrimSpace(stmt[:i])
+	if name == "" || strings.HasPrefix(name, "tcpi_") {
+		return "", "", false
+	}
+	for j := 0; j < len(name); j++ {
+		if !isWordByte(name[j]) {
+			return "", "", false
+		}
+	}
+	return name, strings.TrimSpace(stmt[i+1:]), true
 }
 
 // splitStatements splits at ";" and line ends outside parentheses.
@@ -389,6 +426,19 @@ func (r *player) code(ev *Event) *stop {
 	info := map[string]int64{"tcpi_state": tcpiStates["CLOSED"]}
 	if under != nil {
 		info = tcpInfo(under)
+		// A socket with a descriptor: its full TCP_INFO, as packetdrill
+		// reads it (getsockopt on the kernel, the engine's state).
+		if under.FD > 0 {
+			if full := r.os.tcpInfo(tcp.FD(under.FD)); full != nil {
+				info = full
+			}
+		}
+	} else if r.lastFD > 0 {
+		// Gone from the socket table (CLOSED), its descriptor still
+		// answers, as packetdrill's getsockopt on it does.
+		if full := r.os.tcpInfo(r.lastFD); full != nil {
+			info = full
+		}
 	}
 	if e := evalCode(ev.Text, info); e != nil {
 		if e.unsupported {

@@ -50,6 +50,8 @@ func Run(s *Script, b Backend, opt Options) *Result {
 		res.Status, res.Msg = Fail, err.Error()
 		return res
 	}
+	r.os = osFor(b)
+	defer r.closeOS()
 	err := r.play()
 	if r.overBudget {
 		line := 0
@@ -96,6 +98,10 @@ type player struct {
 	shellLines  int
 	shellRead   map[string]bool
 	overBudget  bool
+	os          osCalls
+	ownCalls    uint64
+	epolls      map[tcp.FD]int // the runner's epoll descriptors
+	lastFD      tcp.FD         // the socket of the last call: the one %{ }% reads (0: none)
 }
 
 // blockedCall is a system call the script lets block (+0...0.2 accept):
@@ -109,6 +115,8 @@ type blockedCall struct {
 	expected *Syscall
 	call     tcp.Call
 	fdResult bool
+	local    *localWait // a call the runner makes itself (poll, epoll_wait)
+	localFD  tcp.FD
 }
 
 func (r *player) setup() error {
@@ -139,15 +147,29 @@ func (r *player) setup() error {
 
 func (r *player) now() time.Duration { return r.b.Now() }
 
-// runUntil lets time pass to t.
-func (r *player) runUntil(t time.Duration) { r.b.RunUntil(t, nil) }
+// runUntil lets time pass to t. A blocked call the runner makes itself
+// (poll) is looked at as time passes, and returns when it can.
+func (r *player) runUntil(t time.Duration) { r.waitFor(func() bool { return false }, t) }
 
 // waitFor lets time pass until cond holds or limit; it reports cond.
 func (r *player) waitFor(cond func() bool, limit time.Duration) bool {
-	if cond() {
-		return true
+	for {
+		if cond() {
+			return true
+		}
+		deadline, ok := r.pendingLocal()
+		if !ok {
+			return r.b.RunUntil(limit, cond)
+		}
+		if r.localReady() {
+			continue
+		}
+		until := min(limit, deadline)
+		if !r.b.RunUntil(until, func() bool { return r.localReady() || cond() }) && until == limit {
+			r.localReady()
+			return cond()
+		}
 	}
-	return r.b.RunUntil(limit, cond)
 }
 
 func (r *player) observe(e *trace.Event) {

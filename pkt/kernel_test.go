@@ -25,6 +25,10 @@ func TestKernelScripts(t *testing.T) {
 		{"active-nonblock.pkt", pkt.Pass, ""},
 		{"blocking-calls.pkt", pkt.Pass, ""},
 		{"ack-of-unsent-data.pkt", pkt.Pass, ""},
+		{"socket-queries.pkt", pkt.Pass, ""},
+		{"user-timeout.pkt", pkt.Pass, ""},
+		{"maxseg.pkt", pkt.Pass, ""},
+		{"epoll-edge.pkt", pkt.Pass, ""},
 		{"wrong-ack.pkt", pkt.Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},
 	} {
 		t.Run(c.file, func(t *testing.T) {

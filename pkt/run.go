@@ -2,6 +2,7 @@ package pkt
 
 import (
 	"fmt"
+	"golang.org/x/sys/unix"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -451,6 +452,9 @@ func errnoMessage(e tcp.Errno) string {
 		return "Success"
 	}
 	m := e.Error()
+	if strings.HasPrefix(m, "errno ") { // one the engine does not know: libc's words
+		m = unix.Errno(e).Error()
+	}
 	if m == "" {
 		return e.Name()
 	}

@@ -1,6 +1,7 @@
 package pkt
 
 import (
+	"golang.org/x/sys/unix"
 	"net/netip"
 	"time"
 
@@ -51,6 +52,9 @@ func value(e *Expr) (int64, bool) {
 func (r *player) syscall(ev *Event, at, prev time.Duration) *stop {
 	sc := ev.Syscall
 	line := ev.Pos.Line
+	if handled, err := r.osCall(ev, at, prev); handled {
+		return err
+	}
 	call, fdResult, local, err := r.toCall(ev)
 	if err != nil {
 		return err
@@ -102,12 +106,25 @@ func (r *player) finishBlocked(next *Event, at time.Duration) *stop {
 	if b == nil {
 		return nil
 	}
-	r.blocked = nil
 	line, limit := b.ev.Pos.Line, b.end+r.st.tolerance+sniffTimeout
 	if next != nil {
 		r.runUntil(at)
 		line, limit = next.Pos.Line, max(at, r.now())+time.Second
 	}
+	if w := b.local; w != nil {
+		if !r.waitFor(func() bool { return w.got }, min(limit, max(w.deadline, r.now()))) {
+			r.blocked = nil
+			return failAt(line, "runtime error in %s call: still blocked at %s s, expected to return at %s s",
+				b.expected.Name, trace.FormatTime(r.now()), trace.FormatTime(b.end))
+		}
+		r.blocked = nil
+		if msg := r.st.verifyTime(TimeAbs, b.end, b.end, w.gotAt, b.startAt, "system call return"); msg != "" {
+			return failAt(b.ev.Pos.Line, "runtime error in %s call: %s", b.expected.Name, msg)
+		}
+		r.traceCall(b.ev, b.localFD, b.startAt, int64(w.gotRet), tcp.OK)
+		return w.finish(w.gotRet)
+	}
+	r.blocked = nil
 	if !r.waitFor(func() bool { return r.done[b.id] != nil }, limit) {
 		if next != nil {
 			return failAt(line, "blocking system call while another blocking system call is already in progress (%s at line %d)", b.expected.Name, b.ev.Pos.Line)
@@ -122,6 +139,19 @@ func (r *player) finishBlocked(next *Event, at time.Duration) *stop {
 	return r.checkCall(b.ev, b.call, d.Call.Ret, errnoOf(d.Call.Errno), b.fdResult)
 }
 
+// errnoByName reads an errno's name: the engine's, else any of Linux's.
+func errnoByName(name string) (tcp.Errno, bool) {
+	if e, ok := tcp.ParseErrno(name); ok {
+		return e, true
+	}
+	for e := 1; e < 256; e++ {
+		if unix.ErrnoName(unix.Errno(e)) == name {
+			return tcp.Errno(e), true
+		}
+	}
+	return 0, false
+}
+
 func errnoOf(name string) tcp.Errno {
 	e, _ := tcp.ParseErrno(name)
 	return e
@@ -133,10 +163,16 @@ func (r *player) checkCall(ev *Event, call tcp.Call, ret int, errno tcp.Errno, f
 	if err := r.checkResult(ev, ret, errno, fdResult); err != nil {
 		return err
 	}
+	if errno == tcp.OK && call.FD > 0 && call.Op != tcp.OpClose {
+		r.lastFD = call.FD
+	}
 	// What a call changed, the runner learns once it succeeded.
 	switch {
 	case errno != tcp.OK:
 	case call.Op == tcp.OpClose:
+		if r.lastFD == call.FD {
+			r.lastFD = 0
+		}
 		for k, v := range r.fds {
 			if v == call.FD {
 				delete(r.fds, k)
@@ -172,11 +208,14 @@ func (r *player) checkResult(ev *Event, ret int, errno tcp.Errno, fdResult bool)
 			return failAt(line, "runtime error in %s call: Expected non-negative result but got %d with %s", sc.Name, ret, errnoText(errno))
 		}
 		r.fds[want] = tcp.FD(ret)
+		if tcp.FD(ret) < firstEpollFD {
+			r.lastFD = tcp.FD(ret)
+		}
 	} else if int64(ret) != want {
 		return failAt(line, "runtime error in %s call: Expected result %d but got %d with %s", sc.Name, want, ret, errnoText(errno))
 	}
 	if sc.Errno != "" {
-		e, ok := tcp.ParseErrno(sc.Errno)
+		e, ok := errnoByName(sc.Errno)
 		if !ok {
 			return unsupportedAt(line, "errno %s is not one the engine knows", sc.Errno)
 		}
@@ -405,6 +444,16 @@ func (r *player) dataArgs(ev *Event, msg, noFlags bool) (fd tcp.FD, n int64, non
 		if n, ok = iovLen(&sc.Args[1]); !ok {
 			return fd, 0, false, false, unsupportedAt(ev.Pos.Line, "%s: message %s is not supported", sc.Name, sc.Args[1].String())
 		}
+		// What the runner cannot check is never passed: control
+		// messages (TCP_CM_INQ) and flags a receive would return.
+		if c := sc.Args[1].Field("msg_control"); c != nil && c.Kind == ExList && len(c.Elems) > 0 {
+			return fd, 0, false, false, unsupportedAt(ev.Pos.Line, "%s: control messages (msg_control) are not checked yet", sc.Name)
+		}
+		if f := sc.Args[1].Field("msg_flags"); f != nil && f.Kind != ExEllipsis {
+			if v, ok := value(f); !ok || v != 0 {
+				return fd, 0, false, false, unsupportedAt(ev.Pos.Line, "%s: msg_flags %s are not checked yet", sc.Name, f.String())
+			}
+		}
 		nonblock, peek, err = msgFlags(ev, 2)
 	default:
 		if n, err = intArg(ev, 2); err != nil || noFlags {
@@ -529,6 +578,12 @@ func (r *player) setsockopt(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
 		call.Option = tcp.Option{Kind: tcp.OptKeepIntvl, Dur: time.Duration(v) * time.Second}
 	case "TCP_KEEPCNT":
 		call.Option = tcp.Option{Kind: tcp.OptKeepCnt, N: int(v)}
+	case "SO_SNDBUF":
+		call.Option = tcp.Option{Kind: tcp.OptSndBuf, N: int(v)}
+	case "TCP_MAXSEG":
+		call.Option = tcp.Option{Kind: tcp.OptMaxSeg, N: int(v)}
+	case "TCP_USER_TIMEOUT":
+		call.Option = tcp.Option{Kind: tcp.OptUserTimeout, Dur: time.Duration(v) * time.Millisecond}
 	default:
 		return call, false, nil, unsupportedAt(line, "socket option %s is not supported by the engine yet", name)
 	}

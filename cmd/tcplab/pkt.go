@@ -46,7 +46,9 @@ state and what caused it). A script that uses a call, option or form the
 engine does not have is "unsupported", never passed, with the reason.
 
 With --kernel the script plays against this machine's Linux instead, in real
-time, in a fresh network namespace (root): the same checks and trace.
+time, in a fresh network namespace (root): the same checks and trace. Its
+interface passes TSO packets whole, as packetdrill's tun device, and calls
+the engine lacks (other socket options, epoll) are the real system calls.
 
 The run is a trace like a scenario's: --trace prints its events, --json
 streams them (then a line of kind "result"), --ladder draws it, --pcap and
