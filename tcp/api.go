@@ -585,6 +585,9 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 	data := r.Call.Data[r.Ret:]
 	room := c.sndBufSize() - len(c.snd)
 	n := min(room, len(data))
+	if n < len(data) {
+		c.noSpace = true
+	}
 	if n > 0 {
 		c.snd = append(c.snd, data[:n]...)
 		r.Ret += n

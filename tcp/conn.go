@@ -117,8 +117,15 @@ type conn struct {
 	lastDataRcv       time.Duration // icsk_ack.lrcvtime
 	dataRcvd          bool          // lastDataRcv is set: data has arrived (Linux's lrcvtime starts far in the past)
 	lastDataSent      time.Duration // tp->lsndtime
-	dataSent          bool
-	persist           bool // the write timer is the zero-window probe timer
+	lrcvAt            time.Duration // icsk_ack.lrcvtime: the last data, or the handshake (tcpi_last_data_recv)
+	// wakeups counts the socket's wake-ups of waiters (sk_data_ready,
+	// sk_write_space, sk_state_change): what an edge-triggered epoll
+	// reports.
+	wakeups  uint64
+	noSpace  bool // SOCK_NOSPACE: a write found the send buffer full
+	hasLrcv  bool
+	dataSent bool
+	persist  bool // the write timer is the zero-window probe timer
 
 	// delayed ACK machinery (inet_connection_sock icsk_ack)
 	ackPending bool
@@ -230,6 +237,7 @@ func (c *conn) setState(to State, kind CauseKind, text string) {
 		h.bug("sock %d: illegal transition %v -> %v (%s)", c.id, from, to, text)
 	}
 	c.state = to
+	c.wakeups++ // sk_state_change
 	if to == TimeWait || to == Closed {
 		h.portsGen++ // a TIME_WAIT may now be reusable, a CLOSED one freed
 	}

@@ -54,6 +54,7 @@ func (c *conn) synSentInput(seg *wire.Segment) {
 		c.ackAdvance(seg.Ack)
 		c.lastAckRcv = h.now
 		c.setState(Established, CauseSegment, "rcv SYN,ACK, snd ACK")
+		c.lrcvAt, c.hasLrcv = c.h.now, true // icsk_ack.lrcvtime starts at the handshake
 		c.initTransfer()
 		c.sendAck()
 		c.xmit()
@@ -152,6 +153,7 @@ func (c *conn) rcvStateProcess(seg *wire.Segment) {
 		c.ackAdvance(seg.Ack)
 		c.lastAckRcv = h.now
 		c.setState(Established, CauseSegment, "rcv ACK of SYN")
+		c.lrcvAt, c.hasLrcv = c.h.now, true // icsk_ack.lrcvtime starts at the handshake
 		c.initTransfer()
 		if f&wire.SYN != 0 {
 			// The crossed SYN-ACK repeats the peer's SYN, which is
@@ -424,6 +426,12 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 			if len(c.snd) == 0 {
 				c.snd = nil
 			}
+			// tcp_check_space: a writer that found the buffer full is
+			// woken once it is writeable again (sk_stream_write_space).
+			if c.noSpace && c.sndBufSize()-len(c.snd) >= len(c.snd)/2 {
+				c.noSpace = false
+				c.wakeups++
+			}
 			c.sndBase = c.sndBase.Add(n)
 		}
 	}
@@ -561,6 +569,9 @@ func (c *conn) dataQueue(seg *wire.Segment) {
 	if take < len(data) {
 		fin = false // the FIN lies beyond what we accept
 	}
+	if take > 0 || fin {
+		c.wakeups++ // sk_data_ready
+	}
 	if take > 0 {
 		c.rcv = append(c.rcv, data[:take]...)
 		c.rcvNxt = c.rcvNxt.Add(take)
@@ -623,6 +634,7 @@ func (c *conn) oooPull() bool {
 		if end.GreaterThan(c.rcvNxt) {
 			skip := int(c.rcvNxt.Diff(s.seq))
 			c.rcv = append(c.rcv, s.data[skip:]...)
+			c.wakeups++
 			c.rcvNxt = end
 		}
 		if s.fin && c.rcvNxt == end {

@@ -181,6 +181,7 @@ func (c *conn) cookieAck(seg *wire.Segment) bool {
 	if ch.state != Closed {
 		ch.inAccept = true
 		c.lst.acceptq = append(c.lst.acceptq, ch)
+		c.wakeups++
 	}
 	ch.rearm()
 	c.checkPending()

@@ -295,6 +295,9 @@ func (r *conn) reqInput(seg *wire.Segment) {
 	case Established, CloseWait:
 		r.inAccept = true
 		lst.acceptq = append(lst.acceptq, r)
+		if r.parent != nil {
+			r.parent.wakeups++
+		}
 	case Closed:
 	default:
 		h.bug("sock %d: completed request left in %v", r.id, r.state)

@@ -696,6 +696,7 @@ func (c *conn) eventDataRecv(n int, psh bool) {
 		}
 	}
 	c.lastDataRcv, c.dataRcvd = now, true
+	c.lrcvAt, c.hasLrcv = now, true
 	if n >= c.rcvMSS {
 		c.rcvMSS = min(n, c.h.prof.MSS)
 	}

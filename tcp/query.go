@@ -21,6 +21,10 @@ type Status struct {
 	AdvMSS   int   // the MSS the socket offers (tcpi_advmss)
 	Options  int   // TCPI_OPT_* bits: timestamps 1, SACK 2, window scale 4
 	Info     SocketInfo
+	// Wakeups counts what wakes the socket's waiters (data, a FIN, a
+	// state change, a connection to accept, room to write after a full
+	// buffer): an edge-triggered epoll reports a socket once per change.
+	Wakeups uint64
 	// Times since the last data sent, the last data received and the
 	// last ACK received (tcpi_last_*); -1 when there was none.
 	SinceDataSent, SinceDataRecv, SinceAckRecv time.Duration
@@ -34,7 +38,7 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 	}
 	st := Status{State: c.appState(), Listen: c.state == Listen && c.lst != nil, RcvShut: c.rcvShut,
 		SndShut: c.sndShut, Err: c.err, SndBuf: c.sndBufSize(), AdvMSS: c.advMSS(), Info: c.info(),
-		SinceDataSent: -1, SinceDataRecv: -1, SinceAckRecv: -1}
+		SinceDataSent: -1, SinceDataRecv: -1, SinceAckRecv: -1, Wakeups: c.wakeups}
 	if st.Listen {
 		st.AcceptQ = len(c.lst.acceptq)
 	}
@@ -70,8 +74,8 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 	if c.wsOK {
 		st.Options |= 4
 	}
-	if c.dataRcvd {
-		st.SinceDataRecv = h.now - c.lastDataRcv
+	if c.hasLrcv {
+		st.SinceDataRecv = h.now - c.lrcvAt
 	}
 	if c.dataSent {
 		st.SinceDataSent = h.now - c.lastDataSent
