@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -151,6 +152,7 @@ type host struct {
 	nextCall uint64
 	counters map[string]int64
 	settings [][2]string // set before the lab existed
+	cc       string      // the congestion control every socket takes (TCP_CONGESTION); "": the namespace's
 	lastIn   map[[2]netip.AddrPort]lastIn
 	req      reqTrack // SYNs and request socks (requests.go)
 }
@@ -328,7 +330,21 @@ func (b *Backend) SetSysctl(hostName, name, value string) error {
 		if strings.Join(strings.Fields(string(cur)), " ") == strings.Join(strings.Fields(value), " ") {
 			return nil // already so (a namespace may not write some, tcp_congestion_control)
 		}
-		if err := os.WriteFile(p, []byte(value), 0); err != nil {
+		err = os.WriteFile(p, []byte(value), 0)
+		if err != nil && name == "net.ipv4.tcp_congestion_control" && errors.Is(err, os.ErrPermission) {
+			// A namespace may only make a default of the algorithms
+			// tcp_allowed_congestion_control lists, a setting of the
+			// whole machine. Each socket of the run takes it instead
+			// (TCP_CONGESTION, which root may set to any available one).
+			cc := strings.TrimSpace(value)
+			avail, _ := os.ReadFile("/proc/sys/net/ipv4/tcp_available_congestion_control")
+			if !slices.Contains(strings.Fields(string(avail)), cc) {
+				return fmt.Errorf("sysctl %s = %s: not an available algorithm (%s)", name, value, strings.TrimSpace(string(avail)))
+			}
+			h.cc = cc
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("sysctl %s = %s: %w", name, value, err)
 		}
 		return nil

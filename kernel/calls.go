@@ -86,6 +86,11 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		err := h.work.do(func() error {
 			var e error
 			fd, e = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if e == nil && h.cc != "" {
+				if e = unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, h.cc); e != nil {
+					unix.Close(fd)
+				}
+			}
 			return e
 		})
 		if err != nil {

@@ -36,6 +36,9 @@ type nsHost struct {
 	mac    net.HardwareAddr
 	index  int  // interface index of eth0 inside the namespace
 	peer   bool // a program plays it (a packetdrill script)
+	// tun is the host's eth0 when it is a TUN device (the stack under
+	// test of a lab with a peer); nil for a veth.
+	tun *os.File
 }
 
 // lab is the network of one run: a namespace per host, and a switch
@@ -47,10 +50,11 @@ type lab struct {
 	switchNS string
 	sw       netns.NsHandle
 	link     *link
-	// tso: a lab with a peer is built as packetdrill's tun device is:
-	// the stacks hand their interface whole TSO packets (a capture sees
-	// them unsplit, PSH as the stack marked it), and the peer may send
-	// packets larger than the MTU, which reach the stack as GSO packets.
+	// tso: a lab with a peer (a packetdrill script) is built as
+	// packetdrill's: the stack under test has a TUN device with TSO and
+	// checksum offload (it hands whole TSO packets to the link, and takes
+	// larger-than-MTU script packets as GSO packets), and the peer's
+	// veth and switch port carry packets of any size.
 	tso bool
 }
 
@@ -107,11 +111,17 @@ func newLab(names []string, addrs []netip.Addr, peers []bool, delay time.Duratio
 	var ps []*port
 	err = inspect.InNetns(l.sw, func() error {
 		for i, idx := range ports {
-			p, err := openPort(idx, l.hosts[i].mac, l.tso && !l.hosts[i].peer)
+			if t := l.hosts[i].tun; t != nil {
+				ps = append(ps, tunPort(t, l.hosts[i]))
+				continue
+			}
+			p, err := openPort(idx, l.hosts[i].mac)
 			if err != nil {
 				for _, q := range ps {
 					q.wait.Close()
-					unix.Close(q.fd)
+					if q.fd >= 0 {
+						unix.Close(q.fd)
+					}
 				}
 				return fmt.Errorf("switch port for %s: %w", l.hosts[i].name, err)
 			}
@@ -122,7 +132,7 @@ func newLab(names []string, addrs []netip.Addr, peers []bool, delay time.Duratio
 	if err != nil {
 		return l, err
 	}
-	l.link = newLink(delay, ps)
+	l.link = newLink(delay, ps, addrs)
 	return l, l.ready()
 }
 
@@ -156,6 +166,9 @@ func (l *lab) ready() error {
 	}
 	var ports []string
 	for i, h := range l.hosts {
+		if h.tun != nil {
+			continue // a TUN device is up once set up (its state stays unknown)
+		}
 		ports = append(ports, fmt.Sprintf("port%d", i))
 		if err := check(h.ns, ifName); err != nil {
 			return fmt.Errorf("host %s: %w", h.name, err)
@@ -199,6 +212,13 @@ func (l *lab) wires() ([]int, error) {
 	defer sh.Delete()
 	var idx []int
 	for i, host := range l.hosts {
+		if l.tso && !host.peer {
+			if err := l.makeTun(host); err != nil {
+				return nil, fmt.Errorf("tun device for %s: %w", host.name, err)
+			}
+			idx = append(idx, -1)
+			continue
+		}
 		name := fmt.Sprintf("port%d", i)
 		v := &netlink.Veth{LinkAttrs: vethAttrs(name, portMAC(i), l.tso), PeerName: ifName,
 			PeerHardwareAddr: host.mac, PeerNamespace: netlink.NsFd(int(host.ns))}
@@ -215,6 +235,36 @@ func (l *lab) wires() ([]int, error) {
 		idx = append(idx, link.Attrs().Index)
 	}
 	return idx, nil
+}
+
+// makeTun creates the host's eth0 as a TUN device, as packetdrill's:
+// IP packets without a header of their own, each after a
+// virtio_net_hdr, with checksum and TSO offload, so that the stack hands
+// it whole TSO packets and takes GSO packets from it. The device lives as
+// long as its descriptor, which the lab's link reads and writes.
+func (l *lab) makeTun(h *nsHost) error {
+	return inspect.InNetns(h.ns, func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return err
+		}
+		ifr, err := unix.NewIfreq(ifName)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("TUNSETIFF: %w", err)
+		}
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("TUNSETOFFLOAD: %w", err)
+		}
+		h.tun = os.NewFile(uintptr(fd), "tcplab-tun")
+		return nil
+	})
 }
 
 // configure brings up lo and eth0 in a host, gives eth0 the host's
@@ -238,14 +288,12 @@ func (l *lab) configure(h *nsHost) error {
 		return err
 	}
 	h.index = eth.Attrs().Index
+	if h.tun != nil {
+		return l.configureTun(nh, h, eth)
+	}
 	if l.tso {
-		// The stack under test keeps Ethernet's MTU (its MSS is 1460);
-		// the peer takes any packet the script sends.
-		m := mtu
-		if h.peer {
-			m = bigMTU
-		}
-		if err := nh.LinkSetMTU(eth, m); err != nil {
+		// The peer takes any packet the script sends.
+		if err := nh.LinkSetMTU(eth, bigMTU); err != nil {
 			return fmt.Errorf("MTU of %s: %w", h.name, err)
 		}
 	} else if err := nh.LinkSetGSOMaxSegs(eth, 1); err != nil {
@@ -292,6 +340,37 @@ func (l *lab) configure(h *nsHost) error {
 	return nil
 }
 
+// configureTun gives a TUN eth0 Ethernet's MTU (the MSS is 1460), the
+// host's address and routes to the other hosts and everywhere else
+// through it: a TUN device has no neighbours.
+func (l *lab) configureTun(nh *netlink.Handle, h *nsHost, eth netlink.Link) error {
+	if err := nh.LinkSetMTU(eth, mtu); err != nil {
+		return fmt.Errorf("MTU of %s: %w", h.name, err)
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: h.addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	if err := nh.AddrAdd(eth, a); err != nil {
+		return fmt.Errorf("address %s: %w", h.addr, err)
+	}
+	if err := nh.LinkSetUp(eth); err != nil {
+		return err
+	}
+	for _, o := range l.hosts {
+		if o == h {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: h.index, Scope: netlink.SCOPE_LINK,
+			Dst: &net.IPNet{IP: o.addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+		if err := nh.RouteAdd(r); err != nil {
+			return fmt.Errorf("route to %s: %w", o.addr, err)
+		}
+	}
+	def := &netlink.Route{LinkIndex: h.index, Scope: netlink.SCOPE_LINK, Src: h.addr.AsSlice()}
+	if err := nh.RouteAdd(def); err != nil {
+		return fmt.Errorf("default route: %w", err)
+	}
+	return nil
+}
+
 func (l *lab) host(name string) *nsHost {
 	for _, h := range l.hosts {
 		if h.name == name {
@@ -311,6 +390,9 @@ func (l *lab) close() error {
 		l.link = nil
 	}
 	for _, h := range l.hosts {
+		if h.tun != nil {
+			h.tun.Close() // already closed by the link, if it was made
+		}
 		if h.ns.IsOpen() {
 			h.ns.Close()
 		}

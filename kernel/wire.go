@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -25,9 +26,10 @@ import (
 // (the black-hole gateway) is dropped here, after the sender's capture saw
 // it leave, as a packet to a missing host is lost in the simulator.
 type link struct {
-	delay time.Duration
-	ports []*port
-	byMAC map[string]*port
+	delay  time.Duration
+	ports  []*port
+	byMAC  map[string]*port
+	byAddr map[netip.Addr]*port // where a TUN port's packets go
 
 	mu    sync.Mutex
 	queue frameHeap
@@ -58,10 +60,18 @@ type port struct {
 	wait  *os.File // a duplicate of fd in Go's network poller (receive)
 	index int
 	mac   net.HardwareAddr
-	// gso writes frames larger than Ethernet's into the port as GSO
-	// packets (PACKET_VNET_HDR), which a host with a 1500-byte MTU takes
-	// as its stack takes coalesced packets; -1 in a lab without a peer.
-	gso int
+	// tun: the port is a host's TUN device (wait is its descriptor, fd is
+	// -1): it carries IP packets after a virtio_net_hdr, which the link
+	// turns into Ethernet frames and back.
+	tun bool
+}
+
+// vnetLen is the size of struct virtio_net_hdr.
+const vnetLen = 10
+
+// tunPort is the link's side of a host's TUN device.
+func tunPort(f *os.File, h *nsHost) *port {
+	return &port{fd: -1, wait: f, index: -1, mac: h.mac, tun: true}
 }
 
 type frame struct {
@@ -91,7 +101,7 @@ func (h *frameHeap) Pop() any {
 
 // openPort opens a raw packet socket on a switch port; it must run in
 // the switch namespace.
-func openPort(index int, mac net.HardwareAddr, gso bool) (*port, error) {
+func openPort(index int, mac net.HardwareAddr) (*port, error) {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
 	if err != nil {
 		return nil, err
@@ -106,62 +116,31 @@ func openPort(index int, mac net.HardwareAddr, gso bool) (*port, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	p := &port{fd: fd, wait: os.NewFile(uintptr(dup), "tcplab-port"), index: index, mac: mac, gso: -1}
-	if gso {
-		if p.gso, err = openGSOPort(index); err != nil {
-			p.wait.Close()
-			unix.Close(fd)
-			return nil, fmt.Errorf("GSO socket: %w", err)
-		}
-	}
-	return p, nil
+	return &port{fd: fd, wait: os.NewFile(uintptr(dup), "tcplab-port"), index: index, mac: mac}, nil
 }
 
-// openGSOPort opens a write-only packet socket that takes a
-// virtio_net_hdr before each frame.
-func openGSOPort(index int) (int, error) {
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Ifindex: index}); err != nil {
-		unix.Close(fd)
-		return -1, err
-	}
-	return fd, nil
-}
-
-// writeGSO sends an IPv4 TCP frame larger than Ethernet's as a GSO
-// packet of segments that fit 1500 bytes: with the checksum left to
-// offload (the field holds the pseudo-header sum), as packetdrill's tun
-// device sends such a script packet.
-func (p *port) writeGSO(data []byte) bool {
-	ip := data[14:]
+// gsoHeader is the virtio_net_hdr that makes an IPv4 TCP packet larger
+// than Ethernet's a GSO packet of segments that fit 1500 bytes, with the
+// checksum left to offload; it puts the pseudo-header sum in the
+// packet's checksum field, as the offload expects.
+func gsoHeader(ip []byte) (hdr [vnetLen]byte, ok bool) {
 	if len(ip) < 40 || ip[0]>>4 != 4 || ip[9] != unix.IPPROTO_TCP {
-		return false
+		return hdr, false
 	}
 	ihl := int(ip[0]&0x0f) * 4
 	if len(ip) < ihl+20 {
-		return false
+		return hdr, false
 	}
 	doff := int(ip[ihl+12]>>4) * 4
 	if doff < 20 || len(ip) < ihl+doff {
-		return false
+		return hdr, false
 	}
-	frame := make([]byte, 10+len(data))
-	hdr := frame[:10]
 	hdr[0] = 1                                                   // VIRTIO_NET_HDR_F_NEEDS_CSUM
 	hdr[1] = 1                                                   // VIRTIO_NET_HDR_GSO_TCPV4
-	binary.LittleEndian.PutUint16(hdr[2:], uint16(14+ihl+doff))  // hdr_len
+	binary.LittleEndian.PutUint16(hdr[2:], uint16(ihl+doff))     // hdr_len
 	binary.LittleEndian.PutUint16(hdr[4:], uint16(mtu-ihl-doff)) // gso_size
-	binary.LittleEndian.PutUint16(hdr[6:], uint16(14+ihl))       // csum_start
+	binary.LittleEndian.PutUint16(hdr[6:], uint16(ihl))          // csum_start
 	binary.LittleEndian.PutUint16(hdr[8:], 16)                   // csum_offset
-	copy(frame[10:], data)
-	seg := frame[10+14+ihl:]
 	var sum uint32
 	for i := 12; i < 20; i += 2 {
 		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
@@ -170,15 +149,38 @@ func (p *port) writeGSO(data []byte) bool {
 	for sum>>16 != 0 {
 		sum = sum&0xffff + sum>>16
 	}
-	binary.BigEndian.PutUint16(seg[16:], uint16(sum))
-	_, err := unix.Write(p.gso, frame)
-	return err == nil
+	binary.BigEndian.PutUint16(ip[ihl+16:], uint16(sum))
+	return hdr, true
 }
 
-func newLink(delay time.Duration, ports []*port) *link {
-	l := &link{delay: delay, ports: ports, byMAC: map[string]*port{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
-	for _, p := range ports {
+// writeTun hands a frame's IP packet to the host behind a TUN port, as
+// packetdrill writes a script packet: one larger than the MTU as a GSO
+// packet of segments that fit it.
+func (p *port) writeTun(data []byte) {
+	frame := make([]byte, vnetLen+len(data)-14)
+	copy(frame[vnetLen:], data[14:])
+	if len(frame)-vnetLen > mtu {
+		if hdr, ok := gsoHeader(frame[vnetLen:]); ok {
+			copy(frame, hdr[:])
+		}
+	}
+	rc, err := p.wait.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Write(func(fd uintptr) bool {
+		_, err := unix.Write(int(fd), frame)
+		return !errors.Is(err, unix.EAGAIN)
+	})
+}
+
+func newLink(delay time.Duration, ports []*port, addrs []netip.Addr) *link {
+	l := &link{delay: delay, ports: ports, byMAC: map[string]*port{}, byAddr: map[netip.Addr]*port{}, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	for i, p := range ports {
 		l.byMAC[string(p.mac)] = p
+		if i < len(addrs) {
+			l.byAddr[addrs[i]] = p
+		}
 	}
 	for _, p := range ports {
 		l.wg.Add(1)
@@ -203,10 +205,48 @@ func (l *link) receive(p *port) {
 		return
 	}
 	buf := make([]byte, 1<<17) // a TSO packet of a tso lab, with its Ethernet header
-	_ = rc.Read(func(uintptr) bool {
-		l.drain(p, buf)
+	_ = rc.Read(func(fd uintptr) bool {
+		if p.tun {
+			l.drainTun(p, int(fd), buf)
+		} else {
+			l.drain(p, buf)
+		}
 		return false // wait for more, until the descriptor is closed
 	})
+}
+
+// drainTun queues every packet the host behind a TUN port sent, as an
+// Ethernet frame from its MAC to the host that owns the destination.
+func (l *link) drainTun(p *port, fd int, buf []byte) {
+	for {
+		n, err := unix.Read(fd, buf[14-vnetLen:])
+		if err != nil || n <= vnetLen {
+			return
+		}
+		now := monoNow()
+		ip := buf[14 : 14+n-vnetLen]
+		if len(ip) < 20 || ip[0]>>4 != 4 {
+			continue // the lab speaks IPv4 only
+		}
+		fixChecksum(ip)
+		to := l.byAddr[netip.AddrFrom4([4]byte(ip[16:20]))]
+		if to == nil {
+			continue // no host has it: lost, as a packet to the black-hole gateway
+		}
+		data := make([]byte, 14+len(ip))
+		copy(data[0:6], to.mac)
+		copy(data[6:12], p.mac)
+		binary.BigEndian.PutUint16(data[12:14], unix.ETH_P_IP)
+		copy(data[14:], ip)
+		l.mu.Lock()
+		l.seq++
+		heap.Push(&l.queue, frame{due: now + l.delay, seq: l.seq, to: to, data: data})
+		l.mu.Unlock()
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // drain queues every frame waiting on a port.
@@ -286,7 +326,8 @@ func (l *link) send() {
 // room rather than dropping the frame (a blocking socket used to wait in
 // the write). A closed port ends it.
 func (p *port) write(data []byte) {
-	if p.gso >= 0 && len(data) > 14+mtu && p.writeGSO(data) {
+	if p.tun {
+		p.writeTun(data)
 		return
 	}
 	rc, err := p.wait.SyscallConn()
@@ -306,9 +347,8 @@ func (l *link) close() {
 	}
 	l.wg.Wait()
 	for _, p := range l.ports {
-		unix.Close(p.fd)
-		if p.gso >= 0 {
-			unix.Close(p.gso)
+		if p.fd >= 0 {
+			unix.Close(p.fd)
 		}
 	}
 }
