@@ -61,6 +61,7 @@ type codeErr struct {
 func evalCode(src string, fields map[string]int64) *codeErr {
 	// Python joins a line ending in a backslash with the next.
 	src = strings.ReplaceAll(strings.ReplaceAll(src, "\\\r\n", " "), "\\\n", " ")
+	src = strings.TrimSuffix(strings.TrimSpace(src), "\\") // a backslash before the closing }%
 	vars := map[string]int64{}
 	for k, v := range fields {
 		vars[k] = v

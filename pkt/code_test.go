@@ -16,6 +16,7 @@ func TestEvalCode(t *testing.T) {
 		"assert tcpi_state == 8, 'state=%d' % tcpi_state",
 		"TCP_INFINITE = 0x7fffffff\nassert tcpi_snd_cwnd < TCP_INFINITE",
 		"assert tcpi_state == 8, tcpi_state; \\\n  assert tcpi_rto > 0",
+		"assert tcpi_state == 8;\\",
 	} {
 		if e := evalCode(ok, f); e != nil {
 			t.Errorf("%q: %s", ok, e.msg)

@@ -23,6 +23,9 @@ var engineOptions = map[string]bool{
 // poll, epoll, other socket options); handled says it was one.
 func (r *player) osCall(ev *Event, at, prev time.Duration) (handled bool, err *stop) {
 	sc := ev.Syscall
+	if handled, err := r.rawData(ev); handled {
+		return true, err
+	}
 	switch sc.Name {
 	case "getsockopt":
 		return true, r.getsockoptCall(ev)

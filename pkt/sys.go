@@ -241,7 +241,11 @@ func (k *kernelOS) closeAll() {
 }
 
 // engineOS answers from the engine's state.
-type engineOS struct{ h *tcp.Host }
+type engineOS struct {
+	h   *tcp.Host
+	eps []*engineEpoll
+	inq map[tcp.FD]bool // TCP_INQ set: recvmsg reports what is left to read
+}
 
 const engineLacks = "is not modelled by the engine yet"
 
@@ -259,12 +263,40 @@ func (o *engineOS) getsockopt(fd tcp.FD, level, name int64) (int64, tcp.Errno, s
 		return int64(st.SndBuf), tcp.OK, ""
 	case level == symbols["SOL_TCP"] && name == symbols["TCP_MAXSEG"]:
 		return int64(st.MSS), tcp.OK, ""
+	case level == symbols["SOL_TCP"] && name == symbols["TCP_INQ"]:
+		if o.inq[fd] {
+			return 1, tcp.OK, ""
+		}
+		return 0, tcp.OK, ""
 	}
 	return 0, tcp.OK, "getsockopt of " + optName(level, name) + " " + engineLacks
 }
 
 func (o *engineOS) setsockopt(fd tcp.FD, level, name, v int64) (tcp.Errno, string) {
+	if level == symbols["SOL_TCP"] && name == symbols["TCP_INQ"] {
+		if _, err := o.h.Status(fd); err != tcp.OK {
+			return err, ""
+		}
+		if o.inq == nil {
+			o.inq = map[tcp.FD]bool{}
+		}
+		o.inq[fd] = v != 0
+		return tcp.OK, ""
+	}
 	return tcp.OK, "socket option " + optName(level, name) + " " + engineLacks
+}
+
+// inqHint is tcp_inq_hint: what is left to read, or 1 once the stream
+// has ended with nothing left (a "fake byte" that says so).
+func (o *engineOS) inqHint(fd tcp.FD) (int64, bool) {
+	st, err := o.h.Status(fd)
+	if err != tcp.OK {
+		return 0, false
+	}
+	if st.Readable == 0 && st.RcvShut {
+		return 1, true
+	}
+	return int64(st.Readable), true
 }
 
 func (o *engineOS) ioctl(fd tcp.FD, req int64) (int64, tcp.Errno, string) {
@@ -355,14 +387,141 @@ func (o *engineOS) tcpInfo(fd tcp.FD) map[string]int64 {
 	return m
 }
 
-func (o *engineOS) epollCreate() (int, tcp.Errno, string) { return 0, tcp.OK, "epoll " + engineLacks }
-func (o *engineOS) epollCtl(int, int64, tcp.FD, uint32, uint64) (tcp.Errno, string) {
-	return tcp.OK, "epoll " + engineLacks
+// An engine epoll set: its sockets, in the order they were added, each
+// with the wake-up count it last reported at (edge-triggered) and
+// whether it is on the ready list.
+type engineEpoll struct {
+	items map[tcp.FD]*epItem
+	order []tcp.FD
 }
-func (o *engineOS) epollWait(int, int) ([]epollEvent, tcp.Errno, string) {
-	return nil, tcp.OK, "epoll " + engineLacks
+
+type epItem struct {
+	events uint32
+	data   uint64
+	seen   uint64
+	ready  bool
 }
-func (o *engineOS) epollClose(int) {}
+
+const (
+	epollET      = 1 << 31
+	epollOneShot = 1 << 30
+	epollFlags   = epollET | epollOneShot | 1<<29 | 1<<28 // ET, ONESHOT, WAKEUP, EXCLUSIVE
+)
+
+func (o *engineOS) epollCreate() (int, tcp.Errno, string) {
+	o.eps = append(o.eps, &engineEpoll{items: map[tcp.FD]*epItem{}})
+	return len(o.eps), tcp.OK, ""
+}
+
+func (o *engineOS) epoll(ep int) *engineEpoll {
+	if ep < 1 || ep > len(o.eps) {
+		return nil
+	}
+	return o.eps[ep-1]
+}
+
+func (o *engineOS) epollCtl(ep int, op int64, fd tcp.FD, events uint32, data uint64) (tcp.Errno, string) {
+	e := o.epoll(ep)
+	if e == nil {
+		return tcp.EBADF, ""
+	}
+	st, err := o.h.Status(fd)
+	if err != tcp.OK {
+		return err, ""
+	}
+	it := e.items[fd]
+	switch op {
+	case symbols["EPOLL_CTL_ADD"]:
+		if it != nil {
+			return tcp.Errno(unix.EEXIST), ""
+		}
+		// ep_insert looks at the socket at once: a ready one is queued.
+		e.items[fd] = &epItem{events: events, data: data, seen: st.Wakeups, ready: true}
+		e.order = append(e.order, fd)
+	case symbols["EPOLL_CTL_MOD"]:
+		if it == nil {
+			return tcp.Errno(unix.ENOENT), ""
+		}
+		it.events, it.data, it.seen, it.ready = events, data, st.Wakeups, true
+	case symbols["EPOLL_CTL_DEL"]:
+		if it == nil {
+			return tcp.Errno(unix.ENOENT), ""
+		}
+		delete(e.items, fd)
+		for i, f := range e.order {
+			if f == fd {
+				e.order = append(e.order[:i], e.order[i+1:]...)
+				break
+			}
+		}
+	default:
+		return tcp.EINVAL, ""
+	}
+	return tcp.OK, ""
+}
+
+// epollWait is ep_poll without waiting: a level-triggered socket is
+// reported while it is ready; an edge-triggered one once per wake-up
+// (or once added), with what poll says then.
+func (o *engineOS) epollWait(ep int, max int) ([]epollEvent, tcp.Errno, string) {
+	e := o.epoll(ep)
+	if e == nil {
+		return nil, tcp.EBADF, ""
+	}
+	if max < 1 {
+		return nil, tcp.EINVAL, ""
+	}
+	var out []epollEvent
+	for _, fd := range e.order {
+		if len(out) == max {
+			break
+		}
+		it := e.items[fd]
+		if it.events&^epollFlags == 0 && it.events&epollOneShot != 0 {
+			continue // a one-shot that fired: disabled until EPOLL_CTL_MOD
+		}
+		st, err := o.h.Status(fd)
+		if err != tcp.OK {
+			continue // a closed descriptor leaves the set
+		}
+		if it.events&epollET != 0 {
+			if !it.ready && st.Wakeups == it.seen {
+				continue
+			}
+			it.seen, it.ready = st.Wakeups, false
+		}
+		re, _, _ := o.poll(fd, int16(it.events&^epollFlags))
+		if re == 0 {
+			continue
+		}
+		out = append(out, epollEvent{events: uint32(uint16(re)), data: it.data})
+		if it.events&epollOneShot != 0 {
+			it.events &= epollFlags
+		}
+	}
+	return out, tcp.OK, ""
+}
+
+// forget removes a closed descriptor from every epoll set.
+func (o *engineOS) forget(fd tcp.FD) {
+	for _, e := range o.eps {
+		if _, ok := e.items[fd]; ok {
+			delete(e.items, fd)
+			for i, f := range e.order {
+				if f == fd {
+					e.order = append(e.order[:i], e.order[i+1:]...)
+					break
+				}
+			}
+		}
+	}
+}
+
+func (o *engineOS) epollClose(ep int) {
+	if e := o.epoll(ep); e != nil {
+		e.items, e.order = map[tcp.FD]*epItem{}, nil
+	}
+}
 
 // noOS is a backend that answers none of them.
 type noOS struct{}

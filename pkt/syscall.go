@@ -166,6 +166,19 @@ func (r *player) checkCall(ev *Event, call tcp.Call, ret int, errno tcp.Errno, f
 	if errno == tcp.OK && call.FD > 0 && call.Op != tcp.OpClose {
 		r.lastFD = call.FD
 	}
+	if errno == tcp.OK && call.Op == tcp.OpRead && ev.Syscall.Name == "recvmsg" {
+		// TCP_CM_INQ after the read: what is left (tcp_recvmsg's
+		// tcp_inq_hint), when TCP_INQ is on.
+		var got []cmsg
+		if eo, ok := r.os.(*engineOS); ok && eo.inq[call.FD] {
+			if v, ok := eo.inqHint(call.FD); ok {
+				got = append(got, cmsg{level: int32(symbols["SOL_TCP"]), typ: int32(symbols["TCP_CM_INQ"]), data: v})
+			}
+		}
+		if err := checkCmsgs(ev, got); err != nil {
+			return err
+		}
+	}
 	// What a call changed, the runner learns once it succeeded.
 	switch {
 	case errno != tcp.OK:
@@ -180,6 +193,9 @@ func (r *player) checkCall(ev *Event, call tcp.Call, ret int, errno tcp.Errno, f
 		}
 		delete(r.nonblock, call.FD)
 		delete(r.bound, call.FD)
+		if eo, ok := r.os.(*engineOS); ok {
+			eo.forget(call.FD) // a closed descriptor leaves every epoll set
+		}
 	case call.Op == tcp.OpBind:
 		r.bound[call.FD] = call.Port
 	case call.Op == tcp.OpListen:
@@ -445,9 +461,13 @@ func (r *player) dataArgs(ev *Event, msg, noFlags bool) (fd tcp.FD, n int64, non
 			return fd, 0, false, false, unsupportedAt(ev.Pos.Line, "%s: message %s is not supported", sc.Name, sc.Args[1].String())
 		}
 		// What the runner cannot check is never passed: control
-		// messages (TCP_CM_INQ) and flags a receive would return.
-		if c := sc.Args[1].Field("msg_control"); c != nil && c.Kind == ExList && len(c.Elems) > 0 {
-			return fd, 0, false, false, unsupportedAt(ev.Pos.Line, "%s: control messages (msg_control) are not checked yet", sc.Name)
+		// messages other than TCP_CM_INQ, and flags a receive returns.
+		if c := sc.Args[1].Field("msg_control"); c != nil && c.Kind == ExList {
+			for i := range c.Elems {
+				if t := c.Elems[i].Field("cmsg_type"); t == nil || t.String() != "TCP_CM_INQ" {
+					return fd, 0, false, false, unsupportedAt(ev.Pos.Line, "%s: control message %s is not checked yet", sc.Name, c.Elems[i].String())
+				}
+			}
 		}
 		if f := sc.Args[1].Field("msg_flags"); f != nil && f.Kind != ExEllipsis {
 			if v, ok := value(f); !ok || v != 0 {
