@@ -1,11 +1,13 @@
 package kernel
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -940,3 +942,67 @@ func (b *Backend) threadAt(tid int, at time.Duration) *threadWin {
 	}
 	return nil
 }
+
+// RunTool runs a network tool of a script's shell lines in a host's
+// namespace: tc (qdisc, class, filter) or ip (tcp_metrics, route, link,
+// addr, neigh, rule), whose changes stay in that namespace. Anything that
+// could reach another namespace (netns, -n) is refused; the tool gets 2 s.
+func (b *Backend) RunTool(hostName string, argv []string) error {
+	h, err := b.host(hostName)
+	if err != nil {
+		return err
+	}
+	if err := checkTool(argv); err != nil {
+		return err
+	}
+	if err := b.start(); err != nil {
+		return err
+	}
+	return h.work.do(func() error {
+		// The child is forked from this thread, in the host's namespace.
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		var out limitedBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, strings.TrimSpace(out.String()))
+		}
+		return nil
+	})
+}
+
+// checkTool allows tc and ip subcommands that act on the namespace's own
+// devices, routes and caches.
+func checkTool(argv []string) error {
+	if len(argv) < 2 {
+		return fmt.Errorf("%s: not a tool command tcplab runs", strings.Join(argv, " "))
+	}
+	allowed := map[string][]string{
+		"tc": {"qdisc", "class", "filter"},
+		"ip": {"tcp_metrics", "tcpmetrics", "route", "link", "addr", "address", "neigh", "neighbour", "rule"},
+	}
+	subs, ok := allowed[argv[0]]
+	if !ok || !slices.Contains(subs, argv[1]) {
+		return fmt.Errorf("%s: only tc %s and ip %s are run, in the namespace",
+			strings.Join(argv, " "), strings.Join(allowed["tc"], "|"), strings.Join(allowed["ip"], "|"))
+	}
+	for _, a := range argv[1:] {
+		if a == "netns" || strings.HasPrefix(a, "-") {
+			return fmt.Errorf("%s: options and netns are not run", strings.Join(argv, " "))
+		}
+	}
+	return nil
+}
+
+// limitedBuffer keeps the first 4 KB a tool writes.
+type limitedBuffer struct{ b []byte }
+
+func (l *limitedBuffer) Write(p []byte) (int, error) {
+	if room := 4096 - len(l.b); room > 0 {
+		l.b = append(l.b, p[:min(room, len(p))]...)
+	}
+	return len(p), nil
+}
+
+func (l *limitedBuffer) String() string { return string(l.b) }

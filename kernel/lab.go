@@ -15,8 +15,12 @@ import (
 )
 
 // ifName is every host's interface to the lab network, inside its own
-// namespace.
-const ifName = "eth0"
+// namespace; tunName is the stack's under a packetdrill script, named as
+// packetdrill names it, so that its shell lines (tc ... dev tun0) apply.
+const (
+	ifName  = "eth0"
+	tunName = "tun0"
+)
 
 // gateway is where a host sends packets for addresses no lab host owns
 // (spoofed SYN sources): a neighbour entry points it at a MAC no one has,
@@ -237,7 +241,7 @@ func (l *lab) wires() ([]int, error) {
 	return idx, nil
 }
 
-// makeTun creates the host's eth0 as a TUN device, as packetdrill's:
+// makeTun creates the host's interface as a TUN device (tun0), as packetdrill's:
 // IP packets without a header of their own, each after a
 // virtio_net_hdr, with checksum and TSO offload, so that the stack hands
 // it whole TSO packets and takes GSO packets from it. The device lives as
@@ -248,7 +252,7 @@ func (l *lab) makeTun(h *nsHost) error {
 		if err != nil {
 			return err
 		}
-		ifr, err := unix.NewIfreq(ifName)
+		ifr, err := unix.NewIfreq(tunName)
 		if err != nil {
 			unix.Close(fd)
 			return err
@@ -283,7 +287,11 @@ func (l *lab) configure(h *nsHost) error {
 	if err := nh.LinkSetUp(lo); err != nil {
 		return err
 	}
-	eth, err := nh.LinkByName(ifName)
+	name := ifName
+	if h.tun != nil {
+		name = tunName
+	}
+	eth, err := nh.LinkByName(name)
 	if err != nil {
 		return err
 	}

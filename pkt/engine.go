@@ -358,8 +358,12 @@ func (r *player) inbound(ev *Event, at time.Duration) *stop {
 	if what := ipFields(p); what != "" {
 		return unsupportedAt(line, "packets with %s are not supported by the engine", what)
 	}
+	seq := p.Seq + c.remoteISN
+	if p.Flags&wire.SYN != 0 {
+		c.remoteISN, seq = p.Seq, p.Seq // the remote's ISN: later numbers count from it
+	}
 	seg := wire.Segment{Src: c.remote.Addr(), Dst: c.local.Addr(), SrcPort: c.remote.Port(), DstPort: c.local.Port(),
-		Seq: wire.Seq(p.Seq), Flags: p.Flags, Window: uint16(p.Win), TTL: 64}
+		Seq: wire.Seq(seq), Flags: p.Flags, Window: uint16(p.Win), TTL: 64}
 	if p.Flags&wire.ACK != 0 {
 		seg.Ack = wire.Seq(c.toLive(p.Ack))
 	}
@@ -541,7 +545,7 @@ func (r *player) scriptView(c *conn, s *wire.Segment, payload int) string {
 	q.HasOptions, q.Options = !s.Options.Empty(), liveOptions(s)
 	q.End = q.Seq + uint32(payload)
 	if s.Flags&wire.ACK != 0 {
-		q.Ack, q.HasAck = uint32(s.Ack), true
+		q.Ack, q.HasAck = uint32(s.Ack)-c.remoteISN, true
 	}
 	if q.FlagText == "" {
 		q.FlagText = "-"

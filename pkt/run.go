@@ -1,6 +1,7 @@
 package pkt
 
 import (
+	"encoding/hex"
 	"fmt"
 	"golang.org/x/sys/unix"
 	"net/netip"
@@ -204,9 +205,12 @@ func unsupportedAt(line int, format string, a ...any) *stop {
 
 // conn is the script's view of one connection: the 4-tuple as the local
 // stack sees it, and how script sequence numbers and timestamps map to
-// live ones. The remote side's numbers are the script's own.
+// live ones. The remote side's numbers are the script's own, counted, as
+// packetdrill counts them, from the sequence number of its SYN (usually
+// 0): after "S. 123:123(0)", "1:1(0)" is sequence number 124.
 type conn struct {
 	local, remote netip.AddrPort
+	remoteISN     uint32
 	// The local ISN in the script (0) and live, once the stack's SYN or
 	// SYN-ACK was seen.
 	scriptISN, liveISN uint32
@@ -301,7 +305,7 @@ func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, pay
 		return fieldErr("tcp_seq", uint64(want.Seq), uint64(seq))
 	}
 	// The ack is checked without an ACK flag too (the script's is 0).
-	if ack := uint32(live.Ack); ack != want.Ack {
+	if ack := uint32(live.Ack) - c.remoteISN; ack != want.Ack {
 		return fieldErr("tcp_ack_seq", uint64(want.Ack), uint64(ack))
 	}
 	if want.Win >= 0 && int(live.Window) != want.Win {
@@ -344,12 +348,17 @@ func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, pay
 				}
 			}
 		case "sack":
+			// SACK blocks of an outbound packet are in the remote's
+			// sequence space: the script's own, from its ISN.
+			gs := TCPOption{Kind: "sack"}
+			for _, b := range g.Blocks {
+				gs.Blocks = append(gs.Blocks, [2]uint32{b[0] - c.remoteISN, b[1] - c.remoteISN})
+			}
+			g = gs
 			if len(w.Blocks) != len(g.Blocks) {
 				return fmt.Sprintf("bad value in outbound TCP option (sack): expected <%s> vs actual <%s>", w, g)
 			}
 			for j := range w.Blocks {
-				// SACK blocks of an outbound packet are in the remote's
-				// sequence space: the script's own.
 				if w.Blocks[j] != g.Blocks[j] {
 					return fmt.Sprintf("bad value in outbound TCP option (sack): expected <%s> vs actual <%s>", w, g)
 				}
@@ -378,6 +387,7 @@ func optionList(o []TCPOption) string {
 func liveOptions(s *wire.Segment) []TCPOption {
 	o := &s.Options
 	var out []TCPOption
+	raw := 0
 	for _, k := range o.Layout() {
 		switch k {
 		case wire.OptEOL:
@@ -399,7 +409,21 @@ func liveOptions(s *wire.Segment) []TCPOption {
 			}
 			out = append(out, sk)
 		default:
-			out = append(out, TCPOption{Kind: "kind" + strconv.Itoa(int(k))})
+			// Options the wire package keeps raw, in order: TCP Fast
+			// Open's (kind 34, or 254 with magic F989) are named as the
+			// script names them, with the cookie in hex.
+			op := TCPOption{Kind: "kind" + strconv.Itoa(int(k))}
+			if raw < len(o.Unknown) && o.Unknown[raw].Kind == k {
+				d := o.Unknown[raw].Data
+				raw++
+				switch {
+				case k == 34:
+					op = TCPOption{Kind: "FO", Cookie: hex.EncodeToString(d)}
+				case k == 254 && len(d) >= 2 && d[0] == 0xf9 && d[1] == 0x89:
+					op = TCPOption{Kind: "FOEXP", Cookie: hex.EncodeToString(d[2:])}
+				}
+			}
+			out = append(out, op)
 		}
 	}
 	return out
@@ -434,6 +458,17 @@ func inboundOptions(list []TCPOption, ecr func(uint32) uint32, sack func(uint32)
 				o.SACK = append(o.SACK, wire.SACKBlock{Left: wire.Seq(sack(b[0])), Right: wire.Seq(sack(b[1]))})
 			}
 			o.Order = append(o.Order, wire.OptSACK)
+		case "FO", "FOEXP":
+			cookie, err := hex.DecodeString(op.Cookie)
+			if err != nil || len(cookie) > 16 {
+				return o, "the TCP option " + op.String() + " is not supported (a cookie of up to 16 bytes in hex)"
+			}
+			raw := wire.RawOption{Kind: 34, Data: cookie}
+			if op.Kind == "FOEXP" {
+				raw = wire.RawOption{Kind: 254, Data: append([]byte{0xf9, 0x89}, cookie...)}
+			}
+			o.Unknown = append(o.Unknown, raw)
+			o.Order = append(o.Order, 255) // the next of Unknown (wire's orderRaw)
 		default:
 			return o, "the TCP option " + op.Kind + " is not supported"
 		}

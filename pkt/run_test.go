@@ -22,6 +22,7 @@ func TestEngineScripts(t *testing.T) {
 		{"user-timeout.pkt", Pass, ""},
 		{"maxseg.pkt", Pass, ""},
 		{"inq.pkt", Pass, ""},
+		{"remote-isn.pkt", Pass, ""},
 		{"raw-calls.pkt", Unsupported, "raw-calls.pkt:13: write: buffer NULL: the engine has no memory to point into (EFAULT is not modelled)"},
 		{"epoll-edge.pkt", Pass, ""},
 		{"wrong-ack.pkt", Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},

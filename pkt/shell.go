@@ -26,7 +26,7 @@ const (
 )
 
 func (r *player) command(ev *Event) *stop {
-	for _, line := range strings.Split(ev.Text, "\n") {
+	for _, line := range shellLines(ev.Text) {
 		r.shell(line, r.opt.Dir, 0)
 	}
 	return nil
@@ -44,6 +44,13 @@ func (r *player) shell(cmd, dir string, depth int) {
 	if cmd == "" || strings.HasPrefix(cmd, "#") {
 		return
 	}
+	// Several commands on a line (a ; b, a && b) are taken one by one.
+	if parts := splitCommands(cmd); len(parts) > 1 {
+		for _, p := range parts {
+			r.shell(p, dir, depth)
+		}
+		return
+	}
 	// Redirections of a command's own output change nothing here.
 	for _, suffix := range []string{" > /dev/null 2>&1", " >/dev/null 2>&1", " > /dev/null", " 2>/dev/null", " 2>&1"} {
 		cmd = strings.TrimSuffix(cmd, suffix)
@@ -53,7 +60,7 @@ func (r *player) shell(cmd, dir string, depth int) {
 		r.ignore(cmd, "arithmetic the engine does not evaluate")
 		return
 	}
-	f := fields(cmd)
+	f := dropRedirections(fields(cmd))
 	if len(f) == 0 {
 		return
 	}
@@ -72,7 +79,7 @@ func (r *player) shell(cmd, dir string, depth int) {
 				r.ignore(cmd, "sysctl "+a+" reads a setting")
 				continue
 			}
-			r.sysctl(name, val, cmd)
+			r.sysctl(strings.ReplaceAll(name, "/", "."), val, cmd) // sysctl takes net/ipv4/x too
 		}
 	case strings.HasSuffix(f[0], "set_sysctls.py"):
 		// packetdrill's helper: set_sysctls.py /proc/sys/net/ipv4/X=V ...
@@ -87,6 +94,19 @@ func (r *player) shell(cmd, dir string, depth int) {
 	case f[0] == "echo" && len(f) == 4 && f[2] == ">" && strings.HasPrefix(f[3], "/proc/sys/"):
 		name := strings.ReplaceAll(strings.TrimPrefix(f[3], "/proc/sys/"), "/", ".")
 		r.sysctl(name, f[1], cmd)
+	case f[0] == "tc" || f[0] == "ip":
+		t, ok := r.b.(toolRunner)
+		if !ok {
+			r.ignore(cmd, "a network tool: the engine has no qdisc, route or metrics cache to change")
+			return
+		}
+		args := make([]string, len(f))
+		for i, a := range f {
+			args[i] = strings.Trim(a, `"'`)
+		}
+		if err := t.RunTool(LocalHost, args); err != nil {
+			r.ignore(cmd, err.Error())
+		}
 	case len(f) == 1 && (strings.HasSuffix(f[0], ".sh") || strings.Contains(f[0], "/")):
 		r.shellFile(f[0], dir, depth, cmd)
 	default:
@@ -130,9 +150,14 @@ func (r *player) shellFile(path, dir string, depth int, cmd string) {
 		r.ignore(cmd, "not read (larger than 1 MB, or unreadable)")
 		return
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range shellLines(string(b)) {
 		r.shell(line, filepath.Dir(path), depth+1)
 	}
+}
+
+// toolRunner is a backend that runs tc and ip in the stack's namespace.
+type toolRunner interface {
+	RunTool(host string, argv []string) error
 }
 
 // sysctlSetter is a backend with real sysctls (the kernel's): a
@@ -167,6 +192,58 @@ func (r *player) sysctl(name, val, cmd string) {
 
 func (r *player) ignore(cmd, why string) {
 	r.ignored = append(r.ignored, fmt.Sprintf("%s (%s)", cmd, why))
+}
+
+// shellLines splits shell text into lines, a line that ends in a
+// backslash continuing on the next.
+func shellLines(text string) []string {
+	text = strings.ReplaceAll(text, "\\\r\n", " ")
+	text = strings.ReplaceAll(text, "\\\n", " ")
+	return strings.Split(text, "\n")
+}
+
+// splitCommands splits a line at ; and && outside quotes.
+func splitCommands(s string) []string {
+	var out []string
+	quote := byte(0)
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == ';':
+			out = append(out, s[start:i])
+			start = i + 1
+		case c == '&' && i+1 < len(s) && s[i+1] == '&':
+			out = append(out, s[start:i])
+			start = i + 2
+			i++
+		}
+	}
+	return append(out, s[start:])
+}
+
+// dropRedirections removes redirections of a command's own output
+// (2>/dev/null, > /dev/null, 2>&1), which change nothing here.
+func dropRedirections(f []string) []string {
+	out := f[:0:0]
+	for i := 0; i < len(f); i++ {
+		a := f[i]
+		switch {
+		case a == "2>&1" || a == ">&2":
+		case (a == ">" || a == "2>" || a == "1>") && i+1 < len(f) && f[i+1] == "/dev/null":
+			i++
+		case a == ">/dev/null" || a == "2>/dev/null" || a == "1>/dev/null":
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // fields splits a command line at spaces, keeping quoted parts (with
