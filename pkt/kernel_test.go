@@ -30,6 +30,7 @@ func TestKernelScripts(t *testing.T) {
 		{"maxseg.pkt", pkt.Pass, ""},
 		{"inq.pkt", pkt.Pass, ""},
 		{"remote-isn.pkt", pkt.Pass, ""},
+		{"null-buffer.pkt", pkt.Pass, ""},
 		{"raw-calls.pkt", pkt.Pass, ""},
 		{"epoll-edge.pkt", pkt.Pass, ""},
 		{"wrong-ack.pkt", pkt.Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},

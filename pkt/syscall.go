@@ -59,7 +59,8 @@ func (r *player) syscall(ev *Event, at, prev time.Duration) *stop {
 	if err != nil {
 		return err
 	}
-	if local != nil { // answered by the runner (fcntl F_GETFL)
+	if local != nil { // answered by the runner (fcntl F_GETFL, EFAULT)
+		r.traceCall(ev, call.FD, r.now(), int64(local.Ret), local.Err)
 		return r.checkResult(ev, local.Ret, local.Err, false)
 	}
 	// A blocking call's end: relative to the same base as its start.
@@ -299,7 +300,9 @@ func msgFlags(ev *Event, i int) (nonblock, peek bool, err *stop) {
 	if err != nil {
 		return false, false, err
 	}
-	known := symbols["MSG_DONTWAIT"] | symbols["MSG_PEEK"] | symbols["MSG_NOSIGNAL"]
+	// MSG_ZEROCOPY sends the same segments (its completion notices are
+	// not modelled, and no call here reads them).
+	known := symbols["MSG_DONTWAIT"] | symbols["MSG_PEEK"] | symbols["MSG_NOSIGNAL"] | symbols["MSG_ZEROCOPY"]
 	if v&^known != 0 {
 		return false, false, unsupportedAt(ev.Pos.Line, "%s: flags %s are not supported by the engine", ev.Syscall.Name, ev.Syscall.Args[i].String())
 	}
@@ -401,6 +404,9 @@ func (r *player) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.Res
 			return call, false, nil, unsupportedAt(line, "%s of %d bytes is not supported", sc.Name, n)
 		}
 		call.Max = int(n)
+		if nullBuffer(ev) {
+			local = r.efault(call, n)
+		}
 		return
 	case "write", "send", "sendto", "sendmsg":
 		call.Op = tcp.OpWrite
@@ -412,6 +418,9 @@ func (r *player) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.Res
 			return call, false, nil, unsupportedAt(line, "%s of %d bytes is not supported", sc.Name, n)
 		}
 		call.Data = r.zeros(int(n))
+		if nullBuffer(ev) {
+			local = r.efault(call, n)
+		}
 		return
 	case "close":
 		if err = nargs(1); err != nil {
@@ -485,18 +494,54 @@ func (r *player) dataArgs(ev *Event, msg, noFlags bool) (fd tcp.FD, n int64, non
 }
 
 // buffer checks a data call's buffer argument: "..." (the runner's own
-// memory) or, for a write, a string. A literal pointer (a test of EFAULT)
-// has no meaning in the engine.
+// memory), for a write a string, or NULL (a test of EFAULT). Any other
+// pointer has no meaning here.
 func buffer(ev *Event, plain bool) *stop {
 	if !plain || len(ev.Syscall.Args) < 2 {
 		return nil
 	}
-	switch a := &ev.Syscall.Args[1]; a.Kind {
-	case ExEllipsis, ExString:
+	switch a := &ev.Syscall.Args[1]; {
+	case a.Kind == ExEllipsis, a.Kind == ExString, nullBuffer(ev):
 		return nil
 	default:
-		return unsupportedAt(ev.Pos.Line, "%s: buffer %s: the engine has no memory to point into (EFAULT is not modelled)", ev.Syscall.Name, a.String())
+		return unsupportedAt(ev.Pos.Line, "%s: buffer %s: only ..., a string or NULL are supported", ev.Syscall.Name, a.String())
 	}
+}
+
+// nullBuffer tells whether a plain data call's buffer is NULL.
+func nullBuffer(ev *Event) bool {
+	sc := ev.Syscall
+	if len(sc.Args) < 2 || sc.Name == "sendmsg" || sc.Name == "recvmsg" {
+		return false
+	}
+	a := &sc.Args[1]
+	return a.Kind == ExWord && a.Text == "NULL" || a.Kind == ExInt && a.Int == 0
+}
+
+// efault is the result of a data call into a NULL buffer on the engine:
+// EFAULT where Linux would copy (data to read, room to write on a
+// connection that takes data), else nil and the engine's own answer
+// (EAGAIN, EPIPE, end of stream...).
+func (r *player) efault(call tcp.Call, n int64) *tcp.Result {
+	eo, ok := r.os.(*engineOS)
+	if !ok || n <= 0 {
+		return nil
+	}
+	st, err := eo.h.Status(call.FD)
+	if err != tcp.OK || st.Err != tcp.OK {
+		return nil
+	}
+	switch call.Op {
+	case tcp.OpRead:
+		if st.Readable == 0 {
+			return nil
+		}
+	case tcp.OpWrite:
+		if st.SndShut || st.Room == 0 || (st.State != tcp.Established && st.State != tcp.CloseWait) {
+			return nil
+		}
+	}
+	return &tcp.Result{Ret: -1, Err: tcp.Errno(unix.EFAULT)}
 }
 
 // zeros returns n zero bytes, from one buffer the run reuses: the engine
