@@ -386,6 +386,8 @@ func (o *engineOS) tcpInfo(fd tcp.FD) map[string]int64 {
 		"tcpi_snd_mss": int64(st.MSS), "tcpi_advmss": int64(st.AdvMSS), "tcpi_notsent_bytes": int64(st.Unsent),
 		"tcpi_last_data_sent": ms(st.SinceDataSent), "tcpi_last_data_recv": ms(st.SinceDataRecv),
 		"tcpi_last_ack_recv": ms(st.SinceAckRecv), "tcpi_snd_wnd": int64(s.SndWnd), "tcpi_rcv_wnd": int64(s.RcvWnd),
+		"tcpi_busy_time": st.Busy.Microseconds(), "tcpi_rwnd_limited": st.RwndLimited.Microseconds(),
+		"tcpi_sndbuf_limited": st.SndbufLimited.Microseconds(),
 	}
 	if s.Cwnd > 0 {
 		m["tcpi_snd_cwnd"] = int64(s.Cwnd)

@@ -589,6 +589,9 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 		c.noSpace = true
 	}
 	if n > 0 {
+		if !c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) {
+			c.chronoStartT(chronoBusy) // the write queue was empty (tcp_add_write_queue_tail)
+		}
 		c.snd = append(c.snd, data[:n]...)
 		r.Ret += n
 		c.xmit()

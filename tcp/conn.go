@@ -121,11 +121,17 @@ type conn struct {
 	// wakeups counts the socket's wake-ups of waiters (sk_data_ready,
 	// sk_write_space, sk_state_change): what an edge-triggered epoll
 	// reports.
-	wakeups  uint64
-	noSpace  bool // SOCK_NOSPACE: a write found the send buffer full
-	hasLrcv  bool
-	dataSent bool
-	persist  bool // the write timer is the zero-window probe timer
+	wakeups uint64
+	noSpace bool // SOCK_NOSPACE: a write found the send buffer full
+	// chrono is tcp_chrono: what the sender is limited by now (busy
+	// sending, the peer's window, the send buffer) since when, and the
+	// time spent in each (tcpi_busy_time, _rwnd_limited, _sndbuf_limited).
+	chrono      chronoType
+	chronoStart time.Duration
+	chronoStat  [4]time.Duration
+	hasLrcv     bool
+	dataSent    bool
+	persist     bool // the write timer is the zero-window probe timer
 
 	// delayed ACK machinery (inet_connection_sock icsk_ack)
 	ackPending bool

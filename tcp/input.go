@@ -431,6 +431,7 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 			if c.noSpace && c.sndBufSize()-len(c.snd) >= len(c.snd)/2 {
 				c.noSpace = false
 				c.wakeups++
+				c.chronoStopT(chronoSndbuf)
 			}
 			c.sndBase = c.sndBase.Add(n)
 		}
@@ -441,6 +442,9 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 	}
 	c.sndUna = ack
 	c.sndNxt = c.sndNxt.Max(ack)
+	if c.chrono != chronoNone && ack == c.sndBase.Add(len(c.snd)) {
+		c.chronoStopT(chronoBusy) // all acknowledged: idle
+	}
 	i := 0
 	for i < len(c.sent) && !c.sent[i].end.GreaterThan(ack) {
 		i++

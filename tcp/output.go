@@ -252,6 +252,21 @@ func (c *conn) xmit() {
 	default:
 		return
 	}
+	rwndLimited, sent := false, false
+	defer func() {
+		// The end of tcp_write_xmit: the peer's window limits the
+		// sender or no longer does; with nothing left to send, an
+		// application out of send buffer is what limits it
+		// (tcp_cwnd_validate).
+		if rwndLimited {
+			c.chronoStartT(chronoRwnd)
+		} else {
+			c.chronoStopT(chronoRwnd)
+		}
+		if sent && !c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) && c.noSpace && (c.state == Established || c.state == CloseWait) {
+			c.chronoStartT(chronoSndbuf)
+		}
+	}()
 	for {
 		dataEnd := c.sndBase.Add(len(c.snd))
 		inflight := int(c.sndNxt.Diff(c.sndUna))
@@ -260,6 +275,9 @@ func (c *conn) xmit() {
 			n := min(c.mss, len(c.snd)-off)
 			wndLeft := int(c.sndUna.Add(int(c.sndWnd)).Diff(c.sndNxt))
 			can := min(n, wndLeft, c.cwnd-inflight)
+			// tcp_snd_wnd_test after tcp_cwnd_test: the window, not the
+			// congestion window, stops the next segment.
+			rwndLimited = c.cwnd-inflight > 0 && wndLeft < n
 			if can <= 0 {
 				if c.sndWnd == 0 && inflight == 0 {
 					c.startPersist()
@@ -290,6 +308,7 @@ func (c *conn) xmit() {
 			seq := c.sndNxt
 			s := c.segment(flags, seq, c.snd[off:off+can])
 			c.emit(s)
+			sent = true
 			end := seq.Add(can)
 			if withFin {
 				c.finSent, c.finSeq = true, end

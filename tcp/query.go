@@ -28,6 +28,10 @@ type Status struct {
 	// Times since the last data sent, the last data received and the
 	// last ACK received (tcpi_last_*); -1 when there was none.
 	SinceDataSent, SinceDataRecv, SinceAckRecv time.Duration
+	// Busy, RwndLimited and SndbufLimited are tcpi_busy_time,
+	// tcpi_rwnd_limited and tcpi_sndbuf_limited: the time spent sending,
+	// and the parts of it stalled by the peer's window or the send buffer.
+	Busy, RwndLimited, SndbufLimited time.Duration
 }
 
 // Status reports a socket of the application by its descriptor.
@@ -74,6 +78,7 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 	if c.wsOK {
 		st.Options |= 4
 	}
+	st.Busy, st.RwndLimited, st.SndbufLimited = c.chronoTimes()
 	if c.hasLrcv {
 		st.SinceDataRecv = h.now - c.lrcvAt
 	}
