@@ -25,6 +25,7 @@ func TestEngineScripts(t *testing.T) {
 		{"remote-isn.pkt", Pass, ""},
 		{"null-buffer.pkt", Pass, ""},
 		{"rwnd-limited.pkt", Pass, ""},
+		{"more-calls.pkt", Pass, ""},
 		{"raw-calls.pkt", Unsupported, "raw-calls.pkt:14: send: flags MSG_EOR are not supported by the engine"},
 		{"epoll-edge.pkt", Pass, ""},
 		{"wrong-ack.pkt", Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},
