@@ -226,9 +226,13 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		}
 	case tcp.OpWrite:
 		var n int
+		flags := unix.MSG_DONTWAIT | unix.MSG_NOSIGNAL
+		if c.More {
+			flags |= unix.MSG_MORE
+		}
 		b.sys(h, s, "write", &r, func() error {
 			var e error
-			n, e = unix.SendmsgN(s.kfd, c.Data, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+			n, e = unix.SendmsgN(s.kfd, c.Data, nil, nil, flags)
 			return e
 		})
 		if r.Err == tcp.OK {
@@ -238,7 +242,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 			done := max(n, 0)
 			b.pend1(h, s, &r, unix.POLLOUT, func(bc *blocked) (int, tcp.Errno, []byte, int) {
 				e := b.waitFor(bc, s, unix.POLLOUT, func(fd int) error {
-					m, err := unix.SendmsgN(fd, c.Data[done:], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+					m, err := unix.SendmsgN(fd, c.Data[done:], nil, nil, flags)
 					if err != nil {
 						return err
 					}
@@ -687,6 +691,8 @@ func setOption(s *ksock, o tcp.Option) error {
 		return unix.SetsockoptInt(s.kfd, unix.SOL_SOCKET, unix.SO_SNDBUF, o.N)
 	case tcp.OptMaxSeg:
 		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, o.N)
+	case tcp.OptCork:
+		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_CORK, b2i(o.On))
 	case tcp.OptUserTimeout:
 		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(o.Dur/time.Millisecond))
 	case tcp.OptNonBlock:

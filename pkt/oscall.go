@@ -16,7 +16,7 @@ const firstEpollFD tcp.FD = 1 << 20
 var engineOptions = map[string]bool{
 	"SO_LINGER": true, "SO_REUSEADDR": true, "SO_KEEPALIVE": true, "TCP_NODELAY": true,
 	"TCP_KEEPIDLE": true, "TCP_KEEPINTVL": true, "TCP_KEEPCNT": true,
-	"SO_SNDBUF": true, "TCP_MAXSEG": true, "TCP_USER_TIMEOUT": true,
+	"SO_SNDBUF": true, "TCP_MAXSEG": true, "TCP_USER_TIMEOUT": true, "TCP_CORK": true,
 }
 
 // osCall makes a call the backends' call set lacks (getsockopt, ioctl,

@@ -16,7 +16,7 @@ import (
 
 // engineMsgFlags are the send and receive flags the backends' calls carry.
 func engineMsgFlags() int64 {
-	return symbols["MSG_DONTWAIT"] | symbols["MSG_PEEK"] | symbols["MSG_NOSIGNAL"]
+	return symbols["MSG_DONTWAIT"] | symbols["MSG_PEEK"] | symbols["MSG_NOSIGNAL"] | symbols["MSG_MORE"]
 }
 
 // needsRaw tells whether a data call needs the raw path.

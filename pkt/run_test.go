@@ -26,11 +26,12 @@ func TestEngineScripts(t *testing.T) {
 		{"null-buffer.pkt", Pass, ""},
 		{"rwnd-limited.pkt", Pass, ""},
 		{"more-calls.pkt", Pass, ""},
+		{"cork.pkt", Pass, ""},
 		{"raw-calls.pkt", Unsupported, "raw-calls.pkt:14: send: flags MSG_EOR are not supported by the engine"},
 		{"epoll-edge.pkt", Pass, ""},
 		{"wrong-ack.pkt", Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},
 		{"late-packet.pkt", Fail, "late-packet.pkt:13: error handling packet: timing error: expected outbound packet at 0.100000 sec but happened at 0.000000 sec"},
-		{"uses-cork.pkt", Unsupported, "uses-cork.pkt:3: socket option TCP_CORK is not modelled by the engine yet"},
+		{"uses-notsent-lowat.pkt", Unsupported, "uses-notsent-lowat.pkt:3: socket option TCP_NOTSENT_LOWAT is not modelled by the engine yet"},
 	} {
 		t.Run(c.file, func(t *testing.T) {
 			s, err := ParseFile("testdata/" + c.file)

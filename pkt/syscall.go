@@ -302,11 +302,27 @@ func msgFlags(ev *Event, i int) (nonblock, peek bool, err *stop) {
 	}
 	// MSG_ZEROCOPY sends the same segments (its completion notices are
 	// not modelled, and no call here reads them).
-	known := symbols["MSG_DONTWAIT"] | symbols["MSG_PEEK"] | symbols["MSG_NOSIGNAL"] | symbols["MSG_ZEROCOPY"]
+	known := symbols["MSG_DONTWAIT"] | symbols["MSG_PEEK"] | symbols["MSG_NOSIGNAL"] | symbols["MSG_ZEROCOPY"] | symbols["MSG_MORE"]
 	if v&^known != 0 {
 		return false, false, unsupportedAt(ev.Pos.Line, "%s: flags %s are not supported by the engine", ev.Syscall.Name, ev.Syscall.Args[i].String())
 	}
 	return v&symbols["MSG_DONTWAIT"] != 0, v&symbols["MSG_PEEK"] != 0, nil
+}
+
+// moreFlag tells whether a send's flags hold MSG_MORE.
+func moreFlag(ev *Event) bool {
+	i := -1
+	switch ev.Syscall.Name {
+	case "send", "sendto":
+		i = 3
+	case "sendmsg":
+		i = 2
+	}
+	if i < 0 || i >= len(ev.Syscall.Args) {
+		return false
+	}
+	v, ok := value(&ev.Syscall.Args[i])
+	return ok && v&symbols["MSG_MORE"] != 0
 }
 
 // toCall turns a system call line into an engine call. fdResult says the
@@ -418,6 +434,7 @@ func (r *player) toCall(ev *Event) (call tcp.Call, fdResult bool, local *tcp.Res
 			return call, false, nil, unsupportedAt(line, "%s of %d bytes is not supported", sc.Name, n)
 		}
 		call.Data = r.zeros(int(n))
+		call.More = moreFlag(ev)
 		if nullBuffer(ev) {
 			local = r.efault(call, n)
 		}
@@ -649,6 +666,8 @@ func (r *player) setsockopt(ev *Event) (tcp.Call, bool, *tcp.Result, *stop) {
 		call.Option = tcp.Option{Kind: tcp.OptMaxSeg, N: int(v)}
 	case "TCP_USER_TIMEOUT":
 		call.Option = tcp.Option{Kind: tcp.OptUserTimeout, Dur: time.Duration(v) * time.Millisecond}
+	case "TCP_CORK":
+		call.Option = tcp.Option{Kind: tcp.OptCork, On: v != 0}
 	default:
 		return call, false, nil, unsupportedAt(line, "socket option %s is not supported by the engine yet", name)
 	}

@@ -71,10 +71,11 @@ const (
 	OptSndBuf                     // SO_SNDBUF: N bytes (the socket keeps twice as much, as Linux)
 	OptMaxSeg                     // TCP_MAXSEG: N, the largest MSS offered and used (0: no limit)
 	OptUserTimeout                // TCP_USER_TIMEOUT: Dur (milliseconds; 0: the retries decide)
+	OptCork                       // TCP_CORK: On, hold partial segments until uncorked
 )
 
 var optNames = [...]string{"SO_LINGER", "SO_REUSEADDR", "SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_NODELAY", "O_NONBLOCK",
-	"SO_SNDBUF", "TCP_MAXSEG", "TCP_USER_TIMEOUT"}
+	"SO_SNDBUF", "TCP_MAXSEG", "TCP_USER_TIMEOUT", "TCP_CORK"}
 
 func (k OptKind) String() string {
 	if int(k) < len(optNames) {
@@ -125,6 +126,7 @@ type Call struct {
 	How      Shut           // shutdown
 	Option   Option         // setsockopt
 	NonBlock bool           // this call does not block (MSG_DONTWAIT)
+	More     bool           // write: MSG_MORE, more is coming: hold a partial segment, no PSH
 }
 
 func (c Call) String() string {
@@ -149,6 +151,9 @@ func (c Call) String() string {
 		}
 		return fmt.Sprintf("read(%d, %d%s)", c.FD, c.Max, nb)
 	case OpWrite:
+		if c.More {
+			nb = ", more" + nb
+		}
 		return fmt.Sprintf("write(%d, %s%s)", c.FD, quoteData(c.Data), nb)
 	case OpShutdown:
 		return fmt.Sprintf("shutdown(%d, %s)", c.FD, c.How)
@@ -594,9 +599,20 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 		}
 		c.snd = append(c.snd, data[:n]...)
 		r.Ret += n
-		c.xmit()
 	}
-	return r.Ret == len(r.Call.Data)
+	// tcp_push at the end of the call, or before it waits for room:
+	// the data gets a PSH mark unless MSG_MORE says more is coming,
+	// and that push holds a partial segment (TCP_NAGLE_CORK).
+	done := r.Ret == len(r.Call.Data)
+	if !done || !r.Call.More {
+		c.pushEnd = c.sndBase.Add(len(c.snd))
+	}
+	if n > 0 {
+		c.moreNow = done && r.Call.More
+		c.xmit()
+		c.moreNow = false
+	}
+	return done
 }
 
 func (h *Host) doShutdown(c *conn, r *Result) {
@@ -777,7 +793,20 @@ func (h *Host) doSetOption(c *conn, r *Result) {
 	case OptNoDelay:
 		c.noDelay = o.On
 		if o.On {
+			// __tcp_sock_set_nodelay: TCP_NAGLE_PUSH, one push past a
+			// cork too.
+			c.pushNow = true
 			c.xmit()
+			c.pushNow = false
+		}
+	case OptCork:
+		c.cork = o.On
+		if !o.On {
+			// __tcp_sock_set_cork(false): what was held goes, with
+			// TCP_NAGLE_PUSH when TCP_NODELAY is on.
+			c.pushNow = c.noDelay
+			c.xmit()
+			c.pushNow = false
 		}
 	case OptNonBlock:
 		c.nonBlock = o.On

@@ -126,12 +126,18 @@ type conn struct {
 	// chrono is tcp_chrono: what the sender is limited by now (busy
 	// sending, the peer's window, the send buffer) since when, and the
 	// time spent in each (tcpi_busy_time, _rwnd_limited, _sndbuf_limited).
-	chrono      chronoType
-	chronoStart time.Duration
-	chronoStat  [4]time.Duration
-	hasLrcv     bool
-	dataSent    bool
-	persist     bool // the write timer is the zero-window probe timer
+	chrono chronoType
+	// Corking: TCP_CORK, a push from a MSG_MORE write (moreNow), a push
+	// past them (pushNow: TCP_NODELAY set, uncork, the probe timer), and
+	// the end of the last write pushed (PSH goes on the segment that
+	// holds it).
+	cork, moreNow, pushNow, probePush bool
+	pushEnd                           wire.Seq
+	chronoStart                       time.Duration
+	chronoStat                        [4]time.Duration
+	hasLrcv                           bool
+	dataSent                          bool
+	persist                           bool // the write timer is the zero-window probe timer
 
 	// delayed ACK machinery (inet_connection_sock icsk_ack)
 	ackPending bool

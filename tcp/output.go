@@ -293,13 +293,22 @@ func (c *conn) xmit() {
 				return
 			}
 			last := off+can == len(c.snd)
-			if can < c.mss && !c.noDelay && !(c.finQueued && last) &&
+			if can < c.mss && (c.cork || c.moreNow) && !c.pushNow && !(c.finQueued && last) {
+				// Corked (tcp_nagle_check with TCP_NAGLE_CORK): a
+				// partial segment waits; with nothing in flight the
+				// probe timer will send it (tcp_check_probe_timer).
+				if inflight == 0 {
+					c.startPersist()
+				}
+				return
+			}
+			if can < c.mss && !c.noDelay && !c.pushNow && !(c.finQueued && last) &&
 				inflight > 0 && c.sndSml.GreaterThan(c.sndUna) && !c.sndSml.GreaterThan(c.sndNxt) {
 				return // Nagle (Minshall's variant, tcp_nagle_check)
 			}
 			flags := wire.ACK
-			if last {
-				flags |= wire.PSH
+			if segEnd := c.sndNxt.Add(can); c.pushEnd.GreaterThan(c.sndNxt) && !c.pushEnd.GreaterThan(segEnd) || c.pushNow && c.probePush {
+				flags |= wire.PSH // the segment ends a pushed write (tcp_mark_push), or is tcp_write_wakeup's
 			}
 			withFin := last && c.finQueued
 			if withFin {
@@ -620,6 +629,14 @@ func (c *conn) onProbeTimer() {
 	unsent := c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) || (c.finQueued && !c.finSent)
 	if c.sndWnd != 0 || !unsent || c.sndMax != c.sndUna {
 		c.probesOut, c.hasProbesStamp = 0, false
+		if c.sndWnd != 0 && unsent && c.sndMax == c.sndUna {
+			// Held by a cork with nothing in flight: tcp_write_wakeup
+			// sends it, with PSH.
+			c.pushNow, c.probePush = true, true
+			c.xmit()
+			c.pushNow, c.probePush = false, false
+			return
+		}
 		c.xmit()
 		return
 	}

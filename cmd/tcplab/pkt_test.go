@@ -18,8 +18,8 @@ func TestPktCommand(t *testing.T) {
 		!strings.Contains(out, "  engine: ") {
 		t.Errorf("a failing script: exit %d\n%s", code, out)
 	}
-	out, _, code = tcplab(t, "pkt", dir+"uses-cork.pkt")
-	if code != 3 || !strings.Contains(out, "uses-cork.pkt:3: socket option TCP_CORK is not modelled by the engine yet") {
+	out, _, code = tcplab(t, "pkt", dir+"uses-notsent-lowat.pkt")
+	if code != 3 || !strings.Contains(out, "uses-notsent-lowat.pkt:3: socket option TCP_NOTSENT_LOWAT is not modelled by the engine yet") {
 		t.Errorf("an unsupported script: exit %d\n%s", code, out)
 	}
 	out, _, code = tcplab(t, "pkt", "-v", dir+"passive-close.pkt")
@@ -44,7 +44,7 @@ func TestPktCommand(t *testing.T) {
 func TestPktCorpus(t *testing.T) {
 	md := t.TempDir() + "/table.md"
 	out, _, code := tcplab(t, "pkt", "--corpus", "../../pkt/testdata", "--markdown", md)
-	if code != 1 || !strings.Contains(out, "17 scripts; engine: 13 pass, 2 fail, 2 unsupported") ||
+	if code != 1 || !strings.Contains(out, "18 scripts; engine: 14 pass, 2 fail, 2 unsupported") ||
 		!strings.Contains(out, "wrong-ack.pkt") {
 		t.Errorf("exit %d\n%s", code, out)
 	}
