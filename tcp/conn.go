@@ -132,12 +132,18 @@ type conn struct {
 	// the end of the last write pushed (PSH goes on the segment that
 	// holds it).
 	cork, moreNow, pushNow, probePush bool
-	pushEnd                           wire.Seq
-	chronoStart                       time.Duration
-	chronoStat                        [4]time.Duration
-	hasLrcv                           bool
-	dataSent                          bool
-	persist                           bool // the write timer is the zero-window probe timer
+	// pktsAcked is what the last ACK acknowledged, in segments;
+	// maxPacketsOut the largest flight since cwndUsageSeq was sent
+	// (tcp_cwnd_validate), which decides whether slow start grows.
+	pktsAcked     int
+	maxPacketsOut int
+	cwndUsageSeq  wire.Seq
+	pushEnd       wire.Seq
+	chronoStart   time.Duration
+	chronoStat    [4]time.Duration
+	hasLrcv       bool
+	dataSent      bool
+	persist       bool // the write timer is the zero-window probe timer
 
 	// delayed ACK machinery (inet_connection_sock icsk_ack)
 	ackPending bool

@@ -389,7 +389,13 @@ func (c *conn) processAck(seg *wire.Segment) {
 				c.cwnd = c.ssthresh
 			}
 		} else if c.cwnd < c.ssthresh {
-			c.cwnd += min(acked, c.mss)
+			// tcp_slow_start, when tcp_is_cwnd_limited: one segment
+			// per segment acknowledged, up to ssthresh, while the
+			// window is less than twice the largest flight of late.
+			if c.cwnd < 2*c.maxPacketsOut*c.mss {
+				c.cwnd = min(c.cwnd+max(c.pktsAcked, 1)*c.mss, max(c.ssthresh, c.cwnd))
+			}
+			_ = acked
 		} else {
 			c.cwnd += max(1, c.mss*c.mss/c.cwnd)
 		}
@@ -450,6 +456,7 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 		i++
 	}
 	c.sent = c.sent[i:]
+	c.pktsAcked = i
 	c.retransmits, c.backoff = 0, 0
 	c.hasRetransStamp = false
 	if c.srtt > 0 {

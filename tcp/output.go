@@ -254,6 +254,10 @@ func (c *conn) xmit() {
 	}
 	rwndLimited, sent := false, false
 	defer func() {
+		// tcp_cwnd_validate: the largest flight of the last window.
+		if out := len(c.sent); !c.sndUna.LessThan(c.cwndUsageSeq) || out > c.maxPacketsOut {
+			c.maxPacketsOut, c.cwndUsageSeq = out, c.sndNxt
+		}
 		// The end of tcp_write_xmit: the peer's window limits the
 		// sender or no longer does; with nothing left to send, an
 		// application out of send buffer is what limits it
