@@ -329,6 +329,9 @@ func (b *Backend) SetSysctl(hostName, name, value string) error {
 		if err != nil {
 			return fmt.Errorf("sysctl %s: not a setting of a network namespace", name)
 		}
+		if name == "net.ipv4.tcp_congestion_control" {
+			h.cc = "" // the namespace's own, unless it may not be set below
+		}
 		if strings.Join(strings.Fields(string(cur)), " ") == strings.Join(strings.Fields(value), " ") {
 			return nil // already so (a namespace may not write some, tcp_congestion_control)
 		}
@@ -972,27 +975,44 @@ func (b *Backend) RunTool(hostName string, argv []string) error {
 	})
 }
 
-// checkTool allows tc and ip subcommands that act on the namespace's own
-// devices, routes and caches.
+// checkTool allows tc and ip commands that act on the namespace's own
+// devices, routes and caches: an object and a verb of a short list, and
+// no argument that names another namespace, a file or a program (netns,
+// link-netns, link-netnsid, bpf, obj, exec, an option).
 func checkTool(argv []string) error {
-	if len(argv) < 2 {
-		return fmt.Errorf("%s: not a tool command tcplab runs", strings.Join(argv, " "))
+	line := strings.Join(argv, " ")
+	if len(argv) < 3 {
+		return fmt.Errorf("%s: not a tool command tcplab runs", line)
 	}
-	allowed := map[string][]string{
-		"tc": {"qdisc", "class", "filter"},
-		"ip": {"tcp_metrics", "tcpmetrics", "route", "link", "addr", "address", "neigh", "neighbour", "rule"},
+	verbs := map[string]map[string][]string{
+		"tc": {"qdisc": {"add", "replace", "change", "delete", "del", "show"},
+			"class":  {"add", "replace", "change", "delete", "del", "show"},
+			"filter": {"add", "replace", "change", "delete", "del", "show"}},
+		"ip": {"tcp_metrics": {"flush", "show", "delete", "del"}, "tcpmetrics": {"flush", "show", "delete", "del"},
+			"route": {"add", "replace", "change", "delete", "del", "show", "flush"},
+			"link":  {"set", "show"},
+			"addr":  {"add", "del", "delete", "show", "flush"}, "address": {"add", "del", "delete", "show", "flush"},
+			"neigh": {"add", "replace", "change", "del", "delete", "show", "flush"},
+			"rule":  {"add", "del", "delete", "show", "flush"}},
 	}
-	subs, ok := allowed[argv[0]]
-	if !ok || !slices.Contains(subs, argv[1]) {
-		return fmt.Errorf("%s: only tc %s and ip %s are run, in the namespace",
-			strings.Join(argv, " "), strings.Join(allowed["tc"], "|"), strings.Join(allowed["ip"], "|"))
+	objs, ok := verbs[argv[0]]
+	if !ok || !slices.Contains(objs[argv[1]], argv[2]) {
+		return fmt.Errorf("%s: not one of the tc and ip commands run in the namespace (%s %s %s)", line, argv[0], argv[1], argv[2])
 	}
 	for _, a := range argv[1:] {
-		if a == "netns" || strings.HasPrefix(a, "-") {
-			return fmt.Errorf("%s: options and netns are not run", strings.Join(argv, " "))
+		l := strings.ToLower(a)
+		if strings.HasPrefix(l, "-") || strings.Contains(l, "netn") || strings.Contains(l, "bpf") ||
+			l == "obj" || l == "object-file" || l == "exec" || strings.ContainsAny(l, "`$") || strings.Contains(l, "/") && !isPrefix(l) {
+			return fmt.Errorf("%s: %q is not run (options, other namespaces, files and programs)", line, a)
 		}
 	}
 	return nil
+}
+
+// isPrefix tells an address prefix (10.0.0.0/8) from a path.
+func isPrefix(s string) bool {
+	_, err := netip.ParsePrefix(s)
+	return err == nil
 }
 
 // limitedBuffer keeps the first 4 KB a tool writes.

@@ -580,6 +580,7 @@ func (b *Backend) RunUntil(t time.Duration, stop func() bool) bool {
 	b.endOpening(true)
 	for b.interrupted() == nil {
 		b.sendDue()
+		b.reportLost()
 		b.flushNow()
 		if stop != nil && stop() {
 			return true
@@ -673,4 +674,20 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 		return a < c
 	})
 	return out, nil
+}
+
+// reportLost notes the script packets the link could not hand to a TUN
+// device: the run then fails where it sent them, not later on a packet
+// that never came.
+func (b *Backend) reportLost() {
+	if b.lab == nil || b.lab.link == nil {
+		return
+	}
+	for _, e := range b.lab.link.takeLost() {
+		for _, h := range b.hosts {
+			if h.peer {
+				b.emitAt(b.Now(), trace.Event{Host: h.name, Kind: trace.KindNote, Note: "injection failed: " + e})
+			}
+		}
+	}
 }

@@ -8,6 +8,7 @@ func TestCheckTool(t *testing.T) {
 		{"tc", "qdisc", "add", "dev", "tun0", "root", "pfifo"},
 		{"ip", "tcp_metrics", "flush", "all"},
 		{"ip", "route", "show"},
+		{"ip", "route", "add", "10.0.0.0/8", "dev", "tun0"},
 	} {
 		if err := checkTool(ok); err != nil {
 			t.Errorf("%v: %v", ok, err)
@@ -21,6 +22,13 @@ func TestCheckTool(t *testing.T) {
 		{"rm", "-rf", "/"},
 		{"sh", "-c", "true"},
 		{"tc"},
+		{"ip", "link", "set", "tun0", "link-netns", "x"},
+		{"ip", "link", "set", "tun0", "link-netnsid", "1"},
+		{"ip", "link", "set", "tun0", "link-netn", "1"},
+		{"tc", "filter", "add", "dev", "tun0", "bpf", "obj", "x.o"},
+		{"ip", "route", "add", "1.2.3.4", "encap", "bpf", "in", "obj", "x"},
+		{"tc", "qdisc", "exec", "x"},
+		{"tc", "qdisc", "add", "dev", "tun0", "root", "pfifo", "/etc/x"},
 	} {
 		if err := checkTool(bad); err == nil {
 			t.Errorf("%v was allowed", bad)

@@ -38,6 +38,18 @@ type link struct {
 	wg    sync.WaitGroup
 	seq   uint64
 	err   error
+	// lost are the write errors of TUN ports not yet reported: a packet
+	// that did not reach the stack under test.
+	lost []string
+}
+
+// takeLost returns and clears the unreported write errors.
+func (l *link) takeLost() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.lost
+	l.lost = nil
+	return out
 }
 
 // guard records a panic of a link goroutine as the link's failure.
@@ -156,7 +168,7 @@ func gsoHeader(ip []byte) (hdr [vnetLen]byte, ok bool) {
 // writeTun hands a frame's IP packet to the host behind a TUN port, as
 // packetdrill writes a script packet: one larger than the MTU as a GSO
 // packet of segments that fit it.
-func (p *port) writeTun(data []byte) {
+func (p *port) writeTun(data []byte) error {
 	frame := make([]byte, vnetLen+len(data)-14)
 	copy(frame[vnetLen:], data[14:])
 	if len(frame)-vnetLen > mtu {
@@ -166,12 +178,16 @@ func (p *port) writeTun(data []byte) {
 	}
 	rc, err := p.wait.SyscallConn()
 	if err != nil {
-		return
+		return err
 	}
-	_ = rc.Write(func(fd uintptr) bool {
-		_, err := unix.Write(int(fd), frame)
-		return !errors.Is(err, unix.EAGAIN)
-	})
+	var werr error
+	if err := rc.Write(func(fd uintptr) bool {
+		_, werr = unix.Write(int(fd), frame)
+		return !errors.Is(werr, unix.EAGAIN)
+	}); err != nil {
+		return err
+	}
+	return werr
 }
 
 func newLink(delay time.Duration, ports []*port, addrs []netip.Addr) *link {
@@ -309,7 +325,7 @@ func (l *link) send() {
 		}
 		l.mu.Unlock()
 		for _, f := range due {
-			f.to.write(f.data)
+			f.to.write(l, f.data)
 		}
 		t.Reset(wait)
 		select {
@@ -325,9 +341,15 @@ func (l *link) send() {
 // when its buffer is full, the write waits in the network poller for
 // room rather than dropping the frame (a blocking socket used to wait in
 // the write). A closed port ends it.
-func (p *port) write(data []byte) {
+func (p *port) write(l *link, data []byte) {
 	if p.tun {
-		p.writeTun(data)
+		if err := p.writeTun(data); err != nil && l != nil {
+			l.mu.Lock()
+			if len(l.lost) < 100 {
+				l.lost = append(l.lost, err.Error())
+			}
+			l.mu.Unlock()
+		}
 		return
 	}
 	rc, err := p.wait.SyscallConn()

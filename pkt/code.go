@@ -430,14 +430,17 @@ func (r *player) code(ev *Event) *stop {
 		// A socket with a descriptor: its full TCP_INFO, as packetdrill
 		// reads it (getsockopt on the kernel, the engine's state).
 		if under.FD > 0 {
+			if r.conn != nil {
+				r.connFD[r.conn] = tcp.FD(under.FD)
+			}
 			if full := r.os.tcpInfo(tcp.FD(under.FD)); full != nil {
 				info = full
 			}
 		}
-	} else if r.lastFD > 0 {
+	} else if fd := r.underFD(); fd > 0 {
 		// Gone from the socket table (CLOSED), its descriptor still
 		// answers, as packetdrill's getsockopt on it does.
-		if full := r.os.tcpInfo(r.lastFD); full != nil {
+		if full := r.os.tcpInfo(fd); full != nil {
 			info = full
 		}
 	}
@@ -448,4 +451,17 @@ func (r *player) code(ev *Event) *stop {
 		return failAt(ev.Pos.Line, "runtime error in code: %s", e.msg)
 	}
 	return nil
+}
+
+// underFD is the descriptor of the connection under test once it is gone
+// from the socket table: the one it had when last seen, else the socket
+// of the last call.
+func (r *player) underFD() tcp.FD {
+	if r.conn != nil {
+		if fd, ok := r.connFD[r.conn]; ok {
+			return fd
+		}
+		return 0
+	}
+	return r.lastFD
 }

@@ -42,7 +42,7 @@ func Run(s *Script, b Backend, opt Options) *Result {
 	if res != nil {
 		return res
 	}
-	r := &player{s: s, b: b, opt: opt, st: st, fds: map[int64]tcp.FD{}, nonblock: map[tcp.FD]bool{}, bound: map[tcp.FD]uint16{},
+	r := &player{s: s, b: b, opt: opt, st: st, fds: map[int64]tcp.FD{}, nonblock: map[tcp.FD]bool{}, bound: map[tcp.FD]uint16{}, connFD: map[*conn]tcp.FD{},
 		done: map[uint64]*trace.Event{}, states: map[[2]netip.AddrPort]string{}, nextPort: firstRemotePort}
 	res = &Result{File: s.File, Status: Pass, Hosts: []trace.Host{
 		{Name: LocalHost, Addr: st.local.String()}, {Name: RemoteHost, Addr: st.remote.String()}}}
@@ -100,8 +100,10 @@ type player struct {
 	overBudget  bool
 	os          osCalls
 	ownCalls    uint64
-	epolls      map[tcp.FD]int // the runner's epoll descriptors
-	lastFD      tcp.FD         // the socket of the last call: the one %{ }% reads (0: none)
+	epolls      map[tcp.FD]int   // the runner's epoll descriptors
+	lastFD      tcp.FD           // the socket of the last call: the one %{ }% reads (0: none)
+	shellStop   *stop            // a shell command that makes the script unsupported
+	connFD      map[*conn]tcp.FD // the descriptor each connection had when %{ }% last saw it
 }
 
 // blockedCall is a system call the script lets block (+0...0.2 accept):
@@ -546,6 +548,9 @@ func (r *player) scriptView(c *conn, s *wire.Segment, payload int) string {
 	q.End = q.Seq + uint32(payload)
 	if s.Flags&wire.ACK != 0 {
 		q.Ack, q.HasAck = uint32(s.Ack)-c.remoteISN, true
+		if s.Flags&wire.SYN != 0 {
+			q.Ack = uint32(s.Ack)
+		}
 	}
 	if q.FlagText == "" {
 		q.FlagText = "-"

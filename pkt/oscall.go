@@ -108,6 +108,12 @@ func (r *player) getsockoptCall(ev *Event) *stop {
 	if level == symbols["SOL_TCP"] && name == symbols["TCP_INFO"] {
 		return unsupportedAt(ev.Pos.Line, "getsockopt of TCP_INFO into a struct is not supported (use %%{ }%%)")
 	}
+	if l := &ev.Syscall.Args[4]; l.Kind != ExEllipsis {
+		// Every option answered here is an int: its length is 4.
+		if n, ok := value(l); !ok || n != 4 {
+			return unsupportedAt(ev.Pos.Line, "getsockopt: option length %s is not supported (4: an int)", l.String())
+		}
+	}
 	start := r.now()
 	v, e, uns := r.os.getsockopt(fd, level, name)
 	if uns != "" {
@@ -384,14 +390,17 @@ func (r *player) epollFD(ev *Event) (int, *stop) {
 
 // epollData reads an epoll_event's data: fd=N (the script's number) or
 // ptr=N or u64=N.
-func epollData(e *Expr) (uint64, bool) {
+func epollData(e *Expr) (v uint64, present, ok bool) {
 	for _, f := range []string{"fd", "ptr", "u64", "u32"} {
 		if d := e.Field(f); d != nil {
-			v, ok := value(d)
-			return uint64(v), ok
+			if d.Kind == ExEllipsis {
+				return 0, false, true
+			}
+			n, ok := value(d)
+			return uint64(n), true, ok
 		}
 	}
-	return 0, false
+	return 0, false, true
 }
 
 func (r *player) epollCtlCall(ev *Event) *stop {
@@ -418,10 +427,10 @@ func (r *player) epollCtlCall(ev *Event) *stop {
 		if ee == nil {
 			return unsupportedAt(ev.Pos.Line, "epoll_ctl: event %s is not supported", evE.String())
 		}
-		var ok1, ok2 bool
+		var ok1, ok2, present bool
 		events, ok1 = value(ee)
-		data, ok2 = epollData(evE)
-		if !ok1 || !ok2 {
+		data, present, ok2 = epollData(evE)
+		if !ok1 || !ok2 || !present {
 			return unsupportedAt(ev.Pos.Line, "epoll_ctl: event %s is not supported", evE.String())
 		}
 	}
@@ -479,20 +488,42 @@ func (r *player) epollWaitCall(ev *Event, at, prev time.Duration) *stop {
 		if err := r.checkResult(ev, ret, errno, false); err != nil {
 			return err
 		}
-		if ret < 1 || want.Kind != ExStruct {
+		if ret < 1 || want.Kind == ExEllipsis {
 			return nil
 		}
-		if ee := want.Field("events"); ee != nil && ee.Kind != ExEllipsis {
-			v, ok := value(ee)
-			if !ok {
-				return unsupportedAt(ev.Pos.Line, "epoll_wait: events %s is not supported", ee.String())
-			}
-			if uint32(v) != got[0].events {
-				return failAt(ev.Pos.Line, "runtime error in epoll_wait call: Expected events 0x%x but got 0x%x", uint32(v), got[0].events)
-			}
+		// The events the script expects: one struct, or a list of them,
+		// each compared with what was returned, in order.
+		wants := []Expr{*want}
+		if want.Kind == ExList {
+			wants = want.Elems
+		} else if want.Kind != ExStruct {
+			return unsupportedAt(ev.Pos.Line, "epoll_wait: events %s are not supported", want.String())
 		}
-		if d, ok := epollData(want); ok && d != got[0].data {
-			return failAt(ev.Pos.Line, "runtime error in epoll_wait call: Expected data %d but got %d", d, got[0].data)
+		if len(wants) < len(got) {
+			return unsupportedAt(ev.Pos.Line, "epoll_wait: %d events returned, the script describes %d", len(got), len(wants))
+		}
+		for i := range got {
+			w := &wants[i]
+			ee := w.Field("events")
+			if ee == nil {
+				return unsupportedAt(ev.Pos.Line, "epoll_wait: event %s has no events field", w.String())
+			}
+			if ee.Kind != ExEllipsis {
+				v, ok := value(ee)
+				if !ok {
+					return unsupportedAt(ev.Pos.Line, "epoll_wait: events %s is not supported", ee.String())
+				}
+				if uint32(v) != got[i].events {
+					return failAt(ev.Pos.Line, "runtime error in epoll_wait call: Expected events 0x%x but got 0x%x", uint32(v), got[i].events)
+				}
+			}
+			d, present, ok := epollData(w)
+			if !ok {
+				return unsupportedAt(ev.Pos.Line, "epoll_wait: data of %s is not supported", w.String())
+			}
+			if present && d != got[i].data {
+				return failAt(ev.Pos.Line, "runtime error in epoll_wait call: Expected data %d but got %d", d, got[i].data)
+			}
 		}
 		return nil
 	}

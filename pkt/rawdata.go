@@ -9,10 +9,10 @@ import (
 )
 
 // Data calls the backends' calls cannot carry (send flags such as
-// MSG_MORE, MSG_EOR or MSG_ZEROCOPY, a NULL buffer, recvmsg's control
-// messages) are made on the kernel as they are written: the real system
-// call on the real socket, without waiting. On the engine they stay
-// unsupported.
+// MSG_EOR or MSG_FASTOPEN, a NULL buffer, recvmsg's control messages)
+// are made on the kernel as they are written: the real system call on
+// the real socket, without waiting. On the engine, NULL buffers and
+// TCP_CM_INQ have their own answers; the rest stays unsupported.
 
 // engineMsgFlags are the send and receive flags the backends' calls carry.
 func engineMsgFlags() int64 {
@@ -131,9 +131,10 @@ func (r *player) rawData(ev *Event) (handled bool, err *stop) {
 	var ret int
 	var errno tcp.Errno
 	var cmsgs []cmsg
+	var rflags int
 	e := k.sys(fd, func(kfd int) error {
 		var err error
-		ret, cmsgs, err = rawCall(kfd, send, null, iov, int(flags|symbols["MSG_DONTWAIT"]), sc.Name == "recvmsg")
+		ret, cmsgs, rflags, err = rawCall(kfd, send, null, iov, int(flags|symbols["MSG_DONTWAIT"]), sc.Name == "recvmsg")
 		return err
 	})
 	if e != tcp.OK {
@@ -147,6 +148,16 @@ func (r *player) rawData(ev *Event) (handled bool, err *stop) {
 		return true, err
 	}
 	if sc.Name == "recvmsg" && errno == tcp.OK {
+		// The flags recvmsg returned, as the script expects them.
+		if f := sc.Args[1].Field("msg_flags"); f != nil && f.Kind != ExEllipsis {
+			v, ok := value(f)
+			if !ok {
+				return true, unsupportedAt(line, "recvmsg: msg_flags %s are not supported", f.String())
+			}
+			if v != int64(rflags) {
+				return true, failAt(line, "runtime error in recvmsg call: Bad msg_flags: expected: 0x%x actual: 0x%x", v, rflags)
+			}
+		}
 		return true, checkCmsgs(ev, cmsgs)
 	}
 	return true, nil
@@ -159,7 +170,7 @@ type cmsg struct {
 }
 
 // rawCall makes one data call on a kernel descriptor, never waiting.
-func rawCall(kfd int, send, null bool, iov []int64, flags int, control bool) (int, []cmsg, error) {
+func rawCall(kfd int, send, null bool, iov []int64, flags int, control bool) (int, []cmsg, int, error) {
 	total := int64(0)
 	for _, n := range iov {
 		total += n
@@ -171,9 +182,9 @@ func rawCall(kfd int, send, null bool, iov []int64, flags int, control bool) (in
 		}
 		n, _, en := unix.Syscall6(trap, uintptr(kfd), 0, uintptr(total), uintptr(flags), 0, 0)
 		if en != 0 {
-			return -1, nil, en
+			return -1, nil, 0, en
 		}
-		return int(n), nil, nil
+		return int(n), nil, 0, nil
 	}
 	bufs := make([][]byte, len(iov))
 	for i, n := range iov {
@@ -182,17 +193,17 @@ func rawCall(kfd int, send, null bool, iov []int64, flags int, control bool) (in
 	if send {
 		n, err := unix.SendmsgBuffers(kfd, bufs, nil, nil, flags)
 		if err != nil {
-			return -1, nil, err
+			return -1, nil, 0, err
 		}
-		return n, nil, nil
+		return n, nil, 0, nil
 	}
 	var oob []byte
 	if control {
 		oob = make([]byte, 256)
 	}
-	n, oobn, _, _, err := unix.RecvmsgBuffers(kfd, bufs, oob, flags)
+	n, oobn, rflags, _, err := unix.RecvmsgBuffers(kfd, bufs, oob, flags)
 	if err != nil {
-		return -1, nil, err
+		return -1, nil, 0, err
 	}
 	var out []cmsg
 	if msgs, err := unix.ParseSocketControlMessage(oob[:oobn]); err == nil {
@@ -204,7 +215,7 @@ func rawCall(kfd int, send, null bool, iov []int64, flags int, control bool) (in
 			out = append(out, c)
 		}
 	}
-	return n, out, nil
+	return n, out, rflags, nil
 }
 
 // checkCmsgs compares recvmsg's control messages with the script's

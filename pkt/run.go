@@ -305,7 +305,13 @@ func (st *settings) checkOutbound(c *conn, want *Packet, live *wire.Segment, pay
 		return fieldErr("tcp_seq", uint64(want.Seq), uint64(seq))
 	}
 	// The ack is checked without an ACK flag too (the script's is 0).
-	if ack := uint32(live.Ack) - c.remoteISN; ack != want.Ack {
+	// As packetdrill, a SYN-ACK's ack is the live one (the remote's ISN
+	// offset is 0 for a SYN); later ones count from the remote's ISN.
+	off := c.remoteISN
+	if live.Flags&wire.SYN != 0 {
+		off = 0
+	}
+	if ack := uint32(live.Ack) - off; ack != want.Ack {
 		return fieldErr("tcp_ack_seq", uint64(want.Ack), uint64(ack))
 	}
 	if want.Win >= 0 && int(live.Window) != want.Win {

@@ -29,10 +29,18 @@ func (r *player) command(ev *Event) *stop {
 	for _, line := range shellLines(ev.Text) {
 		r.shell(line, r.opt.Dir, 0)
 	}
+	if r.shellStop != nil {
+		st := r.shellStop
+		r.shellStop = nil
+		st.line = ev.Pos.Line
+		return st
+	}
 	return nil
 }
 
-// shell interprets one command line.
+// shell interprets one command line: its commands one by one, a
+// command after && only when the one before it succeeded. As in a shell,
+// the line fails when its last command does.
 func (r *player) shell(cmd, dir string, depth int) {
 	if r.shellLines++; r.shellLines > maxShellLines {
 		if r.shellLines == maxShellLines+1 {
@@ -44,25 +52,34 @@ func (r *player) shell(cmd, dir string, depth int) {
 	if cmd == "" || strings.HasPrefix(cmd, "#") {
 		return
 	}
-	// Several commands on a line (a ; b, a && b) are taken one by one.
-	if parts := splitCommands(cmd); len(parts) > 1 {
-		for _, p := range parts {
-			r.shell(p, dir, depth)
+	parts, ands := splitCommands(cmd)
+	for i, p := range parts {
+		ok := r.shellCommand(strings.TrimSpace(p), dir, depth, i == len(parts)-1)
+		if !ok && i < len(ands) && ands[i] {
+			for _, q := range parts[i+1:] {
+				r.ignore(strings.TrimSpace(q), "not run: the command before && failed")
+			}
+			return
 		}
-		return
 	}
-	// Redirections of a command's own output change nothing here.
-	for _, suffix := range []string{" > /dev/null 2>&1", " >/dev/null 2>&1", " > /dev/null", " 2>/dev/null", " 2>&1"} {
-		cmd = strings.TrimSuffix(cmd, suffix)
+}
+
+// shellCommand interprets one command; it reports whether it succeeded.
+// last says it ends its line: a tool that fails there fails the line,
+// which makes the script unsupported (the run would not be the one the
+// script describes).
+func (r *player) shellCommand(cmd, dir string, depth int, last bool) bool {
+	if cmd == "" {
+		return true
 	}
 	cmd, ok := arith(cmd)
 	if !ok {
 		r.ignore(cmd, "arithmetic the engine does not evaluate")
-		return
+		return true
 	}
 	f := dropRedirections(fields(cmd))
 	if len(f) == 0 {
-		return
+		return true
 	}
 	switch {
 	case f[0] == "sysctl":
@@ -95,23 +112,71 @@ func (r *player) shell(cmd, dir string, depth int) {
 		name := strings.ReplaceAll(strings.TrimPrefix(f[3], "/proc/sys/"), "/", ".")
 		r.sysctl(name, f[1], cmd)
 	case f[0] == "tc" || f[0] == "ip":
-		t, ok := r.b.(toolRunner)
-		if !ok {
-			r.ignore(cmd, "a network tool: the engine has no qdisc, route or metrics cache to change")
-			return
-		}
 		args := make([]string, len(f))
 		for i, a := range f {
 			args[i] = strings.Trim(a, `"'`)
 		}
+		t, ok := r.b.(toolRunner)
+		if !ok {
+			if why := neutralTool(args); why != "" {
+				r.ignore(cmd, why)
+				return true
+			}
+			r.shellUnsupported(cmd, "the engine has no qdisc or route to change")
+			return false
+		}
 		if err := t.RunTool(LocalHost, args); err != nil {
-			r.ignore(cmd, err.Error())
+			if last {
+				r.shellUnsupported(cmd, err.Error())
+			} else {
+				r.ignore(cmd, err.Error())
+			}
+			return false
 		}
 	case len(f) == 1 && (strings.HasSuffix(f[0], ".sh") || strings.Contains(f[0], "/")):
 		r.shellFile(f[0], dir, depth, cmd)
 	default:
 		r.ignore(cmd, "not a setting")
 	}
+	return true
+}
+
+// shellUnsupported records the first command that makes the script
+// unsupported.
+func (r *player) shellUnsupported(cmd, why string) {
+	if r.shellStop == nil {
+		r.shellStop = unsupportedAt(0, "shell command %s: %s", cmd, why)
+	}
+}
+
+// neutralTool says why a tc or ip command changes nothing the engine
+// models ("" if it would): flushing the TCP metrics cache (the engine
+// keeps none), a plain FIFO qdisc or its removal (the engine's output
+// never queues), or a command that only shows.
+func neutralTool(a []string) string {
+	if len(a) < 3 {
+		return ""
+	}
+	switch {
+	case a[2] == "show":
+		return "shows only"
+	case a[0] == "ip" && (a[1] == "tcp_metrics" || a[1] == "tcpmetrics") && a[2] == "flush":
+		return "the engine keeps no TCP metrics cache: nothing to flush"
+	case a[0] == "tc" && a[1] == "qdisc" && (a[2] == "del" || a[2] == "delete"):
+		return "the engine's output has no qdisc"
+	case a[0] == "tc" && a[1] == "qdisc" && (a[2] == "add" || a[2] == "replace" || a[2] == "change"):
+		for _, x := range a[3:] {
+			if x == "limit" || x == "netem" || x == "fq" || x == "fq_codel" || x == "tbf" || x == "htb" || x == "prio" {
+				return ""
+			}
+		}
+		for _, x := range a[3:] {
+			if x == "pfifo" || x == "pfifo_fast" || x == "bfifo" {
+				return "a FIFO qdisc without a limit: the engine's output never queues"
+			}
+		}
+	}
+	return ""
 }
 
 // shellFile interprets a shell file, line by line.
@@ -202,9 +267,9 @@ func shellLines(text string) []string {
 	return strings.Split(text, "\n")
 }
 
-// splitCommands splits a line at ; and && outside quotes.
-func splitCommands(s string) []string {
-	var out []string
+// splitCommands splits a line at ; and && outside quotes; ands[i] says
+// the separator after part i was &&.
+func splitCommands(s string) (parts []string, ands []bool) {
 	quote := byte(0)
 	start := 0
 	for i := 0; i < len(s); i++ {
@@ -217,15 +282,15 @@ func splitCommands(s string) []string {
 		case c == '"' || c == '\'':
 			quote = c
 		case c == ';':
-			out = append(out, s[start:i])
+			parts, ands = append(parts, s[start:i]), append(ands, false)
 			start = i + 1
 		case c == '&' && i+1 < len(s) && s[i+1] == '&':
-			out = append(out, s[start:i])
+			parts, ands = append(parts, s[start:i]), append(ands, true)
 			start = i + 2
 			i++
 		}
 	}
-	return append(out, s[start:])
+	return append(parts, s[start:]), ands
 }
 
 // dropRedirections removes redirections of a command's own output

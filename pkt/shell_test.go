@@ -2,6 +2,7 @@ package pkt
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -16,7 +17,8 @@ func TestShellLineSplitting(t *testing.T) {
 		`echo "a;b" > /dev/null`: {`echo "a;b"`},
 	} {
 		var got []string
-		for _, c := range splitCommands(in) {
+		parts, _ := splitCommands(in)
+		for _, c := range parts {
 			f := dropRedirections(fields(c))
 			s := ""
 			for i, a := range f {
@@ -38,5 +40,39 @@ func TestShellContinuation(t *testing.T) {
 	got := shellLines("a \\\n  b\nc\\\r\nd\ne")
 	if want := []string{"a    b", "c d", "e"}; !slices.Equal(got, want) {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// On the engine a tc or ip line is let through only when it changes
+// nothing the engine models; any other makes the script unsupported.
+func TestEngineToolLines(t *testing.T) {
+	for _, c := range []struct {
+		line    string
+		neutral bool
+	}{
+		{"tc qdisc add dev tun0 root pfifo", true},
+		{"tc qdisc delete dev tun0 root", true},
+		{"ip tcp_metrics flush all", true},
+		{"tc qdisc add dev tun0 root pfifo limit 0", false},
+		{"tc qdisc replace dev tun0 root fq", false},
+		{"tc qdisc add dev tun0 root netem delay 10ms", false},
+		{"ip route add 10.0.0.0/8 dev tun0", false},
+	} {
+		if got := neutralTool(fields(c.line)) != ""; got != c.neutral {
+			t.Errorf("%q: neutral %v, want %v", c.line, got, c.neutral)
+		}
+	}
+	s, err := Parse("t.pkt", "`tc qdisc delete dev tun0 root 2>/dev/null ; tc qdisc add dev tun0 root pfifo limit 0`\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := RunEngine(s, Options{})
+	if res.Status != Unsupported || !strings.Contains(res.Msg, "pfifo limit 0") {
+		t.Errorf("a dropping qdisc on the engine: %s %q", res.Status, res.Msg)
+	}
+	// After a failing command, && runs nothing more.
+	_, ands := splitCommands("a && b ; c")
+	if !slices.Equal(ands, []bool{true, false}) {
+		t.Errorf("separators %v", ands)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -140,6 +141,13 @@ func (k *kernelOS) setsockopt(fd tcp.FD, level, name, v int64) (tcp.Errno, strin
 }
 
 func (k *kernelOS) ioctl(fd tcp.FD, req int64) (int64, tcp.Errno, string) {
+	// Only the requests that read one int of a socket's queues: another
+	// could write past that int, or change the socket (FIONBIO).
+	switch req {
+	case symbols["SIOCINQ"], symbols["SIOCOUTQ"], symbols["SIOCOUTQNSD"]:
+	default:
+		return 0, tcp.OK, "ioctl " + itoa(req) + " is not supported (SIOCINQ, SIOCOUTQ and SIOCOUTQNSD are)"
+	}
 	var v int
 	e := k.sys(fd, func(kfd int) (err error) {
 		v, err = unix.IoctlGetInt(kfd, uint(req))
@@ -163,19 +171,27 @@ func (k *kernelOS) poll(fd tcp.FD, events int16) (int16, tcp.Errno, string) {
 }
 
 func (k *kernelOS) tcpInfo(fd tcp.FD) map[string]int64 {
-	var ti *unix.TCPInfo
-	if k.sys(fd, func(kfd int) (err error) {
-		ti, err = unix.GetsockoptTCPInfo(kfd, unix.IPPROTO_TCP, unix.TCP_INFO)
-		return err
+	// The kernel fills as much of struct tcp_info as it knows and says
+	// how much: a field past that length is not given (an older kernel),
+	// never read as 0.
+	var ti unix.TCPInfo
+	n := uint32(unsafe.Sizeof(ti))
+	if k.sys(fd, func(kfd int) error {
+		_, _, en := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(kfd), unix.IPPROTO_TCP, unix.TCP_INFO,
+			uintptr(unsafe.Pointer(&ti)), uintptr(unsafe.Pointer(&n)), 0)
+		if en != 0 {
+			return en
+		}
+		return nil
 	}) != tcp.OK {
 		return nil
 	}
 	m := map[string]int64{}
-	v := reflect.ValueOf(ti).Elem()
+	v := reflect.ValueOf(&ti).Elem()
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
-		if f.Name == "_" {
+		if f.Name == "_" || uint32(f.Offset+f.Type.Size()) > n {
 			continue
 		}
 		name := "tcpi_" + strings.Map(unicode.ToLower, f.Name)

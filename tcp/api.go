@@ -813,7 +813,12 @@ func (h *Host) doSetOption(c *conn, r *Result) {
 	case OptSndBuf:
 		// sock_setsockopt: capped at net.core.wmem_max, then doubled for
 		// the kernel's bookkeeping, with a floor of SOCK_MIN_SNDBUF.
-		c.sndBuf = max(2*min(max(o.N, 0), wmemMax), sockMinSndBuf)
+		// The value is taken as unsigned: a negative one is the cap.
+		v := wmemMax
+		if o.N >= 0 {
+			v = min(o.N, wmemMax)
+		}
+		c.sndBuf = max(2*v, sockMinSndBuf)
 		c.checkPending() // a larger buffer may let a blocked write go on
 	case OptMaxSeg:
 		// do_tcp_setsockopt: 0 or TCP_MIN_MSS..MAX_TCP_WINDOW.

@@ -374,6 +374,12 @@ func (c *conn) processAck(seg *wire.Segment) {
 		(seg.Seq == c.sndWl1 && (nwin > c.sndWnd || nwin == 0)) {
 		winUpdate = nwin != c.sndWnd
 		c.sndWnd = nwin
+		if unsent := int(c.sndBase.Add(len(c.snd)).Diff(c.sndNxt)); unsent > 0 &&
+			!c.sndNxt.Add(min(unsent, c.mss)).GreaterThan(c.sndUna.Add(int(nwin))) {
+			// tcp_ack_probe: the window takes the next segment, so
+			// zero-window probing is over (icsk_probes_tstamp = 0).
+			c.hasProbesStamp = false
+		}
 		c.maxWnd = max(c.maxWnd, nwin)
 		c.sndWl1 = seg.Seq
 	}

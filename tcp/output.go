@@ -664,7 +664,13 @@ func (c *conn) onProbeTimer() {
 	c.probesOut++
 	c.backoff++
 	c.persist = true
-	c.rtxAt = h.now + c.probeWhen()
+	when := c.probeWhen()
+	if c.userTimeout > 0 {
+		// tcp_clamp_probe0_to_user_timeout: no later than the user
+		// timeout, counted from the first probe (two jiffies at least).
+		when = min(when, max(c.userTimeout-(h.now-c.probesStamp), 2*h.prof.Jiffy))
+	}
+	c.rtxAt = h.now + when
 }
 
 // onDelackTimer is tcp_delack_timer_handler.

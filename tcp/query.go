@@ -48,26 +48,24 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 	}
 	if !c.tw {
 		st.Readable = len(c.rcv)
-		st.Unacked = int(c.sndBase.Add(len(c.snd)).Diff(c.sndUna))
-		if st.Unacked < 0 {
-			st.Unacked = 0
-		}
-		st.Unsent = int(c.sndBase.Add(len(c.snd)).Diff(c.sndNxt))
-		if st.Unsent < 0 {
-			st.Unsent = 0
-		}
 		st.Room = max(c.sndBufSize()-len(c.snd), 0)
 	}
-	switch {
-	case c.state == Closed || c.state == Listen || c.state == SynSent:
-		// tcp_getsockopt: the limit set, before a connection has an MSS;
-		// tcp_init_sock's TCP_MSS_DEFAULT otherwise.
-		st.MSS = c.mss
-		if c.userMSS > 0 {
-			st.MSS = c.userMSS
+	if !c.tw && c.state != SynSent && c.state != SynRecv {
+		// SIOCOUTQ and SIOCOUTQNSD count from write_seq, which a queued
+		// FIN advances; both are 0 before the connection is made.
+		writeSeq := c.sndBase.Add(len(c.snd))
+		if c.finQueued {
+			writeSeq = writeSeq.Add(1)
 		}
-	default:
-		st.MSS = c.mss
+		st.Unacked = max(int(writeSeq.Diff(c.sndUna)), 0)
+		st.Unsent = max(int(writeSeq.Diff(c.sndNxt)), 0)
+	}
+	// tcp_getsockopt: mss_cache (tcp_init_sock's TCP_MSS_DEFAULT before
+	// a connection has one), or the limit set on a closed or listening
+	// socket.
+	st.MSS = c.mss
+	if c.userMSS > 0 && (c.state == Closed || c.state == Listen) {
+		st.MSS = c.userMSS
 	}
 	if c.tsOK {
 		st.Options |= 1
