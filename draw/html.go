@@ -161,10 +161,36 @@ func NewReport(res *scenario.Result, events []trace.Event, o ReportOptions) Repo
 		}
 		r.Checks = append(r.Checks, trace.Check{Line: c.Pos.Line, Text: c.Text, Seen: c.Seen, OK: c.OK})
 	}
+	r.fill(sc.HostNames(), events, o)
+	return r
+}
+
+// fill draws a report's ladder, state diagram, event table and socket
+// tables from the run's events.
+func (r *Report) fill(hostNames []string, events []trace.Event, o ReportOptions) {
 	r.Ladder = Ladder(r.Hosts, events, LadderOptions{Absolute: o.Absolute})
-	r.States = States(sc.HostNames(), events, "")
+	r.States = States(hostNames, events, "")
 	r.Events = EventRows(events, o.Absolute)
-	r.Snapshots = Snapshots(sc.HostNames(), events)
+	r.Snapshots = Snapshots(hostNames, events)
+}
+
+// NewTraceReport gathers the report of a run that is not a scenario's (a
+// packetdrill script's): its title, what to say of it, its verdicts as
+// checks, and the same pictures and tables from its events.
+func NewTraceReport(title, explain, backend string, hosts []trace.Host, checks []trace.Check, end time.Duration,
+	events []trace.Event, o ReportOptions) Report {
+	r := Report{Title: title, Explain: explain, Backend: backend, Hosts: hosts, Checks: checks, End: end}
+	for _, c := range checks {
+		r.Total++
+		if c.OK {
+			r.Held++
+		}
+	}
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+	}
+	r.fill(names, events, o)
 	return r
 }
 
@@ -174,7 +200,11 @@ func NewReport(res *scenario.Result, events []trace.Event, o ReportOptions) Repo
 // an ss-style table of every socket after each state change (its state
 // and addresses, as the run's events tell them).
 func HTML(w io.Writer, res *scenario.Result, events []trace.Event, o ReportOptions) error {
-	r := NewReport(res, events, o)
+	return ReportHTML(w, NewReport(res, events, o))
+}
+
+// ReportHTML writes a report as HTML (see HTML).
+func ReportHTML(w io.Writer, r Report) error {
 	var hostText []string
 	for _, h := range r.Hosts {
 		hostText = append(hostText, h.Name+" "+h.Addr)

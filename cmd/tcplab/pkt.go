@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -51,8 +52,8 @@ interface passes TSO packets whole, as packetdrill's tun device, and calls
 the engine lacks (other socket options, epoll) are the real system calls.
 
 The run is a trace like a scenario's: --trace prints its events, --json
-streams them (then a line of kind "result"), --ladder draws it, --pcap and
---svg write a capture and the ladder as files.
+streams them (then a line of kind "result"), --ladder draws it, --pcap,
+--svg and --html write a capture, the ladder and a page of the run as files.
 
 Shell lines in backquotes are not run: sysctl settings (sysctl -q
 net.ipv4.X=Y, echo N > /proc/sys/..., set_sysctls.py) and the shell files
@@ -84,8 +85,8 @@ was unsupported. With --corpus: 0, or 1 when a script failed on a backend.`,
 			if markdown != "" && corpus == "" {
 				return fmt.Errorf("--markdown goes with --corpus")
 			}
-			if (v.ladder || v.pcap != "" || v.svg != "") && len(args) != 1 {
-				return fmt.Errorf("--ladder, --pcap and --svg draw one script: give one file")
+			if (v.ladder || v.pcap != "" || v.svg != "" || v.html != "") && len(args) != 1 {
+				return fmt.Errorf("--ladder, --pcap, --svg and --html draw one script: give one file")
 			}
 			return nil
 		},
@@ -120,6 +121,7 @@ was unsupported. With --corpus: 0, or 1 when a script failed on a backend.`,
 	fl.BoolVar(&v.ladder, "ladder", false, "draw the run's ladder diagram")
 	fl.StringVar(&v.pcap, "pcap", "", "also write the run's capture to this pcapng file (open it in Wireshark)")
 	fl.StringVar(&v.svg, "svg", "", "also draw the ladder diagram as SVG to this file")
+	fl.StringVar(&v.html, "html", "", "also write the run as one HTML page to this file (verdict, ladder, state diagram, events, sockets)")
 	return cmd
 }
 
@@ -139,6 +141,7 @@ func pktWorse(a, b int) int {
 type pktViews struct {
 	json, ladder bool
 	pcap, svg    string
+	html         string
 }
 
 func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKernel bool, v *pktViews) (int, error) {
@@ -150,11 +153,11 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 		}
 		return 0, err
 	}
-	var pcapFile, svgFile *outfile.File
+	var pcapFile, svgFile, htmlFile *outfile.File
 	for _, o := range []struct {
 		path string
 		f    **outfile.File
-	}{{v.pcap, &pcapFile}, {v.svg, &svgFile}} {
+	}{{v.pcap, &pcapFile}, {v.svg, &svgFile}, {v.html, &htmlFile}} {
 		if o.path == "" {
 			continue
 		}
@@ -176,7 +179,7 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 				fmt.Fprintln(w, line)
 			}
 		}
-		if v.ladder || pcapFile != nil || svgFile != nil {
+		if v.ladder || pcapFile != nil || svgFile != nil || htmlFile != nil {
 			record(e)
 		}
 	}
@@ -212,6 +215,29 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 	}
 	if svgFile != nil {
 		if err := writeCommit(svgFile, draw.Ladder(res.Hosts, rec.Events, draw.LadderOptions{Title: path})); err != nil {
+			return 0, err
+		}
+	}
+	if htmlFile != nil {
+		backend := "engine (linux profile, virtual time)"
+		if onKernel {
+			backend = "kernel (Linux " + kernelRelease() + ", real time)"
+		}
+		explain := "pass"
+		if res.Status != pkt.Pass {
+			explain = res.Error()
+			if res.Stack != "" {
+				explain += "\n" + res.Stack
+			}
+		}
+		check := trace.Check{Line: res.Line, Text: "the script plays to its end", Seen: res.Status.String() + ": " + explain,
+			OK: res.Status == pkt.Pass}
+		r := draw.NewTraceReport("pkt: "+path, explain, backend, res.Hosts, []trace.Check{check}, res.End, rec.Events, draw.ReportOptions{})
+		var b bytes.Buffer
+		if err := draw.ReportHTML(&b, r); err != nil {
+			return 0, err
+		}
+		if err := writeCommit(htmlFile, b.String()); err != nil {
 			return 0, err
 		}
 	}

@@ -77,6 +77,15 @@ func TestPktViews(t *testing.T) {
 	if code != 0 || err1 != nil || err2 != nil || len(pcap) < 4 || string(pcap[:4]) != "\x0a\x0d\x0d\x0a" || !strings.Contains(string(svg), "<svg") {
 		t.Errorf("--pcap/--svg: exit %d, %v %v", code, err1, err2)
 	}
+	page := tmp + "/a.html"
+	if _, _, code := tcplab(t, "pkt", "--html", page, dir+"wrong-ack.pkt"); code != 1 {
+		t.Errorf("--html of a failing script: exit %d", code)
+	}
+	html, err := os.ReadFile(page)
+	if err != nil || !strings.Contains(string(html), "pkt: ../../pkt/testdata/wrong-ack.pkt") ||
+		!strings.Contains(string(html), "tcp_ack_seq: expected: 100") || strings.Count(string(html), "<svg") < 2 {
+		t.Errorf("--html: %v\n%.400s", err, html)
+	}
 	if _, _, code := tcplab(t, "pkt", "--ladder", dir+"passive-close.pkt", dir+"wrong-ack.pkt"); code != 2 {
 		t.Errorf("--ladder with two scripts: exit %d, want 2", code)
 	}
