@@ -19,6 +19,7 @@ import (
 
 	"github.com/tcplab/tcplab/draw"
 	"github.com/tcplab/tcplab/internal/httpguard"
+	"github.com/tcplab/tcplab/pkt"
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
 )
@@ -247,6 +248,10 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 	if name == "" || strings.ContainsAny(name, "/\\") {
 		name = "scenario.tcplab"
 	}
+	if strings.HasSuffix(name, ".pkt") {
+		s.runPkt(w, req, name, start)
+		return
+	}
 	sc, err := scenario.Parse(name, req.Source)
 	if err != nil {
 		writeJSON(w, http.StatusOK, RunResult{Errors: errorsOf(err)})
@@ -369,4 +374,54 @@ func result(res *scenario.Result, events []trace.Event, backend string, start ti
 	out := RunResult{Report: draw.NewReport(res, events, draw.ReportOptions{Backend: backend})}
 	out.Took = float64(time.Since(start).Microseconds()) / 1000
 	return out
+}
+
+// runPkt plays a packetdrill script (a file name ending in .pkt) on the
+// engine, within the page's budget of events, and answers with the same
+// report as a scenario's: its verdict as one check, its pictures and
+// tables. A script that does not parse answers with its errors; one that
+// failed, with its report and the line where it failed. Scripts run on
+// the simulator only: a kernel run keeps the script's own time, which a
+// page request must not wait for.
+func (s *Server) runPkt(w http.ResponseWriter, req RunRequest, name string, start time.Time) {
+	if req.Backend != "" && req.Backend != "sim" {
+		http.Error(w, "packetdrill scripts run on the simulator here (tcplab pkt --kernel runs them on the kernel)", http.StatusBadRequest)
+		return
+	}
+	script, err := pkt.Parse(name, req.Source)
+	if err != nil {
+		var pe *pkt.Error
+		if errors.As(err, &pe) {
+			writeJSON(w, http.StatusOK, RunResult{Errors: []ErrorAt{{Line: pe.Line, Col: pe.Col, Msg: pe.Msg}}})
+			return
+		}
+		writeJSON(w, http.StatusOK, RunResult{Errors: []ErrorAt{{Msg: err.Error()}}})
+		return
+	}
+	select {
+	case s.sim <- struct{}{}:
+	default:
+		http.Error(w, "too many runs at once; try again", http.StatusServiceUnavailable)
+		return
+	}
+	var rec trace.Recorder
+	res := func() *pkt.Result {
+		defer func() { <-s.sim }()
+		return pkt.RunEngine(script, pkt.Options{Seed: max(req.Seed, 1), Sink: rec.Sink(), MaxEvents: s.o.Budget.MaxEvents})
+	}()
+	explain := "pass"
+	if res.Status != pkt.Pass {
+		explain = res.Error()
+		if res.Stack != "" {
+			explain += "\n" + res.Stack
+		}
+	}
+	check := trace.Check{Line: res.Line, Text: "the script plays to its end", Seen: res.Status.String() + ": " + explain, OK: res.Status == pkt.Pass}
+	out := RunResult{Report: draw.NewTraceReport(name+": packetdrill script", explain, "engine (linux profile, virtual time)",
+		res.Hosts, []trace.Check{check}, res.End, rec.Events, draw.ReportOptions{})}
+	if res.Status != pkt.Pass {
+		out.Errors = []ErrorAt{{Line: res.Line, Msg: res.Status.String() + ": " + res.Msg}}
+	}
+	out.Took = float64(time.Since(start).Microseconds()) / 1000
+	writeJSON(w, http.StatusOK, out)
 }

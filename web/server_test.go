@@ -367,3 +367,36 @@ func TestSlowReadersHoldNoSlot(t *testing.T) {
 		t.Fatal("Stop waits for clients that do not read")
 	}
 }
+
+// A packetdrill script (a name ending in .pkt) runs on the engine and
+// comes back as a report; a failing one also with the line it failed at;
+// one that does not parse, with its line and column.
+func TestAPIPacketdrill(t *testing.T) {
+	h := NewHandler(simOnly())
+	script := "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n" +
+		"+0 bind(3, ..., ...) = 0\n+0 listen(3, 1) = 0\n" +
+		"+0 < S 0:0(0) win 32792 <mss 1000>\n" +
+		"+0 > S. 0:0(0) ack 1 <mss 1460>\n" +
+		"+.01 < . 1:1(0) ack 1 win 257\n" +
+		"+0 accept(3, ..., ...) = 4\n"
+	body, _ := json.Marshal(RunRequest{Source: script, Name: "mine.pkt"})
+	rec, res := post(t, h, string(body))
+	if rec.Code != 200 || res.Held != 1 || res.Total != 1 || len(res.Errors) != 0 || !strings.HasPrefix(res.Ladder, "<svg") || len(res.Hosts) != 2 {
+		t.Fatalf("a passing script: %d, %d of %d, errors %v", rec.Code, res.Held, res.Total, res.Errors)
+	}
+	bad := strings.Replace(script, "ack 1 <mss 1460>", "ack 2 <mss 1460>", 1)
+	body, _ = json.Marshal(RunRequest{Source: bad, Name: "mine.pkt"})
+	_, res = post(t, h, string(body))
+	if res.Held != 0 || len(res.Errors) != 1 || res.Errors[0].Line != 5 || !strings.Contains(res.Errors[0].Msg, "tcp_ack_seq") {
+		t.Errorf("a failing script: %d of %d, errors %+v", res.Held, res.Total, res.Errors)
+	}
+	body, _ = json.Marshal(RunRequest{Source: "0 socket(..., SOCK_STREAM", Name: "mine.pkt"})
+	_, res = post(t, h, string(body))
+	if len(res.Errors) != 1 || res.Errors[0].Line != 1 || res.Errors[0].Col == 0 {
+		t.Errorf("a script that does not parse: %+v", res.Errors)
+	}
+	body, _ = json.Marshal(RunRequest{Source: script, Name: "mine.pkt", Backend: "kernel"})
+	if rec, _ := post(t, h, string(body)); rec.Code != http.StatusBadRequest {
+		t.Errorf("a script on the kernel: %d", rec.Code)
+	}
+}

@@ -2,6 +2,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+let opened = ""; // the name of a file opened from disk, if any
 let result = null; // the last run
 
 function esc(s) {
@@ -72,7 +73,21 @@ async function loadLibrary() {
     o.textContent = "the Linux kernel (real time)";
     $("backend").appendChild(o);
   }
-  sel.addEventListener("change", () => loadSource(sel.value));
+  sel.addEventListener("change", () => {
+    opened = "";
+    loadSource(sel.value);
+  });
+  // A file of one's own: a scenario, or a packetdrill script (.pkt),
+  // which the server plays on the simulator.
+  $("open").addEventListener("change", async () => {
+    const f = $("open").files[0];
+    if (!f) return;
+    $("source").value = await f.text();
+    opened = f.name;
+    showErrors([]);
+    $("status").textContent = `${f.name} opened; Run plays it`;
+    $("status").className = "";
+  });
   await loadSource(sel.value);
   document.body.dataset.ready = "1";
 }
@@ -93,7 +108,7 @@ async function run() {
     const r = await fetch("api/run", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ source: $("source").value, name: ($("library").value || "scenario") + ".tcplab", backend: $("backend").value }),
+      body: JSON.stringify({ source: $("source").value, name: opened || ($("library").value || "scenario") + ".tcplab", backend: $("backend").value }),
     });
     if (!r.ok) {
       $("status").textContent = "error: " + (await r.text());
