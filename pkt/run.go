@@ -83,6 +83,9 @@ type Options struct {
 	// Dir is where a command's relative paths start (the script's
 	// directory); "" is the current directory.
 	Dir string
+	// NoFiles: shell lines that name a file are not read (a script that
+	// came from a web page must not read the server's files).
+	NoFiles bool
 	// MaxEvents stops a run after this many events (0: DefaultMaxEvents),
 	// so that no script can run without end.
 	MaxEvents int

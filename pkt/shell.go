@@ -181,6 +181,10 @@ func neutralTool(a []string) string {
 
 // shellFile interprets a shell file, line by line.
 func (r *player) shellFile(path, dir string, depth int, cmd string) {
+	if r.opt.NoFiles {
+		r.ignore(cmd, "files are not read here")
+		return
+	}
 	if depth >= maxShellDepth {
 		r.ignore(cmd, "shell files nested too deeply")
 		return

@@ -76,3 +76,22 @@ func TestEngineToolLines(t *testing.T) {
 		t.Errorf("separators %v", ands)
 	}
 }
+
+// With NoFiles (a script from a web page), a line naming a file reads
+// nothing.
+func TestNoFiles(t *testing.T) {
+	s, err := Parse("t.pkt", "`./settings.sh`\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := RunEngine(s, Options{Dir: "testdata", NoFiles: true})
+	if len(res.Ignored) != 1 || !strings.Contains(res.Ignored[0], "files are not read here") {
+		t.Errorf("ignored %q", res.Ignored)
+	}
+	res = RunEngine(s, Options{Dir: "testdata"})
+	for _, i := range res.Ignored {
+		if strings.Contains(i, "files are not read") {
+			t.Errorf("read with files allowed: %q", res.Ignored)
+		}
+	}
+}

@@ -407,7 +407,7 @@ func (s *Server) runPkt(w http.ResponseWriter, req RunRequest, name string, star
 	var rec trace.Recorder
 	res := func() *pkt.Result {
 		defer func() { <-s.sim }()
-		return pkt.RunEngine(script, pkt.Options{Seed: max(req.Seed, 1), Sink: rec.Sink(), MaxEvents: s.o.Budget.MaxEvents})
+		return pkt.RunEngine(script, pkt.Options{Seed: max(req.Seed, 1), Sink: rec.Sink(), MaxEvents: s.o.Budget.MaxEvents, NoFiles: true})
 	}()
 	explain := "pass"
 	if res.Status != pkt.Pass {

@@ -395,6 +395,11 @@ func TestAPIPacketdrill(t *testing.T) {
 	if len(res.Errors) != 1 || res.Errors[0].Line != 1 || res.Errors[0].Col == 0 {
 		t.Errorf("a script that does not parse: %+v", res.Errors)
 	}
+	// A shell line naming a file reads nothing on the server.
+	body, _ = json.Marshal(RunRequest{Source: "`/etc/passwd`\n" + script, Name: "mine.pkt"})
+	if rec, res := post(t, h, string(body)); rec.Code != 200 || res.Held != 1 || !strings.Contains(res.Explain, "pass") {
+		t.Errorf("a script with a file line: %d %+v", rec.Code, res.Errors)
+	}
 	body, _ = json.Marshal(RunRequest{Source: script, Name: "mine.pkt", Backend: "kernel"})
 	if rec, _ := post(t, h, string(body)); rec.Code != http.StatusBadRequest {
 		t.Errorf("a script on the kernel: %d", rec.Code)
