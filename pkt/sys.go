@@ -404,6 +404,8 @@ func (o *engineOS) tcpInfo(fd tcp.FD) map[string]int64 {
 		"tcpi_last_ack_recv": ms(st.SinceAckRecv), "tcpi_snd_wnd": int64(s.SndWnd), "tcpi_rcv_wnd": int64(s.RcvWnd),
 		"tcpi_busy_time": st.Busy.Microseconds(), "tcpi_rwnd_limited": st.RwndLimited.Microseconds(),
 		"tcpi_sndbuf_limited": st.SndbufLimited.Microseconds(),
+		"tcpi_snd_ssthresh": int64(st.Ssthresh), "tcpi_ca_state": int64(st.CAState), "tcpi_unacked": int64(st.PacketsOut),
+		"tcpi_probes": int64(st.Probes), "tcpi_backoff": int64(st.Backoff), "tcpi_rttvar": st.RTTVar.Microseconds(),
 	}
 	if s.Cwnd > 0 {
 		m["tcpi_snd_cwnd"] = int64(s.Cwnd)

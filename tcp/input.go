@@ -509,8 +509,7 @@ func (c *conn) computeRTO() time.Duration {
 // fastRetransmit resends the first unacknowledged segment after three
 // duplicate ACKs (RFC 5681 section 3.2).
 func (c *conn) fastRetransmit() {
-	flight := int(c.sndMax.Diff(c.sndUna))
-	c.ssthresh = max(flight/2, 2*c.mss)
+	c.ssthresh = c.cubicSsthresh()
 	c.cwnd = c.ssthresh + 3*c.mss
 	c.inRecovery = true
 	c.recover = c.sndMax

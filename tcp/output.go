@@ -534,8 +534,7 @@ func (c *conn) onRetransmitTimer() {
 		c.retransStamp = h.now
 	}
 	if c.retransmits == 0 && c.state != SynSent && c.state != SynRecv {
-		flight := int(c.sndMax.Diff(c.sndUna))
-		c.ssthresh = max(flight/2, 2*c.mss)
+		c.ssthresh = c.cubicSsthresh()
 	}
 	c.cwnd = c.mss
 	c.inRecovery, c.dupAcks = false, 0
@@ -805,4 +804,12 @@ func (c *conn) cleanupRbuf(copied int) {
 			c.sendAck()
 		}
 	}
+}
+
+// cubicSsthresh is CUBIC's ssthresh after a loss (bictcp_recalc_ssthresh,
+// Linux's default congestion control): 717/1024 of the congestion
+// window, two segments at least.
+func (c *conn) cubicSsthresh() int {
+	mss := max(c.mss, 1)
+	return max(c.cwnd/mss*717/1024, 2) * mss
 }

@@ -32,6 +32,11 @@ type Status struct {
 	// tcpi_rwnd_limited and tcpi_sndbuf_limited: the time spent sending,
 	// and the parts of it stalled by the peer's window or the send buffer.
 	Busy, RwndLimited, SndbufLimited time.Duration
+	// Congestion: ssthresh in segments (TCP_INFINITE_SSTHRESH while
+	// unset), the tcp_ca_state (0 open, 1 disorder, 3 recovery, 4 loss),
+	// segments in flight, zero-window probes sent and the backoff.
+	Ssthresh, CAState, PacketsOut, Probes, Backoff int
+	RTTVar                                         time.Duration
 }
 
 // Status reports a socket of the application by its descriptor.
@@ -77,6 +82,19 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 		st.Options |= 4
 	}
 	st.Busy, st.RwndLimited, st.SndbufLimited = c.chronoTimes()
+	st.Ssthresh = 0x7fffffff
+	if c.ssthresh < 1<<30 && c.mss > 0 {
+		st.Ssthresh = c.ssthresh / c.mss
+	}
+	switch {
+	case c.retransmits > 0 && !c.inRecovery:
+		st.CAState = 4 // TCP_CA_Loss: after a retransmission timeout
+	case c.inRecovery:
+		st.CAState = 3 // TCP_CA_Recovery
+	case c.dupAcks > 0:
+		st.CAState = 1 // TCP_CA_Disorder
+	}
+	st.PacketsOut, st.Probes, st.Backoff, st.RTTVar = len(c.sent), c.probesOut, c.backoff, c.rttvar
 	if c.hasLrcv {
 		st.SinceDataRecv = h.now - c.lrcvAt
 	}
