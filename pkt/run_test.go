@@ -27,6 +27,7 @@ func TestEngineScripts(t *testing.T) {
 		{"rwnd-limited.pkt", Pass, ""},
 		{"more-calls.pkt", Pass, ""},
 		{"cork.pkt", Pass, ""},
+		{"congestion.pkt", Pass, ""},
 		{"raw-calls.pkt", Unsupported, "raw-calls.pkt:14: send: flags MSG_EOR are not supported by the engine"},
 		{"epoll-edge.pkt", Pass, ""},
 		{"wrong-ack.pkt", Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},
@@ -72,8 +73,9 @@ func TestEngineShell(t *testing.T) {
 	if res.Status != Pass {
 		t.Fatal(res.Error())
 	}
-	if len(res.Ignored) != 1 || !strings.Contains(res.Ignored[0], "ip tcp_metrics flush all") {
-		t.Errorf("ignored %q, want the ip command only", res.Ignored)
+	if len(res.Ignored) != 2 || !strings.Contains(res.Ignored[0], "ip tcp_metrics flush all") ||
+		!strings.Contains(res.Ignored[1], "tcp_congestion_control=cubic (the engine has one congestion control") {
+		t.Errorf("ignored %q, want the ip command and the congestion control", res.Ignored)
 	}
 	// Without the settings, the window scale is the profile's 7.
 	s.Events = s.Events[1:]

@@ -245,6 +245,10 @@ func (r *player) sysctl(name, val, cmd string) {
 		}
 		return
 	}
+	if name == "net.ipv4.tcp_congestion_control" {
+		r.ignore(cmd, "the engine has one congestion control: NewReno-like, with Linux's slow start and CUBIC's ssthresh after a loss")
+		return
+	}
 	setting, ok := strings.CutPrefix(name, "net.ipv4.")
 	if !ok {
 		r.ignore(cmd, name+" is not a TCP setting the engine models")
