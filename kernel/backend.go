@@ -1001,12 +1001,32 @@ func checkTool(argv []string) error {
 	}
 	for _, a := range argv[1:] {
 		l := strings.ToLower(a)
-		if strings.HasPrefix(l, "-") || strings.Contains(l, "netn") || strings.Contains(l, "bpf") ||
-			l == "obj" || l == "object-file" || l == "exec" || strings.ContainsAny(l, "`$") || strings.Contains(l, "/") && !isPrefix(l) {
+		bad := strings.HasPrefix(l, "-") || strings.ContainsAny(l, "`$") || strings.Contains(l, "/") && !isPrefix(l)
+		// iproute2 takes any unambiguous prefix of a keyword: refuse
+		// every word that could start one that names another
+		// namespace, a file or a program (netns, link-netns(id),
+		// object-file, obj, pinned, xdp..., bpf, exec, section, prog).
+		for _, p := range []string{"netn", "link-netn", "ob", "pin", "xdp", "bpf", "exec", "sec", "prog", "file", "batch", "action"} {
+			bad = bad || strings.HasPrefix(l, p) || strings.Contains(l, "netn") || strings.Contains(l, "bpf")
+		}
+		if bad {
 			return fmt.Errorf("%s: %q is not run (options, other namespaces, files and programs)", line, a)
 		}
 	}
+	if argv[0] == "ip" && argv[1] == "link" && argv[2] == "set" {
+		// Only a device's own plain attributes.
+		for _, a := range argv[3:] {
+			if !slices.Contains([]string{"dev", "up", "down", "mtu", "txqueuelen", "qlen", "tun0", "lo"}, a) && !isNumber(a) {
+				return fmt.Errorf("%s: ip link set takes only dev, up, down, mtu and txqueuelen here", line)
+			}
+		}
+	}
 	return nil
+}
+
+func isNumber(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
 }
 
 // isPrefix tells an address prefix (10.0.0.0/8) from a path.

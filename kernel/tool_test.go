@@ -9,6 +9,8 @@ func TestCheckTool(t *testing.T) {
 		{"ip", "tcp_metrics", "flush", "all"},
 		{"ip", "route", "show"},
 		{"ip", "route", "add", "10.0.0.0/8", "dev", "tun0"},
+		{"ip", "link", "set", "dev", "tun0", "mtu", "1500", "up"},
+		{"tc", "qdisc", "add", "dev", "tun0", "root", "pfifo", "limit", "0"},
 	} {
 		if err := checkTool(ok); err != nil {
 			t.Errorf("%v: %v", ok, err)
@@ -29,6 +31,10 @@ func TestCheckTool(t *testing.T) {
 		{"ip", "route", "add", "1.2.3.4", "encap", "bpf", "in", "obj", "x"},
 		{"tc", "qdisc", "exec", "x"},
 		{"tc", "qdisc", "add", "dev", "tun0", "root", "pfifo", "/etc/x"},
+		{"ip", "link", "set", "dev", "tun0", "xdp", "object", "prog.o"},
+		{"ip", "link", "set", "dev", "tun0", "xdpgeneric", "ob", "prog.o"},
+		{"ip", "link", "set", "dev", "tun0", "xdp", "pinned", "x"},
+		{"ip", "link", "set", "dev", "tun0", "name", "eth9"},
 	} {
 		if err := checkTool(bad); err == nil {
 			t.Errorf("%v was allowed", bad)

@@ -58,7 +58,11 @@ func Run(s *Script, b Backend, opt Options) *Result {
 		if err != nil {
 			line = err.line
 		}
-		err = failAt(line, "the run passed its budget of %d events (Options.MaxEvents)", r.maxEvents)
+		if r.events > r.maxEvents {
+			err = failAt(line, "the run passed its budget of %d events (Options.MaxEvents)", r.maxEvents)
+		} else {
+			err = failAt(line, "the run's events passed their budget of %d bytes (Options.MaxBytes)", r.opt.MaxBytes)
+		}
 	}
 	res.Ignored, res.End, res.Late = r.ignored, r.now(), r.late
 	if err != nil {
@@ -85,25 +89,27 @@ type player struct {
 	nextPort uint16
 	listen   uint16 // the port of the last listen()
 
-	last        time.Duration // script time of the previous event
-	lastInbound bool          // the previous event was an inbound packet
-	started     bool          // an event ran
-	blocked     *blockedCall
-	ignored     []string
-	events      int
-	maxEvents   int
-	zeroBuf     []byte
-	injectErr   string
-	late        []Late
-	shellLines  int
-	shellRead   map[string]bool
-	overBudget  bool
-	os          osCalls
-	ownCalls    uint64
-	epolls      map[tcp.FD]int   // the runner's epoll descriptors
-	lastFD      tcp.FD           // the socket of the last call: the one %{ }% reads (0: none)
-	shellStop   *stop            // a shell command that makes the script unsupported
-	connFD      map[*conn]tcp.FD // the descriptor each connection had when %{ }% last saw it
+	last            time.Duration // script time of the previous event
+	lastInbound     bool          // the previous event was an inbound packet
+	started         bool          // an event ran
+	blocked         *blockedCall
+	ignored         []string
+	events          int
+	maxEvents       int
+	zeroBuf         []byte
+	injectErr       string
+	late            []Late
+	shellLines      int
+	shellRead       map[string]bool
+	overBudget      bool
+	os              osCalls
+	ownCalls        uint64
+	epolls          map[tcp.FD]int   // the runner's epoll descriptors
+	lastFD          tcp.FD           // the socket of the last call: the one %{ }% reads (0: none)
+	shellStop       *stop            // a shell command that makes the script unsupported
+	lastInboundLine int              // the line of the last script packet sent
+	bytes           int64            // what the run's events hold (Options.MaxBytes)
+	connFD          map[*conn]tcp.FD // the descriptor each connection had when %{ }% last saw it
 }
 
 // blockedCall is a system call the script lets block (+0...0.2 accept):
@@ -127,7 +133,14 @@ func (r *player) setup() error {
 		r.maxEvents = DefaultMaxEvents
 	}
 	r.b.SetSink(func(e trace.Event) {
-		if r.events++; r.events > r.maxEvents {
+		r.bytes += scenario.EventCost + int64(len(e.Note))
+		switch {
+		case e.Packet != nil:
+			r.bytes += int64(len(e.Packet.Segment.Payload))
+		case e.Call != nil:
+			r.bytes += int64(len(e.Call.Data) + len(e.Call.Text))
+		}
+		if r.events++; r.events > r.maxEvents || r.opt.MaxBytes > 0 && r.bytes > r.opt.MaxBytes {
 			if !r.overBudget {
 				r.overBudget = true
 				if h, ok := r.b.(interface{ Halt() }); ok {
@@ -222,8 +235,28 @@ func (r *player) play() *stop {
 		if err := r.event(ev); err != nil {
 			return err
 		}
+		if inboundPacket(ev) {
+			r.lastInboundLine = ev.Pos.Line
+		}
+		if err := r.lostInjection(); err != nil {
+			return err
+		}
 	}
-	return r.finishBlocked(nil, r.now())
+	if err := r.finishBlocked(nil, r.now()); err != nil {
+		return err
+	}
+	r.runUntil(r.now()) // the backend's last news (a packet the kernel's link could not deliver)
+	return r.lostInjection()
+}
+
+// lostInjection fails the run when a script packet did not reach the
+// stack, at the line of the last one sent: the backend learns it after
+// the fact (the kernel's link writes to the TUN device on its own).
+func (r *player) lostInjection() *stop {
+	if r.injectErr == "" {
+		return nil
+	}
+	return failAt(r.lastInboundLine, "error handling packet: %s", r.injectErr)
 }
 
 // inboundPacket tells whether an event is a packet the script sends.

@@ -89,6 +89,9 @@ type Options struct {
 	// MaxEvents stops a run after this many events (0: DefaultMaxEvents),
 	// so that no script can run without end.
 	MaxEvents int
+	// MaxBytes stops a run whose events hold more than this many bytes,
+	// counted as scenario runs count them (0: no limit but MaxEvents).
+	MaxBytes int64
 }
 
 // DefaultMaxEvents bounds a run: a bulk transfer of a few hundred MB.

@@ -52,34 +52,40 @@ func (r *player) shell(cmd, dir string, depth int) {
 	if cmd == "" || strings.HasPrefix(cmd, "#") {
 		return
 	}
+	// As a shell runs a list: a command after && runs only when the one
+	// before succeeded, one after ; always; the line's status is the last
+	// command's that ran. A line that fails makes the script unsupported:
+	// its run would not be the one the script describes.
 	parts, ands := splitCommands(cmd)
+	ok, why := true, ""
 	for i, p := range parts {
-		ok := r.shellCommand(strings.TrimSpace(p), dir, depth, i == len(parts)-1)
-		if !ok && i < len(ands) && ands[i] {
-			for _, q := range parts[i+1:] {
-				r.ignore(strings.TrimSpace(q), "not run: the command before && failed")
-			}
-			return
+		p = strings.TrimSpace(p)
+		if i > 0 && ands[i-1] && !ok {
+			r.ignore(p, "not run: the command before && failed")
+			continue
 		}
+		ok, why = r.shellCommand(p, dir, depth)
+	}
+	if !ok {
+		r.shellUnsupported(cmd, why)
 	}
 }
 
-// shellCommand interprets one command; it reports whether it succeeded.
-// last says it ends its line: a tool that fails there fails the line,
-// which makes the script unsupported (the run would not be the one the
-// script describes).
-func (r *player) shellCommand(cmd, dir string, depth int, last bool) bool {
+// shellCommand interprets one command; it reports whether it succeeded,
+// and why not. Only a tool (tc, ip) can fail: what is not a setting is
+// listed as ignored.
+func (r *player) shellCommand(cmd, dir string, depth int) (bool, string) {
 	if cmd == "" {
-		return true
+		return true, ""
 	}
 	cmd, ok := arith(cmd)
 	if !ok {
 		r.ignore(cmd, "arithmetic the engine does not evaluate")
-		return true
+		return true, ""
 	}
 	f := dropRedirections(fields(cmd))
 	if len(f) == 0 {
-		return true
+		return true, ""
 	}
 	switch {
 	case f[0] == "sysctl":
@@ -120,32 +126,30 @@ func (r *player) shellCommand(cmd, dir string, depth int, last bool) bool {
 		if !ok {
 			if why := neutralTool(args); why != "" {
 				r.ignore(cmd, why)
-				return true
+				return true, ""
 			}
+			// Wherever it stands in its line: the engine would run
+			// without what the script set up.
 			r.shellUnsupported(cmd, "the engine has no qdisc or route to change")
-			return false
+			return false, "the engine has no qdisc or route to change"
 		}
 		if err := t.RunTool(LocalHost, args); err != nil {
-			if last {
-				r.shellUnsupported(cmd, err.Error())
-			} else {
-				r.ignore(cmd, err.Error())
-			}
-			return false
+			r.ignore(cmd, err.Error())
+			return false, err.Error()
 		}
 	case len(f) == 1 && (strings.HasSuffix(f[0], ".sh") || strings.Contains(f[0], "/")):
 		r.shellFile(f[0], dir, depth, cmd)
 	default:
 		r.ignore(cmd, "not a setting")
 	}
-	return true
+	return true, ""
 }
 
 // shellUnsupported records the first command that makes the script
 // unsupported.
-func (r *player) shellUnsupported(cmd, why string) {
+func (r *player) shellUnsupported(line, why string) {
 	if r.shellStop == nil {
-		r.shellStop = unsupportedAt(0, "shell command %s: %s", cmd, why)
+		r.shellStop = unsupportedAt(0, "shell line %s failed: %s", line, why)
 	}
 }
 

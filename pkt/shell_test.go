@@ -1,9 +1,12 @@
 package pkt
 
 import (
+	"errors"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tcplab/tcplab/scenario"
 )
 
 // A shell line may hold several commands and redirections of their
@@ -70,6 +73,20 @@ func TestEngineToolLines(t *testing.T) {
 	if res.Status != Unsupported || !strings.Contains(res.Msg, "pfifo limit 0") {
 		t.Errorf("a dropping qdisc on the engine: %s %q", res.Status, res.Msg)
 	}
+	// A tool the engine cannot model makes the script unsupported
+	// wherever it stands in its line.
+	for _, line := range []string{
+		"tc qdisc add dev tun0 root pfifo limit 0 ; tc qdisc add dev tun0 root pfifo",
+		"tc qdisc add dev tun0 root netem delay 1ms && sysctl -q net.ipv4.tcp_sack=0",
+	} {
+		s, err := Parse("t.pkt", "`"+line+"`\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := RunEngine(s, Options{}); res.Status != Unsupported {
+			t.Errorf("%q on the engine: %s %q", line, res.Status, res.Msg)
+		}
+	}
 	// After a failing command, && runs nothing more.
 	_, ands := splitCommands("a && b ; c")
 	if !slices.Equal(ands, []bool{true, false}) {
@@ -92,6 +109,47 @@ func TestNoFiles(t *testing.T) {
 	for _, i := range res.Ignored {
 		if strings.Contains(i, "files are not read") {
 			t.Errorf("read with files allowed: %q", res.Ignored)
+		}
+	}
+}
+
+// toolSim is the simulator with tools that fail when their line says so:
+// the kernel's way with tc and ip, without a kernel.
+type toolSim struct {
+	*scenario.SimBackend
+	ran []string
+}
+
+func (b *toolSim) RunTool(host string, argv []string) error {
+	b.ran = append(b.ran, strings.Join(argv, " "))
+	if slices.Contains(argv, "bad") {
+		return errors.New("exit status 1")
+	}
+	return nil
+}
+
+// On the kernel a line is a shell list: after && only if the command
+// before succeeded, after ; always, and the line fails with its last
+// command; a failed line makes the script unsupported.
+func TestToolLineStatus(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		ran  int
+		ok   bool
+	}{
+		{"tc qdisc del dev tun0 root bad ; tc qdisc add dev tun0 root pfifo", 2, true},
+		{"tc qdisc add dev tun0 root bad && tc qdisc add dev tun0 root pfifo", 1, false},
+		{"tc qdisc add dev tun0 root bad && ip route show ; ip route show", 2, true},
+		{"ip route show ; tc qdisc add dev tun0 root bad", 2, false},
+	} {
+		s, err := Parse("t.pkt", "`"+c.line+"`\n0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &toolSim{SimBackend: scenario.NewSim(1)}
+		res := Run(s, b, Options{})
+		if len(b.ran) != c.ran || (res.Status == Unsupported) == c.ok {
+			t.Errorf("%q: ran %q, %s %q", c.line, b.ran, res.Status, res.Msg)
 		}
 	}
 }

@@ -399,12 +399,12 @@ func (o *engineOS) tcpInfo(fd tcp.FD) map[string]int64 {
 	m := map[string]int64{
 		"tcpi_state": state, "tcpi_retransmits": int64(s.Retransmits), "tcpi_total_retrans": int64(s.RetransTotal),
 		"tcpi_rto": s.RTO.Microseconds(), "tcpi_rtt": s.RTT.Microseconds(), "tcpi_options": int64(st.Options),
-		"tcpi_snd_mss": int64(st.MSS), "tcpi_advmss": int64(st.AdvMSS), "tcpi_notsent_bytes": int64(st.Unsent),
+		"tcpi_snd_mss": int64(st.SndMSS), "tcpi_advmss": int64(st.AdvMSS), "tcpi_notsent_bytes": int64(st.Unsent),
 		"tcpi_last_data_sent": ms(st.SinceDataSent), "tcpi_last_data_recv": ms(st.SinceDataRecv),
 		"tcpi_last_ack_recv": ms(st.SinceAckRecv), "tcpi_snd_wnd": int64(s.SndWnd), "tcpi_rcv_wnd": int64(s.RcvWnd),
 		"tcpi_busy_time": st.Busy.Microseconds(), "tcpi_rwnd_limited": st.RwndLimited.Microseconds(),
 		"tcpi_sndbuf_limited": st.SndbufLimited.Microseconds(),
-		"tcpi_snd_ssthresh": int64(st.Ssthresh), "tcpi_ca_state": int64(st.CAState), "tcpi_unacked": int64(st.PacketsOut),
+		"tcpi_snd_ssthresh":   int64(st.Ssthresh), "tcpi_ca_state": int64(st.CAState), "tcpi_unacked": int64(st.PacketsOut),
 		"tcpi_probes": int64(st.Probes), "tcpi_backoff": int64(st.Backoff), "tcpi_rttvar": st.RTTVar.Microseconds(),
 	}
 	if s.Cwnd > 0 {

@@ -497,6 +497,10 @@ func (c *conn) disconnectReset() {
 	c.ackPending, c.ackNow, c.quick, c.pingpong, c.ato, c.pushed = false, false, 0, false, 0, false
 	c.bytesAcked, c.hasLastOOWAck = 0, false
 	c.sndWnd, c.maxWnd, c.rcvWnd = 0, 0, 0
+	c.maxPacketsOut, c.cwndUsageSeq, c.pktsAcked, c.inLoss = 0, 0, 0, false
+	c.pushEnd, c.sndSml, c.hasProbesStamp, c.probesStamp = 0, 0, false, 0
+	c.tlpOut, c.probing, c.persist = false, false, false
+	c.chrono, c.chronoStat, c.noSpace = chronoNone, [4]time.Duration{}, false
 }
 
 func (h *Host) doRead(c *conn, r *Result) {
@@ -608,9 +612,11 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 		c.pushEnd = c.sndBase.Add(len(c.snd))
 	}
 	if n > 0 {
-		c.moreNow = done && r.Call.More
+		// Before it waits for room, tcp_sendmsg pushes with
+		// TCP_NAGLE_PUSH, past a cork.
+		c.moreNow, c.pushNow = done && r.Call.More, !done
 		c.xmit()
-		c.moreNow = false
+		c.moreNow, c.pushNow = false, false
 	}
 	return done
 }

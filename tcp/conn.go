@@ -136,6 +136,8 @@ type conn struct {
 	// maxPacketsOut the largest flight since cwndUsageSeq was sent
 	// (tcp_cwnd_validate), which decides whether slow start grows.
 	pktsAcked     int
+	inLoss        bool     // TCP_CA_Loss: after a timeout, until lossHigh is acknowledged
+	lossHigh      wire.Seq // high_seq of the loss episode
 	maxPacketsOut int
 	cwndUsageSeq  wire.Seq
 	pushEnd       wire.Seq

@@ -399,7 +399,7 @@ func (c *conn) processAck(seg *wire.Segment) {
 			// per segment acknowledged, up to ssthresh, while the
 			// window is less than twice the largest flight of late.
 			if c.cwnd < 2*c.maxPacketsOut*c.mss {
-				c.cwnd = min(c.cwnd+max(c.pktsAcked, 1)*c.mss, max(c.ssthresh, c.cwnd))
+				c.cwnd = min(c.cwnd+c.pktsAcked*c.mss, max(c.ssthresh, c.cwnd))
 			}
 			_ = acked
 		} else {
@@ -463,6 +463,9 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 	}
 	c.sent = c.sent[i:]
 	c.pktsAcked = i
+	if c.inLoss && !ack.LessThan(c.lossHigh) {
+		c.inLoss = false // the loss episode is over (tcp_try_undo_recovery's TCP_CA_Open)
+	}
 	c.retransmits, c.backoff = 0, 0
 	c.hasRetransStamp = false
 	if c.srtt > 0 {

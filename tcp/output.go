@@ -288,7 +288,12 @@ func (c *conn) xmit() {
 				}
 				return
 			}
-			if can < n && can < c.mss && uint32(can) < c.maxWnd/2 {
+			// What was sent before (go-back after a timeout) goes again
+			// without Nagle, cork or waiting for a bigger window, as
+			// Linux's retransmissions do; so does tcp_write_wakeup's
+			// probe, cut to the window.
+			resend := c.sndNxt.LessThan(c.sndMax)
+			if can < n && can < c.mss && uint32(can) < c.maxWnd/2 && !resend && !c.probePush {
 				// Sender-side silly window avoidance: wait for a
 				// bigger window; probe if nothing is in flight.
 				if inflight == 0 {
@@ -297,7 +302,7 @@ func (c *conn) xmit() {
 				return
 			}
 			last := off+can == len(c.snd)
-			if can < c.mss && (c.cork || c.moreNow) && !c.pushNow && !(c.finQueued && last) {
+			if can < c.mss && (c.cork || c.moreNow) && !c.pushNow && !resend && !(c.finQueued && last) {
 				// Corked (tcp_nagle_check with TCP_NAGLE_CORK): a
 				// partial segment waits; with nothing in flight the
 				// probe timer will send it (tcp_check_probe_timer).
@@ -306,7 +311,7 @@ func (c *conn) xmit() {
 				}
 				return
 			}
-			if can < c.mss && !c.noDelay && !c.pushNow && !(c.finQueued && last) &&
+			if can < c.mss && !c.noDelay && !c.pushNow && !resend && !(c.finQueued && last) &&
 				inflight > 0 && c.sndSml.GreaterThan(c.sndUna) && !c.sndSml.GreaterThan(c.sndNxt) {
 				return // Nagle (Minshall's variant, tcp_nagle_check)
 			}
@@ -458,9 +463,9 @@ func (c *conn) probeNewData() bool {
 	}
 	before := c.sndNxt
 	saveCwnd, saveNoDelay := c.cwnd, c.noDelay
-	c.cwnd, c.noDelay = int(c.sndNxt.Diff(c.sndUna))+max(n, 1), true
+	c.cwnd, c.noDelay, c.pushNow = int(c.sndNxt.Diff(c.sndUna))+max(n, 1), true, true // TCP_NAGLE_OFF: past a cork too
 	c.xmit()
-	c.cwnd, c.noDelay = saveCwnd, saveNoDelay
+	c.cwnd, c.noDelay, c.pushNow = saveCwnd, saveNoDelay, false
 	return c.sndNxt.GreaterThan(before)
 }
 
@@ -533,8 +538,13 @@ func (c *conn) onRetransmitTimer() {
 		c.hasRetransStamp = true
 		c.retransStamp = h.now
 	}
-	if c.retransmits == 0 && c.state != SynSent && c.state != SynRecv {
+	if c.retransmits == 0 && c.state != SynSent && c.state != SynRecv && !c.inRecovery {
+		// tcp_enter_loss: a timeout during fast recovery keeps the
+		// ssthresh recovery set.
 		c.ssthresh = c.cubicSsthresh()
+	}
+	if c.state != SynSent && c.state != SynRecv {
+		c.lossHigh, c.inLoss = c.sndMax, true // TCP_CA_Loss until all of it is acknowledged
 	}
 	c.cwnd = c.mss
 	c.inRecovery, c.dupAcks = false, 0

@@ -18,6 +18,7 @@ type Status struct {
 	SndBuf   int   // SO_SNDBUF
 	Err      Errno // sk_err, the error the next call reports (SO_ERROR)
 	MSS      int   // TCP_MAXSEG: the sending MSS (the limit set, on a socket not yet connected)
+	SndMSS   int   // tcpi_snd_mss: mss_cache
 	AdvMSS   int   // the MSS the socket offers (tcpi_advmss)
 	Options  int   // TCPI_OPT_* bits: timestamps 1, SACK 2, window scale 4
 	Info     SocketInfo
@@ -68,9 +69,18 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 	// tcp_getsockopt: mss_cache (tcp_init_sock's TCP_MSS_DEFAULT before
 	// a connection has one), or the limit set on a closed or listening
 	// socket.
-	st.MSS = c.mss
-	if c.userMSS > 0 && (c.state == Closed || c.state == Listen) {
+	st.MSS, st.SndMSS = c.mss, c.mss
+	switch {
+	case c.userMSS > 0 && (c.state == Closed || c.state == Listen):
 		st.MSS = c.userMSS
+	case c.state == SynSent:
+		// tcp_connect_init's mss_cache: the MSS offered, less the
+		// timestamps option when they are on.
+		st.MSS = c.advMSS()
+		if c.h.prof.Timestamps {
+			st.MSS -= 12
+		}
+		st.SndMSS = st.MSS
 	}
 	if c.tsOK {
 		st.Options |= 1
@@ -87,7 +97,7 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 		st.Ssthresh = c.ssthresh / c.mss
 	}
 	switch {
-	case c.retransmits > 0 && !c.inRecovery:
+	case c.inLoss && !c.inRecovery:
 		st.CAState = 4 // TCP_CA_Loss: after a retransmission timeout
 	case c.inRecovery:
 		st.CAState = 3 // TCP_CA_Recovery

@@ -302,9 +302,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) {
 		}()
 		return s.answer(ctx, sc, mk, req.Seed, start)
 	}()
-	// The slot is free before the answer is written: a client that does
-	// not read its answer holds a connection, not a run, and only for
-	// WriteTimeout.
+	s.send(w, code, answer)
+}
+
+// send writes a run's answer. The slot is free before it is written: a
+// client that does not read its answer holds a connection, not a run,
+// and only for WriteTimeout.
+func (s *Server) send(w http.ResponseWriter, code int, answer []byte) {
 	rc := http.NewResponseController(w)
 	_ = rc.SetWriteDeadline(time.Now().Add(WriteTimeout))
 	if code != http.StatusOK {
@@ -404,24 +408,44 @@ func (s *Server) runPkt(w http.ResponseWriter, req RunRequest, name string, star
 		http.Error(w, "too many runs at once; try again", http.StatusServiceUnavailable)
 		return
 	}
-	var rec trace.Recorder
-	res := func() *pkt.Result {
-		defer func() { <-s.sim }()
-		return pkt.RunEngine(script, pkt.Options{Seed: max(req.Seed, 1), Sink: rec.Sink(), MaxEvents: s.o.Budget.MaxEvents, NoFiles: true})
-	}()
-	explain := "pass"
-	if res.Status != pkt.Pass {
-		explain = res.Error()
-		if res.Stack != "" {
-			explain += "\n" + res.Stack
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		<-s.sim
+		http.Error(w, "the server is stopping", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	code, answer := func() (int, []byte) {
+		defer func() {
+			<-s.sim
+			s.wg.Done()
+		}()
+		// The engine's run is bounded by the page's budget of events and
+		// bytes (virtual time costs no wall time), so it needs no timer.
+		var rec trace.Recorder
+		res := pkt.RunEngine(script, pkt.Options{Seed: max(req.Seed, 1), Sink: rec.Sink(), NoFiles: true,
+			MaxEvents: s.o.Budget.MaxEvents, MaxBytes: s.o.Budget.MaxBytes})
+		explain := "pass"
+		if res.Status != pkt.Pass {
+			explain = res.Error()
+			if res.Stack != "" {
+				explain += "\n" + res.Stack
+			}
 		}
-	}
-	check := trace.Check{Line: res.Line, Text: "the script plays to its end", Seen: res.Status.String() + ": " + explain, OK: res.Status == pkt.Pass}
-	out := RunResult{Report: draw.NewTraceReport(name+": packetdrill script", explain, "engine (linux profile, virtual time)",
-		res.Hosts, []trace.Check{check}, res.End, rec.Events, draw.ReportOptions{})}
-	if res.Status != pkt.Pass {
-		out.Errors = []ErrorAt{{Line: res.Line, Msg: res.Status.String() + ": " + res.Msg}}
-	}
-	out.Took = float64(time.Since(start).Microseconds()) / 1000
-	writeJSON(w, http.StatusOK, out)
+		check := trace.Check{Line: res.Line, Text: "the script plays to its end", Seen: res.Status.String() + ": " + explain, OK: res.Status == pkt.Pass}
+		out := RunResult{Report: draw.NewTraceReport(name+": packetdrill script", explain, "engine (linux profile, virtual time)",
+			res.Hosts, []trace.Check{check}, res.End, rec.Events, draw.ReportOptions{})}
+		if res.Status != pkt.Pass {
+			out.Errors = []ErrorAt{{Line: res.Line, Msg: res.Status.String() + ": " + res.Msg}}
+		}
+		out.Took = float64(time.Since(start).Microseconds()) / 1000
+		var buf bytes.Buffer
+		if err := json.NewEncoder(&buf).Encode(out); err != nil {
+			return http.StatusInternalServerError, []byte(err.Error())
+		}
+		return http.StatusOK, buf.Bytes()
+	}()
+	s.send(w, code, answer)
 }

@@ -405,3 +405,20 @@ func TestAPIPacketdrill(t *testing.T) {
 		t.Errorf("a script on the kernel: %d", rec.Code)
 	}
 }
+
+// A script cannot make a page run hold more than the page's budget of
+// bytes: it stops, and says so.
+func TestAPIPacketdrillBudget(t *testing.T) {
+	h := NewHandler(simOnly())
+	var b strings.Builder
+	b.WriteString("0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n+0 listen(3, 1) = 0\n")
+	b.WriteString("+0 < S 0:0(0) win 32792 <mss 1000>\n+0 > S. 0:0(0) ack 1 <mss 1460>\n+.01 < . 1:1(0) ack 1 win 257\n")
+	for b.Len() < MaxSource-100 {
+		b.WriteString("+0 < . 1:60001(60000) ack 1 win 257\n")
+	}
+	body, _ := json.Marshal(RunRequest{Source: b.String(), Name: "big.pkt"})
+	rec, res := post(t, h, string(body))
+	if rec.Code != 200 || len(res.Errors) != 1 || !strings.Contains(res.Errors[0].Msg, "budget") {
+		t.Fatalf("a script past the budget: %d %+v", rec.Code, res.Errors)
+	}
+}
