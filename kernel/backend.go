@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -955,6 +956,16 @@ func (b *Backend) RunTool(hostName string, argv []string) error {
 	if err != nil {
 		return err
 	}
+	if len(argv) > 0 && argv[0] == "ethtool" {
+		feats, dev, err := ethtoolFeatures(argv)
+		if err != nil {
+			return err
+		}
+		if err := b.start(); err != nil {
+			return err
+		}
+		return h.work.do(func() error { return setFeatures(dev, feats) })
+	}
 	if err := checkTool(argv); err != nil {
 		return err
 	}
@@ -1046,3 +1057,60 @@ func (l *limitedBuffer) Write(p []byte) (int, error) {
 }
 
 func (l *limitedBuffer) String() string { return string(l.b) }
+
+// ethtool's offload switches tcplab sets itself (no ethtool binary is
+// needed): `ethtool -K DEV tso off gso off`, with the legacy ethtool
+// ioctls ETHTOOL_STSO and ETHTOOL_SGSO.
+var ethtoolCmds = map[string]uint32{"tso": 0x1f, "gso": 0x24}
+
+// ethtoolFeatures reads `ethtool -K|--features|--offload DEV FEATURE on|off...`.
+func ethtoolFeatures(argv []string) (map[uint32]uint32, string, error) {
+	line := strings.Join(argv, " ")
+	if len(argv) < 5 || (argv[1] != "-K" && argv[1] != "--features" && argv[1] != "--offload") || (len(argv)-3)%2 != 0 {
+		return nil, "", fmt.Errorf("%s: only ethtool -K DEV tso|gso on|off is run", line)
+	}
+	dev := argv[2]
+	if dev != tunName {
+		return nil, "", fmt.Errorf("%s: only %s, the device of the stack under test", line, tunName)
+	}
+	feats := map[uint32]uint32{}
+	for i := 3; i+1 < len(argv); i += 2 {
+		cmd, ok := ethtoolCmds[argv[i]]
+		if !ok || (argv[i+1] != "on" && argv[i+1] != "off") {
+			return nil, "", fmt.Errorf("%s: only tso and gso, on or off", line)
+		}
+		feats[cmd] = 0
+		if argv[i+1] == "on" {
+			feats[cmd] = 1
+		}
+	}
+	return feats, dev, nil
+}
+
+// setFeatures switches offloads of a device of the calling thread's
+// namespace.
+func setFeatures(dev string, feats map[uint32]uint32) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	for cmd, on := range feats {
+		// On the heap, kept alive past the call: the request holds its
+		// address as a plain integer.
+		val := &struct{ cmd, data uint32 }{cmd, on}
+		ifr := &struct {
+			name [unix.IFNAMSIZ]byte
+			data uintptr
+			_    [16]byte
+		}{}
+		copy(ifr.name[:], dev)
+		ifr.data = uintptr(unsafe.Pointer(val))
+		_, _, en := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(ifr)))
+		runtime.KeepAlive(val)
+		if en != 0 {
+			return fmt.Errorf("ethtool -K %s: %w", dev, en)
+		}
+	}
+	return nil
+}

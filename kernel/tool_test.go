@@ -41,3 +41,22 @@ func TestCheckTool(t *testing.T) {
 		}
 	}
 }
+
+// ethtool is run by tcplab itself, for TSO and GSO of the TUN device only.
+func TestEthtoolFeatures(t *testing.T) {
+	f, dev, err := ethtoolFeatures([]string{"ethtool", "-K", "tun0", "tso", "off", "gso", "off"})
+	if err != nil || dev != "tun0" || len(f) != 2 || f[0x1f] != 0 || f[0x24] != 0 {
+		t.Errorf("tso off gso off: %v %q %v", f, dev, err)
+	}
+	for _, bad := range [][]string{
+		{"ethtool", "-K", "eth0", "tso", "off"},
+		{"ethtool", "-K", "tun0", "gro", "off"},
+		{"ethtool", "-K", "tun0", "tso", "maybe"},
+		{"ethtool", "-s", "tun0", "speed", "10"},
+		{"ethtool", "-K", "tun0", "tso"},
+	} {
+		if _, _, err := ethtoolFeatures(bad); err == nil {
+			t.Errorf("%v was allowed", bad)
+		}
+	}
+}

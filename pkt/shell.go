@@ -117,7 +117,7 @@ func (r *player) shellCommand(cmd, dir string, depth int) (bool, string) {
 	case f[0] == "echo" && len(f) == 4 && f[2] == ">" && strings.HasPrefix(f[3], "/proc/sys/"):
 		name := strings.ReplaceAll(strings.TrimPrefix(f[3], "/proc/sys/"), "/", ".")
 		r.sysctl(name, f[1], cmd)
-	case f[0] == "tc" || f[0] == "ip":
+	case f[0] == "tc" || f[0] == "ip" || f[0] == "ethtool":
 		args := make([]string, len(f))
 		for i, a := range f {
 			args[i] = strings.Trim(a, `"'`)
@@ -162,6 +162,13 @@ func neutralTool(a []string) string {
 		return ""
 	}
 	switch {
+	case a[0] == "ethtool" && len(a) >= 5 && (a[1] == "-K" || a[1] == "--features" || a[1] == "--offload"):
+		for i := 3; i+1 < len(a); i += 2 {
+			if (a[i] != "tso" && a[i] != "gso") || a[i+1] != "off" {
+				return ""
+			}
+		}
+		return "the engine sends MSS-sized segments: it has no TSO or GSO to switch off"
 	case a[2] == "show":
 		return "shows only"
 	case a[0] == "ip" && (a[1] == "tcp_metrics" || a[1] == "tcpmetrics") && a[2] == "flush":

@@ -60,6 +60,8 @@ func TestEngineToolLines(t *testing.T) {
 		{"tc qdisc replace dev tun0 root fq", false},
 		{"tc qdisc add dev tun0 root netem delay 10ms", false},
 		{"ip route add 10.0.0.0/8 dev tun0", false},
+		{"ethtool -K tun0 tso off gso off", true},
+		{"ethtool -K tun0 tso on", false},
 	} {
 		if got := neutralTool(fields(c.line)) != ""; got != c.neutral {
 			t.Errorf("%q: neutral %v, want %v", c.line, got, c.neutral)
