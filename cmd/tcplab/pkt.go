@@ -48,19 +48,21 @@ engine does not have is "unsupported", never passed, with the reason.
 
 With --kernel the script plays against this machine's Linux instead, in real
 time, in a fresh network namespace (root): the same checks and trace. Its
-interface passes TSO packets whole, as packetdrill's tun device, and calls
-the engine lacks (other socket options, epoll) are the real system calls.
+interface is a TUN device, tun0, as packetdrill's (TSO packets pass whole),
+and every call is the real system call on the real socket.
 
 The run is a trace like a scenario's: --trace prints its events, --json
 streams them (then a line of kind "result"), --ladder draws it, --pcap,
 --svg and --html write a capture, the ladder and a page of the run as files.
 
-Shell lines in backquotes are not run: sysctl settings (sysctl -q
-net.ipv4.X=Y, echo N > /proc/sys/..., set_sysctls.py) and the shell files
-that hold them (relative to the script's directory) are applied to the
-engine when it models the setting, and on the kernel to the namespace
-(only its own net.* settings: the machine's are never changed);
---verbose lists everything ignored.
+Shell lines in backquotes are read, never handed to a shell: sysctl
+settings (sysctl -q net.ipv4.X=Y, echo N > /proc/sys/..., set_sysctls.py)
+and the shell files that hold them (relative to the script's directory)
+are applied to the engine when it models the setting, and on the kernel to
+the namespace (only its own net.* settings: the machine's are never
+changed). On the kernel, tc, ip and ethtool -K lines that act on the
+namespace alone run there; a line that fails, or that the engine cannot
+model, makes the script unsupported. --verbose lists everything ignored.
 
 --corpus DIR runs every .pkt file under DIR (on the engine; with --kernel
 on the kernel, with --both on both) and prints one line per script: its
