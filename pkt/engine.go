@@ -157,6 +157,12 @@ func (r *player) setup() error {
 	if err := r.b.AddHost(LocalHost, r.st.local, "linux"); err != nil {
 		return err
 	}
+	if r.b.Name() == "sim" {
+		// As packetdrill's tun device takes them: TSO packets.
+		if err := r.b.Set(LocalHost, "tso", "1"); err != nil {
+			return err
+		}
+	}
 	return r.b.AddPeer(RemoteHost, r.st.remote)
 }
 

@@ -253,6 +253,23 @@ func (c *conn) xmit() {
 		return
 	}
 	rwndLimited, sent := false, false
+	// With TSO, consecutive new segments leave as one packet (tso), of at
+	// most tsoMax segments.
+	var tso *wire.Segment
+	tsoN, tsoMax := 0, 0
+	flushTSO := func() {
+		if tso == nil {
+			return
+		}
+		if tsoN >= 2 {
+			tso.Flags |= wire.PSH // as this kernel sends every TSO packet of several segments
+		}
+		c.emit(*tso)
+		for range tsoN - 1 {
+			c.h.count(OutSegs) // the packet's other segments
+		}
+		tso, tsoN = nil, 0
+	}
 	defer func() {
 		// tcp_cwnd_validate: the largest flight of the last window.
 		if out := len(c.sent); !c.sndUna.LessThan(c.cwndUsageSeq) || out > c.maxPacketsOut {
@@ -271,6 +288,7 @@ func (c *conn) xmit() {
 			c.chronoStartT(chronoSndbuf)
 		}
 	}()
+	defer flushTSO() // runs first: the packet leaves before the chrono looks
 	for {
 		dataEnd := c.sndBase.Add(len(c.snd))
 		inflight := int(c.sndNxt.Diff(c.sndUna))
@@ -325,7 +343,19 @@ func (c *conn) xmit() {
 			}
 			seq := c.sndNxt
 			s := c.segment(flags, seq, c.snd[off:off+can])
-			c.emit(s)
+			switch {
+			case !c.h.prof.TSO || resend:
+				flushTSO()
+				c.emit(s)
+			case tso != nil && tsoN < tsoMax && tso.End() == s.Seq:
+				tso.Payload = append(tso.Payload, s.Payload...)
+				tso.Flags |= s.Flags & (wire.PSH | wire.FIN)
+				tso.Window, tso.Options = s.Window, s.Options
+				tsoN++
+			default:
+				flushTSO()
+				tso, tsoN, tsoMax = &s, 1, c.tsoLimit(inflight)
+			}
 			sent = true
 			end := seq.Add(can)
 			if withFin {
@@ -338,6 +368,7 @@ func (c *conn) xmit() {
 			}
 			continue
 		}
+		flushTSO()
 		if c.finQueued && c.sndNxt == dataEnd && (!c.finSent || !c.sndNxt.GreaterThan(c.finSeq)) {
 			seq := c.sndNxt
 			c.emit(c.segment(wire.FIN|wire.ACK, seq, nil))
@@ -822,4 +853,26 @@ func (c *conn) cleanupRbuf(copied int) {
 func (c *conn) cubicSsthresh() int {
 	mss := max(c.mss, 1)
 	return max(c.cwnd/mss*717/1024, 2) * mss
+}
+
+// tsoLimit is how many segments the next TSO packet may hold
+// (tcp_tso_autosize and tcp_cwnd_test): about a millisecond of the pacing
+// rate (ss_ratio 200% of cwnd per RTT in slow start, ca_ratio 120% after),
+// at least tcp_min_tso_segs, at most what the congestion window has room
+// for and half of it, at most 64 KB.
+func (c *conn) tsoLimit(inflight int) int {
+	mss := max(c.mss, 1)
+	cwndSegs := c.cwnd / mss
+	quota := min(max(cwndSegs/2, 1), cwndSegs-inflight/mss)
+	segs := 65536 / mss
+	if c.srtt > 0 {
+		ratio := 120.0
+		if c.cwnd < c.ssthresh/2 {
+			ratio = 200
+		}
+		rate := float64(mss) * float64(max(cwndSegs, len(c.sent))) * ratio / 100 / c.srtt.Seconds()
+		segs = min(segs, int(rate/1024)/mss)
+	}
+	segs = max(segs, c.h.prof.MinTSOSegs)
+	return max(min(segs, quota), 1)
 }

@@ -69,10 +69,17 @@ type Profile struct {
 	AbortOnOverflow bool // tcp_abort_on_overflow: RST instead of dropping the final ACK
 
 	// Segments and buffers.
-	MSS               int           // our advertised MSS (1460 on a 1500-byte MTU)
-	RcvWindow         int           // receive window of an empty receive buffer
-	SndBuf            int           // bytes a socket may hold unacknowledged or unsent
-	InitialCwnd       int           // segments
+	MSS         int // our advertised MSS (1460 on a 1500-byte MTU)
+	RcvWindow   int // receive window of an empty receive buffer
+	SndBuf      int // bytes a socket may hold unacknowledged or unsent
+	InitialCwnd int // segments
+	// TSO: send new data as a device with TSO offload gets it, several
+	// segments in one packet sized as tcp_tso_autosize sizes them (by
+	// the pacing rate, at least MinTSOSegs, half the window at most), a
+	// packet of several segments with PSH; off, MSS-sized segments as on
+	// a wire. packetdrill runs turn it on.
+	TSO               bool
+	MinTSOSegs        int           // tcp_min_tso_segs
 	WScale            int           // our window scale shift; -1 disables the option
 	Rmem              [3]int        // tcp_rmem: min, default, max receive buffer; max sets WScale
 	Timestamps        bool          // tcp_timestamps
@@ -124,6 +131,7 @@ func Linux() Profile {
 		RcvWindow:         64240,
 		SndBuf:            65536,
 		InitialCwnd:       10,
+		MinTSOSegs:        2,
 		WScale:            7,
 		Rmem:              [3]int{4096, 131072, 6291456},
 		Timestamps:        true,
@@ -275,6 +283,8 @@ var settings = []setting{
 	durSetting("tcp_rto_min", "lower bound of the retransmission timeout", "ms", func(p *Profile) *time.Duration { return &p.MinRTO }, 1, 120000),
 	durSetting("tcp_delack", "delayed ACK timeout", "ms", func(p *Profile) *time.Duration { return &p.DelayedAck }, 1, 1000),
 	intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),
+	boolSetting("tso", "send new data in TSO packets, as a device with TSO offload gets them (packetdrill runs)", func(p *Profile) *bool { return &p.TSO }),
+	intSetting("tcp_min_tso_segs", "fewest segments in a TSO packet", func(p *Profile) *int { return &p.MinTSOSegs }, 1, 127),
 	intSetting("tcp_rcv_window", "receive window of an empty receive buffer, bytes", func(p *Profile) *int { return &p.RcvWindow }, 1, 1<<30),
 	{name: "tcp_rmem", help: "receive buffer sizes \"MIN DEFAULT MAX\"; MAX sets the window scale we offer", unit: "triple",
 		get: func(p *Profile) string { return fmt.Sprintf("%d %d %d", p.Rmem[0], p.Rmem[1], p.Rmem[2]) }},
