@@ -123,6 +123,21 @@ func (r *player) shellCommand(cmd, dir string, depth int) (bool, string) {
 			args[i] = strings.Trim(a, `"'`)
 		}
 		t, ok := r.b.(toolRunner)
+		if !ok && args[0] == "ethtool" {
+			// The engine's TSO packets stand for the TUN device's
+			// offload: switched as the script switches it.
+			if on, ok := engineTSO(args); ok {
+				v := "0"
+				if on {
+					v = "1"
+				}
+				if err := r.b.Set(LocalHost, "tso", v); err == nil {
+					return true, ""
+				}
+			}
+			r.shellUnsupported(cmd, "only ethtool -K tun0 tso|gso on|off is modelled")
+			return false, "only ethtool -K tun0 tso|gso on|off is modelled"
+		}
 		if !ok {
 			if why := neutralTool(args); why != "" {
 				r.ignore(cmd, why)
@@ -153,6 +168,22 @@ func (r *player) shellUnsupported(line, why string) {
 	}
 }
 
+// engineTSO reads `ethtool -K tun0 tso|gso on|off ...`: whether the
+// device would still take TSO packets (both on; either off stops them).
+func engineTSO(a []string) (on, ok bool) {
+	if len(a) < 5 || (a[1] != "-K" && a[1] != "--features" && a[1] != "--offload") || a[2] != "tun0" || (len(a)-3)%2 != 0 {
+		return false, false
+	}
+	on = true
+	for i := 3; i+1 < len(a); i += 2 {
+		if (a[i] != "tso" && a[i] != "gso") || (a[i+1] != "on" && a[i+1] != "off") {
+			return false, false
+		}
+		on = on && a[i+1] == "on"
+	}
+	return on, true
+}
+
 // neutralTool says why a tc or ip command changes nothing the engine
 // models ("" if it would): flushing the TCP metrics cache (the engine
 // keeps none), a plain FIFO qdisc or its removal (the engine's output
@@ -162,13 +193,6 @@ func neutralTool(a []string) string {
 		return ""
 	}
 	switch {
-	case a[0] == "ethtool" && len(a) >= 5 && (a[1] == "-K" || a[1] == "--features" || a[1] == "--offload"):
-		for i := 3; i+1 < len(a); i += 2 {
-			if (a[i] != "tso" && a[i] != "gso") || a[i+1] != "off" {
-				return ""
-			}
-		}
-		return "the engine sends MSS-sized segments: it has no TSO or GSO to switch off"
 	case a[2] == "show":
 		return "shows only"
 	case a[0] == "ip" && (a[1] == "tcp_metrics" || a[1] == "tcpmetrics") && a[2] == "flush":

@@ -60,8 +60,6 @@ func TestEngineToolLines(t *testing.T) {
 		{"tc qdisc replace dev tun0 root fq", false},
 		{"tc qdisc add dev tun0 root netem delay 10ms", false},
 		{"ip route add 10.0.0.0/8 dev tun0", false},
-		{"ethtool -K tun0 tso off gso off", true},
-		{"ethtool -K tun0 tso on", false},
 	} {
 		if got := neutralTool(fields(c.line)) != ""; got != c.neutral {
 			t.Errorf("%q: neutral %v, want %v", c.line, got, c.neutral)
@@ -88,6 +86,13 @@ func TestEngineToolLines(t *testing.T) {
 		if res := RunEngine(s, Options{}); res.Status != Unsupported {
 			t.Errorf("%q on the engine: %s %q", line, res.Status, res.Msg)
 		}
+	}
+	// ethtool switches the engine's TSO packets.
+	if on, ok := engineTSO(fields("ethtool -K tun0 tso off gso off")); !ok || on {
+		t.Errorf("tso off gso off: on %v ok %v", on, ok)
+	}
+	if _, ok := engineTSO(fields("ethtool -K tun0 gro off")); ok {
+		t.Errorf("gro is not modelled")
 	}
 	// After a failing command, && runs nothing more.
 	_, ands := splitCommands("a && b ; c")
@@ -153,5 +158,27 @@ func TestToolLineStatus(t *testing.T) {
 		if len(b.ran) != c.ran || (res.Status == Unsupported) == c.ok {
 			t.Errorf("%q: ran %q, %s %q", c.line, b.ran, res.Status, res.Msg)
 		}
+	}
+}
+
+// On the engine, `ethtool -K tun0 tso off gso off` turns its TSO packets
+// off: MSS-sized segments again.
+func TestEngineEthtoolTSO(t *testing.T) {
+	src := "--strict_segments\n`ethtool -K tun0 tso off gso off`\n" +
+		"0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n+0 listen(3, 1) = 0\n" +
+		"+0 < S 0:0(0) win 29200 <mss 1000,sackOK,nop,nop,nop,wscale 6>\n" +
+		"+0 > S. 0:0(0) ack 1 <mss 1460,nop,nop,sackOK,nop,wscale 7>\n" +
+		"+.1 < . 1:1(0) ack 1 win 1000\n+0 accept(3, ..., ...) = 4\n+0 write(4, ..., 2000) = 2000\n" +
+		"+0 > . 1:1001(1000) ack 1\n+0 > P. 1001:2001(1000) ack 1\n"
+	s, err := Parse("t.pkt", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := RunEngine(s, Options{}); res.Status != Pass {
+		t.Errorf("TSO off: %s", res.Error())
+	}
+	s, _ = Parse("t.pkt", strings.Replace(src, "`ethtool -K tun0 tso off gso off`\n", "", 1))
+	if res := RunEngine(s, Options{}); res.Status != Fail {
+		t.Errorf("TSO on: %s, want a 2000-byte packet where the script has 1000", res.Status)
 	}
 }
