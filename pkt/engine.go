@@ -321,7 +321,10 @@ func (r *player) event(ev *Event) *stop {
 	if end > maxScriptTime {
 		return failAt(line, "event time %s s is past the longest run (%s)", trace.FormatTime(end), maxScriptTime)
 	}
-	if ev.Time.Kind != TimeAny && r.started && at < r.last {
+	// Only an absolute time can go backward: a relative one counts from
+	// when the previous event happened, which may be before its script
+	// time (a packet that came early, within the tolerance).
+	if (ev.Time.Kind == TimeAbs || ev.Time.Kind == TimeAbsRange) && r.started && at < r.last {
 		return failAt(line, "time goes backward in script (%s s after %s s)", trace.FormatTime(at), trace.FormatTime(r.last))
 	}
 	prev := r.last

@@ -114,3 +114,27 @@ func TestEngineBudget(t *testing.T) {
 		t.Fatalf("%s %s", res.Status, res.Error())
 	}
 }
+
+// An absolute time before the previous event's is an error; a relative
+// one counts from when the previous event happened, which may be a little
+// before its script time (an outbound packet that came early within the
+// tolerance), and is not.
+func TestTimeGoesBackward(t *testing.T) {
+	s, err := Parse("t.pkt", "0.5 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n0.4 socket(..., SOCK_STREAM, IPPROTO_TCP) = 4\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := RunEngine(s, Options{}); res.Status != Fail || !strings.Contains(res.Msg, "time goes backward") {
+		t.Errorf("absolute times backward: %s %q", res.Status, res.Msg)
+	}
+	// The SYN-ACK leaves at 0.100, the script says 0.102 (within the
+	// tolerance); the next line counts from 0.100.
+	s, err = Parse("t.pkt", "0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n+0 listen(3, 1) = 0\n"+
+		"+.1 < S 0:0(0) win 29200 <mss 1000>\n+.002 > S. 0:0(0) ack 1 <mss 1460>\n+0 < . 1:1(0) ack 1 win 257\n+0 accept(3, ..., ...) = 4\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := RunEngine(s, Options{}); res.Status != Pass {
+		t.Errorf("a relative time after an early packet: %s", res.Error())
+	}
+}
