@@ -36,6 +36,7 @@ func TestKernelScripts(t *testing.T) {
 		{"cork.pkt", pkt.Pass, ""},
 		{"congestion.pkt", pkt.Pass, ""},
 		{"tso.pkt", pkt.Pass, ""},
+		{"fin-delayed-ack.pkt", pkt.Pass, ""},
 		{"raw-calls.pkt", pkt.Pass, ""},
 		{"epoll-edge.pkt", pkt.Pass, ""},
 		{"wrong-ack.pkt", pkt.Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},

@@ -29,6 +29,7 @@ func TestEngineScripts(t *testing.T) {
 		{"cork.pkt", Pass, ""},
 		{"congestion.pkt", Pass, ""},
 		{"tso.pkt", Pass, ""},
+		{"fin-delayed-ack.pkt", Pass, ""},
 		{"raw-calls.pkt", Unsupported, "raw-calls.pkt:14: send: flags MSG_EOR are not supported by the engine"},
 		{"epoll-edge.pkt", Pass, ""},
 		{"wrong-ack.pkt", Fail, "wrong-ack.pkt:12: error handling packet: live packet field tcp_ack_seq: expected: 100 (0x64) vs actual: 101 (0x65)"},
