@@ -139,6 +139,15 @@ func (r *player) shellCommand(cmd, dir string, depth int) (bool, string) {
 			return false, "only ethtool -K tun0 tso|gso on|off is modelled"
 		}
 		if !ok {
+			if drop, ok := engineQdisc(args); ok {
+				v := "0"
+				if drop {
+					v = "1"
+				}
+				if err := r.b.Set(LocalHost, "output_drop", v); err == nil {
+					return true, ""
+				}
+			}
 			if why := neutralTool(args); why != "" {
 				r.ignore(cmd, why)
 				return true, ""
@@ -182,6 +191,30 @@ func engineTSO(a []string) (on, ok bool) {
 		on = on && a[i+1] == "on"
 	}
 	return on, true
+}
+
+// engineQdisc reads the qdisc commands the engine models on tun0's root:
+// a FIFO with a limit of 0, which drops every packet (drop true), and a
+// FIFO without a limit or the root qdisc's removal, which drop nothing.
+func engineQdisc(a []string) (drop, ok bool) {
+	if len(a) < 6 || a[0] != "tc" || a[1] != "qdisc" || a[3] != "dev" || a[4] != "tun0" || a[5] != "root" {
+		return false, false
+	}
+	switch a[2] {
+	case "del", "delete":
+		return false, len(a) == 6
+	case "add", "replace":
+		if len(a) < 7 || (a[6] != "pfifo" && a[6] != "bfifo" && a[6] != "pfifo_fast") {
+			return false, false
+		}
+		switch {
+		case len(a) == 7:
+			return false, true
+		case len(a) == 9 && a[6] != "pfifo_fast" && a[7] == "limit" && a[8] == "0":
+			return true, true
+		}
+	}
+	return false, false
 }
 
 // neutralTool says why a tc or ip command changes nothing the engine

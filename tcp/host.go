@@ -273,6 +273,9 @@ func (h *Host) send(s wire.Segment, countOut bool) bool {
 	if countOut {
 		h.count(OutSegs)
 	}
+	if h.prof.OutputDrop {
+		return false // the output queue dropped it (__tcp_transmit_skb counted it)
+	}
 	h.out = append(h.out, s)
 	return h.refuse == nil || !h.refuse(&h.out[len(h.out)-1])
 }

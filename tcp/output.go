@@ -292,6 +292,16 @@ func (c *conn) xmit() {
 	for {
 		dataEnd := c.sndBase.Add(len(c.snd))
 		inflight := int(c.sndNxt.Diff(c.sndUna))
+		if c.h.prof.OutputDrop && (c.sndNxt.LessThan(dataEnd) || c.finQueued && (!c.finSent || !c.sndNxt.GreaterThan(c.finSeq))) {
+			// Local congestion: tcp_transmit_skb fails and tcp_write_xmit
+			// stops with the segment unsent; with nothing in flight the
+			// probe timer tries again (tcp_check_probe_timer).
+			flushTSO()
+			if c.sndMax == c.sndUna {
+				c.startPersist()
+			}
+			return
+		}
 		if c.sndNxt.LessThan(dataEnd) {
 			off := int(c.sndNxt.Diff(c.sndBase))
 			n := min(c.mss, len(c.snd)-off)
@@ -583,6 +593,13 @@ func (c *conn) onRetransmitTimer() {
 	c.totalRTO++
 	c.rtxAt, c.probing, c.tlpOut = never, false, false
 	c.retransmitHead(true)
+	if p.OutputDrop && c.state != Closed {
+		// The retransmission failed for local congestion: try again in
+		// TCP_RESOURCE_PROBE_INTERVAL, without backing off.
+		c.persist, c.rtxAt = false, h.now+resourceProbeInterval
+		h.note(c, "retransmission dropped by the output queue (local congestion); again in %v", resourceProbeInterval)
+		return
+	}
 	if c.state != SynSent || c.totalRTO > p.SynLinearTimeouts {
 		c.backoff++
 		c.rto = min(c.rto*2, p.MaxRTO)
@@ -671,16 +688,9 @@ func (c *conn) onProbeTimer() {
 	h := c.h
 	c.persist = false
 	unsent := c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) || (c.finQueued && !c.finSent)
-	if c.sndWnd != 0 || !unsent || c.sndMax != c.sndUna {
+	windowOpen := c.sndWnd != 0 && unsent && c.sndMax == c.sndUna
+	if !windowOpen && (c.sndWnd != 0 || !unsent || c.sndMax != c.sndUna) {
 		c.probesOut, c.hasProbesStamp = 0, false
-		if c.sndWnd != 0 && unsent && c.sndMax == c.sndUna {
-			// Held by a cork with nothing in flight: tcp_write_wakeup
-			// sends it, with PSH.
-			c.pushNow, c.probePush = true, true
-			c.xmit()
-			c.pushNow, c.probePush = false, false
-			return
-		}
 		c.xmit()
 		return
 	}
@@ -688,29 +698,60 @@ func (c *conn) onProbeTimer() {
 	if c.orphan {
 		maxProbes = c.orphanRetries(c.probeWhen() < h.prof.MaxRTO)
 	}
-	if c.probesOut >= maxProbes {
-		c.writeErr(CauseTimer, "zero-window probes unanswered")
-		return
-	}
 	// With TCP_USER_TIMEOUT, probing ends when that time has passed
 	// since the first probe (icsk_probes_tstamp).
 	if !c.hasProbesStamp {
 		c.hasProbesStamp, c.probesStamp = true, h.now
 	} else if c.userTimeout > 0 && h.now-c.probesStamp >= c.userTimeout {
-		c.writeErr(CauseTimer, "zero-window probes unanswered for TCP_USER_TIMEOUT")
+		if windowOpen {
+			c.writeErr(CauseTimer, "data held by local congestion (the output queue drops) for TCP_USER_TIMEOUT")
+		} else {
+			c.writeErr(CauseTimer, "zero-window probes unanswered for TCP_USER_TIMEOUT")
+		}
+		return
+	}
+	if c.probesOut >= maxProbes {
+		c.writeErr(CauseTimer, "zero-window probes unanswered")
+		return
+	}
+	if windowOpen {
+		// Unsent data with nothing in flight, held by a cork or by
+		// local congestion: tcp_write_wakeup sends it, with PSH.
+		c.pushNow, c.probePush = true, true
+		c.xmit()
+		c.pushNow, c.probePush = false, false
+		if c.sndMax != c.sndUna || c.state == Closed {
+			c.probesOut, c.hasProbesStamp, c.backoff = 0, false, 0
+			return
+		}
+		// The output queue dropped it (tcp_send_probe0 with a local
+		// congestion error): again in TCP_RESOURCE_PROBE_INTERVAL,
+		// without backing off.
+		c.probesOut++
+		c.persist = true
+		c.rtxAt = h.now + c.clampProbeToUserTimeout(resourceProbeInterval)
+		h.note(c, "probe %d: the output queue dropped the unsent data (local congestion); again in %v", c.probesOut, c.rtxAt-h.now)
 		return
 	}
 	c.emit(c.segment(wire.ACK, c.sndUna.Add(-1), nil))
 	c.probesOut++
 	c.backoff++
 	c.persist = true
-	when := c.probeWhen()
-	if c.userTimeout > 0 {
-		// tcp_clamp_probe0_to_user_timeout: no later than the user
-		// timeout, counted from the first probe (two jiffies at least).
-		when = min(when, max(c.userTimeout-(h.now-c.probesStamp), 2*h.prof.Jiffy))
+	c.rtxAt = h.now + c.clampProbeToUserTimeout(c.probeWhen())
+}
+
+// resourceProbeInterval is TCP_RESOURCE_PROBE_INTERVAL: how soon a send
+// that local congestion stopped is tried again.
+const resourceProbeInterval = 500 * time.Millisecond
+
+// clampProbeToUserTimeout is tcp_clamp_probe0_to_user_timeout: with
+// TCP_USER_TIMEOUT, the next probe comes no later than that timeout,
+// counted from the first probe (two jiffies at least).
+func (c *conn) clampProbeToUserTimeout(when time.Duration) time.Duration {
+	if c.userTimeout > 0 && c.hasProbesStamp {
+		when = min(when, max(c.userTimeout-(c.h.now-c.probesStamp), 2*c.h.prof.Jiffy))
 	}
-	c.rtxAt = h.now + when
+	return when
 }
 
 // onDelackTimer is tcp_delack_timer_handler.

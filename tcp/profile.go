@@ -78,8 +78,14 @@ type Profile struct {
 	// the pacing rate, at least MinTSOSegs, half the window at most), a
 	// packet of several segments with PSH; off, MSS-sized segments as on
 	// a wire. packetdrill runs turn it on.
-	TSO               bool
-	MinTSOSegs        int           // tcp_min_tso_segs
+	TSO        bool
+	MinTSOSegs int // tcp_min_tso_segs
+	// OutputDrop: the host's output queue drops every packet, as a qdisc
+	// with a limit of 0 does (packetdrill's `tc qdisc add dev tun0 root
+	// pfifo limit 0`). TCP sees local congestion: new data stays unsent
+	// and is tried again by the probe timer every 500 ms
+	// (TCP_RESOURCE_PROBE_INTERVAL), a retransmission likewise.
+	OutputDrop        bool
 	WScale            int           // our window scale shift; -1 disables the option
 	Rmem              [3]int        // tcp_rmem: min, default, max receive buffer; max sets WScale
 	Timestamps        bool          // tcp_timestamps
@@ -284,6 +290,7 @@ var settings = []setting{
 	durSetting("tcp_delack", "delayed ACK timeout", "ms", func(p *Profile) *time.Duration { return &p.DelayedAck }, 1, 1000),
 	intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),
 	boolSetting("tso", "send new data in TSO packets, as a device with TSO offload gets them (packetdrill runs)", func(p *Profile) *bool { return &p.TSO }),
+	boolSetting("output_drop", "the output queue drops every packet (a qdisc with limit 0): local congestion", func(p *Profile) *bool { return &p.OutputDrop }),
 	intSetting("tcp_min_tso_segs", "fewest segments in a TSO packet", func(p *Profile) *int { return &p.MinTSOSegs }, 1, 127),
 	intSetting("tcp_rcv_window", "receive window of an empty receive buffer, bytes", func(p *Profile) *int { return &p.RcvWindow }, 1, 1<<30),
 	{name: "tcp_rmem", help: "receive buffer sizes \"MIN DEFAULT MAX\"; MAX sets the window scale we offer", unit: "triple",
