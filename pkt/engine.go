@@ -162,6 +162,11 @@ func (r *player) setup() error {
 		if err := r.b.Set(LocalHost, "tso", "1"); err != nil {
 			return err
 		}
+		// And Linux's charge of the send buffer, skb by skb: 832 bytes
+		// of truesize besides the payload (Linux 6.18, x86_64).
+		if err := r.b.Set(LocalHost, "skb_overhead", "832"); err != nil {
+			return err
+		}
 	}
 	return r.b.AddPeer(RemoteHost, r.st.remote)
 }

@@ -29,6 +29,7 @@ func TestEngineScripts(t *testing.T) {
 		{"cork.pkt", Pass, ""},
 		{"congestion.pkt", Pass, ""},
 		{"tso.pkt", Pass, ""},
+		{"sndbuf.pkt", Pass, ""},
 		{"output-drop.pkt", Pass, ""},
 		{"fin-delayed-ack.pkt", Pass, ""},
 		{"raw-calls.pkt", Unsupported, "raw-calls.pkt:14: send: flags MSG_EOR are not supported by the engine"},

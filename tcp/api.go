@@ -458,6 +458,7 @@ func (h *Host) doConnect(c *conn, r *Result) {
 	c.tsOff = h.tsOffset(t)
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
 	c.sndBase = c.iss.Add(1)
+	c.pushedSeq = c.sndBase
 	c.hash()
 	c.ss = ssConnecting
 	c.setState(SynSent, CauseApp, "connect(), snd SYN")
@@ -500,7 +501,7 @@ func (c *conn) disconnectReset() {
 	c.maxPacketsOut, c.cwndUsageSeq, c.pktsAcked, c.inLoss = 0, 0, 0, false
 	c.pushEnd, c.sndSml, c.hasProbesStamp, c.probesStamp = 0, 0, false, 0
 	c.tlpOut, c.probing, c.persist = false, false, false
-	c.chrono, c.chronoStat, c.noSpace = chronoNone, [4]time.Duration{}, false
+	c.chrono, c.chronoStat, c.noSpace, c.skbs = chronoNone, [4]time.Duration{}, false, nil
 }
 
 func (h *Host) doRead(c *conn, r *Result) {
@@ -591,25 +592,33 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 		}
 		return true
 	}
+	if r.Pending && c.noSpace && c.skbModel() {
+		// sk_stream_wait_memory: the writer sleeps until the buffer is
+		// a third free (sk_stream_write_space clears SOCK_NOSPACE).
+		return false
+	}
 	data := r.Call.Data[r.Ret:]
-	room := c.sndBufSize() - len(c.snd)
-	n := min(room, len(data))
+	if len(data) > 0 && !c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) && (!c.skbModel() || c.sndQueued() < c.sndBufSize()) {
+		c.chronoStartT(chronoBusy) // the write queue was empty (tcp_add_write_queue_tail)
+	}
+	var n int
+	if c.skbModel() {
+		n = c.skbWrite(data)
+	} else {
+		n = max(min(c.sndBufSize()-len(c.snd), len(data)), 0)
+		c.snd = append(c.snd, data[:n]...)
+	}
 	if n < len(data) {
 		c.noSpace = true
 	}
-	if n > 0 {
-		if !c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) {
-			c.chronoStartT(chronoBusy) // the write queue was empty (tcp_add_write_queue_tail)
-		}
-		c.snd = append(c.snd, data[:n]...)
-		r.Ret += n
-	}
+	r.Ret += n
 	// tcp_push at the end of the call, or before it waits for room:
 	// the data gets a PSH mark unless MSG_MORE says more is coming,
 	// and that push holds a partial segment (TCP_NAGLE_CORK).
 	done := r.Ret == len(r.Call.Data)
 	if !done || !r.Call.More {
 		c.pushEnd = c.sndBase.Add(len(c.snd))
+		c.pushedSeq = c.pushEnd // tcp_mark_push
 	}
 	if n > 0 {
 		// Before it waits for room, tcp_sendmsg pushes with

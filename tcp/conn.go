@@ -122,7 +122,11 @@ type conn struct {
 	// sk_write_space, sk_state_change): what an edge-triggered epoll
 	// reports.
 	wakeups uint64
-	noSpace bool // SOCK_NOSPACE: a write found the send buffer full
+	noSpace bool     // SOCK_NOSPACE: a write found the send buffer full
+	skbs    []skbRec // the send queue's skbs, with the skb_overhead setting
+	pushOne bool     // xmit sends one packet at most (tcp_push_one)
+	// pushedSeq is tp->pushed_seq: where the last push mark went.
+	pushedSeq wire.Seq
 	// chrono is tcp_chrono: what the sender is limited by now (busy
 	// sending, the peer's window, the send buffer) since when, and the
 	// time spent in each (tcpi_busy_time, _rwnd_limited, _sndbuf_limited).

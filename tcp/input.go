@@ -440,7 +440,8 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 			}
 			// tcp_check_space: a writer that found the buffer full is
 			// woken once it is writeable again (sk_stream_write_space).
-			if c.noSpace && c.sndBufSize()-len(c.snd) >= len(c.snd)/2 {
+			c.skbAcked(ack)
+			if q := c.sndQueued(); c.noSpace && c.sndBufSize()-q >= q/2 {
 				c.noSpace = false
 				c.wakeups++
 				c.chronoStopT(chronoSndbuf)

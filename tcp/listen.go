@@ -145,6 +145,7 @@ func (l *conn) newChild(t tuple, irs, iss wire.Seq, syn *wire.Segment) *conn {
 	c.iss = iss
 	c.sndUna, c.sndNxt, c.sndMax = iss, iss, iss
 	c.sndBase = iss.Add(1)
+	c.pushedSeq = c.sndBase
 	c.hash()
 	h.bindPort(c, l.lport, false)
 	return c

@@ -264,6 +264,7 @@ func (c *conn) xmit() {
 		if tsoN >= 2 {
 			tso.Flags |= wire.PSH // as this kernel sends every TSO packet of several segments
 		}
+		c.skbSplit(tso.Seq.Add(len(tso.Payload))) // tso_fragment: the packet ends its skb
 		c.emit(*tso)
 		for range tsoN - 1 {
 			c.h.count(OutSegs) // the packet's other segments
@@ -304,7 +305,7 @@ func (c *conn) xmit() {
 		}
 		if c.sndNxt.LessThan(dataEnd) {
 			off := int(c.sndNxt.Diff(c.sndBase))
-			n := min(c.mss, len(c.snd)-off)
+			n := min(c.mss, len(c.snd)-off, c.skbRoom(c.sndNxt))
 			wndLeft := int(c.sndUna.Add(int(c.sndWnd)).Diff(c.sndNxt))
 			can := min(n, wndLeft, c.cwnd-inflight)
 			// tcp_snd_wnd_test after tcp_cwnd_test: the window, not the
@@ -353,16 +354,24 @@ func (c *conn) xmit() {
 			}
 			seq := c.sndNxt
 			s := c.segment(flags, seq, c.snd[off:off+can])
+			stop := false
 			switch {
 			case !c.h.prof.TSO || resend:
 				flushTSO()
+				if !resend {
+					c.skbSplit(seq.Add(can))
+				}
 				c.emit(s)
-			case tso != nil && tsoN < tsoMax && tso.End() == s.Seq:
+				stop = c.pushOne // tcp_push_one: this one packet
+			case tso != nil && tsoN < tsoMax && tso.End() == s.Seq && (!c.skbModel() || c.skbAt(s.Seq) == c.skbAt(tso.Seq)):
 				tso.Payload = append(tso.Payload, s.Payload...)
 				tso.Flags |= s.Flags & (wire.PSH | wire.FIN)
 				tso.Window, tso.Options = s.Window, s.Options
 				tsoN++
 			default:
+				if tso != nil && c.pushOne {
+					return // tcp_push_one: one packet (flushed on return)
+				}
 				flushTSO()
 				tso, tsoN, tsoMax = &s, 1, c.tsoLimit(inflight)
 			}
@@ -375,6 +384,9 @@ func (c *conn) xmit() {
 			c.afterSend(seq, end)
 			if can < c.mss {
 				c.sndSml = seq.Add(can)
+			}
+			if stop {
+				return
 			}
 			continue
 		}

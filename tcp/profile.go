@@ -85,7 +85,12 @@ type Profile struct {
 	// pfifo limit 0`). TCP sees local congestion: new data stays unsent
 	// and is tried again by the probe timer every 500 ms
 	// (TCP_RESOURCE_PROBE_INTERVAL), a retransmission likewise.
-	OutputDrop        bool
+	OutputDrop bool
+	// SkbOverhead: when above 0, the send buffer is charged as Linux
+	// charges it, with each skb's truesize (its payload plus this), and
+	// packets never span two skbs (tcp/skb.go). 832 bytes on Linux 6.18
+	// (x86_64); 0 counts payload bytes only.
+	SkbOverhead       int
 	WScale            int           // our window scale shift; -1 disables the option
 	Rmem              [3]int        // tcp_rmem: min, default, max receive buffer; max sets WScale
 	Timestamps        bool          // tcp_timestamps
@@ -290,6 +295,7 @@ var settings = []setting{
 	durSetting("tcp_delack", "delayed ACK timeout", "ms", func(p *Profile) *time.Duration { return &p.DelayedAck }, 1, 1000),
 	intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),
 	boolSetting("tso", "send new data in TSO packets, as a device with TSO offload gets them (packetdrill runs)", func(p *Profile) *bool { return &p.TSO }),
+	intSetting("skb_overhead", "truesize of an empty send skb: charge the send buffer as Linux does (0: payload bytes only)", func(p *Profile) *int { return &p.SkbOverhead }, 0, 65536),
 	boolSetting("output_drop", "the output queue drops every packet (a qdisc with limit 0): local congestion", func(p *Profile) *bool { return &p.OutputDrop }),
 	intSetting("tcp_min_tso_segs", "fewest segments in a TSO packet", func(p *Profile) *int { return &p.MinTSOSegs }, 1, 127),
 	intSetting("tcp_rcv_window", "receive window of an empty receive buffer, bytes", func(p *Profile) *int { return &p.RcvWindow }, 1, 1<<30),

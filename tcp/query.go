@@ -54,7 +54,7 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 	}
 	if !c.tw {
 		st.Readable = len(c.rcv)
-		st.Room = max(c.sndBufSize()-len(c.snd), 0)
+		st.Room = max(c.sndBufSize()-c.sndQueued(), 0)
 	}
 	if !c.tw && c.state != SynSent && c.state != SynRecv {
 		// SIOCOUTQ and SIOCOUTQNSD count from write_seq, which a queued
