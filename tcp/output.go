@@ -256,7 +256,7 @@ func (c *conn) xmit() {
 	// With TSO, consecutive new segments leave as one packet (tso), of at
 	// most tsoMax segments.
 	var tso *wire.Segment
-	tsoN, tsoMax := 0, 0
+	tsoN, tsoMax, tsoQuota := 0, 0, 0
 	flushTSO := func() {
 		if tso == nil {
 			return
@@ -264,7 +264,7 @@ func (c *conn) xmit() {
 		if tsoN >= 2 {
 			tso.Flags |= wire.PSH // as this kernel sends every TSO packet of several segments
 		}
-		c.skbSplit(tso.Seq.Add(len(tso.Payload))) // tso_fragment: the packet ends its skb
+		c.skbSend(tso.Seq, tso.Seq.Add(len(tso.Payload)), tsoQuota)
 		c.emit(*tso)
 		for range tsoN - 1 {
 			c.h.count(OutSegs) // the packet's other segments
@@ -305,7 +305,7 @@ func (c *conn) xmit() {
 		}
 		if c.sndNxt.LessThan(dataEnd) {
 			off := int(c.sndNxt.Diff(c.sndBase))
-			n := min(c.mss, len(c.snd)-off, c.skbRoom(c.sndNxt))
+			n := min(c.mss, len(c.snd)-off)
 			wndLeft := int(c.sndUna.Add(int(c.sndWnd)).Diff(c.sndNxt))
 			can := min(n, wndLeft, c.cwnd-inflight)
 			// tcp_snd_wnd_test after tcp_cwnd_test: the window, not the
@@ -359,11 +359,11 @@ func (c *conn) xmit() {
 			case !c.h.prof.TSO || resend:
 				flushTSO()
 				if !resend {
-					c.skbSplit(seq.Add(can))
+					c.skbSend(seq, seq.Add(can), c.cwndQuota(inflight))
 				}
 				c.emit(s)
 				stop = c.pushOne // tcp_push_one: this one packet
-			case tso != nil && tsoN < tsoMax && tso.End() == s.Seq && (!c.skbModel() || c.skbAt(s.Seq) == c.skbAt(tso.Seq)):
+			case tso != nil && tsoN < tsoMax && tso.End() == s.Seq:
 				tso.Payload = append(tso.Payload, s.Payload...)
 				tso.Flags |= s.Flags & (wire.PSH | wire.FIN)
 				tso.Window, tso.Options = s.Window, s.Options
@@ -373,7 +373,7 @@ func (c *conn) xmit() {
 					return // tcp_push_one: one packet (flushed on return)
 				}
 				flushTSO()
-				tso, tsoN, tsoMax = &s, 1, c.tsoLimit(inflight)
+				tso, tsoN, tsoMax, tsoQuota = &s, 1, c.tsoLimit(inflight), c.cwndQuota(inflight)
 			}
 			sent = true
 			end := seq.Add(can)
@@ -908,6 +908,14 @@ func (c *conn) cubicSsthresh() int {
 	return max(c.cwnd/mss*717/1024, 2) * mss
 }
 
+// cwndQuota is tcp_cwnd_test: how many segments the congestion window
+// lets one packet take, half the window at most.
+func (c *conn) cwndQuota(inflight int) int {
+	mss := max(c.mss, 1)
+	cwndSegs := c.cwnd / mss
+	return min(max(cwndSegs/2, 1), cwndSegs-inflight/mss)
+}
+
 // tsoLimit is how many segments the next TSO packet may hold
 // (tcp_tso_autosize and tcp_cwnd_test): about a millisecond of the pacing
 // rate (ss_ratio 200% of cwnd per RTT in slow start, ca_ratio 120% after),
@@ -916,7 +924,7 @@ func (c *conn) cubicSsthresh() int {
 func (c *conn) tsoLimit(inflight int) int {
 	mss := max(c.mss, 1)
 	cwndSegs := c.cwnd / mss
-	quota := min(max(cwndSegs/2, 1), cwndSegs-inflight/mss)
+	quota := c.cwndQuota(inflight)
 	segs := 65536 / mss
 	if c.srtt > 0 {
 		ratio := 120.0

@@ -7,12 +7,13 @@ import "github.com/tcplab/tcplab/wire"
 // socket's send buffer (sk_wmem_queued) with each skb's truesize: the
 // payload copied into it plus the skb's own overhead. A write starts a new
 // skb only while the charge is below the send buffer, and fills the last
-// unsent one up to the size goal without looking; each skb that a send
-// cuts in two (tso_fragment) costs one overhead more; an skb is uncharged
-// when all of it is acknowledged (a partial ACK frees none of it, its page
-// fragments being still in use). A writer that found the buffer full is
-// woken when a third of it is free again (sk_stream_write_space). A packet
-// never spans two skbs.
+// unsent one up to the size goal without looking. A packet may take data
+// from the skbs after its own, up to the congestion window's quota
+// (tcp_grow_skb, Linux 6.10 and later; an skb emptied so is freed), and
+// is cut from its skb where it ends (tso_fragment: one overhead more). An
+// ACK uncharges the bytes it covers (tcp_trim_head) and the overhead of
+// each skb it covers entirely. A writer that found the buffer full is
+// woken when a third of it is free again (sk_stream_write_space).
 
 // skbRec is one skb of the send queue: [start, end), charged with size
 // payload bytes plus the overhead.
@@ -120,25 +121,38 @@ func (c *conn) skbAt(seq wire.Seq) int {
 	return -1
 }
 
-// skbRoom is how many bytes from seq a packet may take without crossing
-// into the next skb (no limit without the model).
-func (c *conn) skbRoom(seq wire.Seq) int {
-	if !c.skbModel() {
-		return 1 << 30
-	}
-	if i := c.skbAt(seq); i >= 0 {
-		return int(c.skbs[i].end.Diff(seq))
-	}
-	return 1 << 30
-}
-
-// skbSplit cuts the skb holding at in two there, as tso_fragment does
-// when a packet ends inside it: the second part takes its payload's
-// charge and costs one overhead more.
-func (c *conn) skbSplit(at wire.Seq) {
+// skbSend does to the skbs what tcp_write_xmit does when it sends the
+// new data [from, to) as one packet: the skb at from grows with data of
+// the ones after it, up to the congestion window's quota of segments
+// (tcp_grow_skb; an skb emptied so is freed), and is cut where the
+// packet ends (tso_fragment; the second part costs one overhead more).
+func (c *conn) skbSend(from, to wire.Seq, quotaSegs int) {
 	if !c.skbModel() {
 		return
 	}
+	i := c.skbAt(from)
+	if i < 0 {
+		return
+	}
+	grow := from.Add(max(quotaSegs, 1) * max(c.mss, 1))
+	if grow.LessThan(to) {
+		grow = to
+	}
+	for c.skbs[i].end.LessThan(grow) && i+1 < len(c.skbs) && c.skbs[i+1].start == c.skbs[i].end {
+		next := &c.skbs[i+1]
+		m := min(int(grow.Diff(c.skbs[i].end)), int(next.end.Diff(next.start)))
+		c.skbs[i].end, c.skbs[i].size = c.skbs[i].end.Add(m), c.skbs[i].size+m
+		next.start, next.size = next.start.Add(m), max(next.size-m, 0)
+		if next.start == next.end {
+			c.skbs = append(c.skbs[:i+1], c.skbs[i+2:]...)
+		}
+	}
+	c.skbSplit(to)
+}
+
+// skbSplit cuts the skb holding at in two there: the second part takes
+// its payload's charge and costs one overhead more.
+func (c *conn) skbSplit(at wire.Seq) {
 	i := c.skbAt(at)
 	if i < 0 || at == c.skbs[i].start {
 		return
@@ -151,7 +165,8 @@ func (c *conn) skbSplit(at wire.Seq) {
 	c.skbs[i+1] = skbRec{start: at, end: s.end, size: nlen}
 }
 
-// skbAcked frees the skbs that ack covers entirely.
+// skbAcked frees the skbs that ack covers entirely, and trims the one it
+// covers in part: tcp_trim_head uncharges the bytes it drops.
 func (c *conn) skbAcked(ack wire.Seq) {
 	i := 0
 	for i < len(c.skbs) && !ack.LessThan(c.skbs[i].end) {
@@ -159,5 +174,10 @@ func (c *conn) skbAcked(ack wire.Seq) {
 	}
 	if i > 0 {
 		c.skbs = append(c.skbs[:0], c.skbs[i:]...)
+	}
+	if len(c.skbs) > 0 && c.skbs[0].start.LessThan(ack) {
+		t := &c.skbs[0]
+		t.size = max(t.size-int(ack.Diff(t.start)), 0)
+		t.start = ack
 	}
 }

@@ -41,7 +41,13 @@ func TestSkbCharge(t *testing.T) {
 	if q := c.sndQueued(); len(c.skbs) != 2 || q != n-1000+2*832 {
 		t.Fatalf("after the first skb's ACK: charge %d, skbs %d", q, len(c.skbs))
 	}
-	if c.skbRoom(start.Add(1500)) != goal-1500 {
-		t.Errorf("room in the second skb %d, want %d", c.skbRoom(start.Add(1500)), goal-1500)
+	// A packet grows its skb with the next one's data up to the
+	// congestion window's quota (tcp_grow_skb), then is cut from it.
+	c.skbs = []skbRec{{start: start, end: start.Add(1000), size: 1000}, {start: start.Add(1000), end: start.Add(1500), size: 500}, {start: start.Add(1500), end: start.Add(20000), size: 18500}}
+	mss := c.mss
+	c.skbSend(start, start.Add(3*mss), 5)
+	want := []skbRec{{start, start.Add(3 * mss), 3 * mss}, {start.Add(3 * mss), start.Add(5 * mss), 2 * mss}, {start.Add(5 * mss), start.Add(20000), 20000 - 5*mss}}
+	if len(c.skbs) != 3 || c.skbs[0] != want[0] || c.skbs[1] != want[1] || c.skbs[2] != want[2] {
+		t.Errorf("after a grown packet: %+v, want %+v", c.skbs, want)
 	}
 }
