@@ -391,7 +391,10 @@ func (c *conn) xmit() {
 			continue
 		}
 		flushTSO()
-		if c.finQueued && c.sndNxt == dataEnd && (!c.finSent || !c.sndNxt.GreaterThan(c.finSeq)) {
+		// A new FIN needs room in the congestion window like data: Linux
+		// 6.18's tcp_cwnd_test has no exception for it (older kernels
+		// let a lone FIN past a full window).
+		if c.finQueued && c.sndNxt == dataEnd && (c.finSent && !c.sndNxt.GreaterThan(c.finSeq) || !c.finSent && c.cwnd > inflight) {
 			seq := c.sndNxt
 			c.emit(c.segment(wire.FIN|wire.ACK, seq, nil))
 			c.finSent, c.finSeq = true, seq
