@@ -124,14 +124,16 @@ func (r *player) shellCommand(cmd, dir string, depth int) (bool, string) {
 		}
 		t, ok := r.b.(toolRunner)
 		if !ok && args[0] == "ethtool" {
-			// The engine's TSO packets stand for the TUN device's
-			// offload: switched as the script switches it.
+			// The engine's TSO packets reach the TUN device whole
+			// only while it has the offload.
 			if on, ok := engineTSO(args); ok {
-				v := "0"
+				// Linux builds TSO packets all the same; without the
+				// device's offload, software GSO cuts them up.
+				v := "1"
 				if on {
-					v = "1"
+					v = "0"
 				}
-				if err := r.b.Set(LocalHost, "tso", v); err == nil {
+				if err := r.b.Set(LocalHost, "gso_split", v); err == nil {
 					return true, ""
 				}
 			}

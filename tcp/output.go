@@ -265,7 +265,23 @@ func (c *conn) xmit() {
 			tso.Flags |= wire.PSH // as this kernel sends every TSO packet of several segments
 		}
 		c.skbSend(tso.Seq, tso.Seq.Add(len(tso.Payload)), tsoQuota)
-		c.emit(*tso)
+		if c.h.prof.GSOSplit && tsoN >= 2 {
+			// The device takes no TSO packets: software GSO cuts this
+			// one into segments, PSH and FIN on the last only
+			// (tcp_gso_segment).
+			mss := max(c.mss, 1)
+			for off := 0; off < len(tso.Payload); off += mss {
+				seg := *tso
+				end := min(off+mss, len(tso.Payload))
+				seg.Seq, seg.Payload = tso.Seq.Add(off), tso.Payload[off:end:end]
+				if end < len(tso.Payload) {
+					seg.Flags &^= wire.PSH | wire.FIN
+				}
+				c.emit(seg)
+			}
+		} else {
+			c.emit(*tso)
+		}
 		for range tsoN - 1 {
 			c.h.count(OutSegs) // the packet's other segments
 		}

@@ -86,6 +86,10 @@ type Profile struct {
 	// and is tried again by the probe timer every 500 ms
 	// (TCP_RESOURCE_PROBE_INTERVAL), a retransmission likewise.
 	OutputDrop bool
+	// GSOSplit: the device takes no TSO packets (ethtool -K tun0 tso off):
+	// with TSO, each packet leaves cut into segments by software GSO,
+	// PSH and FIN on its last segment only.
+	GSOSplit bool
 	// SkbOverhead: when above 0, the send buffer is charged as Linux
 	// charges it, with each skb's truesize (its payload plus this), and
 	// packets never span two skbs (tcp/skb.go). 832 bytes on Linux 6.18
@@ -296,6 +300,7 @@ var settings = []setting{
 	intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),
 	boolSetting("tso", "send new data in TSO packets, as a device with TSO offload gets them (packetdrill runs)", func(p *Profile) *bool { return &p.TSO }),
 	intSetting("skb_overhead", "truesize of an empty send skb: charge the send buffer as Linux does (0: payload bytes only)", func(p *Profile) *int { return &p.SkbOverhead }, 0, 65536),
+	boolSetting("gso_split", "the device takes no TSO packets: software GSO cuts each into segments, PSH on the last", func(p *Profile) *bool { return &p.GSOSplit }),
 	boolSetting("output_drop", "the output queue drops every packet (a qdisc with limit 0): local congestion", func(p *Profile) *bool { return &p.OutputDrop }),
 	intSetting("tcp_min_tso_segs", "fewest segments in a TSO packet", func(p *Profile) *int { return &p.MinTSOSegs }, 1, 127),
 	intSetting("tcp_rcv_window", "receive window of an empty receive buffer, bytes", func(p *Profile) *int { return &p.RcvWindow }, 1, 1<<30),
