@@ -29,6 +29,7 @@ func TestEngineScripts(t *testing.T) {
 		{"cork.pkt", Pass, ""},
 		{"congestion.pkt", Pass, ""},
 		{"tso.pkt", Pass, ""},
+		{"idle-restart.pkt", Pass, ""},
 		{"gso-off.pkt", Pass, ""},
 		{"fin-cwnd.pkt", Pass, ""},
 		{"sndbuf.pkt", Pass, ""},

@@ -601,6 +601,9 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 	if len(data) > 0 && !c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) && (!c.skbModel() || c.sndQueued() < c.sndBufSize()) {
 		c.chronoStartT(chronoBusy) // the write queue was empty (tcp_add_write_queue_tail)
 	}
+	if len(data) > 0 {
+		c.slowStartAfterIdleCheck()
+	}
 	var n int
 	if c.skbModel() {
 		n = c.skbWrite(data)

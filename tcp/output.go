@@ -927,6 +927,32 @@ func (c *conn) cubicSsthresh() int {
 	return max(c.cwnd/mss*717/1024, 2) * mss
 }
 
+// slowStartAfterIdleCheck is tcp_slow_start_after_idle_check as a write
+// queues data: after more than an RTO without sending, with nothing in
+// flight, the congestion window restarts (tcp_cwnd_restart): halved once
+// per further RTO of idleness, down to the initial window at least (or
+// the current one, if smaller), ssthresh kept at 3/4 of the old window.
+func (c *conn) slowStartAfterIdleCheck() {
+	h := c.h
+	if !h.prof.SlowStartAfterIdle || !c.dataSent || c.sndMax != c.sndUna || c.state != Established && c.state != CloseWait {
+		return
+	}
+	delta := h.now - c.lastDataSent
+	if delta <= c.rto {
+		return
+	}
+	mss := max(c.mss, 1)
+	cwnd := c.cwnd / mss
+	restart := min(h.prof.InitialCwnd, cwnd)
+	if !c.inRecovery && !c.inLoss {
+		c.ssthresh = max(c.ssthresh, (cwnd>>1+cwnd>>2)*mss) // tcp_current_ssthresh
+	}
+	for delta -= c.rto; delta > 0 && cwnd > restart; delta -= c.rto {
+		cwnd >>= 1
+	}
+	c.cwnd = max(cwnd, restart) * mss
+}
+
 // cwndQuota is tcp_cwnd_test: how many segments the congestion window
 // lets one packet take, half the window at most.
 func (c *conn) cwndQuota(inflight int) int {

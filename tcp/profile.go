@@ -73,6 +73,10 @@ type Profile struct {
 	RcvWindow   int // receive window of an empty receive buffer
 	SndBuf      int // bytes a socket may hold unacknowledged or unsent
 	InitialCwnd int // segments
+	// SlowStartAfterIdle: tcp_slow_start_after_idle, a sender idle for
+	// more than an RTO with nothing in flight restarts from the initial
+	// window (tcp_cwnd_restart).
+	SlowStartAfterIdle bool
 	// TSO: send new data as a device with TSO offload gets it, several
 	// segments in one packet sized as tcp_tso_autosize sizes them (by
 	// the pacing rate, at least MinTSOSegs, half the window at most), a
@@ -117,46 +121,47 @@ type Profile struct {
 // that timeline.
 func Linux() Profile {
 	return Profile{
-		Name:              "linux",
-		Description:       "Linux defaults (tcp_syn_linear_timeouts=0): SYN retries 6, SYN-ACK retries 5, TIME_WAIT 60 s, RFC 6528 ISNs",
-		InitialRTO:        time.Second,
-		MinRTO:            200 * time.Millisecond,
-		MaxRTO:            120 * time.Second,
-		Jiffy:             4 * time.Millisecond, // CONFIG_HZ=250, as Debian and Ubuntu build it
-		SynRetries:        6,
-		SynLinearTimeouts: 0,
-		SynAckRetries:     5,
-		SynAckInitialRTO:  time.Second,
-		Retries2:          15,
-		OrphanRetries:     0,
-		LossProbes:        true,
-		TimeWait:          60 * time.Second,
-		FinTimeout:        60 * time.Second,
-		FinWait2InPassing: true,
-		DelayedAck:        40 * time.Millisecond,
-		MaxDelAck:         200 * time.Millisecond,
-		QuickAcks:         16,
-		KeepaliveTime:     7200 * time.Second,
-		KeepaliveIntvl:    75 * time.Second,
-		KeepaliveProbes:   9,
-		Somaxconn:         4096,
-		MaxSynBacklog:     2048,
-		Syncookies:        1,
-		MSS:               1460,
-		RcvWindow:         64240,
-		SndBuf:            65536,
-		InitialCwnd:       10,
-		MinTSOSegs:        2,
-		WScale:            7,
-		Rmem:              [3]int{4096, 131072, 6291456},
-		Timestamps:        true,
-		SACK:              true,
-		TwReuse:           2,
-		InvalidRateLimit:  500 * time.Millisecond,
-		ISN:               ISNKeyed,
-		EphemeralLow:      32768,
-		EphemeralHigh:     60999,
-		TTL:               64,
+		Name:               "linux",
+		Description:        "Linux defaults (tcp_syn_linear_timeouts=0): SYN retries 6, SYN-ACK retries 5, TIME_WAIT 60 s, RFC 6528 ISNs",
+		InitialRTO:         time.Second,
+		MinRTO:             200 * time.Millisecond,
+		MaxRTO:             120 * time.Second,
+		Jiffy:              4 * time.Millisecond, // CONFIG_HZ=250, as Debian and Ubuntu build it
+		SynRetries:         6,
+		SynLinearTimeouts:  0,
+		SynAckRetries:      5,
+		SynAckInitialRTO:   time.Second,
+		Retries2:           15,
+		OrphanRetries:      0,
+		LossProbes:         true,
+		TimeWait:           60 * time.Second,
+		FinTimeout:         60 * time.Second,
+		FinWait2InPassing:  true,
+		DelayedAck:         40 * time.Millisecond,
+		MaxDelAck:          200 * time.Millisecond,
+		QuickAcks:          16,
+		KeepaliveTime:      7200 * time.Second,
+		KeepaliveIntvl:     75 * time.Second,
+		KeepaliveProbes:    9,
+		Somaxconn:          4096,
+		MaxSynBacklog:      2048,
+		Syncookies:         1,
+		MSS:                1460,
+		RcvWindow:          64240,
+		SndBuf:             65536,
+		InitialCwnd:        10,
+		SlowStartAfterIdle: true,
+		MinTSOSegs:         2,
+		WScale:             7,
+		Rmem:               [3]int{4096, 131072, 6291456},
+		Timestamps:         true,
+		SACK:               true,
+		TwReuse:            2,
+		InvalidRateLimit:   500 * time.Millisecond,
+		ISN:                ISNKeyed,
+		EphemeralLow:       32768,
+		EphemeralHigh:      60999,
+		TTL:                64,
 	}
 }
 
@@ -300,6 +305,7 @@ var settings = []setting{
 	intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),
 	boolSetting("tso", "send new data in TSO packets, as a device with TSO offload gets them (packetdrill runs)", func(p *Profile) *bool { return &p.TSO }),
 	intSetting("skb_overhead", "truesize of an empty send skb: charge the send buffer as Linux does (0: payload bytes only)", func(p *Profile) *int { return &p.SkbOverhead }, 0, 65536),
+	boolSetting("tcp_slow_start_after_idle", "restart from the initial congestion window after an idle RTO", func(p *Profile) *bool { return &p.SlowStartAfterIdle }),
 	boolSetting("gso_split", "the device takes no TSO packets: software GSO cuts each into segments, PSH on the last", func(p *Profile) *bool { return &p.GSOSplit }),
 	boolSetting("output_drop", "the output queue drops every packet (a qdisc with limit 0): local congestion", func(p *Profile) *bool { return &p.OutputDrop }),
 	intSetting("tcp_min_tso_segs", "fewest segments in a TSO packet", func(p *Profile) *int { return &p.MinTSOSegs }, 1, 127),
