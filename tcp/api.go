@@ -501,7 +501,7 @@ func (c *conn) disconnectReset() {
 	c.maxPacketsOut, c.cwndUsageSeq, c.pktsAcked, c.inLoss = 0, 0, 0, false
 	c.pushEnd, c.sndSml, c.hasProbesStamp, c.probesStamp = 0, 0, false, 0
 	c.tlpOut, c.probing, c.persist = false, false, false
-	c.chrono, c.chronoStat, c.noSpace, c.skbs = chronoNone, [4]time.Duration{}, false, nil
+	c.chrono, c.chronoStat, c.noSpace, c.skbs, c.skbSize = chronoNone, [4]time.Duration{}, false, nil, 0
 }
 
 func (h *Host) doRead(c *conn, r *Result) {
@@ -592,9 +592,10 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 		}
 		return true
 	}
-	if r.Pending && c.noSpace && c.skbModel() {
-		// sk_stream_wait_memory: the writer sleeps until the buffer is
-		// a third free (sk_stream_write_space clears SOCK_NOSPACE).
+	if r.Pending && c.skbModel() && c.wakeups == c.sleepWakeups {
+		// sk_stream_wait_memory: the writer sleeps until the socket is
+		// woken (by sk_stream_write_space once a third of the buffer
+		// is free, or by data or a state change), then looks again.
 		return false
 	}
 	data := r.Call.Data[r.Ret:]
@@ -613,6 +614,7 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 	}
 	if n < len(data) {
 		c.noSpace = true
+		c.sleepWakeups = c.wakeups
 	}
 	r.Ret += n
 	// tcp_push at the end of the call, or before it waits for room:
@@ -837,6 +839,7 @@ func (h *Host) doSetOption(c *conn, r *Result) {
 			v = min(o.N, wmemMax)
 		}
 		c.sndBuf = max(2*v, sockMinSndBuf)
+		c.writeSpace()   // sock_setsockopt calls sk_write_space
 		c.checkPending() // a larger buffer may let a blocked write go on
 	case OptMaxSeg:
 		// do_tcp_setsockopt: 0 or TCP_MIN_MSS..MAX_TCP_WINDOW.

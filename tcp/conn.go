@@ -125,6 +125,11 @@ type conn struct {
 	noSpace bool     // SOCK_NOSPACE: a write found the send buffer full
 	skbs    []skbRec // the send queue's skbs, with the skb_overhead setting
 	pushOne bool     // xmit sends one packet at most (tcp_push_one)
+	skbSize int      // the skbs' payload charge
+	// sleepWakeups is wakeups when a write went to sleep for buffer
+	// space: a wake-up of the socket since lets it look again
+	// (sk_stream_wait_memory).
+	sleepWakeups uint64
 	// pushedSeq is tp->pushed_seq: where the last push mark went.
 	pushedSeq wire.Seq
 	// chrono is tcp_chrono: what the sender is limited by now (busy
@@ -302,7 +307,7 @@ func (c *conn) finish(kind CauseKind, text string) {
 	c.rcvShut, c.sndShut = true, true
 	c.tw = false
 	c.stopTimers()
-	c.snd, c.ooo, c.sent = nil, nil, nil
+	c.snd, c.ooo, c.sent, c.skbs, c.skbSize = nil, nil, nil, nil, 0
 	c.finQueued = false
 	c.unhash()
 	if c.parent != nil {
@@ -443,7 +448,7 @@ func (c *conn) becomeRemnant(d time.Duration) {
 	c.hasLastOOWAck = false // a timewait socket has its own rate limit
 	c.stopTimers()
 	c.closeAt = c.h.now + d
-	c.snd, c.ooo, c.sent = nil, nil, nil
+	c.snd, c.ooo, c.sent, c.skbs, c.skbSize = nil, nil, nil, nil, 0
 	c.ackPending = false
 	c.rcvShut, c.sndShut = true, true
 	if c.parent != nil {

@@ -441,11 +441,7 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 			// tcp_check_space: a writer that found the buffer full is
 			// woken once it is writeable again (sk_stream_write_space).
 			c.skbAcked(ack)
-			if q := c.sndQueued(); c.noSpace && c.sndBufSize()-q >= q/2 {
-				c.noSpace = false
-				c.wakeups++
-				c.chronoStopT(chronoSndbuf)
-			}
+			c.writeSpace()
 			c.sndBase = c.sndBase.Add(n)
 		}
 	}

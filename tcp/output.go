@@ -256,7 +256,7 @@ func (c *conn) xmit() {
 	// With TSO, consecutive new segments leave as one packet (tso), of at
 	// most tsoMax segments.
 	var tso *wire.Segment
-	tsoN, tsoMax, tsoQuota := 0, 0, 0
+	tsoN, tsoMax := 0, 0
 	flushTSO := func() {
 		if tso == nil {
 			return
@@ -264,7 +264,7 @@ func (c *conn) xmit() {
 		if tsoN >= 2 {
 			tso.Flags |= wire.PSH // as this kernel sends every TSO packet of several segments
 		}
-		c.skbSend(tso.Seq, tso.Seq.Add(len(tso.Payload)), tsoQuota)
+		c.skbSend(tso.Seq, tso.Seq.Add(len(tso.Payload)), tsoMax)
 		if c.h.prof.GSOSplit && tsoN >= 2 {
 			// The device takes no TSO packets: software GSO cuts this
 			// one into segments, PSH and FIN on the last only
@@ -375,7 +375,7 @@ func (c *conn) xmit() {
 			case !c.h.prof.TSO || resend:
 				flushTSO()
 				if !resend {
-					c.skbSend(seq, seq.Add(can), c.cwndQuota(inflight))
+					c.skbSend(seq, seq.Add(can), 1)
 				}
 				c.emit(s)
 				stop = c.pushOne // tcp_push_one: this one packet
@@ -389,7 +389,7 @@ func (c *conn) xmit() {
 					return // tcp_push_one: one packet (flushed on return)
 				}
 				flushTSO()
-				tso, tsoN, tsoMax, tsoQuota = &s, 1, c.tsoLimit(inflight), c.cwndQuota(inflight)
+				tso, tsoN, tsoMax = &s, 1, c.tsoLimit(inflight)
 			}
 			sent = true
 			end := seq.Add(can)
@@ -624,7 +624,7 @@ func (c *conn) onRetransmitTimer() {
 	c.totalRTO++
 	c.rtxAt, c.probing, c.tlpOut = never, false, false
 	c.retransmitHead(true)
-	if p.OutputDrop && c.state != Closed {
+	if p.OutputDrop && c.state != Closed && (c.sndWnd != 0 || c.state == SynSent || c.state == SynRecv) {
 		// The retransmission failed for local congestion: try again in
 		// TCP_RESOURCE_PROBE_INTERVAL, without backing off.
 		c.persist, c.rtxAt = false, h.now+resourceProbeInterval
@@ -742,7 +742,11 @@ func (c *conn) onProbeTimer() {
 		return
 	}
 	if c.probesOut >= maxProbes {
-		c.writeErr(CauseTimer, "zero-window probes unanswered")
+		if windowOpen {
+			c.writeErr(CauseTimer, "data held by local congestion (the output queue drops): probes exhausted")
+		} else {
+			c.writeErr(CauseTimer, "zero-window probes unanswered")
+		}
 		return
 	}
 	if windowOpen {
@@ -764,10 +768,16 @@ func (c *conn) onProbeTimer() {
 		h.note(c, "probe %d: the output queue dropped the unsent data (local congestion); again in %v", c.probesOut, c.rtxAt-h.now)
 		return
 	}
-	c.emit(c.segment(wire.ACK, c.sndUna.Add(-1), nil))
+	sent := c.emit(c.segment(wire.ACK, c.sndUna.Add(-1), nil))
 	c.probesOut++
-	c.backoff++
 	c.persist = true
+	if !sent && h.prof.OutputDrop {
+		// Dropped on the way out (local congestion): again in
+		// TCP_RESOURCE_PROBE_INTERVAL, without backing off.
+		c.rtxAt = h.now + c.clampProbeToUserTimeout(resourceProbeInterval)
+		return
+	}
+	c.backoff++
 	c.rtxAt = h.now + c.clampProbeToUserTimeout(c.probeWhen())
 }
 

@@ -240,6 +240,15 @@ func propProfile(s propSrc) Profile {
 	if s.intn(10) == 0 {
 		p.Retries2 = 3
 	}
+	if s.intn(4) == 0 {
+		// packetdrill's device: TSO packets, the send buffer charged
+		// skb by skb, software GSO.
+		p.TSO = true
+		if s.intn(2) == 0 {
+			p.SkbOverhead = 832
+		}
+		p.GSOSplit = s.intn(3) == 0
+	}
 	if s.intn(10) == 0 {
 		p.SynRetries, p.SynAckRetries = 1, 1
 	}

@@ -14,7 +14,7 @@ type Status struct {
 	SndShut  bool  // SEND_SHUTDOWN
 	Unacked  int   // bytes written and not yet acknowledged (SIOCOUTQ)
 	Unsent   int   // bytes written and not yet sent (SIOCOUTQNSD)
-	Room     int   // bytes a write could copy now
+	Room     int   // the send buffer left: SO_SNDBUF less what the queue is charged (poll writes when a third is free)
 	SndBuf   int   // SO_SNDBUF
 	Err      Errno // sk_err, the error the next call reports (SO_ERROR)
 	MSS      int   // TCP_MAXSEG: the sending MSS (the limit set, on a socket not yet connected)

@@ -34,11 +34,17 @@ func (c *conn) sndQueued() int {
 	if !c.skbModel() {
 		return len(c.snd)
 	}
-	n := 0
-	for _, s := range c.skbs {
-		n += s.size + c.h.prof.SkbOverhead
+	return c.skbSize + len(c.skbs)*c.h.prof.SkbOverhead
+}
+
+// writeSpace is tcp_check_space with sk_stream_write_space: a writer that
+// found the buffer full is woken once a third of it is free again.
+func (c *conn) writeSpace() {
+	if q := c.sndQueued(); c.noSpace && c.sndBufSize()-q >= q/2 && q < c.sndBufSize() {
+		c.noSpace = false
+		c.wakeups++
+		c.chronoStopT(chronoSndbuf)
 	}
-	return n
 }
 
 // sizeGoal is tcp_xmit_size_goal: how much one skb takes from writes.
@@ -79,7 +85,7 @@ func (c *conn) skbWrite(data []byte) int {
 		writeSeq := c.sndBase.Add(len(c.snd))
 		k := len(c.skbs)
 		var t *skbRec
-		if k > 0 && !c.skbs[k-1].start.LessThan(c.sndNxt) && c.skbs[k-1].end == writeSeq &&
+		if k > 0 && !c.skbs[k-1].start.LessThan(c.sndMax) && c.skbs[k-1].end == writeSeq &&
 			int(c.skbs[k-1].end.Diff(c.skbs[k-1].start)) < goal {
 			t = &c.skbs[k-1]
 		} else {
@@ -91,12 +97,13 @@ func (c *conn) skbWrite(data []byte) int {
 		}
 		m := min(goal-int(t.end.Diff(t.start)), len(data)-taken)
 		t.end, t.size = t.end.Add(m), t.size+m
+		c.skbSize += m
 		c.snd = append(c.snd, data[taken:taken+m]...)
 		taken += m
 		if taken == len(data) || int(t.end.Diff(t.start)) < goal {
 			continue // the write ends here: tcp_push marks and sends it
 		}
-		head := t.start == c.sndNxt
+		head := t.start == c.sndMax // tcp_send_head: the first skb never sent
 		c.pushNow = true
 		if end := t.end; int(end.Diff(c.pushedSeq)) > int(c.maxWnd/2) {
 			c.pushEnd, c.pushedSeq = end, end // tcp_mark_push
@@ -122,11 +129,12 @@ func (c *conn) skbAt(seq wire.Seq) int {
 }
 
 // skbSend does to the skbs what tcp_write_xmit does when it sends the
-// new data [from, to) as one packet: the skb at from grows with data of
-// the ones after it, up to the congestion window's quota of segments
-// (tcp_grow_skb; an skb emptied so is freed), and is cut where the
-// packet ends (tso_fragment; the second part costs one overhead more).
-func (c *conn) skbSend(from, to wire.Seq, quotaSegs int) {
+// new data [from, to) as one packet of at most limitSegs segments: the
+// skb at from grows with data of the next one up to that limit
+// (tcp_grow_skb, Linux 6.10 and later; an skb emptied so is freed), and
+// is cut where the packet ends (tso_fragment; the second part costs one
+// overhead more).
+func (c *conn) skbSend(from, to wire.Seq, limitSegs int) {
 	if !c.skbModel() {
 		return
 	}
@@ -134,16 +142,18 @@ func (c *conn) skbSend(from, to wire.Seq, quotaSegs int) {
 	if i < 0 {
 		return
 	}
-	grow := from.Add(max(quotaSegs, 1) * max(c.mss, 1))
+	grow := from.Add(max(limitSegs, 1) * max(c.mss, 1))
 	if grow.LessThan(to) {
 		grow = to
 	}
-	for c.skbs[i].end.LessThan(grow) && i+1 < len(c.skbs) && c.skbs[i+1].start == c.skbs[i].end {
+	if c.skbs[i].end.LessThan(grow) && i+1 < len(c.skbs) && c.skbs[i+1].start == c.skbs[i].end {
 		next := &c.skbs[i+1]
 		m := min(int(grow.Diff(c.skbs[i].end)), int(next.end.Diff(next.start)))
-		c.skbs[i].end, c.skbs[i].size = c.skbs[i].end.Add(m), c.skbs[i].size+m
-		next.start, next.size = next.start.Add(m), max(next.size-m, 0)
+		moved := min(m, next.size)
+		c.skbs[i].end, c.skbs[i].size = c.skbs[i].end.Add(m), c.skbs[i].size+moved
+		next.start, next.size = next.start.Add(m), next.size-moved
 		if next.start == next.end {
+			c.skbSize -= next.size
 			c.skbs = append(c.skbs[:i+1], c.skbs[i+2:]...)
 		}
 	}
@@ -165,19 +175,23 @@ func (c *conn) skbSplit(at wire.Seq) {
 	c.skbs[i+1] = skbRec{start: at, end: s.end, size: nlen}
 }
 
-// skbAcked frees the skbs that ack covers entirely, and trims the one it
-// covers in part: tcp_trim_head uncharges the bytes it drops.
+// skbAcked frees the skbs that ack covers entirely, and trims a TSO
+// skb it covers in part (tcp_tso_acked: tcp_trim_head uncharges the
+// bytes it drops; an skb of one segment is left whole).
 func (c *conn) skbAcked(ack wire.Seq) {
 	i := 0
 	for i < len(c.skbs) && !ack.LessThan(c.skbs[i].end) {
+		c.skbSize -= c.skbs[i].size
 		i++
 	}
 	if i > 0 {
 		c.skbs = append(c.skbs[:0], c.skbs[i:]...)
 	}
-	if len(c.skbs) > 0 && c.skbs[0].start.LessThan(ack) {
+	if len(c.skbs) > 0 && c.skbs[0].start.LessThan(ack) && int(c.skbs[0].end.Diff(c.skbs[0].start)) > max(c.mss, 1) {
 		t := &c.skbs[0]
-		t.size = max(t.size-int(ack.Diff(t.start)), 0)
+		d := min(int(ack.Diff(t.start)), t.size)
+		t.size -= d
+		c.skbSize -= d
 		t.start = ack
 	}
 }
