@@ -214,6 +214,9 @@ func (r *player) observe(e *trace.Event) {
 	}
 }
 
+// kernel says whether the stack under test is this machine's Linux.
+func (r *player) kernel() bool { return r.b.Name() != "sim" }
+
 // stackName names the stack under test in messages.
 func (r *player) stackName() string {
 	if r.b.Name() == "sim" {
@@ -404,15 +407,18 @@ func (r *player) inbound(ev *Event, at time.Duration) *stop {
 	if p.Win < 0 {
 		return failAt(line, "error handling packet: window must be specified for inbound packets")
 	}
-	if what := ipFields(p); what != "" {
-		return unsupportedAt(line, "packets with %s are not supported by the engine", what)
+	if what := ipFields(p, r.kernel()); what != "" {
+		return unsupportedAt(line, "packets with %s are not supported by the %s", what, r.stackName())
 	}
 	seq := p.Seq + c.remoteISN
 	if p.Flags&wire.SYN != 0 {
 		c.remoteISN, seq = p.Seq, p.Seq // the remote's ISN: later numbers count from it
 	}
 	seg := wire.Segment{Src: c.remote.Addr(), Dst: c.local.Addr(), SrcPort: c.remote.Port(), DstPort: c.local.Port(),
-		Seq: wire.Seq(seq), Flags: p.Flags, Window: uint16(p.Win), TTL: 64}
+		Seq: wire.Seq(seq), Flags: p.Flags, Window: uint16(p.Win), TTL: 64, TOS: scriptTOS(p)}
+	if p.TTL > 0 {
+		seg.TTL = uint8(p.TTL)
+	}
 	if p.Flags&wire.ACK != 0 {
 		seg.Ack = wire.Seq(c.toLive(p.Ack))
 	}
@@ -466,10 +472,14 @@ func tsEcr(p *Packet) uint32 {
 	return 0
 }
 
-// ipFields says what of a packet line's IP and AccECN fields the engine
-// cannot send or check, or "".
-func ipFields(p *Packet) string {
+// ipFields says what of a packet line's IP and AccECN fields the backend
+// cannot send or check, or "". The kernel's packets carry the TOS byte
+// (ECN codepoints too) and the TTL as the script gives them; the engine
+// models neither.
+func ipFields(p *Packet, kernel bool) string {
 	switch {
+	case kernel && p.FlowLabel < 0 && p.ACE < 0:
+		return ""
 	case p.ECN != "" && p.ECN != "noecn":
 		return "ECN codepoints (" + p.ECN + ")"
 	case p.TOS >= 0:
@@ -484,13 +494,53 @@ func ipFields(p *Packet) string {
 	return ""
 }
 
+// ecnBits are the IP ECN codepoints by their script names.
+var ecnBits = map[string]uint8{"noecn": 0, "ect1": 1, "ect0": 2, "ce": 3}
+
+// scriptTOS is the TOS byte of an inbound packet line: its TOS, with its
+// ECN codepoint in the low bits.
+func scriptTOS(p *Packet) uint8 {
+	var tos uint8
+	if p.TOS >= 0 {
+		tos = uint8(p.TOS)
+	}
+	if b, ok := ecnBits[p.ECN]; ok {
+		tos = tos&^3 | b
+	}
+	return tos
+}
+
+// ipCheck is packetdrill's check of an outbound packet's TOS byte (or
+// only its ECN bits) and TTL, "" when they match.
+func ipCheck(want *Packet, live *wire.Segment) string {
+	ecn := live.TOS & 3
+	switch {
+	case want.ECN == "ect01":
+		if ecn != 1 && ecn != 2 {
+			return fmt.Sprintf("live packet field ip_ecn: expected: 0x1 or 0x2 vs actual: 0x%x", ecn)
+		}
+	case want.ECN != "":
+		if b := ecnBits[want.ECN]; b != ecn {
+			return fieldErr("ip_ecn", uint64(b), uint64(ecn))
+		}
+	case want.TOS >= 0:
+		if uint8(want.TOS) != live.TOS {
+			return fieldErr("tos", uint64(want.TOS), uint64(live.TOS))
+		}
+	}
+	if want.TTL > 0 && uint8(want.TTL) != live.TTL {
+		return fieldErr("ttl", uint64(want.TTL), uint64(live.TTL))
+	}
+	return ""
+}
+
 // outbound waits for the stack's next packet and checks it against the
 // script's.
 func (r *player) outbound(ev *Event, at, end, prev time.Duration) *stop {
 	p := ev.Packet
 	line := ev.Pos.Line
-	if what := ipFields(p); what != "" {
-		return unsupportedAt(line, "checking %s is not supported by the engine", what)
+	if what := ipFields(p, r.kernel()); what != "" {
+		return unsupportedAt(line, "checking %s is not supported by the %s", what, r.stackName())
 	}
 	limit := max(at, end) + sniffTimeout
 	if ev.Time.Kind == TimeAny {
@@ -559,7 +609,11 @@ func (r *player) outbound(ev *Event, at, end, prev time.Duration) *stop {
 			}
 		}
 	}
-	if msg := r.st.checkOutbound(c, p, &seg, payload, at); msg != "" {
+	msg := ipCheck(p, &seg)
+	if msg == "" {
+		msg = r.st.checkOutbound(c, p, &seg, payload, at)
+	}
+	if msg != "" {
 		return failAt(line, "error handling packet: %s\n  script packet: %s\n  actual packet: %s", msg, p, r.scriptView(c, &seg, payload))
 	}
 	return nil

@@ -36,6 +36,7 @@ func TestKernelScripts(t *testing.T) {
 		{"cork.pkt", pkt.Pass, ""},
 		{"congestion.pkt", pkt.Pass, ""},
 		{"tso.pkt", pkt.Pass, ""},
+		{"ip-fields.pkt", pkt.Pass, ""},
 		{"idle-restart.pkt", pkt.Pass, ""},
 		{"gso-off.pkt", pkt.Pass, ""},
 		{"fin-cwnd.pkt", pkt.Pass, ""},

@@ -44,7 +44,7 @@ func TestPktCommand(t *testing.T) {
 func TestPktCorpus(t *testing.T) {
 	md := t.TempDir() + "/table.md"
 	out, _, code := tcplab(t, "pkt", "--corpus", "../../pkt/testdata", "--markdown", md)
-	if code != 1 || !strings.Contains(out, "26 scripts; engine: 22 pass, 2 fail, 2 unsupported") ||
+	if code != 1 || !strings.Contains(out, "27 scripts; engine: 22 pass, 2 fail, 3 unsupported") ||
 		!strings.Contains(out, "wrong-ack.pkt") {
 		t.Errorf("exit %d\n%s", code, out)
 	}
