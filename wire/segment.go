@@ -173,6 +173,36 @@ func Parse(b []byte) (Segment, error) {
 	return s, nil
 }
 
+// ParseTCPHeader reads a TCP header and its options from t into s (ports,
+// numbers, flags, window, options), leaving addresses and payload alone,
+// and returns the header's length. Captures use it on packets whose
+// payload was cut by the snap length. It never panics.
+func ParseTCPHeader(t []byte, s *Segment) (int, error) {
+	if len(t) < tcpHeaderLen {
+		return 0, fmt.Errorf("%w: %d bytes of TCP, the header needs 20", ErrTruncated, len(t))
+	}
+	doff := int(t[12]>>4) * 4
+	if doff < tcpHeaderLen {
+		return 0, fmt.Errorf("%w: TCP data offset %d", ErrBadHeader, doff)
+	}
+	if doff > len(t) {
+		return 0, fmt.Errorf("%w: TCP data offset %d, have %d bytes", ErrTruncated, doff, len(t))
+	}
+	s.SrcPort = binary.BigEndian.Uint16(t[0:2])
+	s.DstPort = binary.BigEndian.Uint16(t[2:4])
+	s.Seq = Seq(binary.BigEndian.Uint32(t[4:8]))
+	s.Ack = Seq(binary.BigEndian.Uint32(t[8:12]))
+	s.Reserved = t[12] & 0x0f
+	s.Flags = Flags(t[13])
+	s.Window = binary.BigEndian.Uint16(t[14:16])
+	s.Urgent = binary.BigEndian.Uint16(t[18:20])
+	s.Options = Options{}
+	if err := parseOptions(t[tcpHeaderLen:doff], &s.Options); err != nil {
+		return 0, fmt.Errorf("%w: %v", ErrBadHeader, err)
+	}
+	return doff, nil
+}
+
 // Marshal returns the segment as an IPv4 packet with correct IP and TCP
 // checksums.
 func (s *Segment) Marshal() ([]byte, error) {

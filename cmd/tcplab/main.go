@@ -119,6 +119,6 @@ Start with the tour of the built-in library, then run one scenario.`,
 		SilenceErrors: true,
 		RunE:          func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(newList(stdout), newRun(stdout), newTour(stdout), newShow(stdout), newLab(stdout), newDiff(stdout), newSS(stdout), newStats(stdout), newDoctor(stdout), newWatch(stdout), newServe(stdout), newExporter(stdout), newPkt(stdout))
+	cmd.AddCommand(newList(stdout), newRun(stdout), newTour(stdout), newShow(stdout), newLab(stdout), newDiff(stdout), newSS(stdout), newStats(stdout), newDoctor(stdout), newWatch(stdout), newServe(stdout), newExporter(stdout), newPkt(stdout), newExplain(stdout))
 	return cmd
 }

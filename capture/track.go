@@ -1,0 +1,767 @@
+package capture
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
+)
+
+// The states an end can be in, as Linux names them.
+const (
+	Closed      = "CLOSED"
+	Listen      = "LISTEN"
+	SynSent     = "SYN_SENT"
+	SynRecv     = "SYN_RECV"
+	Established = "ESTABLISHED"
+	FinWait1    = "FIN_WAIT1"
+	FinWait2    = "FIN_WAIT2"
+	Closing     = "CLOSING"
+	TimeWait    = "TIME_WAIT"
+	CloseWait   = "CLOSE_WAIT"
+	LastAck     = "LAST_ACK"
+)
+
+// timeWaitLen is Linux's TIME_WAIT (TCP_TIMEWAIT_LEN).
+const timeWaitLen = 60 * time.Second
+
+// Change is one inferred state change of an end.
+type Change struct {
+	At       time.Time
+	Frame    int // the packet that caused it (0: a timer, or the capture's end)
+	From, To string
+	Cause    string
+	// Probably says why the capture cannot be sure ("" when it saw it).
+	Probably string
+}
+
+// End is one side of a connection, as the capture lets us infer it.
+type End struct {
+	Name    string // "client" or "server"
+	Addr    netip.AddrPort
+	State   string
+	Changes []Change
+
+	iss              wire.Seq
+	hasISS           bool
+	sndNxt           wire.Seq // after the highest sequence number it sent
+	finSeq           wire.Seq // its FIN's sequence number
+	finSent, finAckd bool
+	rcvNxt           wire.Seq // after the highest in-order number it was sent
+	hasRcv           bool
+	wscale           uint8
+	synRetrans       int
+	// The transmissions of its oldest unacknowledged segment: when it was
+	// last sent and the gap before that (a retransmission's timeout).
+	txSeq        wire.Seq
+	txAt, txPrev time.Time
+	txCount      int
+	lastSent     time.Time
+	timerFrom    time.Time // a restart of its state's timer
+	// ackNotTaken: in SYN_RECV, an ACK of its SYN-ACK was seen and not
+	// taken (it sent the SYN-ACK again); later ones may not be either:
+	// pending is the first ACK since, taken only if it shows it is
+	// established.
+	ackNotTaken bool
+	pending     *Packet
+	acked       wire.Seq // the highest ACK the peer sent it
+	hasAcked    bool
+}
+
+// Conn is one connection of the capture: a 4-tuple from a SYN (or from
+// the capture's start) to its end. A 4-tuple used again after the
+// connection closed is a new Conn.
+type Conn struct {
+	Index       int // from 1, in the order connections start
+	Client      *End
+	Server      *End
+	First, Last time.Time
+	FirstFrame  int
+	Packets     int
+	Bytes       [2]int64 // payload: client to server, server to client
+	// Notes are what the capture could not see, in the connection's
+	// order ("the capture starts mid-connection").
+	Notes  []string
+	Events []trace.Event // with Options.Events
+	// Dups counts the packets seen twice, on two interfaces of one
+	// capture (both hosts' taps): each is taken once.
+	Dups   int
+	recent [8]seen
+	ri     int
+	// dual: the capture has both ends' taps (taps: interface to end);
+	// each end's changes are taken at its own tap's copy.
+	dual   bool
+	taps   map[int]*End
+	ended  bool
+	nextID uint64
+	t0     time.Time
+}
+
+// Ends returns the client and the server.
+func (c *Conn) Ends() [2]*End { return [2]*End{c.Client, c.Server} }
+
+// String is the connection's one-line summary.
+func (c *Conn) String() string {
+	return fmt.Sprintf("#%d %v > %v", c.Index, c.Client.Addr, c.Server.Addr)
+}
+
+// Options steer a Tracker.
+type Options struct {
+	// Events keeps each connection's trace events (packets and state
+	// changes), for the views; without it only the summary is kept.
+	Events bool
+	// T0 is time zero of the events (the capture's first packet when
+	// zero).
+	T0 time.Time
+}
+
+// Tracker groups packets into connections and infers both ends' states.
+// Its memory grows with the connections still open, not with the
+// capture: a connection that ended is handed to Done.
+type Tracker struct {
+	opt       Options
+	open      map[key]*Conn
+	count     int
+	t0        time.Time
+	last      time.Time
+	nextSweep time.Time
+	// Done receives each connection once it has ended (or, at Flush, the
+	// ones still open), in the order they end.
+	Done func(*Conn)
+}
+
+type key struct{ a, b netip.AddrPort }
+
+// seen is a packet's identity, to know it again on another interface.
+type seen struct {
+	seq, ack wire.Seq
+	flags    wire.Flags
+	id       uint16
+	ts       uint32
+	len      int
+	from     netip.AddrPort
+	iface    int
+	at       time.Time
+	// The receiver's changes this packet made (Changes[from:to]), and
+	// where its events start: retimed to the receiving tap's copy.
+	rcv                *End
+	chFrom, chTo, evAt int
+}
+
+// match finds the copy of p already taken from another interface of the
+// capture (the same segment, the same IP ID and timestamp, within 2 s).
+func (c *Conn) match(p *Packet) *seen {
+	s := &p.Segment
+	from := netip.AddrPortFrom(s.Src, s.SrcPort)
+	for i := range c.recent {
+		r := &c.recent[i]
+		if r.iface != p.Iface && r.seq == s.Seq && r.ack == s.Ack && r.flags == s.Flags && r.id == s.ID &&
+			r.ts == s.Options.TSVal && r.len == p.Len && r.from == from && !r.at.IsZero() && p.Time.Sub(r.at) < 2*time.Second {
+			return r
+		}
+	}
+	return nil
+}
+
+// remember keeps p's identity, to know its copy on another interface.
+func (c *Conn) remember(p *Packet) *seen {
+	s := &p.Segment
+	r := &c.recent[c.ri%len(c.recent)]
+	*r = seen{seq: s.Seq, ack: s.Ack, flags: s.Flags, id: s.ID, ts: s.Options.TSVal, len: p.Len,
+		from: netip.AddrPortFrom(s.Src, s.SrcPort), iface: p.Iface, at: p.Time}
+	c.ri++
+	return r
+}
+
+// retime moves the receiver's changes that a packet made to the copy of
+// it seen at the receiver's own tap: that is when it took the packet.
+func (c *Conn) retime(r *seen, p *Packet) {
+	e := r.rcv
+	if e == nil || r.chTo > len(e.Changes) {
+		return
+	}
+	for i := r.chFrom; i < r.chTo; i++ {
+		if e.Changes[i].Frame != 0 && p.Time.After(e.Changes[i].At) {
+			e.Changes[i].At, e.Changes[i].Frame = p.Time, p.Frame
+		}
+	}
+	if c.Events == nil {
+		return
+	}
+	for i := r.evAt; i < len(c.Events); i++ {
+		ev := &c.Events[i]
+		if ev.Host == e.Name && (ev.Kind == trace.KindState || ev.Kind == trace.KindNote) {
+			ev.At = p.Time.Sub(c.t0)
+		}
+		if ev.Kind == trace.KindPacket && ev.Host == e.Name && ev.Packet.Dir == trace.In && ev.Packet.ID == c.nextID {
+			ev.At = p.Time.Sub(c.t0)
+		}
+	}
+}
+
+func keyOf(s *wire.Segment) key {
+	x, y := netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)
+	if y.Compare(x) < 0 {
+		x, y = y, x
+	}
+	return key{x, y}
+}
+
+// NewTracker returns a tracker that hands finished connections to done.
+func NewTracker(opt Options, done func(*Conn)) *Tracker {
+	return &Tracker{opt: opt, open: map[key]*Conn{}, Done: done, t0: opt.T0}
+}
+
+// Add takes the capture's next packet.
+func (t *Tracker) Add(p *Packet) {
+	if t.t0.IsZero() {
+		t.t0 = p.Time
+	}
+	t.last = p.Time
+	s := &p.Segment
+	k := keyOf(s)
+	c := t.open[k]
+	syn := s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0
+	if c != nil && syn && c.over() {
+		// The 4-tuple again after the connection ended: a new one. An
+		// end still in TIME_WAIT is taken over by it.
+		for _, e := range c.Ends() {
+			if e.State == TimeWait {
+				c.note(p, "the 4-tuple was reused by a new SYN while "+e.Name+" was in TIME_WAIT")
+				c.set(e, p, Closed, "TIME_WAIT ended by a new SYN on its 4-tuple", "")
+			}
+		}
+		t.finish(c)
+		c = nil
+	}
+	if c == nil {
+		c = t.start(p)
+		t.open[k] = c
+	}
+	snd := c.endFrom(s)
+	switch m := c.match(p); {
+	case m != nil:
+		// The same packet at a second tap: the receiver's.
+		m.at = time.Time{} // matched: a third copy is another packet
+		c.Dups++
+		if !c.dual {
+			// Both hosts' taps: from now on each end's changes are
+			// taken at its own tap; the receiver's changes this packet
+			// made move to this copy.
+			c.dual = true
+			c.taps = map[int]*End{m.iface: snd, p.Iface: c.otherOf(s)}
+			c.retime(m, p)
+		} else {
+			c.add(p, false, true)
+		}
+	case c.dual && c.taps[p.Iface] == snd:
+		c.remember(p)
+		c.add(p, true, false)
+	default:
+		r := c.remember(p)
+		rcv := c.otherOf(s)
+		r.rcv, r.chFrom, r.evAt = rcv, len(rcv.Changes), len(c.Events)
+		c.add(p, true, true)
+		r.chTo = len(rcv.Changes)
+	}
+	if c.ended {
+		t.finish(c)
+	}
+	t.sweep()
+}
+
+// Flush ends the capture: every connection still open is handed to
+// Done, with what happened after the last packet that Linux's timers
+// make certain enough to say (TIME_WAIT's end).
+func (t *Tracker) Flush() {
+	conns := make([]*Conn, 0, len(t.open))
+	for _, c := range t.open {
+		conns = append(conns, c)
+	}
+	sort.Slice(conns, func(i, j int) bool { return conns[i].Index < conns[j].Index })
+	for _, c := range conns {
+		c.atEnd(t.last, true)
+		t.finish(c)
+	}
+}
+
+// sweep ends, once a second of capture time, the connections whose
+// TIME_WAIT has run out, so that memory follows the connections open.
+func (t *Tracker) sweep() {
+	if t.last.Before(t.nextSweep) {
+		return
+	}
+	t.nextSweep = t.last.Add(time.Second)
+	var done []*Conn
+	for _, c := range t.open {
+		if c.over() && (c.Client.State == TimeWait || c.Server.State == TimeWait) {
+			c.atEnd(t.last, false)
+			if c.Client.State != TimeWait && c.Server.State != TimeWait {
+				done = append(done, c)
+			}
+		}
+	}
+	sort.Slice(done, func(i, j int) bool { return done[i].Index < done[j].Index })
+	for _, c := range done {
+		t.finish(c)
+	}
+}
+
+func (t *Tracker) finish(c *Conn) {
+	delete(t.open, key{c.Client.Addr, c.Server.Addr})
+	delete(t.open, key{c.Server.Addr, c.Client.Addr})
+	if t.Done != nil {
+		t.Done(c)
+	}
+}
+
+// start makes a connection of a packet: its client is the end that sent
+// the first SYN; mid-connection, the end with the higher port.
+func (t *Tracker) start(p *Packet) *Conn {
+	t.count++
+	s := &p.Segment
+	src, dst := netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)
+	c := &Conn{Index: t.count, First: p.Time, FirstFrame: p.Frame, t0: t.t0}
+	switch {
+	case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0:
+		c.Client, c.Server = &End{Addr: src}, &End{Addr: dst}
+		c.Client.State, c.Server.State = Closed, Listen
+	case s.Flags&wire.SYN != 0:
+		c.Client, c.Server = &End{Addr: dst}, &End{Addr: src}
+		c.Client.State, c.Server.State = SynSent, Listen
+		c.note(p, "the capture missed the client's SYN")
+	default:
+		if s.SrcPort < s.DstPort {
+			src, dst = dst, src
+		}
+		c.Client, c.Server = &End{Addr: src}, &End{Addr: dst}
+		c.Client.State, c.Server.State = Established, Established
+		c.note(p, "the capture starts mid-connection: both ends are taken as ESTABLISHED")
+	}
+	c.Client.Name, c.Server.Name = "client", "server"
+	if !t.opt.Events {
+		c.Events = nil
+	} else {
+		c.Events = []trace.Event{}
+	}
+	return c
+}
+
+func (c *Conn) note(p *Packet, text string) {
+	c.Notes = append(c.Notes, fmt.Sprintf("frame %d: %s", p.Frame, text))
+}
+
+// over says whether both ends are done with the connection.
+func (c *Conn) over() bool {
+	done := func(s string) bool { return s == Closed || s == TimeWait || s == Listen }
+	return done(c.Client.State) && done(c.Server.State)
+}
+
+// endFrom is the end that sent s; otherOf the end it went to.
+func (c *Conn) endFrom(s *wire.Segment) *End {
+	if c.Client.Addr == netip.AddrPortFrom(s.Src, s.SrcPort) {
+		return c.Client
+	}
+	return c.Server
+}
+
+func (c *Conn) otherOf(s *wire.Segment) *End {
+	if c.Client.Addr == netip.AddrPortFrom(s.Src, s.SrcPort) {
+		return c.Server
+	}
+	return c.Client
+}
+
+func (c *Conn) set(e *End, p *Packet, to, cause, probably string) {
+	if e.State == to {
+		return
+	}
+	ch := Change{At: p.Time, Frame: p.Frame, From: e.State, To: to, Cause: cause, Probably: probably}
+	e.Changes = append(e.Changes, ch)
+	if c.Events != nil {
+		c.Events = append(c.Events, trace.Event{At: p.Time.Sub(c.t0), Host: e.Name, Kind: trace.KindState,
+			Local: e.Addr, Remote: c.peer(e).Addr,
+			State: &trace.StateChange{From: e.State, To: to, CauseKind: causeKind(p), Cause: cause}})
+		if probably != "" {
+			c.Events = append(c.Events, trace.Event{At: p.Time.Sub(c.t0), Host: e.Name, Kind: trace.KindNote,
+				Local: e.Addr, Remote: c.peer(e).Addr, Note: "probably: " + probably})
+		}
+	}
+	e.State = to
+}
+
+// unset takes back an end's last change (the inference learned better).
+func (c *Conn) unset(e *End) {
+	last := e.Changes[len(e.Changes)-1]
+	e.Changes = e.Changes[:len(e.Changes)-1]
+	e.State = last.From
+	for i := len(c.Events) - 1; i >= 0; i-- {
+		ev := &c.Events[i]
+		if ev.Kind == trace.KindState && ev.Host == e.Name && ev.State.To == last.To {
+			c.Events = append(c.Events[:i], c.Events[i+1:]...)
+			break
+		}
+	}
+}
+
+func causeKind(p *Packet) string {
+	if p.Frame == 0 {
+		return "timer"
+	}
+	return "segment"
+}
+
+// Peer is the other end.
+func (c *Conn) Peer(e *End) *End { return c.peer(e) }
+
+func (c *Conn) peer(e *End) *End {
+	if e == c.Client {
+		return c.Server
+	}
+	return c.Client
+}
+
+// add infers what a packet did to both ends: with send, to its sender as
+// it sent it; with recv, to its receiver as it took it. A capture with
+// one tap applies both at once (where the ends are far apart, the
+// receiver's change comes later than the capture says); with both
+// hosts' taps, each at its own tap's copy, so that a packet lost on the
+// way changes only its sender.
+func (c *Conn) add(p *Packet, send, recv bool) {
+	s := &p.Segment
+	snd, rcv := c.endFrom(s), c.otherOf(s)
+	if send {
+		c.Packets++
+		if snd == c.Client {
+			c.Bytes[0] += int64(p.Len)
+		} else {
+			c.Bytes[1] += int64(p.Len)
+		}
+	}
+	c.Last = p.Time
+	if c.Events != nil {
+		at := p.Time.Sub(c.t0)
+		seg := *s
+		seg.Payload = make([]byte, p.Len)
+		if send {
+			c.nextID++
+			c.Events = append(c.Events, trace.Event{At: at, Host: snd.Name, Kind: trace.KindPacket, Local: snd.Addr, Remote: rcv.Addr,
+				Packet: &trace.Packet{ID: c.nextID, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictPass, OnWire: true}})
+		}
+		if recv {
+			id := c.nextID
+			if !send {
+				id = c.idOf(s)
+			}
+			c.Events = append(c.Events, trace.Event{At: at, Host: rcv.Name, Kind: trace.KindPacket, Local: rcv.Addr, Remote: snd.Addr,
+				Packet: &trace.Packet{ID: id, Dir: trace.In, Segment: seg, Verdict: trace.VerdictPass, OnWire: true}})
+		}
+	}
+	// Timers that ran out before this packet: the end it concerns had
+	// already gone (a RST it sends then comes from no socket).
+	if send {
+		c.expire(snd, p.Time)
+	}
+	if recv {
+		c.expire(rcv, p.Time)
+	}
+	f := s.Flags
+	end := s.Seq.Add(p.Len)
+	if f&wire.SYN != 0 {
+		end = end.Add(1)
+	}
+	if f&wire.FIN != 0 {
+		end = end.Add(1)
+	}
+	if send {
+		c.sent(p, snd, end)
+	}
+
+	switch {
+	case f&wire.RST != 0:
+		c.rst(p, snd, rcv, send, recv)
+		return
+	case f&wire.SYN != 0 && f&wire.ACK == 0:
+		if send {
+			switch snd.State {
+			case Closed, Listen:
+				snd.State = Closed // a listener sends no SYN: this end connects
+				c.set(snd, p, SynSent, "connect(), snd SYN", "")
+			}
+		}
+		if recv && rcv.State == SynSent {
+			// Simultaneous open: both sent a SYN.
+			c.set(rcv, p, SynRecv, "rcv SYN (simultaneous open), snd SYN,ACK", "")
+		}
+		return
+	case f&wire.SYN != 0:
+		// SYN-ACK.
+		if send {
+			switch snd.State {
+			case Listen, Closed, SynSent:
+				c.set(snd, p, SynRecv, "rcv SYN, snd SYN,ACK", "")
+			}
+			snd.pending = nil
+		}
+		if recv {
+			if rcv.State == SynSent && s.Ack == rcv.iss.Add(1) {
+				c.set(rcv, p, Established, "rcv SYN,ACK, snd ACK", "")
+			}
+			rcv.rcvNxt, rcv.hasRcv = s.Seq.Add(1), true
+		}
+		return
+	}
+	// An ACK, maybe with data and a FIN. First what it acknowledges.
+	if recv && f&wire.ACK != 0 {
+		c.ackOf(p, snd, rcv)
+	}
+	if send && snd.State == SynRecv && snd.pending != nil {
+		// It sends more than its SYN-ACK: the ACK was taken at last.
+		c.set(snd, snd.pending, Established, "rcv ACK of SYN", "an earlier ACK was not taken (its SYN-ACK came again); this one was, since it now sends")
+		snd.pending = nil
+	}
+	if send && snd.State == SynSent && f&wire.ACK != 0 {
+		c.set(snd, p, Established, "rcv SYN,ACK, snd ACK", "the capture missed the SYN-ACK")
+	}
+	if recv && (end.GreaterThan(rcv.rcvNxt) || !rcv.hasRcv) {
+		rcv.rcvNxt, rcv.hasRcv = end, true
+	}
+	if f&wire.FIN != 0 {
+		c.fin(p, snd, rcv, send, recv)
+	}
+}
+
+// sent keeps the sender's bookkeeping: its ISN, what it sent, and the
+// transmissions of its oldest unacknowledged segment.
+func (c *Conn) sent(p *Packet, snd *End, end wire.Seq) {
+	s := &p.Segment
+	if s.Flags&wire.SYN != 0 {
+		if snd.hasISS && snd.iss == s.Seq {
+			snd.synRetrans++
+		}
+		snd.iss, snd.hasISS = s.Seq, true
+		if s.Options.HasWScale {
+			snd.wscale = s.Options.WScale
+		}
+	}
+	if !snd.hasISS {
+		snd.iss, snd.hasISS = s.Seq, true
+	}
+	if end.GreaterThan(snd.sndNxt) || snd.sndNxt == 0 {
+		snd.sndNxt = end
+	}
+	snd.lastSent = p.Time
+	// A segment sent again after the capture saw its ACK: that ACK was
+	// seen but never taken (a full accept queue drops it, a firewall on
+	// the host may): what it was taken to do is undone.
+	if n := len(snd.Changes); n > 0 {
+		last := snd.Changes[n-1]
+		switch {
+		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK != 0 && snd.State == Established && last.Cause == "rcv ACK of SYN":
+			c.unset(snd)
+			snd.ackNotTaken = true
+			c.note(p, fmt.Sprintf("%s sent its SYN-ACK again: the ACK of frame %d never reached its socket (a full accept queue drops it)", snd.Name, last.Frame))
+		case s.Flags&wire.FIN != 0 && snd.finAckd && s.Seq.Add(p.Len) == snd.finSeq && last.Cause == "rcv ACK of FIN":
+			c.unset(snd)
+			snd.finAckd = false
+			c.note(p, fmt.Sprintf("%s sent its FIN again: the ACK of frame %d never reached its socket", snd.Name, last.Frame))
+		}
+	}
+	if end != s.Seq { // it takes sequence space: a (re)transmission
+		if snd.txCount > 0 && s.Seq == snd.txSeq {
+			snd.txPrev, snd.txAt = snd.txAt, p.Time
+			snd.txCount++
+		} else if snd.txCount == 0 || s.Seq.GreaterThan(snd.txSeq) && !snd.unacked(snd.txSeq) {
+			snd.txSeq, snd.txAt, snd.txPrev, snd.txCount = s.Seq, p.Time, time.Time{}, 1
+		}
+	}
+}
+
+// idOf is the packet ID its sender's copy got (for the receiver's copy).
+func (c *Conn) idOf(s *wire.Segment) uint64 {
+	for i := len(c.Events) - 1; i >= 0 && i >= len(c.Events)-64; i-- {
+		e := &c.Events[i]
+		if e.Kind == trace.KindPacket && e.Packet.Dir == trace.Out && e.Packet.Segment.Seq == s.Seq &&
+			e.Packet.Segment.Ack == s.Ack && e.Packet.Segment.Flags == s.Flags && e.Packet.Segment.ID == s.ID {
+			return e.Packet.ID
+		}
+	}
+	c.nextID++
+	return c.nextID
+}
+
+// since is when the end's current state began, or its timer last
+// restarted (a FIN again in TIME_WAIT restarts its 60 s).
+func (e *End) since() time.Time {
+	at := e.Changes[len(e.Changes)-1].At
+	if e.timerFrom.After(at) {
+		return e.timerFrom
+	}
+	return at
+}
+
+// unacked says whether seq was not yet acknowledged by the peer.
+func (e *End) unacked(seq wire.Seq) bool { return !e.acked.GreaterThan(seq) || !e.hasAcked }
+
+// ackOf applies what an ACK from snd acknowledges of rcv's.
+func (c *Conn) ackOf(p *Packet, snd, rcv *End) {
+	s := &p.Segment
+	if !rcv.hasAcked || s.Ack.GreaterThan(rcv.acked) {
+		rcv.acked, rcv.hasAcked = s.Ack, true
+	}
+	if rcv.txCount > 0 && s.Ack.GreaterThan(rcv.txSeq) && !(rcv.State == SynRecv && rcv.ackNotTaken) {
+		rcv.txCount = 0 // its oldest segment arrived
+	}
+	if rcv.State == SynRecv && rcv.hasISS && !s.Ack.LessThan(rcv.iss.Add(1)) {
+		if !rcv.ackNotTaken {
+			c.set(rcv, p, Established, "rcv ACK of SYN", "")
+		} else if rcv.pending == nil {
+			cp := *p
+			rcv.pending = &cp
+		}
+	}
+	if rcv.finSent && !rcv.finAckd && s.Ack.GreaterThan(rcv.finSeq) {
+		rcv.finAckd = true
+		switch rcv.State {
+		case FinWait1:
+			c.set(rcv, p, FinWait2, "rcv ACK of FIN", "")
+		case Closing:
+			c.set(rcv, p, TimeWait, "rcv ACK of FIN", "")
+		case LastAck:
+			c.set(rcv, p, Closed, "rcv ACK of FIN", "")
+			c.ended = c.ended || snd.State == Closed
+		}
+	}
+}
+
+// fin applies a FIN from snd: its own close, and the receiver's side.
+func (c *Conn) fin(p *Packet, snd, rcv *End, send, recv bool) {
+	s := &p.Segment
+	finSeq := s.Seq.Add(p.Len)
+	if send && (!snd.finSent || snd.finSeq != finSeq) {
+		snd.finSent, snd.finSeq = true, finSeq
+		if !c.dual && snd.State == CloseWait && rcv.finSent && !s.Ack.GreaterThan(rcv.finSeq) && len(snd.Changes) > 0 &&
+			snd.Changes[len(snd.Changes)-1].To == CloseWait {
+			// Its FIN does not acknowledge the peer's: it was sent before
+			// that FIN arrived, the two crossed (simultaneous close).
+			rcvFin := snd.Changes[len(snd.Changes)-1]
+			c.unset(snd)
+			c.set(snd, p, FinWait1, "close(), snd FIN", "")
+			c.set(snd, &Packet{Frame: rcvFin.Frame, Time: p.Time}, Closing, "rcv FIN (simultaneous close), snd ACK", "the two FINs crossed: its FIN was sent before the peer's arrived")
+		}
+		switch snd.State {
+		case Established, SynRecv:
+			c.set(snd, p, FinWait1, "close(), snd FIN", "")
+		case CloseWait:
+			c.set(snd, p, LastAck, "close(), snd FIN", "")
+		}
+	}
+	if !recv {
+		return
+	}
+	switch rcv.State {
+	case Established, SynRecv:
+		c.set(rcv, p, CloseWait, "rcv FIN", "")
+	case FinWait1:
+		if rcv.finAckd {
+			c.set(rcv, p, FinWait2, "rcv ACK of FIN", "")
+			c.set(rcv, p, TimeWait, "rcv FIN, snd ACK", "")
+		} else {
+			c.set(rcv, p, Closing, "rcv FIN (simultaneous close), snd ACK", "")
+		}
+	case FinWait2:
+		c.set(rcv, p, TimeWait, "rcv FIN, snd ACK", "")
+	case TimeWait:
+		rcv.timerFrom = p.Time // tcp_timewait_state_process: a FIN again restarts TIME_WAIT
+	}
+}
+
+// rst applies a reset: the sender is gone; the receiver closes if the
+// RST is acceptable (RFC 5961: exactly its next expected number, or any
+// RST answering its SYN).
+func (c *Conn) rst(p *Packet, snd, rcv *End, send, recv bool) {
+	s := &p.Segment
+	if send {
+		c.set(snd, p, Closed, "snd RST", "")
+	}
+	if !recv {
+		return
+	}
+	switch {
+	case rcv.State == SynSent:
+		if s.Flags&wire.ACK != 0 && s.Ack == rcv.iss.Add(1) {
+			c.set(rcv, p, Closed, "rcv RST: connection refused", "")
+		}
+	case rcv.State == Closed || rcv.State == Listen:
+	case !rcv.hasRcv || s.Seq == rcv.rcvNxt:
+		c.set(rcv, p, Closed, "rcv RST", "")
+	default:
+		c.note(p, fmt.Sprintf("RST at seq %d where %s expected %d: not acceptable (a challenge ACK, RFC 5961, or ignored)",
+			uint32(s.Seq-rcv.iss), rcv.Name, uint32(rcv.rcvNxt-rcv.iss)))
+		return
+	}
+	c.ended = true
+}
+
+// expire ends TIME_WAIT and an orphaned FIN_WAIT2 whose 60 s ran out
+// before now.
+func (c *Conn) expire(e *End, now time.Time) {
+	if (e.State != TimeWait && e.State != FinWait2) || len(e.Changes) == 0 {
+		return
+	}
+	at := e.since().Add(timeWaitLen)
+	if at.After(now) {
+		return
+	}
+	if e.State == TimeWait {
+		c.set(e, &Packet{Time: at}, Closed, "TIME_WAIT timer (60 s)", "no packet shows it: Linux's TIME_WAIT lasts 60 s")
+	} else {
+		c.set(e, &Packet{Time: at}, Closed, "FIN_WAIT2 timer (tcp_fin_timeout 60 s)",
+			"its next packet came from no socket: Linux ends an orphaned FIN_WAIT2 after tcp_fin_timeout (60 s)")
+	}
+}
+
+// atEnd closes the story at the capture's last packet (last) with what
+// Linux's timers make near certain: TIME_WAIT and an orphaned FIN_WAIT2
+// end 60 s after they began, and an end that retransmitted and then went
+// quiet gave up when its next retransmission was due. With final, the
+// capture is over: timers that run past its end are told too, as
+// probable.
+func (c *Conn) atEnd(last time.Time, final bool) {
+	for _, e := range c.Ends() {
+		if len(e.Changes) == 0 {
+			continue
+		}
+		since := e.since()
+		var at time.Time
+		var cause, why string
+		switch e.State {
+		case TimeWait:
+			at, cause, why = since.Add(timeWaitLen), "TIME_WAIT timer (60 s)", "Linux's TIME_WAIT lasts 60 s"
+		case FinWait2:
+			at, cause, why = since.Add(timeWaitLen), "FIN_WAIT2 timer (tcp_fin_timeout 60 s)", "if its program had closed the socket, Linux ends an orphaned FIN_WAIT2 after tcp_fin_timeout (60 s)"
+		case SynSent, SynRecv, FinWait1, LastAck, Established, CloseWait:
+			if e.txCount < 2 || !e.txAt.Equal(e.lastSent) {
+				continue // no retransmission, or it sent something since
+			}
+			gap := e.txAt.Sub(e.txPrev)
+			at = e.txAt.Add(2 * gap)
+			cause = fmt.Sprintf("retransmissions given up (%d sent)", e.txCount)
+			why = fmt.Sprintf("no retransmission came when the next was due (%v after the last): it gave up", 2*gap)
+		default:
+			continue
+		}
+		if at.After(last) {
+			if !final {
+				continue
+			}
+			why += ", after the capture's end"
+		} else {
+			why = "no packet shows it: " + why
+		}
+		c.set(e, &Packet{Time: at}, Closed, cause, why)
+	}
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+)
+
+// explain reads the capture a run writes: one line per connection, the
+// timelines of the ones --conn picks, JSON, and clear errors.
+func TestExplain(t *testing.T) {
+	dir := t.TempDir()
+	pc := dir + "/hutu.pcapng"
+	if _, errs, code := tcplab(t, "run", "hutu", "--pcap", pc); code != 0 {
+		t.Fatalf("run: exit %d: %s", code, errs)
+	}
+	out, errs, code := tcplab(t, "explain", pc)
+	if code != 0 || !strings.Contains(out, "#1    10.0.0.1:41938 > 10.0.0.2:80") || !strings.Contains(out, "client CLOSED  server CLOSED") {
+		t.Fatalf("summary: exit %d %s\n%s", code, errs, out)
+	}
+	out, _, code = tcplab(t, "explain", "--conn", ":80", pc)
+	for _, want := range []string{
+		"client CLOSED -> SYN_SENT  (frame 1: connect(), snd SYN)",
+		"server ESTABLISHED -> CLOSE_WAIT  (frame 12: rcv FIN)",
+		"client FIN_WAIT2 -> TIME_WAIT  (frame 16: rcv FIN, snd ACK)",
+		"probably: Linux's TIME_WAIT lasts 60 s, after the capture's end",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("--conn: no %q (exit %d)\n%s", want, code, out)
+		}
+	}
+	if out, _, _ := tcplab(t, "explain", "--conn", "2", pc); strings.Contains(out, "#1") {
+		t.Errorf("--conn 2 picked connection 1:\n%s", out)
+	}
+	out, _, code = tcplab(t, "explain", "--json", pc)
+	var s struct {
+		Client       string `json:"client"`
+		ClientStates []struct {
+			To string `json:"to"`
+		} `json:"client_states"`
+	}
+	if err := json.Unmarshal([]byte(strings.Split(out, "\n")[0]), &s); err != nil || code != 0 || s.Client != "10.0.0.1:41938" || len(s.ClientStates) != 6 {
+		t.Errorf("--json: %v %+v\n%s", err, s, out)
+	}
+	bad := dir + "/bad.pcap"
+	os.WriteFile(bad, []byte("not a capture"), 0o644)
+	if _, errs, code := tcplab(t, "explain", bad); code != 2 || !strings.Contains(errs, "not a pcap or pcapng capture") {
+		t.Errorf("a text file: exit %d %s", code, errs)
+	}
+	if _, errs, code := tcplab(t, "explain", dir+"/missing.pcap"); code != 2 || !strings.Contains(errs, "no such file") {
+		t.Errorf("a missing file: exit %d %s", code, errs)
+	}
+}
