@@ -111,58 +111,8 @@ func inferLibrary(t *testing.T, oneTap bool) float64 {
 		if oneTap {
 			hosts = hosts[:1]
 		}
-		// The connections the taps saw: a connection no packet of the
-		// capture belongs to cannot be inferred by anyone.
-		tapped := map[string]bool{}
-		for _, h := range hosts {
-			tapped[h.Name] = true
-		}
-		seen := map[[2]netip.AddrPort]bool{}
-		for _, e := range rec.Events {
-			if e.Kind == trace.KindPacket && tapped[e.Host] && (e.Packet.Dir == trace.In || e.Packet.OnWire) {
-				s := e.Packet.Segment
-				a, b := netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)
-				seen[[2]netip.AddrPort{a, b}], seen[[2]netip.AddrPort{b, a}] = true, true
-			}
-		}
-		var want []truthChange
-		for _, e := range rec.Events {
-			if e.Kind == trace.KindState && e.Remote.Port() != 0 && e.State.From != "" && seen[[2]netip.AddrPort{e.Local, e.Remote}] {
-				want = append(want, truthChange{e.Local, e.Remote, e.State.From, e.State.To, e.At})
-			}
-		}
-		got := explainRun(t, hosts, rec.Events)
-		// Match in order per connection end (a 4-tuple can be used again).
-		pending := map[string][]truthChange{}
-		for _, g := range got {
-			k := g.local.String() + ">" + g.remote.String()
-			pending[k] = append(pending[k], g)
-		}
-		for _, w := range want {
-			total++
-			k := w.local.String() + ">" + w.remote.String()
-			q := pending[k]
-			found := false
-			for i, g := range q {
-				// The right state, at the right packet: the time of the
-				// packet that caused it (at the end's own tap when the
-				// capture has it; one link delay off at the other's).
-				slack := time.Duration(0)
-				if oneTap {
-					slack = 2 * time.Millisecond
-				}
-				if g.from == w.from && g.to == w.to && (g.at-w.at).Abs() <= slack {
-					pending[k] = append(q[:i:i], q[i+1:]...)
-					found = true
-					break
-				}
-			}
-			if found {
-				right++
-			} else {
-				misses = append(misses, sc.Name+": "+w.String())
-			}
-		}
+		r, n, m := compareRun(t, sc.Name, hosts, rec.Events, oneTap, 0)
+		right, total, misses = right+r, total+n, append(misses, m...)
 	}
 	share := float64(right) / float64(max(total, 1))
 	t.Logf("%d of %d state changes inferred (%.1f%%)", right, total, 100*share)
@@ -170,4 +120,64 @@ func inferLibrary(t *testing.T, oneTap bool) float64 {
 		t.Logf("missed:\n%s", strings.Join(misses[:min(len(misses), 60)], "\n"))
 	}
 	return share
+}
+
+// compareRun explains a run's capture (of hosts' taps) and counts its
+// state changes inferred with the right state at the right packet: within
+// slack of the run's time (plus a link delay at the far end with one tap).
+func compareRun(t *testing.T, name string, hosts []trace.Host, events []trace.Event, oneTap bool, slack time.Duration) (right, total int, misses []string) {
+	t.Helper()
+	// The connections the taps saw: a connection no packet of the
+	// capture belongs to cannot be inferred by anyone.
+	tapped := map[string]bool{}
+	for _, h := range hosts {
+		tapped[h.Name] = true
+	}
+	seen := map[[2]netip.AddrPort]bool{}
+	for _, e := range events {
+		if e.Kind == trace.KindPacket && tapped[e.Host] && (e.Packet.Dir == trace.In || e.Packet.OnWire) {
+			s := e.Packet.Segment
+			a, b := netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)
+			seen[[2]netip.AddrPort{a, b}], seen[[2]netip.AddrPort{b, a}] = true, true
+		}
+	}
+	var want []truthChange
+	for _, e := range events {
+		if e.Kind == trace.KindState && e.Remote.Port() != 0 && e.State.From != "" && seen[[2]netip.AddrPort{e.Local, e.Remote}] {
+			want = append(want, truthChange{e.Local, e.Remote, e.State.From, e.State.To, e.At})
+		}
+	}
+	got := explainRun(t, hosts, events)
+	// Match in order per connection end (a 4-tuple can be used again).
+	pending := map[string][]truthChange{}
+	for _, g := range got {
+		k := g.local.String() + ">" + g.remote.String()
+		pending[k] = append(pending[k], g)
+	}
+	for _, w := range want {
+		total++
+		k := w.local.String() + ">" + w.remote.String()
+		q := pending[k]
+		found := false
+		for i, g := range q {
+			// The right state, at the right packet: the time of the
+			// packet that caused it (at the end's own tap when the
+			// capture has it; one link delay off at the other's).
+			slack := slack
+			if oneTap {
+				slack += 2 * time.Millisecond
+			}
+			if g.from == w.from && g.to == w.to && (g.at-w.at).Abs() <= slack {
+				pending[k] = append(q[:i:i], q[i+1:]...)
+				found = true
+				break
+			}
+		}
+		if found {
+			right++
+		} else {
+			misses = append(misses, name+": "+w.String())
+		}
+	}
+	return right, total, misses
 }
