@@ -265,11 +265,11 @@ func BenchmarkExplain(b *testing.B) {
 	b.ResetTimer()
 	pk := 0
 	for range b.N {
-		n, _, err := Read(bytes.NewReader(data), Options{}, func(*Conn, time.Time) {})
+		st, err := Read(bytes.NewReader(data), Options{}, func(*Conn, time.Time) {})
 		if err != nil {
 			b.Fatal(err)
 		}
-		pk += n
+		pk += st.Packets
 	}
 	b.ReportMetric(float64(pk)/b.Elapsed().Seconds(), "packets/s")
 }

@@ -28,6 +28,10 @@ const (
 // timeWaitLen is Linux's TIME_WAIT (TCP_TIMEWAIT_LEN).
 const timeWaitLen = 60 * time.Second
 
+// endGrace is how long a connection that ended (RST, last ACK) stays
+// open to the packets still in flight, in capture time.
+const endGrace = time.Second
+
 // Change is one inferred state change of an end.
 type Change struct {
 	At       time.Time
@@ -67,8 +71,16 @@ type End struct {
 	// established.
 	ackNotTaken bool
 	pending     *Packet
-	acked       wire.Seq // the highest ACK the peer sent it
-	hasAcked    bool
+	// finHeld: the peer's FIN did not reach it (it never acknowledged
+	// it, the FIN came again); it takes the FIN when it acknowledges it.
+	finHeld bool
+	// synackHeld: likewise for the SYN-ACK (in SYN_SENT, it never
+	// acknowledged it and the SYN-ACK came again).
+	synackHeld bool
+	acked      wire.Seq // the highest ACK the peer sent it
+	hasAcked   bool
+
+	ev endEvidence // what the findings are made of
 }
 
 // Conn is one connection of the capture: a 4-tuple from a SYN (or from
@@ -89,7 +101,7 @@ type Conn struct {
 	// Dups counts the packets seen twice, on two interfaces of one
 	// capture (both hosts' taps): each is taken once.
 	Dups   int
-	recent [8]seen
+	recent [32]seen
 	ri     int
 	// dual: the capture has both ends' taps (taps: interface to end);
 	// each end's changes are taken at its own tap's copy.
@@ -98,6 +110,12 @@ type Conn struct {
 	ended  bool
 	nextID uint64
 	t0     time.Time
+	// Findings are what the connection's packets show (see Finding).
+	Findings  []Finding
+	sawFin    bool
+	sawRst    bool
+	reusedBy  int // the frame of a SYN that took over its TIME_WAIT
+	twNearEnd bool
 }
 
 // Ends returns the client and the server.
@@ -113,6 +131,9 @@ type Options struct {
 	// Events keeps each connection's trace events (packets and state
 	// changes), for the views; without it only the summary is kept.
 	Events bool
+	// EventsFor keeps the events of the connections it says yes to
+	// (with their index, client and server), when Events is off.
+	EventsFor func(index int, client, server netip.AddrPort) bool
 	// T0 is time zero of the events (the capture's first packet when
 	// zero).
 	T0 time.Time
@@ -128,6 +149,8 @@ type Tracker struct {
 	t0        time.Time
 	last      time.Time
 	nextSweep time.Time
+	floods    map[netip.AddrPort]*flood
+	final     bool
 	// Done receives each connection once it has ended (or, at Flush, the
 	// ones still open), in the order they end.
 	Done func(*Conn)
@@ -231,6 +254,10 @@ func (t *Tracker) Add(p *Packet) {
 		for _, e := range c.Ends() {
 			if e.State == TimeWait {
 				c.note(p, "the 4-tuple was reused by a new SYN while "+e.Name+" was in TIME_WAIT")
+				c.reusedBy = p.Frame
+				// Within a second of its 60 s: Linux's timer may have
+				// fired already; no finding.
+				c.twNearEnd = p.Time.Sub(e.since()) > timeWaitLen-time.Second
 				c.set(e, p, Closed, "TIME_WAIT ended by a new SYN on its 4-tuple", "")
 			}
 		}
@@ -255,20 +282,29 @@ func (t *Tracker) Add(p *Packet) {
 			c.taps = map[int]*End{m.iface: snd, p.Iface: c.otherOf(s)}
 			c.retime(m, p)
 		} else {
+			if c.taps[m.iface] != snd {
+				c.forgedRst(p, snd)
+			}
 			c.add(p, false, true)
 		}
 	case c.dual && c.taps[p.Iface] == snd:
 		c.remember(p)
 		c.add(p, true, false)
+	case c.dual:
+		// Not at its sender's tap: a copy whose sender's copy is out
+		// of reach (many packets in flight), or one the sender never
+		// sent. Its receiver takes it at its own tap.
+		c.remember(p)
+		if c.taps[p.Iface] == c.otherOf(s) {
+			c.forgedRst(p, snd)
+			c.add(p, false, true)
+		}
 	default:
 		r := c.remember(p)
 		rcv := c.otherOf(s)
 		r.rcv, r.chFrom, r.evAt = rcv, len(rcv.Changes), len(c.Events)
 		c.add(p, true, true)
 		r.chTo = len(rcv.Changes)
-	}
-	if c.ended {
-		t.finish(c)
 	}
 	t.sweep()
 }
@@ -282,11 +318,16 @@ func (t *Tracker) Flush() {
 		conns = append(conns, c)
 	}
 	sort.Slice(conns, func(i, j int) bool { return conns[i].Index < conns[j].Index })
+	t.final = true
 	for _, c := range conns {
 		c.atEnd(t.last, true)
 		t.finish(c)
 	}
 }
+
+// Findings are the capture-wide findings (a SYN flood), known once the
+// capture is flushed.
+func (t *Tracker) Findings() []Finding { return t.floodFindings() }
 
 // sweep ends, once a second of capture time, the connections whose
 // TIME_WAIT has run out, so that memory follows the connections open.
@@ -297,6 +338,12 @@ func (t *Tracker) sweep() {
 	t.nextSweep = t.last.Add(time.Second)
 	var done []*Conn
 	for _, c := range t.open {
+		if c.ended && t.last.Sub(c.Last) >= endGrace {
+			// Ended by RST or by the last ACK: late packets (a RST
+			// answering data in flight) had their second to come.
+			done = append(done, c)
+			continue
+		}
 		if c.over() && (c.Client.State == TimeWait || c.Server.State == TimeWait) {
 			c.atEnd(t.last, false)
 			if c.Client.State != TimeWait && c.Server.State != TimeWait {
@@ -313,6 +360,8 @@ func (t *Tracker) sweep() {
 func (t *Tracker) finish(c *Conn) {
 	delete(t.open, key{c.Client.Addr, c.Server.Addr})
 	delete(t.open, key{c.Server.Addr, c.Client.Addr})
+	c.conclude(t.final, t.last)
+	t.countFlood(c)
 	if t.Done != nil {
 		t.Done(c)
 	}
@@ -342,7 +391,7 @@ func (t *Tracker) start(p *Packet) *Conn {
 		c.note(p, "the capture starts mid-connection: both ends are taken as ESTABLISHED")
 	}
 	c.Client.Name, c.Server.Name = "client", "server"
-	if !t.opt.Events {
+	if !t.opt.Events && (t.opt.EventsFor == nil || !t.opt.EventsFor(c.Index, c.Client.Addr, c.Server.Addr)) {
 		c.Events = nil
 	} else {
 		c.Events = []trace.Event{}
@@ -441,6 +490,7 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 			c.Bytes[1] += int64(p.Len)
 		}
 	}
+	idle := p.Time.Sub(c.Last)
 	c.Last = p.Time
 	if c.Events != nil {
 		at := p.Time.Sub(c.t0)
@@ -477,7 +527,11 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 		end = end.Add(1)
 	}
 	if send {
+		c.observeSend(p, snd, rcv, idle)
 		c.sent(p, snd, end)
+	}
+	if recv {
+		c.observeRecv(p, rcv)
 	}
 
 	switch {
@@ -507,7 +561,14 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 			snd.pending = nil
 		}
 		if recv {
-			if rcv.State == SynSent && s.Ack == rcv.iss.Add(1) {
+			if rcv.hasISS && s.Ack == rcv.iss.Add(1) {
+				// It acknowledges the SYN: the SYN's transmissions end.
+				rcv.acked, rcv.hasAcked = s.Ack, true
+				if rcv.txCount > 0 && s.Ack.GreaterThan(rcv.txSeq) {
+					rcv.txCount = 0
+				}
+			}
+			if rcv.State == SynSent && s.Ack == rcv.iss.Add(1) && !rcv.synackHeld {
 				c.set(rcv, p, Established, "rcv SYN,ACK, snd ACK", "")
 			}
 			rcv.rcvNxt, rcv.hasRcv = s.Seq.Add(1), true
@@ -522,6 +583,10 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 		// It sends more than its SYN-ACK: the ACK was taken at last.
 		c.set(snd, snd.pending, Established, "rcv ACK of SYN", "an earlier ACK was not taken (its SYN-ACK came again); this one was, since it now sends")
 		snd.pending = nil
+	}
+	if send && snd.finHeld && f&wire.ACK != 0 && c.peer(snd).finSent && s.Ack.GreaterThan(c.peer(snd).finSeq) {
+		snd.finHeld = false
+		c.fin(p, c.peer(snd), snd, false, true)
 	}
 	if send && snd.State == SynSent && f&wire.ACK != 0 {
 		c.set(snd, p, Established, "rcv SYN,ACK, snd ACK", "the capture missed the SYN-ACK")
@@ -563,11 +628,37 @@ func (c *Conn) sent(p *Packet, snd *End, end wire.Seq) {
 		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK != 0 && snd.State == Established && last.Cause == "rcv ACK of SYN":
 			c.unset(snd)
 			snd.ackNotTaken = true
+			if snd.ev.ackNotTaken.frame == 0 {
+				snd.ev.ackNotTaken, snd.ev.synackAgain = mark{last.Frame, last.At}, markOf(p)
+			}
 			c.note(p, fmt.Sprintf("%s sent its SYN-ACK again: the ACK of frame %d never reached its socket (a full accept queue drops it)", snd.Name, last.Frame))
+		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0 && snd.State == Established && last.Cause == "rcv SYN,ACK, snd ACK" && snd.hasISS && s.Seq == snd.iss:
+			c.unset(snd)
+			c.note(p, fmt.Sprintf("%s sent its SYN again: the SYN-ACK of frame %d never reached its socket (dropped on its host)", snd.Name, last.Frame))
 		case s.Flags&wire.FIN != 0 && snd.finAckd && s.Seq.Add(p.Len) == snd.finSeq && last.Cause == "rcv ACK of FIN":
 			c.unset(snd)
 			snd.finAckd = false
 			c.note(p, fmt.Sprintf("%s sent its FIN again: the ACK of frame %d never reached its socket", snd.Name, last.Frame))
+		}
+	}
+	// Its SYN-ACK sent again, and the peer sent nothing since it took the
+	// first: its socket never did (dropped on its host).
+	if rcv := c.peer(snd); s.Flags&(wire.SYN|wire.ACK) == wire.SYN|wire.ACK && snd.hasISS && s.Seq == snd.iss && !rcv.synackHeld && rcv.State == Established {
+		if n := len(rcv.Changes); n > 0 && rcv.Changes[n-1].Cause == "rcv SYN,ACK, snd ACK" && rcv.lastSent.Before(rcv.Changes[n-1].At) {
+			frame := rcv.Changes[n-1].Frame
+			c.unset(rcv)
+			c.note(p, fmt.Sprintf("%s sent its SYN-ACK again and %s never acknowledged it: the SYN-ACK of frame %d never reached %s's socket", snd.Name, rcv.Name, frame, rcv.Name))
+			rcv.synackHeld = true
+		}
+	}
+	// Its FIN sent again and never acknowledged: the peer's socket never
+	// took the first one, whatever the peer's tap saw.
+	if rcv := c.peer(snd); s.Flags&wire.FIN != 0 && snd.finSent && !snd.finAckd && s.Seq.Add(p.Len) == snd.finSeq && !rcv.finHeld {
+		if n := len(rcv.Changes); n > 0 && rcv.Changes[n-1].Cause == "rcv FIN" && rcv.Changes[n-1].To == CloseWait {
+			frame := rcv.Changes[n-1].Frame
+			c.unset(rcv)
+			c.note(p, fmt.Sprintf("%s sent its FIN again and %s never acknowledged it: the FIN of frame %d never reached %s's socket", snd.Name, rcv.Name, frame, rcv.Name))
+			rcv.finHeld = true
 		}
 	}
 	if end != s.Seq { // it takes sequence space: a (re)transmission
@@ -659,7 +750,7 @@ func (c *Conn) fin(p *Packet, snd, rcv *End, send, recv bool) {
 			c.set(snd, p, LastAck, "close(), snd FIN", "")
 		}
 	}
-	if !recv {
+	if !recv || rcv.finHeld {
 		return
 	}
 	switch rcv.State {
@@ -693,12 +784,15 @@ func (c *Conn) rst(p *Packet, snd, rcv *End, send, recv bool) {
 	switch {
 	case rcv.State == SynSent:
 		if s.Flags&wire.ACK != 0 && s.Ack == rcv.iss.Add(1) {
+			rcv.ev.refused = markOf(p)
 			c.set(rcv, p, Closed, "rcv RST: connection refused", "")
 		}
 	case rcv.State == Closed || rcv.State == Listen:
 	case !rcv.hasRcv || s.Seq == rcv.rcvNxt:
 		c.set(rcv, p, Closed, "rcv RST", "")
 	default:
+		rcv.ev.blind.add(p)
+		rcv.ev.challengeDue = true
 		c.note(p, fmt.Sprintf("RST at seq %d where %s expected %d: not acceptable (a challenge ACK, RFC 5961, or ignored)",
 			uint32(s.Seq-rcv.iss), rcv.Name, uint32(rcv.rcvNxt-rcv.iss)))
 		return
@@ -719,6 +813,7 @@ func (c *Conn) expire(e *End, now time.Time) {
 	if e.State == TimeWait {
 		c.set(e, &Packet{Time: at}, Closed, "TIME_WAIT timer (60 s)", "no packet shows it: Linux's TIME_WAIT lasts 60 s")
 	} else {
+		e.ev.fw2Timeout = at
 		c.set(e, &Packet{Time: at}, Closed, "FIN_WAIT2 timer (tcp_fin_timeout 60 s)",
 			"its next packet came from no socket: Linux ends an orphaned FIN_WAIT2 after tcp_fin_timeout (60 s)")
 	}

@@ -52,3 +52,55 @@ func TestExplain(t *testing.T) {
 		t.Errorf("a missing file: exit %d %s", code, errs)
 	}
 }
+
+// Findings in the summary and the footer; the views of one connection;
+// --scenario writes a scenario that runs; bad --conn specs and view
+// requests that name no single connection are errors.
+func TestExplainFindingsAndViews(t *testing.T) {
+	dir := t.TempDir()
+	pc := dir + "/rst.pcapng"
+	if _, errs, code := tcplab(t, "run", "rst-closed-port", "--pcap", pc); code != 0 {
+		t.Fatalf("run: exit %d: %s", code, errs)
+	}
+	out, errs, code := tcplab(t, "explain", pc)
+	if code != 0 || !strings.Contains(out, "client CLOSED  server CLOSED  ! refused") || !strings.Contains(out, "findings: 1 no-end, 1 refused") {
+		t.Fatalf("summary: exit %d %s\n%s", code, errs, out)
+	}
+	out, _, _ = tcplab(t, "explain", "--conn", ":81", pc)
+	for _, want := range []string{"[refused] SYN refused by RST", "evidence: frame ", "ECONNREFUSED", "reproduce: tcplab run rst-closed-port"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--conn :81: no %q\n%s", want, out)
+		}
+	}
+	if _, errs, code := tcplab(t, "explain", "--conn", "nonsense", pc); code != 2 || !strings.Contains(errs, "want an index") {
+		t.Errorf("--conn nonsense: exit %d %s", code, errs)
+	}
+	if _, errs, code := tcplab(t, "explain", "--svg", dir+"/x.svg", pc); code != 2 || !strings.Contains(errs, "the capture has 2 connections") {
+		t.Errorf("--svg of two connections: exit %d %s", code, errs)
+	}
+	if _, err := os.Stat(dir + "/x.svg"); err == nil {
+		t.Errorf("a failed explain left its --svg file")
+	}
+	out, errs, code = tcplab(t, "explain", "--conn", "1", "--ladder", "--svg", dir+"/a.svg", "--html", dir+"/a.html", "--scenario", dir+"/a.tcplab", pc)
+	if code != 0 || !strings.Contains(out, "client") || !strings.Contains(out, "[R.]") || !strings.Contains(out, "wrote "+dir+"/a.tcplab") {
+		t.Fatalf("views: exit %d %s\n%s", code, errs, out)
+	}
+	svg, _ := os.ReadFile(dir + "/a.svg")
+	page, _ := os.ReadFile(dir + "/a.html")
+	if !strings.Contains(string(svg), "<svg") || !strings.Contains(string(page), "refused: SYN refused by RST") {
+		t.Errorf("svg %d bytes, page %d bytes without the finding", len(svg), len(page))
+	}
+	out, errs, code = tcplab(t, "run", dir+"/a.tcplab")
+	if code != 0 || !strings.Contains(out, "expectations held") {
+		t.Errorf("the written scenario: exit %d %s\n%s", code, errs, out)
+	}
+	out, _, code = tcplab(t, "explain", "--json", pc)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var last struct {
+		Kind        string `json:"kind"`
+		Connections int    `json:"connections"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || code != 0 || last.Kind != "capture" || last.Connections != 2 {
+		t.Errorf("--json: the last line %q: %v", lines[len(lines)-1], err)
+	}
+}

@@ -1,0 +1,347 @@
+package capture_test
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcplab/tcplab/capture"
+	"github.com/tcplab/tcplab/scenario"
+	"github.com/tcplab/tcplab/trace"
+)
+
+// explained is a capture's connections and capture-wide findings.
+type explained struct {
+	conns []capture.Summary
+	stats capture.Stats
+}
+
+// kinds lists every finding kind, each once, sorted.
+func (x *explained) kinds() []string {
+	seen := map[string]bool{}
+	for _, c := range x.conns {
+		for _, f := range c.Findings {
+			seen[f.Kind] = true
+		}
+	}
+	for _, f := range x.stats.Findings {
+		seen[f.Kind] = true
+	}
+	var out []string
+	for k := range seen {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (x *explained) find(kind string) *capture.Finding {
+	for i := range x.conns {
+		for j := range x.conns[i].Findings {
+			if x.conns[i].Findings[j].Kind == kind {
+				return &x.conns[i].Findings[j]
+			}
+		}
+	}
+	for i := range x.stats.Findings {
+		if x.stats.Findings[i].Kind == kind {
+			return &x.stats.Findings[i]
+		}
+	}
+	return nil
+}
+
+// explainCapture writes events as the capture of hosts' taps and
+// explains it.
+func explainCapture(t *testing.T, hosts []trace.Host, events []trace.Event) *explained {
+	t.Helper()
+	var pk []trace.Event
+	keep := map[string]bool{}
+	for _, h := range hosts {
+		keep[h.Name] = true
+	}
+	for _, e := range events {
+		if e.Kind == trace.KindPacket && keep[e.Host] {
+			pk = append(pk, e)
+		}
+	}
+	var buf bytes.Buffer
+	if _, err := trace.WritePcapng(&buf, hosts, pk); err != nil {
+		t.Fatal(err)
+	}
+	x := &explained{}
+	st, err := capture.Read(&buf, capture.Options{}, func(c *capture.Conn, t0 time.Time) {
+		x.conns = append(x.conns, capture.Summarize(c, t0))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.stats = st
+	sort.Slice(x.conns, func(i, j int) bool { return x.conns[i].Index < x.conns[j].Index })
+	return x
+}
+
+func runSim(t *testing.T, sc *scenario.Scenario) ([]trace.Host, []trace.Event) {
+	t.Helper()
+	var rec trace.Recorder
+	if _, err := scenario.Run(sc, scenario.NewSim(1), scenario.Options{Sink: rec.Sink()}); err != nil {
+		t.Fatalf("%s: %v", sc.Name, err)
+	}
+	var hosts []trace.Host
+	for _, h := range sc.Hosts {
+		hosts = append(hosts, trace.Host{Name: h.Name, Addr: h.Addr.String()})
+	}
+	return hosts, rec.Events
+}
+
+func hostsOf(sc *scenario.Scenario) []trace.Host {
+	var hosts []trace.Host
+	for _, h := range sc.Hosts {
+		hosts = append(hosts, trace.Host{Name: h.Name, Addr: h.Addr.String()})
+	}
+	return hosts
+}
+
+// findingsWanted are the findings each library scenario's capture (both
+// hosts' taps) must give, and nothing else.
+var findingsWanted = map[string][]string{
+	"abortive-close":            {"abortive-close", "zero-window"},
+	"accept-overflow":           {"abortive-close", "accept-queue-full", "no-end", "syn-unanswered"},
+	"blind-reset":               {"blind-reset"},
+	"close-unread-rst":          {"abortive-close"},
+	"close-wait-data-loss":      {"close-wait-data-loss", "no-end"},
+	"close-wait":                {"close-wait-held", "fin-wait-2-timeout"},
+	"closing":                   {"simultaneous-close"},
+	"fin-ack-direct":            nil,
+	"fin-wait-1-server-restart": {"fin-unanswered"},
+	"fin-wait-1":                {"fin-unanswered"},
+	"half-close":                nil,
+	"handshake":                 {"no-end"},
+	"hutu":                      nil,
+	"isn-prediction":            {"blind-reset", "no-end"},
+	"keepalive-dead-peer":       {"keepalive", "no-end"},
+	"last-ack":                  {"last-ack-lost"},
+	"linger-timeout":            {"fin-unanswered", "retransmissions-given-up"},
+	"rst-closed-port":           {"no-end", "refused"},
+	"simultaneous-open":         {"no-end", "simultaneous-open"},
+	"syn-flood":                 {"no-end", "syn-flood", "syn-unanswered", "synack-unanswered"},
+	"syn-recv-windows":          {"synack-unanswered"},
+	"syn-recv":                  {"synack-unanswered"},
+	"syn-sent":                  {"syn-unanswered"},
+	"time-wait-bind":            {"no-end", "time-wait-reuse"},
+	"time-wait":                 {"last-ack-lost"},
+}
+
+// Every library scenario's capture gives exactly the findings its story
+// has, and every finding kind is made by some scenario.
+func TestFindingsOnLibrary(t *testing.T) {
+	lib, err := scenario.Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := map[string]bool{}
+	for _, sc := range lib {
+		want, ok := findingsWanted[sc.Name]
+		if !ok {
+			t.Errorf("%s: no findings listed for it in findingsWanted", sc.Name)
+			continue
+		}
+		hosts, events := runSim(t, sc)
+		x := explainCapture(t, hosts, events)
+		got := x.kinds()
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: findings %v, want %v", sc.Name, got, want)
+		}
+		for _, k := range got {
+			made[k] = true
+		}
+		for _, c := range x.conns {
+			for _, f := range c.Findings {
+				if len(f.Frames) == 0 || f.Summary == "" || len(f.Explain) < 80 || f.Scenario == "" {
+					t.Errorf("%s #%d: finding %s lacks evidence, summary, explanation or scenario: %+v", sc.Name, c.Index, f.Kind, f)
+				}
+			}
+		}
+	}
+	for _, k := range capture.Kinds {
+		if !made[k.Kind] {
+			t.Errorf("finding %s: no library scenario makes it", k.Kind)
+		}
+	}
+}
+
+// The scenario each finding names reproduces it: its capture gives that
+// finding.
+func TestFindingScenariosReproduce(t *testing.T) {
+	for _, k := range capture.Kinds {
+		sc, err := scenario.Load(k.Scenario)
+		if err != nil {
+			t.Fatalf("%s: %v", k.Kind, err)
+		}
+		hosts, events := runSim(t, sc)
+		if explainCapture(t, hosts, events).find(k.Kind) == nil {
+			t.Errorf("finding %s names scenario %s, whose capture does not show it", k.Kind, k.Scenario)
+		}
+	}
+}
+
+// Details the findings must get right.
+func TestFindingDetails(t *testing.T) {
+	get := func(name string, oneTap bool) *explained {
+		sc, err := scenario.Load(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hosts, events := runSim(t, sc)
+		if oneTap {
+			hosts = hosts[:1]
+		}
+		return explainCapture(t, hosts, events)
+	}
+	// The SYN's timeline is Linux's; the Windows server's SYN-ACKs are
+	// Windows'.
+	if f := get("syn-sent", false).find("syn-unanswered"); f == nil || !strings.Contains(f.Explain, "follow linux's timeline") || len(f.Frames) < 7 {
+		t.Errorf("syn-sent: %+v", f)
+	}
+	if f := get("syn-recv-windows", false).find("synack-unanswered"); f == nil || !strings.Contains(f.Explain, "follow windows-classic's timeline") || f.Scenario != "syn-recv-windows" {
+		t.Errorf("syn-recv-windows: %+v", f)
+	}
+	if f := get("syn-recv", false).find("synack-unanswered"); f == nil || !strings.Contains(f.Explain, "follow linux's timeline") || f.Scenario != "syn-recv" {
+		t.Errorf("syn-recv: %+v", f)
+	}
+	// The flood: 50 spoofed SYNs on each of two ports.
+	x := get("syn-flood", false)
+	if len(x.stats.Findings) != 2 || x.stats.Findings[0].Conns < 50 {
+		t.Errorf("syn-flood: capture-wide findings %+v", x.stats.Findings)
+	}
+	// The forged RST that hit is told apart from the client's own.
+	if f := get("blind-reset", false).find("blind-reset"); f == nil || !strings.Contains(f.Explain, "hit the exact number") {
+		t.Errorf("blind-reset: %+v", f)
+	}
+	// close() with unread data names its own scenario.
+	if f := get("close-unread-rst", false).find("abortive-close"); f == nil || f.Scenario != "close-unread-rst" || f.End != "server" {
+		t.Errorf("close-unread-rst: %+v", f)
+	}
+	// The dead peer: probes unanswered, then the connection ends, and no
+	// abortive close is claimed for keepalive's own RST.
+	x = get("keepalive-dead-peer", false)
+	if f := x.find("keepalive"); f == nil || !strings.Contains(f.Summary, "the peer is dead") {
+		t.Errorf("keepalive-dead-peer: %+v", f)
+	}
+	// With the client's tap alone the stories still hold.
+	for name, kind := range map[string]string{"syn-sent": "syn-unanswered", "rst-closed-port": "refused", "close-wait-data-loss": "close-wait-data-loss",
+		"keepalive-dead-peer": "keepalive", "abortive-close": "zero-window", "accept-overflow": "accept-queue-full"} {
+		if get(name, true).find(kind) == nil {
+			t.Errorf("%s, client's tap alone: no %s finding", name, kind)
+		}
+	}
+}
+
+// A capture with neither findings nor connections says so; a stray
+// packet alone is a connection with no end.
+func TestFindingsEmpty(t *testing.T) {
+	x := explainCapture(t, []trace.Host{{Name: "client", Addr: "10.0.0.1"}}, nil)
+	if len(x.conns) != 0 || len(x.stats.Findings) != 0 {
+		t.Errorf("empty capture: %+v", x)
+	}
+}
+
+// --scenario: for every connection of every library scenario's capture,
+// the scenario explain writes parses, runs in the simulator with every
+// expectation held (the states explain inferred), and its own capture
+// gives the connection's findings again.
+func TestScenarioReplays(t *testing.T) {
+	lib, err := scenario.Library()
+	if err != nil {
+		t.Fatal(err)
+	}
+	replayed, same := 0, 0
+	for _, sc := range lib {
+		hosts, events := runSim(t, sc)
+		var pk []trace.Event
+		for _, e := range events {
+			if e.Kind == trace.KindPacket {
+				pk = append(pk, e)
+			}
+		}
+		var buf bytes.Buffer
+		if _, err := trace.WritePcapng(&buf, hosts, pk); err != nil {
+			t.Fatal(err)
+		}
+		var conns []*capture.Conn
+		if _, err := capture.Read(&buf, capture.Options{Events: true}, func(c *capture.Conn, _ time.Time) { conns = append(conns, c) }); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range conns {
+			src := capture.Scenario(c, sc.Name+".pcapng")
+			name := fmt.Sprintf("%s-%d", sc.Name, c.Index)
+			rsc, err := scenario.Parse(name, src)
+			if err != nil {
+				t.Errorf("%s: the scenario does not parse: %v\n%s", name, err, src)
+				continue
+			}
+			var rec trace.Recorder
+			if _, err := scenario.Run(rsc, scenario.NewSim(1), scenario.Options{Sink: rec.Sink()}); err != nil {
+				t.Errorf("%s: the replay does not run: %v\n%s", name, err, src)
+				continue
+			}
+			rh, rev := hostsOf(rsc), rec.Events
+			var res struct{ failed []string }
+			for _, e := range rev {
+				if e.Kind == trace.KindCheck && !e.Check.OK {
+					res.failed = append(res.failed, e.Check.Text+" (seen "+e.Check.Seen+")")
+				}
+			}
+			replayed++
+			if len(res.failed) > 0 {
+				t.Errorf("%s: the replay does not tell the same story: %s\n%s", name, strings.Join(res.failed, "; "), src)
+				continue
+			}
+			// The replayed connection is the one from the same client port.
+			var want []string
+			for _, f := range c.Findings {
+				// A replay is one connection: the next one that reuses its
+				// 4-tuple is not in it.
+				if f.Kind != "no-end" && f.Kind != "time-wait-reuse" {
+					want = append(want, f.Kind)
+				}
+			}
+			sort.Strings(want)
+			x := explainCapture(t, rh, rev)
+			var got []string
+			for _, rc := range x.conns {
+				if rc.Client.Port() == c.Client.Addr.Port() && rc.Server.Port() == c.Server.Addr.Port() {
+					for _, f := range rc.Findings {
+						if f.Kind != "no-end" {
+							got = append(got, f.Kind)
+						}
+					}
+				}
+			}
+			sort.Strings(got)
+			got = dedupeStrings(got)
+			if strings.Join(got, " ") == strings.Join(dedupeStrings(want), " ") {
+				same++
+			} else {
+				t.Logf("%s: replay findings %v, capture's %v", name, got, want)
+			}
+		}
+	}
+	t.Logf("%d connections replayed, every expectation held; %d gave the same findings", replayed, same)
+	if same < replayed*9/10 {
+		t.Errorf("only %d of %d replays gave the same findings", same, replayed)
+	}
+}
+
+func dedupeStrings(xs []string) []string {
+	var out []string
+	for i, x := range xs {
+		if i == 0 || x != xs[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
