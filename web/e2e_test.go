@@ -225,3 +225,33 @@ func TestPageLargeAndStoppedRuns(t *testing.T) {
 		t.Error("the stopped run's ladder is empty")
 	}
 }
+
+// A capture opened on the page is explained: the first connection with a
+// finding is shown as a run is, and the list picks another.
+func TestPageExplainsACapture(t *testing.T) {
+	ctx := browser(t)
+	file := filepath.Join(t.TempDir(), "rst.pcapng")
+	if err := os.WriteFile(file, captureOf(t, "rst-closed-port"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.SetUploadFiles(chromedp.CSS(`#open`), []string{file}),
+		chromedp.WaitVisible(chromedp.CSS(`body[data-explained="1"]`))); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(t, ctx, `#status`); !strings.Contains(s, "rst.pcapng: connection #1") || !strings.Contains(s, "2 connection(s)") {
+		t.Errorf("status %q", s)
+	}
+	if s := text(t, ctx, `#explain`); !strings.Contains(s, "refused: SYN refused by RST") {
+		t.Errorf("explanation %q", s)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#ladder svg").length`); n != 1 {
+		t.Errorf("%d ladders", n)
+	}
+	eval[bool](t, ctx, `(() => { const s = document.getElementById("conns"); s.value = "2"; return s.dispatchEvent(new Event("change")) })()`)
+	if err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(`body[data-explained="2"]`))); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(t, ctx, `#status`); !strings.Contains(s, "connection #2") {
+		t.Errorf("after picking #2: status %q", s)
+	}
+}

@@ -85,6 +85,7 @@ type Server struct {
 //	GET  /api/scenarios        the library: [{"name","title"}]
 //	GET  /api/scenarios/NAME   a built-in scenario's source (text)
 //	POST /api/run              {"source","name","backend":"sim"|"kernel","seed"} -> RunResult
+//	POST /api/explain?conn=N   a capture's bytes (pcap, pcapng, gzip) -> ExplainResult
 func NewHandler(o Options) http.Handler { return NewServer(o) }
 
 // NewServer is NewHandler with a Stop for the runs going on.
@@ -110,6 +111,7 @@ func NewServer(o Options) *Server {
 	mux.HandleFunc("GET /api/scenarios", s.list)
 	mux.HandleFunc("GET /api/scenarios/{name}", s.source)
 	mux.HandleFunc("POST /api/run", s.run)
+	mux.HandleFunc("POST /api/explain", s.explain)
 	// Posts that a browser marks as coming from another site, or whose
 	// Origin is not the Host they were sent to, are refused (Go's CSRF
 	// protection: Sec-Fetch-Site, else Origin against Host).

@@ -32,6 +32,12 @@ ladder diagram, the state diagram, the events, and a time slider that shows
 every host's sockets after each state change. Parse errors are marked at
 their line and column in the editor.
 
+"Open a file" takes a scenario, a packetdrill script (.pkt), or a capture
+(.pcap, .pcapng, gzip too, at most 64 MB): a capture is explained as
+tcplab explain does it, and the page shows one connection (the first with
+a finding) with its findings, ladder, state diagram and events; a list
+picks another.
+
 Runs use the simulator. When the server runs as root the page also offers
 the Linux kernel (network namespaces, real time, one run at a time, at most
 5 minutes, interrupted and cleaned up when the server stops); --kernel=false

@@ -82,12 +82,21 @@ async function loadLibrary() {
   $("open").addEventListener("change", async () => {
     const f = $("open").files[0];
     if (!f) return;
+    if (/\.(pcap|pcapng|cap)(\.gz)?$/i.test(f.name)) {
+      // A capture: the server explains it (tcplab explain).
+      captureBytes = await f.arrayBuffer();
+      captureName = f.name;
+      await explain("");
+      return;
+    }
+    $("capture").hidden = true;
     $("source").value = await f.text();
     opened = f.name;
     showErrors([]);
     $("status").textContent = `${f.name} opened; Run plays it`;
     $("status").className = "";
   });
+  $("conns").addEventListener("change", () => explain($("conns").value));
   await loadSource(sel.value);
   document.body.dataset.ready = "1";
 }
@@ -99,8 +108,50 @@ async function loadSource(name) {
   document.body.dataset.loaded = name;
 }
 
+let captureBytes = null; // a capture opened from disk
+let captureName = "";
+
+// explain posts the opened capture and shows one connection (conn: its
+// index, or "" for the first with a finding).
+async function explain(conn) {
+  $("status").textContent = `reading ${captureName}...`;
+  $("status").className = "";
+  try {
+    const r = await fetch("api/explain" + (conn ? "?conn=" + encodeURIComponent(conn) : ""), {
+      method: "POST",
+      headers: { "Content-Type": "application/octet-stream" },
+      body: captureBytes,
+    });
+    if (!r.ok) {
+      $("status").textContent = "error: " + (await r.text());
+      $("status").className = "fail";
+      return;
+    }
+    const res = await r.json();
+    const sel = $("conns");
+    sel.innerHTML = (res.connections || []).map((c) =>
+      `<option value="${c.index}"${c.index === res.conn ? " selected" : ""}>${esc(c.line)}</option>`).join("");
+    $("capture").hidden = !(res.connections || []).length;
+    if (res.errors && res.errors.length) {
+      $("status").textContent = `${captureName}: ${res.errors[0].msg}`;
+      $("status").className = "fail";
+      return;
+    }
+    result = res;
+    render(res);
+    const more = res.total > (res.connections || []).length ? ` (the first ${res.connections.length} listed)` : "";
+    $("status").textContent = `${captureName}: ${res.title} — ${res.total} connection(s)${more}, ${res.packets} TCP packets`;
+    $("status").className = "";
+    document.body.dataset.explained = String(res.conn);
+  } catch (e) {
+    $("status").textContent = "error: " + e;
+    $("status").className = "fail";
+  }
+}
+
 async function run() {
   const t0 = performance.now();
+  $("capture").hidden = true;
   $("status").textContent = "running...";
   $("status").className = "";
   $("run").disabled = true; // one request at a time: a slow answer cannot overwrite a newer one
