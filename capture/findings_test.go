@@ -54,9 +54,8 @@ func (x *explained) find(kind string) *capture.Finding {
 	return nil
 }
 
-// explainCapture writes events as the capture of hosts' taps and
-// explains it.
-func explainCapture(t *testing.T, hosts []trace.Host, events []trace.Event) *explained {
+// pcapOf writes events as the capture of hosts' taps.
+func pcapOf(t *testing.T, hosts []trace.Host, events []trace.Event) []byte {
 	t.Helper()
 	var pk []trace.Event
 	keep := map[string]bool{}
@@ -72,8 +71,15 @@ func explainCapture(t *testing.T, hosts []trace.Host, events []trace.Event) *exp
 	if _, err := trace.WritePcapng(&buf, hosts, pk); err != nil {
 		t.Fatal(err)
 	}
+	return buf.Bytes()
+}
+
+// explainCapture writes events as the capture of hosts' taps and
+// explains it.
+func explainCapture(t *testing.T, hosts []trace.Host, events []trace.Event) *explained {
+	t.Helper()
 	x := &explained{}
-	st, err := capture.Read(&buf, capture.Options{}, func(c *capture.Conn, t0 time.Time) {
+	st, err := capture.Read(bytes.NewReader(pcapOf(t, hosts, events)), capture.Options{}, func(c *capture.Conn, t0 time.Time) {
 		x.conns = append(x.conns, capture.Summarize(c, t0))
 	})
 	if err != nil {

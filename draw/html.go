@@ -245,9 +245,9 @@ details { margin: .2em 0; } summary { cursor: pointer; font-family: monospace; f
 <h1>{{.Title}}</h1>
 <p class="mono">hosts: {{.HostList}}; {{.Backend}}</p>
 {{if .Explain}}<div class="explain">{{.Explain}}</div>{{end}}
-<h2>Expectations: {{.Held}} of {{.Total}} held</h2>
+{{if .Total}}<h2>Expectations: {{.Held}} of {{.Total}} held</h2>
 <table>{{range .Checks}}<tr><td class="{{if .OK}}ok{{else}}bad{{end}}">{{if .OK}}ok{{else}}FAILED{{end}}</td><td class="mono">line {{.Line}}</td><td class="mono">{{.Text}}{{if not .OK}}<br>seen: {{.Seen}}{{end}}</td></tr>
-{{end}}</table>
+{{end}}</table>{{end}}
 <h2>Ladder</h2>
 <div class="pic">{{.Ladder}}</div>
 <h2>States</h2>
