@@ -520,6 +520,11 @@ func (c *Conn) conclude(final bool, last time.Time) {
 		add("time-wait-reuse", "", "a new SYN on this 4-tuple while it was in TIME_WAIT", fr,
 			fmt.Sprintf("A new connection (SYN, frame %d) used this connection's 4-tuple while one end still held it in TIME_WAIT. Linux lets it through when the SYN's sequence number or timestamp is above the old connection's (tcp_tw_reuse for an outgoing connect, or the TIME_WAIT socket accepting a new SYN); otherwise the SYN is answered with the old connection's ACK or dropped. A client that always uses the same local port hits EADDRINUSE instead.", c.reusedBy))
 	}
+	if r := c.reuseOf; r != nil && c.Client.ev.syn.n > 0 {
+		add("time-wait-reuse", "", fmt.Sprintf("its SYN reused a 4-tuple that connection #%d held in TIME_WAIT", r.index), []int{c.Client.ev.syn.first[0].frame},
+			fmt.Sprintf("This connection's SYN (frame %d) used the 4-tuple of connection #%d, whose %s was still in TIME_WAIT (since frame %d, until about %s). Linux lets it through when the SYN's sequence number or timestamp is above the old connection's (tcp_tw_reuse for an outgoing connect, or the TIME_WAIT socket accepting a new SYN); otherwise the SYN is answered with the old connection's ACK or dropped. A client that always uses the same local port hits EADDRINUSE instead.",
+				c.Client.ev.syn.first[0].frame, r.index, r.end, r.frame, t(r.until)))
+	}
 	if final && !c.sawFin && !c.sawRst && (cl.State == Established || sv.State == Established) {
 		add("no-end", "", fmt.Sprintf("neither FIN nor RST within the capture (idle %s s at its end)", roundDur(last.Sub(c.Last))), []int{c.FirstFrame},
 			fmt.Sprintf("The connection neither closed nor reset within the capture; its last packet came %s s before the capture's end. Either it is still open (a long-lived connection, or the capture simply stopped), or one end vanished without a word (crash, power loss, a NAT or firewall that forgot the connection): the other end then stays ESTABLISHED until it sends something, or forever if it only waits to read, unless keepalive probes it.", roundDur(last.Sub(c.Last))))

@@ -336,12 +336,14 @@ func (g *scen) build(src string) string {
 	now := time.Duration(0)
 	for _, s := range g.steps {
 		if s.at > now {
-			fmt.Fprintf(&b, "at %s\n", fmtAt(s.at))
+			// after, not at: a step that waits (until) may end later
+			// than the next one's time on the kernel.
+			fmt.Fprintf(&b, "after %s\n", fmtAt(s.at-now))
 			now = s.at
 		}
 		b.WriteString(s.line + "\n")
 	}
-	fmt.Fprintf(&b, "at %s\n", fmtAt(max(end-g.base+g.shift, now)+time.Second))
+	fmt.Fprintf(&b, "after %s\n", fmtAt(max(end-g.base+g.shift-now, 0)+time.Second))
 	if !midway {
 		b.WriteString("\n# the states explain inferred from the capture\n")
 		for i, e := range c.Ends() {

@@ -32,6 +32,26 @@ const timeWaitLen = 60 * time.Second
 // open to the packets still in flight, in capture time.
 const endGrace = time.Second
 
+// overGrace is how long a connection whose ends are both done, one in
+// TIME_WAIT, stays open to late packets (a FIN sent again because the
+// last ACK was lost, on a backoff of 0.2, 0.4, 0.8, 1.6 s). Then it is
+// reported, its TIME_WAIT's end told as probable, and only a small
+// record of the TIME_WAIT is kept, to know a new SYN that reuses it: so
+// memory follows the connections in progress, not those in TIME_WAIT.
+const overGrace = 5 * time.Second
+
+// maxTimeWaits bounds the TIME_WAIT records kept (about 150 bytes each);
+// past it, a SYN reusing an older one is not known as such.
+const maxTimeWaits = 1 << 20
+
+// twRecord is a TIME_WAIT a reported connection left behind.
+type twRecord struct {
+	index int    // its connection
+	end   string // the end in TIME_WAIT
+	frame int    // the packet that put it there
+	until time.Time
+}
+
 // Change is one inferred state change of an end.
 type Change struct {
 	At       time.Time
@@ -116,6 +136,7 @@ type Conn struct {
 	sawRst    bool
 	reusedBy  int // the frame of a SYN that took over its TIME_WAIT
 	twNearEnd bool
+	reuseOf   *twRecord // the TIME_WAIT of a reported connection its SYN took over
 }
 
 // Ends returns the client and the server.
@@ -151,6 +172,7 @@ type Tracker struct {
 	nextSweep time.Time
 	floods    map[netip.AddrPort]*flood
 	final     bool
+	tw        map[key]twRecord
 	// Done receives each connection once it has ended (or, at Flush, the
 	// ones still open), in the order they end.
 	Done func(*Conn)
@@ -265,8 +287,19 @@ func (t *Tracker) Add(p *Packet) {
 		c = nil
 	}
 	if c == nil {
+		rec, inTW := t.tw[k]
+		if inTW {
+			delete(t.tw, k)
+			inTW = p.Time.Before(rec.until)
+		}
 		c = t.start(p)
 		t.open[k] = c
+		if inTW {
+			c.note(p, fmt.Sprintf("the 4-tuple was in TIME_WAIT at the %s of connection #%d (since frame %d)", rec.end, rec.index, rec.frame))
+			if syn {
+				c.reuseOf = &rec
+			}
+		}
 	}
 	snd := c.endFrom(s)
 	switch m := c.match(p); {
@@ -348,7 +381,25 @@ func (t *Tracker) sweep() {
 			c.atEnd(t.last, false)
 			if c.Client.State != TimeWait && c.Server.State != TimeWait {
 				done = append(done, c)
+			} else if t.last.Sub(c.Last) >= overGrace {
+				// Reported now; a record of its TIME_WAIT stays.
+				for _, e := range c.Ends() {
+					if e.State == TimeWait && len(t.tw) < maxTimeWaits {
+						if t.tw == nil {
+							t.tw = map[key]twRecord{}
+						}
+						until := e.since().Add(timeWaitLen)
+						t.tw[key{c.Client.Addr, c.Server.Addr}] = twRecord{c.Index, e.Name, e.Changes[len(e.Changes)-1].Frame, until}
+						c.set(e, &Packet{Time: until}, Closed, "TIME_WAIT timer (60 s)", "Linux's TIME_WAIT lasts 60 s")
+					}
+				}
+				done = append(done, c)
 			}
+		}
+	}
+	for k, r := range t.tw {
+		if !t.last.Before(r.until) {
+			delete(t.tw, k)
 		}
 	}
 	sort.Slice(done, func(i, j int) bool { return done[i].Index < done[j].Index })
