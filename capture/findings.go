@@ -68,10 +68,12 @@ const maxMarks = 16
 
 type mark struct {
 	frame int
-	at    time.Time
+	ns    int64 // Unix nanoseconds
 }
 
-func markOf(p *Packet) mark { return mark{p.Frame, p.Time} }
+func markOf(p *Packet) mark { return mark{p.Frame, p.Time.UnixNano()} }
+
+func (m mark) time() time.Time { return time.Unix(0, m.ns) }
 
 // marks counts packets of one kind and keeps the first few and the last.
 type marks struct {
@@ -288,7 +290,7 @@ func roundDur(d time.Duration) string {
 func matchTimeline(ms *marks, synack bool) (string, string) {
 	var seen []time.Duration
 	for i := 1; i < len(ms.first); i++ {
-		seen = append(seen, ms.first[i].at.Sub(ms.first[i-1].at))
+		seen = append(seen, ms.first[i].time().Sub(ms.first[i-1].time()))
 	}
 	if len(seen) == 0 {
 		return "", "one transmission only: too few to tell whose timeline it follows"
@@ -352,9 +354,9 @@ func (c *Conn) conclude(final bool, last time.Time) {
 		if name == "windows-classic" {
 			sc = "syn-sent" // the scenario shows Linux's; the profile can be changed
 		}
-		add("syn-unanswered", "client", fmt.Sprintf("SYN sent %d times from %s, never answered", ev.syn.n, t(ev.syn.first[0].at)),
+		add("syn-unanswered", "client", fmt.Sprintf("SYN sent %d times from %s, never answered", ev.syn.n, t(ev.syn.first[0].time())),
 			ev.syn.frames(8), fmt.Sprintf("The client called connect() and sent a SYN to %v; no SYN-ACK and no RST came back within the capture, so it stayed in SYN_SENT and sent the SYN again each time its timer ran out (%d transmissions, the last at %s): %s. A silent drop does this (a firewall rule that drops instead of rejecting, a host that is down, a route that goes nowhere); a closed port would have answered RST.%s",
-				sv.Addr, ev.syn.n, t(ev.syn.last.at), tl, giveUpText(cl)))
+				sv.Addr, ev.syn.n, t(ev.syn.last.time()), tl, giveUpText(cl)))
 		c.Findings[len(c.Findings)-1].Scenario = sc
 	}
 	if ev := &cl.ev; ev.refused.frame != 0 {
@@ -362,7 +364,7 @@ func (c *Conn) conclude(final bool, last time.Time) {
 		if ev.syn.n > 0 {
 			fr = append(fr, ev.syn.last.frame)
 		}
-		add("refused", "client", fmt.Sprintf("SYN refused by RST at %s", t(ev.refused.at)), fr,
+		add("refused", "client", fmt.Sprintf("SYN refused by RST at %s", t(ev.refused.time())), fr,
 			fmt.Sprintf("The client's SYN to %v was answered by a RST with ACK: no socket listens on that port (or a firewall rejects with a TCP reset). connect() fails with ECONNREFUSED at once; no state is left on either side.", sv.Addr))
 	}
 	if ev := &sv.ev; ev.synack.n > 0 && reached(sv, Established) == nil && ev.ackNotTaken.frame == 0 && sv.ev.rst.frame == 0 && cl.ev.rst.frame == 0 {
@@ -373,7 +375,7 @@ func (c *Conn) conclude(final bool, last time.Time) {
 		}
 		add("synack-unanswered", "server", fmt.Sprintf("SYN-ACK sent %d times, its ACK never seen", ev.synack.n), ev.synack.frames(8),
 			fmt.Sprintf("The server answered the SYN from %v and kept a half-open request in SYN_RECV, but no ACK of its SYN-ACK came back within the capture: it sent the SYN-ACK %d times (the last at %s); %s. The SYN-ACK or the ACK was lost on the way, or the SYN came from an address that does not answer (spoofed, as in a SYN flood).%s",
-				cl.Addr, ev.synack.n, t(ev.synack.last.at), tl, giveUpText(sv)))
+				cl.Addr, ev.synack.n, t(ev.synack.last.time()), tl, giveUpText(sv)))
 		c.Findings[len(c.Findings)-1].Scenario = sc
 	}
 	if ev := &sv.ev; ev.ackNotTaken.frame != 0 {
@@ -414,18 +416,18 @@ func (c *Conn) conclude(final bool, last time.Time) {
 				[]int{ev.fin.first[0].frame, ev.rst.frame},
 				fmt.Sprintf("The %s closed (FIN, frame %d), the %s acknowledged the FIN but did not close its side: the %s waited in FIN_WAIT2 with no program behind it (an orphan) until tcp_fin_timeout, 60 s by default, ended it at about %s. The %s's later packets found no socket and were answered by a RST (frame %d). The %s sat in CLOSE_WAIT all that time: its program never called close().",
 					e.Name, ev.fin.first[0].frame, p.Name, e.Name, t(ev.fw2Timeout), p.Name, ev.rst.frame, p.Name))
-		case ev.rst.frame != 0 && e.finSent && ev.dataAfterFin.frame != 0 && !ev.dataAfterFin.at.After(ev.rst.at):
+		case ev.rst.frame != 0 && e.finSent && ev.dataAfterFin.frame != 0 && !ev.dataAfterFin.time().After(ev.rst.time()):
 			add("close-wait-data-loss", p.Name, fmt.Sprintf("%s wrote after %s's FIN; answered by RST, the data is lost", p.Name, e.Name),
 				[]int{ev.fin.first[0].frame, ev.dataAfterFin.frame, ev.rst.frame},
 				fmt.Sprintf("The %s closed its socket (its FIN, frame %d) and the %s, in CLOSE_WAIT, went on writing: its write() succeeded, since a FIN only says the peer will send no more. But the %s's program had closed the socket and could read nothing, so its kernel answered the data (frame %d) with a RST (frame %d). Those bytes are lost, and the %s learns it only from an ECONNRESET or EPIPE on a later call. A FIN must be treated as the end of the conversation unless the protocol says the peer only half-closed.",
 					e.Name, ev.fin.first[0].frame, p.Name, e.Name, ev.dataAfterFin.frame, ev.rst.frame, p.Name))
 		case ev.rst.frame != 0 && p.ev.blind.n == 0 && p.ev.forged.n == 0 && ev.answered == ev.probes.n && ev.rstFrom != Closed && ev.rstFrom != Listen && ev.rstFrom != SynSent && p.ev.refused.frame == 0:
-			unread := ev.rcvData.frame != 0 && ev.rcvData.at.After(ev.sentData.at) && !e.finSent
+			unread := ev.rcvData.frame != 0 && ev.rcvData.time().After(ev.sentData.time()) && !e.finSent
 			why := "Its program closed with SO_LINGER on and a zero timeout (unsent data is dropped), or closed while received data was still unread; or, at a server, the program closed its listening socket while this connection still waited in the accept queue."
 			if unread {
 				why = fmt.Sprintf("It had received data (the last at frame %d) and sent none since: Linux sends RST instead of FIN when a program closes a socket whose received data it never read; SO_LINGER with a zero timeout does the same.", ev.rcvData.frame)
 			}
-			add("abortive-close", e.Name, fmt.Sprintf("%s ended the connection with RST at %s (from %s)", e.Name, t(ev.rst.at), ev.rstFrom),
+			add("abortive-close", e.Name, fmt.Sprintf("%s ended the connection with RST at %s (from %s)", e.Name, t(ev.rst.time()), ev.rstFrom),
 				[]int{ev.rst.frame}, fmt.Sprintf("The %s ended the connection with a RST (frame %d) instead of the FIN handshake, while in %s. %s Nothing waits in TIME_WAIT after a RST; the %s's next call fails with ECONNRESET, and any data not yet delivered is gone.",
 					e.Name, ev.rst.frame, ev.rstFrom, why, p.Name))
 			if unread {
@@ -452,12 +454,12 @@ func (c *Conn) conclude(final bool, last time.Time) {
 		} else if ev.fin.n >= 2 && !e.finAckd {
 			add("fin-unanswered", e.Name, fmt.Sprintf("%s's FIN sent %d times, never acknowledged", e.Name, ev.fin.n), ev.fin.frames(8),
 				fmt.Sprintf("The %s closed and sent its FIN (frame %d), then sent it again %d times with a growing backoff (the last at %s): no ACK came, so it stayed in FIN_WAIT1. The %s is unreachable or drops everything (a firewall, a crashed host). Linux gives up on an orphaned socket after tcp_orphan_retries.%s",
-					e.Name, ev.fin.first[0].frame, ev.fin.n-1, t(ev.fin.last.at), p.Name, giveUpText(e)))
+					e.Name, ev.fin.first[0].frame, ev.fin.n-1, t(ev.fin.last.time()), p.Name, giveUpText(e)))
 		}
 		if ev.retx.n >= 3 && gaveUp(e) != nil {
 			add("retransmissions-given-up", e.Name, fmt.Sprintf("%s sent data again %d times, then gave up", e.Name, ev.retx.n), ev.retx.frames(8),
 				fmt.Sprintf("The %s's data was not acknowledged, so it sent it again %d times with exponential backoff (the last at %s), and then ended the connection.%s The %s (or the path to it) stopped answering; Linux gives up after tcp_retries2 (15 retransmissions, about 15 minutes), TCP_USER_TIMEOUT, or for an orphan tcp_orphan_retries.",
-					e.Name, ev.retx.n, t(ev.retx.last.at), giveUpText(e), p.Name))
+					e.Name, ev.retx.n, t(ev.retx.last.time()), giveUpText(e), p.Name))
 		}
 		if ev.blind.n > 0 || ev.forged.n > 0 {
 			fr := append(ev.blind.frames(6), ev.challenge.frames(6)...)
@@ -481,7 +483,7 @@ func (c *Conn) conclude(final bool, last time.Time) {
 			un := ev.probes.n - ev.answered
 			interval := ""
 			if len(ev.probes.first) > 1 {
-				interval = fmt.Sprintf(", then every %s s", roundDur(ev.probes.first[1].at.Sub(ev.probes.first[0].at)))
+				interval = fmt.Sprintf(", then every %s s", roundDur(ev.probes.first[1].time().Sub(ev.probes.first[0].time())))
 			}
 			dead := un >= 2 && (e.State == Closed || final)
 			summary := fmt.Sprintf("%s sent %d keepalive probe(s), %d answered", e.Name, ev.probes.n, ev.answered)
@@ -497,14 +499,14 @@ func (c *Conn) conclude(final bool, last time.Time) {
 		if ev.zero.n > 0 {
 			fr := append([]int{ev.zero.first[0].frame}, p.ev.probes.frames(6)...)
 			stuck := ev.reopen.frame == 0
-			summary := fmt.Sprintf("%s advertised a zero window at %s", e.Name, t(ev.zero.first[0].at))
+			summary := fmt.Sprintf("%s advertised a zero window at %s", e.Name, t(ev.zero.first[0].time()))
 			text := fmt.Sprintf("The %s's receive buffer filled (frame %d advertises window 0): its program reads more slowly than the %s sends, or not at all. The %s keeps its data and sends persist (zero-window) probes to learn when the window opens (%d seen).", e.Name, ev.zero.first[0].frame, p.Name, p.Name, p.ev.zeroProbes)
 			if stuck {
 				summary += ", never reopened: a stuck receiver"
 				text += fmt.Sprintf(" The window never reopened within the capture: the %s's program is stuck or stopped reading. Persist probes never give up while they are answered, so such a connection can last forever.", e.Name)
 			} else {
 				fr = append(fr, ev.reopen.frame)
-				summary += fmt.Sprintf(", reopened at %s", t(ev.reopen.at))
+				summary += fmt.Sprintf(", reopened at %s", t(ev.reopen.time()))
 				text += fmt.Sprintf(" It reopened at frame %d.", ev.reopen.frame)
 			}
 			add("zero-window", e.Name, summary, fr, text)
@@ -523,7 +525,7 @@ func (c *Conn) conclude(final bool, last time.Time) {
 	if r := c.reuseOf; r != nil && c.Client.ev.syn.n > 0 {
 		add("time-wait-reuse", "", fmt.Sprintf("its SYN reused a 4-tuple that connection #%d held in TIME_WAIT", r.index), []int{c.Client.ev.syn.first[0].frame},
 			fmt.Sprintf("This connection's SYN (frame %d) used the 4-tuple of connection #%d, whose %s was still in TIME_WAIT (since frame %d, until about %s). Linux lets it through when the SYN's sequence number or timestamp is above the old connection's (tcp_tw_reuse for an outgoing connect, or the TIME_WAIT socket accepting a new SYN); otherwise the SYN is answered with the old connection's ACK or dropped. A client that always uses the same local port hits EADDRINUSE instead.",
-				c.Client.ev.syn.first[0].frame, r.index, r.end, r.frame, t(r.until)))
+				c.Client.ev.syn.first[0].frame, r.index, r.endName(), r.frame, t(time.Unix(0, r.until))))
 	}
 	if final && !c.sawFin && !c.sawRst && (cl.State == Established || sv.State == Established) {
 		add("no-end", "", fmt.Sprintf("neither FIN nor RST within the capture (idle %s s at its end)", roundDur(last.Sub(c.Last))), []int{c.FirstFrame},

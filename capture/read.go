@@ -40,6 +40,7 @@ type Reader struct {
 	closer  io.Closer
 	frame   int
 	Skipped int // frames that are not a TCP segment this reader can read
+	order   [40]uint8
 }
 
 // Magic numbers at the start of the supported formats.
@@ -125,6 +126,9 @@ func (r *Reader) Next() (Packet, error) {
 		}
 		r.frame++
 		p := Packet{Frame: r.frame, Time: ci.Timestamp, Iface: ci.InterfaceIndex}
+		// The options' order is parsed into the reader's memory: valid
+		// until the next call (a packet kept must clone it).
+		p.Segment.Options.Order = r.order[:0]
 		if !decode(r.link(ci), data, &p) {
 			r.Skipped++
 			continue

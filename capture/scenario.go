@@ -282,11 +282,11 @@ func (g *scen) build(src string) string {
 			idle := max(e.ev.probeIdle.Round(time.Second), time.Second)
 			interval := time.Second
 			if len(e.ev.probes.first) > 1 {
-				interval = max(e.ev.probes.first[1].at.Sub(e.ev.probes.first[0].at).Round(time.Second), time.Second)
+				interval = max(e.ev.probes.first[1].time().Sub(e.ev.probes.first[0].time()).Round(time.Second), time.Second)
 			}
 			g.at(up, "%s: keepalive on idle %s interval %s count %d", name, fmtAt(idle), fmtAt(interval), max(e.ev.probes.n-e.ev.answered, 1))
 			if e.ev.answered < e.ev.probes.n {
-				first := e.ev.probes.first[min(e.ev.answered, len(e.ev.probes.first)-1)].at.Sub(c.t0)
+				first := e.ev.probes.first[min(e.ev.answered, len(e.ev.probes.first)-1)].time().Sub(c.t0)
 				g.drop(1-i, first-time.Millisecond, "vanished")
 				g.at(first-time.Millisecond, "rule %s out drop as vanished-out", names[1-i])
 			}
@@ -416,7 +416,7 @@ func (c *Conn) firstSent(end string, frame int) time.Duration {
 			for _, m := range e.ev.retx.first {
 				if m.frame == frame {
 					found = true
-					at := m.at.Sub(c.t0)
+					at := m.time().Sub(c.t0)
 					for _, ev := range c.Events {
 						if ev.Kind == trace.KindPacket && ev.Packet.Dir == trace.Out && ev.Host == end && ev.At == at {
 							seq = ev.Packet.Segment.Seq

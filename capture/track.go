@@ -3,6 +3,7 @@ package capture
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -44,12 +45,23 @@ const overGrace = 5 * time.Second
 // past it, a SYN reusing an older one is not known as such.
 const maxTimeWaits = 1 << 20
 
-// twRecord is a TIME_WAIT a reported connection left behind.
+// twRecord is a TIME_WAIT a reported connection left behind (small:
+// there may be a minute of connections).
 type twRecord struct {
-	index int    // its connection
-	end   string // the end in TIME_WAIT
-	frame int    // the packet that put it there
-	until time.Time
+	index  int32 // its connection
+	frame  int32 // the packet that put it there
+	until  int64 // Unix nanoseconds
+	server bool  // the end in TIME_WAIT is the server
+}
+
+// twKey is a 4-tuple, compact.
+type twKey struct {
+	a, b   [16]byte
+	pa, pb uint16
+}
+
+func twKeyOf(k key) twKey {
+	return twKey{k.a.Addr().As16(), k.b.Addr().As16(), k.a.Port(), k.b.Port()}
 }
 
 // Change is one inferred state change of an end.
@@ -121,7 +133,7 @@ type Conn struct {
 	// Dups counts the packets seen twice, on two interfaces of one
 	// capture (both hosts' taps): each is taken once.
 	Dups   int
-	recent [32]seen
+	recent *[recentLen]seen // nil once the connection is over
 	ri     int
 	// dual: the capture has both ends' taps (taps: interface to end);
 	// each end's changes are taken at its own tap's copy.
@@ -172,7 +184,8 @@ type Tracker struct {
 	nextSweep time.Time
 	floods    map[netip.AddrPort]*flood
 	final     bool
-	tw        map[key]twRecord
+	tw        map[twKey]twRecord
+	spare     []*[recentLen]seen
 	// Done receives each connection once it has ended (or, at Flush, the
 	// ones still open), in the order they end.
 	Done func(*Conn)
@@ -181,30 +194,40 @@ type Tracker struct {
 type key struct{ a, b netip.AddrPort }
 
 // seen is a packet's identity, to know it again on another interface.
+// It is kept small: a connection holds recentLen of them.
 type seen struct {
 	seq, ack wire.Seq
-	flags    wire.Flags
-	id       uint16
 	ts       uint32
-	len      int
-	from     netip.AddrPort
-	iface    int
-	at       time.Time
+	len      int32
+	at       int64 // Unix nanoseconds
+	live     bool  // false: none, or its copy was matched
+	iface    int32
+	id       uint16
+	flags    wire.Flags
+	fromCli  bool
 	// The receiver's changes this packet made (Changes[from:to]), and
 	// where its events start: retimed to the receiving tap's copy.
 	rcv                *End
-	chFrom, chTo, evAt int
+	chFrom, chTo, evAt int32
 }
+
+// recentLen is how many packets a connection remembers to know their
+// copies at another tap: the packets in flight between two taps.
+const recentLen = 32
 
 // match finds the copy of p already taken from another interface of the
 // capture (the same segment, the same IP ID and timestamp, within 2 s).
 func (c *Conn) match(p *Packet) *seen {
+	if c.recent == nil {
+		return nil
+	}
 	s := &p.Segment
-	from := netip.AddrPortFrom(s.Src, s.SrcPort)
+	fromCli := c.Client.Addr == netip.AddrPortFrom(s.Src, s.SrcPort)
+	now := p.Time.UnixNano()
 	for i := range c.recent {
 		r := &c.recent[i]
-		if r.iface != p.Iface && r.seq == s.Seq && r.ack == s.Ack && r.flags == s.Flags && r.id == s.ID &&
-			r.ts == s.Options.TSVal && r.len == p.Len && r.from == from && !r.at.IsZero() && p.Time.Sub(r.at) < 2*time.Second {
+		if r.seq == s.Seq && r.ack == s.Ack && r.iface != int32(p.Iface) && r.flags == s.Flags && r.id == s.ID &&
+			r.ts == s.Options.TSVal && r.len == int32(p.Len) && r.fromCli == fromCli && r.live && now-r.at < int64(2*time.Second) {
 			return r
 		}
 	}
@@ -214,9 +237,12 @@ func (c *Conn) match(p *Packet) *seen {
 // remember keeps p's identity, to know its copy on another interface.
 func (c *Conn) remember(p *Packet) *seen {
 	s := &p.Segment
-	r := &c.recent[c.ri%len(c.recent)]
-	*r = seen{seq: s.Seq, ack: s.Ack, flags: s.Flags, id: s.ID, ts: s.Options.TSVal, len: p.Len,
-		from: netip.AddrPortFrom(s.Src, s.SrcPort), iface: p.Iface, at: p.Time}
+	if c.recent == nil {
+		c.recent = new([recentLen]seen) // a late packet after it was let go
+	}
+	r := &c.recent[c.ri%recentLen]
+	*r = seen{seq: s.Seq, ack: s.Ack, flags: s.Flags, id: s.ID, ts: s.Options.TSVal, len: int32(p.Len),
+		fromCli: c.Client.Addr == netip.AddrPortFrom(s.Src, s.SrcPort), iface: int32(p.Iface), at: p.Time.UnixNano(), live: true}
 	c.ri++
 	return r
 }
@@ -225,7 +251,7 @@ func (c *Conn) remember(p *Packet) *seen {
 // it seen at the receiver's own tap: that is when it took the packet.
 func (c *Conn) retime(r *seen, p *Packet) {
 	e := r.rcv
-	if e == nil || r.chTo > len(e.Changes) {
+	if e == nil || int(r.chTo) > len(e.Changes) {
 		return
 	}
 	for i := r.chFrom; i < r.chTo; i++ {
@@ -236,7 +262,7 @@ func (c *Conn) retime(r *seen, p *Packet) {
 	if c.Events == nil {
 		return
 	}
-	for i := r.evAt; i < len(c.Events); i++ {
+	for i := int(r.evAt); i < len(c.Events); i++ {
 		ev := &c.Events[i]
 		if ev.Host == e.Name && (ev.Kind == trace.KindState || ev.Kind == trace.KindNote) {
 			ev.At = p.Time.Sub(c.t0)
@@ -248,11 +274,21 @@ func (c *Conn) retime(r *seen, p *Packet) {
 }
 
 func keyOf(s *wire.Segment) key {
-	x, y := netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)
+	return keyOf2(netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort))
+}
+
+func keyOf2(x, y netip.AddrPort) key {
 	if y.Compare(x) < 0 {
 		x, y = y, x
 	}
 	return key{x, y}
+}
+
+func (r *twRecord) endName() string {
+	if r.server {
+		return "server"
+	}
+	return "client"
 }
 
 // NewTracker returns a tracker that hands finished connections to done.
@@ -287,15 +323,20 @@ func (t *Tracker) Add(p *Packet) {
 		c = nil
 	}
 	if c == nil {
-		rec, inTW := t.tw[k]
-		if inTW {
-			delete(t.tw, k)
-			inTW = p.Time.Before(rec.until)
+		var rec twRecord
+		inTW := false
+		if t.tw != nil {
+			tk := twKeyOf(k)
+			rec, inTW = t.tw[tk]
+			if inTW {
+				delete(t.tw, tk)
+				inTW = p.Time.UnixNano() < rec.until
+			}
 		}
 		c = t.start(p)
 		t.open[k] = c
 		if inTW {
-			c.note(p, fmt.Sprintf("the 4-tuple was in TIME_WAIT at the %s of connection #%d (since frame %d)", rec.end, rec.index, rec.frame))
+			c.note(p, fmt.Sprintf("the 4-tuple was in TIME_WAIT at the %s of connection #%d (since frame %d)", rec.endName(), rec.index, rec.frame))
 			if syn {
 				c.reuseOf = &rec
 			}
@@ -305,17 +346,17 @@ func (t *Tracker) Add(p *Packet) {
 	switch m := c.match(p); {
 	case m != nil:
 		// The same packet at a second tap: the receiver's.
-		m.at = time.Time{} // matched: a third copy is another packet
+		m.live = false // matched: a third copy is another packet
 		c.Dups++
 		if !c.dual {
 			// Both hosts' taps: from now on each end's changes are
 			// taken at its own tap; the receiver's changes this packet
 			// made move to this copy.
 			c.dual = true
-			c.taps = map[int]*End{m.iface: snd, p.Iface: c.otherOf(s)}
+			c.taps = map[int]*End{int(m.iface): snd, p.Iface: c.otherOf(s)}
 			c.retime(m, p)
 		} else {
-			if c.taps[m.iface] != snd {
+			if c.taps[int(m.iface)] != snd {
 				c.forgedRst(p, snd)
 			}
 			c.add(p, false, true)
@@ -335,9 +376,9 @@ func (t *Tracker) Add(p *Packet) {
 	default:
 		r := c.remember(p)
 		rcv := c.otherOf(s)
-		r.rcv, r.chFrom, r.evAt = rcv, len(rcv.Changes), len(c.Events)
+		r.rcv, r.chFrom, r.evAt = rcv, int32(len(rcv.Changes)), int32(len(c.Events))
 		c.add(p, true, true)
-		r.chTo = len(rcv.Changes)
+		r.chTo = int32(len(rcv.Changes))
 	}
 	t.sweep()
 }
@@ -377,6 +418,9 @@ func (t *Tracker) sweep() {
 			done = append(done, c)
 			continue
 		}
+		if c.over() && t.last.Sub(c.Last) >= endGrace && c.recent != nil {
+			t.freeRecent(c) // its packets' copies at another tap have come
+		}
 		if c.over() && (c.Client.State == TimeWait || c.Server.State == TimeWait) {
 			c.atEnd(t.last, false)
 			if c.Client.State != TimeWait && c.Server.State != TimeWait {
@@ -386,10 +430,10 @@ func (t *Tracker) sweep() {
 				for _, e := range c.Ends() {
 					if e.State == TimeWait && len(t.tw) < maxTimeWaits {
 						if t.tw == nil {
-							t.tw = map[key]twRecord{}
+							t.tw = map[twKey]twRecord{}
 						}
 						until := e.since().Add(timeWaitLen)
-						t.tw[key{c.Client.Addr, c.Server.Addr}] = twRecord{c.Index, e.Name, e.Changes[len(e.Changes)-1].Frame, until}
+						t.tw[twKeyOf(keyOf2(c.Client.Addr, c.Server.Addr))] = twRecord{int32(c.Index), int32(e.Changes[len(e.Changes)-1].Frame), until.UnixNano(), e == c.Server}
 						c.set(e, &Packet{Time: until}, Closed, "TIME_WAIT timer (60 s)", "Linux's TIME_WAIT lasts 60 s")
 					}
 				}
@@ -397,8 +441,9 @@ func (t *Tracker) sweep() {
 			}
 		}
 	}
+	now := t.last.UnixNano()
 	for k, r := range t.tw {
-		if !t.last.Before(r.until) {
+		if now >= r.until {
 			delete(t.tw, k)
 		}
 	}
@@ -408,7 +453,29 @@ func (t *Tracker) sweep() {
 	}
 }
 
+// newRecent gives a connection its packet memory, from those of
+// connections that let theirs go when there are.
+func (t *Tracker) newRecent() *[recentLen]seen {
+	if n := len(t.spare); n > 0 {
+		r := t.spare[n-1]
+		t.spare = t.spare[:n-1]
+		*r = [recentLen]seen{}
+		return r
+	}
+	return new([recentLen]seen)
+}
+
+func (t *Tracker) freeRecent(c *Conn) {
+	if len(t.spare) < 1024 {
+		t.spare = append(t.spare, c.recent)
+	}
+	c.recent = nil
+}
+
 func (t *Tracker) finish(c *Conn) {
+	if c.recent != nil {
+		t.freeRecent(c)
+	}
 	delete(t.open, key{c.Client.Addr, c.Server.Addr})
 	delete(t.open, key{c.Server.Addr, c.Client.Addr})
 	c.conclude(t.final, t.last)
@@ -424,24 +491,34 @@ func (t *Tracker) start(p *Packet) *Conn {
 	t.count++
 	s := &p.Segment
 	src, dst := netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)
-	c := &Conn{Index: t.count, First: p.Time, FirstFrame: p.Frame, t0: t.t0}
+	// One allocation: the connection, its ends, and room for about six
+	// changes an end (a connection's life).
+	a := &struct {
+		c      Conn
+		cl, sv End
+		ch     [12]Change
+	}{}
+	c := &a.c
+	*c = Conn{Index: t.count, First: p.Time, FirstFrame: p.Frame, t0: t.t0, Client: &a.cl, Server: &a.sv}
 	switch {
 	case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0:
-		c.Client, c.Server = &End{Addr: src}, &End{Addr: dst}
+		c.Client.Addr, c.Server.Addr = src, dst
 		c.Client.State, c.Server.State = Closed, Listen
 	case s.Flags&wire.SYN != 0:
-		c.Client, c.Server = &End{Addr: dst}, &End{Addr: src}
+		c.Client.Addr, c.Server.Addr = dst, src
 		c.Client.State, c.Server.State = SynSent, Listen
 		c.note(p, "the capture missed the client's SYN")
 	default:
 		if s.SrcPort < s.DstPort {
 			src, dst = dst, src
 		}
-		c.Client, c.Server = &End{Addr: src}, &End{Addr: dst}
+		c.Client.Addr, c.Server.Addr = src, dst
 		c.Client.State, c.Server.State = Established, Established
 		c.note(p, "the capture starts mid-connection: both ends are taken as ESTABLISHED")
 	}
 	c.Client.Name, c.Server.Name = "client", "server"
+	c.Client.Changes, c.Server.Changes = a.ch[:0:6], a.ch[6:6:12]
+	c.recent = t.newRecent()
 	if !t.opt.Events && (t.opt.EventsFor == nil || !t.opt.EventsFor(c.Index, c.Client.Addr, c.Server.Addr)) {
 		c.Events = nil
 	} else {
@@ -546,6 +623,7 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 	if c.Events != nil {
 		at := p.Time.Sub(c.t0)
 		seg := *s
+		seg.Options.Order = slices.Clone(seg.Options.Order) // the reader's memory
 		seg.Payload = make([]byte, p.Len)
 		if send {
 			c.nextID++
@@ -680,7 +758,7 @@ func (c *Conn) sent(p *Packet, snd *End, end wire.Seq) {
 			c.unset(snd)
 			snd.ackNotTaken = true
 			if snd.ev.ackNotTaken.frame == 0 {
-				snd.ev.ackNotTaken, snd.ev.synackAgain = mark{last.Frame, last.At}, markOf(p)
+				snd.ev.ackNotTaken, snd.ev.synackAgain = mark{last.Frame, last.At.UnixNano()}, markOf(p)
 			}
 			c.note(p, fmt.Sprintf("%s sent its SYN-ACK again: the ACK of frame %d never reached its socket (a full accept queue drops it)", snd.Name, last.Frame))
 		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0 && snd.State == Established && last.Cause == "rcv SYN,ACK, snd ACK" && snd.hasISS && s.Seq == snd.iss:

@@ -62,7 +62,7 @@ var (
 
 // parseOptions reads the option bytes of a TCP header.
 func parseOptions(b []byte, o *Options) error {
-	*o = Options{}
+	*o = Options{Order: o.Order[:0]} // its memory, if any, is used again
 	i := 0
 	for i < len(b) {
 		kind := b[i]

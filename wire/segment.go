@@ -176,7 +176,9 @@ func Parse(b []byte) (Segment, error) {
 // ParseTCPHeader reads a TCP header and its options from t into s (ports,
 // numbers, flags, window, options), leaving addresses and payload alone,
 // and returns the header's length. Captures use it on packets whose
-// payload was cut by the snap length. It never panics.
+// payload was cut by the snap length. It never panics. The memory of
+// s.Options.Order, if any, is used again for the options' order (a
+// reader parsing packet after packet allocates nothing for it).
 func ParseTCPHeader(t []byte, s *Segment) (int, error) {
 	if len(t) < tcpHeaderLen {
 		return 0, fmt.Errorf("%w: %d bytes of TCP, the header needs 20", ErrTruncated, len(t))
@@ -196,7 +198,8 @@ func ParseTCPHeader(t []byte, s *Segment) (int, error) {
 	s.Flags = Flags(t[13])
 	s.Window = binary.BigEndian.Uint16(t[14:16])
 	s.Urgent = binary.BigEndian.Uint16(t[18:20])
-	s.Options = Options{}
+	// Order's memory, if the caller gave some, is used again.
+	s.Options = Options{Order: s.Options.Order[:0]}
 	if err := parseOptions(t[tcpHeaderLen:doff], &s.Options); err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrBadHeader, err)
 	}
