@@ -2,7 +2,9 @@ package capture_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"testing"
@@ -11,6 +13,7 @@ import (
 	"github.com/tcplab/tcplab/capture"
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
 )
 
 // explained is a capture's connections and capture-wide findings.
@@ -350,4 +353,45 @@ func dedupeStrings(xs []string) []string {
 		}
 	}
 	return out
+}
+
+// FuzzInference feeds the tracker arbitrary exchanges between two ends
+// (flags, numbers near each end's own, lengths, taps, gaps): no panic,
+// every connection summarized with its findings, and the scenario
+// --scenario writes for it always parses.
+func FuzzInference(f *testing.F) {
+	f.Add([]byte{0x02, 0, 0, 0, 0, 0, 0, 1, 0x12, 1, 0, 0, 0, 1, 0, 1, 0x10, 0, 0, 1, 0, 1, 0, 1, 0x11, 0, 0, 1, 0, 1, 0, 200})
+	f.Add([]byte{0x02, 2, 0, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 0, 0, 3, 0x04, 1, 0, 9, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		cli, srv := netip.MustParseAddrPort("10.0.0.1:40000"), netip.MustParseAddrPort("10.0.0.2:80")
+		var conns []*capture.Conn
+		tr := capture.NewTracker(capture.Options{Events: true}, func(c *capture.Conn) { conns = append(conns, c) })
+		at := time.Unix(1000, 0)
+		for i := 0; i+8 <= len(b) && i < 8*2000; i += 8 {
+			r := b[i : i+8]
+			from, to, base := cli, srv, wire.Seq(1000)
+			if r[1]&1 != 0 {
+				from, to, base = srv, cli, wire.Seq(900000)
+			}
+			at = at.Add(time.Duration(r[7]) * time.Millisecond)
+			p := capture.Packet{Frame: i/8 + 1, Time: at, Iface: int(r[1]>>1) & 1, Len: int(r[6]),
+				Segment: wire.Segment{Src: from.Addr(), Dst: to.Addr(), SrcPort: from.Port(), DstPort: to.Port(),
+					Seq:   base.Add(int(int16(binary.BigEndian.Uint16(r[2:4])))),
+					Ack:   wire.Seq(1000 + 900000 - uint32(base)).Add(int(int16(binary.BigEndian.Uint16(r[4:6])))),
+					Flags: wire.Flags(r[0]) & (wire.SYN | wire.ACK | wire.FIN | wire.RST | wire.PSH), Window: uint16(r[6]) * 8,
+					ID: uint16(i)}}
+			tr.Add(&p)
+		}
+		tr.Flush()
+		_ = tr.Findings()
+		for _, c := range conns {
+			s := capture.Summarize(c, time.Unix(1000, 0))
+			var out bytes.Buffer
+			s.WriteTimeline(&out)
+			src := capture.Scenario(c, "fuzz.pcap")
+			if _, err := scenario.Parse("fuzz.tcplab", src); err != nil {
+				t.Fatalf("the scenario of connection #%d does not parse: %v\n%s", c.Index, err, src)
+			}
+		}
+	})
 }

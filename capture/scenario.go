@@ -20,7 +20,7 @@ import (
 // the replay tells the same story. The connection must have been tracked
 // with its events (Options.Events or EventsFor).
 func Scenario(c *Conn, src string) string {
-	g := scen{c: c, base: c.First.Sub(c.t0)}
+	g := scen{c: c, base: c.First.Sub(c.t0), sock: [2]time.Duration{-1, -1}}
 	return g.build(src)
 }
 
@@ -31,18 +31,43 @@ type scen struct {
 	// deaf is when a rule began to drop all that reached an end (from
 	// the capture's start): its later states are not the capture's.
 	deaf     [2]time.Duration
+	deafLine [2]string
 	attacker bool
+	// sock is when each end's socket named conn exists (from the
+	// capture's start; -1: none), so that no call comes before it.
+	sock [2]time.Duration
 	// shift moves the connection's steps later, after a preparation
 	// (the connections that fill an accept queue).
 	shift time.Duration
 }
 
+// call adds end i's call on its socket, no earlier than the socket; none
+// when it has no socket.
+func (g *scen) call(i int, at time.Duration, format string, a ...any) bool {
+	if g.sock[i] < 0 {
+		return false
+	}
+	g.at(max(at, g.sock[i]), "%s: "+format, append([]any{[2]string{"client", "server"}[i]}, a...)...)
+	return true
+}
+
 // drop adds a rule that drops everything reaching end i from at on.
 func (g *scen) drop(i int, at time.Duration, name string) {
-	g.at(at, "rule %s in drop as %s", [2]string{"client", "server"}[i], name)
-	if g.deaf[i] == 0 || at < g.deaf[i] {
-		g.deaf[i] = at
+	if g.deaf[i] != 0 {
+		if at < g.deaf[i] {
+			// An earlier rule: the first one's place.
+			for j := range g.steps {
+				if g.steps[j].line == g.deafLine[i] {
+					g.steps[j].at = max(at-g.base, 0) + g.shift
+				}
+			}
+			g.deaf[i] = at
+		}
+		return
 	}
+	host := [2]string{"client", "server"}[i]
+	g.at(at, "rule %s in drop as %s-%s", host, name, host)
+	g.deaf[i], g.deafLine[i] = at, g.steps[len(g.steps)-1].line
 }
 
 type scenStep struct {
@@ -152,7 +177,8 @@ func (g *scen) build(src string) string {
 		g.at(g.base, "client: connect server:%d as filler3", sport)
 	default:
 		g.at(g.base, "server: listen %d", sport)
-		g.at(g.base, "server: accept")
+		g.at(g.base, "server: accept as conn")
+		g.sock[1] = g.base
 	}
 	if g.has("syn-unanswered") != nil {
 		g.at(g.base, "rule server in dport %d drop as lost-syn", sport)
@@ -182,7 +208,7 @@ func (g *scen) build(src string) string {
 		n := pendingWrite[i]
 		for n > 0 {
 			w := min(n, 1<<20)
-			g.at(pendingAt[i], "%s: write %d bytes", names[i], w)
+			g.call(i, pendingAt[i], "write conn %d bytes", w)
 			n -= w
 		}
 		pendingWrite[i] = 0
@@ -204,16 +230,18 @@ func (g *scen) build(src string) string {
 		s := &e.Packet.Segment
 		n := len(s.Payload)
 		switch {
-		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0:
-			if !hasSent[i] {
-				if i == 0 {
-					g.at(e.At, "client: connect server:%d from %d", sport, cport)
-				} else {
-					g.at(e.At, "server: connect client:%d from %d", cport, sport)
-				}
+		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0 && g.sock[i] < 0 && (i == 0 || simOpen):
+			if i == 0 {
+				g.at(e.At, "client: connect server:%d from %d as conn", sport, cport)
+			} else {
+				g.at(e.At, "server: connect client:%d from %d as conn", cport, sport)
 			}
-		case midway && !connected:
-			g.at(g.base, "client: connect server:%d from %d", sport, cport)
+			g.sock[i] = e.At
+		case !connected && g.sock[0] < 0:
+			// Its first packet is not the client's SYN (the capture
+			// starts mid-connection): the replay connects at the start.
+			g.at(g.base, "client: connect server:%d from %d as conn", sport, cport)
+			g.sock[0] = g.base
 		}
 		connected = true
 		if !hasSent[i] {
@@ -229,7 +257,7 @@ func (g *scen) build(src string) string {
 			if pendingWrite[i] == 0 {
 				pendingAt[i] = e.At
 				if !stuck[1-i] && !closed[1-i] {
-					g.at(e.At, "%s: read", names[1-i])
+					g.call(1-i, e.At, "read conn")
 				}
 			}
 			pendingWrite[i] += int(s.Seq.Add(n).Diff(sent[i]))
@@ -246,21 +274,22 @@ func (g *scen) build(src string) string {
 				g.at(e.At-time.Microsecond, "rule %s out flags [.] count 1 drop as lost-ack", names[1-i])
 			}
 			if g.hasFor("close-wait-held", names[1-i]) {
-				g.at(e.At, "%s: read", names[1-i])
+				g.call(1-i, e.At, "read conn")
 			}
 			if c.peerSentDataAfter(i, e.At) && !g.hasFor("close-wait-data-loss", names[1-i]) && !g.hasFor("fin-wait-2-timeout", names[i]) {
-				g.at(e.At, "%s: shutdown wr", names[i])
+				g.call(i, e.At, "shutdown conn wr")
 			} else {
-				g.at(e.At, "%s: close", names[i])
+				g.call(i, e.At, "close conn")
 			}
 		}
 		if s.Flags&wire.RST != 0 && !closed[i] && g.hasFor("abortive-close", names[i]) {
 			flush(i)
 			closed[i] = true
-			g.at(e.At, "%s: linger 0s", names[i])
-			g.steps[len(g.steps)-1].prio = 2
-			g.at(e.At, "%s: close", names[i])
-			g.steps[len(g.steps)-1].prio = 2
+			if g.call(i, e.At, "linger conn 0s") {
+				g.steps[len(g.steps)-1].prio = 2
+				g.call(i, e.At, "close conn")
+				g.steps[len(g.steps)-1].prio = 2
+			}
 		}
 	}
 	for i := range names {
@@ -284,11 +313,11 @@ func (g *scen) build(src string) string {
 			if len(e.ev.probes.first) > 1 {
 				interval = max(e.ev.probes.first[1].time().Sub(e.ev.probes.first[0].time()).Round(time.Second), time.Second)
 			}
-			g.at(up, "%s: keepalive on idle %s interval %s count %d", name, fmtAt(idle), fmtAt(interval), max(e.ev.probes.n-e.ev.answered, 1))
+			g.call(i, up, "keepalive conn on idle %s interval %s count %d", fmtAt(idle), fmtAt(interval), max(e.ev.probes.n-e.ev.answered, 1))
 			if e.ev.answered < e.ev.probes.n {
 				first := e.ev.probes.first[min(e.ev.answered, len(e.ev.probes.first)-1)].time().Sub(c.t0)
 				g.drop(1-i, first-time.Millisecond, "vanished")
-				g.at(first-time.Millisecond, "rule %s out drop as vanished-out", names[1-i])
+				g.at(first-time.Millisecond, "rule %s out drop as vanished-out-%s", names[1-i], names[1-i])
 			}
 		}
 	}
