@@ -54,6 +54,11 @@ type twRecord struct {
 	server bool  // the end in TIME_WAIT is the server
 }
 
+type twExpiry struct {
+	k     twKey
+	until int64
+}
+
 // twKey is a 4-tuple, compact.
 type twKey struct {
 	a, b   [16]byte
@@ -148,6 +153,7 @@ type Conn struct {
 	sawRst    bool
 	reusedBy  int // the frame of a SYN that took over its TIME_WAIT
 	twNearEnd bool
+	queued    bool // in the tracker's queues of connections done
 	reuseOf   *twRecord // the TIME_WAIT of a reported connection its SYN took over
 }
 
@@ -186,6 +192,9 @@ type Tracker struct {
 	final     bool
 	tw        map[twKey]twRecord
 	spare     []*[recentLen]seen
+	twOrder   []twExpiry // the records, in the order they were made
+	doneQ     []*Conn    // connections done, in the order they were
+	twQ       []*Conn    // and of those, the ones with an end in TIME_WAIT
 	// Done receives each connection once it has ended (or, at Flush, the
 	// ones still open), in the order they end.
 	Done func(*Conn)
@@ -380,6 +389,10 @@ func (t *Tracker) Add(p *Packet) {
 		c.add(p, true, true)
 		r.chTo = int32(len(rcv.Changes))
 	}
+	if !c.queued && (c.ended || c.over()) {
+		c.queued = true
+		t.doneQ = append(t.doneQ, c)
+	}
 	t.sweep()
 }
 
@@ -403,49 +416,78 @@ func (t *Tracker) Flush() {
 // capture is flushed.
 func (t *Tracker) Findings() []Finding { return t.floodFindings() }
 
-// sweep ends, once a second of capture time, the connections whose
-// TIME_WAIT has run out, so that memory follows the connections open.
+// sweep, once a second of capture time, reports the connections that
+// are done (ended by a RST or the last ACK, or both ends closed or in
+// TIME_WAIT) and had their grace for late packets, so that memory follows
+// the connections in progress. It looks only at those: they wait in two
+// queues, in the order they were done.
 func (t *Tracker) sweep() {
 	if t.last.Before(t.nextSweep) {
 		return
 	}
 	t.nextSweep = t.last.Add(time.Second)
 	var done []*Conn
-	for _, c := range t.open {
-		if c.ended && t.last.Sub(c.Last) >= endGrace {
-			// Ended by RST or by the last ACK: late packets (a RST
-			// answering data in flight) had their second to come.
+	live := func(c *Conn) bool { return t.open[keyOf2(c.Client.Addr, c.Server.Addr)] == c }
+	// Done a second ago: let go of their packet memory; report those
+	// with no TIME_WAIT; the rest wait for overGrace.
+	for len(t.doneQ) > 0 {
+		c := t.doneQ[0]
+		if !live(c) || !(c.ended || c.over()) {
+			c.queued = false // reported, or a later packet revised it
+			t.doneQ[0], t.doneQ = nil, t.doneQ[1:]
+			continue
+		}
+		if t.last.Sub(c.Last) < endGrace {
+			break
+		}
+		t.doneQ[0], t.doneQ = nil, t.doneQ[1:]
+		if c.recent != nil {
+			t.freeRecent(c)
+		}
+		if c.ended || (c.Client.State != TimeWait && c.Server.State != TimeWait) {
 			done = append(done, c)
 			continue
 		}
-		if c.over() && t.last.Sub(c.Last) >= endGrace && c.recent != nil {
-			t.freeRecent(c) // its packets' copies at another tap have come
-		}
-		if c.over() && (c.Client.State == TimeWait || c.Server.State == TimeWait) {
-			c.atEnd(t.last, false)
-			if c.Client.State != TimeWait && c.Server.State != TimeWait {
-				done = append(done, c)
-			} else if t.last.Sub(c.Last) >= overGrace {
-				// Reported now; a record of its TIME_WAIT stays.
-				for _, e := range c.Ends() {
-					if e.State == TimeWait && len(t.tw) < maxTimeWaits {
-						if t.tw == nil {
-							t.tw = map[twKey]twRecord{}
-						}
-						until := e.since().Add(timeWaitLen)
-						t.tw[twKeyOf(keyOf2(c.Client.Addr, c.Server.Addr))] = twRecord{int32(c.Index), int32(e.Changes[len(e.Changes)-1].Frame), until.UnixNano(), e == c.Server}
-						c.set(e, &Packet{Time: until}, Closed, "TIME_WAIT timer (60 s)", "Linux's TIME_WAIT lasts 60 s")
-					}
-				}
-				done = append(done, c)
-			}
-		}
+		t.twQ = append(t.twQ, c)
 	}
+	for len(t.twQ) > 0 {
+		c := t.twQ[0]
+		if !live(c) || !c.over() {
+			c.queued = false
+			t.twQ[0], t.twQ = nil, t.twQ[1:]
+			continue
+		}
+		if t.last.Sub(c.Last) < overGrace {
+			break
+		}
+		t.twQ[0], t.twQ = nil, t.twQ[1:]
+		c.atEnd(t.last, false) // a TIME_WAIT that already ran out
+		for _, e := range c.Ends() {
+			if e.State != TimeWait {
+				continue
+			}
+			// Reported now; a record of its TIME_WAIT stays.
+			until := e.since().Add(timeWaitLen)
+			if len(t.tw) < maxTimeWaits {
+				if t.tw == nil {
+					t.tw = map[twKey]twRecord{}
+				}
+				tk := twKeyOf(keyOf2(c.Client.Addr, c.Server.Addr))
+				t.tw[tk] = twRecord{int32(c.Index), int32(e.Changes[len(e.Changes)-1].Frame), until.UnixNano(), e == c.Server}
+				t.twOrder = append(t.twOrder, twExpiry{tk, until.UnixNano()})
+			}
+			c.set(e, &Packet{Time: until}, Closed, "TIME_WAIT timer (60 s)", "Linux's TIME_WAIT lasts 60 s")
+		}
+		done = append(done, c)
+	}
+	// TIME_WAIT records run out about in the order they were made.
 	now := t.last.UnixNano()
-	for k, r := range t.tw {
-		if now >= r.until {
+	for len(t.twOrder) > 0 && now >= t.twOrder[0].until {
+		k := t.twOrder[0].k
+		if r, ok := t.tw[k]; ok && now >= r.until {
 			delete(t.tw, k)
 		}
+		t.twOrder = t.twOrder[1:]
 	}
 	sort.Slice(done, func(i, j int) bool { return done[i].Index < done[j].Index })
 	for _, c := range done {
