@@ -153,7 +153,7 @@ type Conn struct {
 	sawRst    bool
 	reusedBy  int // the frame of a SYN that took over its TIME_WAIT
 	twNearEnd bool
-	queued    bool // in the tracker's queues of connections done
+	queued    bool      // in the tracker's queues of connections done
 	reuseOf   *twRecord // the TIME_WAIT of a reported connection its SYN took over
 }
 
