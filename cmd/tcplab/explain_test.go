@@ -1,10 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // explain reads the capture a run writes: one line per connection, the
@@ -102,5 +110,60 @@ func TestExplainFindingsAndViews(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || code != 0 || last.Kind != "capture" || last.Connections != 2 {
 		t.Errorf("--json: the last line %q: %v", lines[len(lines)-1], err)
+	}
+}
+
+// An IPv6 capture (made here with gopacket's layers): the summary, --conn
+// by an IPv6 address:port, the pictures, and a replay on IPv4 addresses.
+func TestExplainIPv6(t *testing.T) {
+	dir := t.TempDir()
+	cli, srv := net.ParseIP("fd00::1"), net.ParseIP("fd00::2")
+	var buf bytes.Buffer
+	w := pcapgo.NewWriterNanos(&buf)
+	if err := w.WriteFileHeader(65536, layers.LinkTypeRaw); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1000, 0)
+	frame := func(fromCli bool, syn, ack, fin bool, seq, ackn uint32, payload int) {
+		ip := &layers.IPv6{Version: 6, NextHeader: layers.IPProtocolTCP, HopLimit: 64, SrcIP: cli, DstIP: srv}
+		tcp := &layers.TCP{SrcPort: 40000, DstPort: 80, Seq: seq, Ack: ackn, SYN: syn, ACK: ack, FIN: fin, Window: 500}
+		if !fromCli {
+			ip.SrcIP, ip.DstIP = srv, cli
+			tcp.SrcPort, tcp.DstPort = 80, 40000
+		}
+		_ = tcp.SetNetworkLayerForChecksum(ip)
+		sb := gopacket.NewSerializeBuffer()
+		if err := gopacket.SerializeLayers(sb, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(make([]byte, payload))); err != nil {
+			t.Fatal(err)
+		}
+		at = at.Add(time.Millisecond)
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: at, CaptureLength: len(sb.Bytes()), Length: len(sb.Bytes())}, sb.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	frame(true, true, false, false, 100, 0, 0)
+	frame(false, true, true, false, 500, 101, 0)
+	frame(true, false, true, false, 101, 501, 0)
+	frame(true, false, true, false, 101, 501, 10)
+	frame(false, false, true, true, 501, 111, 0)
+	frame(true, false, true, false, 111, 502, 0)
+	pc := filepath.Join(dir, "v6.pcap")
+	if err := os.WriteFile(pc, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := tcplab(t, "explain", pc)
+	if code != 0 || !strings.Contains(out, "[fd00::1]:40000 > [fd00::2]:80") || !strings.Contains(out, "client CLOSE_WAIT  server CLOSED") {
+		t.Fatalf("summary: exit %d %s\n%s", code, errs, out)
+	}
+	out, errs, code = tcplab(t, "explain", "--conn", "[fd00::1]:40000", "--ladder", "--svg", dir+"/v6.svg", "--html", dir+"/v6.html", "--scenario", dir+"/v6.tcplab", pc)
+	if code != 0 || !strings.Contains(out, "fd00::2") {
+		t.Fatalf("views: exit %d %s\n%s", code, errs, out)
+	}
+	src, _ := os.ReadFile(dir + "/v6.tcplab")
+	if !strings.Contains(string(src), "replaced") || !strings.Contains(string(src), "host client 10.0.0.1") {
+		t.Errorf("the replay of an IPv6 connection:\n%s", src)
+	}
+	if out, errs, code := tcplab(t, "run", dir+"/v6.tcplab"); code != 0 {
+		t.Errorf("the replay: exit %d %s\n%s\n%s", code, errs, out, src)
 	}
 }
