@@ -48,8 +48,8 @@ const maxTimeWaits = 1 << 20
 // twRecord is a TIME_WAIT a reported connection left behind (small:
 // there may be a minute of connections).
 type twRecord struct {
-	index  int32 // its connection
-	frame  int32 // the packet that put it there
+	index  int   // its connection
+	frame  int   // the packet that put it there
 	until  int64 // Unix nanoseconds
 	server bool  // the end in TIME_WAIT is the server
 }
@@ -473,7 +473,7 @@ func (t *Tracker) sweep() {
 					t.tw = map[twKey]twRecord{}
 				}
 				tk := twKeyOf(keyOf2(c.Client.Addr, c.Server.Addr))
-				t.tw[tk] = twRecord{int32(c.Index), int32(e.Changes[len(e.Changes)-1].Frame), until.UnixNano(), e == c.Server}
+				t.tw[tk] = twRecord{c.Index, e.Changes[len(e.Changes)-1].Frame, until.UnixNano(), e == c.Server}
 				t.twOrder = append(t.twOrder, twExpiry{tk, until.UnixNano()})
 			}
 			c.set(e, &Packet{Time: until}, Closed, "TIME_WAIT timer (60 s)", "Linux's TIME_WAIT lasts 60 s")
