@@ -319,6 +319,7 @@ func matchTimeline(ms *marks, synack bool) (string, string) {
 // once it has ended (final: at the capture's end, whose last packet is at
 // last).
 func (c *Conn) conclude(final bool, last time.Time) {
+	c.seenUntil = last
 	t := func(at time.Time) string { return trace0(at, c.t0) }
 	add := func(kind, end, summary string, frames []int, explain string) {
 		sort.Ints(frames)
@@ -348,7 +349,10 @@ func (c *Conn) conclude(final bool, last time.Time) {
 	}
 
 	// The handshake.
-	if ev := &cl.ev; ev.syn.n > 0 && ev.refused.frame == 0 && sv.ev.synack.n == 0 && reached(cl, Established) == nil && sv.ev.rst.frame == 0 {
+	// Unanswered: sent again, or the capture went on for the first
+	// timeout (1 s) after it; a handshake the capture's end cut is not.
+	waited := func(ms *marks) bool { return ms.n >= 2 || last.Sub(ms.last.time()) >= time.Second }
+	if ev := &cl.ev; c.synLost() && waited(&ev.syn) {
 		name, tl := matchTimeline(&ev.syn, false)
 		sc := "syn-sent"
 		if name == "windows-classic" {
@@ -367,7 +371,7 @@ func (c *Conn) conclude(final bool, last time.Time) {
 		add("refused", "client", fmt.Sprintf("SYN refused by RST at %s", t(ev.refused.time())), fr,
 			fmt.Sprintf("The client's SYN to %v was answered by a RST with ACK: no socket listens on that port (or a firewall rejects with a TCP reset). connect() fails with ECONNREFUSED at once; no state is left on either side.", sv.Addr))
 	}
-	if ev := &sv.ev; ev.synack.n > 0 && reached(sv, Established) == nil && ev.ackNotTaken.frame == 0 && sv.ev.rst.frame == 0 && cl.ev.rst.frame == 0 {
+	if ev := &sv.ev; c.synackLost() && waited(&ev.synack) {
 		name, tl := matchTimeline(&ev.synack, true)
 		sc := "syn-recv"
 		if name == "windows-classic" {
@@ -434,7 +438,9 @@ func (c *Conn) conclude(final bool, last time.Time) {
 				c.Findings[len(c.Findings)-1].Scenario = "close-unread-rst"
 			}
 		}
-		if cw := reached(e, CloseWait); cw != nil && !e.finSent && p.finAckd {
+		// Data it sent after the FIN, taken by the peer, is a half-close.
+		halfClose := ev.sentData.time().After(cw0(e)) && p.ev.rst.frame == 0
+		if cw := reached(e, CloseWait); cw != nil && !e.finSent && p.finAckd && !halfClose {
 			// Held until it left CLOSE_WAIT (a RST) or the capture's end.
 			until, how := last, "to the capture's end"
 			if e.State != CloseWait {
@@ -533,6 +539,19 @@ func (c *Conn) conclude(final bool, last time.Time) {
 	}
 }
 
+// synLost says whether the client's SYN got no answer at all.
+func (c *Conn) synLost() bool {
+	cl, sv := c.Client, c.Server
+	return cl.ev.syn.n > 0 && cl.ev.refused.frame == 0 && sv.ev.synack.n == 0 && reachedState(cl, Established) == nil && sv.ev.rst.frame == 0
+}
+
+// synackLost says whether the server's SYN-ACK never made a connection
+// (and no ACK of it was dropped by the server: that is a full queue).
+func (c *Conn) synackLost() bool {
+	cl, sv := c.Client, c.Server
+	return sv.ev.synack.n > 0 && reachedState(sv, Established) == nil && sv.ev.ackNotTaken.frame == 0 && sv.ev.rst.frame == 0 && cl.ev.rst.frame == 0
+}
+
 // changedVia says whether the end made the change from one state to the other.
 func (e *End) changedVia(from, to string) bool {
 	for _, ch := range e.Changes {
@@ -541,6 +560,14 @@ func (e *End) changedVia(from, to string) bool {
 		}
 	}
 	return false
+}
+
+// cw0 is when the end entered CLOSE_WAIT (or the far future).
+func cw0(e *End) time.Time {
+	if ch := reachedState(e, CloseWait); ch != nil {
+		return ch.At
+	}
+	return time.Unix(1<<40, 0)
 }
 
 func dedupe(xs []int) []int {

@@ -358,7 +358,8 @@ func dedupeStrings(xs []string) []string {
 // FuzzInference feeds the tracker arbitrary exchanges between two ends
 // (flags, numbers near each end's own, lengths, taps, gaps): no panic,
 // every connection summarized with its findings, and the scenario
-// --scenario writes for it always parses.
+// --scenario writes for it always parses (that it runs, and tells the
+// same story, is TestScenarioReplays' on real exchanges).
 func FuzzInference(f *testing.F) {
 	f.Add([]byte{0x02, 0, 0, 0, 0, 0, 0, 1, 0x12, 1, 0, 0, 0, 1, 0, 1, 0x10, 0, 0, 1, 0, 1, 0, 1, 0x11, 0, 0, 1, 0, 1, 0, 200})
 	f.Add([]byte{0x02, 2, 0, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 0, 0, 3, 0x04, 1, 0, 9, 0, 0, 0, 0})
@@ -389,9 +390,84 @@ func FuzzInference(f *testing.F) {
 			var out bytes.Buffer
 			s.WriteTimeline(&out)
 			src := capture.Scenario(c, "fuzz.pcap")
-			if _, err := scenario.Parse("fuzz.tcplab", src); err != nil {
+			sc, err := scenario.Parse("fuzz.tcplab", src)
+			if err != nil {
 				t.Fatalf("the scenario of connection #%d does not parse: %v\n%s", c.Index, err, src)
 			}
+			_ = sc
 		}
 	})
+}
+
+// A capture that starts mid-connection (hutu's without its handshake)
+// replays: the connection is opened at the start, the server's calls wait
+// for its accept, and the run has no error.
+func TestScenarioMidConnection(t *testing.T) {
+	sc, err := scenario.Load("hutu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, events := runSim(t, sc)
+	var pk []trace.Event
+	skipped := 0
+	for _, e := range events {
+		if e.Kind == trace.KindPacket && e.Packet.Segment.Flags&wire.SYN != 0 {
+			continue
+		}
+		if e.Kind == trace.KindPacket && e.Packet.Segment.Flags == wire.ACK && len(e.Packet.Segment.Payload) == 0 && skipped < 2 {
+			skipped++ // the handshake's ACK, at both taps
+			continue
+		}
+		pk = append(pk, e)
+	}
+	var conns []*capture.Conn
+	if _, err := capture.Read(bytes.NewReader(pcapOf(t, hosts, pk)), capture.Options{Events: true}, func(c *capture.Conn, _ time.Time) { conns = append(conns, c) }); err != nil || len(conns) != 1 {
+		t.Fatalf("%d connections, %v", len(conns), err)
+	}
+	src := capture.Scenario(conns[0], "mid.pcapng")
+	rsc, err := scenario.Parse("mid.tcplab", src)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, src)
+	}
+	res, err := scenario.Run(rsc, scenario.NewSim(1), scenario.Options{})
+	if err != nil || !strings.Contains(src, "mid-connection") {
+		t.Fatalf("%v\n%s", err, src)
+	}
+	t.Logf("%d of %d expectations held", len(res.Checks)-res.Failed(), len(res.Checks))
+}
+
+// tcpdump -i any on loopback sees every packet twice on one interface:
+// the copies are taken once, and the story is the same.
+func TestSameInterfaceCopies(t *testing.T) {
+	sc, err := scenario.Load("hutu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, events := runSim(t, sc)
+	hosts = hosts[:1]
+	var once, twice []trace.Event
+	for _, e := range events {
+		if e.Kind == trace.KindPacket && e.Host == "client" {
+			once = append(once, e)
+			twice = append(twice, e)
+			c := e
+			c.At += 10 * time.Microsecond
+			twice = append(twice, c)
+		}
+	}
+	a, b := explainCapture(t, hosts, once), explainCapture(t, hosts, twice)
+	if len(a.conns) != 1 || len(b.conns) != 1 {
+		t.Fatalf("%d and %d connections", len(a.conns), len(b.conns))
+	}
+	x, y := a.conns[0], b.conns[0]
+	story := func(ls []capture.StateLine) string { // without frame numbers: the copies are frames too
+		var b strings.Builder
+		for _, l := range ls {
+			fmt.Fprintf(&b, "%v %s>%s (%s); ", l.At, l.From, l.To, l.Cause)
+		}
+		return b.String()
+	}
+	if story(x.ClientStates)+story(x.ServerStates) != story(y.ClientStates)+story(y.ServerStates) || y.Packets != x.Packets || y.DupPackets != x.Packets {
+		t.Errorf("once: %v %v (%d packets)\ntwice: %v %v (%d packets, %d copies)", x.ClientStates, x.ServerStates, x.Packets, y.ClientStates, y.ServerStates, y.Packets, y.DupPackets)
+	}
 }

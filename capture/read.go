@@ -149,11 +149,20 @@ const (
 	linkSLL2     = 276 // Linux cooked v2
 )
 
+// sll2Iface numbers a Linux cooked v2 packet's interface index apart from
+// pcapng's interfaces.
+const sll2Iface = 1 << 20
+
 // decode finds the IP packet in a frame and reads its TCP segment.
 func decode(lt layers.LinkType, b []byte, p *Packet) bool {
 	ip, ok := network(lt, b)
 	if !ok || len(ip) < 1 {
 		return false
+	}
+	if lt == linkSLL2 {
+		// tcpdump -i any: the interface the packet was seen on, so
+		// that its copies on two interfaces are told apart.
+		p.Iface = sll2Iface + int(binary.BigEndian.Uint32(b[4:8]))
 	}
 	switch ip[0] >> 4 {
 	case 4:

@@ -77,13 +77,19 @@ type scenStep struct {
 }
 
 func (g *scen) at(d time.Duration, format string, a ...any) {
-	g.steps = append(g.steps, scenStep{max(d-g.base, 0) + g.shift, 1, fmt.Sprintf(format, a...)})
+	g.steps = append(g.steps, scenStep{max(d-g.base, 0) + g.shift, 2, fmt.Sprintf(format, a...)})
 }
 
-// first is at, before the other steps of its time.
-func (g *scen) first(d time.Duration, format string, a ...any) {
+// setup is at for what makes sockets and rules: first at its time.
+func (g *scen) setup(d time.Duration, format string, a ...any) {
 	g.at(d, format, a...)
 	g.steps[len(g.steps)-1].prio = 0
+}
+
+// first is at, after the setup and before the calls of its time.
+func (g *scen) first(d time.Duration, format string, a ...any) {
+	g.at(d, format, a...)
+	g.steps[len(g.steps)-1].prio = 1
 }
 
 // linkHalf is half the replay's link delay (the simulator's is 1 ms):
@@ -161,33 +167,38 @@ func (g *scen) build(src string) string {
 	accepted := !refused && !simOpen && !queueFull
 	switch {
 	case refused:
-		g.at(g.base, "# nothing listens on port %d: the SYN is refused", sport)
+		g.setup(g.base, "# nothing listens on port %d: the SYN is refused", sport)
 	case simOpen:
 	case queueFull:
 		// Backlog 2: three connections fit in the accept queue. Two
 		// are made first; then a third and this one at once, both in
 		// the SYN queue (two fit): the third's ACK fills the accept
 		// queue, this one's is dropped.
-		g.at(g.base, "# the accept queue is full: backlog 2 holds three connections; nothing accepts them")
-		g.at(g.base, "server: listen %d backlog 2", sport)
-		g.at(g.base, "client: connect server:%d as filler1", sport)
-		g.at(g.base, "client: connect server:%d as filler2", sport)
-		g.at(g.base, "until client: filler2 connect returned within 1s")
+		g.setup(g.base, "# the accept queue is full: backlog 2 holds three connections; nothing accepts them")
+		g.setup(g.base, "server: listen %d backlog 2", sport)
+		g.setup(g.base, "client: connect server:%d as filler1", sport)
+		g.setup(g.base, "client: connect server:%d as filler2", sport)
+		g.setup(g.base, "until client: filler2 connect returned within 1s")
 		g.shift = 10 * time.Millisecond
-		g.at(g.base, "client: connect server:%d as filler3", sport)
+		g.setup(g.base, "client: connect server:%d as filler3", sport)
 	default:
-		g.at(g.base, "server: listen %d", sport)
-		g.at(g.base, "server: accept as conn")
-		g.sock[1] = g.base
+		g.setup(g.base, "server: listen %d", sport)
+		g.setup(g.base, "server: accept as conn")
+		// Its calls come once accept() has returned (below).
+		if ch := reachedState(c.Server, Established); ch != nil {
+			g.sock[1] = ch.At.Sub(c.t0)
+		} else if midway {
+			g.sock[1] = g.base
+		}
 	}
-	if g.has("syn-unanswered") != nil {
-		g.at(g.base, "rule server in dport %d drop as lost-syn", sport)
+	if c.synLost() && !midway {
+		g.setup(g.base, "rule server in dport %d drop as lost-syn", sport)
 	}
-	if g.has("synack-unanswered") != nil {
-		g.at(g.base, "rule client in flags [S.] sport %d drop as lost-synack", sport)
+	if c.synackLost() && !simOpen && !midway {
+		g.setup(g.base, "rule client in flags [S.] sport %d drop as lost-synack", sport)
 	}
 	if midway {
-		g.at(g.base, "# the capture starts mid-connection: the replay opens it at its start")
+		g.setup(g.base, "# the capture starts mid-connection: the replay opens it at its start")
 	}
 
 	// The packets each end sent, in order.
@@ -232,15 +243,15 @@ func (g *scen) build(src string) string {
 		switch {
 		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0 && g.sock[i] < 0 && (i == 0 || simOpen):
 			if i == 0 {
-				g.at(e.At, "client: connect server:%d from %d as conn", sport, cport)
+				g.setup(e.At, "client: connect server:%d from %d as conn", sport, cport)
 			} else {
-				g.at(e.At, "server: connect client:%d from %d as conn", cport, sport)
+				g.setup(e.At, "server: connect client:%d from %d as conn", cport, sport)
 			}
 			g.sock[i] = e.At
 		case !connected && g.sock[0] < 0:
 			// Its first packet is not the client's SYN (the capture
 			// starts mid-connection): the replay connects at the start.
-			g.at(g.base, "client: connect server:%d from %d as conn", sport, cport)
+			g.setup(g.base, "client: connect server:%d from %d as conn", sport, cport)
 			g.sock[0] = g.base
 		}
 		connected = true
@@ -286,9 +297,9 @@ func (g *scen) build(src string) string {
 			flush(i)
 			closed[i] = true
 			if g.call(i, e.At, "linger conn 0s") {
-				g.steps[len(g.steps)-1].prio = 2
+				g.steps[len(g.steps)-1].prio = 3
 				g.call(i, e.At, "close conn")
-				g.steps[len(g.steps)-1].prio = 2
+				g.steps[len(g.steps)-1].prio = 3
 			}
 		}
 	}
@@ -321,14 +332,17 @@ func (g *scen) build(src string) string {
 			}
 		}
 	}
-	if accepted {
-		// The server's socket exists once accept() returns.
+	if accepted && g.sock[1] >= 0 {
+		// The server's socket exists once accept() returns: at its
+		// ESTABLISHED, or (mid-connection) right after the connect.
+		at := g.base
 		for _, ch := range c.Server.Changes {
 			if ch.To == Established {
-				g.first(ch.At.Sub(c.t0), "until server: conn accept returned within 5s")
+				at = ch.At.Sub(c.t0)
 				break
 			}
 		}
+		g.first(at, "until server: conn accept returned within 5s")
 	}
 	// RSTs forged in an end's name (the capture has both taps): an
 	// attacker sends them again, at the same distance from the number
@@ -372,7 +386,10 @@ func (g *scen) build(src string) string {
 		}
 		b.WriteString(s.line + "\n")
 	}
-	fmt.Fprintf(&b, "after %s\n", fmtAt(max(end-g.base+g.shift-now, 0)+time.Second))
+	// Until the capture saw no more (its findings are made up to then),
+	// and 10 ms for the last packets' answers.
+	end = max(end, c.seenUntil.Sub(c.t0))
+	fmt.Fprintf(&b, "after %s\n", fmtAt(max(end-g.base+g.shift-now, 0)+10*time.Millisecond))
 	if !midway {
 		b.WriteString("\n# the states explain inferred from the capture\n")
 		for i, e := range c.Ends() {

@@ -135,6 +135,8 @@ type Conn struct {
 	// order ("the capture starts mid-connection").
 	Notes  []string
 	Events []trace.Event // with Options.Events
+	// EventsCut: Options.MaxEvents stopped Events short.
+	EventsCut bool
 	// Dups counts the packets seen twice, on two interfaces of one
 	// capture (both hosts' taps): each is taken once.
 	Dups   int
@@ -154,6 +156,13 @@ type Conn struct {
 	reusedBy  int // the frame of a SYN that took over its TIME_WAIT
 	twNearEnd bool
 	queued    bool      // in the tracker's queues of connections done
+	moreNotes int
+	inHS      bool
+	seenUntil time.Time // the capture's time when it was reported
+	// prev, next: the tracker's list of open connections, the one
+	// whose last packet is oldest first.
+	prev, next *Conn
+	evCap      int // events kept at most (0: no bound)
 	reuseOf   *twRecord // the TIME_WAIT of a reported connection its SYN took over
 }
 
@@ -173,6 +182,8 @@ type Options struct {
 	// EventsFor keeps the events of the connections it says yes to
 	// (with their index, client and server), when Events is off.
 	EventsFor func(index int, client, server netip.AddrPort) bool
+	// MaxEvents bounds the events kept for one connection (0: no bound).
+	MaxEvents int
 	// T0 is time zero of the events (the capture's first packet when
 	// zero).
 	T0 time.Time
@@ -194,6 +205,9 @@ type Tracker struct {
 	spare     []*[recentLen]seen
 	twOrder   []twExpiry // the records, in the order they were made
 	doneQ     []*Conn    // connections done, in the order they were
+	// hsHead, hsTail: the connections still in their handshake, the
+	// one silent longest first.
+	hsHead, hsTail *Conn
 	twQ       []*Conn    // and of those, the ones with an end in TIME_WAIT
 	// Done receives each connection once it has ended (or, at Flush, the
 	// ones still open), in the order they end.
@@ -241,6 +255,27 @@ func (c *Conn) match(p *Packet) *seen {
 		}
 	}
 	return nil
+}
+
+// copyOf says whether p is a second copy of a packet on the same
+// interface within a millisecond: tcpdump -i any sees a loopback packet
+// going out and coming in. A retransmission differs in IP ID or
+// timestamp; a packet with neither is not judged.
+func (c *Conn) copyOf(p *Packet) bool {
+	s := &p.Segment
+	if c.recent == nil || s.ID == 0 && !s.Options.HasTimestamps {
+		return false
+	}
+	fromCli := c.Client.Addr == netip.AddrPortFrom(s.Src, s.SrcPort)
+	now := p.Time.UnixNano()
+	for i := range c.recent {
+		r := &c.recent[i]
+		if r.seq == s.Seq && r.ack == s.Ack && r.iface == int32(p.Iface) && r.flags == s.Flags && r.id == s.ID &&
+			r.ts == s.Options.TSVal && r.len == int32(p.Len) && r.fromCli == fromCli && r.at <= now && now-r.at <= int64(time.Millisecond) {
+			return true
+		}
+	}
+	return false
 }
 
 // remember keeps p's identity, to know its copy on another interface.
@@ -315,6 +350,14 @@ func (t *Tracker) Add(p *Packet) {
 	k := keyOf(s)
 	c := t.open[k]
 	syn := s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0
+	if c != nil && syn && !c.over() && c.Client.hasISS && c.Client.ev.syn.n > 0 && s.Seq != c.Client.iss &&
+		c.endFrom(s) == c.Client {
+		// The client starts over with another ISN (it lost the old
+		// connection: a restart): the old one is reported as it stands.
+		c.note(p, "the client sent a new SYN with another ISN on this 4-tuple: it started a new connection (it had lost this one)")
+		t.finish(c)
+		c = nil
+	}
 	if c != nil && syn && c.over() {
 		// The 4-tuple again after the connection ended: a new one. An
 		// end still in TIME_WAIT is taken over by it.
@@ -352,6 +395,11 @@ func (t *Tracker) Add(p *Packet) {
 		}
 	}
 	snd := c.endFrom(s)
+	if c.copyOf(p) {
+		c.Dups++
+		t.sweep()
+		return
+	}
 	switch m := c.match(p); {
 	case m != nil:
 		// The same packet at a second tap: the receiver's.
@@ -393,6 +441,12 @@ func (t *Tracker) Add(p *Packet) {
 		c.queued = true
 		t.doneQ = append(t.doneQ, c)
 	}
+	if c.inHS {
+		t.unlink(c)
+		if c.inHandshake() {
+			t.link(c) // the newest packet: last in the list
+		}
+	}
 	t.sweep()
 }
 
@@ -428,6 +482,15 @@ func (t *Tracker) sweep() {
 	t.nextSweep = t.last.Add(time.Second)
 	var done []*Conn
 	live := func(c *Conn) bool { return t.open[keyOf2(c.Client.Addr, c.Server.Addr)] == c }
+	// Handshakes silent for longer than Linux keeps trying: reported
+	// (a SYN flood's half-open requests would otherwise stay).
+	for c := t.hsHead; c != nil && t.last.Sub(c.Last) >= handshakeIdle; c = t.hsHead {
+		t.unlink(c)
+		if live(c) && !c.queued {
+			c.atEnd(t.last, false)
+			done = append(done, c)
+		}
+	}
 	// Done a second ago: let go of their packet memory; report those
 	// with no TIME_WAIT; the rest wait for overGrace.
 	for len(t.doneQ) > 0 {
@@ -495,6 +558,57 @@ func (t *Tracker) sweep() {
 	}
 }
 
+// handshakeIdle is how long a connection still in its handshake (no end
+// ever ESTABLISHED) may stay silent before it is reported: Linux's
+// connect() gives up after 127 s, a SYN_RECV entry after 63 s.
+const handshakeIdle = 130 * time.Second
+
+func (t *Tracker) link(c *Conn) {
+	c.inHS = true
+	c.prev, c.next = t.hsTail, nil
+	if t.hsTail != nil {
+		t.hsTail.next = c
+	} else {
+		t.hsHead = c
+	}
+	t.hsTail = c
+}
+
+func (t *Tracker) unlink(c *Conn) {
+	if !c.inHS {
+		return
+	}
+	c.inHS = false
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		t.hsHead = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else {
+		t.hsTail = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// inHandshake says whether no end of c has been ESTABLISHED.
+func (c *Conn) inHandshake() bool {
+	for _, e := range c.Ends() {
+		switch e.State {
+		case Closed, Listen, SynSent, SynRecv:
+		default:
+			return false
+		}
+		for _, ch := range e.Changes {
+			if ch.To == Established {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 // newRecent gives a connection its packet memory, from those of
 // connections that let theirs go when there are.
 func (t *Tracker) newRecent() *[recentLen]seen {
@@ -515,6 +629,7 @@ func (t *Tracker) freeRecent(c *Conn) {
 }
 
 func (t *Tracker) finish(c *Conn) {
+	t.unlink(c)
 	if c.recent != nil {
 		t.freeRecent(c)
 	}
@@ -561,6 +676,10 @@ func (t *Tracker) start(p *Packet) *Conn {
 	c.Client.Name, c.Server.Name = "client", "server"
 	c.Client.Changes, c.Server.Changes = a.ch[:0:6], a.ch[6:6:12]
 	c.recent = t.newRecent()
+	c.evCap = t.opt.MaxEvents
+	if s.Flags&wire.SYN != 0 {
+		t.link(c) // in its handshake: let go if it stays silent
+	}
 	if !t.opt.Events && (t.opt.EventsFor == nil || !t.opt.EventsFor(c.Index, c.Client.Addr, c.Server.Addr)) {
 		c.Events = nil
 	} else {
@@ -569,8 +688,36 @@ func (t *Tracker) start(p *Packet) *Conn {
 	return c
 }
 
+// maxNotes bounds a connection's notes (a flood of blind RSTs makes one
+// each); the rest are counted in the last.
+const maxNotes = 32
+
+// event keeps a trace event, up to the connection's bound.
+func (c *Conn) event(e trace.Event) {
+	if c.evCap > 0 && len(c.Events) >= c.evCap {
+		c.EventsCut = true
+		return
+	}
+	c.Events = append(c.Events, e)
+}
+
+// zeroPayload stands for the payload of the packets kept as events: the
+// views need its length, not its bytes (one shared, never written).
+var zeroPayload [65536]byte
+
+func zeros(n int) []byte { return zeroPayload[:min(max(n, 0), len(zeroPayload)):min(max(n, 0), len(zeroPayload))] }
+
 func (c *Conn) note(p *Packet, text string) {
-	c.Notes = append(c.Notes, fmt.Sprintf("frame %d: %s", p.Frame, text))
+	switch n := len(c.Notes); {
+	case n < maxNotes:
+		c.Notes = append(c.Notes, fmt.Sprintf("frame %d: %s", p.Frame, text))
+	case n == maxNotes:
+		c.Notes = append(c.Notes, "")
+		fallthrough
+	default:
+		c.moreNotes++
+		c.Notes[maxNotes] = fmt.Sprintf("and %d more notes like these", c.moreNotes)
+	}
 }
 
 // over says whether both ends are done with the connection.
@@ -601,11 +748,11 @@ func (c *Conn) set(e *End, p *Packet, to, cause, probably string) {
 	ch := Change{At: p.Time, Frame: p.Frame, From: e.State, To: to, Cause: cause, Probably: probably}
 	e.Changes = append(e.Changes, ch)
 	if c.Events != nil {
-		c.Events = append(c.Events, trace.Event{At: p.Time.Sub(c.t0), Host: e.Name, Kind: trace.KindState,
+		c.event(trace.Event{At: p.Time.Sub(c.t0), Host: e.Name, Kind: trace.KindState,
 			Local: e.Addr, Remote: c.peer(e).Addr,
 			State: &trace.StateChange{From: e.State, To: to, CauseKind: causeKind(p), Cause: cause}})
 		if probably != "" {
-			c.Events = append(c.Events, trace.Event{At: p.Time.Sub(c.t0), Host: e.Name, Kind: trace.KindNote,
+			c.event(trace.Event{At: p.Time.Sub(c.t0), Host: e.Name, Kind: trace.KindNote,
 				Local: e.Addr, Remote: c.peer(e).Addr, Note: "probably: " + probably})
 		}
 	}
@@ -666,10 +813,10 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 		at := p.Time.Sub(c.t0)
 		seg := *s
 		seg.Options.Order = slices.Clone(seg.Options.Order) // the reader's memory
-		seg.Payload = make([]byte, p.Len)
+		seg.Payload = zeros(p.Len) // its length; the bytes are not in the capture's summary
 		if send {
 			c.nextID++
-			c.Events = append(c.Events, trace.Event{At: at, Host: snd.Name, Kind: trace.KindPacket, Local: snd.Addr, Remote: rcv.Addr,
+			c.event(trace.Event{At: at, Host: snd.Name, Kind: trace.KindPacket, Local: snd.Addr, Remote: rcv.Addr,
 				Packet: &trace.Packet{ID: c.nextID, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictPass, OnWire: true}})
 		}
 		if recv {
@@ -677,7 +824,7 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 			if !send {
 				id = c.idOf(s)
 			}
-			c.Events = append(c.Events, trace.Event{At: at, Host: rcv.Name, Kind: trace.KindPacket, Local: rcv.Addr, Remote: snd.Addr,
+			c.event(trace.Event{At: at, Host: rcv.Name, Kind: trace.KindPacket, Local: rcv.Addr, Remote: snd.Addr,
 				Packet: &trace.Packet{ID: id, Dir: trace.In, Segment: seg, Verdict: trace.VerdictPass, OnWire: true}})
 		}
 	}
@@ -774,6 +921,7 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 // transmissions of its oldest unacknowledged segment.
 func (c *Conn) sent(p *Packet, snd *End, end wire.Seq) {
 	s := &p.Segment
+	prevISS, hadISS := snd.iss, snd.hasISS
 	if s.Flags&wire.SYN != 0 {
 		if snd.hasISS && snd.iss == s.Seq {
 			snd.synRetrans++
@@ -796,14 +944,15 @@ func (c *Conn) sent(p *Packet, snd *End, end wire.Seq) {
 	if n := len(snd.Changes); n > 0 {
 		last := snd.Changes[n-1]
 		switch {
-		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK != 0 && snd.State == Established && last.Cause == "rcv ACK of SYN":
+		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK != 0 && snd.State == Established && last.Cause == "rcv ACK of SYN" &&
+			hadISS && s.Seq == prevISS && c.peer(snd).ev.syn.n <= 1:
 			c.unset(snd)
 			snd.ackNotTaken = true
 			if snd.ev.ackNotTaken.frame == 0 {
 				snd.ev.ackNotTaken, snd.ev.synackAgain = mark{last.Frame, last.At.UnixNano()}, markOf(p)
 			}
 			c.note(p, fmt.Sprintf("%s sent its SYN-ACK again: the ACK of frame %d never reached its socket (a full accept queue drops it)", snd.Name, last.Frame))
-		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0 && snd.State == Established && last.Cause == "rcv SYN,ACK, snd ACK" && snd.hasISS && s.Seq == snd.iss:
+		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK == 0 && snd.State == Established && last.Cause == "rcv SYN,ACK, snd ACK" && hadISS && s.Seq == prevISS:
 			c.unset(snd)
 			c.note(p, fmt.Sprintf("%s sent its SYN again: the SYN-ACK of frame %d never reached its socket (dropped on its host)", snd.Name, last.Frame))
 		case s.Flags&wire.FIN != 0 && snd.finAckd && s.Seq.Add(p.Len) == snd.finSeq && last.Cause == "rcv ACK of FIN":
@@ -814,7 +963,7 @@ func (c *Conn) sent(p *Packet, snd *End, end wire.Seq) {
 	}
 	// Its SYN-ACK sent again, and the peer sent nothing since it took the
 	// first: its socket never did (dropped on its host).
-	if rcv := c.peer(snd); s.Flags&(wire.SYN|wire.ACK) == wire.SYN|wire.ACK && snd.hasISS && s.Seq == snd.iss && !rcv.synackHeld && rcv.State == Established {
+	if rcv := c.peer(snd); s.Flags&(wire.SYN|wire.ACK) == wire.SYN|wire.ACK && hadISS && s.Seq == prevISS && !rcv.synackHeld && rcv.State == Established {
 		if n := len(rcv.Changes); n > 0 && rcv.Changes[n-1].Cause == "rcv SYN,ACK, snd ACK" && rcv.lastSent.Before(rcv.Changes[n-1].At) {
 			frame := rcv.Changes[n-1].Frame
 			c.unset(rcv)
@@ -1008,10 +1157,25 @@ func (c *Conn) atEnd(last time.Time, final bool) {
 		case TimeWait:
 			at, cause, why = since.Add(timeWaitLen), "TIME_WAIT timer (60 s)", "Linux's TIME_WAIT lasts 60 s"
 		case FinWait2:
+			if e.ev.rcvData.frame != 0 && !e.ev.rcvData.time().Before(since) {
+				continue // it still receives: a half-close, not an orphan
+			}
 			at, cause, why = since.Add(timeWaitLen), "FIN_WAIT2 timer (tcp_fin_timeout 60 s)", "if its program had closed the socket, Linux ends an orphaned FIN_WAIT2 after tcp_fin_timeout (60 s)"
 		case SynSent, SynRecv, FinWait1, LastAck, Established, CloseWait:
-			if e.txCount < 2 || !e.txAt.Equal(e.lastSent) {
-				continue // no retransmission, or it sent something since
+			if (e.State == SynSent || e.State == SynRecv) && e.txCount < 3 && len(e.Changes) > 0 && e.txAt.Equal(e.lastSent) {
+				// Its retransmissions are not in the capture (or not yet):
+				// Linux gives up 127 s after the first SYN
+				// (tcp_syn_retries 6), 63 s after the first SYN-ACK
+				// (tcp_synack_retries 5).
+				give, what := 127*time.Second, "connect() gives up 127 s after the first SYN (tcp_syn_retries 6)"
+				if e.State == SynRecv {
+					give, what = 63*time.Second, "a SYN_RECV request is dropped 63 s after the first SYN-ACK (tcp_synack_retries 5)"
+				}
+				at, cause, why = since.Add(give), "retransmissions given up", "Linux's "+what
+				break
+			}
+			if e.txCount < 3 || !e.txAt.Equal(e.lastSent) {
+				continue // not two retransmissions (a backoff), or it sent something since
 			}
 			gap := e.txAt.Sub(e.txPrev)
 			at = e.txAt.Add(2 * gap)
