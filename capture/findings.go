@@ -595,10 +595,11 @@ type flood struct {
 }
 
 const (
-	floodAtLeast  = 16   // incomplete handshakes to one endpoint
-	floodRate     = 5    // per second, over their span
-	floodSources  = 8    // distinct client endpoints
-	floodMaxTrack = 4096 // sources and server endpoints kept
+	floodAtLeast    = 16   // incomplete handshakes to one endpoint
+	floodRate       = 5    // per second, over their span
+	floodSources    = 8    // distinct client endpoints
+	floodMaxTrack   = 1024 // server endpoints followed
+	floodMaxSources = 256  // sources counted per endpoint ("256 or more")
 )
 
 func (t *Tracker) countFlood(c *Conn) {
@@ -618,7 +619,7 @@ func (t *Tracker) countFlood(c *Conn) {
 		t.floods[sv.Addr] = f
 	}
 	f.n++
-	if len(f.sources) < floodMaxTrack {
+	if len(f.sources) < floodMaxSources {
 		f.sources[cl.Addr] = struct{}{}
 		f.addrs[cl.Addr.Addr()] = struct{}{}
 	}
@@ -645,10 +646,17 @@ func (t *Tracker) floodFindings() []Finding {
 		}
 		frames := append([]int(nil), f.frames...)
 		sort.Ints(frames)
-		out = append(out, Finding{Kind: "syn-flood", Summary: fmt.Sprintf("%d handshakes to %v never completed, from %d sources (%d addresses), %.0f/s", f.n, addr, len(f.sources), len(f.addrs), rate),
+		count := func(n int) string {
+			if n >= floodMaxSources {
+				return fmt.Sprintf("%d or more", n)
+			}
+			return fmt.Sprint(n)
+		}
+		srcs, addrs := count(len(f.sources)), count(len(f.addrs))
+		out = append(out, Finding{Kind: "syn-flood", Summary: fmt.Sprintf("%d handshakes to %v never completed, from %s sources (%s addresses), %.0f/s", f.n, addr, srcs, addrs, rate),
 			Frames: frames, Conns: f.n, Scenario: scenarioOf("syn-flood"),
-			Explain: fmt.Sprintf("%d SYNs to %v from %d different source endpoints (%d addresses) between %s and %s never became connections: the server answered SYN-ACK and no ACK came back, or it could not answer at all. Many half-open requests from many sources, at %.0f per second, is a SYN flood, usually from spoofed addresses that never answer. Each request holds an entry in the listener's SYN queue (SYN_RECV) until its SYN-ACK retries run out; when the queue is full, Linux drops new SYNs, real clients' too, unless tcp_syncookies lets it answer without keeping state.",
-				f.n, addr, len(f.sources), len(f.addrs), trace0(f.first, t.t0), trace0(f.last, t.t0), rate)})
+			Explain: fmt.Sprintf("%d SYNs to %v from %s different source endpoints (%s addresses) between %s and %s never became connections: the server answered SYN-ACK and no ACK came back, or it could not answer at all. Many half-open requests from many sources, at %.0f per second, is a SYN flood, usually from spoofed addresses that never answer. Each request holds an entry in the listener's SYN queue (SYN_RECV) until its SYN-ACK retries run out; when the queue is full, Linux drops new SYNs, real clients' too, unless tcp_syncookies lets it answer without keeping state.",
+				f.n, addr, srcs, addrs, trace0(f.first, t.t0), trace0(f.last, t.t0), rate)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Conns > out[j].Conns })
 	return out

@@ -155,15 +155,15 @@ type Conn struct {
 	sawRst    bool
 	reusedBy  int // the frame of a SYN that took over its TIME_WAIT
 	twNearEnd bool
-	queued    bool      // in the tracker's queues of connections done
+	queued    bool // in the tracker's queues of connections done
 	moreNotes int
 	inHS      bool
 	seenUntil time.Time // the capture's time when it was reported
 	// prev, next: the tracker's list of open connections, the one
 	// whose last packet is oldest first.
 	prev, next *Conn
-	evCap      int // events kept at most (0: no bound)
-	reuseOf   *twRecord // the TIME_WAIT of a reported connection its SYN took over
+	evCap      int       // events kept at most (0: no bound)
+	reuseOf    *twRecord // the TIME_WAIT of a reported connection its SYN took over
 }
 
 // Ends returns the client and the server.
@@ -184,6 +184,10 @@ type Options struct {
 	EventsFor func(index int, client, server netip.AddrPort) bool
 	// MaxEvents bounds the events kept for one connection (0: no bound).
 	MaxEvents int
+	// MaxOpen bounds the connections held open (0: no bound): past it,
+	// the one in its handshake silent longest is reported at once, and
+	// CutShort counts them.
+	MaxOpen int
 	// T0 is time zero of the events (the capture's first packet when
 	// zero).
 	T0 time.Time
@@ -208,7 +212,9 @@ type Tracker struct {
 	// hsHead, hsTail: the connections still in their handshake, the
 	// one silent longest first.
 	hsHead, hsTail *Conn
-	twQ       []*Conn    // and of those, the ones with an end in TIME_WAIT
+	// CutShort counts the connections reported early (Options.MaxOpen).
+	CutShort int
+	twQ      []*Conn // and of those, the ones with an end in TIME_WAIT
 	// Done receives each connection once it has ended (or, at Flush, the
 	// ones still open), in the order they end.
 	Done func(*Conn)
@@ -373,6 +379,19 @@ func (t *Tracker) Add(p *Packet) {
 		}
 		t.finish(c)
 		c = nil
+	}
+	if c == nil && t.opt.MaxOpen > 0 && len(t.open) >= t.opt.MaxOpen {
+		// The handshake silent longest, else any.
+		old := t.hsHead
+		if old == nil {
+			for _, o := range t.open {
+				old = o
+				break
+			}
+		}
+		t.CutShort++
+		old.note(p, "reported early: the capture has more connections at once than this reader keeps open")
+		t.finish(old)
 	}
 	if c == nil {
 		var rec twRecord
@@ -705,7 +724,9 @@ func (c *Conn) event(e trace.Event) {
 // views need its length, not its bytes (one shared, never written).
 var zeroPayload [65536]byte
 
-func zeros(n int) []byte { return zeroPayload[:min(max(n, 0), len(zeroPayload)):min(max(n, 0), len(zeroPayload))] }
+func zeros(n int) []byte {
+	return zeroPayload[:min(max(n, 0), len(zeroPayload)):min(max(n, 0), len(zeroPayload))]
+}
 
 func (c *Conn) note(p *Packet, text string) {
 	switch n := len(c.Notes); {
@@ -813,7 +834,7 @@ func (c *Conn) add(p *Packet, send, recv bool) {
 		at := p.Time.Sub(c.t0)
 		seg := *s
 		seg.Options.Order = slices.Clone(seg.Options.Order) // the reader's memory
-		seg.Payload = zeros(p.Len) // its length; the bytes are not in the capture's summary
+		seg.Payload = zeros(p.Len)                          // its length; the bytes are not in the capture's summary
 		if send {
 			c.nextID++
 			c.event(trace.Event{At: at, Host: snd.Name, Kind: trace.KindPacket, Local: snd.Addr, Remote: rcv.Addr,

@@ -1,10 +1,13 @@
 package web
 
 import (
+	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"sort"
@@ -20,9 +23,14 @@ import (
 const (
 	MaxCapture   = 64 << 20 // bytes of capture
 	MaxConnLines = 500      // connections listed in the answer
+	// MaxCaptureUnzipped bounds a gzip upload once decompressed.
+	MaxCaptureUnzipped = 256 << 20
 	// candidates: without ?conn, the report shows the first of the
 	// capture's first connections that has a finding (else the first).
-	candidates = 64
+	candidates = 8
+	// MaxOpenConns bounds the connections a page's capture holds open at
+	// once (a SYN flood packed into a second would hold one each).
+	MaxOpenConns = 50_000
 )
 
 // ExplainResult is a capture's answer: one connection's report (its
@@ -83,12 +91,56 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 			<-s.sim
 			s.wg.Done()
 		}()
-		return s.explainAnswer(http.MaxBytesReader(w, r.Body, MaxCapture), spec, start)
+		body, err := captureBody(http.MaxBytesReader(w, r.Body, MaxCapture), start.Add(s.o.SimTimeout))
+		if err != nil {
+			return http.StatusOK, mustJSON(ExplainResult{RunResult: RunResult{Errors: []ErrorAt{{Msg: err.Error()}}}})
+		}
+		return s.explainAnswer(body, spec, start)
 	}()
 	s.send(w, code, answer)
 }
 
-func (s *Server) explainAnswer(body interface{ Read([]byte) (int, error) }, spec string, start time.Time) (int, []byte) {
+// captureBody is an upload's capture as the reader takes it: a gzip one
+// decompressed here, to at most MaxCaptureUnzipped bytes, and the reading
+// stopped at the deadline.
+func captureBody(r io.Reader, deadline time.Time) (io.Reader, error) {
+	br := bufio.NewReader(r)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("capture: gzip: %w", err)
+		}
+		return &bounded{r: zr, left: maxUnzipped, deadline: deadline}, nil
+	}
+	return &bounded{r: br, left: MaxCapture, deadline: deadline}, nil
+}
+
+// maxUnzipped is MaxCaptureUnzipped (a test makes it smaller).
+var maxUnzipped int64 = MaxCaptureUnzipped
+
+// bounded stops a reader after a number of bytes or at a deadline.
+type bounded struct {
+	r        io.Reader
+	left     int64
+	deadline time.Time
+}
+
+func (b *bounded) Read(p []byte) (int, error) {
+	if time.Now().After(b.deadline) {
+		return 0, fmt.Errorf("the capture took longer than the page's limit to read (tcplab explain has none)")
+	}
+	if b.left <= 0 {
+		return 0, fmt.Errorf("the capture is larger than %d MiB uncompressed (tcplab explain reads any size)", maxUnzipped>>20)
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (s *Server) explainAnswer(body io.Reader, spec string, start time.Time) (int, []byte) {
 	out := ExplainResult{}
 	var chosen, firstFound, first *capture.Conn
 	var t0 time.Time
@@ -100,12 +152,15 @@ func (s *Server) explainAnswer(body interface{ Read([]byte) (int, error) }, spec
 		}
 		return index <= candidates
 	}
-	st, err := capture.Read(body, capture.Options{EventsFor: keep}, func(c *capture.Conn, start time.Time) {
+	st, err := capture.Read(body, capture.Options{EventsFor: keep, MaxEvents: s.o.Budget.MaxEvents, MaxOpen: MaxOpenConns}, func(c *capture.Conn, start time.Time) {
 		t0 = start
 		out.Total++
 		sum := capture.Summarize(c, start)
-		if len(out.Connections) < MaxConnLines {
-			out.Connections = append(out.Connections, ConnLine{Index: c.Index, Line: sum.Line(), Findings: len(c.Findings)})
+		out.Connections = append(out.Connections, ConnLine{Index: c.Index, Line: sum.Line(), Findings: len(c.Findings)})
+		if len(out.Connections) >= 2*MaxConnLines {
+			// Keep the first by index (they end in another order).
+			sort.Slice(out.Connections, func(i, j int) bool { return out.Connections[i].Index < out.Connections[j].Index })
+			out.Connections = out.Connections[:MaxConnLines]
 		}
 		if c.Events == nil {
 			return
@@ -138,6 +193,7 @@ func (s *Server) explainAnswer(body interface{ Read([]byte) (int, error) }, spec
 		return http.StatusOK, mustJSON(ExplainResult{RunResult: RunResult{Errors: []ErrorAt{{Msg: err.Error()}}}})
 	}
 	sort.Slice(out.Connections, func(i, j int) bool { return out.Connections[i].Index < out.Connections[j].Index })
+	out.Connections = out.Connections[:min(len(out.Connections), MaxConnLines)]
 	out.Packets, out.Findings = st.Packets, st.Findings
 	c := chosen
 	if c == nil && spec == "" {
@@ -155,9 +211,6 @@ func (s *Server) explainAnswer(body interface{ Read([]byte) (int, error) }, spec
 	}
 	out.Conn = c.Index
 	events := c.Events
-	if max := s.o.Budget.MaxEvents; max > 0 && len(events) > max {
-		events = events[:max]
-	}
 	sum := capture.Summarize(c, t0)
 	var text strings.Builder
 	for _, f := range sum.Findings {
@@ -170,8 +223,8 @@ func (s *Server) explainAnswer(body interface{ Read([]byte) (int, error) }, spec
 	for _, n := range sum.Notes {
 		text.WriteString("Note: " + n + "\n")
 	}
-	if len(events) < len(c.Events) {
-		fmt.Fprintf(&text, "Note: the page shows the first %d of the connection's %d events (tcplab explain --conn %d shows all).\n", len(events), len(c.Events), c.Index)
+	if c.EventsCut {
+		fmt.Fprintf(&text, "Note: the page shows the connection's first %d events (tcplab explain --conn %d --html shows all).\n", len(events), c.Index)
 	}
 	if text.Len() == 0 {
 		text.WriteString("No findings: an ordinary connection.")

@@ -2,14 +2,22 @@ package web
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
 )
 
 // captureOf runs a built-in scenario in the simulator and returns its
@@ -90,5 +98,32 @@ func TestAPIExplain(t *testing.T) {
 	// A truncated capture: what was read, and the error.
 	if rec, res := postCapture(t, h, "", pc[:len(pc)/2], "application/octet-stream"); rec.Code != 200 || len(res.Errors) != 1 {
 		t.Errorf("half a capture: %d %+v", rec.Code, res.Errors)
+	}
+}
+
+// A hostile upload is bounded: a gzip capture that decompresses past the
+// limit stops there with a clear error.
+func TestAPIExplainBounds(t *testing.T) {
+	defer func(m int64) { maxUnzipped = m }(maxUnzipped)
+	maxUnzipped = 1 << 20
+	h := NewHandler(simOnly())
+	var raw bytes.Buffer
+	w := pcapgo.NewWriter(&raw)
+	w.WriteFileHeader(65536, layers.LinkTypeRaw)
+	s := wire.Segment{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 1000, DstPort: 80, Flags: wire.ACK, TTL: 64}
+	pkt, _ := s.Marshal()
+	for i := 0; raw.Len() < 2<<20; i++ {
+		w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(int64(i), 0), CaptureLength: len(pkt), Length: len(pkt)}, pkt)
+	}
+	var z bytes.Buffer
+	zw := gzip.NewWriter(&z)
+	zw.Write(raw.Bytes())
+	zw.Close()
+	rec, res := postCapture(t, h, "", z.Bytes(), "application/octet-stream")
+	if rec.Code != 200 || len(res.Errors) != 1 || !strings.Contains(res.Errors[0].Msg, "larger than 1 MiB uncompressed") {
+		t.Errorf("a capture past the limit: %d %+v", rec.Code, res.Errors)
+	}
+	if _, res := postCapture(t, h, "", z.Bytes()[:z.Len()/2], "application/octet-stream"); len(res.Errors) != 1 {
+		t.Errorf("half a gzip capture: %+v", res.Errors)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"container/heap"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -155,6 +156,11 @@ func runExplain(stdout io.Writer, path string, f *explainFlags) error {
 	// explainHold finished ones.
 	next := 1
 	held := map[int]*capture.Summary{}
+	var order indexHeap // the held indices, least first
+	hold := func(i int, s *capture.Summary) {
+		held[i] = s
+		heap.Push(&order, i)
+	}
 	release := func(all bool) {
 		for len(held) > 0 {
 			s, ok := held[next]
@@ -162,17 +168,23 @@ func runExplain(stdout io.Writer, path string, f *explainFlags) error {
 				if !all && len(held) <= explainHold {
 					return
 				}
-				least := 0
-				for i := range held {
-					if least == 0 || i < least {
-						least = i
+				for order.Len() > 0 {
+					if _, ok := held[order[0]]; ok {
+						break
 					}
+					heap.Pop(&order) // printed already
 				}
-				next = least
+				next = order[0]
 				continue
 			}
 			delete(held, next)
 			next++
+			for order.Len() > 0 {
+				if _, ok := held[order[0]]; ok {
+					break
+				}
+				heap.Pop(&order) // printed
+			}
 			if s != nil {
 				emit(s)
 			}
@@ -186,7 +198,7 @@ func runExplain(stdout io.Writer, path string, f *explainFlags) error {
 			if c.Index == next {
 				next++
 			} else {
-				held[c.Index] = nil
+				hold(c.Index, nil)
 			}
 			release(false)
 			return
@@ -195,7 +207,7 @@ func runExplain(stdout io.Writer, path string, f *explainFlags) error {
 			chosen = append(chosen, c)
 		}
 		s := capture.Summarize(c, start)
-		held[c.Index] = &s
+		hold(c.Index, &s)
 		release(false)
 	})
 	release(true)
@@ -259,6 +271,20 @@ func runExplain(stdout io.Writer, path string, f *explainFlags) error {
 		fmt.Fprintf(stdout, "findings: %s\n", strings.Join(parts, ", "))
 	}
 	return nil
+}
+
+// indexHeap is a min-heap of connection indices.
+type indexHeap []int
+
+func (h indexHeap) Len() int           { return len(h) }
+func (h indexHeap) Less(i, j int) bool { return h[i] < h[j] }
+func (h indexHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *indexHeap) Push(x any)        { *h = append(*h, x.(int)) }
+func (h *indexHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // explainViews draws one connection: the ladder, the SVG, the page and

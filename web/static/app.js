@@ -110,10 +110,12 @@ async function loadSource(name) {
 
 let captureBytes = null; // a capture opened from disk
 let captureName = "";
+let explainSeq = 0; // only the newest answer is shown
 
 // explain posts the opened capture and shows one connection (conn: its
 // index, or "" for the first with a finding).
 async function explain(conn) {
+  const seq = ++explainSeq;
   $("status").textContent = `reading ${captureName}...`;
   $("status").className = "";
   try {
@@ -122,12 +124,14 @@ async function explain(conn) {
       headers: { "Content-Type": "application/octet-stream" },
       body: captureBytes,
     });
+    if (seq !== explainSeq) return; // a newer pick was made meanwhile
     if (!r.ok) {
       $("status").textContent = "error: " + (await r.text());
       $("status").className = "fail";
       return;
     }
     const res = await r.json();
+    if (seq !== explainSeq) return;
     const sel = $("conns");
     sel.innerHTML = (res.connections || []).map((c) =>
       `<option value="${c.index}"${c.index === res.conn ? " selected" : ""}>${esc(c.line)}</option>`).join("");
