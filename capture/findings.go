@@ -387,6 +387,11 @@ func (c *Conn) conclude(final bool, last time.Time) {
 			[]int{ev.ackNotTaken.frame, ev.synackAgain.frame},
 			fmt.Sprintf("The client took the SYN-ACK, acknowledged it (frame %d) and is ESTABLISHED: connect() returned and it may already write. The server sent its SYN-ACK again after that ACK (frame %d), so the ACK never made a connection there: Linux drops the handshake's final ACK when the listener's accept queue is full (the program is not calling accept() fast enough, or its backlog is too small) and keeps the request in SYN_RECV, resending the SYN-ACK. The client believes in a connection the server never completed; its data waits unacknowledged until the queue has room or the server gives up.",
 				ev.ackNotTaken.frame, ev.synackAgain.frame))
+		if !c.dual {
+			f := &c.Findings[len(c.Findings)-1]
+			f.Summary = "SYN-ACK sent again after the client's ACK: the ACK never made a connection (a full accept queue, or lost on the way)"
+			f.Explain += " This capture has one tap: the ACK may also have been lost between the capture point and the server; a full accept queue shows on many connections at once, a lossy path on few."
+		}
 	}
 	if cl.changedVia(SynSent, SynRecv) && sv.changedVia(SynSent, SynRecv) || cl.changedVia(SynSent, SynRecv) && sv.ev.syn.n > 0 {
 		fr := []int{}

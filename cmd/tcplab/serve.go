@@ -33,10 +33,11 @@ every host's sockets after each state change. Parse errors are marked at
 their line and column in the editor.
 
 "Open a file" takes a scenario, a packetdrill script (.pkt), or a capture
-(.pcap, .pcapng, gzip too, at most 64 MB): a capture is explained as
-tcplab explain does it, and the page shows one connection (the first with
-a finding) with its findings, ladder, state diagram and events; a list
-picks another.
+(.pcap, .pcapng, gzip too; at most 64 MB, 256 MB uncompressed, 50,000
+connections at once, 10 s): a capture is explained as tcplab explain does
+it, and the page shows one connection (the first of the first eight with a
+finding) with its findings, ladder, state diagram and events; a list of
+the first 500 picks another.
 
 Runs use the simulator. When the server runs as root the page also offers
 the Linux kernel (network namespaces, real time, one run at a time, at most
