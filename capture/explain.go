@@ -213,7 +213,7 @@ func ReadFile(path string, opt Options, each func(*Conn, time.Time)) (Stats, err
 
 // Read explains a capture read from r (see ReadFile).
 func Read(r io.Reader, opt Options, each func(*Conn, time.Time)) (Stats, error) {
-	rd, err := NewReader(r)
+	rd, err := newReader(r, opt.MaxUnzipped)
 	if err != nil {
 		return Stats{}, err
 	}

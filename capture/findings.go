@@ -132,6 +132,7 @@ type endEvidence struct {
 	challenge        marks // the ACKs it sent right after one
 	challengeDue     bool
 	ackNotTaken      mark // the ACK of its SYN-ACK it never took
+	synackPrev       mark // its SYN-ACK before the last
 	synackAgain      mark
 	fw2Timeout       time.Time
 }
@@ -163,6 +164,7 @@ func (c *Conn) observeSend(p *Packet, snd, rcv *End, idle time.Duration) {
 	case f&wire.SYN != 0 && f&wire.ACK == 0:
 		ev.syn.add(p)
 	case f&wire.SYN != 0:
+		ev.synackPrev = ev.synack.last
 		ev.synack.add(p)
 	case f&wire.FIN != 0:
 		c.sawFin = true
@@ -443,16 +445,20 @@ func (c *Conn) conclude(final bool, last time.Time) {
 				c.Findings[len(c.Findings)-1].Scenario = "close-unread-rst"
 			}
 		}
-		// Data it sent after the FIN, taken by the peer, is a half-close.
-		halfClose := ev.sentData.time().After(cw0(e)) && p.ev.rst.frame == 0
-		if cw := reached(e, CloseWait); cw != nil && !e.finSent && p.finAckd && !halfClose {
+		if cw := reached(e, CloseWait); cw != nil && !e.finSent && p.finAckd {
 			// Held until it left CLOSE_WAIT (a RST) or the capture's end.
 			until, how := last, "to the capture's end"
 			if e.State != CloseWait {
 				left := e.Changes[len(e.Changes)-1]
 				until, how = left.At, fmt.Sprintf("until %s (%s)", t(left.At), left.Cause)
 			}
-			if held := until.Sub(cw.At); held >= closeWaitHeld && (final || e.State != CloseWait) {
+			// Held from the FIN, or from the last data it sent since (a
+			// half-close: it may send as long as it likes).
+			from := cw.At
+			if d := ev.sentData.time(); d.After(from) && p.ev.rst.frame == 0 {
+				from = d
+			}
+			if held := until.Sub(from); held >= closeWaitHeld && (final || c.split || e.State != CloseWait) {
 				add("close-wait-held", e.Name, fmt.Sprintf("%s in CLOSE_WAIT from %s %s, %s s, never sending its FIN", e.Name, t(cw.At), how, roundDur(held)),
 					[]int{cw.Frame}, fmt.Sprintf("The %s received the %s's FIN (frame %d) and acknowledged it, but never sent its own FIN within the capture: it sat in CLOSE_WAIT for %s s, where a socket stays until its program calls close(). Many sockets in CLOSE_WAIT on one host mean a program that does not close connections its peers closed (a leak, or a pool that never checks). The %s meanwhile waits in FIN_WAIT2, which Linux ends after tcp_fin_timeout if its socket is orphaned; a later packet from the %s is then answered by RST.",
 						e.Name, p.Name, cw.Frame, roundDur(held), p.Name, e.Name))
@@ -547,7 +553,8 @@ func (c *Conn) conclude(final bool, last time.Time) {
 // synLost says whether the client's SYN got no answer at all.
 func (c *Conn) synLost() bool {
 	cl, sv := c.Client, c.Server
-	return cl.ev.syn.n > 0 && cl.ev.refused.frame == 0 && sv.ev.synack.n == 0 && reachedState(cl, Established) == nil && sv.ev.rst.frame == 0
+	return cl.ev.syn.n > 0 && cl.ev.refused.frame == 0 && sv.ev.synack.n == 0 && reachedState(cl, Established) == nil && sv.ev.rst.frame == 0 &&
+		sv.lastSent.IsZero() // a challenge ACK is an answer too
 }
 
 // synackLost says whether the server's SYN-ACK never made a connection
@@ -565,14 +572,6 @@ func (e *End) changedVia(from, to string) bool {
 		}
 	}
 	return false
-}
-
-// cw0 is when the end entered CLOSE_WAIT (or the far future).
-func cw0(e *End) time.Time {
-	if ch := reachedState(e, CloseWait); ch != nil {
-		return ch.At
-	}
-	return time.Unix(1<<40, 0)
 }
 
 func dedupe(xs []int) []int {

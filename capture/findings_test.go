@@ -10,6 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
 	"github.com/tcplab/tcplab/capture"
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
@@ -448,6 +452,10 @@ func TestSameInterfaceCopies(t *testing.T) {
 	var once, twice []trace.Event
 	for _, e := range events {
 		if e.Kind == trace.KindPacket && e.Host == "client" {
+			// Linux numbers its packets (IP ID): a copy has the same.
+			pk := *e.Packet
+			pk.Segment.ID = uint16(len(once) + 1)
+			e.Packet = &pk
 			once = append(once, e)
 			twice = append(twice, e)
 			c := e
@@ -469,5 +477,97 @@ func TestSameInterfaceCopies(t *testing.T) {
 	}
 	if story(x.ClientStates)+story(x.ServerStates) != story(y.ClientStates)+story(y.ServerStates) || y.Packets != x.Packets || y.DupPackets != x.Packets {
 		t.Errorf("once: %v %v (%d packets)\ntwice: %v %v (%d packets, %d copies)", x.ClientStates, x.ServerStates, x.Packets, y.ClientStates, y.ServerStates, y.Packets, y.DupPackets)
+	}
+}
+
+// seg is one packet of a hand-made exchange between 10.0.0.1:40000
+// (client) and 10.0.0.2:80: numbers are relative to ISNs 1000 (client)
+// and 5000 (server).
+type seg struct {
+	at       time.Duration
+	cli      bool
+	flags    wire.Flags
+	seq, ack uint32
+	n        int
+}
+
+func handMade(t *testing.T, segs []seg) *explained {
+	t.Helper()
+	var buf bytes.Buffer
+	w := pcapgo.NewWriterNanos(&buf)
+	if err := w.WriteFileHeader(65536, layers.LinkTypeRaw); err != nil {
+		t.Fatal(err)
+	}
+	cli, srv := netip.MustParseAddrPort("10.0.0.1:40000"), netip.MustParseAddrPort("10.0.0.2:80")
+	for i, s := range segs {
+		x := wire.Segment{Src: cli.Addr(), Dst: srv.Addr(), SrcPort: cli.Port(), DstPort: srv.Port(), Flags: s.flags, Window: 500, TTL: 64,
+			ID: uint16(i + 1), Seq: wire.Seq(1000 + s.seq), Ack: wire.Seq(5000 + s.ack), Payload: make([]byte, s.n)}
+		if !s.cli {
+			x.Src, x.Dst, x.SrcPort, x.DstPort = srv.Addr(), cli.Addr(), srv.Port(), cli.Port()
+			x.Seq, x.Ack = wire.Seq(5000+s.seq), wire.Seq(1000+s.ack)
+		}
+		if s.flags&wire.ACK == 0 {
+			x.Ack = 0
+		}
+		b, err := x.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WritePacket(gopacket.CaptureInfo{Timestamp: time.Unix(1000, 0).Add(s.at), CaptureLength: len(b), Length: len(b)}, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x := &explained{}
+	st, err := capture.Read(&buf, capture.Options{}, func(c *capture.Conn, t0 time.Time) { x.conns = append(x.conns, capture.Summarize(c, t0)) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.stats = st
+	return x
+}
+
+// Stories an ordinary network tells, which must not be read as
+// failures, and failures that must not be missed (from two reviews).
+func TestHandMadeStories(t *testing.T) {
+	ms := time.Millisecond
+	S, SA, A, PA, FA := wire.SYN, wire.SYN|wire.ACK, wire.ACK, wire.PSH|wire.ACK, wire.FIN|wire.ACK
+	hs := []seg{{0, true, S, 0, 0, 0}, {ms, false, SA, 0, 1, 0}, {2 * ms, true, A, 1, 1, 0}}
+	cases := []struct {
+		name      string
+		segs      []seg
+		want, not []string
+	}{
+		{"the first SYN dropped at a full queue, then the ACK too", []seg{{0, true, S, 0, 0, 0}, {time.Second, true, S, 0, 0, 0},
+			{time.Second + ms, false, SA, 0, 1, 0}, {time.Second + 2*ms, true, A, 1, 1, 0}, {2*time.Second + ms, false, SA, 0, 1, 0},
+			{2*time.Second + 2*ms, true, A, 1, 1, 0}, {10 * time.Second, true, A, 1, 1, 0}}, []string{"accept-queue-full"}, nil},
+		{"a second SYN-ACK answers a second SYN", []seg{{0, true, S, 0, 0, 0}, {time.Second, true, S, 0, 0, 0},
+			{time.Second + 200*ms, false, SA, 0, 1, 0}, {time.Second + 201*ms, true, A, 1, 1, 0}, {time.Second + 202*ms, false, SA, 0, 1, 0},
+			{time.Second + 203*ms, true, A, 1, 1, 0}}, nil, []string{"accept-queue-full"}},
+		{"data retried four times, the capture cut", append(append([]seg{}, hs...), seg{10 * ms, true, PA, 1, 1, 100},
+			seg{210 * ms, true, PA, 1, 1, 100}, seg{610 * ms, true, PA, 1, 1, 100}, seg{1410 * ms, true, PA, 1, 1, 100}), nil, []string{"retransmissions-given-up"}},
+		{"a half-close, the server still sending", append(append([]seg{}, hs...), seg{10 * ms, true, FA, 1, 1, 0}, seg{11 * ms, false, A, 1, 2, 0},
+			seg{20 * time.Second, false, PA, 1, 2, 1000}, seg{20*time.Second + ms, true, A, 2, 1001, 0}), nil, []string{"close-wait-held"}},
+		{"a handshake cut by the capture's end", []seg{{0, true, S, 0, 0, 0}}, nil, []string{"syn-unanswered"}},
+		{"a SYN unanswered for 3 s", []seg{{0, true, S, 0, 0, 0}, {time.Second, true, S, 0, 0, 0}, {3 * time.Second, true, S, 0, 0, 0}}, []string{"syn-unanswered"}, nil},
+	}
+	for _, c := range cases {
+		x := handMade(t, c.segs)
+		got := strings.Join(x.kinds(), " ")
+		for _, k := range c.want {
+			if x.find(k) == nil {
+				t.Errorf("%s: no %s (findings: %s)", c.name, k, got)
+			}
+		}
+		for _, k := range c.not {
+			if x.find(k) != nil {
+				t.Errorf("%s: %s (findings: %s)", c.name, k, got)
+			}
+		}
+	}
+	// SYNs at 0, 1 and 3 s, the capture ending there: Linux's connect()
+	// gives up at 127 s, not when the next retry was due.
+	x := handMade(t, []seg{{0, true, S, 0, 0, 0}, {time.Second, true, S, 0, 0, 0}, {3 * time.Second, true, S, 0, 0, 0}})
+	if cs := x.conns[0].ClientStates; cs[len(cs)-1].At != 127*time.Second {
+		t.Errorf("the client gives up at %v", cs[len(cs)-1].At)
 	}
 }

@@ -55,7 +55,11 @@ var ErrFormat = errors.New("not a pcap or pcapng capture")
 // NewReader reads a capture from r: pcap (any byte order, micro- or
 // nanosecond times) or pcapng (interfaces of different link types
 // allowed), each possibly gzip-compressed.
-func NewReader(r io.Reader) (*Reader, error) {
+func NewReader(r io.Reader) (*Reader, error) { return newReader(r, 0) }
+
+// newReader is NewReader with a bound on a gzip capture's uncompressed
+// bytes (0: none).
+func newReader(r io.Reader, maxUnzipped int64) (*Reader, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	head, _ := br.Peek(4)
 	var closer io.Closer
@@ -65,7 +69,11 @@ func NewReader(r io.Reader) (*Reader, error) {
 			return nil, fmt.Errorf("capture: gzip: %w", err)
 		}
 		closer = zr
-		br = bufio.NewReaderSize(zr, 1<<16)
+		var src io.Reader = zr
+		if maxUnzipped > 0 {
+			src = &unzipLimit{r: zr, left: maxUnzipped, max: maxUnzipped}
+		}
+		br = bufio.NewReaderSize(src, 1<<16)
 		head, _ = br.Peek(4)
 	}
 	if len(head) < 4 {
@@ -99,6 +107,24 @@ func NewReader(r io.Reader) (*Reader, error) {
 	lt := pr.LinkType()
 	rd.link = func(gopacket.CaptureInfo) layers.LinkType { return lt }
 	return rd, nil
+}
+
+// unzipLimit stops a gzip capture past a number of uncompressed bytes.
+type unzipLimit struct {
+	r         io.Reader
+	left, max int64
+}
+
+func (u *unzipLimit) Read(p []byte) (int, error) {
+	if u.left <= 0 {
+		return 0, fmt.Errorf("the capture is larger than %d MiB uncompressed", u.max>>20)
+	}
+	if int64(len(p)) > u.left {
+		p = p[:u.left]
+	}
+	n, err := u.r.Read(p)
+	u.left -= int64(n)
+	return n, err
 }
 
 // Close releases a gzip reader; the underlying file is the caller's.
@@ -149,9 +175,9 @@ const (
 	linkSLL2     = 276 // Linux cooked v2
 )
 
-// sll2Iface numbers a Linux cooked v2 packet's interface index apart from
-// pcapng's interfaces.
-const sll2Iface = 1 << 20
+// sll2Iface marks a Linux cooked v2 packet's interface index, kept with
+// the pcapng interface it was read from (two hosts' captures merged).
+const sll2Iface = 1 << 31
 
 // decode finds the IP packet in a frame and reads its TCP segment.
 func decode(lt layers.LinkType, b []byte, p *Packet) bool {
@@ -162,7 +188,7 @@ func decode(lt layers.LinkType, b []byte, p *Packet) bool {
 	if lt == linkSLL2 {
 		// tcpdump -i any: the interface the packet was seen on, so
 		// that its copies on two interfaces are told apart.
-		p.Iface = sll2Iface + int(binary.BigEndian.Uint32(b[4:8]))
+		p.Iface = p.Iface<<32 | sll2Iface | int(binary.BigEndian.Uint32(b[4:8]))
 	}
 	switch ip[0] >> 4 {
 	case 4:

@@ -158,6 +158,7 @@ type Conn struct {
 	queued    bool // in the tracker's queues of connections done
 	moreNotes int
 	inHS      bool
+	split     bool      // a new connection took its 4-tuple while it was open
 	seenUntil time.Time // the capture's time when it was reported
 	// prev, next: the tracker's list of open connections, the one
 	// whose last packet is oldest first.
@@ -184,6 +185,9 @@ type Options struct {
 	EventsFor func(index int, client, server netip.AddrPort) bool
 	// MaxEvents bounds the events kept for one connection (0: no bound).
 	MaxEvents int
+	// MaxUnzipped bounds a gzip capture's uncompressed bytes (Read; 0:
+	// no bound).
+	MaxUnzipped int64
 	// MaxOpen bounds the connections held open (0: no bound): past it,
 	// the one in its handshake silent longest is reported at once, and
 	// CutShort counts them.
@@ -232,6 +236,8 @@ type seen struct {
 	live     bool  // false: none, or its copy was matched
 	iface    int32
 	id       uint16
+	win      uint16
+	sack     uint8 // SACK blocks
 	flags    wire.Flags
 	fromCli  bool
 	// The receiver's changes this packet made (Changes[from:to]), and
@@ -269,15 +275,16 @@ func (c *Conn) match(p *Packet) *seen {
 // timestamp; a packet with neither is not judged.
 func (c *Conn) copyOf(p *Packet) bool {
 	s := &p.Segment
-	if c.recent == nil || s.ID == 0 && !s.Options.HasTimestamps {
-		return false
+	if c.recent == nil || s.ID == 0 {
+		return false // IPv6, or no IP ID: a copy cannot be told from a new packet
 	}
 	fromCli := c.Client.Addr == netip.AddrPortFrom(s.Src, s.SrcPort)
 	now := p.Time.UnixNano()
 	for i := range c.recent {
 		r := &c.recent[i]
-		if r.seq == s.Seq && r.ack == s.Ack && r.iface == int32(p.Iface) && r.flags == s.Flags && r.id == s.ID &&
-			r.ts == s.Options.TSVal && r.len == int32(p.Len) && r.fromCli == fromCli && r.at <= now && now-r.at <= int64(time.Millisecond) {
+		if r.seq == s.Seq && r.ack == s.Ack && r.iface == int32(p.Iface) && r.flags == s.Flags && r.id == s.ID && r.win == s.Window &&
+			r.sack == uint8(len(s.Options.SACK)) && r.ts == s.Options.TSVal && r.len == int32(p.Len) && r.fromCli == fromCli &&
+			r.at <= now && now-r.at <= int64(time.Millisecond) {
 			return true
 		}
 	}
@@ -291,7 +298,7 @@ func (c *Conn) remember(p *Packet) *seen {
 		c.recent = new([recentLen]seen) // a late packet after it was let go
 	}
 	r := &c.recent[c.ri%recentLen]
-	*r = seen{seq: s.Seq, ack: s.Ack, flags: s.Flags, id: s.ID, ts: s.Options.TSVal, len: int32(p.Len),
+	*r = seen{seq: s.Seq, ack: s.Ack, flags: s.Flags, id: s.ID, win: s.Window, sack: uint8(len(s.Options.SACK)), ts: s.Options.TSVal, len: int32(p.Len),
 		fromCli: c.Client.Addr == netip.AddrPortFrom(s.Src, s.SrcPort), iface: int32(p.Iface), at: p.Time.UnixNano(), live: true}
 	c.ri++
 	return r
@@ -361,6 +368,8 @@ func (t *Tracker) Add(p *Packet) {
 		// The client starts over with another ISN (it lost the old
 		// connection: a restart): the old one is reported as it stands.
 		c.note(p, "the client sent a new SYN with another ISN on this 4-tuple: it started a new connection (it had lost this one)")
+		c.split = true
+		c.atEnd(p.Time, false)
 		t.finish(c)
 		c = nil
 	}
@@ -381,8 +390,18 @@ func (t *Tracker) Add(p *Packet) {
 		c = nil
 	}
 	if c == nil && t.opt.MaxOpen > 0 && len(t.open) >= t.opt.MaxOpen {
-		// The handshake silent longest, else any.
-		old := t.hsHead
+		// One that is done, else the handshake silent longest, else
+		// any (map order: a capture this hostile has no better choice).
+		var old *Conn
+		for len(t.doneQ) > 0 && old == nil {
+			if o := t.doneQ[0]; t.open[keyOf2(o.Client.Addr, o.Server.Addr)] == o {
+				old = o
+			}
+			t.doneQ[0], t.doneQ = nil, t.doneQ[1:]
+		}
+		if old == nil {
+			old = t.hsHead
+		}
 		if old == nil {
 			for _, o := range t.open {
 				old = o
@@ -391,6 +410,7 @@ func (t *Tracker) Add(p *Packet) {
 		}
 		t.CutShort++
 		old.note(p, "reported early: the capture has more connections at once than this reader keeps open")
+		old.atEnd(t.last, false)
 		t.finish(old)
 	}
 	if c == nil {
@@ -460,11 +480,13 @@ func (t *Tracker) Add(p *Packet) {
 		c.queued = true
 		t.doneQ = append(t.doneQ, c)
 	}
+	// Still (or again, after an undo) in its handshake: last in the list.
+	hs := c.inHandshake()
 	if c.inHS {
 		t.unlink(c)
-		if c.inHandshake() {
-			t.link(c) // the newest packet: last in the list
-		}
+	}
+	if hs && !c.queued {
+		t.link(c)
 	}
 	t.sweep()
 }
@@ -725,7 +747,11 @@ func (c *Conn) event(e trace.Event) {
 var zeroPayload [65536]byte
 
 func zeros(n int) []byte {
-	return zeroPayload[:min(max(n, 0), len(zeroPayload)):min(max(n, 0), len(zeroPayload))]
+	n = max(n, 0)
+	if n > len(zeroPayload) {
+		return make([]byte, n) // a GSO packet's: rare
+	}
+	return zeroPayload[:n:n]
 }
 
 func (c *Conn) note(p *Packet, text string) {
@@ -966,7 +992,8 @@ func (c *Conn) sent(p *Packet, snd *End, end wire.Seq) {
 		last := snd.Changes[n-1]
 		switch {
 		case s.Flags&wire.SYN != 0 && s.Flags&wire.ACK != 0 && snd.State == Established && last.Cause == "rcv ACK of SYN" &&
-			hadISS && s.Seq == prevISS && c.peer(snd).ev.syn.n <= 1:
+			hadISS && s.Seq == prevISS && !c.peer(snd).ev.syn.last.time().After(last.At) &&
+			p.Time.Sub(snd.ev.synackPrev.time()) >= 500*time.Millisecond: // its timer's, not an answer to another SYN
 			c.unset(snd)
 			snd.ackNotTaken = true
 			if snd.ev.ackNotTaken.frame == 0 {
@@ -1182,26 +1209,47 @@ func (c *Conn) atEnd(last time.Time, final bool) {
 				continue // it still receives: a half-close, not an orphan
 			}
 			at, cause, why = since.Add(timeWaitLen), "FIN_WAIT2 timer (tcp_fin_timeout 60 s)", "if its program had closed the socket, Linux ends an orphaned FIN_WAIT2 after tcp_fin_timeout (60 s)"
-		case SynSent, SynRecv, FinWait1, LastAck, Established, CloseWait:
-			if (e.State == SynSent || e.State == SynRecv) && e.txCount < 3 && len(e.Changes) > 0 && e.txAt.Equal(e.lastSent) {
-				// Its retransmissions are not in the capture (or not yet):
-				// Linux gives up 127 s after the first SYN
-				// (tcp_syn_retries 6), 63 s after the first SYN-ACK
-				// (tcp_synack_retries 5).
+		case SynSent, SynRecv, FinWait1, LastAck, Closing, Established, CloseWait:
+			// Linux's retries: tcp_syn_retries 6, tcp_synack_retries 5,
+			// tcp_orphan_retries 8 (a closed socket's), tcp_retries2 15.
+			retries := 15
+			switch e.State {
+			case SynSent:
+				retries = 6
+			case SynRecv:
+				retries = 5
+			case FinWait1, LastAck, Closing:
+				retries = 8
+			}
+			shown := e.txCount >= 3 && e.txAt.Equal(e.lastSent) // a backoff, and nothing sent since
+			gap := e.txAt.Sub(e.txPrev)
+			handshake := e.State == SynSent || e.State == SynRecv
+			orphan := e.State == FinWait1 || e.State == LastAck || e.State == Closing
+			switch {
+			case handshake && e.txAt.Equal(e.lastSent):
+				// Linux gives up 127 s after the first SYN, 63 s after
+				// the first SYN-ACK; another stack's longer backoff
+				// shows in the capture.
 				give, what := 127*time.Second, "connect() gives up 127 s after the first SYN (tcp_syn_retries 6)"
 				if e.State == SynRecv {
 					give, what = 63*time.Second, "a SYN_RECV request is dropped 63 s after the first SYN-ACK (tcp_synack_retries 5)"
 				}
 				at, cause, why = since.Add(give), "retransmissions given up", "Linux's "+what
-				break
+				if next := e.txAt.Add(2 * gap); shown && (next.After(at) || next.Before(last)) {
+					// Another stack's longer backoff, or retries cut short
+					// (a SYN queue more than half full): what it shows.
+					at, why = next, fmt.Sprintf("no retransmission came when the next was due (%v after the last): it gave up", 2*gap)
+				}
+			case shown && (orphan || e.txAt.Add(2*gap).Before(last) || e.txCount > retries):
+				// The next was due within the capture and did not come;
+				// or all of Linux's retries are shown; or a closing end
+				// (an orphan, most often) backs off to its end.
+				at = e.txAt.Add(2 * gap)
+				cause = fmt.Sprintf("retransmissions given up (%d sent)", e.txCount)
+				why = fmt.Sprintf("no retransmission came when the next was due (%v after the last): it gave up", 2*gap)
+			default:
+				continue // data still retried when the capture ends (Linux tries 15 times), or never retried
 			}
-			if e.txCount < 3 || !e.txAt.Equal(e.lastSent) {
-				continue // not two retransmissions (a backoff), or it sent something since
-			}
-			gap := e.txAt.Sub(e.txPrev)
-			at = e.txAt.Add(2 * gap)
-			cause = fmt.Sprintf("retransmissions given up (%d sent)", e.txCount)
-			why = fmt.Sprintf("no retransmission came when the next was due (%v after the last): it gave up", 2*gap)
 		default:
 			continue
 		}

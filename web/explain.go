@@ -1,9 +1,7 @@
 package web
 
 import (
-	"bufio"
 	"bytes"
-	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,54 +89,27 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 			<-s.sim
 			s.wg.Done()
 		}()
-		body, err := captureBody(http.MaxBytesReader(w, r.Body, MaxCapture), start.Add(s.o.SimTimeout))
-		if err != nil {
-			return http.StatusOK, mustJSON(ExplainResult{RunResult: RunResult{Errors: []ErrorAt{{Msg: err.Error()}}}})
-		}
+		body := &deadlineReader{http.MaxBytesReader(w, r.Body, MaxCapture), start.Add(s.o.SimTimeout)}
 		return s.explainAnswer(body, spec, start)
 	}()
 	s.send(w, code, answer)
 }
 
-// captureBody is an upload's capture as the reader takes it: a gzip one
-// decompressed here, to at most MaxCaptureUnzipped bytes, and the reading
-// stopped at the deadline.
-func captureBody(r io.Reader, deadline time.Time) (io.Reader, error) {
-	br := bufio.NewReader(r)
-	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("capture: gzip: %w", err)
-		}
-		return &bounded{r: zr, left: maxUnzipped, deadline: deadline}, nil
+// deadlineReader stops reading at a deadline.
+type deadlineReader struct {
+	r        io.Reader
+	deadline time.Time
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if time.Now().After(d.deadline) {
+		return 0, fmt.Errorf("the capture took longer than the page's limit to read (tcplab explain has none)")
 	}
-	return &bounded{r: br, left: MaxCapture, deadline: deadline}, nil
+	return d.r.Read(p)
 }
 
 // maxUnzipped is MaxCaptureUnzipped (a test makes it smaller).
 var maxUnzipped int64 = MaxCaptureUnzipped
-
-// bounded stops a reader after a number of bytes or at a deadline.
-type bounded struct {
-	r        io.Reader
-	left     int64
-	deadline time.Time
-}
-
-func (b *bounded) Read(p []byte) (int, error) {
-	if time.Now().After(b.deadline) {
-		return 0, fmt.Errorf("the capture took longer than the page's limit to read (tcplab explain has none)")
-	}
-	if b.left <= 0 {
-		return 0, fmt.Errorf("the capture is larger than %d MiB uncompressed (tcplab explain reads any size)", maxUnzipped>>20)
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.r.Read(p)
-	b.left -= int64(n)
-	return n, err
-}
 
 func (s *Server) explainAnswer(body io.Reader, spec string, start time.Time) (int, []byte) {
 	out := ExplainResult{}
@@ -146,13 +117,19 @@ func (s *Server) explainAnswer(body io.Reader, spec string, start time.Time) (in
 	var t0 time.Time
 	// Events are kept for the connections the report may show: the one
 	// ?conn picks, or the first candidates.
+	matched := false
 	keep := func(index int, cl, sv netip.AddrPort) bool {
 		if spec != "" {
-			return capture.Match(spec, index, cl, sv)
+			// The first match only (connections start in index order).
+			if !matched && capture.Match(spec, index, cl, sv) {
+				matched = true
+				return true
+			}
+			return false
 		}
 		return index <= candidates
 	}
-	st, err := capture.Read(body, capture.Options{EventsFor: keep, MaxEvents: s.o.Budget.MaxEvents, MaxOpen: MaxOpenConns}, func(c *capture.Conn, start time.Time) {
+	st, err := capture.Read(body, capture.Options{EventsFor: keep, MaxEvents: s.o.Budget.MaxEvents, MaxOpen: MaxOpenConns, MaxUnzipped: maxUnzipped}, func(c *capture.Conn, start time.Time) {
 		t0 = start
 		out.Total++
 		sum := capture.Summarize(c, start)
