@@ -1234,7 +1234,7 @@ func (c *Conn) atEnd(last time.Time, final bool) {
 				if e.State == SynRecv {
 					give, what = 63*time.Second, "a SYN_RECV request is dropped 63 s after the first SYN-ACK (tcp_synack_retries 5)"
 				}
-				at, cause, why = since.Add(give), "retransmissions given up", "Linux's "+what
+				at, cause, why = since.Add(give), fmt.Sprintf("retransmissions given up (%d sent)", e.txCount), "Linux's "+what
 				if next := e.txAt.Add(2 * gap); shown && (next.After(at) || next.Before(last)) {
 					// Another stack's longer backoff, or retries cut short
 					// (a SYN queue more than half full): what it shows.
