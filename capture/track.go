@@ -218,6 +218,10 @@ type Tracker struct {
 	hsHead, hsTail *Conn
 	// CutShort counts the connections reported early (Options.MaxOpen).
 	CutShort int
+	// iface0, ifaces, multi: whether the capture has shown a second
+	// interface yet (until then no packet can be another's copy).
+	iface0, ifaces int
+	multi          bool
 	twQ      []*Conn // and of those, the ones with an end in TIME_WAIT
 	// Done receives each connection once it has ended (or, at Flush, the
 	// ones still open), in the order they end.
@@ -248,7 +252,7 @@ type seen struct {
 
 // recentLen is how many packets a connection remembers to know their
 // copies at another tap: the packets in flight between two taps.
-const recentLen = 32
+const recentLen = 16
 
 // match finds the copy of p already taken from another interface of the
 // capture (the same segment, the same IP ID and timestamp, within 2 s).
@@ -434,12 +438,24 @@ func (t *Tracker) Add(p *Packet) {
 		}
 	}
 	snd := c.endFrom(s)
+	if !t.multi {
+		// A copy at another tap needs a second interface.
+		if t.ifaces == 0 {
+			t.iface0, t.ifaces = p.Iface, 1
+		} else if p.Iface != t.iface0 {
+			t.multi = true
+		}
+	}
 	if c.copyOf(p) {
 		c.Dups++
 		t.sweep()
 		return
 	}
-	switch m := c.match(p); {
+	var m *seen
+	if t.multi {
+		m = c.match(p)
+	}
+	switch {
 	case m != nil:
 		// The same packet at a second tap: the receiver's.
 		m.live = false // matched: a third copy is another packet
