@@ -222,7 +222,7 @@ type Tracker struct {
 	// interface yet (until then no packet can be another's copy).
 	iface0, ifaces int
 	multi          bool
-	twQ      []*Conn // and of those, the ones with an end in TIME_WAIT
+	twQ            []*Conn // and of those, the ones with an end in TIME_WAIT
 	// Done receives each connection once it has ended (or, at Flush, the
 	// ones still open), in the order they end.
 	Done func(*Conn)
