@@ -355,15 +355,10 @@ func (c *Conn) conclude(final bool, last time.Time) {
 	// timeout (1 s) after it; a handshake the capture's end cut is not.
 	waited := func(ms *marks) bool { return ms.n >= 2 || last.Sub(ms.last.time()) >= time.Second }
 	if ev := &cl.ev; c.synLost() && waited(&ev.syn) {
-		name, tl := matchTimeline(&ev.syn, false)
-		sc := "syn-sent"
-		if name == "windows-classic" {
-			sc = "syn-sent" // the scenario shows Linux's; the profile can be changed
-		}
+		_, tl := matchTimeline(&ev.syn, false)
 		add("syn-unanswered", "client", fmt.Sprintf("SYN sent %d times from %s, never answered", ev.syn.n, t(ev.syn.first[0].time())),
 			ev.syn.frames(8), fmt.Sprintf("The client called connect() and sent a SYN to %v; no SYN-ACK and no RST came back within the capture, so it stayed in SYN_SENT and sent the SYN again each time its timer ran out (%d transmissions, the last at %s): %s. A silent drop does this (a firewall rule that drops instead of rejecting, a host that is down, a route that goes nowhere); a closed port would have answered RST.%s",
 				sv.Addr, ev.syn.n, t(ev.syn.last.time()), tl, giveUpText(cl)))
-		c.Findings[len(c.Findings)-1].Scenario = sc
 	}
 	if ev := &cl.ev; ev.refused.frame != 0 {
 		fr := []int{ev.refused.frame}

@@ -274,18 +274,8 @@ func TestScenarioReplays(t *testing.T) {
 	replayed, same := 0, 0
 	for _, sc := range lib {
 		hosts, events := runSim(t, sc)
-		var pk []trace.Event
-		for _, e := range events {
-			if e.Kind == trace.KindPacket {
-				pk = append(pk, e)
-			}
-		}
-		var buf bytes.Buffer
-		if _, err := trace.WritePcapng(&buf, hosts, pk); err != nil {
-			t.Fatal(err)
-		}
 		var conns []*capture.Conn
-		if _, err := capture.Read(&buf, capture.Options{Events: true}, func(c *capture.Conn, _ time.Time) { conns = append(conns, c) }); err != nil {
+		if _, err := capture.Read(bytes.NewReader(pcapOf(t, hosts, events)), capture.Options{Events: true}, func(c *capture.Conn, _ time.Time) { conns = append(conns, c) }); err != nil {
 			t.Fatal(err)
 		}
 		for _, c := range conns {

@@ -34,21 +34,7 @@ func (c truthChange) String() string {
 // taps, explains it, and returns the inferred changes.
 func explainRun(t *testing.T, hosts []trace.Host, events []trace.Event) []truthChange {
 	t.Helper()
-	keep := map[string]bool{}
-	for _, h := range hosts {
-		keep[h.Name] = true
-	}
-	var pk []trace.Event
-	for _, e := range events {
-		if e.Kind == trace.KindPacket && keep[e.Host] {
-			pk = append(pk, e)
-		}
-	}
-	var buf bytes.Buffer
-	if _, err := trace.WritePcapng(&buf, hosts, pk); err != nil {
-		t.Fatal(err)
-	}
-	r, err := capture.NewReader(&buf)
+	r, err := capture.NewReader(bytes.NewReader(pcapOf(t, hosts, events)))
 	if err != nil {
 		t.Fatal(err)
 	}

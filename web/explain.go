@@ -69,30 +69,10 @@ func (s *Server) explain(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	select {
-	case s.sim <- struct{}{}:
-	default:
-		http.Error(w, "too many runs at once; try again", http.StatusServiceUnavailable)
-		return
-	}
-	s.mu.Lock()
-	if s.ctx.Err() != nil {
-		s.mu.Unlock()
-		<-s.sim
-		http.Error(w, "the server is stopping", http.StatusServiceUnavailable)
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	code, answer := func() (int, []byte) {
-		defer func() {
-			<-s.sim
-			s.wg.Done()
-		}()
+	s.inSimSlot(w, func() (int, []byte) {
 		body := &deadlineReader{http.MaxBytesReader(w, r.Body, MaxCapture), start.Add(s.o.SimTimeout)}
 		return s.explainAnswer(body, spec, start)
-	}()
-	s.send(w, code, answer)
+	})
 }
 
 // deadlineReader stops reading at a deadline.

@@ -404,26 +404,7 @@ func (s *Server) runPkt(w http.ResponseWriter, req RunRequest, name string, star
 		writeJSON(w, http.StatusOK, RunResult{Errors: []ErrorAt{{Msg: err.Error()}}})
 		return
 	}
-	select {
-	case s.sim <- struct{}{}:
-	default:
-		http.Error(w, "too many runs at once; try again", http.StatusServiceUnavailable)
-		return
-	}
-	s.mu.Lock()
-	if s.ctx.Err() != nil {
-		s.mu.Unlock()
-		<-s.sim
-		http.Error(w, "the server is stopping", http.StatusServiceUnavailable)
-		return
-	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	code, answer := func() (int, []byte) {
-		defer func() {
-			<-s.sim
-			s.wg.Done()
-		}()
+	s.inSimSlot(w, func() (int, []byte) {
 		// The engine's run is bounded by the page's budget of events and
 		// bytes (virtual time costs no wall time), so it needs no timer.
 		var rec trace.Recorder
@@ -448,6 +429,34 @@ func (s *Server) runPkt(w http.ResponseWriter, req RunRequest, name string, star
 			return http.StatusInternalServerError, []byte(err.Error())
 		}
 		return http.StatusOK, buf.Bytes()
+	})
+}
+
+// inSimSlot does work in one of the simulator's slots and sends its
+// answer; it answers 503 when every slot is taken or the server stops.
+// The slot is free before the answer is written.
+func (s *Server) inSimSlot(w http.ResponseWriter, work func() (int, []byte)) {
+	select {
+	case s.sim <- struct{}{}:
+	default:
+		http.Error(w, "too many runs at once; try again", http.StatusServiceUnavailable)
+		return
+	}
+	s.mu.Lock()
+	if s.ctx.Err() != nil {
+		s.mu.Unlock()
+		<-s.sim
+		http.Error(w, "the server is stopping", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	code, answer := func() (int, []byte) {
+		defer func() {
+			<-s.sim
+			s.wg.Done()
+		}()
+		return work()
 	}()
 	s.send(w, code, answer)
 }

@@ -146,26 +146,9 @@ func Parse(b []byte) (Segment, error) {
 	s.Dst = netip.AddrFrom4([4]byte(b[16:20]))
 
 	t := b[ihl:]
-	if len(t) < tcpHeaderLen {
-		return s, fmt.Errorf("%w: %d bytes of TCP, the header needs 20", ErrTruncated, len(t))
-	}
-	doff := int(t[12]>>4) * 4
-	if doff < tcpHeaderLen {
-		return s, fmt.Errorf("%w: TCP data offset %d", ErrBadHeader, doff)
-	}
-	if doff > len(t) {
-		return s, fmt.Errorf("%w: TCP data offset %d, have %d bytes", ErrTruncated, doff, len(t))
-	}
-	s.SrcPort = binary.BigEndian.Uint16(t[0:2])
-	s.DstPort = binary.BigEndian.Uint16(t[2:4])
-	s.Seq = Seq(binary.BigEndian.Uint32(t[4:8]))
-	s.Ack = Seq(binary.BigEndian.Uint32(t[8:12]))
-	s.Reserved = t[12] & 0x0f
-	s.Flags = Flags(t[13])
-	s.Window = binary.BigEndian.Uint16(t[14:16])
-	s.Urgent = binary.BigEndian.Uint16(t[18:20])
-	if err := parseOptions(t[tcpHeaderLen:doff], &s.Options); err != nil {
-		return s, fmt.Errorf("%w: %v", ErrBadHeader, err)
+	doff, err := ParseTCPHeader(t, &s)
+	if err != nil {
+		return s, err
 	}
 	if len(t) > doff {
 		s.Payload = append([]byte(nil), t[doff:]...)
