@@ -502,6 +502,12 @@ func (n *Network) flush(h *Host) {
 		panic(fmt.Sprintf("sim: host %s queued %d segments but %d output verdicts", h.Name, len(h.segs), len(h.outRules)))
 	}
 	for i := range h.segs {
+		if n.recording() && len(h.segs[i].Payload) > 0 {
+			// Events are kept and drawn long after the sender's queue
+			// reused the bytes its payloads alias: with a sink, every
+			// packet owns a copy (the events at both taps share it).
+			h.segs[i].Payload = append([]byte(nil), h.segs[i].Payload...)
+		}
 		n.sendFrom(h, h.segs[i], false, h.outRules[i])
 		h.segs[i] = wire.Segment{}
 	}

@@ -122,6 +122,7 @@ type Call struct {
 	Addr     netip.AddrPort // connect
 	Data     []byte         // write
 	Max      int            // read: at most this many bytes (0: all available)
+	Buf      []byte         // read: copy into Buf, at most len(Buf) bytes; Result.Data is Buf[:n] (nil: a new slice)
 	Peek     bool           // read: MSG_PEEK, look without consuming
 	How      Shut           // shutdown
 	Option   Option         // setsockopt
@@ -489,7 +490,9 @@ func (c *conn) disconnectReset() {
 	c.resetTransport()
 	c.err = OK
 	c.rcvShut, c.sndShut, c.done, c.orphan = false, false, false, false
-	c.rcv, c.ooo, c.snd, c.sent, c.dsack = nil, nil, nil, nil, nil
+	c.rcv.reset()
+	c.snd.reset()
+	c.ooo, c.sent, c.dsack = nil, nil, nil
 	c.finQueued, c.finSent, c.finAckPending = false, false, false
 	c.tsOK, c.sackOK, c.wsOK, c.sndWScale, c.rcvWScale = false, false, false, 0, 0
 	c.rttTiming, c.retransmits, c.totalRTO, c.backoff, c.retransTotal = false, 0, 0, 0, 0
@@ -521,20 +524,23 @@ func (h *Host) doRead(c *conn, r *Result) {
 // tryRead follows tcp_recvmsg's order: data first, then end of stream,
 // then a pending error, then a shut socket.
 func (h *Host) tryRead(c *conn, r *Result) bool {
-	if len(c.rcv) > 0 {
-		n := len(c.rcv)
+	if c.rcv.Len() > 0 {
+		n := c.rcv.Len()
 		if r.Call.Max > 0 {
 			n = min(n, r.Call.Max)
 		}
-		r.Data = append([]byte(nil), c.rcv[:n]...)
+		if r.Call.Buf != nil {
+			n = min(n, len(r.Call.Buf))
+			r.Data = r.Call.Buf[:n]
+		} else {
+			r.Data = make([]byte, n)
+		}
+		c.rcv.read(r.Data, 0)
 		r.Ret = n
 		if r.Call.Peek {
 			return true // MSG_PEEK leaves the bytes queued
 		}
-		c.rcv = c.rcv[n:]
-		if len(c.rcv) == 0 {
-			c.rcv = nil
-		}
+		c.rcv.consume(n)
 		c.cleanupRbuf(n)
 		return true
 	}
@@ -599,7 +605,7 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 		return false
 	}
 	data := r.Call.Data[r.Ret:]
-	if len(data) > 0 && !c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) && (!c.skbModel() || c.sndQueued() < c.sndBufSize()) {
+	if len(data) > 0 && !c.sndNxt.LessThan(c.sndBase.Add(c.snd.Len())) && (!c.skbModel() || c.sndQueued() < c.sndBufSize()) {
 		c.chronoStartT(chronoBusy) // the write queue was empty (tcp_add_write_queue_tail)
 	}
 	if len(data) > 0 {
@@ -609,8 +615,8 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 	if c.skbModel() {
 		n = c.skbWrite(data)
 	} else {
-		n = max(min(c.sndBufSize()-len(c.snd), len(data)), 0)
-		c.snd = append(c.snd, data[:n]...)
+		n = max(min(c.sndBufSize()-c.snd.Len(), len(data)), 0)
+		c.snd.push(data[:n])
 	}
 	if n < len(data) {
 		c.noSpace = true
@@ -622,7 +628,7 @@ func (h *Host) tryWrite(c *conn, r *Result) bool {
 	// and that push holds a partial segment (TCP_NAGLE_CORK).
 	done := r.Ret == len(r.Call.Data)
 	if !done || !r.Call.More {
-		c.pushEnd = c.sndBase.Add(len(c.snd))
+		c.pushEnd = c.sndBase.Add(c.snd.Len())
 		c.pushedSeq = c.pushEnd // tcp_mark_push
 	}
 	if n > 0 {
@@ -698,11 +704,11 @@ func (h *Host) doClose(c *conn, r *Result) {
 		h.closeListenSocket(c)
 	case c.tw || c.state == Closed:
 		// Nothing on the wire; the remnant, if any, lives on.
-	case len(c.rcv) > 0:
+	case c.rcv.Len() > 0:
 		// Closing with unread data resets the connection (tcp_close).
 		h.count(TCPAbortOnClose)
-		h.note(c, "close() with %d unread bytes: connection reset", len(c.rcv))
-		c.rcv = nil
+		h.note(c, "close() with %d unread bytes: connection reset", c.rcv.Len())
+		c.rcv.reset()
 		c.orphan = true
 		c.sendActiveReset()
 		c.finish(CauseApp, "close() with unread data, snd RST")

@@ -410,7 +410,7 @@ func TestBlockingWriteWaitsForRoom(t *testing.T) {
 		t.Fatalf("write: %+v", d)
 	}
 	f.recv(f.mk(wire.ACK, f.pNxt, f.conn().sndMax, "")) // everything acknowledged
-	if q := len(f.conn().snd); q != 0 {
+	if q := f.conn().snd.Len(); q != 0 {
 		t.Fatalf("%d bytes still queued", q)
 	}
 	nb := f.do(Call{Op: OpWrite, FD: f.fd, Data: make([]byte, 5000), NonBlock: true})

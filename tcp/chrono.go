@@ -33,7 +33,7 @@ func (c *conn) chronoStartT(t chronoType) {
 // chronoStopT is tcp_chrono_stop: with nothing left to send or
 // acknowledge the sender is idle, else a limit that ended leaves it busy.
 func (c *conn) chronoStopT(t chronoType) {
-	if c.sndUna == c.sndBase.Add(len(c.snd)) && (!c.finQueued || c.finAcked()) {
+	if c.sndUna == c.sndBase.Add(c.snd.Len()) && (!c.finQueued || c.finAcked()) {
 		c.chronoSet(chronoNone)
 	} else if t == c.chrono {
 		c.chronoSet(chronoBusy)

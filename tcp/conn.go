@@ -70,12 +70,13 @@ type conn struct {
 	iss, sndUna, sndNxt, sndMax wire.Seq
 	sndWnd, maxWnd              uint32
 	sndWl1                      wire.Seq
-	snd                         []byte // bytes from sndBase: unacknowledged, then unsent
+	snd                         ring // bytes from sndBase: unacknowledged, then unsent
 	sndBase                     wire.Seq
 	finQueued, finSent          bool
 	finSeq                      wire.Seq
-	sndSml                      wire.Seq // end of the last small segment (Nagle, Minshall)
-	sent                        []sentRec
+	sndSml                      wire.Seq  // end of the last small segment (Nagle, Minshall)
+	sent                        []sentRec // segments in flight, oldest first (in sentArr's array)
+	sentArr                     []sentRec
 	finAckPending               bool // our FIN was acked by the segment being processed
 
 	// negotiated options
@@ -89,8 +90,8 @@ type conn struct {
 	// receive side
 	irs, rcvNxt, rcvWup wire.Seq
 	rcvWnd              uint32
-	rcv                 []byte
-	ooo                 []oooSeg
+	rcv                 ring     // unread bytes, then out-of-order data at its place
+	ooo                 []oooSeg // the out-of-order data held, in sequence order
 	oooLast             wire.Seq // start of the most recent out-of-order arrival
 	dsack               *wire.SACKBlock
 	rcvMSS              int
@@ -186,10 +187,12 @@ type sentRec struct {
 	at  time.Duration
 }
 
+// oooSeg is an out-of-order segment held: its bytes are in the receive
+// ring, at their place.
 type oooSeg struct {
-	seq  wire.Seq
-	data []byte
-	fin  bool
+	seq wire.Seq
+	n   int
+	fin bool
 }
 
 // sockState is the BSD socket's own state (Linux's sock->state), apart
@@ -307,7 +310,8 @@ func (c *conn) finish(kind CauseKind, text string) {
 	c.rcvShut, c.sndShut = true, true
 	c.tw = false
 	c.stopTimers()
-	c.snd, c.ooo, c.sent, c.skbs, c.skbSize = nil, nil, nil, nil, 0
+	c.snd.reset()
+	c.ooo, c.sent, c.skbs, c.skbSize = nil, nil, nil, 0
 	c.finQueued = false
 	c.unhash()
 	if c.parent != nil {
@@ -448,7 +452,8 @@ func (c *conn) becomeRemnant(d time.Duration) {
 	c.hasLastOOWAck = false // a timewait socket has its own rate limit
 	c.stopTimers()
 	c.closeAt = c.h.now + d
-	c.snd, c.ooo, c.sent, c.skbs, c.skbSize = nil, nil, nil, nil, 0
+	c.snd.reset()
+	c.ooo, c.sent, c.skbs, c.skbSize = nil, nil, nil, 0
 	c.ackPending = false
 	c.rcvShut, c.sndShut = true, true
 	if c.parent != nil {

@@ -27,7 +27,7 @@ func TestSendSegmentsAtMSS(t *testing.T) {
 		exp{wire.ACK, 1609, 1, 536}, exp{wire.ACK, 2145, 1, 536}, exp{wire.ACK | wire.PSH, 2681, 1, 320})
 	_ = segs
 	f.send(wire.ACK, "")
-	if c := f.conn(); c.sndUna != c.sndMax || len(c.snd) != 0 {
+	if c := f.conn(); c.sndUna != c.sndMax || c.snd.Len() != 0 {
 		t.Fatal("not everything acknowledged")
 	}
 }
@@ -226,11 +226,11 @@ func TestZeroWindowAndWindowUpdate(t *testing.T) {
 	if last.Window != 0 {
 		t.Fatalf("window %d after filling the buffer, want 0", last.Window)
 	}
-	got := len(f.conn().rcv)
+	got := f.conn().rcv.Len()
 	// More data is refused while the window is closed.
 	f.recv(f.mk(wire.ACK, f.conn().rcvNxt, f.ourNxt(), "more"))
 	f.expect(exp{wire.ACK, 1, int(f.conn().rcvNxt.Diff(peerISS)), 0})
-	if len(f.conn().rcv) != got {
+	if f.conn().rcv.Len() != got {
 		t.Fatal("data accepted into a zero window")
 	}
 	// Reading opens the window and announces it.

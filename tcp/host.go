@@ -192,7 +192,12 @@ func (h *Host) note(c *conn, format string, a ...any) {
 func (h *Host) Queued() int { return len(h.out) }
 
 // PollSegments appends the segments the host wants to send to dst and
-// forgets them. The segments' payloads are not shared with the engine.
+// forgets them. A segment's payload aliases its connection's send queue
+// and is not copied: it keeps its bytes until the peer acknowledges them
+// (a receiver only ever takes bytes it has not acknowledged, so a segment
+// in flight delivers what was sent). A driver that keeps a segment beyond
+// that, or hands it to code that does, copies it (Segment.Clone). Never
+// write to a payload.
 func (h *Host) PollSegments(dst []wire.Segment) []wire.Segment {
 	dst = append(dst, h.out...)
 	clear(h.out)

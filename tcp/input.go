@@ -374,7 +374,7 @@ func (c *conn) processAck(seg *wire.Segment) {
 		(seg.Seq == c.sndWl1 && (nwin > c.sndWnd || nwin == 0)) {
 		winUpdate = nwin != c.sndWnd
 		c.sndWnd = nwin
-		if unsent := int(c.sndBase.Add(len(c.snd)).Diff(c.sndNxt)); unsent > 0 &&
+		if unsent := int(c.sndBase.Add(c.snd.Len()).Diff(c.sndNxt)); unsent > 0 &&
 			!c.sndNxt.Add(min(unsent, c.mss)).GreaterThan(c.sndUna.Add(int(nwin))) {
 			// tcp_ack_probe: the window takes the next segment, so
 			// zero-window probing is over (icsk_probes_tstamp = 0).
@@ -431,13 +431,10 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 		c.rttTiming = false
 	}
 	if ack.GreaterThan(c.sndBase) {
-		n := min(int(ack.Diff(c.sndBase)), len(c.snd))
+		n := min(int(ack.Diff(c.sndBase)), c.snd.Len())
 		if n > 0 {
 			c.bytesAcked += int64(n)
-			c.snd = c.snd[n:]
-			if len(c.snd) == 0 {
-				c.snd = nil
-			}
+			c.snd.consume(n)
 			// tcp_check_space: a writer that found the buffer full is
 			// woken once it is writeable again (sk_stream_write_space).
 			c.skbAcked(ack)
@@ -451,7 +448,7 @@ func (c *conn) ackAdvance(ack wire.Seq) {
 	}
 	c.sndUna = ack
 	c.sndNxt = c.sndNxt.Max(ack)
-	if c.chrono != chronoNone && ack == c.sndBase.Add(len(c.snd)) {
+	if c.chrono != chronoNone && ack == c.sndBase.Add(c.snd.Len()) {
 		c.chronoStopT(chronoBusy) // all acknowledged: idle
 	}
 	i := 0
@@ -589,7 +586,7 @@ func (c *conn) dataQueue(seg *wire.Segment) {
 		c.wakeups++ // sk_data_ready
 	}
 	if take > 0 {
-		c.rcv = append(c.rcv, data[:take]...)
+		c.rcv.push(data[:take])
 		c.rcvNxt = c.rcvNxt.Add(take)
 		c.eventDataRecv(take, seg.Flags&wire.PSH != 0)
 	}
@@ -617,18 +614,27 @@ func (c *conn) oooInsert(seq wire.Seq, data []byte, fin bool) {
 	if len(data) == 0 && !fin {
 		return
 	}
-	cp := append([]byte(nil), data...)
 	i := 0
 	for i < len(c.ooo) && c.ooo[i].seq.LessThan(seq) {
 		i++
 	}
+	// Cap what we hold to the window; a sender retransmits the rest.
+	total := len(data)
+	for j := range i {
+		total += c.ooo[j].n
+	}
+	if total > c.h.prof.RcvWindow*2 {
+		c.ooo = c.ooo[:i]
+		return
+	}
+	// The bytes go to the receive ring at their place past the unread
+	// ones, where they stay once the gap before them fills.
+	c.rcv.write(c.rcv.Len()+int(seq.Diff(c.rcvNxt)), data)
 	c.ooo = append(c.ooo, oooSeg{})
 	copy(c.ooo[i+1:], c.ooo[i:])
-	c.ooo[i] = oooSeg{seq: seq, data: cp, fin: fin}
-	// Cap what we hold to the window; a sender retransmits the rest.
-	total := 0
-	for j := range c.ooo {
-		total += len(c.ooo[j].data)
+	c.ooo[i] = oooSeg{seq: seq, n: len(data), fin: fin}
+	for j := i + 1; j < len(c.ooo); j++ {
+		total += c.ooo[j].n
 		if total > c.h.prof.RcvWindow*2 {
 			c.ooo = c.ooo[:j]
 			break
@@ -646,10 +652,10 @@ func (c *conn) oooPull() bool {
 			break
 		}
 		c.ooo = c.ooo[1:]
-		end := s.seq.Add(len(s.data))
+		end := s.seq.Add(s.n)
 		if end.GreaterThan(c.rcvNxt) {
-			skip := int(c.rcvNxt.Diff(s.seq))
-			c.rcv = append(c.rcv, s.data[skip:]...)
+			// The bytes are in the ring already, after the unread ones.
+			c.rcv.advance(int(end.Diff(c.rcvNxt)))
 			c.wakeups++
 			c.rcvNxt = end
 		}

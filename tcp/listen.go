@@ -344,7 +344,7 @@ func (c *conn) abort(kind CauseKind, text string) {
 	case Closing, LastAck:
 		// Only if something we queued (data or our FIN) never went out:
 		// tcp_disconnect compares snd_nxt with write_seq.
-		writeSeq := c.sndBase.Add(len(c.snd))
+		writeSeq := c.sndBase.Add(c.snd.Len())
 		if c.finQueued {
 			writeSeq = writeSeq.Add(1)
 		}

@@ -210,8 +210,8 @@ func TestSynCookies(t *testing.T) {
 	if !c.wsOK || c.sndWScale != 9 || !c.sackOK || !c.tsOK || c.mss != 1448 {
 		t.Fatalf("options rebuilt wrong: ws %v/%d sack %v ts %v mss %d", c.wsOK, c.sndWScale, c.sackOK, c.tsOK, c.mss)
 	}
-	if string(c.rcv) != "GET /" {
-		t.Fatalf("data %q", c.rcv)
+	if got := c.rcv.bytes(); string(got) != "GET /" {
+		t.Fatalf("data %q", got)
 	}
 	want := []string{"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED"}
 	if got := f.transitionsOf(c.id); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {

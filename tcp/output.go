@@ -19,9 +19,7 @@ func (c *conn) segment(flags wire.Flags, seq wire.Seq, payload []byte) wire.Segm
 	h := c.h
 	s := wire.Segment{Src: c.laddr, Dst: c.raddr, SrcPort: c.lport, DstPort: c.rport,
 		Seq: seq, Flags: flags, TTL: h.prof.TTL, DF: true}
-	if len(payload) > 0 {
-		s.Payload = append([]byte(nil), payload...)
-	}
+	s.Payload = payload // the send queue's bytes (ring.slice), not copied
 	if flags&wire.ACK != 0 {
 		s.Ack = c.rcvNxt
 	}
@@ -56,9 +54,9 @@ func (c *conn) selectWindow(syn bool) uint16 {
 	}
 	oooBytes := 0
 	for _, s := range c.ooo {
-		oooBytes += len(s.data)
+		oooBytes += s.n
 	}
-	free := p.RcvWindow - len(c.rcv) - oooBytes
+	free := p.RcvWindow - c.rcv.Len() - oooBytes
 	if free < min(c.rcvMSS, p.RcvWindow/2) {
 		free = 0 // receiver-side silly window avoidance (RFC 1122 4.2.3.3)
 	}
@@ -99,7 +97,7 @@ func (c *conn) sackBlocks() []wire.SACKBlock {
 	}
 	var ranges []wire.SACKBlock
 	for _, s := range c.ooo {
-		end := s.seq.Add(len(s.data))
+		end := s.seq.Add(s.n)
 		if s.fin {
 			end = end.Add(1)
 		}
@@ -256,6 +254,7 @@ func (c *conn) xmit() {
 	// With TSO, consecutive new segments leave as one packet (tso), of at
 	// most tsoMax segments.
 	var tso *wire.Segment
+	var tsoPkt wire.Segment // what tso points to, once a packet is begun
 	tsoN, tsoMax := 0, 0
 	flushTSO := func() {
 		if tso == nil {
@@ -301,13 +300,13 @@ func (c *conn) xmit() {
 		} else {
 			c.chronoStopT(chronoRwnd)
 		}
-		if sent && !c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) && c.noSpace && (c.state == Established || c.state == CloseWait) {
+		if sent && !c.sndNxt.LessThan(c.sndBase.Add(c.snd.Len())) && c.noSpace && (c.state == Established || c.state == CloseWait) {
 			c.chronoStartT(chronoSndbuf)
 		}
 	}()
 	defer flushTSO() // runs first: the packet leaves before the chrono looks
 	for {
-		dataEnd := c.sndBase.Add(len(c.snd))
+		dataEnd := c.sndBase.Add(c.snd.Len())
 		inflight := int(c.sndNxt.Diff(c.sndUna))
 		if c.h.prof.OutputDrop && (c.sndNxt.LessThan(dataEnd) || c.finQueued && (!c.finSent || !c.sndNxt.GreaterThan(c.finSeq))) {
 			// Local congestion: tcp_transmit_skb fails and tcp_write_xmit
@@ -321,7 +320,7 @@ func (c *conn) xmit() {
 		}
 		if c.sndNxt.LessThan(dataEnd) {
 			off := int(c.sndNxt.Diff(c.sndBase))
-			n := min(c.mss, len(c.snd)-off)
+			n := min(c.mss, c.snd.Len()-off)
 			wndLeft := int(c.sndUna.Add(int(c.sndWnd)).Diff(c.sndNxt))
 			can := min(n, wndLeft, c.cwnd-inflight)
 			// tcp_snd_wnd_test after tcp_cwnd_test: the window, not the
@@ -346,7 +345,7 @@ func (c *conn) xmit() {
 				}
 				return
 			}
-			last := off+can == len(c.snd)
+			last := off+can == c.snd.Len()
 			if can < c.mss && (c.cork || c.moreNow) && !c.pushNow && !resend && !(c.finQueued && last) {
 				// Corked (tcp_nagle_check with TCP_NAGLE_CORK): a
 				// partial segment waits; with nothing in flight the
@@ -369,7 +368,7 @@ func (c *conn) xmit() {
 				flags |= wire.FIN
 			}
 			seq := c.sndNxt
-			s := c.segment(flags, seq, c.snd[off:off+can])
+			s := c.segment(flags, seq, c.snd.slice(off, can))
 			stop := false
 			switch {
 			case !c.h.prof.TSO || resend:
@@ -380,7 +379,8 @@ func (c *conn) xmit() {
 				c.emit(s)
 				stop = c.pushOne // tcp_push_one: this one packet
 			case tso != nil && tsoN < tsoMax && tso.End() == s.Seq:
-				tso.Payload = append(tso.Payload, s.Payload...)
+				// The packet's bytes are the send queue's, contiguous.
+				tso.Payload = c.snd.slice(int(tso.Seq.Diff(c.sndBase)), len(tso.Payload)+len(s.Payload))
 				tso.Flags |= s.Flags & (wire.PSH | wire.FIN)
 				tso.Window, tso.Options = s.Window, s.Options
 				tsoN++
@@ -389,7 +389,8 @@ func (c *conn) xmit() {
 					return // tcp_push_one: one packet (flushed on return)
 				}
 				flushTSO()
-				tso, tsoN, tsoMax = &s, 1, c.tsoLimit(inflight)
+				tsoPkt = s
+				tso, tsoN, tsoMax = &tsoPkt, 1, c.tsoLimit(inflight)
 			}
 			sent = true
 			end := seq.Add(can)
@@ -432,7 +433,7 @@ func (c *conn) afterSend(seq, end wire.Seq) {
 	if seq.LessThan(c.sndMax) {
 		c.countRetrans()
 	} else {
-		c.sent = append(c.sent, sentRec{end: end, at: h.now})
+		c.sent = appendQ(&c.sentArr, c.sent, sentRec{end: end, at: h.now})
 		if !c.rttTiming && c.retransmits == 0 {
 			c.rttTiming, c.rttSeq, c.rttAt = true, seq, h.now
 		}
@@ -524,7 +525,7 @@ func (c *conn) onLossProbe() {
 // (tcp_snd_wnd_test): one segment, past the congestion window and
 // Nagle. It reports whether one left.
 func (c *conn) probeNewData() bool {
-	dataEnd := c.sndBase.Add(len(c.snd))
+	dataEnd := c.sndBase.Add(c.snd.Len())
 	unsent := int(dataEnd.Diff(c.sndNxt))
 	if unsent <= 0 && !(c.finQueued && !c.finSent) {
 		return false
@@ -718,7 +719,7 @@ func (c *conn) probeWhen() time.Duration {
 func (c *conn) onProbeTimer() {
 	h := c.h
 	c.persist = false
-	unsent := c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) || (c.finQueued && !c.finSent)
+	unsent := c.sndNxt.LessThan(c.sndBase.Add(c.snd.Len())) || (c.finQueued && !c.finSent)
 	windowOpen := c.sndWnd != 0 && unsent && c.sndMax == c.sndUna
 	if !windowOpen && (c.sndWnd != 0 || !unsent || c.sndMax != c.sndUna) {
 		c.probesOut, c.hasProbesStamp = 0, false
@@ -816,7 +817,7 @@ func (c *conn) onKeepaliveTimer() {
 	if !c.keepalive || c.state == Closed || c.state == SynSent || c.state == Listen || c.tw {
 		return
 	}
-	if c.sndMax != c.sndUna || c.sndNxt.LessThan(c.sndBase.Add(len(c.snd))) {
+	if c.sndMax != c.sndUna || c.sndNxt.LessThan(c.sndBase.Add(c.snd.Len())) {
 		c.kaAt = h.now + c.kaIdle
 		return
 	}
@@ -922,7 +923,7 @@ func (c *conn) cleanupRbuf(copied int) {
 	}
 	cur := c.receiveWindow()
 	if 2*int(cur) <= c.h.prof.RcvWindow {
-		free := c.h.prof.RcvWindow - len(c.rcv)
+		free := c.h.prof.RcvWindow - c.rcv.Len()
 		if free >= c.rcvMSS && uint32(free) >= 2*cur {
 			c.sendAck()
 		}

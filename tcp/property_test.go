@@ -497,9 +497,9 @@ func (n *propNet) report() string {
 func propDescribe(c *conn) string {
 	return fmt.Sprintf("sock %d fd %d %v %v->%v req=%v tw=%v orphan=%v iss=%d una=+%d nxt=+%d max=+%d base=+%d snd=%d fin=%v/%v@+%d irs=%d rcvnxt=+%d wup=+%d rcvwnd=%d rcv=%d ooo=%d done=%v shut=%v/%v err=%v timers rtx=%v delack=%v ka=%v close=%v linger=%v heap=%d/%v",
 		c.id, c.fd, c.state, c.localAP(), c.remoteAP(), c.req, c.tw, c.orphan,
-		uint32(c.iss), c.sndUna-c.iss, c.sndNxt-c.iss, c.sndMax-c.iss, c.sndBase-c.iss, len(c.snd),
+		uint32(c.iss), c.sndUna-c.iss, c.sndNxt-c.iss, c.sndMax-c.iss, c.sndBase-c.iss, c.snd.Len(),
 		c.finQueued, c.finSent, c.finSeq-c.iss,
-		uint32(c.irs), c.rcvNxt-c.irs, c.rcvWup-c.irs, c.rcvWnd, len(c.rcv), len(c.ooo), c.done,
+		uint32(c.irs), c.rcvNxt-c.irs, c.rcvWup-c.irs, c.rcvWnd, c.rcv.Len(), len(c.ooo), c.done,
 		c.rcvShut, c.sndShut, c.err,
 		propDur(c.rtxAt), propDur(c.delackAt), propDur(c.kaAt), propDur(c.closeAt), propDur(c.lingerAt),
 		c.heapIdx, propDur(c.wakeAt))
@@ -573,10 +573,12 @@ func (n *propNet) collect() {
 				t := tuple{laddr: seg.Src, raddr: seg.Dst, lport: seg.SrcPort, rport: seg.DstPort}
 				n.hints[t] = propHint{seq: seg.Seq, end: seg.End(), ack: seg.Ack, tsVal: seg.Options.TSVal}
 			} else {
+				// Kept for later: a copy, as the payload aliases the
+				// sender's queue (PollSegments).
 				if len(n.replay) < 32 {
-					n.replay = append(n.replay, seg)
+					n.replay = append(n.replay, *seg.Clone())
 				} else {
-					n.replay[n.rng.IntN(32)] = seg
+					n.replay[n.rng.IntN(32)] = *seg.Clone()
 				}
 			}
 			if d := n.drop[i]; d != nil && d(&seg) {
@@ -1057,9 +1059,9 @@ func propCheckConn(h *Host, c *conn, readOff uint32) (kind, msg string) {
 	if c.state != SynSent && !c.tw && !c.done {
 		// Every byte received in order was read or waits in the queue.
 		got := uint32(c.rcvNxt - c.irs - 1)
-		if want := readOff + uint32(len(c.rcv)); got != want {
+		if want := readOff + uint32(c.rcv.Len()); got != want {
 			return "rcv-accounting", fmt.Sprintf("RCV.NXT is stream offset %d, but the application read %d bytes and %d wait in the queue",
-				got, readOff, len(c.rcv))
+				got, readOff, c.rcv.Len())
 		}
 	}
 	return "", ""
@@ -1081,7 +1083,7 @@ func propCheckSeq(c *conn) string {
 		if d := c.sndBase.Diff(c.sndUna); d < -1 || d > 1 {
 			return "the send buffer does not start at SND.UNA"
 		}
-		end := c.sndBase.Add(len(c.snd))
+		end := c.sndBase.Add(c.snd.Len())
 		if c.finSent {
 			end = end.Add(1)
 		}
@@ -1509,7 +1511,7 @@ func (n *propNet) drain(i int, fd FD) {
 }
 
 func propQuiet(c *conn) bool {
-	return c != nil && len(c.rcv) == 0 && c.sndUna == c.sndMax && c.sndNxt == c.sndBase.Add(len(c.snd))
+	return c != nil && c.rcv.Len() == 0 && c.sndUna == c.sndMax && c.sndNxt == c.sndBase.Add(c.snd.Len())
 }
 
 // establish connects the client to the server, maybe moves some data both

@@ -53,13 +53,13 @@ func (h *Host) Status(fd FD) (Status, Errno) {
 		st.AcceptQ = len(c.lst.acceptq)
 	}
 	if !c.tw {
-		st.Readable = len(c.rcv)
+		st.Readable = c.rcv.Len()
 		st.Room = max(c.sndBufSize()-c.sndQueued(), 0)
 	}
 	if !c.tw && c.state != SynSent && c.state != SynRecv {
 		// SIOCOUTQ and SIOCOUTQNSD count from write_seq, which a queued
 		// FIN advances; both are 0 before the connection is made.
-		writeSeq := c.sndBase.Add(len(c.snd))
+		writeSeq := c.sndBase.Add(c.snd.Len())
 		if c.finQueued {
 			writeSeq = writeSeq.Add(1)
 		}

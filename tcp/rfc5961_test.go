@@ -90,7 +90,7 @@ func TestAckOfUnsentData(t *testing.T) {
 	f.recv(f.mk(wire.ACK|wire.PSH, f.pNxt, f.usISS.Add(100), "x"))
 	f.expect(exp{wire.ACK, 1, 1, 0})
 	f.wantCounter(TCPChallengeACK, 1)
-	if len(f.conn().rcv) != 0 {
+	if f.conn().rcv.Len() != 0 {
 		t.Fatal("data of a bad segment accepted")
 	}
 	// So do the other states.
@@ -141,8 +141,8 @@ func TestPAWSDropsOldDuplicates(t *testing.T) {
 		t.Fatalf("want a duplicate ACK:\n%s", f.dump())
 	}
 	f.wantCounter(PAWSEstabRejected, 1)
-	if string(f.conn().rcv) != "new" {
-		t.Fatalf("buffer %q", f.conn().rcv)
+	if string(f.conn().rcv.bytes()) != "new" {
+		t.Fatalf("buffer %q", f.conn().rcv.bytes())
 	}
 }
 
@@ -162,7 +162,7 @@ func TestRefusedAckKeepsTSRecent(t *testing.T) {
 	f.expect(exp{wire.ACK, 1, 1, 0})                                // a challenge ACK
 	f.recv(mk(wire.ACK|wire.PSH, f.ourNxt(), 201, "data"))
 	f.collect()
-	if string(f.conn().rcv) != "data" {
+	if string(f.conn().rcv.bytes()) != "data" {
 		t.Fatalf("the data after a refused ACK was dropped (PAWS against its timestamp?):\n%s", f.dump())
 	}
 	f.wantCounter(PAWSEstabRejected, 0)

@@ -32,7 +32,7 @@ func (c *conn) skbModel() bool { return c.h.prof.SkbOverhead > 0 }
 // truesize, or its bytes without the skb model.
 func (c *conn) sndQueued() int {
 	if !c.skbModel() {
-		return len(c.snd)
+		return c.snd.Len()
 	}
 	return c.skbSize + len(c.skbs)*c.h.prof.SkbOverhead
 }
@@ -82,7 +82,7 @@ func (c *conn) skbWrite(data []byte) int {
 	goal := c.sizeGoal()
 	taken := 0
 	for taken < len(data) {
-		writeSeq := c.sndBase.Add(len(c.snd))
+		writeSeq := c.sndBase.Add(c.snd.Len())
 		k := len(c.skbs)
 		var t *skbRec
 		if k > 0 && !c.skbs[k-1].start.LessThan(c.sndMax) && c.skbs[k-1].end == writeSeq &&
@@ -98,7 +98,7 @@ func (c *conn) skbWrite(data []byte) int {
 		m := min(goal-int(t.end.Diff(t.start)), len(data)-taken)
 		t.end, t.size = t.end.Add(m), t.size+m
 		c.skbSize += m
-		c.snd = append(c.snd, data[taken:taken+m]...)
+		c.snd.push(data[taken : taken+m])
 		taken += m
 		if taken == len(data) || int(t.end.Diff(t.start)) < goal {
 			continue // the write ends here: tcp_push marks and sends it

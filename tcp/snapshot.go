@@ -83,8 +83,8 @@ func (c *conn) info() SocketInfo {
 		s.Timer, s.TimerLeft, s.Retransmits = "on", c.rtxAt-h.now, c.numTimeout
 		return s
 	}
-	s.RecvQ = len(c.rcv)
-	s.SendQ = int(c.sndBase.Add(len(c.snd)).Diff(c.sndUna))
+	s.RecvQ = c.rcv.Len()
+	s.SendQ = int(c.sndBase.Add(c.snd.Len()).Diff(c.sndUna))
 	if c.finQueued && !c.finAcked() {
 		s.SendQ++ // tcp_send_fin counts the FIN in write_seq, so ss shows it
 	}
