@@ -44,6 +44,12 @@ type Host struct {
 	// receive is a peer's (AddPeer): it has no stack, and what reaches
 	// it is handed to this function.
 	receive func(seg *wire.Segment)
+	// The last destination this host sent to: its host and link delay,
+	// while the network's topo is rtTopo.
+	rtDst   netip.Addr
+	rtHost  *Host
+	rtDelay time.Duration
+	rtTopo  uint64
 }
 
 // IsPeer tells whether the host is a peer (AddPeer): a program playing a
@@ -61,6 +67,9 @@ type Network struct {
 	hosts  []*Host
 	byName map[string]*Host
 	byAddr map[netip.Addr]*Host
+	// topo counts changes of hosts and delays; a host's route cache is
+	// good while it matches.
+	topo uint64
 
 	rules  []*Rule
 	nextID int
@@ -72,6 +81,27 @@ type Network struct {
 	sink  trace.Sink
 
 	halted atomic.Bool
+
+	// With a sink, the events' parts come from slabs: one allocation
+	// per 64 of each instead of one per event.
+	pkts   slab[trace.Packet]
+	states slab[trace.StateChange]
+	calls  slab[trace.Call]
+	ctrs   slab[trace.Counter]
+}
+
+// slab hands out pointers to elements of arrays it allocates 64 at a
+// time; an array lives as long as any of its elements is kept.
+type slab[T any] struct{ free []T }
+
+func (s *slab[T]) new(v T) *T {
+	if len(s.free) == 0 {
+		s.free = make([]T, 64)
+	}
+	p := &s.free[0]
+	*p = v
+	s.free = s.free[1:]
+	return p
 }
 
 // Halt makes the network stop processing at once, from any goroutine: the
@@ -164,6 +194,7 @@ func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host
 	n.hosts = append(n.hosts, h)
 	n.byName[name] = h
 	n.byAddr[addr] = h
+	n.topo++
 	return h, nil
 }
 
@@ -198,6 +229,7 @@ func (n *Network) AddPeer(name string, addr netip.Addr, receive func(seg *wire.S
 	h := &Host{Name: name, Addr: addr, receive: receive}
 	n.byName[name] = h
 	n.byAddr[addr] = h
+	n.topo++
 	return h, nil
 }
 
@@ -229,6 +261,7 @@ func (n *Network) SetDelay(a, b string, d time.Duration) error {
 	}
 	n.delays[[2]string{a, b}] = d
 	n.delays[[2]string{b, a}] = d
+	n.topo++
 	return nil
 }
 
@@ -239,6 +272,21 @@ func (n *Network) route(h *Host, dst netip.Addr) *Host {
 		return h
 	}
 	return n.byAddr[dst]
+}
+
+// routeDelay is route and linkDelay, remembered per sender for its last
+// destination: a connection sends to one address again and again.
+func (n *Network) routeDelay(h *Host, dst netip.Addr) (*Host, time.Duration) {
+	if h.rtTopo == n.topo && h.rtDst == dst && h.rtTopo != 0 {
+		return h.rtHost, h.rtDelay
+	}
+	to := n.route(h, dst)
+	var d time.Duration
+	if to != nil {
+		d = n.linkDelay(h, to, dst)
+	}
+	h.rtDst, h.rtHost, h.rtDelay, h.rtTopo = dst, to, d, n.topo
+	return to, d
 }
 
 func (n *Network) linkDelay(a, b *Host, dst netip.Addr) time.Duration {
@@ -359,8 +407,8 @@ func seriesPort(p uint16, i int) uint16 { return uint16((int(p)-1+i)%65535 + 1) 
 // NextTime is when the next packet or timer is due.
 func (n *Network) NextTime() (time.Duration, bool) {
 	t, ok := time.Duration(0), false
-	if len(n.q) > 0 {
-		t, ok = n.q[0].at, true
+	if len(n.q.h) > 0 {
+		t, ok = n.q.h[0].at, true
 	}
 	for _, h := range n.hosts {
 		if d, dok := h.Stack.NextDeadline(); dok && (!ok || d < t) {
@@ -385,7 +433,7 @@ func (n *Network) processAt(t time.Duration) {
 	n.now = t
 	for {
 		progressed := false
-		for len(n.q) > 0 && n.q[0].at <= t {
+		for len(n.q.h) > 0 && n.q.h[0].at <= t {
 			if n.halted.Load() {
 				return
 			}
@@ -497,7 +545,7 @@ func (n *Network) flush(h *Host) {
 	for i := range h.tcpEv {
 		n.emitTCP(h, &h.tcpEv[i])
 	}
-	h.segs = h.Stack.PollSegments(h.segs[:0])
+	h.segs = h.Stack.SwapSegments(h.segs)
 	if len(h.segs) != len(h.outRules) {
 		panic(fmt.Sprintf("sim: host %s queued %d segments but %d output verdicts", h.Name, len(h.segs), len(h.outRules)))
 	}
@@ -521,12 +569,12 @@ func (n *Network) flush(h *Host) {
 func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool, r *Rule) {
 	n.pktID++
 	id := n.pktID
-	dst := n.route(h, seg.Dst)
+	dst, delay := n.routeDelay(h, seg.Dst)
 	ev := func(verdict string, onWire bool) *trace.Packet {
 		if !n.recording() {
 			return nil
 		}
-		p := &trace.Packet{ID: id, Dir: trace.Out, Segment: seg, Verdict: verdict, OnWire: onWire, Crafted: crafted}
+		p := n.pkts.new(trace.Packet{ID: id, Dir: trace.Out, Segment: seg, Verdict: verdict, OnWire: onWire, Crafted: crafted})
 		if r != nil {
 			p.Rule = r.name()
 		}
@@ -550,8 +598,8 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool, r *Rule) {
 				n.pktID++
 				n.push(item{at: n.now, kind: itemDeliver, host: h, seg: rst, pktID: n.pktID, crafted: true})
 				if n.recording() {
-					n.emitPacket(h, &trace.Packet{ID: n.pktID, Dir: trace.In, Segment: rst, Verdict: trace.VerdictPass,
-						Crafted: true, Rule: r.name()})
+					n.emitPacket(h, n.pkts.new(trace.Packet{ID: n.pktID, Dir: trace.In, Segment: rst, Verdict: trace.VerdictPass,
+						Crafted: true, Rule: r.name()}))
 				}
 			}
 			return
@@ -568,15 +616,15 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool, r *Rule) {
 	if dst == nil {
 		return
 	}
-	at := n.now + n.linkDelay(h, dst, seg.Dst) + extra
+	at := n.now + delay + extra
 	for i := 0; i < copies; i++ {
 		pid := id
 		if i > 0 {
 			n.pktID++
 			pid = n.pktID
 			if n.recording() {
-				n.emitPacket(h, &trace.Packet{ID: pid, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictDup,
-					OnWire: true, Crafted: crafted, Rule: r.name()})
+				n.emitPacket(h, n.pkts.new(trace.Packet{ID: pid, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictDup,
+					OnWire: true, Crafted: crafted, Rule: r.name()}))
 			}
 		}
 		n.push(item{at: at, kind: itemArrive, host: dst, seg: seg, pktID: pid, crafted: crafted})
@@ -603,12 +651,12 @@ func (n *Network) handle(it *item) {
 		r := n.firstRule(h.Name, trace.In, &it.seg)
 		if r == nil {
 			if n.recording() {
-				n.emitPacket(h, &trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: it.crafted})
+				n.emitPacket(h, n.pkts.new(trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: it.crafted}))
 			}
 			n.deliver(h, &it.seg)
 			return
 		}
-		p := &trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, OnWire: true, Crafted: it.crafted, Rule: r.name()}
+		p := n.pkts.new(trace.Packet{ID: it.pktID, Dir: trace.In, Segment: it.seg, OnWire: true, Crafted: it.crafted, Rule: r.name()})
 		switch r.Action {
 		case Drop:
 			p.Verdict = trace.VerdictDrop
@@ -638,7 +686,7 @@ func (n *Network) sendRaw(h *Host, seg wire.Segment, by *Rule) {
 	n.pktID++
 	dst := n.route(h, seg.Dst)
 	if n.recording() {
-		p := &trace.Packet{ID: n.pktID, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: true, Rule: by.name()}
+		p := n.pkts.new(trace.Packet{ID: n.pktID, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictPass, OnWire: true, Crafted: true, Rule: by.name()})
 		if dst == nil {
 			p.Lost = "no host has address " + seg.Dst.String()
 		}
@@ -711,17 +759,17 @@ func (n *Network) emitTCP(h *Host, te *tcp.Event) {
 	switch te.Kind {
 	case tcp.EvState:
 		e.Kind = trace.KindState
-		e.State = &trace.StateChange{From: te.From.String(), To: te.To.String(),
-			CauseKind: te.Cause.Kind.String(), Cause: te.Cause.Text}
+		e.State = n.states.new(trace.StateChange{From: te.From.String(), To: te.To.String(),
+			CauseKind: te.Cause.Kind.String(), Cause: te.Cause.Text})
 	case tcp.EvCall:
 		r := te.Result
 		e.Kind = trace.KindCall
-		e.Call = &trace.Call{ID: r.ID, Op: r.Call.Op.String(), Text: r.Call.String(), FD: int(r.Call.FD),
+		e.Call = n.calls.new(trace.Call{ID: r.ID, Op: r.Call.Op.String(), Text: r.Call.String(), FD: int(r.Call.FD),
 			Ret: r.Ret, Errno: r.Err.Name(), Data: r.Data, NewSock: uint64(r.NewSock), Pending: r.Pending,
-			Started: r.Started}
+			Started: r.Started})
 	case tcp.EvCounter:
 		e.Kind = trace.KindCounter
-		e.Counter = &trace.Counter{Name: te.Counter.String(), Delta: te.Delta, Value: te.Value}
+		e.Counter = n.ctrs.new(trace.Counter{Name: te.Counter.String(), Delta: te.Delta, Value: te.Value})
 	case tcp.EvNote:
 		e.Kind = trace.KindNote
 		e.Note = te.Note
@@ -736,36 +784,56 @@ func (n *Network) push(it item) {
 }
 
 // itemHeap orders pending packets by time, then by the order they were
-// scheduled.
-type itemHeap []item
+// scheduled. The items stay in slots reused as they are taken; the heap
+// moves only their keys.
+type itemHeap struct {
+	slots []item
+	free  []int32
+	h     []heapKey
+}
 
-func (q itemHeap) less(i, j int) bool {
-	if q[i].at != q[j].at {
-		return q[i].at < q[j].at
+type heapKey struct {
+	at   time.Duration
+	seq  uint64
+	slot int32
+}
+
+func (a heapKey) less(b heapKey) bool {
+	if a.at != b.at {
+		return a.at < b.at
 	}
-	return q[i].seq < q[j].seq
+	return a.seq < b.seq
 }
 
 func (q *itemHeap) push(it item) {
-	*q = append(*q, it)
-	i := len(*q) - 1
+	var slot int32
+	if k := len(q.free); k > 0 {
+		slot = q.free[k-1]
+		q.free = q.free[:k-1]
+		q.slots[slot] = it
+	} else {
+		slot = int32(len(q.slots))
+		q.slots = append(q.slots, it)
+	}
+	h := append(q.h, heapKey{at: it.at, seq: it.seq, slot: slot})
+	i := len(h) - 1
 	for i > 0 {
 		p := (i - 1) / 2
-		if !q.less(i, p) {
+		if !h[i].less(h[p]) {
 			break
 		}
-		(*q)[i], (*q)[p] = (*q)[p], (*q)[i]
+		h[i], h[p] = h[p], h[i]
 		i = p
 	}
+	q.h = h
 }
 
 func (q *itemHeap) pop() item {
-	old := *q
-	top := old[0]
-	last := len(old) - 1
-	old[0] = old[last]
-	old[last] = item{}
-	*q = old[:last]
+	h := q.h
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
 	i, n := 0, last
 	for {
 		l := 2*i + 1
@@ -773,16 +841,20 @@ func (q *itemHeap) pop() item {
 			break
 		}
 		m := l
-		if r := l + 1; r < n && q.less(r, l) {
+		if r := l + 1; r < n && h[r].less(h[l]) {
 			m = r
 		}
-		if !q.less(m, i) {
+		if !h[m].less(h[i]) {
 			break
 		}
-		(*q)[i], (*q)[m] = (*q)[m], (*q)[i]
+		h[i], h[m] = h[m], h[i]
 		i = m
 	}
-	return top
+	q.h = h
+	it := q.slots[top.slot]
+	q.slots[top.slot] = item{} // let its segment's bytes go
+	q.free = append(q.free, top.slot)
+	return it
 }
 
 // HostNames lists host names sorted.

@@ -131,39 +131,51 @@ type Call struct {
 }
 
 func (c Call) String() string {
-	nb := ""
-	if c.NonBlock {
-		nb = ", nonblock"
+	// Built with appends, not fmt: with a trace on, every call is printed.
+	b := make([]byte, 0, 48)
+	b = append(b, c.Op.String()...)
+	b = append(b, '(')
+	if c.Op == OpSocket {
+		return string(append(b, ')'))
 	}
+	b = strconv.AppendInt(b, int64(c.FD), 10)
 	switch c.Op {
-	case OpSocket:
-		return "socket()"
 	case OpBind:
-		return fmt.Sprintf("bind(%d, :%d)", c.FD, c.Port)
+		b = append(b, ", :"...)
+		b = strconv.AppendUint(b, uint64(c.Port), 10)
 	case OpListen:
-		return fmt.Sprintf("listen(%d, %d)", c.FD, c.Backlog)
-	case OpAccept:
-		return fmt.Sprintf("accept(%d%s)", c.FD, nb)
+		b = append(b, ", "...)
+		b = strconv.AppendInt(b, int64(c.Backlog), 10)
 	case OpConnect:
-		return fmt.Sprintf("connect(%d, %v%s)", c.FD, c.Addr, nb)
+		b = append(b, ", "...)
+		b = c.Addr.AppendTo(b)
 	case OpRead:
+		b = append(b, ", "...)
+		n := c.Max
+		if c.Buf != nil && (n == 0 || n > len(c.Buf)) {
+			n = len(c.Buf)
+		}
+		b = strconv.AppendInt(b, int64(n), 10)
 		if c.Peek {
-			nb = ", peek" + nb
+			b = append(b, ", peek"...)
 		}
-		return fmt.Sprintf("read(%d, %d%s)", c.FD, c.Max, nb)
 	case OpWrite:
+		b = append(b, ", "...)
+		b = append(b, quoteData(c.Data)...)
 		if c.More {
-			nb = ", more" + nb
+			b = append(b, ", more"...)
 		}
-		return fmt.Sprintf("write(%d, %s%s)", c.FD, quoteData(c.Data), nb)
 	case OpShutdown:
-		return fmt.Sprintf("shutdown(%d, %s)", c.FD, c.How)
-	case OpClose:
-		return fmt.Sprintf("close(%d)", c.FD)
+		b = append(b, ", "...)
+		b = append(b, c.How.String()...)
 	case OpSetOption:
-		return fmt.Sprintf("setsockopt(%d, %s)", c.FD, c.Option)
+		b = append(b, ", "...)
+		b = append(b, c.Option.String()...)
 	}
-	return c.Op.String()
+	if c.NonBlock && (c.Op == OpAccept || c.Op == OpConnect || c.Op == OpRead || c.Op == OpWrite) {
+		b = append(b, ", nonblock"...)
+	}
+	return string(append(b, ')'))
 }
 
 func quoteData(b []byte) string {
@@ -269,8 +281,16 @@ func (h *Host) Do(call Call) Result {
 
 func (h *Host) emitCall(r *Result) {
 	if h.record {
-		cp := *r
-		h.events = append(h.events, Event{Kind: EvCall, At: h.now, Sock: r.Sock, Result: &cp})
+		if len(h.resultSlab) == 0 {
+			h.resultSlab = make([]Result, 32) // one allocation per 32 calls
+		}
+		cp := &h.resultSlab[0]
+		h.resultSlab = h.resultSlab[1:]
+		*cp = *r
+		if r.Call.Buf != nil && len(r.Data) > 0 {
+			cp.Data = append([]byte(nil), r.Data...) // the caller's buffer is reused
+		}
+		h.events = append(h.events, Event{Kind: EvCall, At: h.now, Sock: r.Sock, Result: cp})
 	}
 }
 

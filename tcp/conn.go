@@ -34,6 +34,7 @@ type conn struct {
 	lport, rport        uint16
 	bound, explicitBind bool
 	hashed              bool // in h.conns under its 4-tuple
+	portIdx             int  // index in its port bucket's socks, when bound
 
 	lst      *listener // set on a listening socket
 	parent   *conn     // the listener a passive connection belongs to until accept
@@ -423,11 +424,18 @@ func (c *conn) onTimers() {
 // onCloseTimer ends TIME_WAIT, or the FIN_WAIT2 of an orphan
 // (tcp_fin_timeout), silently as Linux's inet_twsk timer does.
 func (c *conn) onCloseTimer() {
+	why := "" // the cause is only read by an event
 	switch c.state {
 	case TimeWait:
-		c.finish(CauseTimer, "TIME_WAIT expired ("+fmtDur(c.h.prof.TimeWait)+", 2*MSL)")
+		if c.h.record {
+			why = "TIME_WAIT expired (" + fmtDur(c.h.prof.TimeWait) + ", 2*MSL)"
+		}
+		c.finish(CauseTimer, why)
 	case FinWait2:
-		c.finish(CauseTimer, "orphaned FIN_WAIT2 expired (tcp_fin_timeout "+fmtDur(c.finTime())+")")
+		if c.h.record {
+			why = "orphaned FIN_WAIT2 expired (tcp_fin_timeout " + fmtDur(c.finTime()) + ")"
+		}
+		c.finish(CauseTimer, why)
 	}
 }
 

@@ -37,8 +37,8 @@ type tuple struct {
 // connections (their children included) and TIME_WAIT remnants, as Linux's
 // inet_bind_bucket does.
 type portBucket struct {
-	socks    map[*conn]struct{}
-	explicit int // sockets that bound the port with bind() or listen()
+	socks    []*conn // each at its conn's portIdx
+	explicit int     // sockets that bound the port with bind() or listen()
 }
 
 // Host is one TCP/IP host: its sockets, connections, listeners, counters
@@ -53,19 +53,23 @@ type Host struct {
 	now    time.Duration
 	nextID SockID
 
-	fds      map[FD]*conn
-	freeFDs  []FD
-	nextFD   FD
-	conns    map[tuple]*conn
-	listens  map[uint16]*conn
-	ports    map[uint16]*portBucket
-	perturb  [256]uint16
-	timers   timerHeap
-	out      []wire.Segment
-	refuse   func(*wire.Segment) bool
-	events   []Event
-	counters [numCounters]int64
-	record   bool // collect events (off: counters and state still change)
+	fds     map[FD]*conn
+	freeFDs []FD
+	nextFD  FD
+	conns   map[tuple]*conn
+	listens map[uint16]*conn
+	ports   map[uint16]*portBucket
+	// freeBuckets are empty port buckets kept for reuse: an ephemeral
+	// port is bound and freed once per connection.
+	freeBuckets []*portBucket
+	resultSlab  []Result // where call events' results are copied (record)
+	perturb     [256]uint16
+	timers      timerHeap
+	out         []wire.Segment
+	refuse      func(*wire.Segment) bool
+	events      []Event
+	counters    [numCounters]int64
+	record      bool // collect events (off: counters and state still change)
 
 	bsdISS     uint32 // ISNPredictable state
 	bsdISSTick time.Duration
@@ -205,6 +209,16 @@ func (h *Host) PollSegments(dst []wire.Segment) []wire.Segment {
 	return dst
 }
 
+// SwapSegments is PollSegments without a copy: it returns the queued
+// segments in the host's own slice and keeps buf, emptied, for the next
+// ones. The caller owns the returned slice until it passes it back.
+func (h *Host) SwapSegments(buf []wire.Segment) []wire.Segment {
+	out := h.out
+	clear(buf[:cap(buf)])
+	h.out = buf[:0]
+	return out
+}
+
 // PollEvents appends the host's events to dst and forgets them.
 func (h *Host) PollEvents(dst []Event) []Event {
 	dst = append(dst, h.events...)
@@ -296,10 +310,16 @@ func (h *Host) newID() SockID {
 func (h *Host) bindPort(c *conn, port uint16, explicit bool) {
 	b := h.ports[port]
 	if b == nil {
-		b = &portBucket{socks: make(map[*conn]struct{}, 1)}
+		if k := len(h.freeBuckets); k > 0 {
+			b = h.freeBuckets[k-1]
+			h.freeBuckets = h.freeBuckets[:k-1]
+		} else {
+			b = new(portBucket)
+		}
 		h.ports[port] = b
 	}
-	b.socks[c] = struct{}{}
+	c.portIdx = len(b.socks)
+	b.socks = append(b.socks, c)
 	if explicit {
 		b.explicit++
 		c.explicitBind = true
@@ -314,12 +334,19 @@ func (h *Host) unbindPort(c *conn) {
 	}
 	h.portsGen++
 	if b := h.ports[c.lport]; b != nil {
-		delete(b.socks, c)
+		last := len(b.socks) - 1
+		b.socks[c.portIdx] = b.socks[last]
+		b.socks[c.portIdx].portIdx = c.portIdx
+		b.socks[last] = nil
+		b.socks = b.socks[:last]
 		if c.explicitBind {
 			b.explicit--
 		}
 		if len(b.socks) == 0 {
 			delete(h.ports, c.lport)
+			if len(h.freeBuckets) < 64 && cap(b.socks) <= 16 {
+				h.freeBuckets = append(h.freeBuckets, b) // empty: reused by the next bind
+			}
 		}
 	}
 	c.bound, c.explicitBind = false, false
@@ -334,7 +361,7 @@ func (h *Host) bindConflict(c *conn, port uint16) *conn {
 		return nil
 	}
 	var found *conn
-	for o := range b.socks {
+	for _, o := range b.socks {
 		if o == c {
 			continue
 		}

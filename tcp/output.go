@@ -250,61 +250,70 @@ func (c *conn) xmit() {
 	default:
 		return
 	}
-	rwndLimited, sent := false, false
-	// With TSO, consecutive new segments leave as one packet (tso), of at
-	// most tsoMax segments.
-	var tso *wire.Segment
-	var tsoPkt wire.Segment // what tso points to, once a packet is begun
-	tsoN, tsoMax := 0, 0
-	flushTSO := func() {
-		if tso == nil {
-			return
-		}
-		if tsoN >= 2 {
-			tso.Flags |= wire.PSH // as this kernel sends every TSO packet of several segments
-		}
-		c.skbSend(tso.Seq, tso.Seq.Add(len(tso.Payload)), tsoMax)
-		if c.h.prof.GSOSplit && tsoN >= 2 {
-			// The device takes no TSO packets: software GSO cuts this
-			// one into segments, PSH and FIN on the last only
-			// (tcp_gso_segment).
-			mss := max(c.mss, 1)
-			for off := 0; off < len(tso.Payload); off += mss {
-				seg := *tso
-				end := min(off+mss, len(tso.Payload))
-				seg.Seq, seg.Payload = tso.Seq.Add(off), tso.Payload[off:end:end]
-				if end < len(tso.Payload) {
-					seg.Flags &^= wire.PSH | wire.FIN
-				}
-				c.emit(seg)
-			}
-		} else {
-			c.emit(*tso)
-		}
-		for range tsoN - 1 {
-			c.h.count(OutSegs) // the packet's other segments
-		}
-		tso, tsoN = nil, 0
+	var t tsoPacket
+	rwndLimited, sent := c.xmitLoop(&t)
+	t.flush(c) // the packet leaves before the chrono looks
+	// tcp_cwnd_validate: the largest flight of the last window.
+	if out := len(c.sent); !c.sndUna.LessThan(c.cwndUsageSeq) || out > c.maxPacketsOut {
+		c.maxPacketsOut, c.cwndUsageSeq = out, c.sndNxt
 	}
-	defer func() {
-		// tcp_cwnd_validate: the largest flight of the last window.
-		if out := len(c.sent); !c.sndUna.LessThan(c.cwndUsageSeq) || out > c.maxPacketsOut {
-			c.maxPacketsOut, c.cwndUsageSeq = out, c.sndNxt
+	// The end of tcp_write_xmit: the peer's window limits the sender or
+	// no longer does; with nothing left to send, an application out of
+	// send buffer is what limits it (tcp_cwnd_validate).
+	if rwndLimited {
+		c.chronoStartT(chronoRwnd)
+	} else {
+		c.chronoStopT(chronoRwnd)
+	}
+	if sent && !c.sndNxt.LessThan(c.sndBase.Add(c.snd.Len())) && c.noSpace && (c.state == Established || c.state == CloseWait) {
+		c.chronoStartT(chronoSndbuf)
+	}
+}
+
+// tsoPacket is the TSO packet xmit is building: with TSO, consecutive new
+// segments leave as one packet of at most max segments.
+type tsoPacket struct {
+	seg    wire.Segment
+	n, max int // segments in it (0: none begun), and its limit
+}
+
+// flush sends the packet begun, if any.
+func (t *tsoPacket) flush(c *conn) {
+	if t.n == 0 {
+		return
+	}
+	tso := &t.seg
+	if t.n >= 2 {
+		tso.Flags |= wire.PSH // as this kernel sends every TSO packet of several segments
+	}
+	c.skbSend(tso.Seq, tso.Seq.Add(len(tso.Payload)), t.max)
+	if c.h.prof.GSOSplit && t.n >= 2 {
+		// The device takes no TSO packets: software GSO cuts this
+		// one into segments, PSH and FIN on the last only
+		// (tcp_gso_segment).
+		mss := max(c.mss, 1)
+		for off := 0; off < len(tso.Payload); off += mss {
+			seg := *tso
+			end := min(off+mss, len(tso.Payload))
+			seg.Seq, seg.Payload = tso.Seq.Add(off), tso.Payload[off:end:end]
+			if end < len(tso.Payload) {
+				seg.Flags &^= wire.PSH | wire.FIN
+			}
+			c.emit(seg)
 		}
-		// The end of tcp_write_xmit: the peer's window limits the
-		// sender or no longer does; with nothing left to send, an
-		// application out of send buffer is what limits it
-		// (tcp_cwnd_validate).
-		if rwndLimited {
-			c.chronoStartT(chronoRwnd)
-		} else {
-			c.chronoStopT(chronoRwnd)
-		}
-		if sent && !c.sndNxt.LessThan(c.sndBase.Add(c.snd.Len())) && c.noSpace && (c.state == Established || c.state == CloseWait) {
-			c.chronoStartT(chronoSndbuf)
-		}
-	}()
-	defer flushTSO() // runs first: the packet leaves before the chrono looks
+	} else {
+		c.emit(*tso)
+	}
+	for range t.n - 1 {
+		c.h.count(OutSegs) // the packet's other segments
+	}
+	t.n = 0
+}
+
+// xmitLoop is tcp_write_xmit's loop; it reports whether the peer's window
+// stopped it and whether anything was sent. A TSO packet begun is left in
+// t for the caller to send.
+func (c *conn) xmitLoop(t *tsoPacket) (rwndLimited, sent bool) {
 	for {
 		dataEnd := c.sndBase.Add(c.snd.Len())
 		inflight := int(c.sndNxt.Diff(c.sndUna))
@@ -312,11 +321,11 @@ func (c *conn) xmit() {
 			// Local congestion: tcp_transmit_skb fails and tcp_write_xmit
 			// stops with the segment unsent; with nothing in flight the
 			// probe timer tries again (tcp_check_probe_timer).
-			flushTSO()
+			t.flush(c)
 			if c.sndMax == c.sndUna {
 				c.startPersist()
 			}
-			return
+			return rwndLimited, sent
 		}
 		if c.sndNxt.LessThan(dataEnd) {
 			off := int(c.sndNxt.Diff(c.sndBase))
@@ -330,7 +339,7 @@ func (c *conn) xmit() {
 				if c.sndWnd == 0 && inflight == 0 {
 					c.startPersist()
 				}
-				return
+				return rwndLimited, sent
 			}
 			// What was sent before (go-back after a timeout) goes again
 			// without Nagle, cork or waiting for a bigger window, as
@@ -343,7 +352,7 @@ func (c *conn) xmit() {
 				if inflight == 0 {
 					c.startPersist()
 				}
-				return
+				return rwndLimited, sent
 			}
 			last := off+can == c.snd.Len()
 			if can < c.mss && (c.cork || c.moreNow) && !c.pushNow && !resend && !(c.finQueued && last) {
@@ -353,11 +362,11 @@ func (c *conn) xmit() {
 				if inflight == 0 {
 					c.startPersist()
 				}
-				return
+				return rwndLimited, sent
 			}
 			if can < c.mss && !c.noDelay && !c.pushNow && !resend && !(c.finQueued && last) &&
 				inflight > 0 && c.sndSml.GreaterThan(c.sndUna) && !c.sndSml.GreaterThan(c.sndNxt) {
-				return // Nagle (Minshall's variant, tcp_nagle_check)
+				return rwndLimited, sent // Nagle (Minshall's variant, tcp_nagle_check)
 			}
 			flags := wire.ACK
 			if segEnd := c.sndNxt.Add(can); c.pushEnd.GreaterThan(c.sndNxt) && !c.pushEnd.GreaterThan(segEnd) || c.pushNow && c.probePush {
@@ -372,25 +381,25 @@ func (c *conn) xmit() {
 			stop := false
 			switch {
 			case !c.h.prof.TSO || resend:
-				flushTSO()
+				t.flush(c)
 				if !resend {
 					c.skbSend(seq, seq.Add(can), 1)
 				}
 				c.emit(s)
 				stop = c.pushOne // tcp_push_one: this one packet
-			case tso != nil && tsoN < tsoMax && tso.End() == s.Seq:
+			case t.n > 0 && t.n < t.max && t.seg.End() == s.Seq:
 				// The packet's bytes are the send queue's, contiguous.
+				tso := &t.seg
 				tso.Payload = c.snd.slice(int(tso.Seq.Diff(c.sndBase)), len(tso.Payload)+len(s.Payload))
 				tso.Flags |= s.Flags & (wire.PSH | wire.FIN)
 				tso.Window, tso.Options = s.Window, s.Options
-				tsoN++
+				t.n++
 			default:
-				if tso != nil && c.pushOne {
-					return // tcp_push_one: one packet (flushed on return)
+				if t.n > 0 && c.pushOne {
+					return rwndLimited, sent // tcp_push_one: one packet (flushed by the caller)
 				}
-				flushTSO()
-				tsoPkt = s
-				tso, tsoN, tsoMax = &tsoPkt, 1, c.tsoLimit(inflight)
+				t.flush(c)
+				t.seg, t.n, t.max = s, 1, c.tsoLimit(inflight)
 			}
 			sent = true
 			end := seq.Add(can)
@@ -403,11 +412,11 @@ func (c *conn) xmit() {
 				c.sndSml = seq.Add(can)
 			}
 			if stop {
-				return
+				return rwndLimited, sent
 			}
 			continue
 		}
-		flushTSO()
+		t.flush(c)
 		// A new FIN needs room in the congestion window like data: Linux
 		// 6.18's tcp_cwnd_test has no exception for it (older kernels
 		// let a lone FIN past a full window).
@@ -417,7 +426,7 @@ func (c *conn) xmit() {
 			c.finSent, c.finSeq = true, seq
 			c.afterSend(seq, seq.Add(1))
 		}
-		return
+		return rwndLimited, sent
 	}
 }
 

@@ -989,7 +989,7 @@ func (n *propNet) checkHost(i int) {
 		}
 	}
 	for p, b := range h.ports {
-		for c := range b.socks {
+		for _, c := range b.socks {
 			if c.state == Closed && c.fd < 0 && c.pending == nil && !c.inAccept {
 				n.fail("%s: port %d is held by a socket nobody can reach: %s", name, p, propDescribe(c))
 			}
