@@ -73,8 +73,15 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "building tcplab and bench/sockets" >&2
-go build -o "$tmp/tcplab" ./cmd/tcplab
+# As the README installs it: without cgo (the net package's cgo resolver
+# would add libc's dynamic loading, about 0.7 ms, to every start).
+CGO_ENABLED=0 go build -o "$tmp/tcplab" ./cmd/tcplab
 go build -o "$tmp/sockets" ./bench/sockets
+# The floor: a Go program that only prints a line.
+mkdir "$tmp/hello"
+printf 'package main\n\nimport "os"\n\nfunc main() { os.Stdout.WriteString("hello\\n") }\n' >"$tmp/hello/main.go"
+printf 'module hello\n\ngo 1.22\n' >"$tmp/hello/go.mod"
+(cd "$tmp/hello" && CGO_ENABLED=0 GOFLAGS= go build -o "$tmp/hello-world" .)
 
 # The socket program runs until its stdin closes: keep a FIFO open on fd 3.
 mkfifo "$tmp/in"
@@ -95,7 +102,7 @@ cat "$tmp/sockets.err" >&2
 ready_pid=$(awk '/^ready /{print $2; exit}' "$tmp/sockets.out")
 [[ $ready_pid == "$sock_pid" ]] || echo "ss.sh: warning: socket program says pid $ready_pid, started as $sock_pid" >&2
 
-cmds=("ss -tan" "ss -tan state listening")
+cmds=("$tmp/hello-world" "ss -tan" "ss -tan state listening")
 if command -v netstat >/dev/null; then
 	cmds+=("netstat -tan")
 fi
@@ -150,8 +157,8 @@ if command -v hyperfine >/dev/null && ((${#ok[@]} > 0)); then
 	# command,mean,stddev,median,user,system,min,max (seconds), in order.
 	i=0
 	while IFS=, read -r _ _ _ med _ _ min _; do
-		median[${ok[i]}]=$(awk -v s="$med" 'BEGIN{printf "%.1f", s*1000}')
-		best[${ok[i]}]=$(awk -v s="$min" 'BEGIN{printf "%.1f", s*1000}')
+		median[${ok[i]}]=$(awk -v s="$med" 'BEGIN{printf "%.2f", s*1000}')
+		best[${ok[i]}]=$(awk -v s="$min" 'BEGIN{printf "%.2f", s*1000}')
 		i=$((i + 1))
 	done < <(tail -n +2 "$tmp/hyperfine.csv")
 	((i == ${#ok[@]})) || die "hyperfine exported $i rows for ${#ok[@]} commands"
@@ -171,19 +178,31 @@ else
 			{ a[NR] = $1 }
 			END {
 				m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
-				printf "%.1f %.1f\n", m / 1e6, a[1] / 1e6
+				printf "%.2f %.2f\n", m / 1e6, a[1] / 1e6
 			}')
 	done
 fi
 
 echo
 echo "$ss_lines lines from ss -tan ($want bench sockets), $(uname -r), $method"
-printf '%-46s %10s %10s\n' command "median ms" "min ms"
+# Each tcplab listing against the ss command that lists the same sockets:
+# above 1 is slower than ss, below 1 faster.
+declare -A ref=(
+	["$tmp/tcplab ss"]="ss -tan"
+	["$tmp/tcplab ss --state listening"]="ss -tan state listening"
+)
+printf '%-46s %10s %10s  %s\n' command "median ms" "min ms" "vs ss (median)"
 for c in "${cmds[@]}"; do
 	name=${c//"$tmp/"/}
 	if [[ -n ${failed[$c]:-} ]]; then
 		printf '%-46s %21s\n' "$name" "${failed[$c]}"
-	else
-		printf '%-46s %10s %10s\n' "$name" "${median[$c]}" "${best[$c]}"
+		continue
 	fi
+	vs=
+	r=${ref[$c]:-}
+	if [[ -n $r && -n ${median[$r]:-} ]]; then
+		vs=$(awk -v a="${median[$c]}" -v b="${median[$r]}" 'BEGIN{printf "%.2fx", a/b}')
+		vs="$vs of $r"
+	fi
+	printf '%-46s %10s %10s  %s\n' "$name" "${median[$c]}" "${best[$c]}" "$vs"
 done

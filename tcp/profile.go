@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -278,61 +279,65 @@ func boolSetting(name, help string, field func(p *Profile) *bool) setting {
 		}}
 }
 
-// settings are named after the Linux sysctls they mirror.
-var settings = []setting{
-	intSetting("tcp_syn_retries", "SYN retransmissions before connect() fails with ETIMEDOUT", func(p *Profile) *int { return &p.SynRetries }, 1, 127),
-	intSetting("tcp_syn_linear_timeouts", "first SYN retransmissions sent at a fixed 1 s interval before doubling", func(p *Profile) *int { return &p.SynLinearTimeouts }, 0, 16),
-	intSetting("tcp_synack_retries", "SYN-ACK retransmissions before a half-open request is dropped", func(p *Profile) *int { return &p.SynAckRetries }, 1, 255),
-	intSetting("tcp_retries2", "data retransmissions (as a time budget) before the connection is dropped", func(p *Profile) *int { return &p.Retries2 }, 0, 255),
-	intSetting("tcp_orphan_retries", "retransmissions for a connection whose socket was closed (0 means 8)", func(p *Profile) *int { return &p.OrphanRetries }, 0, 255),
-	durSetting("tcp_fin_timeout", "lifetime of an orphaned FIN_WAIT2 connection", "s", func(p *Profile) *time.Duration { return &p.FinTimeout }, 1, 86400),
-	durSetting("tcp_time_wait", "TIME_WAIT length, 2*MSL (a constant in Linux, TCP_TIMEWAIT_LEN)", "s", func(p *Profile) *time.Duration { return &p.TimeWait }, 1, 3600),
-	boolSetting("tcp_rfc1337", "ignore RST segments in TIME_WAIT", func(p *Profile) *bool { return &p.RFC1337 }),
-	durSetting("tcp_keepalive_time", "idle time before the first keepalive probe", "s", func(p *Profile) *time.Duration { return &p.KeepaliveTime }, 1, 32767),
-	durSetting("tcp_keepalive_intvl", "interval between keepalive probes", "s", func(p *Profile) *time.Duration { return &p.KeepaliveIntvl }, 1, 32767),
-	intSetting("tcp_keepalive_probes", "unanswered keepalive probes before the connection is dropped", func(p *Profile) *int { return &p.KeepaliveProbes }, 1, 127),
-	intSetting("somaxconn", "upper bound of a listen() backlog", func(p *Profile) *int { return &p.Somaxconn }, 0, 1<<20),
-	intSetting("tcp_max_syn_backlog", "half-open requests kept when SYN cookies are off", func(p *Profile) *int { return &p.MaxSynBacklog }, 1, 1<<20),
-	intSetting("tcp_syncookies", "0 never send SYN cookies, 1 when the SYN queue overflows, 2 always", func(p *Profile) *int { return &p.Syncookies }, 0, 2),
-	boolSetting("tcp_abort_on_overflow", "reset instead of dropping the final ACK when the accept queue is full", func(p *Profile) *bool { return &p.AbortOnOverflow }),
-	boolSetting("tcp_timestamps", "send the timestamps option", func(p *Profile) *bool { return &p.Timestamps }),
-	boolSetting("tcp_sack", "offer selective acknowledgements", func(p *Profile) *bool { return &p.SACK }),
-	intSetting("tcp_tw_reuse", "let connect() reuse a TIME_WAIT 4-tuple: 0 off, 1 on, 2 loopback only", func(p *Profile) *int { return &p.TwReuse }, 0, 2),
-	intSetting("tcp_challenge_ack_limit", "challenge ACKs per second (0: unlimited)", func(p *Profile) *int { return &p.ChallengeAckLimit }, 0, 1<<31-1),
-	durSetting("tcp_invalid_ratelimit", "at most one ACK per socket in this time for invalid segments (0: no limit)", "ms", func(p *Profile) *time.Duration { return &p.InvalidRateLimit }, 0, 60000),
-	durSetting("tcp_rto_min", "lower bound of the retransmission timeout", "ms", func(p *Profile) *time.Duration { return &p.MinRTO }, 1, 120000),
-	durSetting("tcp_delack", "delayed ACK timeout", "ms", func(p *Profile) *time.Duration { return &p.DelayedAck }, 1, 1000),
-	intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),
-	boolSetting("tso", "send new data in TSO packets, as a device with TSO offload gets them (packetdrill runs)", func(p *Profile) *bool { return &p.TSO }),
-	intSetting("skb_overhead", "truesize of an empty send skb: charge the send buffer as Linux does (0: payload bytes only)", func(p *Profile) *int { return &p.SkbOverhead }, 0, 65536),
-	boolSetting("tcp_slow_start_after_idle", "restart from the initial congestion window after an idle RTO", func(p *Profile) *bool { return &p.SlowStartAfterIdle }),
-	boolSetting("gso_split", "the device takes no TSO packets: software GSO cuts each into segments, PSH on the last", func(p *Profile) *bool { return &p.GSOSplit }),
-	boolSetting("output_drop", "the output queue drops every packet (a qdisc with limit 0): local congestion", func(p *Profile) *bool { return &p.OutputDrop }),
-	intSetting("tcp_min_tso_segs", "fewest segments in a TSO packet", func(p *Profile) *int { return &p.MinTSOSegs }, 1, 127),
-	intSetting("tcp_rcv_window", "receive window of an empty receive buffer, bytes", func(p *Profile) *int { return &p.RcvWindow }, 1, 1<<30),
-	{name: "tcp_rmem", help: "receive buffer sizes \"MIN DEFAULT MAX\"; MAX sets the window scale we offer", unit: "triple",
-		get: func(p *Profile) string { return fmt.Sprintf("%d %d %d", p.Rmem[0], p.Rmem[1], p.Rmem[2]) }},
-	{name: "tcp_window_scaling", help: "offer window scaling (1) or not (0)", unit: "bool",
-		get: func(p *Profile) string {
-			if p.WScale >= 0 {
-				return "1"
-			}
-			return "0"
-		},
-		set: func(p *Profile, v int64) error {
-			switch v {
-			case 0:
-				p.WScale = -1
-			case 1:
-				p.WScale = rcvWScale(p.Rmem[2])
-			default:
-				return fmt.Errorf("tcp_window_scaling is 0 or 1")
-			}
-			return nil
-		}},
-	{name: "ip_local_port_range", help: "ephemeral ports for connect(), \"LOW HIGH\"", unit: "range",
-		get: func(p *Profile) string { return fmt.Sprintf("%d %d", p.EphemeralLow, p.EphemeralHigh) }},
-}
+// settings are named after the Linux sysctls they mirror. The table is
+// made on first use: its closures would otherwise cost every command's
+// start-up.
+var settings = sync.OnceValue(func() []setting {
+	return []setting{
+		intSetting("tcp_syn_retries", "SYN retransmissions before connect() fails with ETIMEDOUT", func(p *Profile) *int { return &p.SynRetries }, 1, 127),
+		intSetting("tcp_syn_linear_timeouts", "first SYN retransmissions sent at a fixed 1 s interval before doubling", func(p *Profile) *int { return &p.SynLinearTimeouts }, 0, 16),
+		intSetting("tcp_synack_retries", "SYN-ACK retransmissions before a half-open request is dropped", func(p *Profile) *int { return &p.SynAckRetries }, 1, 255),
+		intSetting("tcp_retries2", "data retransmissions (as a time budget) before the connection is dropped", func(p *Profile) *int { return &p.Retries2 }, 0, 255),
+		intSetting("tcp_orphan_retries", "retransmissions for a connection whose socket was closed (0 means 8)", func(p *Profile) *int { return &p.OrphanRetries }, 0, 255),
+		durSetting("tcp_fin_timeout", "lifetime of an orphaned FIN_WAIT2 connection", "s", func(p *Profile) *time.Duration { return &p.FinTimeout }, 1, 86400),
+		durSetting("tcp_time_wait", "TIME_WAIT length, 2*MSL (a constant in Linux, TCP_TIMEWAIT_LEN)", "s", func(p *Profile) *time.Duration { return &p.TimeWait }, 1, 3600),
+		boolSetting("tcp_rfc1337", "ignore RST segments in TIME_WAIT", func(p *Profile) *bool { return &p.RFC1337 }),
+		durSetting("tcp_keepalive_time", "idle time before the first keepalive probe", "s", func(p *Profile) *time.Duration { return &p.KeepaliveTime }, 1, 32767),
+		durSetting("tcp_keepalive_intvl", "interval between keepalive probes", "s", func(p *Profile) *time.Duration { return &p.KeepaliveIntvl }, 1, 32767),
+		intSetting("tcp_keepalive_probes", "unanswered keepalive probes before the connection is dropped", func(p *Profile) *int { return &p.KeepaliveProbes }, 1, 127),
+		intSetting("somaxconn", "upper bound of a listen() backlog", func(p *Profile) *int { return &p.Somaxconn }, 0, 1<<20),
+		intSetting("tcp_max_syn_backlog", "half-open requests kept when SYN cookies are off", func(p *Profile) *int { return &p.MaxSynBacklog }, 1, 1<<20),
+		intSetting("tcp_syncookies", "0 never send SYN cookies, 1 when the SYN queue overflows, 2 always", func(p *Profile) *int { return &p.Syncookies }, 0, 2),
+		boolSetting("tcp_abort_on_overflow", "reset instead of dropping the final ACK when the accept queue is full", func(p *Profile) *bool { return &p.AbortOnOverflow }),
+		boolSetting("tcp_timestamps", "send the timestamps option", func(p *Profile) *bool { return &p.Timestamps }),
+		boolSetting("tcp_sack", "offer selective acknowledgements", func(p *Profile) *bool { return &p.SACK }),
+		intSetting("tcp_tw_reuse", "let connect() reuse a TIME_WAIT 4-tuple: 0 off, 1 on, 2 loopback only", func(p *Profile) *int { return &p.TwReuse }, 0, 2),
+		intSetting("tcp_challenge_ack_limit", "challenge ACKs per second (0: unlimited)", func(p *Profile) *int { return &p.ChallengeAckLimit }, 0, 1<<31-1),
+		durSetting("tcp_invalid_ratelimit", "at most one ACK per socket in this time for invalid segments (0: no limit)", "ms", func(p *Profile) *time.Duration { return &p.InvalidRateLimit }, 0, 60000),
+		durSetting("tcp_rto_min", "lower bound of the retransmission timeout", "ms", func(p *Profile) *time.Duration { return &p.MinRTO }, 1, 120000),
+		durSetting("tcp_delack", "delayed ACK timeout", "ms", func(p *Profile) *time.Duration { return &p.DelayedAck }, 1, 1000),
+		intSetting("tcp_mss", "MSS this host advertises", func(p *Profile) *int { return &p.MSS }, 88, 65495),
+		boolSetting("tso", "send new data in TSO packets, as a device with TSO offload gets them (packetdrill runs)", func(p *Profile) *bool { return &p.TSO }),
+		intSetting("skb_overhead", "truesize of an empty send skb: charge the send buffer as Linux does (0: payload bytes only)", func(p *Profile) *int { return &p.SkbOverhead }, 0, 65536),
+		boolSetting("tcp_slow_start_after_idle", "restart from the initial congestion window after an idle RTO", func(p *Profile) *bool { return &p.SlowStartAfterIdle }),
+		boolSetting("gso_split", "the device takes no TSO packets: software GSO cuts each into segments, PSH on the last", func(p *Profile) *bool { return &p.GSOSplit }),
+		boolSetting("output_drop", "the output queue drops every packet (a qdisc with limit 0): local congestion", func(p *Profile) *bool { return &p.OutputDrop }),
+		intSetting("tcp_min_tso_segs", "fewest segments in a TSO packet", func(p *Profile) *int { return &p.MinTSOSegs }, 1, 127),
+		intSetting("tcp_rcv_window", "receive window of an empty receive buffer, bytes", func(p *Profile) *int { return &p.RcvWindow }, 1, 1<<30),
+		{name: "tcp_rmem", help: "receive buffer sizes \"MIN DEFAULT MAX\"; MAX sets the window scale we offer", unit: "triple",
+			get: func(p *Profile) string { return fmt.Sprintf("%d %d %d", p.Rmem[0], p.Rmem[1], p.Rmem[2]) }},
+		{name: "tcp_window_scaling", help: "offer window scaling (1) or not (0)", unit: "bool",
+			get: func(p *Profile) string {
+				if p.WScale >= 0 {
+					return "1"
+				}
+				return "0"
+			},
+			set: func(p *Profile, v int64) error {
+				switch v {
+				case 0:
+					p.WScale = -1
+				case 1:
+					p.WScale = rcvWScale(p.Rmem[2])
+				default:
+					return fmt.Errorf("tcp_window_scaling is 0 or 1")
+				}
+				return nil
+			}},
+		{name: "ip_local_port_range", help: "ephemeral ports for connect(), \"LOW HIGH\"", unit: "range",
+			get: func(p *Profile) string { return fmt.Sprintf("%d %d", p.EphemeralLow, p.EphemeralHigh) }},
+	}
+})
 
 // rmemMax is net.core.rmem_max's default: the window scale is computed
 // for the larger of it and tcp_rmem's max.
@@ -347,8 +352,8 @@ func rcvWScale(rmem int) int {
 
 // SettingNames lists the sysctl names Set accepts.
 func SettingNames() []string {
-	n := make([]string, len(settings))
-	for i, s := range settings {
+	n := make([]string, len(settings()))
+	for i, s := range settings() {
 		n[i] = s.name
 	}
 	return n
@@ -356,7 +361,7 @@ func SettingNames() []string {
 
 // SettingHelp describes a setting, "" when unknown.
 func SettingHelp(name string) string {
-	for _, s := range settings {
+	for _, s := range settings() {
 		if s.name == name {
 			return s.help
 		}
@@ -367,7 +372,7 @@ func SettingHelp(name string) string {
 // Set changes a setting by its sysctl name. Durations are in the sysctl's
 // unit (seconds, or milliseconds for tcp_rto_min and tcp_delack).
 func (p *Profile) Set(name, value string) error {
-	for _, s := range settings {
+	for _, s := range settings() {
 		if s.name != name {
 			continue
 		}
@@ -415,7 +420,7 @@ func (p *Profile) Set(name, value string) error {
 
 // Get returns a setting's value as Set would read it.
 func (p *Profile) Get(name string) (string, bool) {
-	for _, s := range settings {
+	for _, s := range settings() {
 		if s.name == name {
 			return s.get(p), true
 		}

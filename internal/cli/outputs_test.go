@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcplab/tcplab/internal/clitest"
 	"golang.org/x/sys/unix"
 )
 
@@ -43,20 +44,6 @@ func writeScenario(t *testing.T, dir, name, src string) string {
 	return p
 }
 
-// names lists a directory, to see that no temporary file was left.
-func names(t *testing.T, dir string) string {
-	t.Helper()
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range es {
-		out = append(out, e.Name())
-	}
-	return strings.Join(out, " ")
-}
-
 // A run that cannot finish leaves every output path as it was: a regular
 // file keeps its content, a symlink stays a link to an unchanged target.
 func TestFailedRunKeepsOutputPaths(t *testing.T) {
@@ -69,7 +56,7 @@ func TestFailedRunKeepsOutputPaths(t *testing.T) {
 		os.WriteFile(target, []byte("target before"), 0o644)
 		link := filepath.Join(dir, "link.out")
 		os.Symlink("target.out", link)
-		before := names(t, dir)
+		before := clitest.Names(t, dir)
 		for _, p := range []string{file, link} {
 			_, errs, code := tcplab(t, "run", sc, flag, p)
 			if code != 2 || !strings.Contains(errs, "accept() is still blocked") {
@@ -85,7 +72,7 @@ func TestFailedRunKeepsOutputPaths(t *testing.T) {
 		if b, _ := os.ReadFile(target); string(b) != "target before" {
 			t.Errorf("%s: the link's target now holds %q", flag, b)
 		}
-		if after := names(t, dir); after != before {
+		if after := clitest.Names(t, dir); after != before {
 			t.Errorf("%s: the directory held %q, now %q", flag, before, after)
 		}
 
@@ -103,7 +90,7 @@ func TestFailedRunKeepsOutputPaths(t *testing.T) {
 				t.Errorf("%s: %s was not written: %q", flag, p, b)
 			}
 		}
-		if after := names(t, dir); after != before {
+		if after := clitest.Names(t, dir); after != before {
 			t.Errorf("%s: the directory held %q, now %q", flag, before, after)
 		}
 	}
@@ -147,7 +134,7 @@ func TestOutputDeviceNodeNeverRemoved(t *testing.T) {
 		}
 		isDev(flag+" with a finished run", null)
 	}
-	if got := names(t, dir); got != "failing.tcplab full null" {
+	if got := clitest.Names(t, dir); got != "failing.tcplab full null" {
 		t.Errorf("directory holds %q", got)
 	}
 }
@@ -211,7 +198,7 @@ func TestInterruptedRunKeepsOutputsAndShowsEvents(t *testing.T) {
 	if b, _ := os.ReadFile(out); string(b) != "before" {
 		t.Errorf("the output now holds %.60q", b)
 	}
-	if got := names(t, dir); got != "out.html runaway.tcplab" {
+	if got := clitest.Names(t, dir); got != "out.html runaway.tcplab" {
 		t.Errorf("directory holds %q", got)
 	}
 }
@@ -274,7 +261,7 @@ func TestEarlySigintNotLost(t *testing.T) {
 	}
 	w.WriteString(runaway)
 	w.Close()
-	if code := waitExit(t, cmd, 60*time.Second, &out); code != 2 || !strings.Contains(out.String(), "interrupted by interrupt") {
+	if code := clitest.WaitExit(t, cmd, 60*time.Second, &out); code != 2 || !strings.Contains(out.String(), "interrupted by interrupt") {
 		t.Fatalf("exit %d, want 2 and the interruption:\n%s", code, tail(out.String(), 600))
 	}
 }
@@ -314,7 +301,7 @@ func TestFIFOsDoNotHang(t *testing.T) {
 	}
 	defer w.Close()
 	cmd.Process.Signal(syscall.SIGINT)
-	if code := waitExit(t, cmd, 20*time.Second, &buf); code != 2 || !strings.Contains(buf.String(), "not read: interrupted by interrupt") {
+	if code := clitest.WaitExit(t, cmd, 20*time.Second, &buf); code != 2 || !strings.Contains(buf.String(), "not read: interrupted by interrupt") {
 		t.Fatalf("exit %d: %s", code, buf.String())
 	}
 }

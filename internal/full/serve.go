@@ -1,4 +1,4 @@
-package main
+package full
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/tcplab/tcplab/internal/cli"
 
 	"github.com/spf13/cobra"
 
@@ -25,7 +27,7 @@ func newServe(stdout io.Writer) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve a web page to pick, edit and run scenarios and see their pictures",
+		Short: cli.FullCommandShort("serve"),
 		Long: `serve runs a web server with tcplab's page: the scenario library, an editor
 holding the chosen scenario, Run, and the result: the expectations, the
 ladder diagram, the state diagram, the events, and a time slider that shows
@@ -62,10 +64,10 @@ or whose Origin is not the host they were sent to.`,
 			if err := checkListen(listen, allowRemote, "the page lets anyone who reaches it run scenarios"); err != nil {
 				return err
 			}
-			o := web.Options{Sim: func(seed uint64) (scenario.Backend, string, error) { return newBackend(false, seed) },
+			o := web.Options{Sim: func(seed uint64) (scenario.Backend, string, error) { return cli.NewSimBackend(seed) },
 				LoopbackOnly: !allowRemote}
 			if kernelRuns && kernel.Check() == nil {
-				o.Kernel = func(seed uint64) (scenario.Backend, string, error) { return newBackend(true, seed) }
+				o.Kernel = func(seed uint64) (scenario.Backend, string, error) { return kernelBackend() }
 				o.KernelTimeout = 5 * time.Minute
 			}
 			ln, err := net.Listen("tcp", listen)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"encoding/json"
@@ -13,7 +13,7 @@ import (
 
 func newDoctor(stdout io.Writer) *cobra.Command {
 	var (
-		tf       targetFlags
+		tf       TargetFlags
 		interval time.Duration
 		asJSON   bool
 	)
@@ -43,7 +43,7 @@ Root is not needed for your own namespace, but processes are named only where
 			if interval <= 0 {
 				return fmt.Errorf("--interval must be positive")
 			}
-			h, err := inspect.OpenHost(tf.target())
+			h, err := inspect.OpenHost(tf.Target())
 			if err != nil {
 				return err
 			}
@@ -78,12 +78,12 @@ Root is not needed for your own namespace, but processes are named only where
 				return err
 			}
 			if inspect.Worst(fs) == inspect.LevelError {
-				return &exitError{1}
+				return &ExitError{Code: 1}
 			}
 			return nil
 		},
 	}
-	tf.add(cmd)
+	tf.Add(cmd)
 	cmd.Flags().DurationVar(&interval, "interval", 5*time.Second, "time between the two samples")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write the findings as JSON")
 	return cmd

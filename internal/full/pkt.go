@@ -1,4 +1,4 @@
-package main
+package full
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tcplab/tcplab/internal/cli"
 
 	"github.com/spf13/cobra"
 
@@ -34,7 +36,7 @@ func newPkt(stdout io.Writer) *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "pkt FILE.pkt...",
-		Short: "Run packetdrill scripts against the engine",
+		Short: cli.FullCommandShort("pkt"),
 		Long: `pkt runs packetdrill scripts, the language Linux's own TCP tests are written
 in, against tcplab's engine (the linux profile) in the simulator, in virtual
 time. The script plays the remote peer: "<" lines are segments it sends,
@@ -105,7 +107,7 @@ was unsupported. With --corpus: 0, or 1 when a script failed on a backend.`,
 				worst = pktWorse(worst, code)
 			}
 			if worst != 0 {
-				return &exitError{code: worst}
+				return &cli.ExitError{Code: worst}
 			}
 			return nil
 		},
@@ -216,7 +218,7 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 		}
 	}
 	if svgFile != nil {
-		if err := writeCommit(svgFile, draw.Ladder(res.Hosts, rec.Events, draw.LadderOptions{Title: path})); err != nil {
+		if err := cli.WriteCommit(svgFile, draw.Ladder(res.Hosts, rec.Events, draw.LadderOptions{Title: path})); err != nil {
 			return 0, err
 		}
 	}
@@ -239,7 +241,7 @@ func pktOne(w io.Writer, path string, opt pkt.Options, showTrace, verbose, onKer
 		if err := draw.ReportHTML(&b, r); err != nil {
 			return 0, err
 		}
-		if err := writeCommit(htmlFile, b.String()); err != nil {
+		if err := cli.WriteCommit(htmlFile, b.String()); err != nil {
 			return 0, err
 		}
 	}
@@ -424,12 +426,12 @@ func pktCorpus(w io.Writer, dir, markdown string, opt pkt.Options, onEngine, onK
 			fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", r.script, verdict(r.engine), verdict(r.kernel), cell)
 		}
 		b.WriteString("\n" + summary + "\n")
-		if err := writeCommit(md, b.String()); err != nil {
+		if err := cli.WriteCommit(md, b.String()); err != nil {
 			return err
 		}
 	}
 	if count(eng, pkt.Fail)+count(ker, pkt.Fail) > 0 {
-		return &exitError{code: 1}
+		return &cli.ExitError{Code: 1}
 	}
 	return nil
 }

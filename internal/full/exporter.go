@@ -1,4 +1,4 @@
-package main
+package full
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tcplab/tcplab/internal/cli"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tcplab/tcplab/inspect"
@@ -25,14 +27,14 @@ import (
 
 func newExporter(stdout io.Writer) *cobra.Command {
 	var (
-		tf          targetFlags
+		tf          cli.TargetFlags
 		listen      string
 		topPorts    int
 		allowRemote bool
 	)
 	cmd := &cobra.Command{
 		Use:   "exporter",
-		Short: "Serve this host's TCP states, kernel counters and doctor findings as Prometheus metrics",
+		Short: cli.FullCommandShort("exporter"),
 		Long: `exporter serves Prometheus metrics on /metrics. Each scrape samples the
 host as tcplab doctor does (sock_diag, /proc/net/netstat, snmp, sockstat,
 sysctls) and exports:
@@ -98,7 +100,7 @@ processes only where /proc lets you look.`,
 			if err := checkListen(listen, allowRemote, "the metrics show this host's ports, connections and problems"); err != nil {
 				return err
 			}
-			h, err := inspect.OpenHost(tf.target())
+			h, err := inspect.OpenHost(tf.Target())
 			if err != nil {
 				return err
 			}
@@ -111,10 +113,10 @@ processes only where /proc lets you look.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			fmt.Fprintf(stdout, "serving metrics on http://%s/metrics\n", ln.Addr())
-			return serveHTTP(ctx, ln, metricsHandler(c, tf.target(), !allowRemote))
+			return serveHTTP(ctx, ln, metricsHandler(c, tf.Target(), !allowRemote))
 		},
 	}
-	tf.add(cmd)
+	tf.Add(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9469", "address to serve the metrics on (host:port)")
 	cmd.Flags().IntVar(&topPorts, "top-ports", inspect.DefaultTopPorts, "listening ports labeled by number, those with the most sockets; the others are port=\"other\"")
 	cmd.Flags().BoolVar(&allowRemote, "allow-remote", false, "serve on a --listen address that is not loopback, and answer requests to any host name (without it: loopback addresses and names only)")

@@ -1,4 +1,4 @@
-package main
+package full
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/tcplab/tcplab/internal/cli"
 
 	"github.com/spf13/cobra"
 
@@ -30,7 +32,7 @@ func newDiff(stdout io.Writer) *cobra.Command {
 	var f diffFlags
 	cmd := &cobra.Command{
 		Use:   "diff NAME|FILE... | --all",
-		Short: "Run scenarios in the simulator and on the Linux kernel, and show where they disagree (root)",
+		Short: cli.FullCommandShort("diff"),
 		Long: `diff runs each scenario twice, in the simulator and on this machine's Linux
 kernel in network namespaces, and compares the two runs host by host:
 
@@ -242,10 +244,10 @@ func runDiff(ctx context.Context, stdout io.Writer, args []string, f diffFlags) 
 		return interrupted
 	}
 	if undocumented > 0 {
-		return &exitError{1}
+		return &cli.ExitError{Code: 1}
 	}
 	if inconclusive > 0 {
-		return &exitError{3}
+		return &cli.ExitError{Code: 3}
 	}
 	return nil
 }
@@ -525,7 +527,7 @@ func tourKernel(ctx context.Context, w io.Writer, lib []*scenario.Scenario, seed
 			mark = "  FAILED"
 		}
 		fmt.Fprintf(tw, "%s\t%d/%d%s\t%ss\t%s\n", sc.Name, len(k.res.Checks)-k.res.Failed(), len(k.res.Checks), mark,
-			trace.FormatTime(k.res.End), statesLine(k.res))
+			trace.FormatTime(k.res.End), cli.StatesLine(k.res))
 		failed += k.res.Failed()
 		checks += len(k.res.Checks)
 	}
@@ -539,15 +541,7 @@ func tourKernel(ctx context.Context, w io.Writer, lib []*scenario.Scenario, seed
 		return interrupted
 	}
 	if failed > 0 {
-		return &exitError{1}
+		return &cli.ExitError{Code: 1}
 	}
 	return nil
-}
-
-func statesLine(res *scenario.Result) string {
-	var st []string
-	for _, h := range res.States {
-		st = append(st, h.Host+": "+statesText(h.States))
-	}
-	return strings.Join(st, " | ")
 }

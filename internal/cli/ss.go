@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"io"
@@ -10,7 +10,7 @@ import (
 
 func newSS(stdout io.Writer) *cobra.Command {
 	var (
-		tf                  targetFlags
+		tf                  TargetFlags
 		ff                  filterFlags
 		procs, info, timers bool
 		asJSON              bool
@@ -45,7 +45,7 @@ root.`,
 				return err
 			}
 			f.Info = info
-			h, err := inspect.OpenHost(tf.target())
+			h, err := inspect.OpenHost(tf.Target())
 			if err != nil {
 				return err
 			}
@@ -69,7 +69,7 @@ root.`,
 			return inspect.WriteTable(stdout, socks, owners, o)
 		},
 	}
-	tf.add(cmd)
+	tf.Add(cmd)
 	ff.add(cmd)
 	cmd.Flags().BoolVarP(&procs, "processes", "p", false, "show the processes holding each socket (reads /proc/*/fd)")
 	cmd.Flags().BoolVarP(&info, "info", "i", false, "show tcp_info: rtt, rto, mss, cwnd, unacked, retransmissions, lost, bytes")

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"encoding/json"
@@ -13,7 +13,7 @@ import (
 
 func newStats(stdout io.Writer) *cobra.Command {
 	var (
-		tf     targetFlags
+		tf     TargetFlags
 		ports  []string
 		every  time.Duration
 		count  int
@@ -51,7 +51,7 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 			if every < 0 || count < 0 {
 				return fmt.Errorf("--watch and --count must not be negative")
 			}
-			h, err := inspect.OpenHost(tf.target())
+			h, err := inspect.OpenHost(tf.Target())
 			if err != nil {
 				return err
 			}
@@ -92,8 +92,8 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 			return nil
 		},
 	}
-	tf.add(cmd)
-	cmd.Flags().StringSliceVar(&ports, "port", nil, "only this port (or range): a service's local port or an outgoing connection's remote port")
+	tf.Add(cmd)
+	listVar(cmd.Flags(), &ports, "port", "only this port (or range): a service's local port or an outgoing connection's remote port")
 	cmd.Flags().DurationVar(&every, "watch", 0, "refresh every interval (1s, 500ms) until interrupted")
 	cmd.Flags().IntVar(&count, "count", 0, "with --watch, stop after this many refreshes (0: until interrupted)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write JSON (one object per refresh)")

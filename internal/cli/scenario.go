@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -123,6 +123,9 @@ its budget, or an interrupted run.`,
   tcplab run time-wait --json | jq -c 'select(.kind=="state")'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.kernel && Full.KernelBackend == nil {
+				return handoff(cmd) // before any output: tcplab-full runs it all
+			}
 			return runOne(cmd.Context(), stdout, args[0], f)
 		},
 	}
@@ -231,7 +234,7 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 	}
 	title := sc.Name + ": " + sc.Title
 	if svgFile != nil {
-		if err := writeCommit(svgFile, draw.Ladder(sc.TraceHosts(), rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: title})); err != nil {
+		if err := WriteCommit(svgFile, draw.Ladder(sc.TraceHosts(), rec.Events, draw.LadderOptions{Absolute: f.absolute, Title: title})); err != nil {
 			return err
 		}
 	}
@@ -240,7 +243,7 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 		if err := draw.HTML(&b, res, rec.Events, draw.ReportOptions{Backend: desc, Absolute: f.absolute}); err != nil {
 			return err
 		}
-		if err := writeCommit(htmlFile, b.String()); err != nil {
+		if err := WriteCommit(htmlFile, b.String()); err != nil {
 			return err
 		}
 	}
@@ -249,7 +252,7 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 		for _, h := range sc.Hosts {
 			names = append(names, h.Name)
 		}
-		if err := writeCommit(statesFile, draw.States(names, rec.Events, title)); err != nil {
+		if err := WriteCommit(statesFile, draw.States(names, rec.Events, title)); err != nil {
 			return err
 		}
 	}
@@ -268,7 +271,7 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 		return err
 	}
 	if res.Failed() > 0 {
-		return &exitError{1}
+		return &ExitError{Code: 1}
 	}
 	return nil
 }
@@ -315,7 +318,7 @@ func saturate(f float64) int64 {
 }
 
 // writeCommit writes doc to f and puts it in place.
-func writeCommit(f *outfile.File, doc string) error {
+func WriteCommit(f *outfile.File, doc string) error {
 	if _, err := f.WriteString(doc); err != nil {
 		return fmt.Errorf("%s: %w", f.Name(), err)
 	}
@@ -365,7 +368,10 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 				return err
 			}
 			if onKernel {
-				return tourKernel(cmd.Context(), stdout, lib, seed, jobs, quick)
+				if Full.TourKernel == nil {
+					return handoff(cmd)
+				}
+				return Full.TourKernel(cmd.Context(), stdout, lib, seed, jobs, quick)
 			}
 			if quick || cmd.Flags().Changed("jobs") {
 				return fmt.Errorf("--quick and --jobs go with --kernel")
@@ -385,7 +391,7 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 					mark = "  FAILED"
 				}
 				fmt.Fprintf(tw, "%s\t%d/%d%s\t%ss\t%s\n", sc.Name, len(res.Checks)-res.Failed(), len(res.Checks), mark,
-					trace.FormatTime(res.End), statesLine(res))
+					trace.FormatTime(res.End), StatesLine(res))
 				failed += res.Failed()
 				checks += len(res.Checks)
 				virtual += res.End
@@ -397,7 +403,7 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 				len(lib), checks-failed, checks, virtual.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 			fmt.Fprintln(stdout, "run one with `tcplab run NAME`; read one with `tcplab show NAME`")
 			if failed > 0 {
-				return &exitError{1}
+				return &ExitError{Code: 1}
 			}
 			return nil
 		},
@@ -410,9 +416,18 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 	return cmd
 }
 
-func statesText(states []string) string {
+func StatesText(states []string) string {
 	if len(states) == 0 {
 		return "(no connection)"
 	}
 	return strings.Join(states, " ")
+}
+
+// StatesLine is every host's states reached, for one line.
+func StatesLine(res *scenario.Result) string {
+	var st []string
+	for _, h := range res.States {
+		st = append(st, h.Host+": "+StatesText(h.States))
+	}
+	return strings.Join(st, " | ")
 }

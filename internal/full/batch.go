@@ -1,4 +1,4 @@
-package main
+package full
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/tcplab/tcplab/internal/cli"
 
 	"github.com/tcplab/tcplab/kernel"
 	"github.com/tcplab/tcplab/scenario"
@@ -64,7 +66,7 @@ func runKernelBatch(ctx context.Context, sims []simRun, jobs int, quick bool) ([
 	var mu, build sync.Mutex
 	active := map[*kernel.Backend]bool{}
 	var stopped error
-	defer onInterrupt(ctx, func(err error) {
+	defer cli.OnInterrupt(ctx, func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		stopped = err

@@ -1,9 +1,11 @@
-package main
+package full
 
 import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+
+	"github.com/tcplab/tcplab/internal/cli"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +15,7 @@ import (
 func newLab(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lab",
-		Short: "Look after what kernel runs create (namespaces, tracefs instances)",
+		Short: cli.FullCommandShort("lab"),
 		Long: `A kernel run (tcplab run --kernel) creates a network namespace per host and a
 switch namespace, all named tcplab-PID-N-..., and a tracefs instance
 tcplab-PID-N. It removes them when it ends, fails, or is interrupted. A run

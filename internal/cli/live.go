@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"fmt"
@@ -6,25 +6,27 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tcplab/tcplab/inspect"
 )
 
-// targetFlags choose the network namespace a live command looks at.
-type targetFlags struct {
+// TargetFlags choose the network namespace a live command looks at.
+type TargetFlags struct {
 	netns string
 	pid   pidFlag
 }
 
-func (t *targetFlags) add(cmd *cobra.Command) {
+func (t *TargetFlags) Add(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&t.netns, "netns", "N", "", "look inside this network namespace (a name under /run/netns, or a path)")
 	cmd.Flags().Var(&t.pid, "netns-pid", "look inside the network namespace of this process, a PID of 1 or more (a container's, say); without the flag, this host's")
 }
 
-func (t *targetFlags) target() inspect.Target { return inspect.Target{Netns: t.netns, PID: int(t.pid)} }
+func (t *TargetFlags) Target() inspect.Target { return inspect.Target{Netns: t.netns, PID: int(t.pid)} }
 
 // pidFlag is --netns-pid: a process ID, 1 or more. The flag left out is 0,
 // this host's namespace (inspect.Target's zero PID); given as 0 or less it
@@ -48,6 +50,33 @@ func (p *pidFlag) String() string { return strconv.Itoa(int(*p)) }
 
 func (p *pidFlag) Type() string { return "pid" }
 
+// listFlag is a flag that takes values repeated or separated by commas,
+// as pflag's StringSlice does, without its CSV parsing (none of these
+// values has a comma or a quote), whose CSV writers cost every command
+// 4 KB of heap per flag at start-up.
+type listFlag struct{ v *[]string }
+
+func (l listFlag) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		*l.v = append(*l.v, strings.TrimSpace(part))
+	}
+	return nil
+}
+
+func (l listFlag) String() string {
+	if l.v == nil {
+		return ""
+	}
+	return strings.Join(*l.v, ",")
+}
+
+func (l listFlag) Type() string { return "strings" }
+
+// listVar defines a listFlag.
+func listVar(fl *pflag.FlagSet, v *[]string, name, usage string) {
+	fl.Var(listFlag{v}, name, usage)
+}
+
 // filterFlags are the socket filters shared by ss and watch.
 type filterFlags struct {
 	states     []string
@@ -60,12 +89,12 @@ type filterFlags struct {
 
 func (f *filterFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringSliceVar(&f.states, "state", nil, "only these states or groups (established, time-wait, SYN_RECV, ...; groups: connected, synchronized, bucket, big, listening, all); repeat or separate by commas")
+	listVar(fl, &f.states, "state", "only these states or groups (established, time-wait, SYN_RECV, ...; groups: connected, synchronized, bucket, big, listening, all); repeat or separate by commas")
 	fl.BoolVarP(&f.listening, "listening", "l", false, "only listening sockets (same as --state listening)")
-	fl.StringSliceVar(&f.sport, "sport", nil, "local port or range (80, 8000-8080); repeat for alternatives")
-	fl.StringSliceVar(&f.dport, "dport", nil, "remote port or range; repeat for alternatives")
-	fl.StringSliceVar(&f.src, "src", nil, "local address or prefix (127.0.0.1, 10.0.0.0/8, ::1)")
-	fl.StringSliceVar(&f.dst, "dst", nil, "remote address or prefix")
+	listVar(fl, &f.sport, "sport", "local port or range (80, 8000-8080); repeat for alternatives")
+	listVar(fl, &f.dport, "dport", "remote port or range; repeat for alternatives")
+	listVar(fl, &f.src, "src", "local address or prefix (127.0.0.1, 10.0.0.0/8, ::1)")
+	listVar(fl, &f.dst, "dst", "remote address or prefix")
 	fl.BoolVarP(&f.ipv4, "ipv4", "4", false, "IPv4 sockets only")
 	fl.BoolVarP(&f.ipv6, "ipv6", "6", false, "IPv6 sockets only")
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -12,9 +12,16 @@ import (
 	"testing"
 
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/tcplab/tcplab/internal/clitest"
 	"github.com/tcplab/tcplab/scenario"
 	"github.com/tcplab/tcplab/trace"
 )
+
+// buildTcplab builds the tcplab binary and returns its path.
+func buildTcplab(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(clitest.Build(t, "../../cmd/", "tcplab"), "tcplab")
+}
 
 func tcplab(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
@@ -163,7 +170,7 @@ func TestListShowTour(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
-	for _, cmd := range []string{"", "run", "list", "tour", "show", "diff", "lab"} {
+	for _, cmd := range []string{"", "run", "list", "tour", "show", "ss", "stats", "doctor", "watch"} {
 		args := []string{"--help"}
 		if cmd != "" {
 			args = []string{cmd, "--help"}

@@ -1,4 +1,4 @@
-package main
+package full
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tcplab/tcplab/internal/cli"
 
 	"github.com/spf13/cobra"
 
@@ -34,7 +36,7 @@ func newExplain(stdout io.Writer) *cobra.Command {
 	var f explainFlags
 	cmd := &cobra.Command{
 		Use:   "explain CAPTURE",
-		Short: "Infer both ends' TCP states and findings from a pcap or pcapng capture",
+		Short: cli.FullCommandShort("explain"),
 		Long: `explain reads a capture (pcap or pcapng, gzip-compressed or not; Ethernet
 with VLAN tags, Linux cooked v1 and v2, raw IP and BSD loopback; IPv4 and
 IPv6), groups its TCP packets into connections (a 4-tuple used again after
@@ -298,7 +300,7 @@ func explainViews(stdout io.Writer, path string, c *capture.Conn, t0 time.Time, 
 		}
 	}
 	if f.svg != "" {
-		if err := writeCommit(files[f.svg], draw.Ladder(hosts, c.Events, draw.LadderOptions{Title: title})); err != nil {
+		if err := cli.WriteCommit(files[f.svg], draw.Ladder(hosts, c.Events, draw.LadderOptions{Title: title})); err != nil {
 			return err
 		}
 	}
@@ -328,13 +330,13 @@ func explainViews(stdout io.Writer, path string, c *capture.Conn, t0 time.Time, 
 		if err := draw.ReportHTML(&b, r); err != nil {
 			return err
 		}
-		if err := writeCommit(files[f.html], b.String()); err != nil {
+		if err := cli.WriteCommit(files[f.html], b.String()); err != nil {
 			return err
 		}
 	}
 	if f.scene != "" {
 		doc := capture.Scenario(c, path)
-		if err := writeCommit(files[f.scene], doc); err != nil {
+		if err := cli.WriteCommit(files[f.scene], doc); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s: tcplab run %s replays connection #%d in the simulator\n", f.scene, f.scene, c.Index)

@@ -1,4 +1,4 @@
-package main
+package full
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 
+	"github.com/tcplab/tcplab/internal/cli"
+	"github.com/tcplab/tcplab/internal/clitest"
 	"github.com/tcplab/tcplab/kernel"
 )
 
@@ -67,34 +69,15 @@ func signalAndWait(t *testing.T, cmd *exec.Cmd, sig syscall.Signal, limit time.D
 	if err := cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
-	waitExit(t, cmd, limit, out)
+	clitest.WaitExit(t, cmd, limit, out)
 }
 
-// waitExit waits for cmd to exit, killing it and failing the test after
-// limit, and returns its exit code.
-func waitExit(t *testing.T, cmd *exec.Cmd, limit time.Duration, out *bytes.Buffer) int {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(limit):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("the process did not end within %v:\n%.3000s", limit, out.String())
-	}
-	return cmd.ProcessState.ExitCode()
-}
-
-// buildTcplab builds the command from this package into a temporary
-// directory and returns its path.
+// buildTcplab builds tcplab and tcplab-full side by side and returns
+// tcplab's path: what needs the full build, tcplab hands over to it (the
+// same process, by execve).
 func buildTcplab(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tcplab")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
+	return filepath.Join(clitest.Build(t, "../../cmd/", "tcplab", "tcplab-full"), "tcplab")
 }
 
 // checkClean fails the test if process pid left a lab behind or the root
@@ -169,7 +152,7 @@ func TestKernelRunInterruptedCleansUp(t *testing.T) {
 		if b, _ := os.ReadFile(filepath.Join(dir, "report.html")); string(b) != "before" {
 			t.Errorf("%v: the link's target now holds %.40q", sig, b)
 		}
-		if got := names(t, dir); got != "link.html report.html" {
+		if got := clitest.Names(t, dir); got != "link.html report.html" {
 			t.Errorf("%v: the directory holds %q", sig, got)
 		}
 		checkClean(t, sig.String(), cmd.Process.Pid, before)
@@ -190,7 +173,7 @@ func TestKernelLabCleanAfterKill(t *testing.T) {
 		t.Fatalf("a killed run should leave its namespaces and tracer, found %v", left)
 	}
 	var out bytes.Buffer
-	if code := run([]string{"lab", "clean"}, &out, &out); code != 0 {
+	if code := cli.Run([]string{"lab", "clean"}, &out, &out); code != 0 {
 		t.Fatalf("lab clean: exit %d\n%s", code, out.String())
 	}
 	if !strings.Contains(out.String(), "pid "+strconv.Itoa(pid)) {

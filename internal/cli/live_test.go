@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -119,31 +119,6 @@ func TestLiveUsageErrors(t *testing.T) {
 		out, errs, code := tcplab(t, c.args...)
 		if code != 2 || !strings.HasPrefix(errs, "tcplab: ") || !strings.Contains(errs, c.want) || out != "" {
 			t.Errorf("%v: exit %d, stderr %q, stdout %q; want exit 2 and %q", c.args, code, errs, out, c.want)
-		}
-	}
-}
-
-// --netns-pid takes a process ID, 1 or more: 0 and negative values are
-// usage errors rather than a quiet "this host" (which is what leaving the
-// flag out means). Each command also gets a bad flag that it checks only
-// once it runs, so that a --netns-pid let through ends the command at once
-// instead of serving (exporter) or watching until stopped.
-func TestLiveNetnsPIDUsage(t *testing.T) {
-	for _, cmd := range [][]string{
-		{"ss"},
-		{"stats", "--watch", "-1s"},
-		{"doctor", "--interval", "0s"},
-		{"watch", "--interval", "0s"},
-		{"exporter", "--top-ports", "0"},
-	} {
-		for pid, want := range map[string]string{"0": "1 or more", "+0": "1 or more", "-1": "1 or more", "-4242": "1 or more", "pid": "not a process ID", "": "not a process ID"} {
-			for _, flag := range [][]string{{"--netns-pid", pid}, {"--netns-pid=" + pid}} {
-				args := append(slices.Clone(cmd), flag...)
-				out, errs, code := tcplab(t, args...)
-				if code != 2 || !strings.HasPrefix(errs, `tcplab: invalid argument "`+pid+`" for "--netns-pid" flag: `) || !strings.Contains(errs, want) || out != "" {
-					t.Errorf("%q: exit %d, stderr %q, stdout %q; want exit 2 and %q", args, code, errs, out, want)
-				}
-			}
 		}
 	}
 }

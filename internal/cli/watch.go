@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -15,7 +15,7 @@ import (
 
 func newWatch(stdout io.Writer) *cobra.Command {
 	var (
-		tf       targetFlags
+		tf       TargetFlags
 		ff       filterFlags
 		procs    bool
 		asJSON   bool
@@ -73,7 +73,7 @@ the given states.`,
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("watch reads a tracepoint through tracefs, which needs root: run it with sudo")
 			}
-			w, err := inspect.NewWatcher(tf.target(), f, procs)
+			w, err := inspect.NewWatcher(tf.Target(), f, procs)
 			if err != nil {
 				return err
 			}
@@ -158,7 +158,7 @@ the given states.`,
 			}
 		},
 	}
-	tf.add(cmd)
+	tf.Add(cmd)
 	ff.add(cmd)
 	cmd.Flags().BoolVarP(&procs, "processes", "p", false, "name the process holding each socket (sockets still open at the next poll)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write one JSON object per change")

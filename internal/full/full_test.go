@@ -1,0 +1,58 @@
+package full
+
+import (
+	"bytes"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tcplab/tcplab/internal/cli"
+)
+
+func TestMain(m *testing.M) {
+	Install()
+	os.Exit(m.Run())
+}
+
+// tcplab runs the full build's command line in this process.
+func tcplab(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := cli.Run(args, &out, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestHelpFull(t *testing.T) {
+	for _, cmd := range []string{"diff", "lab", "explain", "pkt", "serve", "exporter"} {
+		out, _, code := tcplab(t, cmd, "--help")
+		if code != 0 || !strings.Contains(out, "Usage:\n  tcplab "+cmd) {
+			t.Errorf("%s --help: exit %d\n%s", cmd, code, out)
+		}
+	}
+}
+
+// --netns-pid takes a process ID, 1 or more: 0 and negative values are
+// usage errors rather than a quiet "this host" (which is what leaving the
+// flag out means). Each command also gets a bad flag that it checks only
+// once it runs, so that a --netns-pid let through ends the command at once
+// instead of serving (exporter) or watching until stopped.
+func TestLiveNetnsPIDUsage(t *testing.T) {
+	for _, cmd := range [][]string{
+		{"ss"},
+		{"stats", "--watch", "-1s"},
+		{"doctor", "--interval", "0s"},
+		{"watch", "--interval", "0s"},
+		{"exporter", "--top-ports", "0"},
+	} {
+		for pid, want := range map[string]string{"0": "1 or more", "+0": "1 or more", "-1": "1 or more", "-4242": "1 or more", "pid": "not a process ID", "": "not a process ID"} {
+			for _, flag := range [][]string{{"--netns-pid", pid}, {"--netns-pid=" + pid}} {
+				args := append(slices.Clone(cmd), flag...)
+				out, errs, code := tcplab(t, args...)
+				if code != 2 || !strings.HasPrefix(errs, `tcplab: invalid argument "`+pid+`" for "--netns-pid" flag: `) || !strings.Contains(errs, want) || out != "" {
+					t.Errorf("%q: exit %d, stderr %q, stdout %q; want exit 2 and %q", args, code, errs, out, want)
+				}
+			}
+		}
+	}
+}
