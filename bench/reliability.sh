@@ -57,6 +57,8 @@ trap 'exit 130' INT TERM
 
 echo "building tcplab and the load programs ..."
 go build -o "$tmp/tcplab" ./cmd/tcplab
+# Beside tcplab, which hands it the commands it keeps out (kernel runs).
+go build -o "$tmp/tcplab-full" ./cmd/tcplab-full
 go build -o "$tmp/hostile" ./bench/hostile
 if ((watch)); then
 	go build -o "$tmp/watchload" ./bench/watchload
