@@ -9,10 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/gopacket/gopacket/pcapgo"
-
 	"github.com/tcplab/tcplab/trace"
-	"github.com/tcplab/tcplab/wire"
 )
 
 // captured is what a capture of a run must hold: every packet at every tap
@@ -40,9 +37,6 @@ func writeCapture(t *testing.T, sc *Scenario, events []trace.Event) []byte {
 	return buf.Bytes()
 }
 
-// Every built-in scenario's capture reads back packet for packet: the
-// interface of the host that saw it, its time, its bytes, its direction,
-// and a comment where a rule acted.
 // eachCapture runs every built-in scenario as a subtest and hands over its
 // events.
 func eachCapture(t *testing.T, f func(t *testing.T, sc *Scenario, events []trace.Event)) {
@@ -56,41 +50,6 @@ func eachCapture(t *testing.T, f func(t *testing.T, sc *Scenario, events []trace
 			f(t, sc, events)
 		})
 	}
-}
-
-func TestPcapReadBack(t *testing.T) {
-	eachCapture(t, func(t *testing.T, sc *Scenario, events []trace.Event) {
-		want := captured(events)
-		r, err := pcapgo.NewNgReader(bytes.NewReader(writeCapture(t, sc, events)), pcapgo.DefaultNgReaderOptions)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, e := range want {
-			data, ci, err := r.ReadPacketData()
-			if err != nil {
-				t.Fatalf("packet %d of %d: %v", i, len(want), err)
-			}
-			if got := sc.Hosts[ci.InterfaceIndex].Name; got != e.Host {
-				t.Errorf("packet %d on %s's interface, seen by %s", i, got, e.Host)
-			}
-			if got := ci.Timestamp.Sub(trace.PcapEpoch); got != e.At {
-				t.Errorf("packet %d at %v, event at %v", i, got, e.At)
-			}
-			seg, err := wire.Parse(data)
-			if err != nil {
-				t.Fatalf("packet %d: %v", i, err)
-			}
-			if w := e.Packet.Segment; seg.Seq != w.Seq || seg.Ack != w.Ack || seg.Flags != w.Flags || !bytes.Equal(seg.Payload, w.Payload) || seg.Src != w.Src || seg.DstPort != w.DstPort {
-				t.Errorf("packet %d reads back as %+v, was %+v", i, seg, w)
-			}
-		}
-		if _, _, err := r.ReadPacketData(); err == nil {
-			t.Errorf("more packets than the %d events", len(want))
-		}
-		if n := r.NInterfaces(); n != len(sc.Hosts) {
-			t.Errorf("%d interfaces, want one per host (%d)", n, len(sc.Hosts))
-		}
-	})
 }
 
 var tcpdumpDecoded = regexp.MustCompile(`^(.*, length \d+): .*$`)

@@ -90,13 +90,18 @@ type Network struct {
 	ctrs   slab[trace.Counter]
 }
 
-// slab hands out pointers to elements of arrays it allocates 64 at a
-// time; an array lives as long as any of its elements is kept.
-type slab[T any] struct{ free []T }
+// slab hands out pointers to elements of arrays it allocates: 8 at
+// first, then twice as many each time up to 64, so that a short run does
+// not pay for 64. An array lives as long as any of its elements is kept.
+type slab[T any] struct {
+	free []T
+	last int
+}
 
 func (s *slab[T]) new(v T) *T {
 	if len(s.free) == 0 {
-		s.free = make([]T, 64)
+		s.last = min(max(2*s.last, 8), 64)
+		s.free = make([]T, s.last)
 	}
 	p := &s.free[0]
 	*p = v

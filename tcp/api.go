@@ -282,7 +282,9 @@ func (h *Host) Do(call Call) Result {
 func (h *Host) emitCall(r *Result) {
 	if h.record {
 		if len(h.resultSlab) == 0 {
-			h.resultSlab = make([]Result, 32) // one allocation per 32 calls
+			// One allocation for several calls: 4, then up to 32.
+			h.resultSlabN = min(max(2*h.resultSlabN, 4), 32)
+			h.resultSlab = make([]Result, h.resultSlabN)
 		}
 		cp := &h.resultSlab[0]
 		h.resultSlab = h.resultSlab[1:]

@@ -63,6 +63,7 @@ type Host struct {
 	// port is bound and freed once per connection.
 	freeBuckets []*portBucket
 	resultSlab  []Result // where call events' results are copied (record)
+	resultSlabN int      // the size of its last array
 	perturb     [256]uint16
 	timers      timerHeap
 	out         []wire.Segment
