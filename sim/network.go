@@ -81,6 +81,8 @@ type Network struct {
 	sink  trace.Sink
 
 	halted atomic.Bool
+	// owned: segments own their payloads (ownPayloads).
+	owned bool
 
 	// With a sink, the events' parts come from slabs: one allocation
 	// per 64 of each instead of one per event.
@@ -167,6 +169,30 @@ func (n *Network) SetSink(s trace.Sink) {
 	for _, h := range n.hosts {
 		h.Stack.RecordEvents(n.recording())
 	}
+	if s != nil {
+		n.ownPayloads()
+	}
+}
+
+// ownPayloads makes every segment sent from now on own its payload, and
+// those on the way own theirs. The engines' segments alias their send
+// queues (tcp.Host.PollSegments), which holds only while nothing keeps
+// them and every ACK comes from the receiver: a sink keeps them, and a
+// crafted segment or a peer may acknowledge bytes that are still on
+// their way, whose place a write may then reuse. Once on, it stays on.
+func (n *Network) ownPayloads() {
+	if n.owned {
+		return
+	}
+	n.owned = true
+	for _, h := range n.hosts {
+		h.Stack.CopyPayloads(true)
+	}
+	for i := range n.q.slots {
+		if p := n.q.slots[i].seg.Payload; len(p) > 0 {
+			n.q.slots[i].seg.Payload = append([]byte(nil), p...)
+		}
+	}
 }
 
 // Now is the network's virtual time.
@@ -195,6 +221,7 @@ func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host
 	}
 	h.Stack = tcp.NewHost(tcp.Config{Name: name, Addr: addr, Profile: prof, Seed: seed, Refuse: refuse})
 	h.Stack.RecordEvents(n.recording())
+	h.Stack.CopyPayloads(n.owned)
 	h.Stack.Advance(n.now)
 	n.hosts = append(n.hosts, h)
 	n.byName[name] = h
@@ -232,6 +259,7 @@ func (n *Network) AddPeer(name string, addr netip.Addr, receive func(seg *wire.S
 		return nil, fmt.Errorf("peer %q needs a receive function", name)
 	}
 	h := &Host{Name: name, Addr: addr, receive: receive}
+	n.ownPayloads() // a peer's ACKs need not follow what it received
 	n.byName[name] = h
 	n.byAddr[addr] = h
 	n.topo++
@@ -386,6 +414,7 @@ func (n *Network) checkInject(t time.Duration, host string, seg *wire.Segment) e
 	if seg.TTL == 0 {
 		seg.TTL = 64
 	}
+	n.ownPayloads() // a crafted ACK may acknowledge bytes still on their way
 	return nil
 }
 
@@ -555,12 +584,6 @@ func (n *Network) flush(h *Host) {
 		panic(fmt.Sprintf("sim: host %s queued %d segments but %d output verdicts", h.Name, len(h.segs), len(h.outRules)))
 	}
 	for i := range h.segs {
-		if n.recording() && len(h.segs[i].Payload) > 0 {
-			// Events are kept and drawn long after the sender's queue
-			// reused the bytes its payloads alias: with a sink, every
-			// packet owns a copy (the events at both taps share it).
-			h.segs[i].Payload = append([]byte(nil), h.segs[i].Payload...)
-		}
 		n.sendFrom(h, h.segs[i], false, h.outRules[i])
 		h.segs[i] = wire.Segment{}
 	}

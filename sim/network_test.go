@@ -1149,3 +1149,57 @@ func TestPeer(t *testing.T) {
 		t.Errorf("Hosts() = %d, want the server only", len(l.n.Hosts()))
 	}
 }
+
+// Segments own their payloads once anything could make the engines'
+// aliasing wrong: a sink (it keeps them), a crafted segment or a peer (an
+// ACK that did not come from the receiver). Those already on their way get
+// a copy then too.
+func TestPayloadsOwnedWhenNeeded(t *testing.T) {
+	for _, how := range []string{"sink", "inject", "peer", "none"} {
+		t.Run(how, func(t *testing.T) {
+			n := New(Config{Seed: 1})
+			if _, err := n.AddHost("a", netip.MustParseAddr("10.0.0.1"), tcp.Linux()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := n.AddHost("b", netip.MustParseAddr("10.0.0.2"), tcp.Linux()); err != nil {
+				t.Fatal(err)
+			}
+			l, _ := n.Do("b", tcp.Call{Op: tcp.OpSocket})
+			n.Do("b", tcp.Call{Op: tcp.OpListen, FD: tcp.FD(l.Ret), Port: 80, Backlog: 8})
+			c, _ := n.Do("a", tcp.Call{Op: tcp.OpSocket})
+			n.Do("a", tcp.Call{Op: tcp.OpConnect, FD: tcp.FD(c.Ret), Addr: netip.MustParseAddrPort("10.0.0.2:80")})
+			n.RunFor(10 * time.Millisecond)
+			n.Do("a", tcp.Call{Op: tcp.OpWrite, FD: tcp.FD(c.Ret), Data: []byte("in flight")})
+			var onWay *item
+			for i := range n.q.slots {
+				if len(n.q.slots[i].seg.Payload) > 0 {
+					onWay = &n.q.slots[i]
+				}
+			}
+			if onWay == nil {
+				t.Fatal("no data segment on its way")
+			}
+			before := &onWay.seg.Payload[0]
+			switch how {
+			case "sink":
+				n.SetSink(func(trace.Event) {})
+			case "inject":
+				if err := n.Inject("a", wire.Segment{Src: netip.MustParseAddr("10.0.0.66"), Dst: netip.MustParseAddr("10.0.0.2"),
+					SrcPort: 1, DstPort: 9, Flags: wire.ACK, TTL: 64}); err != nil {
+					t.Fatal(err)
+				}
+			case "peer":
+				if _, err := n.AddPeer("p", netip.MustParseAddr("10.0.0.9"), func(*wire.Segment) {}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := how != "none"
+			if n.owned != want || (&onWay.seg.Payload[0] != before) != want {
+				t.Fatalf("owned %v, payload on its way copied %v; want %v", n.owned, &onWay.seg.Payload[0] != before, want)
+			}
+			if string(onWay.seg.Payload) != "in flight" {
+				t.Fatalf("payload %q", onWay.seg.Payload)
+			}
+		})
+	}
+}

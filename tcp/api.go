@@ -122,7 +122,7 @@ type Call struct {
 	Addr     netip.AddrPort // connect
 	Data     []byte         // write
 	Max      int            // read: at most this many bytes (0: all available)
-	Buf      []byte         // read: copy into Buf, at most len(Buf) bytes; Result.Data is Buf[:n] (nil: a new slice)
+	Buf      []byte         // read: copy into Buf, at most len(Buf) bytes; Result.Data is Buf[:n] (nil: a new slice). A read that blocks fills it when it completes: leave it alone until then
 	Peek     bool           // read: MSG_PEEK, look without consuming
 	How      Shut           // shutdown
 	Option   Option         // setsockopt
@@ -132,6 +132,9 @@ type Call struct {
 
 func (c Call) String() string {
 	// Built with appends, not fmt: with a trace on, every call is printed.
+	if int(c.Op) >= len(opNames) {
+		return c.Op.String()
+	}
 	b := make([]byte, 0, 48)
 	b = append(b, c.Op.String()...)
 	b = append(b, '(')
@@ -148,7 +151,11 @@ func (c Call) String() string {
 		b = strconv.AppendInt(b, int64(c.Backlog), 10)
 	case OpConnect:
 		b = append(b, ", "...)
-		b = c.Addr.AppendTo(b)
+		if c.Addr.IsValid() {
+			b = c.Addr.AppendTo(b)
+		} else {
+			b = append(b, "invalid AddrPort"...)
+		}
 	case OpRead:
 		b = append(b, ", "...)
 		n := c.Max

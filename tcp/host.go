@@ -71,6 +71,11 @@ type Host struct {
 	events      []Event
 	counters    [numCounters]int64
 	record      bool // collect events (off: counters and state still change)
+	// copyPayloads: segments sent own their payload (CopyPayloads).
+	copyPayloads bool
+	// ringSweep is when idle connections' empty queues last gave their
+	// arrays back (sweepRings).
+	ringSweep time.Duration
 
 	bsdISS     uint32 // ISNPredictable state
 	bsdISSTick time.Duration
@@ -145,6 +150,15 @@ func (h *Host) Set(name, value string) error { return h.prof.Set(name, value) }
 // Now is the host's current virtual time.
 func (h *Host) Now() time.Duration { return h.now }
 
+// CopyPayloads makes every segment sent own a copy of its payload, taken
+// as it is sent, instead of aliasing the send queue (see PollSegments).
+// A driver needs it when segments are kept (a trace records them), or when
+// acknowledgements may not come from the receiver (crafted or spoofed
+// segments, a scripted peer): an ACK for bytes still on their way frees
+// their place in the send queue, and a write may reuse it before they
+// arrive.
+func (h *Host) CopyPayloads(on bool) { h.copyPayloads = on }
+
 // RecordEvents turns event collection on or off. With it off the engine
 // still counts and changes state; benchmarks use it to measure the engine
 // alone.
@@ -198,11 +212,12 @@ func (h *Host) Queued() int { return len(h.out) }
 
 // PollSegments appends the segments the host wants to send to dst and
 // forgets them. A segment's payload aliases its connection's send queue
-// and is not copied: it keeps its bytes until the peer acknowledges them
-// (a receiver only ever takes bytes it has not acknowledged, so a segment
-// in flight delivers what was sent). A driver that keeps a segment beyond
-// that, or hands it to code that does, copies it (Segment.Clone). Never
-// write to a payload.
+// and is not copied (unless CopyPayloads is on): it keeps its bytes until
+// they are acknowledged. When every ACK comes from the receiver, which
+// only takes bytes it has not acknowledged, a segment in flight delivers
+// what was sent; a driver that keeps segments (a trace) or lets others
+// acknowledge (crafted segments, a scripted peer) turns CopyPayloads on.
+// Never write to a payload.
 func (h *Host) PollSegments(dst []wire.Segment) []wire.Segment {
 	dst = append(dst, h.out...)
 	clear(h.out)
@@ -249,6 +264,30 @@ func (h *Host) Advance(now time.Duration) {
 		c.rearm()
 	}
 	h.now = now
+	if now-h.ringSweep >= ringSweepEvery {
+		h.sweepRings()
+	}
+}
+
+// ringSweepEvery is how often, in virtual time, the empty send and
+// receive queues of connections give their arrays back.
+const ringSweepEvery = time.Second
+
+// sweepRings gives back the arrays of empty queues: an idle connection
+// keeps no buffer, as Linux frees a socket's skbs once they are read or
+// acknowledged. Once a second, not at every drain, so that a busy
+// connection keeps its arrays. Segments that alias an array keep it
+// alive; it is only let go, never written again.
+func (h *Host) sweepRings() {
+	h.ringSweep = h.now
+	for _, c := range h.conns {
+		if c.snd.Len() == 0 && c.snd.buf != nil {
+			c.snd.reset()
+		}
+		if c.rcv.Len() == 0 && c.rcv.ext == 0 && len(c.ooo) == 0 && c.rcv.buf != nil {
+			c.rcv.reset()
+		}
+	}
 }
 
 // Input processes one segment received by this host at the current time.
@@ -295,6 +334,9 @@ func (h *Host) send(s wire.Segment, countOut bool) bool {
 	}
 	if h.prof.OutputDrop {
 		return false // the output queue dropped it (__tcp_transmit_skb counted it)
+	}
+	if h.copyPayloads && len(s.Payload) > 0 {
+		s.Payload = append([]byte(nil), s.Payload...)
 	}
 	h.out = append(h.out, s)
 	return h.refuse == nil || !h.refuse(&h.out[len(h.out)-1])

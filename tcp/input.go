@@ -628,8 +628,20 @@ func (c *conn) oooInsert(seq wire.Seq, data []byte, fin bool) {
 		return
 	}
 	// The bytes go to the receive ring at their place past the unread
-	// ones, where they stay once the gap before them fills.
-	c.rcv.write(c.rcv.Len()+int(seq.Diff(c.rcvNxt)), data)
+	// ones, where they stay once the gap before them fills. Where held
+	// segments overlap, the one lowest in sequence gives the bytes, and a
+	// later one of the same start replaces it over its length (Linux's
+	// ofo queue keeps the lower one too, and replaces one of the same
+	// start that the new one covers). Those before i start below seq, so
+	// what they cover of the new segment is its head, up to the furthest
+	// of their ends.
+	skip := 0
+	for _, o := range c.ooo[:i] {
+		skip = max(skip, int(o.seq.Add(o.n).Diff(seq)))
+	}
+	if skip < len(data) {
+		c.rcv.write(c.rcv.Len()+int(seq.Diff(c.rcvNxt))+skip, data[skip:])
+	}
 	c.ooo = append(c.ooo, oooSeg{})
 	copy(c.ooo[i+1:], c.ooo[i:])
 	c.ooo[i] = oooSeg{seq: seq, n: len(data), fin: fin}

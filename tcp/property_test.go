@@ -1307,6 +1307,19 @@ func (n *propNet) genSeg() wire.Segment {
 }
 
 func (n *propNet) inject(seg wire.Segment) {
+	if !n.h[0].copyPayloads {
+		// A crafted ACK may acknowledge bytes still in the air, whose
+		// place in the sender's queue a write may then reuse: from now
+		// on segments own their bytes, those in the air included.
+		for i := range n.h {
+			n.h[i].CopyPayloads(true)
+		}
+		for i := range n.air {
+			if p := n.air[i].seg.Payload; len(p) > 0 {
+				n.air[i].seg.Payload = append([]byte(nil), p...)
+			}
+		}
+	}
 	n.normalize(n.hut, &seg)
 	n.logf("inject %s <- %v", propHostNames[n.hut], propSegArg{seg})
 	if n.cov != nil {

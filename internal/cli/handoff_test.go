@@ -2,6 +2,9 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -22,6 +25,7 @@ func TestHandoff(t *testing.T) {
 	}
 	t.Setenv("TCPLAB_FULL", "/opt/x/tcplab-full")
 	t.Setenv(handoffEnv, "")
+	os.Unsetenv(handoffEnv) // restored by t.Setenv's cleanup
 	for _, args := range [][]string{
 		{"serve", "--listen", "127.0.0.1:0", "--no-such-flag"},
 		{"explain", "--help"},
@@ -83,7 +87,7 @@ func TestHandoffExec(t *testing.T) {
 		}
 	}
 	cmd := exec.Command(filepath.Join(dir, "tcplab"), "explain", "--help")
-	cmd.Env = append(cmd.Environ(), "TCPLAB_FULL=", handoffEnv+"=")
+	cmd.Env = cleanEnv()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil || !strings.Contains(out.String(), "--conn") {
@@ -91,9 +95,100 @@ func TestHandoffExec(t *testing.T) {
 	}
 	// A command the full build has and the lean one runs itself gives
 	// the same output from both.
-	a, _ := exec.Command(filepath.Join(dir, "tcplab"), "run", "hutu").Output()
+	ca := exec.Command(filepath.Join(dir, "tcplab"), "run", "hutu")
+	ca.Env = cleanEnv()
+	a, _ := ca.Output()
 	b, _ := exec.Command(filepath.Join(dir, "tcplab-full"), "run", "hutu").Output()
 	if len(a) == 0 || !bytes.Equal(a, b) {
 		t.Errorf("run hutu differs between the builds:\n%s\n---\n%s", a, b)
+	}
+}
+
+// cleanEnv is this process's environment without tcplab's own variables.
+func cleanEnv() []string {
+	var env []string
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, "TCPLAB_FULL=") && !strings.HasPrefix(e, handoffEnv+"=") {
+			env = append(env, e)
+		}
+	}
+	return env
+}
+
+// Completing a command of the full build is handed over too: tcplab-full
+// knows its subcommands and flags.
+func TestHandoffCompletion(t *testing.T) {
+	var got []string
+	saved := execFull
+	defer func() { execFull = saved }()
+	execFull = func(path string, args []string) error { got = slices.Clone(args); return nil }
+	t.Setenv("TCPLAB_FULL", "/opt/x/tcplab-full")
+	t.Setenv(handoffEnv, "")
+	os.Unsetenv(handoffEnv)
+	for _, args := range [][]string{{"__complete", "lab", ""}, {"__completeNoDesc", "serve", "--li"}} {
+		got = nil
+		if _, _, code := tcplab(t, args...); code != 0 || !slices.Equal(got, args) {
+			t.Errorf("%q: exit %d, handed %q", args, code, got)
+		}
+	}
+	// The lean build's own commands complete here.
+	got = nil
+	out, _, code := tcplab(t, "__complete", "run", "--pro")
+	if code != 0 || got != nil || !strings.Contains(out, "--profile") {
+		t.Errorf("run completion: exit %d, handed %q, %q", code, got, out)
+	}
+}
+
+// What stops a handoff: an empty TCPLAB_HANDOFF counts as a handoff (no
+// loop), tcplab-full being this very binary, a signal before the exec, a
+// failed help (exit 2, not 0).
+func TestHandoffRefusals(t *testing.T) {
+	saved := execFull
+	defer func() { execFull = saved }()
+	execFull = func(path string, args []string) error {
+		t.Fatalf("exec %s %q", path, args)
+		return nil
+	}
+	t.Setenv("TCPLAB_FULL", "/opt/x/tcplab-full")
+	t.Setenv(handoffEnv, "")
+	if _, errs, code := tcplab(t, "diff", "hutu"); code != 2 || !strings.Contains(errs, "handed it back") {
+		t.Errorf("empty TCPLAB_HANDOFF: exit %d, %q", code, errs)
+	}
+	os.Unsetenv(handoffEnv)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TCPLAB_FULL", self)
+	if _, errs, code := tcplab(t, "serve"); code != 2 || !strings.Contains(errs, "is this binary") {
+		t.Errorf("itself: exit %d, %q", code, errs)
+	}
+	t.Setenv("TCPLAB_FULL", "/opt/x/tcplab-full")
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(errors.New("interrupted by interrupt"))
+	var out, errb bytes.Buffer
+	if code := runContext(ctx, []string{"run", "--kernel", "hutu"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), "interrupted") {
+		t.Errorf("signal first: exit %d, %q", code, errb.String())
+	}
+	t.Setenv("TCPLAB_FULL", "")
+	t.Setenv("PATH", t.TempDir())
+	if _, errs, code := tcplab(t, "help", "diff"); code != 2 || !strings.Contains(errs, "needs tcplab-full") {
+		t.Errorf("help without the full build: exit %d, %q", code, errs)
+	}
+}
+
+// The full build says when the tcplab that handed it a command is another
+// build, and does not pass the mark on.
+func TestHandedOverNote(t *testing.T) {
+	for _, tc := range []struct{ from, want string }{{Version(), ""}, {"v0.0.1 (abcdef)", "another build"}} {
+		t.Setenv(handoffEnv, tc.from)
+		var b bytes.Buffer
+		handedOver(&b)
+		if tc.want == "" && b.Len() != 0 || tc.want != "" && !strings.Contains(b.String(), tc.want) {
+			t.Errorf("from %q: %q", tc.from, b.String())
+		}
+		if _, ok := os.LookupEnv(handoffEnv); ok {
+			t.Errorf("from %q: the mark is passed on", tc.from)
+		}
 	}
 }

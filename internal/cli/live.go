@@ -57,6 +57,9 @@ func (p *pidFlag) Type() string { return "pid" }
 type listFlag struct{ v *[]string }
 
 func (l listFlag) Set(s string) error {
+	if s == "" {
+		return nil // as pflag: an empty value adds nothing
+	}
 	for _, part := range strings.Split(s, ",") {
 		*l.v = append(*l.v, strings.TrimSpace(part))
 	}

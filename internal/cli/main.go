@@ -92,7 +92,20 @@ type argsKey struct{}
 
 // runContext is run whose scenario runs stop when ctx is done.
 func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(Full.Commands) > 0 {
+		handedOver(stderr)
+	} else if len(args) >= 2 && (args[0] == cobra.ShellCompRequestCmd || args[0] == cobra.ShellCompNoDescRequestCmd) &&
+		FullCommandShort(args[1]) != "" {
+		// Completing a command of the full build: it knows its flags.
+		if err := handoffArgs(ctx, "tcplab "+args[1], args); err != nil {
+			fmt.Fprintln(stderr, "tcplab:", err)
+			return 2
+		}
+		return 0
+	}
+	helpFailed := new(bool)
 	ctx = context.WithValue(ctx, argsKey{}, args)
+	ctx = context.WithValue(ctx, helpFailedKey{}, helpFailed)
 	cmd := newRoot(stdout, commandNamed(args))
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
@@ -103,6 +116,9 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 			return ee.Code
 		}
 		fmt.Fprintln(stderr, "tcplab:", err)
+		return 2
+	}
+	if *helpFailed {
 		return 2
 	}
 	return 0
@@ -190,36 +206,89 @@ func handoffCommand(name, short string) *cobra.Command {
 	cmd.SetHelpFunc(func(c *cobra.Command, _ []string) {
 		if err := handoff(c); err != nil {
 			fmt.Fprintln(c.ErrOrStderr(), "tcplab:", err)
+			// A help function cannot return an error: runContext
+			// turns this into the exit status.
+			if failed, ok := c.Context().Value(helpFailedKey{}).(*bool); ok {
+				*failed = true
+			}
 		}
 	})
 	return cmd
 }
 
-// handoffEnv marks a process started by a handoff: one that would hand
-// off again is not the full build.
+// helpFailedKey keys, in a command's context, the flag a handed-off help
+// sets when it fails.
+type helpFailedKey struct{}
+
+// handoffEnv marks a process started by a handoff, with the version of
+// the tcplab that started it: one that would hand off again is not the
+// full build, and the full build says so if it is another version.
 const handoffEnv = "TCPLAB_HANDOFF"
 
 // handoff runs the command line in tcplab-full, the build with every
 // command, which replaces this process (execve: the same arguments,
-// environment and descriptors). tcplab keeps out what only some commands
-// need, so that the others start in about a millisecond.
+// descriptors and environment, plus TCPLAB_HANDOFF). tcplab keeps out
+// what only some commands need, so that the others start in about a
+// millisecond.
 func handoff(cmd *cobra.Command) error {
 	args, _ := cmd.Context().Value(argsKey{}).([]string)
+	return handoffArgs(cmd.Context(), cmd.CommandPath(), args)
+}
+
+func handoffArgs(ctx context.Context, what string, args []string) error {
+	if err := context.Cause(ctx); err != nil {
+		return err // a signal came first: nothing is started
+	}
 	path, err := fullBinary()
-	if err == nil && os.Getenv(handoffEnv) != "" {
-		err = fmt.Errorf("%s was run for it and handed it back: it is not the full build", path)
+	if err == nil {
+		if from, ok := os.LookupEnv(handoffEnv); ok {
+			err = fmt.Errorf("%s was run for it (by tcplab %s) and handed it back: it is not the full build", path, from)
+		} else if self, e := os.Executable(); e == nil && sameFile(self, path) {
+			err = fmt.Errorf("%s is this binary, not the full build", path)
+		}
 	}
 	if err != nil {
-		return fmt.Errorf("`%s` needs tcplab-full, the build with every command: %w", cmd.CommandPath(), err)
+		return fmt.Errorf("`%s` needs tcplab-full, the build with every command: %w", what, err)
 	}
 	return execFull(path, args)
 }
 
+func sameFile(a, b string) bool {
+	sa, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	sb, err := os.Stat(b)
+	return err == nil && os.SameFile(sa, sb)
+}
+
 // execFull replaces the process with the full build (tests replace it).
 var execFull = func(path string, args []string) error {
-	env := append(os.Environ(), handoffEnv+"=1")
+	env := make([]string, 0, len(os.Environ())+1)
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, handoffEnv+"=") {
+			env = append(env, e)
+		}
+	}
+	env = append(env, handoffEnv+"="+Version())
 	err := syscall.Exec(path, append([]string{path}, args...), env)
 	return fmt.Errorf("running %s: %w", path, err)
+}
+
+// handedOver is called by the full build at start: a process tcplab
+// handed over says so when the two are different builds (a tcplab-full
+// found in PATH for a tcplab run from elsewhere, say), and does not pass
+// the mark on.
+func handedOver(stderr io.Writer) {
+	from, ok := os.LookupEnv(handoffEnv)
+	if !ok {
+		return
+	}
+	os.Unsetenv(handoffEnv)
+	if v := Version(); from != v {
+		self, _ := os.Executable()
+		fmt.Fprintf(stderr, "tcplab: note: tcplab %s handed this command to %s, another build (%s)\n", from, self, v)
+	}
 }
 
 // fullBinary finds tcplab-full: $TCPLAB_FULL, else beside this binary,
