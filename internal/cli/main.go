@@ -142,11 +142,14 @@ Start with the tour of the built-in library, then run one scenario.`,
   tcplab run syn-sent --ladder     # the ladder diagram of a SYN that never gets an answer
   tcplab run close-wait --at 30s   # ss-style snapshot of both hosts at 30 s
   tcplab show hutu > my.tcplab     # start your own scenario from a built-in one`,
-		Args:          cobra.NoArgs,
+		// No Args: cobra then says "unknown command" with the commands
+		// that are spelt nearly the same ("Did you mean this?").
+		Version:       Version(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE:          func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
+	cmd.SetVersionTemplate("tcplab {{.Version}}\n")
 	// Only the command named is built when there is one: building them
 	// all (their flags and help) costs more than the start-up of ss.
 	for _, c := range commands {

@@ -295,3 +295,18 @@ func TestRunHTML(t *testing.T) {
 		}
 	}
 }
+
+// --version says the build, from Go's build information; a mistyped
+// command gets the nearest ones.
+func TestVersionAndSuggestions(t *testing.T) {
+	out, _, code := tcplab(t, "--version")
+	if code != 0 || out != "tcplab "+Version()+"\n" || Version() == "" {
+		t.Errorf("--version: exit %d, %q", code, out)
+	}
+	for typo, want := range map[string]string{"lsit": "list", "ruun": "run", "tuor": "tour", "ss2": "ss", "explian": "explain"} {
+		_, errs, code := tcplab(t, typo)
+		if code != 2 || !strings.Contains(errs, `unknown command "`+typo+`"`) || !strings.Contains(errs, "Did you mean this?\n\t"+want+"\n") {
+			t.Errorf("%s: exit %d, %q", typo, code, errs)
+		}
+	}
+}
