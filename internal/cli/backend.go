@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -99,4 +100,19 @@ func RunClosing(sc *scenario.Scenario, b scenario.Backend, opt scenario.Options)
 func OnInterrupt(ctx context.Context, f func(error)) (stop func()) {
 	s := context.AfterFunc(ctx, func() { f(context.Cause(ctx)) })
 	return func() { s() }
+}
+
+// Apart refuses flags that cannot go together, saying why: a command
+// would otherwise drop one of them silently.
+func Apart(cmd *cobra.Command, why string, names ...string) error {
+	var set []string
+	for _, n := range names {
+		if f := cmd.Flags().Lookup(n); f != nil && f.Changed {
+			set = append(set, "--"+n)
+		}
+	}
+	if len(set) > 1 {
+		return fmt.Errorf("%s cannot go together: %s", strings.Join(set, " and "), why)
+	}
+	return nil
 }

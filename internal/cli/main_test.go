@@ -310,3 +310,11 @@ func TestVersionAndSuggestions(t *testing.T) {
 		}
 	}
 }
+
+// Flags that cannot go together are refused, not one of them dropped.
+func TestConflictingFlags(t *testing.T) {
+	out, errs, code := tcplab(t, "run", "hutu", "--json", "--ladder")
+	if code != 2 || out != "" || !strings.Contains(errs, "--json and --ladder cannot go together") {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}

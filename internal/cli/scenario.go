@@ -123,6 +123,9 @@ its budget, or an interrupted run.`,
   tcplab run time-wait --json | jq -c 'select(.kind=="state")'`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := Apart(cmd, "--json writes the events, --ladder draws them (--svg draws the ladder to a file beside the JSON)", "json", "ladder"); err != nil {
+				return err
+			}
 			if f.kernel && Full.KernelBackend == nil {
 				return handoff(cmd) // before any output: tcplab-full runs it all
 			}

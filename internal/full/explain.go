@@ -81,6 +81,9 @@ replays the connection's story in the simulator (tcplab run FILE; add
   tcplab explain --conn 2 --scenario story.tcplab capture.pcap && tcplab run story.tcplab`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cli.Apart(cmd, "--json writes the connections, --ladder draws one (--svg draws it to a file beside the JSON)", "json", "ladder"); err != nil {
+				return err
+			}
 			return runExplain(stdout, args[0], &f)
 		},
 	}

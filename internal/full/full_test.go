@@ -56,3 +56,13 @@ func TestLiveNetnsPIDUsage(t *testing.T) {
 		}
 	}
 }
+
+// Flags that cannot go together are refused, not one of them dropped.
+func TestConflictingFlagsFull(t *testing.T) {
+	for _, args := range [][]string{{"explain", "--json", "--ladder", "x.pcap"}, {"pkt", "--json", "--ladder", "x.pkt"}} {
+		out, errs, code := tcplab(t, args...)
+		if code != 2 || out != "" || !strings.Contains(errs, "--json and --ladder cannot go together") {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q", args, code, out, errs)
+		}
+	}
+}

@@ -95,6 +95,9 @@ was unsupported. With --corpus: 0, or 1 when a script failed on a backend.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := cli.Apart(cmd, "--json writes the run's events, --ladder draws them (--svg draws the ladder to a file beside the JSON)", "json", "ladder"); err != nil {
+				return err
+			}
 			if corpus != "" {
 				return pktCorpus(stdout, corpus, markdown, pkt.Options{Tolerance: tolerance, Seed: seed}, !onKernel || both, onKernel || both)
 			}
