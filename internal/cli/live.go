@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -54,11 +55,22 @@ func (p *pidFlag) Type() string { return "pid" }
 // as pflag's StringSlice does, without its CSV parsing (none of these
 // values has a comma or a quote), whose CSV writers cost every command
 // 4 KB of heap per flag at start-up.
-type listFlag struct{ v *[]string }
+//
+// Its type is what help shows as the value's name (--state states), and
+// with split false a value is taken whole (an address may hold a comma).
+type listFlag struct {
+	v     *[]string
+	typ   string
+	split bool
+}
 
 func (l listFlag) Set(s string) error {
 	if s == "" {
 		return nil // as pflag: an empty value adds nothing
+	}
+	if !l.split {
+		*l.v = append(*l.v, s)
+		return nil
 	}
 	for _, part := range strings.Split(s, ",") {
 		*l.v = append(*l.v, strings.TrimSpace(part))
@@ -73,12 +85,46 @@ func (l listFlag) String() string {
 	return strings.Join(*l.v, ",")
 }
 
-func (l listFlag) Type() string { return "strings" }
+func (l listFlag) Type() string { return l.typ }
 
-// listVar defines a listFlag.
-func listVar(fl *pflag.FlagSet, v *[]string, name, usage string) {
-	fl.Var(listFlag{v}, name, usage)
+// listVar defines a listFlag whose values may also be separated by commas;
+// typ names a value in help.
+func listVar(fl *pflag.FlagSet, v *[]string, name, typ, usage string) {
+	fl.Var(listFlag{v: v, typ: typ, split: true}, name, usage)
 }
+
+// RepeatVar defines a flag that may repeat, each value taken whole; typ
+// names a value in help.
+func RepeatVar(fl *pflag.FlagSet, v *[]string, name, typ, usage string) {
+	fl.Var(listFlag{v: v, typ: typ}, name, usage)
+}
+
+// timesFlag is a repeatable flag of durations (run --at).
+type timesFlag struct{ v *[]time.Duration }
+
+func (f timesFlag) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil {
+			return fmt.Errorf("%q is not a time such as 30s or 1m30s", part)
+		}
+		*f.v = append(*f.v, d)
+	}
+	return nil
+}
+
+func (f timesFlag) String() string {
+	if f.v == nil {
+		return ""
+	}
+	var parts []string
+	for _, d := range *f.v {
+		parts = append(parts, d.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f timesFlag) Type() string { return "time" }
 
 // filterFlags are the socket filters shared by ss and watch.
 type filterFlags struct {
@@ -92,12 +138,12 @@ type filterFlags struct {
 
 func (f *filterFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	listVar(fl, &f.states, "state", "only these states or groups (established, time-wait, SYN_RECV, ...; groups: connected, synchronized, bucket, big, listening, all); repeat or separate by commas")
+	listVar(fl, &f.states, "state", "states", "only these states or groups (established, time-wait, SYN_RECV, ...; groups: connected, synchronized, bucket, big, listening, all); repeat or separate by commas")
 	fl.BoolVarP(&f.listening, "listening", "l", false, "only listening sockets (same as --state listening)")
-	listVar(fl, &f.sport, "sport", "local port or range (80, 8000-8080); repeat for alternatives")
-	listVar(fl, &f.dport, "dport", "remote port or range; repeat for alternatives")
-	listVar(fl, &f.src, "src", "local address or prefix (127.0.0.1, 10.0.0.0/8, ::1)")
-	listVar(fl, &f.dst, "dst", "remote address or prefix")
+	listVar(fl, &f.sport, "sport", "ports", "local port or range (80, 8000-8080); repeat for alternatives")
+	listVar(fl, &f.dport, "dport", "ports", "remote port or range; repeat for alternatives")
+	listVar(fl, &f.src, "src", "prefixes", "local address or prefix (127.0.0.1, 10.0.0.0/8, ::1)")
+	listVar(fl, &f.dst, "dst", "prefixes", "remote address or prefix")
 	fl.BoolVarP(&f.ipv4, "ipv4", "4", false, "IPv4 sockets only")
 	fl.BoolVarP(&f.ipv6, "ipv6", "6", false, "IPv6 sockets only")
 }

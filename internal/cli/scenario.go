@@ -137,7 +137,7 @@ its budget, or an interrupted run.`,
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the run: the same seed gives the same trace")
 	fl.BoolVar(&f.asJSON, "json", false, "print the event stream as JSON lines (schema in docs/scenario-language.md)")
 	fl.BoolVar(&f.ladder, "ladder", false, "draw the ladder diagram instead of the event lines")
-	fl.DurationSliceVar(&f.at, "at", nil, "print an ss-style snapshot of every host at this virtual time (repeatable)")
+	fl.Var(timesFlag{&f.at}, "at", "print an ss-style snapshot of every host at this virtual time (repeatable)")
 	fl.BoolVar(&f.absolute, "absolute", false, "absolute sequence numbers, like tcpdump -S")
 	fl.BoolVar(&f.counters, "counters", false, "also print every counter change")
 	fl.BoolVar(&f.allTaps, "all-packets", false, "print every packet at both its sender and its receiver")

@@ -93,7 +93,7 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 		},
 	}
 	tf.Add(cmd)
-	listVar(cmd.Flags(), &ports, "port", "only this port (or range): a service's local port or an outgoing connection's remote port")
+	listVar(cmd.Flags(), &ports, "port", "ports", "only this port (or range): a service's local port or an outgoing connection's remote port")
 	cmd.Flags().DurationVar(&every, "watch", 0, "refresh every interval (1s, 500ms) until interrupted")
 	cmd.Flags().IntVar(&count, "count", 0, "with --watch, stop after this many refreshes (0: until interrupted)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write JSON (one object per refresh)")

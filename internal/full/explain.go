@@ -88,7 +88,7 @@ replays the connection's story in the simulator (tcplab run FILE; add
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringArrayVar(&f.conns, "conn", nil, "show these connections' timelines: an index, an address, :port or address:port")
+	cli.RepeatVar(fl, &f.conns, "conn", "conn", "show these connections' timelines: an index, an address, :port or address:port")
 	fl.BoolVar(&f.asJSON, "json", false, "one JSON object per connection, with both ends' timelines and findings")
 	fl.BoolVar(&f.ladder, "ladder", false, "draw the connection's ladder diagram")
 	fl.StringVar(&f.svg, "svg", "", "draw the connection's ladder diagram as SVG to this file")

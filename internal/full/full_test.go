@@ -66,3 +66,19 @@ func TestConflictingFlagsFull(t *testing.T) {
 		}
 	}
 }
+
+// Help names values for what they are, never by Go's types, and shows no
+// empty defaults.
+func TestHelpWithoutTypeInternals(t *testing.T) {
+	for _, cmd := range []string{"list", "run", "tour", "show", "ss", "stats", "doctor", "watch", "diff", "lab", "serve", "exporter", "pkt", "explain"} {
+		out, _, code := tcplab(t, cmd, "--help")
+		if code != 0 {
+			t.Fatalf("%s --help: exit %d", cmd, code)
+		}
+		for _, bad := range []string{"Slice", "stringArray", "(default [])", "strings ", "uint16", "int64", "float64"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s --help shows %q", cmd, bad)
+			}
+		}
+	}
+}
