@@ -17,6 +17,8 @@ type ReportOptions struct {
 	Absolute bool
 	Counters bool
 	AllTaps  bool
+	// Colour marks FAILED in bold red (a terminal's ANSI codes).
+	Colour bool
 }
 
 // WriteReport prints a run as `tcplab run` shows it: the title and
@@ -92,10 +94,18 @@ func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions
 		fmt.Fprintf(w, "  %-*s %s\n", hw, h.Name, strings.Join(parts, " "))
 	}
 	failed := res.Failed()
-	fmt.Fprintf(w, "\n%d of %d expectations held; virtual time %ss\n", len(res.Checks)-failed, len(res.Checks), trace.FormatTime(res.End))
+	clock := "virtual time" // the simulator's
+	if res.Backend == "kernel" {
+		clock = "wall time" // the kernel runs in real time
+	}
+	fmt.Fprintf(w, "\n%d of %d expectations held; %s %ss\n", len(res.Checks)-failed, len(res.Checks), clock, trace.FormatTime(res.End))
 	for _, c := range res.Checks {
 		if !c.OK {
-			fmt.Fprintf(w, "FAILED %s: %s\n  seen: %s\n", c.Pos, c.Text, c.Seen)
+			mark := "FAILED"
+			if o.Colour {
+				mark = ansiFailed
+			}
+			fmt.Fprintf(w, "%s %s: %s\n  seen: %s\n", mark, c.Pos, c.Text, c.Seen)
 		}
 	}
 	return nil
@@ -118,3 +128,10 @@ func (s *Scenario) HostNames() []string {
 	}
 	return out
 }
+
+// ansiFailed is FAILED in bold red, for a terminal.
+const ansiFailed = "\033[1;31mFAILED\033[0m"
+
+// ColourFailed marks every FAILED of text in bold red, for a terminal
+// (after a table is aligned: the codes take no room on the screen).
+func ColourFailed(text string) string { return strings.ReplaceAll(text, "FAILED", ansiFailed) }

@@ -187,3 +187,27 @@ func TestEventsNumbered(t *testing.T) {
 		t.Fatalf("last events %v %v", rec.Events[n-2].String(), rec.Events[n-1].String())
 	}
 }
+
+// A kernel run's report gives its time as wall time, a simulator run's as
+// virtual time.
+func TestReportClock(t *testing.T) {
+	sc, err := Builtin("handshake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec trace.Recorder
+	res, err := Run(sc, NewSim(1), Options{Sink: rec.Sink()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for backend, want := range map[string]string{"sim": "; virtual time ", "kernel": "; wall time "} {
+		res.Backend = backend
+		var b strings.Builder
+		if err := WriteReport(&b, res, rec.Events, ReportOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("%s: the report does not say %q:\n%s", backend, want, b.String())
+		}
+	}
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -208,7 +209,7 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 	if err != nil {
 		return err
 	}
-	ro := scenario.ReportOptions{Backend: desc, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
+	ro := scenario.ReportOptions{Colour: colour(stdout), Backend: desc, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
 		Counters: f.counters, AllTaps: f.allTaps}
 	res, err := runInterruptible(ctx, sc, b, opt)
 	var stopped *scenario.StoppedError
@@ -380,7 +381,8 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 				return fmt.Errorf("--quick and --jobs go with --kernel")
 			}
 			start := time.Now()
-			tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+			var table bytes.Buffer
+			tw := tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "scenario\tchecks\tvirtual time\tstates reached")
 			failed, checks := 0, 0
 			var virtual time.Duration
@@ -400,6 +402,13 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 				virtual += res.End
 			}
 			if err := tw.Flush(); err != nil {
+				return err
+			}
+			text := table.String()
+			if colour(stdout) {
+				text = scenario.ColourFailed(text) // after the alignment
+			}
+			if _, err := io.WriteString(stdout, text); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "\n%d scenarios, %d of %d expectations held, %s of virtual time in %s of wall time\n",

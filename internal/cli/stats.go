@@ -83,7 +83,15 @@ outgoing connections. --watch refreshes until interrupted (or --count times).`,
 					}
 				}
 				if !asJSON {
-					fmt.Fprintf(stdout, "\033[H\033[2J%s  (every %v, Ctrl-C to stop)\n\n", time.Now().Format("15:04:05"), every)
+					// A terminal shows one screen at a time; a pipe or a
+					// file gets every refresh, one after the other.
+					clear := ""
+					if isTerminal(stdout) {
+						clear = "\033[H\033[2J"
+					} else if n > 0 {
+						clear = "\n"
+					}
+					fmt.Fprintf(stdout, "%s%s  (every %v, Ctrl-C to stop)\n\n", clear, time.Now().Format("15:04:05"), every)
 				}
 				if err := once(); err != nil {
 					return err
