@@ -116,3 +116,12 @@ func Apart(cmd *cobra.Command, why string, names ...string) error {
 	}
 	return nil
 }
+
+// Count is n and a noun, in the plural unless n is 1 ("1 scenario",
+// "3 scenarios"; the plural adds s).
+func Count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

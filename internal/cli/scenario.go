@@ -411,8 +411,8 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 			if _, err := io.WriteString(stdout, text); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "\n%d scenarios, %d of %d expectations held, %s of virtual time in %s of wall time\n",
-				len(lib), checks-failed, checks, virtual.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+			fmt.Fprintf(stdout, "\n%s, %d of %d expectations held, %s of virtual time in %s of wall time\n",
+				Count(len(lib), "scenario"), checks-failed, checks, virtual.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 			fmt.Fprintln(stdout, "run one with `tcplab run NAME`; read one with `tcplab show NAME`")
 			if failed > 0 {
 				return &ExitError{Code: 1}

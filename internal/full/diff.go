@@ -304,9 +304,10 @@ func writeDiffText(w io.Writer, rows []diffRow, known []conformance.Known, stale
 	if n := count[conformance.VerdictInconclusive]; n > 0 {
 		inconclusive = fmt.Sprintf(", %d inconclusive", n)
 	}
-	fmt.Fprintf(w, "\n%d scenarios: %d agree, %d differ as documented, %d differ otherwise%s, %d skipped; Linux %s, %s of wall time, %d kernel runs at once\n",
-		len(rows), count[conformance.VerdictAgrees], count[conformance.VerdictKnown], count[conformance.VerdictDiffers], inconclusive,
-		count[verdictSkipped], kernelRelease(), wall.Round(100*time.Millisecond), jobs)
+	// As many runs at once as there were runs, at most --jobs.
+	fmt.Fprintf(w, "\n%s: %d agree, %d differ as documented, %d differ otherwise%s, %d skipped; Linux %s, %s of wall time, %s at once\n",
+		cli.Count(len(rows), "scenario"), count[conformance.VerdictAgrees], count[conformance.VerdictKnown], count[conformance.VerdictDiffers], inconclusive,
+		count[verdictSkipped], kernelRelease(), wall.Round(100*time.Millisecond), cli.Count(min(jobs, max(len(rows)-count[verdictSkipped], 1)), "kernel run"))
 	return nil
 }
 
@@ -534,8 +535,8 @@ func tourKernel(ctx context.Context, w io.Writer, lib []*scenario.Scenario, seed
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\n%d scenarios on Linux %s (%d not run), %d of %d expectations held, in %s of wall time with %d runs at once\n",
-		ran, kernelRelease(), len(notRun), checks-failed, checks, time.Since(start).Round(100*time.Millisecond), jobs)
+	fmt.Fprintf(w, "\n%s on Linux %s (%d not run), %d of %d expectations held, in %s of wall time with %s at once\n",
+		cli.Count(ran, "scenario"), kernelRelease(), len(notRun), checks-failed, checks, time.Since(start).Round(100*time.Millisecond), cli.Count(min(jobs, max(ran, 1)), "run"))
 	fmt.Fprintln(w, "run one with `tcplab run --kernel NAME`; compare with the simulator with `tcplab diff NAME`")
 	if interrupted != nil {
 		return interrupted
