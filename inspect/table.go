@@ -188,7 +188,10 @@ type Info struct {
 // InfoOf picks tcplab's fields out of tcp_info.
 func InfoOf(t *tcpInfo) Info {
 	return Info{RTTus: t.Rtt, RTTVarUs: t.Rttvar, RTOus: t.Rto, MSS: t.Snd_mss, Cwnd: t.Snd_cwnd,
-		Unacked: t.Unacked, Retrans: uint32(t.Retransmits), TotalRetrans: t.Total_retrans, Lost: t.Lost,
+		// retrans:X/Y as ss prints it: X is tcpi_retrans, the retransmitted
+		// segments not yet acknowledged, not tcpi_retransmits (the
+		// timeouts in a row, which -o shows in the timer).
+		Unacked: t.Unacked, Retrans: t.Retrans, TotalRetrans: t.Total_retrans, Lost: t.Lost,
 		BytesAcked: t.Bytes_acked, BytesReceived: t.Bytes_received}
 }
 
