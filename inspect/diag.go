@@ -30,6 +30,10 @@ type Socket struct {
 	Inode   uint32        `json:"inode"`
 	Cookie  uint64        `json:"cookie"`
 	Info    *tcpInfo      `json:"-"`
+	// Mem is the socket's memory when asked (Filter.Memory), as
+	// INET_DIAG_SKMEMINFO gives it: rmem_alloc, rcvbuf, wmem_alloc,
+	// sndbuf, fwd_alloc, wmem_queued, optmem, backlog, drops.
+	Mem *[9]uint32 `json:"-"`
 }
 
 // TimerName names the pending timer as ss -o does.
@@ -62,15 +66,17 @@ type Filter struct {
 	Src    []netip.Prefix
 	Dst    []netip.Prefix
 	Info   bool // ask for tcp_info too
+	Memory bool // ask for the socket's memory too (ss -m)
 }
 
 const (
-	inetDiagReqLen  = 56
-	inetDiagMsgLen  = 72
-	inetDiagInfo    = 2 // INET_DIAG_INFO
-	inetDiagReqBC   = 1 // INET_DIAG_REQ_BYTECODE
-	nlmsgHdrLen     = unix.NLMSG_HDRLEN
-	diagRecvBufSize = 64 << 10 // the kernel fills at most 32 KB per dump batch
+	inetDiagReqLen    = 56
+	inetDiagMsgLen    = 72
+	inetDiagInfo      = 2 // INET_DIAG_INFO
+	inetDiagSkmeminfo = 7 // INET_DIAG_SKMEMINFO: SK_MEMINFO_VARS u32s
+	inetDiagReqBC     = 1 // INET_DIAG_REQ_BYTECODE
+	nlmsgHdrLen       = unix.NLMSG_HDRLEN
+	diagRecvBufSize   = 64 << 10 // the kernel fills at most 32 KB per dump batch
 )
 
 // Diag is a NETLINK_SOCK_DIAG socket. It lists the sockets of the network
@@ -127,7 +133,14 @@ func (d *Diag) Each(f Filter, fn func(s *Socket)) error {
 		if fam == 6 {
 			af = unix.AF_INET6
 		}
-		if err := d.dump(af, states, f.Info, bc, fn); err != nil {
+		var ext uint8 // the extensions asked for (idiag_ext)
+		if f.Info {
+			ext |= 1 << (inetDiagInfo - 1)
+		}
+		if f.Memory {
+			ext |= 1 << (inetDiagSkmeminfo - 1)
+		}
+		if err := d.dump(af, states, ext, bc, fn); err != nil {
 			return err
 		}
 	}
@@ -142,7 +155,7 @@ func (d *Diag) Lookup(local, remote netip.AddrPort) (s Socket, found bool, err e
 	if !local.Addr().Is4() {
 		af = unix.AF_INET6
 	}
-	err = d.request(af, AllStates, false, nil, &lookupID{local, remote}, func(x *Socket) {
+	err = d.request(af, AllStates, 0, nil, &lookupID{local, remote}, func(x *Socket) {
 		s, found = *x, true
 	})
 	if errors.Is(err, unix.ENOENT) {
@@ -154,13 +167,13 @@ func (d *Diag) Lookup(local, remote netip.AddrPort) (s Socket, found bool, err e
 // lookupID names one socket in a request (struct inet_diag_sockid).
 type lookupID struct{ local, remote netip.AddrPort }
 
-func (d *Diag) dump(af uint8, states StateMask, info bool, bc []byte, fn func(*Socket)) error {
-	return d.request(af, states, info, bc, nil, fn)
+func (d *Diag) dump(af uint8, states StateMask, ext uint8, bc []byte, fn func(*Socket)) error {
+	return d.request(af, states, ext, bc, nil, fn)
 }
 
 // request sends a dump request, or a request for one socket when id is
 // given, and calls fn for each socket of the answer.
-func (d *Diag) request(af uint8, states StateMask, info bool, bc []byte, id *lookupID, fn func(*Socket)) error {
+func (d *Diag) request(af uint8, states StateMask, ext uint8, bc []byte, id *lookupID, fn func(*Socket)) error {
 	d.seq++
 	n := nlmsgHdrLen + inetDiagReqLen
 	if len(bc) > 0 {
@@ -178,9 +191,7 @@ func (d *Diag) request(af uint8, states StateMask, info bool, bc []byte, id *loo
 	r := req[nlmsgHdrLen:]
 	r[0] = af
 	r[1] = unix.IPPROTO_TCP
-	if info {
-		r[2] = 1 << (inetDiagInfo - 1)
-	}
+	r[2] = ext
 	binary.NativeEndian.PutUint32(r[4:], uint32(states))
 	if id != nil {
 		sid := r[8:56]
@@ -288,6 +299,13 @@ func parseDiagMsg(b []byte, s *Socket) bool {
 			dst := unsafe.Slice((*byte)(unsafe.Pointer(ti)), unsafe.Sizeof(*ti))
 			copy(dst, attrs[4:l])
 			s.Info = ti
+		}
+		if t == inetDiagSkmeminfo && l >= 4+9*4 {
+			m := new([9]uint32)
+			for i := range m {
+				m[i] = binary.NativeEndian.Uint32(attrs[4+4*i:])
+			}
+			s.Mem = m
 		}
 		attrs = attrs[min((l+3)&^3, len(attrs)):]
 	}

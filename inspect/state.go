@@ -50,6 +50,19 @@ func (s State) String() string {
 	return fmt.Sprintf("STATE%d", uint8(s))
 }
 
+// ssNames are the states as ss spells them.
+var ssNames = [...]string{"", "ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "TIME-WAIT", "UNCONN", "CLOSE-WAIT", "LAST-ACK", "LISTEN", "CLOSING", "SYN-RECV"}
+
+// SSName is the state as ss's table spells it (ESTAB, CLOSE-WAIT), which
+// every ss-like table of tcplab uses; JSON, metrics and the other views
+// keep String's names.
+func (s State) SSName() string {
+	if s > 0 && int(s) < len(ssNames) {
+		return ssNames[s]
+	}
+	return s.String()
+}
+
 // MarshalText writes the state's name, so JSON shows names.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 

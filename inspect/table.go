@@ -15,6 +15,13 @@ type TableOptions struct {
 	Procs  bool // the owning processes (needs Owners)
 	Timers bool // ss -o: timer, time left, retransmissions
 	Info   bool // ss -i: tcp_info (needs sockets dumped with Filter.Info)
+	// Extended is ss -e: the owner's uid (when not root), the inode and
+	// the socket's cookie.
+	Extended bool
+	// Memory is ss -m: the socket's memory (needs Filter.Memory).
+	Memory bool
+	// NoHeader is ss -H: no header line.
+	NoHeader bool
 }
 
 // endpoint writes an address as ss does: "*" for port 0, brackets for
@@ -61,16 +68,19 @@ func WriteTable(w io.Writer, socks []Socket, owners Owners, o TableOptions) erro
 	line = pad(line, start, lw+1)
 	start = len(line)
 	line = append(line, "Peer Address:Port"...)
-	if o.Procs || o.Timers || o.Info {
+	details := o.Procs || o.Timers || o.Info || o.Extended || o.Memory
+	if details {
 		line = pad(line, start, pw+1)
 		line = append(line, "Details"...)
 	}
 	line = append(line, '\n')
-	bw.Write(line)
+	if !o.NoHeader {
+		bw.Write(line)
+	}
 	for i := range socks {
 		s := &socks[i]
 		line = line[:0]
-		line = append(line, s.State.String()...)
+		line = append(line, s.State.SSName()...)
 		line = pad(line, 0, 11)
 		line = append(line, ' ')
 		line = rightNum(line, uint64(s.RecvQ), 6)
@@ -82,7 +92,7 @@ func WriteTable(w io.Writer, socks []Socket, owners Owners, o TableOptions) erro
 		line = pad(line, start, lw+1)
 		start = len(line)
 		line = endpoint(line, s.Remote)
-		if o.Procs || o.Timers || o.Info {
+		if details {
 			line = pad(line, start, pw+1)
 			line = appendDetails(line, s, owners, o)
 		}
@@ -133,6 +143,31 @@ func appendDetails(b []byte, s *Socket, owners Owners, o TableOptions) []byte {
 		b = append(b, trace.SSDuration(s.Expires)...)
 		b = append(b, ',')
 		b = strconv.AppendUint(b, uint64(s.Retrans), 10)
+		b = append(b, ')')
+	}
+	if o.Extended {
+		sep()
+		if s.UID != 0 {
+			b = append(b, "uid:"...)
+			b = strconv.AppendUint(b, uint64(s.UID), 10)
+			b = append(b, ' ')
+		}
+		b = append(b, "ino:"...)
+		b = strconv.AppendUint(b, uint64(s.Inode), 10)
+		b = append(b, " sk:"...)
+		b = strconv.AppendUint(b, s.Cookie, 16)
+	}
+	if o.Memory && s.Mem != nil {
+		sep()
+		m := s.Mem
+		b = append(b, "skmem:("...)
+		for i, name := range [...]string{"r", "rb", "t", "tb", "f", "w", "o", "bl", "d"} {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, name...)
+			b = strconv.AppendUint(b, uint64(m[i]), 10)
+		}
 		b = append(b, ')')
 	}
 	if o.Info && s.Info != nil {

@@ -169,13 +169,18 @@ func WriteSS(w io.Writer, socks []Socket) error {
 		if s.Timer != "" {
 			timer = fmt.Sprintf("timer:(%s,%s,%d)", s.Timer, SSDuration(s.TimerLeft), s.Retransmits)
 		}
+		// Addresses as ss spells them: a wildcard is 0.0.0.0 (or [::]),
+		// and a peer not yet known is that with port *.
 		local := s.Local.String()
 		if s.State == "LISTEN" || !s.Local.IsValid() {
-			local = fmt.Sprintf("%s:%d", addrOrStar(s.Local.Addr()), s.Local.Port())
+			local = wildcardOr(s.Local.Addr()) + ":" + strconv.Itoa(int(s.Local.Port()))
 		}
 		peer := remoteText(s.Remote)
 		if peer == "*" {
-			peer = "*:*"
+			peer = wildcardOr(netip.Addr{}) + ":*"
+			if s.Local.Addr().Is6() {
+				peer = "[::]:*"
+			}
 		}
 		extra := ""
 		if s.FD == 0 && s.State != "TIME_WAIT" && s.Parent != 0 {
@@ -190,9 +195,14 @@ func WriteSS(w io.Writer, socks []Socket) error {
 	return nil
 }
 
-func addrOrStar(a netip.Addr) string {
-	if !a.IsValid() || a.IsUnspecified() {
-		return "*"
+// wildcardOr is an address as ss prints it: an IPv6 one in brackets, and
+// none (a socket bound to a port only, in the IPv4 simulator) as 0.0.0.0.
+func wildcardOr(a netip.Addr) string {
+	switch {
+	case !a.IsValid():
+		return "0.0.0.0"
+	case a.Is6():
+		return "[" + a.String() + "]"
 	}
 	return a.String()
 }

@@ -35,7 +35,7 @@ func TestWriteSS(t *testing.T) {
 			Timer: "on", TimerLeft: 1600 * time.Millisecond, Retransmits: 2, SendQ: 1},
 	})
 	want := `State       Recv-Q Send-Q  Local Address:Port    Peer Address:Port     Timer
-LISTEN           3    128  *:80                  *:*                   
+LISTEN           3    128  0.0.0.0:80            0.0.0.0:*             
 ESTAB            0      0  10.0.0.2:80           10.0.0.1:40000         (not accepted)
 TIME-WAIT        0      0  10.0.0.1:40000        10.0.0.2:80           timer:(timewait,59sec,0)
 FIN-WAIT-1       0      1  10.0.0.1:40001        10.0.0.2:80           timer:(on,1.600ms,2) (orphan: closed by its program)

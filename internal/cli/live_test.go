@@ -142,7 +142,7 @@ func TestLiveNetnsPID(t *testing.T) {
 	pid := strconv.Itoa(child.Process.Pid)
 
 	out, errs, code := tcplab(t, "ss", "--netns-pid", pid, "--state", "close-wait", "--sport", strconv.Itoa(port))
-	if code != 0 || strings.Count(out, "CLOSE_WAIT") != len(clients) || !strings.Contains(out, clients[0]) {
+	if code != 0 || strings.Count(out, "CLOSE-WAIT") != len(clients) || !strings.Contains(out, clients[0]) {
 		t.Errorf("ss --netns-pid %s: exit %d, stderr %q; want the %d CLOSE_WAITs of the namespace:\n%s", pid, code, errs, len(clients), out)
 	}
 	out, errs, code = tcplab(t, "stats", "--netns-pid="+pid, "--port", strconv.Itoa(port), "--processes=false")
@@ -151,7 +151,7 @@ func TestLiveNetnsPID(t *testing.T) {
 	}
 	// Without the flag: this host, where the port has none of them.
 	out, errs, code = tcplab(t, "ss", "--state", "close-wait", "--sport", strconv.Itoa(port))
-	if code != 0 || strings.Contains(out, "CLOSE_WAIT") {
+	if code != 0 || strings.Contains(out, "CLOSE-WAIT") {
 		t.Errorf("ss without --netns-pid: exit %d, stderr %q; want this host's table, without the namespace's sockets:\n%s", code, errs, out)
 	}
 	_, errs, code = tcplab(t, "ss", "--netns-pid", pid, "-N", "/proc/self/ns/net")
@@ -190,7 +190,7 @@ func TestLiveSSAndStats(t *testing.T) {
 
 	// The other side, filtered by the kernel, in the table.
 	out, errs, code = tcplab(t, "ss", "-N", path, "--state", "fin-wait-2", "--dport", fmt.Sprint(port))
-	if code != 0 || strings.Count(out, "FIN_WAIT2") != 3 || strings.Count(out, "\n") != 4 || !strings.HasPrefix(out, "State       Recv-Q Send-Q Local Address:Port") {
+	if code != 0 || strings.Count(out, "FIN-WAIT-2") != 3 || strings.Count(out, "\n") != 4 || !strings.HasPrefix(out, "State       Recv-Q Send-Q Local Address:Port") {
 		t.Errorf("ss --state fin-wait-2: exit %d %s\n%s", code, errs, out)
 	}
 	// -p names this process as the listener's owner.

@@ -13,7 +13,10 @@ func newSS(stdout io.Writer) *cobra.Command {
 		tf                  TargetFlags
 		ff                  filterFlags
 		procs, info, timers bool
+		extended, memory    bool
+		noHeader            bool
 		asJSON              bool
+		tcp, all, numeric   bool // ss's -t -a -n: what tcplab ss does anyway
 	)
 	cmd := &cobra.Command{
 		Use:   "ss",
@@ -28,6 +31,15 @@ filters: the state mask, and ports and addresses compiled to inet_diag
 bytecode, so a filtered query costs little even among many sockets. Filters
 of one kind are alternatives; different kinds must all match.
 
+ss's habits work: its short options combine (-tanp, -lnt), and a filter
+may follow them as ss takes it: state STATE, exclude STATE, sport/dport
+with = > >= < <= and :PORT, src/dst with an address, prefix or ADDR:PORT,
+parentheses and "and"; "or" between conditions of one kind. The columns
+and states are spelt as ss spells them (ESTAB, CLOSE-WAIT; 0.0.0.0:* for a
+listener's peer). tcplab ss lists every state unless filtered (as ss -a),
+never resolves names (as ss -n) and lists only TCP (as ss -t): -a, -n
+and -t are accepted for the habit.
+
 Root is not needed for your own namespace; -p shows only the processes you
 may look into (all of them as root), and entering another namespace needs
 root.`,
@@ -36,15 +48,21 @@ root.`,
   tcplab ss --state close-wait --sport 8080  # CLOSE_WAIT on local port 8080
   tcplab ss --state synchronized --dst 10.0.0.0/8 -o
   tcplab ss --state established -i --json
+  tcplab ss -tanp                            # as ss -tanp
+  tcplab ss -tn state established '( sport = :22 or sport = :443 )'
+  tcplab ss -tan exclude time-wait dst 10.0.0.0/8
   sudo tcplab ss -N myns                     # inside network namespace myns`,
-		Args: cobra.NoArgs,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			defer oneShot()()
+			if err := ff.ssExpr(args); err != nil {
+				return err
+			}
 			f, err := ff.filter()
 			if err != nil {
 				return err
 			}
-			f.Info = info
+			f.Info, f.Memory = info, memory
 			h, err := inspect.OpenHost(tf.Target())
 			if err != nil {
 				return err
@@ -62,7 +80,7 @@ root.`,
 				}
 				owners = inspect.FindOwners(inodes, true)
 			}
-			o := inspect.TableOptions{Procs: procs, Timers: timers, Info: info}
+			o := inspect.TableOptions{Procs: procs, Timers: timers, Info: info, Extended: extended, Memory: memory, NoHeader: noHeader}
 			if asJSON {
 				return inspect.WriteJSON(stdout, socks, owners, o)
 			}
@@ -74,6 +92,12 @@ root.`,
 	cmd.Flags().BoolVarP(&procs, "processes", "p", false, "show the processes holding each socket (reads /proc/*/fd)")
 	cmd.Flags().BoolVarP(&info, "info", "i", false, "show tcp_info: rtt, rto, mss, cwnd, unacked, retransmissions, lost, bytes")
 	cmd.Flags().BoolVarP(&timers, "options", "o", false, "show the pending timer, its time left and its retransmission count")
+	cmd.Flags().BoolVarP(&extended, "extended", "e", false, "show the owner's uid (when not root), the inode and the socket's cookie (sk)")
+	cmd.Flags().BoolVarP(&memory, "memory", "m", false, "show the socket's memory: skmem:(r,rb,t,tb,f,w,o,bl,d) as ss prints it")
+	cmd.Flags().BoolVarP(&noHeader, "no-header", "H", false, "leave out the header line")
+	cmd.Flags().BoolVarP(&tcp, "tcp", "t", false, "TCP sockets (tcplab ss lists only those; for ss's habit)")
+	cmd.Flags().BoolVarP(&all, "all", "a", false, "every state (what tcplab ss lists unless filtered; for ss's habit)")
+	cmd.Flags().BoolVarP(&numeric, "numeric", "n", false, "numbers, not names (tcplab ss never resolves; for ss's habit)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write JSON")
 	return cmd
 }
