@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tcplab/tcplab/sim"
 	"github.com/tcplab/tcplab/tcp"
@@ -192,6 +194,11 @@ func (p *parser) tokenize(line string) bool {
 func (p *parser) pos(col int) Pos { return Pos{p.file, p.line, col} }
 
 func (p *parser) fail(col int, msg, hint string) {
+	// What is missing at the end of a line is shown at its last
+	// character: a column is always within the line.
+	if n := utf8.RuneCountInString(strings.TrimRight(p.text, " \t")); col > n && n > 0 {
+		col = n
+	}
 	panic(lineError{&Error{Pos: p.pos(col), Msg: clip(msg), Hint: clip(hint)}})
 }
 
@@ -433,6 +440,10 @@ func (p *parser) parseHost() {
 	at := p.word("an IPv4 address", ex)
 	a, err := netip.ParseAddr(at.s)
 	if err != nil || !a.Is4() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
+		// The host is declared all the same, with an address standing in
+		// (the scenario will not run), so that later lines naming it do
+		// not each fail with "unknown host".
+		p.declareHost(HostDecl{Pos: p.pos(n.col), Name: n.s, Addr: netip.AddrFrom4([4]byte{0, 0, 0, byte(len(p.sc.Hosts) + 1)})})
 		p.fail(at.col, fmt.Sprintf("%q is not a usable IPv4 host address", at.s), "the lab's hosts use private addresses such as 10.0.0.1")
 	}
 	if owner, ok := p.addrs[a]; ok {
@@ -449,14 +460,19 @@ func (p *parser) parseHost() {
 		hd.Profile = t.s
 	}
 	p.done(ex)
+	p.declareHost(hd)
+	p.addrs[a] = n.s
+}
+
+// declareHost adds a host to the scenario and its names.
+func (p *parser) declareHost(hd HostDecl) {
 	p.sc.Hosts = append(p.sc.Hosts, hd)
 	// The map points into the slice, which append may move: rebuild it
 	// (at most MaxHosts times).
 	for i := range p.sc.Hosts {
 		p.hosts[p.sc.Hosts[i].Name] = &p.sc.Hosts[i]
 	}
-	p.addrs[a] = n.s
-	p.names[n.s] = map[string]nameKind{}
+	p.names[hd.Name] = map[string]nameKind{}
 }
 
 func (p *parser) parseSet() {
@@ -603,6 +619,44 @@ func isOption(s string) bool {
 	return false
 }
 
+// nameOnFailure is deferred by parseCall: when a call that names a socket
+// fails to parse, its name (from `as NAME`, or the default) is defined all
+// the same, so that the lines using it report their own errors rather
+// than "no socket named ...". It passes the failure on.
+func (p *parser) nameOnFailure(host string, v Verb, repeat int, c *CallStep) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	def, kind := "", nkSocket
+	switch {
+	case v == VSocket:
+		def = "sock"
+	case v == VListen && c.Sock == "":
+		def, kind = "listener", nkListener
+	case v == VAccept, v == VConnect && c.Sock == "":
+		def, kind = "conn", nkConn
+	}
+	if def != "" && p.names[host] != nil {
+		name := def
+		for k := p.i; k+1 < len(p.toks); k++ {
+			if p.toks[k].s == "as" && isName(p.toks[k+1].s, repeat > 0) {
+				name = p.toks[k+1].s
+			}
+		}
+		for i := 1; i <= max(repeat, 1); i++ {
+			n := name
+			if repeat > 0 {
+				n = strings.ReplaceAll(name, "{i}", strconv.Itoa(i))
+			}
+			if _, taken := p.names[host][n]; !taken {
+				p.names[host][n] = kind
+			}
+		}
+	}
+	panic(r)
+}
+
 // newName reads `as NAME` or gives the default, checking it is free.
 func (p *parser) newName(host, def string, repeat int, kind nameKind) string {
 	name, col := def, p.endCol()
@@ -701,6 +755,7 @@ func (p *parser) parseCall(host string, repeat int) {
 		p.fail(vt.col, fmt.Sprintf("unknown call %q", vt.s), didYouMean(vt.s, cands))
 	}
 	c := &CallStep{Verb: v, Repeat: repeat}
+	defer p.nameOnFailure(host, v, repeat, c)
 	switch v {
 	case VSocket:
 		c.As = p.newName(host, "sock", repeat, nkSocket)
@@ -980,8 +1035,18 @@ func (p *parser) parseRule() {
 			}
 			name = n.s
 		default:
-			p.fail(t.col, fmt.Sprintf("unknown rule word %q", t.s),
-				didYouMean(t.s, []string{"flags", "sport", "dport", "src", "dst", "skip", "count", "probability", "drop", "reject", "delay", "duplicate", "as"}))
+			// A rule still without its action most likely misspells one:
+			// an action as near as any word is suggested first, and the
+			// rule is taken as having one, so that the line gets one
+			// error.
+			actions := []string{"drop", "reject", "delay", "duplicate"}
+			words := []string{"flags", "sport", "dport", "src", "dst", "skip", "count", "probability", "as"}
+			if c := suggest(t.s, actions); c != "" && !haveAction && editDistance(t.s, c) <= editDistance(t.s, cmp.Or(suggest(t.s, words), c)) {
+				p.fail(t.col, fmt.Sprintf("unknown rule word %q", t.s), fmt.Sprintf("did you mean %q?", c))
+				haveAction = true
+				continue
+			}
+			p.fail(t.col, fmt.Sprintf("unknown rule word %q", t.s), didYouMean(t.s, append(words, actions...)))
 		}
 	}
 	if !haveAction {

@@ -112,10 +112,10 @@ func TestParseErrors(t *testing.T) {
 		{hosts + "client: connect server:80\nexpect client: conn state ESTABLISHD", `t:4:27: unknown state "ESTABLISHD" (hint: did you mean "ESTABLISHED"?)`},
 		{hosts + "expect server: counter ListenOverflow = 1", `t:3:24: unknown counter "ListenOverflow" (hint: did you mean "ListenOverflows"?)`},
 		{hosts + "client: connect server:80\nexpect client: conn connect = ECONNREFUSE", `t:4:31: unknown errno "ECONNREFUSE" (hint: did you mean "ECONNREFUSED"?)`},
-		{hosts + "client: connect server:80\nclient: connect server:81", `t:4:26: socket name "conn" is already used on client`},
-		{hosts + "client: connect server:80 as a\nclient: connect server:80 as b\nclient: close", `t:5:14: close on client: which socket? (hint: name one of: a, b)`},
+		{hosts + "client: connect server:80\nclient: connect server:81", `t:4:25: socket name "conn" is already used on client`},
+		{hosts + "client: connect server:80 as a\nclient: connect server:80 as b\nclient: close", `t:5:13: close on client: which socket? (hint: name one of: a, b)`},
 		{hosts + "client: close", `needs a socket, and none is defined yet`},
-		{hosts + "rule server in dport 80", `t:3:24: the rule has no action`},
+		{hosts + "rule server in dport 80", `t:3:23: the rule has no action`},
 		{hosts + "rule server in dport 80 drop\nremove rule x", `t:4:13: no rule named "x"`},
 		{hosts + "after 1s\nhost late 10.0.0.3", `t:4:1: hosts are declared before the first step`},
 		{hosts + "expect client conn state CLOSED", `t:3:14: expected a colon after the host`},
@@ -178,10 +178,50 @@ func TestParseManyErrors(t *testing.T) {
 	}
 }
 
+// A broken line does not make the lines after it fail for its sake: a
+// call that names a socket defines the name anyway, a host with a bad
+// address is declared anyway, and an unknown word in a rule without its
+// action is taken for the action it most likely misspells. Each broken
+// line gives one error, at a column within it.
+func TestParseNoCascade(t *testing.T) {
+	for _, c := range []struct {
+		src  string
+		want []string
+	}{
+		{hosts + "server: listen 80\nclient: connect server\nuntil client: conn connect returned within 3s\nclient: write conn 10 bytes\nclient: close",
+			[]string{`t:4:17: "server" is not an address and port`}},
+		{hosts + "client: connect serve:80 as web\nclient: close web", []string{`t:3:17: "serve" is neither a host nor an IPv4 address (hint: did you mean "server"?)`}},
+		{"host client 10.0.0.1\nhost server 10.0.0.300\nserver: listen 80\nclient: connect server:80\nuntil client: conn connect returned within 3s",
+			[]string{`t:2:13: "10.0.0.300" is not a usable IPv4 host address`}},
+		{hosts + "rule server in dport 80 dorp", []string{`t:3:25: unknown rule word "dorp" (hint: did you mean "drop"?)`}},
+		{hosts + "rule server in dprot 80 drop", []string{`t:3:16: unknown rule word "dprot" (hint: did you mean "dport"?)`}},
+	} {
+		_, err := Parse("t", c.src)
+		var el ErrorList
+		if !errors.As(err, &el) {
+			t.Errorf("%q: %v", c.src, err)
+			continue
+		}
+		if len(el) != len(c.want) {
+			t.Errorf("%q: %d errors, want %d:\n%v", c.src, len(el), len(c.want), err)
+			continue
+		}
+		for i, w := range c.want {
+			if !strings.Contains(el[i].Error(), w) {
+				t.Errorf("%q: error %d is %v, want %s", c.src, i, el[i], w)
+			}
+			line := strings.Split(c.src, "\n")[el[i].Pos.Line-1]
+			if el[i].Pos.Col < 1 || el[i].Pos.Col > len(line) {
+				t.Errorf("%q: column %d outside line %q", c.src, el[i].Pos.Col, line)
+			}
+		}
+	}
+}
+
 func TestSuggest(t *testing.T) {
 	for _, c := range [][3]string{
 		{"conect", "connect", ""}, {"ListenOverflow", "ListenOverflows", ""}, {"zzzzzz", "", ""},
-		{"overflows", "ListenOverflows", ""},
+		{"overflows", "ListenOverflows", ""}, {"lsiten", "listen", ""}, {"cloes", "close", ""},
 	} {
 		got := suggest(c[0], []string{"connect", "close", "ListenOverflows", "listen"})
 		if got != c[1] {
