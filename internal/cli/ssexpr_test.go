@@ -13,9 +13,9 @@ import (
 // ss's filter words become the filter flags' values.
 func TestSSExpr(t *testing.T) {
 	for _, tc := range []struct {
-		args                            []string
+		args                           []string
 		states, sport, dport, src, dst []string
-		err                             string
+		err                            string
 	}{
 		{args: []string{"state", "established", "( sport = :22 )"}, states: []string{"established"}, sport: []string{"22"}},
 		{args: []string{"state", "established", "(", "sport", "=", ":22", "or", "sport", "eq", ":443", ")"}, states: []string{"established"}, sport: []string{"22", "443"}},
