@@ -26,6 +26,24 @@ type ReportOptions struct {
 // states each host reached, its counters, and the expectations.
 func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions) error {
 	sc := res.Scenario
+	if o.Backend == "" {
+		o.Backend = res.Backend
+	}
+	view := WriteReportHead(w, sc, o)
+	if o.Ladder {
+		if err := trace.WriteLadder(w, sc.HostNames(), events, o.Absolute); err != nil {
+			return err
+		}
+	} else if err := trace.WriteText(w, events, view); err != nil {
+		return err
+	}
+	return WriteReportTail(w, res, o)
+}
+
+// WriteReportHead prints the report's head: the title, the explanation and
+// the hosts. It returns the view that prints its event lines, for a report
+// whose events are printed as they happen (a kernel run).
+func WriteReportHead(w io.Writer, sc *Scenario, o ReportOptions) *trace.Text {
 	fmt.Fprintf(w, "%s: %s\n", sc.Name, sc.Title)
 	if sc.Explain != "" {
 		for _, l := range strings.Split(sc.Explain, "\n") {
@@ -42,20 +60,17 @@ func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions
 		hs = append(hs, fmt.Sprintf("%s %s (%s)", h.Name, h.Addr, profileOr(p)))
 		hw = max(hw, len(h.Name))
 	}
-	backend := o.Backend
-	if backend == "" {
-		backend = res.Backend
-	}
-	fmt.Fprintf(w, "  hosts: %s; %s\n\n", strings.Join(hs, ", "), backend)
-	if o.Ladder {
-		if err := trace.WriteLadder(w, sc.HostNames(), events, o.Absolute); err != nil {
-			return err
-		}
-	} else {
-		view := &trace.Text{Absolute: o.Absolute, Counters: o.Counters, AllTaps: o.AllTaps, HostWidth: hw}
-		if err := trace.WriteText(w, events, view); err != nil {
-			return err
-		}
+	fmt.Fprintf(w, "  hosts: %s; %s\n\n", strings.Join(hs, ", "), o.Backend)
+	return &trace.Text{Absolute: o.Absolute, Counters: o.Counters, AllTaps: o.AllTaps, HostWidth: hw}
+}
+
+// WriteReportTail prints what follows the events: the snapshots asked
+// for, the states each host reached, its counters and the expectations.
+func WriteReportTail(w io.Writer, res *Result, o ReportOptions) error {
+	sc := res.Scenario
+	hw := 6
+	for _, h := range sc.Hosts {
+		hw = max(hw, len(h.Name))
 	}
 	for _, s := range res.Snapshots {
 		fmt.Fprintf(w, "\nsockets at %s", trace.FormatTime(s.At))

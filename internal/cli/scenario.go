@@ -211,12 +211,43 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 	}
 	ro := scenario.ReportOptions{Colour: colour(stdout), Backend: desc, Profile: f.profile, Ladder: f.ladder, Absolute: f.absolute,
 		Counters: f.counters, AllTaps: f.allTaps}
-	res, err := runInterruptible(ctx, sc, b, opt)
+	// A kernel run takes real time: its lines are printed as they happen,
+	// each flushed at once, on a terminal and in a pipe alike. A simulator
+	// run is over in an instant and prints its report at the end.
+	streaming := f.kernel && !f.ladder
+	if streaming {
+		record := opt.Sink
+		if f.asJSON {
+			opt.Sink = func(e trace.Event) {
+				record(e)
+				w.Flush()
+			}
+		} else {
+			view := scenario.WriteReportHead(w, sc, ro)
+			w.Flush()
+			opt.Sink = func(e trace.Event) {
+				record(e)
+				if line, ok := view.Line(&e); ok {
+					w.WriteString(line)
+					w.WriteByte('\n')
+					w.Flush()
+				}
+			}
+		}
+	}
+	var res *scenario.Result
+	report := func() error {
+		if streaming {
+			return scenario.WriteReportTail(w, res, ro)
+		}
+		return scenario.WriteReport(w, res, rec.Events, ro)
+	}
+	res, err = runInterruptible(ctx, sc, b, opt)
 	var stopped *scenario.StoppedError
 	if errors.As(err, &stopped) && res != nil {
 		// Show what the run did up to its stop, then the reason.
 		if !f.asJSON {
-			if werr := scenario.WriteReport(w, res, rec.Events, ro); werr != nil {
+			if werr := report(); werr != nil {
 				return werr
 			}
 		}
@@ -267,7 +298,7 @@ func runOne(ctx context.Context, stdout io.Writer, arg string, f runFlags) (err 
 			}
 		}
 	} else {
-		if err := scenario.WriteReport(w, res, rec.Events, ro); err != nil {
+		if err := report(); err != nil {
 			return err
 		}
 	}

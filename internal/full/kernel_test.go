@@ -1,6 +1,7 @@
 package full
 
 import (
+	"bufio"
 	"bytes"
 	"os"
 	"os/exec"
@@ -296,5 +297,50 @@ func TestKernelPcap(t *testing.T) {
 	t.Logf("%d packet lines, tcpdump read %d packets", lines, strings.Count(string(dump), "\n"))
 	if n := strings.Count(string(dump), "\n"); n != lines || n < 6 {
 		t.Errorf("tcpdump read %d packets, the run printed %d packet lines (want at least the handshake's 3 at 2 taps)\n%s", n, lines, dump)
+	}
+}
+
+// A kernel run prints its lines as they happen, in a pipe too: the
+// handshake's lines arrive while the run still waits out its script, not
+// all at the end.
+func TestKernelRunStreams(t *testing.T) {
+	if err := kernel.Check(); err != nil {
+		t.Skip(err)
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "wait.tcplab")
+	src := "title a handshake, then 3 s of nothing\nhost client 10.0.0.1\nhost server 10.0.0.2\nserver: listen 80\nclient: connect server:80\nafter 3s\nclient: close\n"
+	if err := os.WriteFile(file, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := buildTcplab(t)
+	cmd := exec.Command(bin, "run", "--kernel", file)
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var firstState time.Duration
+	var all bytes.Buffer
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		if firstState == 0 && strings.Contains(sc.Text(), "SYN_SENT -> ESTABLISHED") {
+			firstState = time.Since(start)
+		}
+		all.WriteString(sc.Text() + "\n")
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("%v\n%s", err, all.String())
+	}
+	total := time.Since(start)
+	if firstState == 0 || total-firstState < 2*time.Second {
+		t.Fatalf("the handshake's line came at %v of %v: not streamed\n%s", firstState, total, all.String())
+	}
+	if !strings.Contains(all.String(), "expectations held; wall time") {
+		t.Errorf("no report tail:\n%s", all.String())
 	}
 }
