@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,6 +17,7 @@ func newDoctor(stdout io.Writer) *cobra.Command {
 		tf       TargetFlags
 		interval time.Duration
 		asJSON   bool
+		quiet    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "doctor",
@@ -54,10 +56,8 @@ Root is not needed for your own namespace, but processes are named only where
 			}
 			sig, stop := interrupts()
 			defer stop()
-			select {
-			case <-time.After(interval):
-			case <-sig:
-				return fmt.Errorf("interrupted before the second sample")
+			if err := countdown(cmd.ErrOrStderr(), interval, quiet, sig); err != nil {
+				return err
 			}
 			b, err := inspect.TakeSample(h)
 			if err != nil {
@@ -85,6 +85,44 @@ Root is not needed for your own namespace, but processes are named only where
 	}
 	tf.Add(cmd)
 	cmd.Flags().DurationVar(&interval, "interval", 5*time.Second, "time between the two samples")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "no countdown to the second sample on standard error")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "write the findings as JSON")
 	return cmd
+}
+
+// countdown waits for the second sample, saying so on w (standard error):
+// on a terminal a line that counts the seconds down and is cleared at the
+// end, elsewhere one line. A signal ends the wait with an error.
+func countdown(w io.Writer, d time.Duration, quiet bool, sig <-chan os.Signal) error {
+	end := time.Now().Add(d)
+	tty := isTerminal(w) && !quiet
+	if !quiet && !tty {
+		fmt.Fprintf(w, "doctor: first sample taken; the second in %v\n", d)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		left := time.Until(end)
+		if left <= 0 {
+			break
+		}
+		if tty {
+			secs := (left + time.Second - 1) / time.Second // whole seconds, rounded up
+			fmt.Fprintf(w, "\rdoctor: first sample taken; the second in %v ", secs*time.Second)
+		}
+		select {
+		case <-time.After(left):
+		case <-tick.C:
+			continue
+		case <-sig:
+			if tty {
+				fmt.Fprint(w, "\r\033[K")
+			}
+			return fmt.Errorf("interrupted before the second sample")
+		}
+	}
+	if tty {
+		fmt.Fprint(w, "\r\033[K") // the line goes: the findings follow
+	}
+	return nil
 }

@@ -88,3 +88,28 @@ expect client: conn connect = ECONNREFUSED
 		t.Errorf("stats --watch in a pipe: exit %d, %q", code, pipe)
 	}
 }
+
+// doctor says on standard error that it waits for its second sample: a
+// countdown on a terminal, cleared before the findings; one line in a
+// pipe; nothing with -q.
+func TestDoctorCountdown(t *testing.T) {
+	master, tty := openPTY(t)
+	done := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(master)
+		done <- b
+	}()
+	code := runContext(context.Background(), []string{"doctor", "--interval", "1500ms"}, io.Discard, tty)
+	tty.Close()
+	out := string(<-done)
+	if code > 1 || !strings.Contains(out, "\rdoctor: first sample taken; the second in 2s") || !strings.HasSuffix(out, "\r\033[K") {
+		t.Errorf("on a terminal: exit %d, %q", code, out)
+	}
+	_, errs, code := tcplab(t, "doctor", "--interval", "10ms")
+	if code > 1 || errs != "doctor: first sample taken; the second in 10ms\n" {
+		t.Errorf("in a pipe: exit %d, %q", code, errs)
+	}
+	if _, errs, code := tcplab(t, "doctor", "--interval", "10ms", "-q"); code > 1 || errs != "" {
+		t.Errorf("-q: exit %d, %q", code, errs)
+	}
+}
