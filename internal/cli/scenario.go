@@ -378,6 +378,7 @@ func newTour(stdout io.Writer) *cobra.Command {
 	var (
 		seed     uint64
 		onKernel bool
+		quiet    bool
 		quick    bool
 		jobs     int
 	)
@@ -406,7 +407,11 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 				if Full.TourKernel == nil {
 					return handoff(cmd)
 				}
-				return Full.TourKernel(cmd.Context(), stdout, lib, seed, jobs, quick)
+				ctx := cmd.Context()
+				if !quiet {
+					ctx = WithProgress(ctx, cmd.ErrOrStderr())
+				}
+				return Full.TourKernel(ctx, stdout, lib, seed, jobs, quick)
 			}
 			if quick || cmd.Flags().Changed("jobs") {
 				return fmt.Errorf("--quick and --jobs go with --kernel")
@@ -456,6 +461,7 @@ does not let anyone shorten, such as TIME_WAIT's 60 s).`,
 	fl.BoolVar(&onKernel, "kernel", false, "run on this machine's Linux kernel in network namespaces (needs root; real time)")
 	fl.BoolVar(&quick, "quick", false, "with --kernel: leave out scenarios whose script runs longer than 30 s")
 	fl.IntVar(&jobs, "jobs", 12, "with --kernel: scenarios run at once")
+	fl.BoolVarP(&quiet, "quiet", "q", false, "with --kernel: no progress on standard error")
 	return cmd
 }
 

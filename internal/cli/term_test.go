@@ -5,9 +5,12 @@ import (
 	"context"
 	"io"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -111,5 +114,56 @@ func TestDoctorCountdown(t *testing.T) {
 	}
 	if _, errs, code := tcplab(t, "doctor", "--interval", "10ms", "-q"); code > 1 || errs != "" {
 		t.Errorf("-q: exit %d, %q", code, errs)
+	}
+}
+
+// A batch's progress: a line per run that ends in a pipe; on a terminal
+// one line rewritten in place and cleared at the end; nothing without a
+// writer (-q).
+func TestProgress(t *testing.T) {
+	var b bytes.Buffer
+	ctx := WithProgress(context.Background(), &b)
+	p := NewProgress(ctx, "kernel runs", []time.Duration{60 * time.Second, 2 * time.Second, time.Second}, 2)
+	p.Start("hutu", 60*time.Second)
+	p.Start("handshake", 2*time.Second)
+	p.Done("handshake", 2100*time.Millisecond)
+	p.Start("syn-recv", time.Second)
+	p.Done("syn-recv", time.Second)
+	p.Done("hutu", 61*time.Second)
+	p.Close()
+	want := []string{
+		"kernel runs: 1 of 3 done: handshake in 2.1s; running hutu; T elapsed, about 1m0s left",
+		"kernel runs: 2 of 3 done: syn-recv in 1s; running hutu; T elapsed, about 1m0s left",
+		"kernel runs: 3 of 3 done: hutu in 1m1s; none running; T elapsed, about 0s left",
+	}
+	// The elapsed time is this test's; a slow machine may take a second
+	// from the estimate too.
+	norm := regexp.MustCompile(`[0-9ms]+ elapsed`)
+	got := strings.Split(norm.ReplaceAllString(strings.TrimSpace(b.String()), "T elapsed"), "\n")
+	got = slices.Clone(got)
+	for i := range got {
+		got[i] = strings.Replace(got[i], "about 59s left", "about 1m0s left", 1)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("in a pipe:\n%s\nwant\n%s", b.String(), strings.Join(want, "\n"))
+	}
+	if NewProgress(context.Background(), "x", nil, 1) != nil {
+		t.Error("a progress without a writer")
+	}
+	master, tty := openPTY(t)
+	done := make(chan []byte)
+	go func() {
+		out, _ := io.ReadAll(master)
+		done <- out
+	}()
+	p = NewProgress(WithProgress(context.Background(), tty), "kernel runs", []time.Duration{time.Second}, 1)
+	p.Start("hutu", time.Second)
+	p.Done("hutu", time.Second)
+	p.Close()
+	tty.Close()
+	out := string(<-done)
+	if !strings.HasPrefix(out, "\rkernel runs: 0/1 done; running hutu;") || !strings.Contains(out, "\rkernel runs: 1/1 done;") ||
+		!strings.HasSuffix(out, "\r\033[K") || strings.Contains(out, "\n") {
+		t.Errorf("on a terminal: %q", out)
 	}
 }

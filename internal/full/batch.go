@@ -61,6 +61,12 @@ func runKernelBatch(ctx context.Context, sims []simRun, jobs int, quick bool) ([
 		}
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return int(sims[b].res.End - sims[a].res.End) })
+	lengths := make([]time.Duration, len(order))
+	for k, i := range order {
+		lengths[k] = sims[i].res.End
+	}
+	prog := cli.NewProgress(ctx, "kernel runs", lengths, min(jobs, len(order)))
+	defer prog.Close()
 	// One watcher for the batch: a signal interrupts every running
 	// scenario (each then removes its lab) and starts no more.
 	var mu, build sync.Mutex
@@ -91,9 +97,11 @@ func runKernelBatch(ctx context.Context, sims []simRun, jobs int, quick bool) ([
 				active[b] = true
 				mu.Unlock()
 				start := time.Now()
+				prog.Start(sims[i].sc.Name, sims[i].res.End)
 				var rec trace.Recorder
 				res, err := runKernel(sims[i].sc, b, scenario.Options{Sink: rec.Sink()})
 				out[i] = kernelRun{res: res, events: rec.Events, err: err, wall: time.Since(start)}
+				prog.Done(sims[i].sc.Name, out[i].wall)
 				mu.Lock()
 				delete(active, b)
 				mu.Unlock()

@@ -21,6 +21,7 @@ import (
 )
 
 type diffFlags struct {
+	quiet    bool
 	all      bool
 	jobs     int
 	quick    bool
@@ -87,12 +88,17 @@ inconclusive after its runs alone.`,
 			if f.all == (len(args) > 0) {
 				return errors.New("name scenarios or give --all (not both)")
 			}
-			return runDiff(cmd.Context(), stdout, args, f)
+			ctx := cmd.Context()
+			if !f.quiet {
+				ctx = cli.WithProgress(ctx, cmd.ErrOrStderr())
+			}
+			return runDiff(ctx, stdout, args, f)
 		},
 	}
 	fl := cmd.Flags()
 	fl.BoolVar(&f.all, "all", false, "every built-in scenario")
 	fl.IntVar(&f.jobs, "jobs", 12, "kernel runs at once")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no progress on standard error")
 	fl.BoolVar(&f.quick, "quick", false, "leave out scenarios whose script runs longer than 30 s")
 	fl.BoolVar(&f.markdown, "markdown", false, "write the conformance report as Markdown (docs/conformance.md)")
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the simulator's runs")
