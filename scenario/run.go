@@ -101,8 +101,8 @@ type Snapshot struct {
 
 // HostSockets is one host's sockets.
 type HostSockets struct {
-	Host    string
-	Sockets []trace.Socket
+	Host    string         `json:"host"`
+	Sockets []trace.Socket `json:"sockets"`
 }
 
 // Check is an expectation's outcome.

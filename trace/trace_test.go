@@ -101,7 +101,7 @@ func TestEventJSONRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(b), `"kind":"packet"`) || !strings.Contains(string(b), `"Flags":"SYN,ACK"`) || !strings.Contains(string(b), `"dir":"out"`) {
+	if !strings.Contains(string(b), `"kind":"packet"`) || !strings.Contains(string(b), `"flags":"SYN,ACK"`) || !strings.Contains(string(b), `"dir":"out"`) {
 		t.Fatalf("JSON lacks readable names: %s", b)
 	}
 	var back []Event

@@ -20,12 +20,15 @@ const (
 )
 
 // SACKBlock is one block of a SACK option: bytes [Left, Right) were received.
-type SACKBlock struct{ Left, Right Seq }
+type SACKBlock struct {
+	Left  Seq `json:"left"`
+	Right Seq `json:"right"`
+}
 
 // RawOption is an option kind the model does not interpret, kept as bytes.
 type RawOption struct {
-	Kind uint8
-	Data []byte
+	Kind uint8  `json:"kind"`
+	Data []byte `json:"data"`
 }
 
 // Options are the TCP options of a segment. The Has* fields say which
@@ -36,17 +39,18 @@ type RawOption struct {
 // segment byte for byte. When Order is nil, Marshal writes the layout
 // Linux's tcp_options_write emits: on a SYN "mss, sackOK, TS, nop, wscale".
 type Options struct {
-	HasMSS           bool
-	MSS              uint16
-	HasWScale        bool
-	WScale           uint8
-	SACKPermitted    bool
-	HasTimestamps    bool
-	TSVal, TSEcr     uint32
-	SACK             []SACKBlock
-	Unknown          []RawOption
-	Order            []uint8
-	trailingPadBytes int // bytes after an EOL, kept for exact re-marshalling
+	HasMSS           bool        `json:"has_mss"`
+	MSS              uint16      `json:"mss"`
+	HasWScale        bool        `json:"has_wscale"`
+	WScale           uint8       `json:"wscale"`
+	SACKPermitted    bool        `json:"sack_permitted"`
+	HasTimestamps    bool        `json:"has_timestamps"`
+	TSVal            uint32      `json:"ts_val"`
+	TSEcr            uint32      `json:"ts_ecr"`
+	SACK             []SACKBlock `json:"sack"`
+	Unknown          []RawOption `json:"unknown"`
+	Order            []uint8     `json:"order"`
+	trailingPadBytes int         // bytes after an EOL, kept for exact re-marshalling
 }
 
 // Empty reports whether no option is present.

@@ -11,20 +11,23 @@ import (
 // Segment is one TCP segment together with the IPv4 header fields that
 // matter to a lab: addresses, TTL, ID, TOS and the don't-fragment bit.
 type Segment struct {
-	Src, Dst         netip.Addr
-	SrcPort, DstPort uint16
-	Seq, Ack         Seq
-	Flags            Flags
-	Window           uint16 // the raw header value, before window scaling
-	Urgent           uint16
-	Reserved         uint8 // the four reserved header bits (AE/NS included)
-	Options          Options
-	Payload          []byte
+	Src      netip.Addr `json:"src"`
+	Dst      netip.Addr `json:"dst"`
+	SrcPort  uint16     `json:"src_port"`
+	DstPort  uint16     `json:"dst_port"`
+	Seq      Seq        `json:"seq"`
+	Ack      Seq        `json:"ack"`
+	Flags    Flags      `json:"flags"`
+	Window   uint16     `json:"window"` // the raw header value, before window scaling
+	Urgent   uint16     `json:"urgent"`
+	Reserved uint8      `json:"reserved"` // the four reserved header bits (AE/NS included)
+	Options  Options    `json:"options"`
+	Payload  []byte     `json:"payload"`
 
-	TTL uint8
-	ID  uint16
-	TOS uint8
-	DF  bool
+	TTL uint8  `json:"ttl"`
+	ID  uint16 `json:"id"`
+	TOS uint8  `json:"tos"`
+	DF  bool   `json:"df"`
 }
 
 // Len is the segment's length in sequence space: payload plus one for SYN

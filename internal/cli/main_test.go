@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -316,5 +317,45 @@ func TestConflictingFlags(t *testing.T) {
 	out, errs, code := tcplab(t, "run", "hutu", "--json", "--ladder")
 	if code != 2 || out != "" || !strings.Contains(errs, "--json and --ladder cannot go together") {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+}
+
+// Every key of every JSON object tcplab run --json writes is snake_case,
+// snapshots included.
+func TestJSONKeysSnakeCase(t *testing.T) {
+	out, errs, code := tcplab(t, "run", "close-wait", "--json", "--at", "1s")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	snake := regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	var walk func(v any, path string)
+	walk = func(v any, path string) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if !snake.MatchString(k) {
+					t.Errorf("key %q at %s is not snake_case", k, path)
+				}
+				walk(e, path+"."+k)
+			}
+		case []any:
+			for _, e := range x {
+				walk(e, path+"[]")
+			}
+		}
+	}
+	snapshots := 0
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v any
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Fatalf("%v: %s", err, l)
+		}
+		if m, ok := v.(map[string]any); ok && m["kind"] == "snapshot" {
+			snapshots++
+		}
+		walk(v, "")
+	}
+	if snapshots != 1 {
+		t.Errorf("%d snapshots, want 1", snapshots)
 	}
 }
