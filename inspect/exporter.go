@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 )
 
 // CollectorOptions tune a Collector; the zero value is the defaults.
@@ -63,7 +65,10 @@ type Collector struct {
 	prev   *Sample
 	errors float64
 
-	sockets, byState, counter, gauge, sockstat, findings, duration, scrapeErrors *metricDesc
+	sockets, byState, findings, duration, scrapeErrors *metricDesc
+	// kernel are the families of the kernel's counters, gauges and
+	// sockstat fields, one a field, made as the fields are first seen.
+	kernel map[string]*metricDesc
 }
 
 // NewCollector returns a collector reading h. h must stay open while the
@@ -83,15 +88,7 @@ func NewCollector(h *Host, o CollectorOptions) *Collector {
 	c.byState = newMetricDesc("tcplab_sockets_by_state", gaugeType,
 		"TCP sockets per state, all ports together (SYN_RECV includes request sockets). Every state is present, 0 when none.",
 		"state")
-	c.counter = newMetricDesc("tcplab_netstat_total", counterType,
-		"The kernel's TCP counters, as netstat -s reads them: group Tcp of /proc/net/snmp and TcpExt of /proc/net/netstat, named as the kernel names them (fields of Tcp that are not counters are in tcplab_netstat).",
-		"group", "name")
-	c.gauge = newMetricDesc("tcplab_netstat", gaugeType,
-		"The fields of group Tcp of /proc/net/snmp that are not counters: CurrEstab, MaxConn, RtoAlgorithm, RtoMin, RtoMax (ms).",
-		"group", "name")
-	c.sockstat = newMetricDesc("tcplab_sockstat", gaugeType,
-		"/proc/net/sockstat and sockstat6, groups TCP and TCP6: sockets in use, orphans, TIME_WAIT (tw), allocated, and memory in pages (mem).",
-		"group", "name")
+	c.kernel = map[string]*metricDesc{}
 	c.findings = newMetricDesc("tcplab_doctor_findings", gaugeType,
 		"Findings of tcplab doctor between the previous scrape and this one, per kind and level; every kind is present at levels warning and error, 0 when none. "+
 			"The exporter's first scrape has no previous sample: all are 0 then.",
@@ -186,24 +183,101 @@ func (c *Collector) socketFamilies(socks []Socket) []*family {
 	return []*family{sockets, byState}
 }
 
+// counterFamilies writes each kernel field as a metric of its own, named
+// after its group and field in snake_case, in base units: a counter of
+// /proc/net/snmp's Tcp or /proc/net/netstat's TcpExt is
+// tcplab_tcpext_listen_overflows_total; Tcp's fields that are not counters
+// are gauges (tcplab_tcp_curr_estab; RtoMin and RtoMax in seconds); a
+// sockstat field is tcplab_sockstat_tcp_inuse (its mem in bytes). One
+// metric a field, so that sum() and rate() mean something.
 func (c *Collector) counterFamilies(s Sample) []*family {
-	counter, gauge, sockstat := newFamily(c.counter), newFamily(c.gauge), newFamily(c.sockstat)
+	var fams []*family
 	for _, group := range []string{"Tcp", "TcpExt"} {
-		for name, v := range s.Counters[group] {
+		names := make([]string, 0, len(s.Counters[group]))
+		for name := range s.Counters[group] {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			v := s.Counters[group][name]
+			base := "tcplab_" + strings.ToLower(group) + "_" + snakeCase(name)
 			if group == "Tcp" && tcpGauges[name] {
-				gauge.add(float64(v), group, name)
+				value, help := float64(v), fmt.Sprintf("The kernel's %s %s (/proc/net/snmp), a gauge.", group, name)
+				if name == "RtoMin" || name == "RtoMax" {
+					base += "_seconds" // the kernel gives milliseconds
+					value /= 1000
+					help = fmt.Sprintf("The kernel's %s %s (/proc/net/snmp), in seconds.", group, name)
+				}
+				fams = append(fams, c.kernelFamily(base, gaugeType, help, value))
 				continue
 			}
+			file := "/proc/net/snmp"
+			if group == "TcpExt" {
+				file = "/proc/net/netstat"
+			}
 			// Counters past 2^63 were stored wrapped; they are unsigned.
-			counter.add(float64(uint64(v)), group, name)
+			fams = append(fams, c.kernelFamily(base+"_total", counterType,
+				fmt.Sprintf("The kernel's counter %s %s (%s, as netstat -s reads it).", group, name, file), float64(uint64(v))))
 		}
 	}
 	for _, group := range sockstatGroups {
-		for name, v := range s.Counters[group] {
-			sockstat.add(float64(v), group, name)
+		names := make([]string, 0, len(s.Counters[group]))
+		for name := range s.Counters[group] {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			v := float64(s.Counters[group][name])
+			file := "/proc/net/sockstat"
+			if strings.HasSuffix(group, "6") {
+				file += "6"
+			}
+			base := "tcplab_sockstat_" + strings.ToLower(group) + "_" + snakeCase(name)
+			help := fmt.Sprintf("%s %s %s: %s.", file, group, name, sockstatMeaning[name])
+			if name == "mem" {
+				base += "_bytes" // the kernel gives pages
+				v *= float64(os.Getpagesize())
+				help = fmt.Sprintf("%s %s mem: the memory TCP's buffers hold, in bytes (the kernel counts pages).", file, group)
+			}
+			fams = append(fams, c.kernelFamily(base, gaugeType, help, v))
 		}
 	}
-	return []*family{counter, gauge, sockstat}
+	return fams
+}
+
+// sockstatMeaning says what a sockstat field counts.
+var sockstatMeaning = map[string]string{"inuse": "sockets in use", "orphan": "orphaned sockets (closed by their program, not yet done)",
+	"tw": "sockets in TIME_WAIT", "alloc": "sockets allocated"}
+
+// kernelFamily is a family of one series for a kernel field.
+func (c *Collector) kernelFamily(name string, typ metricType, help string, v float64) *family {
+	d := c.kernel[name]
+	if d == nil {
+		d = newMetricDesc(name, typ, help)
+		c.kernel[name] = d
+	}
+	f := newFamily(d)
+	f.add(v)
+	return f
+}
+
+// snakeCase spells a kernel field's name as a Prometheus name is spelt:
+// ListenOverflows is listen_overflows, TCPAbortOnData tcp_abort_on_data,
+// TCPMD5NotFound tcpmd5_not_found.
+func snakeCase(s string) string {
+	rs := []rune(s)
+	b := make([]rune, 0, len(rs)+4)
+	for i, r := range rs {
+		if i > 0 && unicode.IsUpper(r) {
+			prev := rs[i-1]
+			nextLower := i+1 < len(rs) && unicode.IsLower(rs[i+1])
+			if unicode.IsLower(prev) || unicode.IsDigit(prev) || unicode.IsUpper(prev) && nextLower {
+				b = append(b, '_')
+			}
+		}
+		b = append(b, unicode.ToLower(r))
+	}
+	return string(b)
 }
 
 func (c *Collector) findingFamily(fs []Finding) *family {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -165,17 +166,17 @@ func TestExporterCollector(t *testing.T) {
 	if n := len(first["tcplab_sockets_by_state"]); n != int(Closing) {
 		t.Errorf("tcplab_sockets_by_state has %d states, want %d", n, Closing)
 	}
-	if _, ok := value(first["tcplab_netstat_total"], map[string]string{"group": "TcpExt", "name": "ListenOverflows"}); !ok {
-		t.Error("tcplab_netstat_total{group=TcpExt,name=ListenOverflows} is missing")
+	if _, ok := value(first["tcplab_tcpext_listen_overflows_total"], map[string]string{}); !ok {
+		t.Error("tcplab_tcpext_listen_overflows_total is missing")
 	}
-	if _, ok := value(first["tcplab_netstat"], map[string]string{"group": "Tcp", "name": "CurrEstab"}); !ok {
-		t.Error("tcplab_netstat{group=Tcp,name=CurrEstab} is missing")
+	if _, ok := value(first["tcplab_tcp_curr_estab"], map[string]string{}); !ok {
+		t.Error("tcplab_tcp_curr_estab is missing")
 	}
-	if _, ok := value(first["tcplab_netstat_total"], map[string]string{"group": "Tcp", "name": "CurrEstab"}); ok {
+	if _, ok := first["tcplab_tcp_curr_estab_total"]; ok {
 		t.Error("CurrEstab is exported as a counter")
 	}
-	if v, ok := value(first["tcplab_sockstat"], map[string]string{"group": "TCP", "name": "inuse"}); !ok || v < 1 {
-		t.Errorf("tcplab_sockstat{group=TCP,name=inuse} = %v (present %v), want >= 1", v, ok)
+	if v, ok := value(first["tcplab_sockstat_tcp_inuse"], map[string]string{}); !ok || v < 1 {
+		t.Errorf("tcplab_sockstat_tcp_inuse = %v (present %v), want >= 1", v, ok)
 	}
 	if n := len(first["tcplab_doctor_findings"]); n != 2*len(FindingKinds) {
 		t.Errorf("tcplab_doctor_findings has %d series, want %d", n, 2*len(FindingKinds))
@@ -382,20 +383,28 @@ func TestExporterFormat(t *testing.T) {
 		labels []string
 	}{
 		{"tcplab_doctor_findings", dto.MetricType_GAUGE, []string{"kind", "level"}},
-		{"tcplab_netstat", dto.MetricType_GAUGE, []string{"group", "name"}},
-		{"tcplab_netstat_total", dto.MetricType_COUNTER, []string{"group", "name"}},
 		{"tcplab_scrape_duration_seconds", dto.MetricType_GAUGE, nil},
 		{"tcplab_scrape_errors_total", dto.MetricType_COUNTER, nil},
 		{"tcplab_sockets", dto.MetricType_GAUGE, []string{"port", "state"}},
 		{"tcplab_sockets_by_state", dto.MetricType_GAUGE, []string{"state"}},
-		{"tcplab_sockstat", dto.MetricType_GAUGE, []string{"group", "name"}},
+		{"tcplab_sockstat_tcp_inuse", dto.MetricType_GAUGE, nil},
+		{"tcplab_sockstat_tcp_mem_bytes", dto.MetricType_GAUGE, nil},
+		{"tcplab_tcp_curr_estab", dto.MetricType_GAUGE, nil},
+		{"tcplab_tcp_retrans_segs_total", dto.MetricType_COUNTER, nil},
+		{"tcplab_tcp_rto_max_seconds", dto.MetricType_GAUGE, nil},
+		{"tcplab_tcpext_listen_overflows_total", dto.MetricType_COUNTER, nil},
+		{"tcplab_tcpext_tcp_abort_on_data_total", dto.MetricType_COUNTER, nil},
 	}
 	helps := map[string]string{}
-	for _, d := range []*metricDesc{c.sockets, c.byState, c.counter, c.gauge, c.sockstat, c.findings, c.duration, c.scrapeErrors} {
+	for _, d := range []*metricDesc{c.sockets, c.byState, c.findings, c.duration, c.scrapeErrors} {
 		helps[d.name] = d.help
 	}
-	if len(mfs) != len(want) {
-		t.Errorf("%d families, want %d", len(mfs), len(want))
+	for name, d := range c.kernel {
+		helps[name] = d.help
+	}
+	// A family per kernel field: far more than the fixed ones.
+	if len(mfs) < 100 {
+		t.Errorf("%d families, want one per kernel field", len(mfs))
 	}
 	last := -1
 	for _, w := range want {
@@ -468,5 +477,46 @@ func TestExporterScrapeError(t *testing.T) {
 	}
 	if n := len(m["tcplab_sockets_by_state"]); n != int(Closing) {
 		t.Errorf("after a failed scrape: %d states, want %d", n, Closing)
+	}
+}
+
+// Every metric is in base units and says its type in its name, as
+// Prometheus's conventions want: a counter ends in _total and a gauge does
+// not; times are seconds (RtoMax is 120 s, not 120000) and memory bytes
+// (sockstat's mem is whole pages). One metric a counter, so sum() means
+// something: no family has a label naming a counter.
+func TestExporterUnits(t *testing.T) {
+	c := newTestCollector(t, CollectorOptions{})
+	mfs := parseExposition(t, scrapeText(t, c))
+	for name, mf := range mfs {
+		total := strings.HasSuffix(name, "_total")
+		if (mf.GetType() == dto.MetricType_COUNTER) != total {
+			t.Errorf("%s: type %v with a name that %s in _total", name, mf.GetType(), map[bool]string{true: "ends", false: "does not end"}[total])
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "name" || l.GetName() == "group" {
+					t.Errorf("%s: label %s=%s: one metric a counter", name, l.GetName(), l.GetValue())
+				}
+			}
+		}
+		if strings.Contains(mf.GetHelp(), "(ms)") || strings.Contains(mf.GetHelp(), "in pages") {
+			t.Errorf("%s: help %q speaks of a unit that is not the base one", name, mf.GetHelp())
+		}
+	}
+	if v, ok := value(mfs["tcplab_tcp_rto_max_seconds"].GetMetric(), map[string]string{}); !ok || v != 120 {
+		t.Errorf("tcplab_tcp_rto_max_seconds = %v (present %v), want 120", v, ok)
+	}
+	if v, ok := value(mfs["tcplab_tcp_rto_min_seconds"].GetMetric(), map[string]string{}); !ok || v != 0.2 {
+		t.Errorf("tcplab_tcp_rto_min_seconds = %v (present %v), want 0.2", v, ok)
+	}
+	if v, ok := value(mfs["tcplab_sockstat_tcp_mem_bytes"].GetMetric(), map[string]string{}); !ok || int64(v)%int64(os.Getpagesize()) != 0 {
+		t.Errorf("tcplab_sockstat_tcp_mem_bytes = %v (present %v), want whole pages of %d bytes", v, ok, os.Getpagesize())
+	}
+	for in, want := range map[string]string{"ListenOverflows": "listen_overflows", "TCPAbortOnData": "tcp_abort_on_data",
+		"TCPMD5NotFound": "tcpmd5_not_found", "TWRecycled": "tw_recycled", "InCsumErrors": "in_csum_errors", "TW": "tw", "inuse": "inuse"} {
+		if got := snakeCase(in); got != want {
+			t.Errorf("snakeCase(%q) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -45,11 +45,15 @@ sysctls) and exports:
                                      ports as port="other", sockets whose local
                                      port has no listener as port="outgoing"
   tcplab_sockets_by_state{state}     sockets per state, all ports together
-  tcplab_netstat_total{group,name}   the kernel's counters, groups Tcp and
-                                     TcpExt (ListenOverflows, RetransSegs, ...)
-  tcplab_netstat{group,name}         Tcp's gauges: CurrEstab, MaxConn, Rto*
-  tcplab_sockstat{group,name}        sockstat TCP and TCP6: inuse, orphan, tw,
-                                     alloc, mem
+  tcplab_tcpext_listen_overflows_total, tcplab_tcp_retrans_segs_total, ...
+                                     the kernel's counters of groups Tcp and
+                                     TcpExt, one metric each, in snake_case
+  tcplab_tcp_curr_estab, tcplab_tcp_rto_max_seconds, ...
+                                     Tcp's gauges (CurrEstab, MaxConn, Rto*),
+                                     times in seconds
+  tcplab_sockstat_tcp_inuse, tcplab_sockstat_tcp_mem_bytes, ...
+                                     sockstat TCP and TCP6: inuse, orphan, tw,
+                                     alloc, and mem in bytes
   tcplab_doctor_findings{kind,level} the doctor's findings between the previous
                                      scrape and this one, every kind at levels
                                      warning and error (0 on the first scrape)

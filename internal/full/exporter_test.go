@@ -93,8 +93,8 @@ func TestExporterServe(t *testing.T) {
 	resp, body := do("GET", "/metrics")
 	code := resp.StatusCode
 	for _, want := range []string{`tcplab_sockets{port=`, `tcplab_sockets_by_state{state="LISTEN"}`,
-		`tcplab_netstat_total{group="TcpExt",name="ListenOverflows"}`, `tcplab_doctor_findings{kind="close-wait-leak",level="error"} 0`,
-		"# TYPE tcplab_netstat_total counter", "tcplab_scrape_errors_total 0"} {
+		"tcplab_tcpext_listen_overflows_total ", `tcplab_doctor_findings{kind="close-wait-leak",level="error"} 0`,
+		"# TYPE tcplab_tcpext_listen_overflows_total counter", "tcplab_scrape_errors_total 0"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics: status %d, body lacks %q", code, want)
 		}
@@ -110,8 +110,8 @@ func TestExporterServe(t *testing.T) {
 	if n := len(mfs["tcplab_doctor_findings"].GetMetric()); n != 2*len(inspect.FindingKinds) {
 		t.Errorf("decoded %d tcplab_doctor_findings series, want %d", n, 2*len(inspect.FindingKinds))
 	}
-	if mf := mfs["tcplab_netstat_total"]; mf.GetType() != dto.MetricType_COUNTER {
-		t.Errorf("tcplab_netstat_total decoded as %v", mf.GetType())
+	if mf := mfs["tcplab_tcpext_listen_overflows_total"]; mf.GetType() != dto.MetricType_COUNTER {
+		t.Errorf("tcplab_tcpext_listen_overflows_total decoded as %v", mf.GetType())
 	}
 
 	resp, zbody := do("GET", "/metrics", "Accept-Encoding", "gzip")
