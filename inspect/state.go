@@ -178,3 +178,13 @@ func groupList() []string {
 	sort.Strings(out)
 	return out
 }
+
+// StateWords are the words --state takes, for shell completion: ss's
+// names of the states, then its groups.
+func StateWords() []string {
+	var out []string
+	for s := Established; s <= Closing; s++ {
+		out = append(out, strings.ToLower(strings.ReplaceAll(s.SSName(), "_", "-")))
+	}
+	return append(out, groupList()...)
+}

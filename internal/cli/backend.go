@@ -35,6 +35,7 @@ var fullCommands = []struct{ Name, Short string }{
 	{"explain", "Infer both ends' TCP states and findings from a pcap or pcapng capture"},
 	{"exporter", "Serve this host's TCP states, kernel counters and doctor findings as Prometheus metrics"},
 	{"lab", "Look after what kernel runs create (namespaces, tracefs instances)"},
+	{"man", "Write tcplab's man pages into a directory"},
 	{"pkt", "Run packetdrill scripts against the engine"},
 	{"serve", "Serve a web page to pick, edit and run scenarios and see their pictures"},
 }

@@ -138,6 +138,7 @@ type filterFlags struct {
 
 func (f *filterFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	defer cmd.RegisterFlagCompletionFunc("state", CompleteStates)
 	listVar(fl, &f.states, "state", "states", "only these states or groups (established, time-wait, SYN_RECV, ...; groups: connected, synchronized, bucket, big, listening, all); repeat or separate by commas")
 	fl.BoolVarP(&f.listening, "listening", "l", false, "only listening sockets (same as --state listening)")
 	listVar(fl, &f.sport, "sport", "ports", "local port or range (80, 8000-8080); repeat for alternatives")

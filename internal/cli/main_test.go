@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -357,5 +358,28 @@ func TestJSONKeysSnakeCase(t *testing.T) {
 	}
 	if snapshots != 1 {
 		t.Errorf("%d snapshots, want 1", snapshots)
+	}
+}
+
+// The shell completes scenario names, profiles and states.
+func TestCompletion(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"__complete", "run", "hu"}, []string{"hutu"}},
+		{[]string{"__complete", "show", "syn-recv"}, []string{"syn-recv", "syn-recv-windows"}},
+		{[]string{"__complete", "run", "hutu", "--profile", "w"}, []string{"windows-classic"}},
+		{[]string{"__complete", "ss", "--state", "close"}, []string{"close-wait", "closed"}},
+	} {
+		out, _, code := tcplab(t, c.args...)
+		got := strings.Split(strings.TrimSpace(out), "\n")
+		got = got[:len(got)-1] // the directive
+		if code != 0 || !slices.Equal(got, c.want) {
+			t.Errorf("%q: exit %d, %q, want %q", c.args, code, got, c.want)
+		}
+	}
+	if out, _, code := tcplab(t, "completion", "bash"); code != 0 || !strings.Contains(out, "__start_tcplab") {
+		t.Errorf("completion bash: exit %d", code)
 	}
 }

@@ -60,6 +60,9 @@ func newShow(stdout io.Writer) *cobra.Command {
 		Short:   "Print a built-in scenario's source, to read it or start your own",
 		Example: "  tcplab show hutu\n  tcplab show syn-flood > flood.tcplab",
 		Args:    cobra.ExactArgs(1),
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+			return matching(scenario.Names(), prefix), cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			src, ok := scenario.BuiltinSource(args[0])
 			if !ok {
@@ -122,7 +125,8 @@ its budget, or an interrupted run.`,
   tcplab run accept-overflow --at 1s --at 10s
   tcplab run my.tcplab --profile windows-classic
   tcplab run time-wait --json | jq -c 'select(.kind=="state")'`,
-		Args: cobra.ExactArgs(1),
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: CompleteScenarios,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := Apart(cmd, "--json writes the events, --ladder draws them (--svg draws the ladder to a file beside the JSON)", "json", "ladder"); err != nil {
 				return err
@@ -135,6 +139,7 @@ its budget, or an interrupted run.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.profile, "profile", "", "run every host with this profile ("+strings.Join(tcp.ProfileNames(), ", ")+")")
+	cmd.RegisterFlagCompletionFunc("profile", CompleteProfiles)
 	fl.Uint64Var(&f.seed, "seed", 1, "seed of the run: the same seed gives the same trace")
 	fl.BoolVar(&f.asJSON, "json", false, "print the event stream as JSON lines (schema in docs/scenario-language.md)")
 	fl.BoolVar(&f.ladder, "ladder", false, "draw the ladder diagram instead of the event lines")

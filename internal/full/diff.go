@@ -84,6 +84,10 @@ inconclusive after its runs alone.`,
   sudo tcplab diff --all
   sudo tcplab diff --all --quick
   sudo tcplab diff --all --markdown > docs/conformance.md`,
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+			names, _ := cli.CompleteScenarios(cmd, args, prefix)
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.all == (len(args) > 0) {
 				return errors.New("name scenarios or give --all (not both)")

@@ -17,7 +17,7 @@ import (
 // Install gives package cli every command and the kernel backend.
 func Install() {
 	cli.Full.Commands = map[string]func(io.Writer) *cobra.Command{"diff": newDiff, "explain": newExplain,
-		"exporter": newExporter, "lab": newLab, "pkt": newPkt, "serve": newServe}
+		"exporter": newExporter, "lab": newLab, "man": newMan, "pkt": newPkt, "serve": newServe}
 	cli.Full.KernelBackend = kernelBackend
 	cli.Full.TourKernel = tourKernel
 }

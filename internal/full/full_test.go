@@ -3,6 +3,7 @@ package full
 import (
 	"bytes"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -81,4 +82,40 @@ func TestHelpWithoutTypeInternals(t *testing.T) {
 			}
 		}
 	}
+}
+
+// tcplab man writes a page per command, made from their help, and leaves
+// a page already there alone unless --force.
+func TestMan(t *testing.T) {
+	dir := t.TempDir()
+	out, errs, code := tcplab(t, "man", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, p := range []string{"tcplab.1", "tcplab-run.1", "tcplab-ss.1", "tcplab-explain.1", "tcplab-lab-clean.1"} {
+		b, err := os.ReadFile(filepath.Join(dir, p))
+		if err != nil || !strings.Contains(string(b), ".TH \"TCPLAB\" \"1\"") {
+			t.Errorf("%s: %v %.100q", p, err, b)
+		}
+	}
+	run, _ := os.ReadFile(filepath.Join(dir, "tcplab-run.1"))
+	if !strings.Contains(string(run), `\fB--kernel\fP`) {
+		t.Errorf("tcplab-run.1 lacks --kernel")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tcplab-ss.1"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := tcplab(t, "man", dir); code != 0 || !strings.Contains(errs, "tcplab-ss.1 is already there: left alone") {
+		t.Errorf("second run: exit %d, %q", code, errs)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "tcplab-ss.1")); string(b) != "mine" {
+		t.Errorf("a page already there was replaced")
+	}
+	if _, _, code := tcplab(t, "man", "--force", dir); code != 0 {
+		t.Errorf("--force: exit %d", code)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "tcplab-ss.1")); string(b) == "mine" {
+		t.Errorf("--force left the page")
+	}
+	_ = out
 }
