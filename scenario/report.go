@@ -34,10 +34,25 @@ func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions
 		if err := trace.WriteLadder(w, sc.HostNames(), events, o.Absolute); err != nil {
 			return err
 		}
-	} else if err := trace.WriteText(w, events, view); err != nil {
-		return err
+		return writeTail(w, res, o, res.Snapshots)
 	}
-	return WriteReportTail(w, res, o)
+	// Each snapshot comes where its time falls among the events: after
+	// those of its instant, before the first later one.
+	snaps := res.Snapshots
+	for i := range events {
+		for len(snaps) > 0 && events[i].At > snaps[0].At {
+			if err := writeSnapshot(w, snaps[0]); err != nil {
+				return err
+			}
+			snaps = snaps[1:]
+		}
+		if line, ok := view.Line(&events[i]); ok {
+			if _, err := fmt.Fprintln(w, line); err != nil {
+				return err
+			}
+		}
+	}
+	return writeTail(w, res, o, snaps)
 }
 
 // WriteReportHead prints the report's head: the title, the explanation and
@@ -67,26 +82,40 @@ func WriteReportHead(w io.Writer, sc *Scenario, o ReportOptions) *trace.Text {
 // WriteReportTail prints what follows the events: the snapshots asked
 // for, the states each host reached, its counters and the expectations.
 func WriteReportTail(w io.Writer, res *Result, o ReportOptions) error {
+	return writeTail(w, res, o, res.Snapshots)
+}
+
+// writeSnapshot prints the sockets of every host at one time, as ss does.
+func writeSnapshot(w io.Writer, s Snapshot) error {
+	fmt.Fprintf(w, "\nsockets at %s", trace.FormatTime(s.At))
+	if s.PastEnd {
+		fmt.Fprint(w, " (after the scenario's last step)")
+	}
+	fmt.Fprintln(w)
+	for _, h := range s.Hosts {
+		fmt.Fprintf(w, "%s:\n", h.Host)
+		var b strings.Builder
+		if err := trace.WriteSS(&b, h.Sockets); err != nil {
+			return err
+		}
+		for _, l := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+			fmt.Fprintf(w, "  %s\n", l)
+		}
+	}
+	return nil
+}
+
+// writeTail prints the snapshots not yet printed, the states reached, the
+// counters and the expectations.
+func writeTail(w io.Writer, res *Result, o ReportOptions, snaps []Snapshot) error {
 	sc := res.Scenario
 	hw := 6
 	for _, h := range sc.Hosts {
 		hw = max(hw, len(h.Name))
 	}
-	for _, s := range res.Snapshots {
-		fmt.Fprintf(w, "\nsockets at %s", trace.FormatTime(s.At))
-		if s.PastEnd {
-			fmt.Fprint(w, " (after the scenario's last step)")
-		}
-		fmt.Fprintln(w)
-		for _, h := range s.Hosts {
-			fmt.Fprintf(w, "%s:\n", h.Host)
-			var b strings.Builder
-			if err := trace.WriteSS(&b, h.Sockets); err != nil {
-				return err
-			}
-			for _, l := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
-				fmt.Fprintf(w, "  %s\n", l)
-			}
+	for _, s := range snaps {
+		if err := writeSnapshot(w, s); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintln(w, "\nstates reached:")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -381,5 +382,42 @@ func TestCompletion(t *testing.T) {
 	}
 	if out, _, code := tcplab(t, "completion", "bash"); code != 0 || !strings.Contains(out, "__start_tcplab") {
 		t.Errorf("completion bash: exit %d", code)
+	}
+}
+
+// An --at snapshot is printed where its time falls among the events: after
+// those of its instant, before the first later one.
+func TestSnapshotAtItsTime(t *testing.T) {
+	out, errs, code := tcplab(t, "run", "close-wait", "--at", "1s")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	lines := strings.Split(out, "\n")
+	at := slices.Index(lines, "sockets at 1.000000")
+	if at < 1 {
+		t.Fatalf("no snapshot at 1s:\n%s", out)
+	}
+	timeOf := func(l string) (float64, bool) {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			return 0, false
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		return v, err == nil && strings.Contains(f[0], ".")
+	}
+	before, after := -1.0, -1.0
+	for _, l := range lines[:at] {
+		if v, ok := timeOf(l); ok {
+			before = v
+		}
+	}
+	for _, l := range lines[at+1:] {
+		if v, ok := timeOf(l); ok && !strings.HasPrefix(l, "  ") {
+			after = v
+			break
+		}
+	}
+	if before > 1 || before < 0 || after <= 1 {
+		t.Errorf("snapshot at 1s between events at %v and %v:\n%s", before, after, out)
 	}
 }
