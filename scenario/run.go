@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -122,7 +123,8 @@ type Result struct {
 	Snapshots []Snapshot
 	End       time.Duration
 	// States lists, per host in declaration order, the states its
-	// connections reached, in the order first reached.
+	// connections reached, in the order a connection passes through them
+	// (lifecycleOrder), whichever connection reached them first.
 	States   []HostStates
 	Counters map[string][]trace.Counter // final non-zero counters per host
 	// Steps says when each step of the script started on the backend's
@@ -359,7 +361,7 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 	r.step = nil
 	r.res.End = end
 	for _, h := range sc.Hosts {
-		r.res.States = append(r.res.States, HostStates{Host: h.Name, States: r.states[h.Name]})
+		r.res.States = append(r.res.States, HostStates{Host: h.Name, States: lifecycleOrder(r.states[h.Name])})
 		cs, err := b.Counters(h.Name)
 		if err != nil {
 			if stopErr != nil {
@@ -1301,4 +1303,28 @@ func fmtTimes(ts []time.Duration) string {
 		parts[i] = strings.TrimRight(strings.TrimRight(trace.FormatTime(t), "0"), ".") + "s"
 	}
 	return strings.Join(parts, " ")
+}
+
+// stateRank orders states as a connection passes through them: opening,
+// established, the active close, the passive close, closed.
+var stateRank = map[string]int{"LISTEN": 1, "SYN_SENT": 2, "SYN_RECV": 3, "ESTABLISHED": 4, "FIN_WAIT1": 5, "FIN_WAIT2": 6,
+	"CLOSING": 7, "TIME_WAIT": 8, "CLOSE_WAIT": 9, "LAST_ACK": 10, "CLOSED": 11}
+
+// lifecycleOrder sorts states reached by several connections into the
+// order of one connection's life, so that a host's line reads as a story
+// (a second connection's CLOSED does not come before the first one's
+// LAST_ACK). Unknown names keep their place after the known ones.
+func lifecycleOrder(states []string) []string {
+	out := slices.Clone(states)
+	slices.SortStableFunc(out, func(a, b string) int {
+		ra, rb := stateRank[a], stateRank[b]
+		if ra == 0 {
+			ra = 100
+		}
+		if rb == 0 {
+			rb = 100
+		}
+		return ra - rb
+	})
+	return out
 }
