@@ -35,6 +35,9 @@ type Scenario struct {
 	Hosts   []HostDecl
 	Steps   []Step
 	Source  string
+	// Span is the latest virtual time the script's steps can reach (its
+	// waits and until limits together).
+	Span time.Duration
 }
 
 // Host returns a declared host by name.

@@ -134,6 +134,7 @@ func Parse(name, src string) (*Scenario, error) {
 	if len(p.errs) > 0 {
 		return nil, p.errs
 	}
+	sc.Span = p.span
 	return sc, nil
 }
 

@@ -30,6 +30,7 @@ func WriteReport(w io.Writer, res *Result, events []trace.Event, o ReportOptions
 		o.Backend = res.Backend
 	}
 	view := WriteReportHead(w, sc, o)
+	view.TimeWidth = max(view.TimeWidth, len(trace.FormatTime(res.End)))
 	if o.Ladder {
 		if err := trace.WriteLadder(w, sc.HostNames(), events, o.Absolute); err != nil {
 			return err
@@ -76,7 +77,9 @@ func WriteReportHead(w io.Writer, sc *Scenario, o ReportOptions) *trace.Text {
 		hw = max(hw, len(h.Name))
 	}
 	fmt.Fprintf(w, "  hosts: %s; %s\n\n", strings.Join(hs, ", "), o.Backend)
-	return &trace.Text{Absolute: o.Absolute, Counters: o.Counters, AllTaps: o.AllTaps, HostWidth: hw}
+	// The time column is as wide as the script's latest time needs.
+	return &trace.Text{Absolute: o.Absolute, Counters: o.Counters, AllTaps: o.AllTaps, HostWidth: hw,
+		TimeWidth: len(trace.FormatTime(sc.Span))}
 }
 
 // WriteReportTail prints what follows the events: the snapshots asked

@@ -19,6 +19,10 @@ type Text struct {
 	AllTaps   bool // print every packet at every tap
 	Counters  bool // print counter changes
 	HostWidth int  // width of the host column (default 8)
+	// TimeWidth is the width of the time column (default 9: up to
+	// 99.999999 s); a run that lasts longer sets it from its end, so
+	// that the columns after it stay in place.
+	TimeWidth int
 	rel       Relative
 }
 
@@ -28,6 +32,7 @@ func (t *Text) Line(e *Event) (line string, ok bool) {
 	if hw <= 0 {
 		hw = 8
 	}
+	tw := max(t.TimeWidth, 9)
 	tag, text, ok := t.Parts(e)
 	if !ok {
 		return "", false
@@ -36,9 +41,9 @@ func (t *Text) Line(e *Event) (line string, ok bool) {
 		return "\n" + FormatTime(e.At) + " " + text, true
 	}
 	if e.Kind == KindCheck && !e.Check.OK {
-		text = strings.Replace(text, "\n", "\n"+strings.Repeat(" ", 17+hw+1), 1)
+		text = strings.Replace(text, "\n", "\n"+strings.Repeat(" ", tw+hw+9), 1)
 	}
-	return fmt.Sprintf("%-9s %-*s %-6s ", FormatTime(e.At), hw, e.Host, tag) + text, true
+	return fmt.Sprintf("%-*s %-*s %-6s ", tw, FormatTime(e.At), hw, e.Host, tag) + text, true
 }
 
 // Parts renders one event without its time and host: the tag ("out",
