@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/tcplab/tcplab/sim"
 	"github.com/tcplab/tcplab/tcp"
@@ -197,7 +196,7 @@ func (p *parser) pos(col int) Pos { return Pos{p.file, p.line, col} }
 func (p *parser) fail(col int, msg, hint string) {
 	// What is missing at the end of a line is shown at its last
 	// character: a column is always within the line.
-	if n := utf8.RuneCountInString(strings.TrimRight(p.text, " \t")); col > n && n > 0 {
+	if n := len(strings.TrimRight(p.text, " \t")); col > n && n > 0 { // columns count bytes
 		col = n
 	}
 	panic(lineError{&Error{Pos: p.pos(col), Msg: clip(msg), Hint: clip(hint)}})
@@ -438,13 +437,21 @@ func (p *parser) parseHost() {
 	if len(p.sc.Hosts) >= MaxHosts {
 		p.fail(n.col, fmt.Sprintf("more than %d hosts", MaxHosts), "a lab has at most 64 hosts")
 	}
+	// Whatever else fails on this line, the host is declared (with an
+	// address standing in if need be: the scenario will not run), so that
+	// later lines naming it do not each fail with "unknown host".
+	declared := false
+	defer func() {
+		if r := recover(); r != nil {
+			if !declared && p.hostDecl(n.s) == nil && isIdent(n.s) {
+				p.declareHost(HostDecl{Pos: p.pos(n.col), Name: n.s, Addr: netip.AddrFrom4([4]byte{0, 0, 0, byte(len(p.sc.Hosts) + 1)})})
+			}
+			panic(r)
+		}
+	}()
 	at := p.word("an IPv4 address", ex)
 	a, err := netip.ParseAddr(at.s)
 	if err != nil || !a.Is4() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
-		// The host is declared all the same, with an address standing in
-		// (the scenario will not run), so that later lines naming it do
-		// not each fail with "unknown host".
-		p.declareHost(HostDecl{Pos: p.pos(n.col), Name: n.s, Addr: netip.AddrFrom4([4]byte{0, 0, 0, byte(len(p.sc.Hosts) + 1)})})
 		p.fail(at.col, fmt.Sprintf("%q is not a usable IPv4 host address", at.s), "the lab's hosts use private addresses such as 10.0.0.1")
 	}
 	if owner, ok := p.addrs[a]; ok {
@@ -462,6 +469,7 @@ func (p *parser) parseHost() {
 	}
 	p.done(ex)
 	p.declareHost(hd)
+	declared = true
 	p.addrs[a] = n.s
 }
 
@@ -629,6 +637,9 @@ func (p *parser) nameOnFailure(host string, v Verb, repeat int, c *CallStep) {
 	if r == nil {
 		return
 	}
+	if c.As != "" {
+		panic(r) // the name was defined before the line failed
+	}
 	def, kind := "", nkSocket
 	switch {
 	case v == VSocket:
@@ -640,7 +651,7 @@ func (p *parser) nameOnFailure(host string, v Verb, repeat int, c *CallStep) {
 	}
 	if def != "" && p.names[host] != nil {
 		name := def
-		for k := p.i; k+1 < len(p.toks); k++ {
+		for k := 0; k+1 < len(p.toks); k++ {
 			if p.toks[k].s == "as" && isName(p.toks[k+1].s, repeat > 0) {
 				name = p.toks[k+1].s
 			}
@@ -1037,15 +1048,12 @@ func (p *parser) parseRule() {
 			name = n.s
 		default:
 			// A rule still without its action most likely misspells one:
-			// an action as near as any word is suggested first, and the
-			// rule is taken as having one, so that the line gets one
-			// error.
+			// an action as near as any word is suggested first (the line
+			// stops at its first error, so it gets one).
 			actions := []string{"drop", "reject", "delay", "duplicate"}
 			words := []string{"flags", "sport", "dport", "src", "dst", "skip", "count", "probability", "as"}
 			if c := suggest(t.s, actions); c != "" && !haveAction && editDistance(t.s, c) <= editDistance(t.s, cmp.Or(suggest(t.s, words), c)) {
 				p.fail(t.col, fmt.Sprintf("unknown rule word %q", t.s), fmt.Sprintf("did you mean %q?", c))
-				haveAction = true
-				continue
 			}
 			p.fail(t.col, fmt.Sprintf("unknown rule word %q", t.s), didYouMean(t.s, append(words, actions...)))
 		}

@@ -195,6 +195,16 @@ func TestParseNoCascade(t *testing.T) {
 			[]string{`t:2:13: "10.0.0.300" is not a usable IPv4 host address`}},
 		{hosts + "rule server in dport 80 dorp", []string{`t:3:25: unknown rule word "dorp" (hint: did you mean "drop"?)`}},
 		{hosts + "rule server in dprot 80 drop", []string{`t:3:16: unknown rule word "dprot" (hint: did you mean "dport"?)`}},
+		{hosts + "server: listen 80\nclient: connect server:80 as c1 bogus\nclient: connect server:81\nclient: close c1",
+			[]string{`t:4:33: unexpected "bogus"`}},
+		{"host client 10.0.0.1 profile linx\nhost server 10.0.0.2\nserver: listen 80\nclient: connect server:80\nclient: close",
+			[]string{`t:1:30: unknown profile "linx"`}},
+		{"host client 10.0.0.2\nhost server 10.0.0.2\nserver: listen 80\nclient: connect server:80\nclient: close",
+			[]string{`t:2:13: address 10.0.0.2 already belongs to client`}},
+		{"host client 10.0.0.1 extra\nhost server 10.0.0.2\nserver: listen 80\nclient: connect server:80",
+			[]string{`t:1:22: unexpected "extra"`}},
+		{hosts + "client: connect server:80\nclient: write \"ééééééééé\" x y",
+			[]string{`t:4:36: unexpected "x"`}},
 	} {
 		_, err := Parse("t", c.src)
 		var el ErrorList

@@ -2,25 +2,30 @@ package cli
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/tcplab/tcplab/inspect"
 )
 
-// ssExpr reads what follows ss's options on its command line, the subset
-// of ss's filter that tcplab's kernel-side filter can say:
+// ssExpr reads what follows ss's options on its command line, the part of
+// ss's filter that tcplab's kernel-side filter can say exactly:
 //
-//	state STATE ... exclude STATE ...    (states or groups, as --state)
-//	sport OP :PORT   dport OP :PORT      (OP: = == eq != is refused,
-//	                                      > gt >= ge < lt <= le; a bare
-//	                                      :PORT means =)
-//	src ADDR[/LEN]   dst ADDR[/LEN]      (also ADDR:PORT, [V6]:PORT)
+//	state STATE ... exclude STATE ...    (as ss: the first of them starts
+//	                                      from no state or from all, the
+//	                                      others add or remove; they replace
+//	                                      -l)
+//	sport OP :PORT   dport OP :PORT      (OP: = == eq > gt >= ge < lt <= le;
+//	                                      a bare :PORT means =)
+//	src ADDR[/LEN]   dst ADDR[/LEN]      (also ADDR:PORT, [V6]:PORT, *:PORT)
 //
-// Parentheses and "and" are allowed anywhere; "or" only between
-// conditions of one kind (sport or sport), as the kernel filter takes
-// alternatives within a kind and all kinds together. The words add to
-// the filter flags.
+// Conditions joined by "and" (or side by side) must all hold: those of one
+// kind are intersected (sport >= :1024 and sport <= :2048 is one range).
+// "or" binds looser than "and", as in ss; the filter takes alternatives of
+// one kind only, so an expression with "or" may hold one kind of condition
+// only, and anything it cannot say exactly is refused with the reason.
+// Parentheses are allowed. The conditions add to the filter flags.
 func (f *filterFlags) ssExpr(args []string) error {
 	var words []string
 	for _, a := range args {
@@ -28,10 +33,11 @@ func (f *filterFlags) ssExpr(args []string) error {
 		a = strings.NewReplacer("(", " ( ", ")", " ) ").Replace(a)
 		words = append(words, strings.Fields(a)...)
 	}
-	var excluded []string
-	lastKind, pendingOr := "", false
-	ored := map[string]bool{}     // kinds joined by or
-	withPort := map[string]bool{} // src or dst given with a port
+	type cond struct{ kind, value string }
+	var terms [][]cond // joined by or; the conditions of a term by and
+	term := []cond{}
+	var states []stateWord
+	pendingOr := false
 	for i := 0; i < len(words); i++ {
 		w := strings.ToLower(words[i])
 		next := func(what string) (string, error) {
@@ -42,24 +48,15 @@ func (f *filterFlags) ssExpr(args []string) error {
 			return words[i], nil
 		}
 		switch w {
-		case "(", ")", "and", "&&":
+		case "(", ")", "and", "&&", "&":
 			continue
-		case "or", "||":
-			if lastKind == "" {
-				return fmt.Errorf("ss filter: %q with nothing before it", w)
+		case "or", "||", "|":
+			if len(term) == 0 {
+				return fmt.Errorf("ss filter: %q with no condition before it", w)
 			}
-			pendingOr = true
+			terms = append(terms, term)
+			term, pendingOr = []cond{}, true
 			continue
-		}
-		kind := w
-		if kind == "exclude" {
-			kind = "state"
-		}
-		if pendingOr && kind != lastKind {
-			return fmt.Errorf("ss filter: %q or %q: tcplab's filter takes alternatives of one kind only (sport or sport), and all kinds together", lastKind, kind)
-		}
-		if pendingOr {
-			ored[kind] = true
 		}
 		pendingOr = false
 		switch w {
@@ -68,11 +65,7 @@ func (f *filterFlags) ssExpr(args []string) error {
 			if err != nil {
 				return err
 			}
-			if w == "state" {
-				f.states = append(f.states, s)
-			} else {
-				excluded = append(excluded, s)
-			}
+			states = append(states, stateWord{exclude: w == "exclude", name: s})
 		case "sport", "dport":
 			op, err := next("a port such as = :22")
 			if err != nil {
@@ -90,11 +83,7 @@ func (f *filterFlags) ssExpr(args []string) error {
 			if err != nil {
 				return fmt.Errorf("ss filter: %s %s %s: %w", w, op, port, err)
 			}
-			if w == "sport" {
-				f.sport = append(f.sport, r)
-			} else {
-				f.dport = append(f.dport, r)
-			}
+			term = append(term, cond{w, r})
 		case "src", "dst":
 			a, err := next("an address")
 			if err != nil {
@@ -107,57 +96,174 @@ func (f *filterFlags) ssExpr(args []string) error {
 			}
 			prefix, port := splitAddrPort(a)
 			if prefix != "" && prefix != "*" {
-				if w == "src" {
-					f.src = append(f.src, prefix)
-				} else {
-					f.dst = append(f.dst, prefix)
-				}
+				term = append(term, cond{w, prefix})
 			}
 			if port != "" && port != "*" {
-				withPort[w] = true
-				if w == "src" {
-					f.sport = append(f.sport, port)
-				} else {
-					f.dport = append(f.dport, port)
+				kind := "sport"
+				if w == "dst" {
+					kind = "dport"
 				}
+				r, err := portCondition("=", port)
+				if err != nil {
+					return fmt.Errorf("ss filter: %s %s: %w", w, a, err)
+				}
+				term = append(term, cond{kind, r})
 			}
 		default:
-			return fmt.Errorf("ss filter: %q is not understood here (tcplab takes state, exclude, sport, dport, src, dst, and, or between alike, parentheses)", words[i])
+			return fmt.Errorf("ss filter: %q is not understood here (tcplab takes state, exclude, sport, dport, src, dst, and, or, parentheses)", words[i])
 		}
-		lastKind = kind
 	}
 	if pendingOr {
-		return fmt.Errorf("ss filter: \"or\" with nothing after it")
+		return fmt.Errorf("ss filter: \"or\" with no condition after it")
 	}
-	for _, k := range []string{"src", "dst"} {
-		if ored[k] && withPort[k] {
-			return fmt.Errorf("ss filter: %s ADDR:PORT or %s ...: tcplab's filter would take every address with every port; give the ports with sport or dport", k, k)
-		}
+	if len(term) > 0 {
+		terms = append(terms, term)
 	}
-	if len(excluded) > 0 {
-		keep := inspect.AllStates
-		if len(f.states) > 0 {
-			m, err := inspect.ParseStates(f.states)
-			if err != nil {
-				return err
+	if len(terms) > 1 {
+		kinds := map[string]bool{}
+		for _, t := range terms {
+			for _, c := range t {
+				kinds[c.kind] = true
 			}
-			keep = m
 		}
-		drop, err := inspect.ParseStates(excluded)
+		if len(kinds) > 1 {
+			var ks []string
+			for k := range kinds {
+				ks = append(ks, k)
+			}
+			return fmt.Errorf("ss filter: \"or\" among conditions of several kinds (%s): tcplab's filter takes alternatives of one kind only (sport = :22 or sport = :443), and all kinds together; give the kinds that must all hold with and, or as flags (--sport, --dst)", strings.Join(sortedStrings(ks), ", "))
+		}
+	}
+	for _, t := range terms {
+		byKind := map[string][]string{}
+		var order []string
+		for _, c := range t {
+			if byKind[c.kind] == nil {
+				order = append(order, c.kind)
+			}
+			byKind[c.kind] = append(byKind[c.kind], c.value)
+		}
+		for _, k := range order {
+			v, err := intersect(k, byKind[k])
+			if err != nil {
+				return fmt.Errorf("ss filter: %w", err)
+			}
+			switch k {
+			case "sport":
+				f.sport = append(f.sport, v)
+			case "dport":
+				f.dport = append(f.dport, v)
+			case "src":
+				f.src = append(f.src, v)
+			case "dst":
+				f.dst = append(f.dst, v)
+			}
+		}
+	}
+	if len(states) > 0 {
+		return f.applyStates(states)
+	}
+	return nil
+}
+
+// stateWord is one state or exclude of ss's filter.
+type stateWord struct {
+	exclude bool
+	name    string
+}
+
+// applyStates computes the states as ss does: the first word starts from
+// no state (state) or from all (exclude), each later one adds or removes.
+// They replace -l, as in ss; states given with --state come first.
+func (f *filterFlags) applyStates(words []stateWord) error {
+	var mask inspect.StateMask
+	if len(f.states) > 0 {
+		m, err := inspect.ParseStates(f.states)
 		if err != nil {
 			return err
 		}
-		f.states = nil
-		for s := inspect.Established; s <= inspect.Closing; s++ {
-			if keep.Has(s) && !drop.Has(s) {
-				f.states = append(f.states, s.String())
-			}
+		mask = m
+	} else if words[0].exclude {
+		mask = inspect.AllStates
+	}
+	for _, w := range words {
+		m, err := inspect.ParseStates([]string{w.name})
+		if err != nil {
+			return err
 		}
-		if len(f.states) == 0 {
-			return fmt.Errorf("ss filter: every state is excluded")
+		if w.exclude {
+			mask &^= m
+		} else {
+			mask |= m
 		}
 	}
+	f.states, f.listening = nil, false
+	for s := inspect.Established; s <= inspect.Closing; s++ {
+		if mask.Has(s) {
+			f.states = append(f.states, s.String())
+		}
+	}
+	if len(f.states) == 0 {
+		return fmt.Errorf("ss filter: every state is excluded")
+	}
 	return nil
+}
+
+// intersect is what conditions of one kind that must all hold leave: the
+// common part of port ranges, the narrowest of nested prefixes.
+func intersect(kind string, values []string) (string, error) {
+	if len(values) == 1 {
+		return values[0], nil
+	}
+	if kind == "sport" || kind == "dport" {
+		lo, hi := uint64(1), uint64(65535)
+		for _, v := range values {
+			a, b, _ := strings.Cut(v, "-")
+			x, _ := strconv.ParseUint(a, 10, 16)
+			y := x
+			if b != "" {
+				y, _ = strconv.ParseUint(b, 10, 16)
+			}
+			lo, hi = max(lo, x), min(hi, y)
+		}
+		if lo > hi {
+			return "", fmt.Errorf("%s: %s cannot all hold: no port matches", kind, strings.Join(values, " and "))
+		}
+		if lo == hi {
+			return strconv.FormatUint(lo, 10), nil
+		}
+		return fmt.Sprintf("%d-%d", lo, hi), nil
+	}
+	best := netip.Prefix{}
+	for _, v := range values {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, err2 := netip.ParseAddr(v)
+			if err2 != nil {
+				return "", fmt.Errorf("%s %s: not an address or prefix", kind, v)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		switch {
+		case !best.IsValid() || best.Contains(p.Addr()) && p.Bits() >= best.Bits():
+			best = p
+		case p.Contains(best.Addr()) && best.Bits() >= p.Bits():
+		default:
+			return "", fmt.Errorf("%s: %s cannot all hold", kind, strings.Join(values, " and "))
+		}
+	}
+	return best.String(), nil
+}
+
+func sortedStrings(s []string) []string {
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if s[j] < s[i] {
+				s[i], s[j] = s[j], s[i]
+			}
+		}
+	}
+	return s
 }
 
 // portCondition turns ss's comparison of a port (":22", "22") into a port

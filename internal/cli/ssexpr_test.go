@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/tcplab/tcplab/inspect"
 )
 
 // ss's filter words become the filter flags' values.
@@ -17,19 +19,25 @@ func TestSSExpr(t *testing.T) {
 		states, sport, dport, src, dst []string
 		err                            string
 	}{
-		{args: []string{"state", "established", "( sport = :22 )"}, states: []string{"established"}, sport: []string{"22"}},
-		{args: []string{"state", "established", "(", "sport", "=", ":22", "or", "sport", "eq", ":443", ")"}, states: []string{"established"}, sport: []string{"22", "443"}},
-		{args: []string{"dport", ">=", ":1024", "and", "dport", "<", ":2000"}, dport: []string{"1024-65535", "1-1999"}},
+		{args: []string{"state", "established", "( sport = :22 )"}, states: []string{"ESTABLISHED"}, sport: []string{"22"}},
+		{args: []string{"state", "established", "(", "sport", "=", ":22", "or", "sport", "eq", ":443", ")"}, states: []string{"ESTABLISHED"}, sport: []string{"22", "443"}},
+		{args: []string{"dport", ">=", ":1024", "and", "dport", "<", ":2000"}, dport: []string{"1024-1999"}},
+		{args: []string{"( sport >= :1500 and sport <= :2000 )"}, sport: []string{"1500-2000"}},
 		{args: []string{"sport", ":80"}, sport: []string{"80"}},
 		{args: []string{"src", "10.0.0.0/8", "dst", "[::1]:8080"}, src: []string{"10.0.0.0/8"}, dst: []string{"::1"}, dport: []string{"8080"}},
+		{args: []string{"src", "10.0.0.0/8", "and", "src", "10.1.0.0/16"}, src: []string{"10.1.0.0/16"}},
 		{args: []string{"exclude", "listening", "exclude", "time-wait"}, states: []string{"ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "CLOSED", "CLOSE_WAIT", "LAST_ACK", "CLOSING"}},
-		{args: []string{"sport", "=", ":22", "or", "dport", "=", ":22"}, err: "alternatives of one kind only"},
+		{args: []string{"exclude", "listening", "state", "listening"}, states: []string{"ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSED", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING"}},
+		{args: []string{"sport", "=", ":22", "or", "dport", "=", ":22"}, err: "several kinds"},
+		{args: []string{"( dport = :1500 and sport = :58574 ) or ( sport = :44024 and dport = :3000 )"}, err: "several kinds"},
+		{args: []string{"src", "10.0.0.1:80", "or", "src", "10.0.0.2:81"}, err: "several kinds"},
+		{args: []string{"sport", "=", ":22", "and", "sport", "=", ":23"}, err: "no port matches"},
+		{args: []string{"src", "10.0.0.0/16", "src", "10.1.0.0/16"}, err: "cannot all hold"},
 		{args: []string{"sport", "!=", ":22"}, err: "not a comparison"},
 		{args: []string{"sport", "=", ":0"}, err: "1 to 65535"},
-		{args: []string{"src", "10.0.0.1:80", "or", "src", "10.0.0.2:81"}, err: "give the ports with sport"},
 		{args: []string{"state"}, err: "needs a state"},
 		{args: []string{"inode", "1"}, err: "is not understood"},
-		{args: []string{"sport", ":22", "or"}, err: "nothing after it"},
+		{args: []string{"sport", ":22", "or"}, err: "no condition after it"},
 		{args: []string{"exclude", "all"}, err: "every state is excluded"},
 	} {
 		var f filterFlags
@@ -105,5 +113,17 @@ func TestSSHabits(t *testing.T) {
 	out, _, _ = tcplab(t, "ss", "-tn", "dst", "127.0.0.1:"+port)
 	if !strings.Contains(out, "ESTAB ") || !strings.Contains(out, local) || strings.Contains(out, "ESTABLISHED") {
 		t.Errorf("connected socket:\n%s", out)
+	}
+}
+
+// ss's state words replace -l, as in ss.
+func TestSSExprReplacesListening(t *testing.T) {
+	f := filterFlags{listening: true}
+	if err := f.ssExpr([]string{"state", "established"}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.filter()
+	if err != nil || m.States != inspect.Mask(inspect.Established) {
+		t.Errorf("-l state established: states %b, %v", m.States, err)
 	}
 }
