@@ -267,12 +267,22 @@ func (c *Collector) kernelFamily(name string, typ metricType, help string, v flo
 func snakeCase(s string) string {
 	rs := []rune(s)
 	b := make([]rune, 0, len(rs)+4)
+	// plural tells an acronym's plural s (ACKs, RTOs): an s after two
+	// capitals or more, at the end or before the next word.
+	plural := func(i int) bool {
+		return i+1 < len(rs) && rs[i+1] == 's' && (i+2 == len(rs) || unicode.IsUpper(rs[i+2])) &&
+			i > 0 && unicode.IsUpper(rs[i-1])
+	}
 	for i, r := range rs {
 		if i > 0 && unicode.IsUpper(r) {
 			prev := rs[i-1]
 			nextLower := i+1 < len(rs) && unicode.IsLower(rs[i+1])
-			if unicode.IsLower(prev) || unicode.IsDigit(prev) || unicode.IsUpper(prev) && nextLower {
+			if unicode.IsLower(prev) && !(prev == 's' && i > 1 && unicode.IsUpper(rs[i-2])) || unicode.IsDigit(prev) ||
+				unicode.IsUpper(prev) && nextLower && !plural(i) {
 				b = append(b, '_')
+			}
+			if unicode.IsLower(prev) && prev == 's' && i > 1 && unicode.IsUpper(rs[i-2]) {
+				b = append(b, '_') // after a plural acronym (ACKsFoo): a new word
 			}
 		}
 		b = append(b, unicode.ToLower(r))

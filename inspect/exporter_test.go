@@ -514,7 +514,8 @@ func TestExporterUnits(t *testing.T) {
 		t.Errorf("tcplab_sockstat_tcp_mem_bytes = %v (present %v), want whole pages of %d bytes", v, ok, os.Getpagesize())
 	}
 	for in, want := range map[string]string{"ListenOverflows": "listen_overflows", "TCPAbortOnData": "tcp_abort_on_data",
-		"TCPMD5NotFound": "tcpmd5_not_found", "TWRecycled": "tw_recycled", "InCsumErrors": "in_csum_errors", "TW": "tw", "inuse": "inuse"} {
+		"TCPMD5NotFound": "tcpmd5_not_found", "TWRecycled": "tw_recycled", "InCsumErrors": "in_csum_errors", "TW": "tw", "inuse": "inuse",
+		"DelayedACKs": "delayed_acks", "TCPSpuriousRTOs": "tcp_spurious_rtos", "TCPACKSkippedSynRecv": "tcpack_skipped_syn_recv"} {
 		if got := snakeCase(in); got != want {
 			t.Errorf("snakeCase(%q) = %q, want %q", in, got, want)
 		}

@@ -17,3 +17,12 @@ func TestInfoRetransAsSS(t *testing.T) {
 		t.Fatalf("-i text %q: want retrans:1/5", got)
 	}
 }
+
+// Every word the shell completes for --state is one --state takes.
+func TestStateWordsParse(t *testing.T) {
+	for _, w := range StateWords() {
+		if _, err := ParseStates([]string{w}); err != nil {
+			t.Errorf("completion offers %q: %v", w, err)
+		}
+	}
+}

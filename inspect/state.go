@@ -179,12 +179,18 @@ func groupList() []string {
 	return out
 }
 
-// StateWords are the words --state takes, for shell completion: ss's
-// names of the states, then its groups.
+// StateWords are words --state takes, for shell completion: the states
+// as ss's filter names them (established, fin-wait-1, closed), then the
+// groups.
 func StateWords() []string {
 	var out []string
 	for s := Established; s <= Closing; s++ {
-		out = append(out, strings.ToLower(strings.ReplaceAll(s.SSName(), "_", "-")))
+		w := strings.ToLower(strings.ReplaceAll(s.String(), "_", "-"))
+		w = strings.Replace(strings.Replace(w, "wait1", "wait-1", 1), "wait2", "wait-2", 1)
+		if s == Close {
+			continue // "closed" is also a group
+		}
+		out = append(out, w)
 	}
 	return append(out, groupList()...)
 }

@@ -246,6 +246,23 @@ type SocketJSON struct {
 		Retrans uint8  `json:"retrans"`
 	} `json:"timer,omitempty"`
 	Info *Info `json:"info,omitempty"`
+	// Cookie is the socket's cookie (-e); Mem its memory (-m), named as
+	// ss's skmem fields.
+	Cookie uint64      `json:"cookie,omitempty"`
+	Mem    *MemoryJSON `json:"skmem,omitempty"`
+}
+
+// MemoryJSON is a socket's memory as ss -m shows it.
+type MemoryJSON struct {
+	RmemAlloc  uint32 `json:"rmem_alloc"`
+	Rcvbuf     uint32 `json:"rcvbuf"`
+	WmemAlloc  uint32 `json:"wmem_alloc"`
+	Sndbuf     uint32 `json:"sndbuf"`
+	FwdAlloc   uint32 `json:"fwd_alloc"`
+	WmemQueued uint32 `json:"wmem_queued"`
+	Optmem     uint32 `json:"optmem"`
+	Backlog    uint32 `json:"backlog"`
+	Drops      uint32 `json:"drops"`
 }
 
 // WriteJSON writes the sockets as a JSON array.
@@ -267,6 +284,13 @@ func WriteJSON(w io.Writer, socks []Socket, owners Owners, o TableOptions) error
 		if o.Info && s.Info != nil {
 			in := InfoOf(s.Info)
 			j.Info = &in
+		}
+		if o.Extended {
+			j.Cookie = s.Cookie
+		}
+		if o.Memory && s.Mem != nil {
+			m := s.Mem
+			j.Mem = &MemoryJSON{m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8]}
 		}
 		out = append(out, j)
 	}

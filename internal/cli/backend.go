@@ -108,7 +108,7 @@ func OnInterrupt(ctx context.Context, f func(error)) (stop func()) {
 func Apart(cmd *cobra.Command, why string, names ...string) error {
 	var set []string
 	for _, n := range names {
-		if f := cmd.Flags().Lookup(n); f != nil && f.Changed {
+		if f := cmd.Flags().Lookup(n); f != nil && f.Changed && f.Value.String() != f.DefValue {
 			set = append(set, "--"+n)
 		}
 	}

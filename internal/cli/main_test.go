@@ -320,6 +320,10 @@ func TestConflictingFlags(t *testing.T) {
 	if code != 2 || out != "" || !strings.Contains(errs, "--json and --ladder cannot go together") {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errs)
 	}
+	// A flag set to its default is not a conflict.
+	if _, errs, code := tcplab(t, "run", "hutu", "--json", "--ladder=false"); code != 0 {
+		t.Errorf("--ladder=false: exit %d, %q", code, errs)
+	}
 }
 
 // Every key of every JSON object tcplab run --json writes is snake_case,

@@ -149,6 +149,11 @@ func (p *Progress) status() string {
 
 func (p *Progress) draw() {
 	line := fmt.Sprintf("%s: %d/%d done; %s", p.what, p.done, p.total, p.status())
+	// A line longer than the terminal would wrap, and \r would then
+	// redraw only its last part: it is cut to the width.
+	if cols := termWidth(p.w); cols > 1 && len(line) > cols-1 {
+		line = line[:cols-1]
+	}
 	pad := ""
 	if n := p.width - len(line); n > 0 {
 		pad = strings.Repeat(" ", n)

@@ -103,6 +103,11 @@ func TestSSHabits(t *testing.T) {
 			t.Errorf("tcplab ss shows %s, ss shows:\n%s", field, want)
 		}
 	}
+	// --json carries what -e and -m show.
+	js, _, _ := tcplab(t, "ss", "--json", "-e", "-m", "state", "listening", "sport", "= :"+port)
+	if !strings.Contains(js, `"cookie":`) || !strings.Contains(js, `"skmem": {`) || !strings.Contains(js, `"rcvbuf":`) {
+		t.Errorf("--json -e -m:\n%s", js)
+	}
 	// One spelling of states everywhere, ss's own: a connection is ESTAB.
 	c, err := net.Dial("tcp4", l.Addr().String())
 	if err != nil {

@@ -26,3 +26,16 @@ func colour(w io.Writer) bool {
 	}
 	return isTerminal(w)
 }
+
+// termWidth is w's width in columns when it is a terminal, else 0.
+func termWidth(w io.Writer) int {
+	f, ok := w.(*os.File)
+	if !ok {
+		return 0
+	}
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return int(ws.Col)
+}

@@ -156,6 +156,11 @@ func TestProgress(t *testing.T) {
 		out, _ := io.ReadAll(master)
 		done <- out
 	}()
+	// A narrow terminal: each drawn line fits it, or \r would redraw only
+	// a wrapped line's last part.
+	if err := unix.IoctlSetWinsize(int(tty.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 24, Col: 40}); err != nil {
+		t.Fatal(err)
+	}
 	p = NewProgress(WithProgress(context.Background(), tty), "kernel runs", []time.Duration{time.Second}, 1)
 	p.Start("hutu", time.Second)
 	p.Done("hutu", time.Second)
@@ -165,5 +170,10 @@ func TestProgress(t *testing.T) {
 	if !strings.HasPrefix(out, "\rkernel runs: 0/1 done; running hutu;") || !strings.Contains(out, "\rkernel runs: 1/1 done;") ||
 		!strings.HasSuffix(out, "\r\033[K") || strings.Contains(out, "\n") {
 		t.Errorf("on a terminal: %q", out)
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\r\033[K"), "\r") {
+		if len(strings.TrimRight(l, " ")) > 39 {
+			t.Errorf("a line of %d columns on a terminal of 40: %q", len(l), l)
+		}
 	}
 }
