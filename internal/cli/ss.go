@@ -34,7 +34,9 @@ of one kind are alternatives; different kinds must all match.
 ss's habits work: its short options combine (-tanp, -lnt), and a filter
 may follow them as ss takes it: state STATE, exclude STATE, sport/dport
 with = > >= < <= and :PORT, src/dst with an address, prefix or ADDR:PORT,
-parentheses and "and"; "or" between conditions of one kind. The columns
+parentheses, "and" (conditions of one kind are intersected), and "or" in
+an expression of one kind of condition; what the kernel filter cannot say
+exactly is refused. The columns
 and states are spelt as ss spells them (ESTAB, CLOSE-WAIT; 0.0.0.0:* for a
 listener's peer). tcplab ss lists every state unless filtered (as ss -a),
 never resolves names (as ss -n) and lists only TCP (as ss -t): -a, -n
