@@ -255,3 +255,70 @@ func TestPageExplainsACapture(t *testing.T) {
 		t.Errorf("after picking #2: status %q", s)
 	}
 }
+
+// The page shows only what was run: before a run no slider; an edited
+// text runs under its own title line, not the name picked in the list; a
+// parse error leaves nothing of the earlier run on the right. At the
+// slider's end no event is greyed as "later"; the state diagram fits its
+// panel; the tab's icon is served.
+func TestPageShowsWhatWasRun(t *testing.T) {
+	ctx := browser(t)
+	if d := eval[string](t, ctx, `getComputedStyle(document.getElementById("slider-row")).display`); d != "none" {
+		t.Errorf("before any run the slider shows (display %s)", d)
+	}
+	if s, err := chromedp.Run(ctx, chromedp.Evaluate[int](`(async () => (await fetch("favicon.ico")).status)()`, chromedp.EvalAwaitPromise)); err != nil || s != 200 {
+		t.Errorf("/favicon.ico: status %d, %v", s, err)
+	}
+	if err := pick(ctx, "close-wait"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(text(t, ctx, "#status"), "close-wait: ") {
+		t.Errorf("status %q", text(t, ctx, "#status"))
+	}
+	// accept-overflow has events after its last state change: at the
+	// slider's end they happened all the same.
+	if err := pick(ctx, "accept-overflow"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#events tr.later").length`); n != 0 {
+		t.Errorf("at the slider's end %d events are greyed as later", n)
+	}
+	if err := pick(ctx, "close-wait"); err != nil {
+		t.Fatal(err)
+	}
+	eval[bool](t, ctx, `(() => { document.querySelector('#tabs button[data-tab="states"]').click(); return true })()`)
+	if w, p := eval[float64](t, ctx, `document.querySelector("#states svg").getBoundingClientRect().width`),
+		eval[float64](t, ctx, `document.getElementById("states").clientWidth`); w > p {
+		t.Errorf("the state diagram is %.0f px wide in a panel of %.0f", w, p)
+	}
+	// Edited text: its own title line heads the run.
+	eval[bool](t, ctx, `(() => { const s = document.getElementById("source");
+		s.value = s.value.replace(/^title .*$/m, "title My own story"); return true })()`)
+	if err := run(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(t, ctx, "#status"); !strings.HasPrefix(s, "edited: My own story") {
+		t.Errorf("an edited scenario runs under %q", s)
+	}
+	// A parse error: nothing of the earlier run stays.
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("source"), "host a 10.0.0.1\nbogus line\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"explain", "checks", "snapshot", "ladder", "states", "events"} {
+		if n := eval[int](t, ctx, `document.getElementById("`+id+`").innerHTML.length`); n != 0 {
+			t.Errorf("after a parse error #%s still holds %d bytes of the earlier run", id, n)
+		}
+	}
+	if d := eval[string](t, ctx, `getComputedStyle(document.getElementById("slider-row")).display`); d != "none" {
+		t.Errorf("after a parse error the slider shows")
+	}
+}

@@ -105,6 +105,12 @@ func NewServer(o Options) *Server {
 	mux := http.NewServeMux()
 	sub, _ := fs.Sub(static, "static")
 	mux.Handle("GET /", http.FileServerFS(sub))
+	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		// The page's icon, for the browser's tab (and no 404 in its log).
+		w.Header().Set("Content-Type", "image/svg+xml")
+		w.Header().Set("Cache-Control", "max-age=86400")
+		io.WriteString(w, favicon)
+	})
 	mux.HandleFunc("GET /api/info", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"kernel": s.o.Kernel != nil})
 	})
@@ -460,3 +466,7 @@ func (s *Server) inSimSlot(w http.ResponseWriter, work func() (int, []byte)) {
 	}()
 	s.send(w, code, answer)
 }
+
+// favicon is the page's icon: a ladder's two lifelines and an arrow.
+const favicon = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><rect width="16" height="16" rx="3" fill="#10305f"/>` +
+	`<path d="M4 3v10M12 3v10" stroke="#fff" stroke-width="1.5"/><path d="M4 6l8 4" stroke="#f0b429" stroke-width="1.5"/></svg>`

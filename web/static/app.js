@@ -3,6 +3,7 @@
 
 const $ = (id) => document.getElementById(id);
 let opened = ""; // the name of a file opened from disk, if any
+let loadedText = ""; // the library scenario's text as loaded
 let result = null; // the last run
 
 function esc(s) {
@@ -104,6 +105,7 @@ async function loadLibrary() {
 async function loadSource(name) {
   const r = await fetch("api/scenarios/" + encodeURIComponent(name));
   $("source").value = await r.text();
+  loadedText = $("source").value;
   showErrors([]);
   document.body.dataset.loaded = name;
 }
@@ -163,7 +165,9 @@ async function run() {
     const r = await fetch("api/run", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ source: $("source").value, name: opened || ($("library").value || "scenario") + ".tcplab", backend: $("backend").value }),
+      // Text edited away from the library's runs under its own title line,
+      // not under the name picked in the list.
+      body: JSON.stringify({ source: $("source").value, name: runName(), backend: $("backend").value }),
     });
     if (!r.ok) {
       $("status").textContent = "error: " + (await r.text());
@@ -176,6 +180,8 @@ async function run() {
         // A run stopped by its budget: what it did up to then, and why.
         result = res;
         render(res);
+      } else {
+        clearResult(); // nothing on the right may pass for this text's run
       }
       showErrors(res.errors);
       $("status").textContent = res.title ? `${res.title} — ${res.errors[0].msg}` : `${res.errors.length} error(s) in the scenario`;
@@ -193,6 +199,22 @@ async function run() {
     $("run").disabled = false;
     document.body.dataset.runs = String(Number(document.body.dataset.runs || 0) + 1);
   }
+}
+
+// runName is the name a run is shown under: the file opened, the library
+// scenario picked while its text is unchanged, else "edited".
+function runName() {
+  if (opened) return opened;
+  const v = $("library").value;
+  return (v && $("source").value === loadedText ? v : "edited") + ".tcplab";
+}
+
+// clearResult empties the right side: after a failed parse nothing of an
+// earlier run may stay there.
+function clearResult() {
+  result = null;
+  for (const id of ["explain", "checks", "snapshot", "ladder", "states", "events"]) $(id).innerHTML = "";
+  $("slider-row").hidden = true;
 }
 
 function render(res) {
@@ -237,8 +259,10 @@ function showMoment(n) {
         : "<tr><td colspan=3>(no socket)</td></tr>") + "</table>";
   }
   $("snapshot").innerHTML = html;
+  // Later events are greyed, except at the slider's end: all happened.
+  const end = n >= snaps.length;
   for (const tr of document.querySelectorAll("#events tr[data-at]")) {
-    tr.classList.toggle("later", Number(tr.dataset.at) > at && n > 0);
+    tr.classList.toggle("later", Number(tr.dataset.at) > at && n > 0 && !end);
   }
 }
 
