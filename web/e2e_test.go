@@ -322,3 +322,30 @@ func TestPageShowsWhatWasRun(t *testing.T) {
 		t.Errorf("after a parse error the slider shows")
 	}
 }
+
+// The controls stay on the left at any width: the library's titles get a
+// row of their own, and on a narrow window the controls wrap rather than
+// run into the status on the right.
+func TestPageLayout(t *testing.T) {
+	ctx := browser(t)
+	for _, width := range []int64{1600, 800} {
+		if err := chromedp.Do(ctx, chromedp.EmulateViewport(width, 900)); err != nil {
+			t.Fatal(err)
+		}
+		if w := eval[float64](t, ctx, `document.getElementById("library").getBoundingClientRect().width`); w < 250 {
+			t.Errorf("at %d px the scenario list is %.0f px wide", width, w)
+		}
+		over := eval[string](t, ctx, `(() => { const left = document.getElementById("left").getBoundingClientRect();
+			const status = document.getElementById("status").getBoundingClientRect();
+			for (const el of document.querySelectorAll("#left .row > *")) {
+				const r = el.getBoundingClientRect();
+				if (r.width === 0) continue;
+				if (r.right > left.right + 1) return el.id || el.tagName;
+				if (status.top < r.bottom && r.top < status.bottom && r.right > status.left) return (el.id || el.tagName) + " over the status";
+			}
+			return "" })()`)
+		if over != "" {
+			t.Errorf("at %d px %s runs past the left side", width, over)
+		}
+	}
+}
