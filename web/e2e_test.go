@@ -349,3 +349,28 @@ func TestPageLayout(t *testing.T) {
 		}
 	}
 }
+
+// The slider's time is marked on the ladder: a line under the last row at
+// or before it, none at the slider's end.
+func TestPageLadderMarksTheSlider(t *testing.T) {
+	ctx := browser(t)
+	if err := pick(ctx, "hutu"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#ladder svg line.now").length`); n != 0 {
+		t.Errorf("at the slider's end %d marks", n)
+	}
+	// The client's FIN_WAIT2 (0.046 s): the line lies under that row, above
+	// the next time's row.
+	y := eval[float64](t, ctx, `(() => { const i = result.snapshots.findIndex(s => s.what.startsWith("client") && s.what.endsWith("-> FIN_WAIT2"));
+		const sl = document.getElementById("time"); sl.value = String(i + 1); sl.dispatchEvent(new Event("input"));
+		const l = document.querySelector("#ladder svg line.now"); return l ? Number(l.getAttribute("y1")) : -1 })()`)
+	rows := eval[[]float64](t, ctx, `[...document.querySelectorAll("#ladder svg text.time")].filter(t => t.textContent === "0.046000").map(t => Number(t.getAttribute("y")))`)
+	later := eval[[]float64](t, ctx, `[...document.querySelectorAll("#ladder svg text.time")].filter(t => Number(t.textContent) > 0.046).map(t => Number(t.getAttribute("y")))`)
+	if len(rows) == 0 || len(later) == 0 || y <= rows[len(rows)-1] || y >= later[0] {
+		t.Errorf("mark at y %v; rows at 0.046 s %v, next row %v", y, rows, later)
+	}
+}

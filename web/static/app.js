@@ -259,11 +259,46 @@ function showMoment(n) {
         : "<tr><td colspan=3>(no socket)</td></tr>") + "</table>";
   }
   $("snapshot").innerHTML = html;
+  markLadder(n > 0 && !(n >= snaps.length) ? at : null);
   // Later events are greyed, except at the slider's end: all happened.
   const end = n >= snaps.length;
   for (const tr of document.querySelectorAll("#events tr[data-at]")) {
     tr.classList.toggle("later", Number(tr.dataset.at) > at && n > 0 && !end);
   }
+}
+
+// markLadder draws a line across the ladder under the last row at or
+// before the slider's time (at in ns; null: no line, as at the end).
+function markLadder(at) {
+  const svg = document.querySelector("#ladder svg");
+  if (!svg) return;
+  let line = svg.querySelector("line.now");
+  if (at === null) {
+    if (line) line.remove();
+    return;
+  }
+  let y = null;
+  for (const t of svg.querySelectorAll("text.time")) {
+    const secs = Number(t.textContent);
+    if (!Number.isNaN(secs) && Math.round(secs * 1e9) <= at) y = Number(t.getAttribute("y")) + 5;
+  }
+  if (y === null) {
+    if (line) line.remove();
+    return;
+  }
+  if (!line) {
+    line = document.createElementNS("http://www.w3.org/2000/svg", "line");
+    line.setAttribute("class", "now");
+    line.setAttribute("stroke", "#c0392b");
+    line.setAttribute("stroke-width", "2");
+    line.setAttribute("stroke-dasharray", "6 3");
+    svg.appendChild(line);
+  }
+  line.setAttribute("x1", "0");
+  line.setAttribute("x2", svg.getAttribute("width") || "100%");
+  line.setAttribute("y1", String(y));
+  line.setAttribute("y2", String(y));
+  line.dataset.at = String(at);
 }
 
 $("time").addEventListener("input", (e) => showMoment(Number(e.target.value)));
