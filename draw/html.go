@@ -99,11 +99,16 @@ func Snapshots(hosts []string, events []trace.Event) []Snapshot {
 		if e.State.To == "CLOSED" {
 			delete(live, k)
 		} else {
-			remote := "*"
+			// As ss spells states and addresses (ESTAB, TIME-WAIT; a peer not
+			// yet known is 0.0.0.0:*), as every ss-like table of tcplab.
+			remote := "0.0.0.0:*"
+			if e.Local.Addr().Is6() {
+				remote = "[::]:*"
+			}
 			if e.Remote.IsValid() && e.Remote.Port() != 0 {
 				remote = e.Remote.String()
 			}
-			live[k] = SocketRow{e.Host, e.Local.String(), remote, e.State.To}
+			live[k] = SocketRow{e.Host, e.Local.String(), remote, trace.SSState(e.State.To)}
 		}
 		snap := Snapshot{At: e.At, Time: trace.FormatTime(e.At), Sockets: make([]SocketRow, 0, len(live)),
 			What: fmt.Sprintf("%s %s: %s -> %s", e.Host, e.Local, e.State.From, e.State.To)}

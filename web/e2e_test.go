@@ -123,8 +123,12 @@ func TestPageRunsAScenario(t *testing.T) {
 	// and the server's show its LAST_ACK ended.
 	eval[bool](t, ctx, `(() => { const i = result.snapshots.findIndex(s => s.what.startsWith("client") && s.what.endsWith("-> TIME_WAIT"));
 		const sl = document.getElementById("time"); sl.value = String(i + 1); sl.dispatchEvent(new Event("input")); return i >= 0 })()`)
-	if c := text(t, ctx, `#snapshot table[data-host="client"]`); !strings.Contains(c, "TIME_WAIT") || !strings.Contains(c, "10.0.0.1:") {
-		t.Errorf("the client's sockets at its TIME_WAIT: %q", c)
+	if c := text(t, ctx, `#snapshot table[data-host="client"]`); !strings.Contains(c, "TIME-WAIT") || !strings.Contains(c, "10.0.0.1:") {
+		t.Errorf("the client's sockets at its TIME_WAIT (ss spells it TIME-WAIT): %q", c)
+	}
+	// The listener as ss shows it: 0.0.0.0:80, peer 0.0.0.0:*.
+	if c := text(t, ctx, `#snapshot table[data-host="server"]`); !strings.Contains(c, "LISTEN") || !strings.Contains(c, "0.0.0.0:80") || !strings.Contains(c, "0.0.0.0:*") {
+		t.Errorf("the server's listener: %q", c)
 	}
 	if !strings.Contains(text(t, ctx, "#time-label"), "1.047000") {
 		t.Errorf("slider label %q, want the time of TIME_WAIT (1.047 s)", text(t, ctx, "#time-label"))
