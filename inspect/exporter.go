@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -193,12 +194,7 @@ func (c *Collector) socketFamilies(socks []Socket) []*family {
 func (c *Collector) counterFamilies(s Sample) []*family {
 	var fams []*family
 	for _, group := range []string{"Tcp", "TcpExt"} {
-		names := make([]string, 0, len(s.Counters[group]))
-		for name := range s.Counters[group] {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
+		for _, name := range slices.Sorted(maps.Keys(s.Counters[group])) {
 			v := s.Counters[group][name]
 			base := "tcplab_" + strings.ToLower(group) + "_" + snakeCase(name)
 			if group == "Tcp" && tcpGauges[name] {
@@ -221,12 +217,7 @@ func (c *Collector) counterFamilies(s Sample) []*family {
 		}
 	}
 	for _, group := range sockstatGroups {
-		names := make([]string, 0, len(s.Counters[group]))
-		for name := range s.Counters[group] {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
+		for _, name := range slices.Sorted(maps.Keys(s.Counters[group])) {
 			v := float64(s.Counters[group][name])
 			file := "/proc/net/sockstat"
 			if strings.HasSuffix(group, "6") {
@@ -277,12 +268,8 @@ func snakeCase(s string) string {
 		if i > 0 && unicode.IsUpper(r) {
 			prev := rs[i-1]
 			nextLower := i+1 < len(rs) && unicode.IsLower(rs[i+1])
-			if unicode.IsLower(prev) && !(prev == 's' && i > 1 && unicode.IsUpper(rs[i-2])) || unicode.IsDigit(prev) ||
-				unicode.IsUpper(prev) && nextLower && !plural(i) {
+			if unicode.IsLower(prev) || unicode.IsDigit(prev) || unicode.IsUpper(prev) && nextLower && !plural(i) {
 				b = append(b, '_')
-			}
-			if unicode.IsLower(prev) && prev == 's' && i > 1 && unicode.IsUpper(rs[i-2]) {
-				b = append(b, '_') // after a plural acronym (ACKsFoo): a new word
 			}
 		}
 		b = append(b, unicode.ToLower(r))

@@ -28,19 +28,25 @@ func benchLab(b *testing.B, sink trace.Sink) (*Network, tcp.FD) {
 	return n, tcp.FD(l.Ret)
 }
 
-// lifecycle runs one connection from connect to the end of TIME_WAIT:
-// handshake, 4 bytes, the client closes, the server reads EOF and closes,
-// TIME_WAIT expires.
-func lifecycle(b *testing.B, n *Network, lfd tcp.FD) {
+// connected connects the client to the server's listener and accepts the
+// connection: the two ends' descriptors.
+func connected(b *testing.B, n *Network, lfd tcp.FD) (cfd, sfd tcp.FD) {
 	c, _ := n.Do("client", tcp.Call{Op: tcp.OpSocket})
-	cfd := tcp.FD(c.Ret)
+	cfd = tcp.FD(c.Ret)
 	n.Do("client", tcp.Call{Op: tcp.OpConnect, FD: cfd, Addr: netip.MustParseAddrPort("10.0.0.2:80"), NonBlock: true})
 	n.RunFor(5 * time.Millisecond)
 	a, _ := n.Do("server", tcp.Call{Op: tcp.OpAccept, FD: lfd, NonBlock: true})
 	if a.Err != tcp.OK {
 		b.Fatalf("accept: %v", a.Err)
 	}
-	sfd := tcp.FD(a.Ret)
+	return cfd, tcp.FD(a.Ret)
+}
+
+// lifecycle runs one connection from connect to the end of TIME_WAIT:
+// handshake, 4 bytes, the client closes, the server reads EOF and closes,
+// TIME_WAIT expires.
+func lifecycle(b *testing.B, n *Network, lfd tcp.FD) {
+	cfd, sfd := connected(b, n, lfd)
 	if w, _ := n.Do("client", tcp.Call{Op: tcp.OpWrite, FD: cfd, Data: []byte("Hutu")}); w.Ret != 4 {
 		b.Fatalf("write: %+v", w)
 	}
@@ -149,15 +155,7 @@ const bulkBytes = 100 << 20
 func bulk(b *testing.B, n *Network, lfd tcp.FD, src, dst []byte) int64 {
 	cli, srv := n.Host("client").Stack, n.Host("server").Stack
 	before := cli.Counter(tcp.OutSegs) + srv.Counter(tcp.OutSegs)
-	c, _ := n.Do("client", tcp.Call{Op: tcp.OpSocket})
-	cfd := tcp.FD(c.Ret)
-	n.Do("client", tcp.Call{Op: tcp.OpConnect, FD: cfd, Addr: netip.MustParseAddrPort("10.0.0.2:80"), NonBlock: true})
-	n.RunFor(5 * time.Millisecond)
-	a, _ := n.Do("server", tcp.Call{Op: tcp.OpAccept, FD: lfd, NonBlock: true})
-	if a.Err != tcp.OK {
-		b.Fatalf("accept: %v", a.Err)
-	}
-	sfd := tcp.FD(a.Ret)
+	cfd, sfd := connected(b, n, lfd)
 	sent, got := 0, 0
 	for got < bulkBytes {
 		if sent < bulkBytes {

@@ -584,8 +584,7 @@ func (n *Network) flush(h *Host) {
 		panic(fmt.Sprintf("sim: host %s queued %d segments but %d output verdicts", h.Name, len(h.segs), len(h.outRules)))
 	}
 	for i := range h.segs {
-		n.sendFrom(h, h.segs[i], false, h.outRules[i])
-		h.segs[i] = wire.Segment{}
+		n.sendFrom(h, h.segs[i], false, h.outRules[i]) // SwapSegments clears them when they go back
 	}
 	clear(h.outRules)
 	h.outRules = h.outRules[:0]

@@ -227,10 +227,11 @@ func (h *Host) PollSegments(dst []wire.Segment) []wire.Segment {
 
 // SwapSegments is PollSegments without a copy: it returns the queued
 // segments in the host's own slice and keeps buf, emptied, for the next
-// ones. The caller owns the returned slice until it passes it back.
+// ones. The caller owns the returned slice until it passes it back (with
+// its length: its segments are cleared then, and their payloads let go).
 func (h *Host) SwapSegments(buf []wire.Segment) []wire.Segment {
 	out := h.out
-	clear(buf[:cap(buf)])
+	clear(buf)
 	h.out = buf[:0]
 	return out
 }

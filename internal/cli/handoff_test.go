@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tcplab/tcplab/internal/clitest"
 )
 
 // The tcplab binary hands the command lines that need the full build to
@@ -80,12 +82,7 @@ func TestHandoffExec(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds both binaries")
 	}
-	dir := t.TempDir()
-	for _, c := range []string{"tcplab", "tcplab-full"} {
-		if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../../cmd/"+c).CombinedOutput(); err != nil {
-			t.Fatalf("build %s: %v\n%s", c, err, out)
-		}
-	}
+	dir := clitest.Build(t, "../../cmd/", "tcplab", "tcplab-full")
 	cmd := exec.Command(filepath.Join(dir, "tcplab"), "explain", "--help")
 	cmd.Env = cleanEnv()
 	var out bytes.Buffer

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -127,11 +129,7 @@ func (f *filterFlags) ssExpr(args []string) error {
 			}
 		}
 		if len(kinds) > 1 {
-			var ks []string
-			for k := range kinds {
-				ks = append(ks, k)
-			}
-			return fmt.Errorf("ss filter: \"or\" among conditions of several kinds (%s): tcplab's filter takes alternatives of one kind only (sport = :22 or sport = :443), and all kinds together; give the kinds that must all hold with and, or as flags (--sport, --dst)", strings.Join(sortedStrings(ks), ", "))
+			return fmt.Errorf("ss filter: \"or\" among conditions of several kinds (%s): tcplab's filter takes alternatives of one kind only (sport = :22 or sport = :443), and all kinds together; give the kinds that must all hold with and, or as flags (--sport, --dst)", strings.Join(slices.Sorted(maps.Keys(kinds)), ", "))
 		}
 	}
 	for _, t := range terms {
@@ -253,17 +251,6 @@ func intersect(kind string, values []string) (string, error) {
 		}
 	}
 	return best.String(), nil
-}
-
-func sortedStrings(s []string) []string {
-	for i := range s {
-		for j := i + 1; j < len(s); j++ {
-			if s[j] < s[i] {
-				s[i], s[j] = s[j], s[i]
-			}
-		}
-	}
-	return s
 }
 
 // portCondition turns ss's comparison of a port (":22", "22") into a port
