@@ -32,7 +32,34 @@ type Transition struct {
 	// "snapshot" when only listings did (its changes were lost).
 	Source    string `json:"source"`
 	Processes []Proc `json:"processes,omitempty"`
+	// Reset says a change to CLOSE came of a reset the socket received.
+	Reset bool `json:"reset,omitempty"`
+	// pid is the thread that made the change in process context: a
+	// system call on the socket (connect, close, shutdown), or the
+	// owner's processing of what came while it held the socket. In
+	// softirq the tracepoint's PID means nothing.
+	pid int
+	// fin says, for a close into TIME_WAIT, whether the full socket took
+	// the peer's FIN (finTaken; its bytes_received counts it) or its
+	// timewait successor did (finLater); finUnknown when the two came too
+	// close to tell.
+	fin int8
 }
+
+const (
+	finUnknown int8 = iota
+	finTaken
+	finLater
+)
+
+// timewaitLen is TCP_TIMEWAIT_LEN: a timewait socket's timer runs this
+// long from the FIN that put it in TIME_WAIT.
+const timewaitLen = 60 * time.Second
+
+// finMargin is how much later than the full socket's end the FIN must
+// have come, by its timewait socket's timer, to have come to the timewait
+// socket (timers count in jiffies, 10 ms at HZ=100).
+const finMargin = 25 * time.Millisecond
 
 // Match reports whether a connection's ends pass the filter's family,
 // ports and addresses (the Go twin of the bytecode).
@@ -157,6 +184,15 @@ type listing struct {
 	s0, s1 time.Duration
 	table  map[tuple]uint32 // inodes
 	tw     map[tuple]timewait
+	info   map[tuple]listed // what the sockets carried (Watcher.info)
+}
+
+// listed is what a listing shows of a full socket for life: its cookie
+// and byte counts.
+type listed struct {
+	cookie uint64
+	state  State
+	counts byteCounts
 }
 
 // Watcher reports live state changes of a namespace's sockets: the
@@ -178,6 +214,7 @@ type Watcher struct {
 	tr     *Tracer
 	filter Filter
 	procs  bool
+	info   bool   // listings keep the sockets' cookies and byte counts
 	nsIno  uint64 // the target namespace's inode number
 	own    bool   // the target is the caller's own namespace
 
@@ -197,6 +234,17 @@ type Watcher struct {
 	notes      []string
 	lost       int
 	offset     time.Duration // wall clock minus monotonic clock
+	lastList   *listing      // the listing the last Poll took
+	// quiet are the full sockets' ends that show no change (an orphan's
+	// FIN_WAIT2 that a timewait socket carries on), for life (with info).
+	quiet []Transition
+}
+
+// takeQuiet returns the ends without a change since the last call.
+func (w *Watcher) takeQuiet() []Transition {
+	q := w.quiet
+	w.quiet = nil
+	return q
 }
 
 // NewWatcher starts watching; procs asks for owning processes.
@@ -309,11 +357,17 @@ func (w *Watcher) readAddrs() error {
 func (w *Watcher) list() (*listing, error) {
 	l := &listing{table: map[tuple]uint32{}, tw: map[tuple]timewait{}}
 	f := w.filter
-	f.States, f.Info = AllStates, false
+	f.States, f.Info = AllStates, w.info
+	if w.info {
+		l.info = map[tuple]listed{}
+	}
 	l.s0 = MonoNow()
 	err := w.host.Each(f, func(s *Socket) {
 		k := tupleOf(s.Local, s.Remote)
 		l.table[k] = s.Inode
+		if s.Info != nil && l.info != nil {
+			l.info[k] = listed{s.Cookie, s.State, countsOf(s.Info)}
+		}
 		if isTimewait(s) {
 			tw := timewait{since: since{s.State, -1}, born: -1}
 			if s.Timer == 3 { // the timewait timer
@@ -359,6 +413,7 @@ func (w *Watcher) Poll() ([]Transition, error) {
 			return nil, err
 		}
 		w.pending = l
+		w.lastList = l
 	}
 	l := w.pending
 	wait := syncWait
@@ -567,7 +622,10 @@ func (w *Watcher) place(evs, after []StateChange, l *listing) []Transition {
 				delete(w.connects, ev.Skaddr)
 			}
 		}
-		t := Transition{At: w.wall(ev.At), Old: ev.Old, New: ev.New, Local: ev.Local, Remote: ev.Remote, Source: "trace"}
+		t := Transition{At: w.wall(ev.At), Old: ev.Old, New: ev.New, Local: ev.Local, Remote: ev.Remote, Source: "trace", Reset: ev.Reset}
+		if !ev.Softirq && ev.PID > 0 {
+			t.pid = ev.PID
+		}
 		// Before connect() picks a port the tracepoint shows port 0.
 		pending := k.unbound()
 		if l, ok := w.last[k]; ok && l.state == ev.Old {
@@ -593,16 +651,34 @@ func (w *Watcher) place(evs, after []StateChange, l *listing) []Transition {
 			case c.rest > 0:
 				w.tw[k] = timewait{since: since{TimeWait, ev.At}, born: ev.At}
 				t.New = TimeWait
-			case cur.state == FinWait2 && ev.Old == FinWait2: // no change to show yet
+			case cur.state == FinWait2 && ev.Old == FinWait2: // no change to show yet; no FIN taken
 				at := ev.At
 				if l, ok := w.last[k]; ok && l.state == FinWait2 {
 					at = l.at
 				}
 				w.tw[k] = timewait{since: since{FinWait2, at}, expires: cur.expires, born: at}
+				if w.info && len(w.quiet) < 1<<16 {
+					// For life: the full socket ended here.
+					t.New, t.fin = Close, finLater
+					w.quiet = append(w.quiet, t)
+				}
 				continue
 			default:
 				w.tw[k] = timewait{since: since{cur.state, ev.At}, expires: cur.expires, born: ev.At}
 				t.New = cur.state
+				// A timewait socket born in FIN_WAIT2 took the FIN
+				// later, and its timer restarted then.
+				// A full socket that stayed in FIN_WAIT2 was not an
+				// orphan (those end as FIN_WAIT2 begins): it waited for
+				// the FIN, and took it.
+				switch {
+				case cur.state == FinWait2:
+					t.fin = finLater
+				case cur.expires > 0 && cur.expires-timewaitLen > ev.At+finMargin:
+					t.fin = finLater
+				case ev.Old == FinWait2 && t.InOld >= finMargin:
+					t.fin = finTaken
+				}
 			}
 		}
 		if t.New == Close {

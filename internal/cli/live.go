@@ -141,6 +141,13 @@ func (f *filterFlags) add(cmd *cobra.Command) {
 	defer cmd.RegisterFlagCompletionFunc("state", CompleteStates)
 	listVar(fl, &f.states, "state", "states", "only these states or groups (established, time-wait, SYN_RECV, ...; groups: connected, synchronized, bucket, big, listening, all); repeat or separate by commas")
 	fl.BoolVarP(&f.listening, "listening", "l", false, "only listening sockets (same as --state listening)")
+	f.addEnds(cmd)
+}
+
+// addEnds adds the filters on a connection's ends: ports, addresses,
+// family.
+func (f *filterFlags) addEnds(cmd *cobra.Command) {
+	fl := cmd.Flags()
 	listVar(fl, &f.sport, "sport", "ports", "local port or range (80, 8000-8080); repeat for alternatives")
 	listVar(fl, &f.dport, "dport", "ports", "remote port or range; repeat for alternatives")
 	listVar(fl, &f.src, "src", "prefixes", "local address or prefix (127.0.0.1, 10.0.0.0/8, ::1)")

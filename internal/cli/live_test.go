@@ -115,6 +115,9 @@ func TestLiveUsageErrors(t *testing.T) {
 		{[]string{"ss", "--src", "10.0.0.0/33"}, "bad address prefix"},
 		{[]string{"stats", "--port", "http"}, `bad port "http"`},
 		{[]string{"doctor", "--interval", "0s"}, "--interval must be positive"},
+		{[]string{"life", "--interval", "0s"}, "--interval must be positive"},
+		{[]string{"life", "--state", "established"}, "unknown flag: --state"},
+		{[]string{"life", "--dport", "x"}, `bad port "x"`},
 	} {
 		out, errs, code := tcplab(t, c.args...)
 		if code != 2 || !strings.HasPrefix(errs, "tcplab: ") || !strings.Contains(errs, c.want) || out != "" {
@@ -516,5 +519,112 @@ func TestLiveWatchUnderLoad(t *testing.T) {
 	}
 	if n := out.get("TIME_WAIT>CLOSED snapshot"); n > lost {
 		t.Errorf("%d TIME_WAITs shown closed, with %d changes lost", n, lost)
+	}
+}
+
+// life tells each connection of the namespace as it ends, in JSON and as
+// a table: the client sends 5 bytes and reads 7, closes first; the server
+// closes after its delayed ACK (at most 200 ms), so the client's socket is
+// freed before the server's FIN comes.
+func TestLiveLife(t *testing.T) {
+	h, path := liveNetns(t)
+	const port = 7140
+	for _, asJSON := range []bool{true, false} {
+		args := []string{"life", "--netns", path, "--duration", "3s", "--interval", "100ms", "--dport", strconv.Itoa(port) + ",1-6999"}
+		if asJSON {
+			args = append(args, "--json")
+		}
+		var out, errb bytes.Buffer
+		done := make(chan int, 1)
+		go func() { done <- run(args, &out, &errb) }()
+		time.Sleep(500 * time.Millisecond) // life has started
+		var client string
+		release := make(chan struct{})
+		made := make(chan error, 1)
+		go func() {
+			made <- inspect.InNetns(h, func() error {
+				ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+				if err != nil {
+					return err
+				}
+				defer ln.Close()
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					return err
+				}
+				s, err := ln.Accept()
+				if err != nil {
+					return err
+				}
+				client = c.LocalAddr().String()
+				c.Write([]byte("hello"))
+				b := make([]byte, 5)
+				if _, err := s.Read(b); err != nil {
+					return err
+				}
+				s.Write([]byte("goodbye"))
+				if _, err := c.Read(make([]byte, 7)); err != nil {
+					return err
+				}
+				c.Close()
+				time.Sleep(300 * time.Millisecond)
+				s.Close()
+				<-release // the thread stays in the namespace while life reads
+				return nil
+			})
+		}()
+		code := <-done
+		close(release)
+		if err := <-made; err != nil {
+			t.Fatal(err)
+		}
+		if code != 0 {
+			t.Fatalf("life exited %d: %s", code, errb.String())
+		}
+		if !asJSON {
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			if len(lines) != 2 || !strings.HasPrefix(lines[0], "END ") || !strings.Contains(lines[1], client) {
+				t.Fatalf("table:\n%s", out.String())
+			}
+			f := strings.Fields(lines[1])
+			// END LOCAL REMOTE PID COMM TX RX DURATION FINAL CLOSED
+			if len(f) != 10 || f[1] != client || f[3] != strconv.Itoa(os.Getpid()) || f[5] != "5" || f[6] != "7" || f[8] != "FIN_WAIT2" || f[9] != "local" || !strings.HasSuffix(f[7], "ms") {
+				t.Errorf("table row %q", lines[1])
+			}
+			continue
+		}
+		type life struct {
+			Local         string `json:"local"`
+			Remote        string `json:"remote"`
+			Opened        string `json:"opened"`
+			BytesSent     uint64 `json:"bytes_sent"`
+			BytesReceived uint64 `json:"bytes_received"`
+			Bytes         string `json:"bytes"`
+			Final         string `json:"final"`
+			ClosedFirst   string `json:"closed_first"`
+			DurationNS    int64  `json:"duration_ns"`
+			Processes     []struct {
+				PID int `json:"pid"`
+			} `json:"processes"`
+		}
+		var lives []life
+		for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			var x life
+			dec := json.NewDecoder(strings.NewReader(l))
+			if err := dec.Decode(&x); err != nil {
+				t.Fatalf("%q: %v", l, err)
+			}
+			lives = append(lives, x)
+		}
+		// Only the client's end passes --dport; the server's (remote port
+		// above 7000, its peer's) does not.
+		if len(lives) != 1 {
+			t.Fatalf("told %d connections, want the client's: %s", len(lives), out.String())
+		}
+		l := lives[0]
+		if l.Local != client || l.Opened != "active" || l.BytesSent != 5 || l.BytesReceived != 7 || l.Bytes != "final" ||
+			l.Final != "FIN_WAIT2" || l.ClosedFirst != "local" || l.DurationNS <= 0 || len(l.Processes) == 0 || l.Processes[0].PID != os.Getpid() {
+			t.Errorf("life %+v", l)
+		}
 	}
 }

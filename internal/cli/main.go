@@ -176,7 +176,7 @@ var commands = []struct {
 	make func(io.Writer) *cobra.Command
 }{
 	{"list", newList}, {"run", newRun}, {"tour", newTour}, {"show", newShow},
-	{"ss", newSS}, {"stats", newStats}, {"doctor", newDoctor}, {"watch", newWatch},
+	{"ss", newSS}, {"stats", newStats}, {"doctor", newDoctor}, {"watch", newWatch}, {"life", newLife},
 }
 
 // commandNamed is the command a command line names, if it is one of
