@@ -34,6 +34,9 @@ type Socket struct {
 	// INET_DIAG_SKMEMINFO gives it: rmem_alloc, rcvbuf, wmem_alloc,
 	// sndbuf, fwd_alloc, wmem_queued, optmem, backlog, drops.
 	Mem *[9]uint32 `json:"-"`
+	// infoLen is how many bytes of tcp_info the kernel gave (older kernels
+	// give fewer fields; the rest read zero).
+	infoLen int
 }
 
 // TimerName names the pending timer as ss -o does.
@@ -297,7 +300,7 @@ func parseDiagMsg(b []byte, s *Socket) bool {
 		if t == inetDiagInfo {
 			ti := new(tcpInfo)
 			dst := unsafe.Slice((*byte)(unsafe.Pointer(ti)), unsafe.Sizeof(*ti))
-			copy(dst, attrs[4:l])
+			s.infoLen = copy(dst, attrs[4:l])
 			s.Info = ti
 		}
 		if t == inetDiagSkmeminfo && l >= 4+9*4 {

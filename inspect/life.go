@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unsafe"
 )
 
 // Life is one connection's life, told when it ends: when its socket
@@ -74,8 +75,12 @@ const (
 	// goneAfter is how long an open connection may be missing from every
 	// listing before it is told as ended unseen (its changes lost).
 	goneAfter = 5 * time.Second
-	// doneFor is how long an ended connection's 4-tuple drops a late
-	// freed socket (its owner closed it long after the end).
+	// connectFor bounds how long a connect() that never showed its port
+	// is followed (a SYN_SENT gives up after tcp_syn_retries, 127 s by
+	// default).
+	connectFor = 10 * time.Minute
+	// doneFor is how long a told connection's cookie (or 4-tuple, when
+	// its cookie was never seen) drops a late freed socket of its own.
 	doneFor = 10 * time.Minute
 	maxDone = 1 << 16
 )
@@ -86,13 +91,15 @@ type lifeRec struct {
 	state   State      // its current state
 	fin     int8       // whether bytes_received counts the peer's FIN (finTaken, ...)
 	ended   time.Time  // when the tracker learned it ended (wall); zero while open
-	freed   bool       // its final counts are in
+	closed  bool       // it ended by a change to CLOSE other than a close's last step: a disconnect may clear its freed socket's ends
+	freed   bool       // its socket was freed
 	counts  byteCounts // final, from the freed socket
 	listed  listed     // as last listed
 	pids    []int      // threads seen making its calls (connect, close)
 	procs   []Proc     // their processes
-	absent  time.Time  // first listing it was missing from, while open
+	absent  time.Time  // first complete listing it was missing from, while open
 	changed time.Time  // when its last change was learned
+	sk      uint64     // its socket's kernel address, while connect() has not shown its port
 }
 
 // freedSock is a socket the kernel freed, waiting for its changes to be
@@ -101,6 +108,7 @@ type freedSock struct {
 	local, remote netip.AddrPort
 	cookie        uint64
 	counts        byteCounts
+	known         bool      // counts holds what the kernel counted
 	at            time.Time // read (wall)
 }
 
@@ -118,21 +126,23 @@ func partOf(local, remote netip.AddrPort) partEnds {
 // logic of LifeWatcher without the kernel, so that tests can drive it.
 type lifeTracker struct {
 	filter Filter
-	open   map[tuple]*lifeRec   // connections not ended
+	open   map[tuple]*lifeRec   // connections not ended, by their ends
+	pend   map[uint64]*lifeRec  // connects not showing their port yet, by socket
 	ended  map[tuple][]*lifeRec // ended, waiting for their sockets to be freed
 	// byEnds finds ended connections by their local port and remote
 	// address: a socket freed after a disconnect or a failed connect has
 	// its remote port, and maybe its local address, cleared.
-	byEnds map[partEnds][]*lifeRec
-	freed  []freedSock         // freed, waiting for their changes
-	done   map[tuple]time.Time // told: a late freed socket of theirs is dropped
-	swept  time.Time
-	comm   func(tid int) (Proc, bool)
+	byEnds  map[partEnds][]*lifeRec
+	freed   []freedSock          // freed, waiting for their changes
+	cookies map[uint64]time.Time // told connections' cookies: their freed sockets are dropped
+	tuples  map[tuple]time.Time  // told connections without a cookie, likewise
+	swept   time.Time
+	comm    func(tid int) (Proc, bool)
 }
 
 func newLifeTracker(f Filter) *lifeTracker {
-	return &lifeTracker{filter: f, open: map[tuple]*lifeRec{}, ended: map[tuple][]*lifeRec{},
-		byEnds: map[partEnds][]*lifeRec{}, done: map[tuple]time.Time{}, comm: procOfThread}
+	return &lifeTracker{filter: f, open: map[tuple]*lifeRec{}, pend: map[uint64]*lifeRec{}, ended: map[tuple][]*lifeRec{},
+		byEnds: map[partEnds][]*lifeRec{}, cookies: map[uint64]time.Time{}, tuples: map[tuple]time.Time{}, comm: procOfThread}
 }
 
 // changes applies a Poll's transitions, learned at now.
@@ -140,14 +150,28 @@ func (lt *lifeTracker) changes(ts []Transition, now time.Time) {
 	for i := range ts {
 		t := &ts[i]
 		k := tupleOf(t.Local, t.Remote)
-		r := lt.open[k]
-		if r == nil && t.Old == SynSent && t.Local.Port() != 0 {
+		var r *lifeRec
+		switch {
+		case t.Local.Port() == 0 && t.sk != 0:
+			// Before connect() picks the port: followed by socket.
+			r = lt.pend[t.sk]
+		case t.Old == SynSent && t.sk != 0 && lt.pend[t.sk] != nil:
 			// connect() picked the port after its first change.
-			if r = lt.open[k.unbound()]; r != nil {
-				delete(lt.open, k.unbound())
-				r.Local = t.Local
-				lt.open[k] = r
+			r = lt.pend[t.sk]
+			delete(lt.pend, t.sk)
+			r.Local, r.sk = t.Local, 0
+			if o := lt.open[k]; o != nil {
+				lt.end(o, o.state, t.At, now) // its end was lost
 			}
+			lt.open[k] = r
+		case t.Old == SynSent && t.sk == 0 && t.Local.Port() != 0 && lt.open[k] == nil && lt.open[k.unbound()] != nil:
+			// The same, without the socket's address: by its ends.
+			r = lt.open[k.unbound()]
+			delete(lt.open, k.unbound())
+			r.Local = t.Local
+			lt.open[k] = r
+		default:
+			r = lt.open[k]
 		}
 		if t.Source != "trace" {
 			// Listings only show timewait sockets coming and going: a
@@ -160,21 +184,40 @@ func (lt *lifeTracker) changes(ts []Transition, now time.Time) {
 		if t.New == Listen || t.New == Reused || t.Old == TimeWait || t.Remote.Port() == 0 {
 			continue // listeners; timewait sockets
 		}
+		born := t.Old == Close || t.Old == Listen // a listener's new connection shows its parent's LISTEN, copied
+		if r != nil && born {
+			lt.end(r, r.state, t.At, now) // a new socket on the 4-tuple: the old one's end was lost
+			r = nil
+		}
 		if r == nil {
-			if t.Old != Close && len(lt.ended[k]) > 0 {
+			if !born && len(lt.ended[k]) > 0 {
 				continue // a late change of an ended connection
 			}
-			if t.New == Close {
-				continue // nothing known before its end: the freed socket tells
+			r = &lifeRec{Life: Life{Local: t.Local, Remote: t.Remote}, state: t.Old}
+			if born {
+				r.Start, r.state = t.At, 0
+			} else {
+				// Begun before the watch, or its changes lost: what its
+				// state says of the close so far.
+				switch t.Old {
+				case FinWait1, FinWait2:
+					r.ClosedFirst = "local"
+				case CloseWait, LastAck:
+					r.ClosedFirst, r.fin = "remote", finTaken
+				case Closing:
+					r.ClosedFirst, r.fin = "both", finTaken
+				}
 			}
-			r = &lifeRec{Life: Life{Local: t.Local, Remote: t.Remote}}
-			// A listener's new connection shows LISTEN (its parent's
-			// state, copied) to SYN_RECV.
-			if t.Old == Close || t.Old == Listen {
-				r.Start = t.At
+			delete(lt.tuples, k)
+			if t.Local.Port() == 0 && t.sk != 0 {
+				r.sk = t.sk
+				if len(lt.pend) >= maxDone {
+					lt.sweepPending(now, true)
+				}
+				lt.pend[t.sk] = r
+			} else {
+				lt.open[k] = r
 			}
-			delete(lt.done, k)
-			lt.open[k] = r
 		}
 		r.changed = now
 		r.absent = time.Time{}
@@ -231,7 +274,8 @@ func (lt *lifeTracker) changes(ts []Transition, now time.Time) {
 			} else {
 				r.closedFirst("abort")
 			}
-			lt.end(r, r.state, t.At, now)
+			r.closed = t.Old != LastAck && t.Old != Closing && t.Old != FinWait2
+			lt.end(r, t.Old, t.At, now)
 		case TimeWait:
 			final := TimeWait
 			if r.fin == finLater {
@@ -253,11 +297,13 @@ func (r *lifeRec) closedFirst(who string) {
 	}
 }
 
-// end moves an open connection to those waiting for their sockets to be
-// freed.
+// end moves a connection to those waiting for their sockets to be freed.
 func (lt *lifeTracker) end(r *lifeRec, final State, at, now time.Time) {
 	k := tupleOf(r.Local, r.Remote)
-	if lt.open[k] == r {
+	if r.sk != 0 {
+		delete(lt.pend, r.sk)
+		r.sk = 0
+	} else if lt.open[k] == r {
 		delete(lt.open, k)
 	}
 	r.Final, r.End, r.ended = final, at, now
@@ -277,13 +323,27 @@ func (lt *lifeTracker) forget(r *lifeRec) {
 	}
 }
 
-// listed updates open connections from a listing: their cookies and
-// counts so far, and whether they are still there.
+// sweepPending drops connects followed for longer than connectFor (their
+// later changes lost), or the oldest half when all is set.
+func (lt *lifeTracker) sweepPending(now time.Time, all bool) {
+	for sk, r := range lt.pend {
+		if now.Sub(r.changed) > connectFor || all && len(lt.pend) > maxDone/2 {
+			delete(lt.pend, sk)
+		}
+	}
+}
+
+// listed updates open connections from a listing whose earlier changes
+// have all been applied: their cookies and counts so far, and whether
+// they are still there.
 func (lt *lifeTracker) listed(l *listing, now time.Time) {
 	if l == nil || l.info == nil {
 		return
 	}
 	for k, r := range lt.open {
+		if k.local.port == 0 {
+			continue // a connect() not showing its port: no listing has it so
+		}
 		s, ok := l.info[k]
 		if _, tw := l.tw[k]; !ok && !tw {
 			if r.absent.IsZero() && r.changed.Before(now) {
@@ -298,6 +358,10 @@ func (lt *lifeTracker) listed(l *listing, now time.Time) {
 	}
 }
 
+// tcpInfoCounted is how much of tcp_info holds the counts (Linux 4.19
+// added bytes_sent and bytes_retrans).
+var tcpInfoCounted = int(unsafe.Offsetof(tcpInfo{}.Bytes_retrans) + unsafe.Sizeof(tcpInfo{}.Bytes_retrans))
+
 // freedSocket notes a socket the kernel freed, read at now.
 func (lt *lifeTracker) freedSocket(s *Socket, now time.Time) {
 	if s.Info == nil || s.Remote.Addr().Unmap().IsUnspecified() || s.Local.Port() == 0 {
@@ -306,69 +370,69 @@ func (lt *lifeTracker) freedSocket(s *Socket, now time.Time) {
 	if s.Remote.Port() != 0 && !lt.filter.Match(s.Local, s.Remote) {
 		return // (a cleared one is matched against connections that passed)
 	}
-	lt.freed = append(lt.freed, freedSock{local: s.Local, remote: s.Remote, cookie: s.Cookie, counts: countsOf(s.Info), at: now})
+	f := freedSock{local: s.Local, remote: s.Remote, cookie: s.Cookie, at: now}
+	// A disconnect (an abort with SO_LINGER 0, a failed connect) clears the
+	// remote port and zeroes the counts as well.
+	if s.Remote.Port() != 0 && (s.infoLen == 0 || s.infoLen >= tcpInfoCounted) {
+		f.counts, f.known = countsOf(s.Info), true
+	}
+	lt.freed = append(lt.freed, f)
 }
 
 // due returns the lives that can be told at now, the changes through
-// through applied. With flush, nothing waits any longer.
-func (lt *lifeTracker) due(now, through time.Time, flush bool) []Life {
+// through applied. While behind (the trace reader late), nothing is given
+// up on for lack of changes. With flush, nothing waits any longer.
+func (lt *lifeTracker) due(now, through time.Time, behind, flush bool) []Life {
 	var out []Life
 	// Freed sockets, once the changes before them are in (or waited for
 	// long enough): a socket is freed after its end, so an ended
 	// connection takes it first.
 	keep := lt.freed[:0]
 	for _, f := range lt.freed {
-		if !flush && through.Before(f.at) && now.Sub(f.at) < changeWait {
+		if !flush && through.Before(f.at) && (behind || now.Sub(f.at) < changeWait) {
 			keep = append(keep, f)
 			continue
 		}
+		if _, told := lt.cookies[f.cookie]; told && f.cookie != 0 {
+			continue // freed long after its end, told already
+		}
 		k := tupleOf(f.local, f.remote)
-		mine := func(r *lifeRec) bool { return r.Cookie == 0 || r.Cookie == f.cookie }
-		var r *lifeRec
-		for _, e := range lt.ended[k] {
-			if !e.freed && mine(e) {
-				r = e
-				break
+		r := lt.freedOf(f, k)
+		if r == nil && f.remote.Port() != 0 {
+			if o := lt.open[k]; o != nil && o.state == FinWait2 && (o.Cookie == 0 || o.Cookie == f.cookie) {
+				// Freed before ending on the trace: an orphan's FIN_WAIT2
+				// that a timewait socket carries on, the listing that
+				// shows it missed.
+				r = o
+				lt.end(r, FinWait2, f.at, now)
 			}
-		}
-		if f.remote.Port() == 0 {
-			// Its ends cleared (a disconnect, a failed connect): the
-			// connection that ended with its local port and remote
-			// address, and its local address unless cleared too.
-			for _, e := range lt.byEnds[partOf(f.local, f.remote)] {
-				if !e.freed && mine(e) && (f.local.Addr().IsUnspecified() || f.local.Addr() == e.Local.Addr()) {
-					r = e
-					break
-				}
-			}
-			if r == nil {
-				continue // its changes were not seen: its ends are not known
-			}
-		}
-		if o := lt.open[k]; r == nil && o != nil && mine(o) {
-			// Freed before ending on the trace: an orphan's FIN_WAIT2 that
-			// a timewait socket carries on.
-			r = o
-			lt.end(r, r.state, f.at, now)
 		}
 		if r == nil {
-			if _, told := lt.done[k]; told {
-				continue // freed long after its end, told already
+			if _, told := lt.tuples[k]; told || f.remote.Port() == 0 {
+				continue // told already; or cleared and not known: its ends are lost
 			}
 			// Only the freed socket was seen: its changes were lost, or it
 			// made none while watched.
 			r = &lifeRec{Life: Life{Local: f.local, Remote: f.remote}}
 			lt.end(r, 0, f.at, now)
 		}
-		r.Cookie, r.counts, r.freed, r.Bytes = f.cookie, f.counts, true, "final"
+		r.Cookie, r.freed = f.cookie, true
+		if f.known {
+			r.counts, r.Bytes = f.counts, "final"
+		} else if r.Final == SynSent {
+			// Never connected: nothing sent or received.
+			r.counts, r.Bytes = byteCounts{}, "final"
+		}
 	}
 	lt.freed = keep
-	for k, r := range lt.open {
-		if !flush && !r.absent.IsZero() && now.Sub(r.absent) >= goneAfter {
+	for _, r := range lt.open {
+		if !flush && !behind && !r.absent.IsZero() && now.Sub(r.absent) >= goneAfter {
 			// Gone from the listings, its end not seen.
 			lt.end(r, r.state, r.absent, now)
-			delete(lt.open, k)
 		}
+	}
+	if len(lt.pend) > 0 && now.Sub(lt.swept) > 10*time.Second {
+		lt.sweepPending(now, false)
 	}
 	for k, rs := range lt.ended {
 		left := rs[:0]
@@ -377,7 +441,11 @@ func (lt *lifeTracker) due(now, through time.Time, flush bool) []Life {
 				left = append(left, r)
 				continue
 			}
-			lt.done[k] = now
+			if r.Cookie != 0 {
+				lt.cookies[r.Cookie] = now
+			} else {
+				lt.tuples[k] = now
+			}
 			lt.forget(r)
 			out = append(out, lt.told(r))
 		}
@@ -387,16 +455,48 @@ func (lt *lifeTracker) due(now, through time.Time, flush bool) []Life {
 			lt.ended[k] = left
 		}
 	}
-	if len(lt.done) > maxDone || now.Sub(lt.swept) > 10*time.Second {
+	if len(lt.cookies)+len(lt.tuples) > maxDone || now.Sub(lt.swept) > 10*time.Second {
 		lt.swept = now
-		for k, at := range lt.done {
-			if now.Sub(at) > doneFor || len(lt.done) > maxDone {
-				delete(lt.done, k)
+		for c, at := range lt.cookies {
+			if now.Sub(at) > doneFor || len(lt.cookies) > maxDone/2 {
+				delete(lt.cookies, c)
+			}
+		}
+		for k, at := range lt.tuples {
+			if now.Sub(at) > doneFor || len(lt.tuples) > maxDone/2 {
+				delete(lt.tuples, k)
 			}
 		}
 	}
 	slices.SortFunc(out, func(a, b Life) int { return a.End.Compare(b.End) })
 	return out
+}
+
+// freedOf finds the ended connection a freed socket was: its own cookie
+// first, then one without a cookie. A socket with cleared ends is one
+// that a change to CLOSE ended (a disconnect), matched by what is left of
+// its ends.
+func (lt *lifeTracker) freedOf(f freedSock, k tuple) *lifeRec {
+	rs := lt.ended[k]
+	cleared := f.remote.Port() == 0
+	if cleared {
+		rs = lt.byEnds[partOf(f.local, f.remote)]
+	}
+	var loose *lifeRec
+	for _, e := range rs {
+		if e.freed || cleared && (!e.closed || !f.local.Addr().IsUnspecified() && f.local.Addr() != e.Local.Addr()) {
+			continue
+		}
+		switch e.Cookie {
+		case f.cookie:
+			return e
+		case 0:
+			if loose == nil {
+				loose = e
+			}
+		}
+	}
+	return loose
 }
 
 // told completes a life for telling.
@@ -406,7 +506,7 @@ func (lt *lifeTracker) told(r *lifeRec) Life {
 		l.Duration = l.End.Sub(l.Start)
 	}
 	c, fin := r.counts, r.fin
-	if !r.freed && l.Bytes == "listed" {
+	if l.Bytes == "listed" {
 		c, fin = r.listed.counts, finLater
 		if finReceived(r.listed.state) {
 			fin = finTaken
@@ -420,9 +520,9 @@ func (lt *lifeTracker) told(r *lifeRec) Life {
 		switch {
 		case fin == finTaken && c.received > 0:
 			l.BytesReceived--
-		case fin == finUnknown && r.Final == TimeWait && c.received > 0:
+		case fin == finUnknown && (r.Final == TimeWait || r.Final == 0) && c.received > 0:
 			// Taken by the socket or by its timewait successor, within
-			// milliseconds: the lower count, marked.
+			// milliseconds (or no change seen): the lower count, marked.
 			l.BytesReceived--
 			l.ReceivedAtLeast = true
 		}
@@ -529,16 +629,16 @@ func (lw *LifeWatcher) Poll() ([]Life, error) {
 		slices.SortStableFunc(ts, func(a, b Transition) int { return a.At.Compare(b.At) })
 	}
 	lw.lt.changes(ts, now)
-	lw.lt.listed(lw.w.lastList, now)
+	lw.lt.listed(lw.w.placed, now)
 	if err := lw.d.Read(func(s *Socket) { lw.lt.freedSocket(s, now) }); err != nil {
 		return nil, err
 	}
-	return lw.lt.due(now, lw.w.Through(), false), nil
+	return lw.lt.due(now, lw.w.Through(), lw.w.Behind(), false), nil
 }
 
 // Flush returns the connections that ended and still wait to be told
 // (their sockets not freed yet), as at the end of a watch.
-func (lw *LifeWatcher) Flush() []Life { return lw.lt.due(time.Now(), time.Now(), true) }
+func (lw *LifeWatcher) Flush() []Life { return lw.lt.due(time.Now(), time.Now(), false, true) }
 
 // Behind, Through, Notes and Lost are the Watcher's.
 func (lw *LifeWatcher) Behind() bool       { return lw.w.Behind() }

@@ -44,6 +44,8 @@ type Transition struct {
 	// timewait successor did (finLater); finUnknown when the two came too
 	// close to tell.
 	fin int8
+	// sk is the socket's kernel address (the tracepoint's skaddr).
+	sk uint64
 }
 
 const (
@@ -234,7 +236,7 @@ type Watcher struct {
 	notes      []string
 	lost       int
 	offset     time.Duration // wall clock minus monotonic clock
-	lastList   *listing      // the listing the last Poll took
+	placed     *listing      // the last listing whose earlier changes have all been placed
 	// quiet are the full sockets' ends that show no change (an orphan's
 	// FIN_WAIT2 that a timewait socket carries on), for life (with info).
 	quiet []Transition
@@ -413,7 +415,6 @@ func (w *Watcher) Poll() ([]Transition, error) {
 			return nil, err
 		}
 		w.pending = l
-		w.lastList = l
 	}
 	l := w.pending
 	wait := syncWait
@@ -462,6 +463,7 @@ func (w *Watcher) Poll() ([]Transition, error) {
 		}
 		out = w.reconcile(out, l, during)
 		w.pending = nil
+		w.placed = l
 		w.through = l.s0
 	} else if cut > w.through {
 		w.through = cut
@@ -622,7 +624,7 @@ func (w *Watcher) place(evs, after []StateChange, l *listing) []Transition {
 				delete(w.connects, ev.Skaddr)
 			}
 		}
-		t := Transition{At: w.wall(ev.At), Old: ev.Old, New: ev.New, Local: ev.Local, Remote: ev.Remote, Source: "trace", Reset: ev.Reset}
+		t := Transition{At: w.wall(ev.At), Old: ev.Old, New: ev.New, Local: ev.Local, Remote: ev.Remote, Source: "trace", Reset: ev.Reset, sk: ev.Skaddr}
 		if !ev.Softirq && ev.PID > 0 {
 			t.pid = ev.PID
 		}

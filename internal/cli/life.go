@@ -34,8 +34,10 @@ end began the close.
               count) and received in order, SYN and FIN not counted. They
               come from the socket's tcp_info as the kernel frees it
               (sock_diag's destroy broadcast). A connection whose socket its
-              owner keeps open after the end shows the counts of the last
-              listing that had it, marked + (at least), or ? when none did.
+              owner keeps open after the end, or that an abort with
+              SO_LINGER 0 ended (its counts zeroed), shows the counts of
+              the last listing that had it, marked + (at least), or ? when
+              none did.
               RX alone is marked + when the peer's FIN came within 25 ms of
               the socket's end: the kernel does not tell whether the socket
               counted it.

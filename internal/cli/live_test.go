@@ -534,10 +534,25 @@ func TestLiveLife(t *testing.T) {
 		if asJSON {
 			args = append(args, "--json")
 		}
-		var out, errb bytes.Buffer
+		var out lockedBuffer
+		var errb bytes.Buffer
 		done := make(chan int, 1)
 		go func() { done <- run(args, &out, &errb) }()
-		time.Sleep(500 * time.Millisecond) // life has started
+		// life has started when it writes its header; with --json, when
+		// its tracefs instance has the event on.
+		root, err := inspect.TracefsRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		enable := fmt.Sprintf("%s/instances/tcplab-%d-watch/events/sock/inet_sock_set_state/enable", root, os.Getpid())
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if b, err := os.ReadFile(enable); err == nil && strings.TrimSpace(string(b)) == "1" && (asJSON || strings.HasPrefix(out.String(), "END ")) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("life did not start within 10 s: %s", errb.String())
+			}
+		}
 		var client string
 		release := make(chan struct{})
 		made := make(chan error, 1)
@@ -581,8 +596,13 @@ func TestLiveLife(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("life exited %d: %s", code, errb.String())
 		}
+		var lines []string // notes (# ...) aside
+		for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+			if !strings.HasPrefix(l, "#") {
+				lines = append(lines, l)
+			}
+		}
 		if !asJSON {
-			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 			if len(lines) != 2 || !strings.HasPrefix(lines[0], "END ") || !strings.Contains(lines[1], client) {
 				t.Fatalf("table:\n%s", out.String())
 			}
@@ -608,7 +628,7 @@ func TestLiveLife(t *testing.T) {
 			} `json:"processes"`
 		}
 		var lives []life
-		for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		for _, l := range lines {
 			var x life
 			dec := json.NewDecoder(strings.NewReader(l))
 			if err := dec.Decode(&x); err != nil {
@@ -627,4 +647,23 @@ func TestLiveLife(t *testing.T) {
 			t.Errorf("life %+v", l)
 		}
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a command writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
