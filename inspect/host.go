@@ -212,7 +212,9 @@ func (h *Host) Counters() (procnet.Counters, error) {
 
 // Sysctls reads integer settings from /proc/sys in the target's namespace;
 // settings a namespace does not have (tcp_mem is global) are read outside
-// it. Each value is the file's fields.
+// it. Each value is the file's fields. A setting neither shows is left out:
+// a process in a namespace of its own (a container's) sees no global
+// settings at all.
 func (h *Host) Sysctls(names ...string) (map[string][]int64, error) {
 	out := map[string][]int64{}
 	err := h.do(func() error {
@@ -234,6 +236,9 @@ func (h *Host) Sysctls(names ...string) (map[string][]int64, error) {
 	for _, n := range names {
 		if _, ok := out[n]; !ok {
 			v, err := readSysctl(n)
+			if os.IsNotExist(err) {
+				continue
+			}
 			if err != nil {
 				return nil, err
 			}

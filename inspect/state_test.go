@@ -123,3 +123,20 @@ func TestStateNames(t *testing.T) {
 		}
 	}
 }
+
+// A setting neither the namespace nor the caller's shows (a global one,
+// read from inside a container's namespace) is left out, not an error.
+func TestSysctlsMissing(t *testing.T) {
+	h, err := OpenHost(Target{})
+	if err != nil {
+		t.Skipf("sock_diag not available: %v", err)
+	}
+	defer h.Close()
+	got, err := h.Sysctls("net.ipv4.tcp_syncookies", "net.ipv4.tcp_no_such_setting")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got["net.ipv4.tcp_no_such_setting"]; ok || len(got["net.ipv4.tcp_syncookies"]) != 1 {
+		t.Errorf("got %v", got)
+	}
+}

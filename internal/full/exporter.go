@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -87,20 +88,14 @@ processes only where /proc lets you look.`,
     - job_name: tcplab
       static_configs: [{targets: ["127.0.0.1:9469"]}]
 
-  # an alerting rule
-  - alert: TCPProblem
-    expr: tcplab_doctor_findings{level="error"} > 0
-    for: 2m
-    annotations:
-      summary: "tcplab doctor sees {{ $labels.kind }} on {{ $labels.instance }}; run tcplab doctor there"
-  - alert: CloseWaitLeak
-    expr: tcplab_doctor_findings{kind="close-wait-leak"} > 0
-    for: 10m`,
+  # alerting rules, a DaemonSet for every node of a cluster and a Grafana
+  # dashboard: deploy/ in tcplab's repository`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if topPorts <= 0 {
 				return fmt.Errorf("--top-ports must be positive")
 			}
+			listen = bracketIPv6(listen)
 			if err := checkListen(listen, allowRemote, "the metrics show this host's ports, connections and problems"); err != nil {
 				return err
 			}
@@ -121,10 +116,25 @@ processes only where /proc lets you look.`,
 		},
 	}
 	tf.Add(cmd)
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9469", "address to serve the metrics on (host:port)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:9469", "address to serve the metrics on (host:port; an IPv6 host in brackets, or bare: its last colon is the port's)")
 	cmd.Flags().IntVar(&topPorts, "top-ports", inspect.DefaultTopPorts, "listening ports labeled by number, those with the most sockets; the others are port=\"other\"")
 	cmd.Flags().BoolVar(&allowRemote, "allow-remote", false, "serve on a --listen address that is not loopback, and answer requests to any host name (without it: loopback addresses and names only)")
 	return cmd
+}
+
+// bracketIPv6 puts an IPv6 address given without brackets ("fd00::1:9469",
+// as a Kubernetes manifest makes of $(POD_IP):9469) in brackets: its last
+// colon is the port's.
+func bracketIPv6(addr string) string {
+	if strings.Count(addr, ":") < 2 || strings.HasPrefix(addr, "[") {
+		return addr
+	}
+	i := strings.LastIndexByte(addr, ':')
+	host, port := addr[:i], addr[i+1:]
+	if ip, err := netip.ParseAddr(host); err != nil || !ip.Is6() || port == "" {
+		return addr
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // checkListen refuses addresses other hosts could reach unless allowed;

@@ -292,3 +292,22 @@ func TestExporterScrapesInFlight(t *testing.T) {
 		}
 	}
 }
+
+// A bare IPv6 address before the port (what a manifest's $(POD_IP):9469
+// makes on an IPv6 cluster) is read as that address and port.
+func TestBracketIPv6(t *testing.T) {
+	for in, want := range map[string]string{
+		"fd00::1:9469":     "[fd00::1]:9469",
+		"[fd00::1]:9469":   "[fd00::1]:9469",
+		"10.0.0.1:9469":    "10.0.0.1:9469",
+		":9469":            ":9469",
+		"::1:9469":         "[::1]:9469",
+		"fd00::1:":         "fd00::1:",
+		"nonsense:x:9469":  "nonsense:x:9469",
+		"::ffff:1.2.3.4:1": "[::ffff:1.2.3.4]:1",
+	} {
+		if got := bracketIPv6(in); got != want {
+			t.Errorf("bracketIPv6(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
