@@ -8,8 +8,10 @@ import (
 	"strings"
 )
 
-// Segment is one TCP segment together with the IPv4 header fields that
-// matter to a lab: addresses, TTL, ID, TOS and the don't-fragment bit.
+// Segment is one TCP segment together with the IP header fields that
+// matter to a lab: addresses (IPv4 or IPv6), TTL (IPv6's hop limit), TOS
+// (IPv6's traffic class), and IPv4's ID and don't-fragment bit or IPv6's
+// flow label.
 type Segment struct {
 	Src      netip.Addr `json:"src"`
 	Dst      netip.Addr `json:"dst"`
@@ -28,7 +30,14 @@ type Segment struct {
 	ID  uint16 `json:"id"`
 	TOS uint8  `json:"tos"`
 	DF  bool   `json:"df"`
+	// FlowLabel is IPv6's 20-bit flow label.
+	FlowLabel uint32 `json:"flow_label,omitempty"`
 }
+
+// IsIPv6 says the segment travels in IPv6. A dual-stack socket's peer in
+// IPv4 has an IPv4-mapped address; its segments carry the plain IPv4
+// addresses (Unmap) on the wire.
+func (s *Segment) IsIPv6() bool { return s.Src.Is6() }
 
 // Len is the segment's length in sequence space: payload plus one for SYN
 // and one for FIN (RFC 9293 SEG.LEN).
@@ -92,6 +101,7 @@ func (s *Segment) String() string {
 
 const (
 	ipv4HeaderLen = 20
+	ipv6HeaderLen = 40
 	tcpHeaderLen  = 20
 	protoTCP      = 6
 	maxOptionLen  = 40
@@ -100,55 +110,29 @@ const (
 // Errors returned by Parse, Marshal and Verify.
 var (
 	ErrTruncated   = errors.New("packet truncated")
-	ErrNotIPv4     = errors.New("not an IPv4 packet")
+	ErrNotIP       = errors.New("not an IPv4 or IPv6 packet")
+	ErrFamily      = errors.New("source and destination of different address families")
 	ErrNotTCP      = errors.New("not a TCP packet")
-	ErrFragment    = errors.New("IPv4 fragment (reassembly is not supported)")
+	ErrFragment    = errors.New("IP fragment (reassembly is not supported)")
 	ErrBadHeader   = errors.New("malformed header")
 	ErrChecksum    = errors.New("checksum mismatch")
 	ErrTooLong     = errors.New("segment too long")
 	ErrOptionsLong = errors.New("TCP options exceed 40 bytes")
 )
 
-// Parse reads an IPv4 packet carrying TCP. It checks structure (lengths,
-// version, protocol, option layout) but not checksums: packets captured on
-// the sending side of an interface often carry a checksum the NIC has yet to
-// fill in. Use Verify for checksums. The returned segment does not share
-// memory with b. Parse never panics, whatever the input.
+// Parse reads an IPv4 or IPv6 packet carrying TCP. It checks structure
+// (lengths, version, protocol, option layout) but not checksums: packets
+// captured on the sending side of an interface often carry a checksum the
+// NIC has yet to fill in. Use Verify for checksums. IPv6 extension headers
+// (hop-by-hop, routing, destination options) are skipped; a fragment is
+// refused. The returned segment does not share memory with b. Parse never
+// panics, whatever the input.
 func Parse(b []byte) (Segment, error) {
 	var s Segment
-	if len(b) < ipv4HeaderLen {
-		return s, fmt.Errorf("%w: %d bytes, an IPv4 header needs 20", ErrTruncated, len(b))
+	t, err := parseIP(b, &s)
+	if err != nil {
+		return s, err
 	}
-	if b[0]>>4 != 4 {
-		return s, fmt.Errorf("%w: version %d", ErrNotIPv4, b[0]>>4)
-	}
-	ihl := int(b[0]&0x0f) * 4
-	if ihl < ipv4HeaderLen {
-		return s, fmt.Errorf("%w: IPv4 header length %d", ErrBadHeader, ihl)
-	}
-	total := int(binary.BigEndian.Uint16(b[2:4]))
-	if total < ihl {
-		return s, fmt.Errorf("%w: IPv4 total length %d below header length %d", ErrBadHeader, total, ihl)
-	}
-	if total > len(b) {
-		return s, fmt.Errorf("%w: IPv4 total length %d, have %d bytes", ErrTruncated, total, len(b))
-	}
-	b = b[:total] // drop link-layer padding
-	if b[9] != protoTCP {
-		return s, fmt.Errorf("%w: protocol %d", ErrNotTCP, b[9])
-	}
-	frag := binary.BigEndian.Uint16(b[6:8])
-	if frag&0x1fff != 0 || frag&0x2000 != 0 {
-		return s, ErrFragment
-	}
-	s.TOS = b[1]
-	s.ID = binary.BigEndian.Uint16(b[4:6])
-	s.DF = frag&0x4000 != 0
-	s.TTL = b[8]
-	s.Src = netip.AddrFrom4([4]byte(b[12:16]))
-	s.Dst = netip.AddrFrom4([4]byte(b[16:20]))
-
-	t := b[ihl:]
 	doff, err := ParseTCPHeader(t, &s)
 	if err != nil {
 		return s, err
@@ -157,6 +141,104 @@ func Parse(b []byte) (Segment, error) {
 		s.Payload = append([]byte(nil), t[doff:]...)
 	}
 	return s, nil
+}
+
+// parseIP reads the IP header into s and returns the TCP part of b (link
+// padding dropped).
+func parseIP(b []byte, s *Segment) ([]byte, error) {
+	if len(b) == 0 {
+		return nil, fmt.Errorf("%w: empty", ErrTruncated)
+	}
+	switch b[0] >> 4 {
+	case 4:
+		return parseIPv4(b, s)
+	case 6:
+		return parseIPv6(b, s)
+	}
+	return nil, fmt.Errorf("%w: version %d", ErrNotIP, b[0]>>4)
+}
+
+func parseIPv4(b []byte, s *Segment) ([]byte, error) {
+	if len(b) < ipv4HeaderLen {
+		return nil, fmt.Errorf("%w: %d bytes, an IPv4 header needs 20", ErrTruncated, len(b))
+	}
+	ihl := int(b[0]&0x0f) * 4
+	if ihl < ipv4HeaderLen {
+		return nil, fmt.Errorf("%w: IPv4 header length %d", ErrBadHeader, ihl)
+	}
+	total := int(binary.BigEndian.Uint16(b[2:4]))
+	if total < ihl {
+		return nil, fmt.Errorf("%w: IPv4 total length %d below header length %d", ErrBadHeader, total, ihl)
+	}
+	if total > len(b) {
+		return nil, fmt.Errorf("%w: IPv4 total length %d, have %d bytes", ErrTruncated, total, len(b))
+	}
+	b = b[:total] // drop link-layer padding
+	if b[9] != protoTCP {
+		return nil, fmt.Errorf("%w: protocol %d", ErrNotTCP, b[9])
+	}
+	frag := binary.BigEndian.Uint16(b[6:8])
+	if frag&0x1fff != 0 || frag&0x2000 != 0 {
+		return nil, ErrFragment
+	}
+	s.TOS = b[1]
+	s.ID = binary.BigEndian.Uint16(b[4:6])
+	s.DF = frag&0x4000 != 0
+	s.TTL = b[8]
+	s.Src = netip.AddrFrom4([4]byte(b[12:16]))
+	s.Dst = netip.AddrFrom4([4]byte(b[16:20]))
+	return b[ihl:], nil
+}
+
+// IPv6 next-header values parseIPv6 knows.
+const (
+	ipv6HopByHop  = 0
+	ipv6Routing   = 43
+	ipv6Fragment  = 44
+	ipv6NoNext    = 59
+	ipv6DestOpts  = 60
+	ipv6HeaderMax = 8 // extension headers followed at most
+)
+
+func parseIPv6(b []byte, s *Segment) ([]byte, error) {
+	if len(b) < ipv6HeaderLen {
+		return nil, fmt.Errorf("%w: %d bytes, an IPv6 header needs 40", ErrTruncated, len(b))
+	}
+	plen := int(binary.BigEndian.Uint16(b[4:6]))
+	if plen == 0 {
+		return nil, fmt.Errorf("%w: IPv6 payload length 0 (a jumbogram, or nothing)", ErrBadHeader)
+	}
+	total := ipv6HeaderLen + plen
+	if total > len(b) {
+		return nil, fmt.Errorf("%w: IPv6 payload length %d, have %d bytes", ErrTruncated, plen, len(b)-ipv6HeaderLen)
+	}
+	b = b[:total]
+	s.TOS = b[0]<<4 | b[1]>>4
+	s.FlowLabel = uint32(b[1]&0x0f)<<16 | uint32(binary.BigEndian.Uint16(b[2:4]))
+	s.TTL = b[7]
+	s.Src = netip.AddrFrom16([16]byte(b[8:24]))
+	s.Dst = netip.AddrFrom16([16]byte(b[24:40]))
+	next, off := b[6], ipv6HeaderLen
+	for range ipv6HeaderMax {
+		switch next {
+		case protoTCP:
+			return b[off:], nil
+		case ipv6HopByHop, ipv6Routing, ipv6DestOpts:
+			if off+8 > total {
+				return nil, fmt.Errorf("%w: IPv6 extension header %d", ErrTruncated, next)
+			}
+			n := (int(b[off+1]) + 1) * 8
+			if off+n > total {
+				return nil, fmt.Errorf("%w: IPv6 extension header %d of %d bytes", ErrTruncated, next, n)
+			}
+			next, off = b[off], off+n
+		case ipv6Fragment:
+			return nil, ErrFragment
+		default:
+			return nil, fmt.Errorf("%w: IPv6 next header %d", ErrNotTCP, next)
+		}
+	}
+	return nil, fmt.Errorf("%w: more than %d IPv6 extension headers", ErrBadHeader, ipv6HeaderMax)
 }
 
 // ParseTCPHeader reads a TCP header and its options from t into s (ports,
@@ -192,30 +274,41 @@ func ParseTCPHeader(t []byte, s *Segment) (int, error) {
 	return doff, nil
 }
 
-// Marshal returns the segment as an IPv4 packet with correct IP and TCP
-// checksums.
+// Marshal returns the segment as an IPv4 or IPv6 packet (by its
+// addresses' family) with correct checksums.
 func (s *Segment) Marshal() ([]byte, error) {
-	return s.AppendMarshal(make([]byte, 0, ipv4HeaderLen+tcpHeaderLen+maxOptionLen+len(s.Payload)))
+	return s.AppendMarshal(make([]byte, 0, ipv6HeaderLen+tcpHeaderLen+maxOptionLen+len(s.Payload)))
 }
 
 // AppendMarshal appends the packet bytes to dst.
 func (s *Segment) AppendMarshal(dst []byte) ([]byte, error) {
-	if !s.Src.Is4() || !s.Dst.Is4() {
-		return dst, fmt.Errorf("%w: addresses %v and %v", ErrNotIPv4, s.Src, s.Dst)
+	src, to := s.Src, s.Dst
+	v6 := src.Is6()
+	if !src.IsValid() || !to.IsValid() || v6 != to.Is6() {
+		return dst, fmt.Errorf("%w: %v and %v", ErrFamily, s.Src, s.Dst)
 	}
 	start := len(dst)
-	// IPv4 header, checksum filled below.
-	dst = append(dst, 0x45, s.TOS, 0, 0)
-	dst = binary.BigEndian.AppendUint16(dst, s.ID)
-	var frag uint16
-	if s.DF {
-		frag = 0x4000
+	if v6 {
+		dst = append(dst, 0x60|s.TOS>>4, s.TOS<<4|byte(s.FlowLabel>>16)&0x0f)
+		dst = binary.BigEndian.AppendUint16(dst, uint16(s.FlowLabel))
+		dst = append(dst, 0, 0, protoTCP, s.TTL) // payload length filled below
+		a, b := src.As16(), to.As16()
+		dst = append(dst, a[:]...)
+		dst = append(dst, b[:]...)
+	} else {
+		// IPv4 header, checksum filled below.
+		dst = append(dst, 0x45, s.TOS, 0, 0)
+		dst = binary.BigEndian.AppendUint16(dst, s.ID)
+		var frag uint16
+		if s.DF {
+			frag = 0x4000
+		}
+		dst = binary.BigEndian.AppendUint16(dst, frag)
+		dst = append(dst, s.TTL, protoTCP, 0, 0)
+		a, b := src.As4(), to.As4()
+		dst = append(dst, a[:]...)
+		dst = append(dst, b[:]...)
 	}
-	dst = binary.BigEndian.AppendUint16(dst, frag)
-	dst = append(dst, s.TTL, protoTCP, 0, 0)
-	src, dstAddr := s.Src.As4(), s.Dst.As4()
-	dst = append(dst, src[:]...)
-	dst = append(dst, dstAddr[:]...)
 
 	tcpStart := len(dst)
 	dst = binary.BigEndian.AppendUint16(dst, s.SrcPort)
@@ -235,39 +328,66 @@ func (s *Segment) AppendMarshal(dst []byte) ([]byte, error) {
 	}
 	dst[tcpStart+12] = byte((tcpHeaderLen+optLen)/4)<<4 | s.Reserved&0x0f
 	dst = append(dst, s.Payload...)
-	total := len(dst) - start
-	if total > 0xffff {
-		return dst[:start], fmt.Errorf("%w: %d bytes", ErrTooLong, total)
+	if v6 {
+		plen := len(dst) - tcpStart
+		if plen > 0xffff {
+			return dst[:start], fmt.Errorf("%w: %d bytes", ErrTooLong, plen)
+		}
+		binary.BigEndian.PutUint16(dst[start+4:], uint16(plen))
+	} else {
+		total := len(dst) - start
+		if total > 0xffff {
+			return dst[:start], fmt.Errorf("%w: %d bytes", ErrTooLong, total)
+		}
+		binary.BigEndian.PutUint16(dst[start+2:], uint16(total))
+		binary.BigEndian.PutUint16(dst[start+10:], ^checksum(dst[start:tcpStart], 0))
 	}
-	binary.BigEndian.PutUint16(dst[start+2:], uint16(total))
-	binary.BigEndian.PutUint16(dst[start+10:], ^checksum(dst[start:tcpStart], 0))
-	binary.BigEndian.PutUint16(dst[tcpStart+16:], ^checksum(dst[tcpStart:], pseudoHeaderSum(src, dstAddr, len(dst)-tcpStart)))
+	binary.BigEndian.PutUint16(dst[tcpStart+16:], ^checksum(dst[tcpStart:], pseudoHeaderSum(src, to, len(dst)-tcpStart)))
 	return dst, nil
 }
 
-// Verify checks the IPv4 header checksum and the TCP checksum of a packet
-// that Parse accepts.
+// Verify checks the checksums of a packet that Parse accepts: IPv4's
+// header checksum, and TCP's over its pseudo-header (IPv4's or IPv6's).
 func Verify(b []byte) error {
-	if _, err := Parse(b); err != nil {
+	var s Segment
+	t, err := parseIP(b, &s)
+	if err != nil {
 		return err
 	}
-	ihl := int(b[0]&0x0f) * 4
-	total := int(binary.BigEndian.Uint16(b[2:4]))
-	if checksum(b[:ihl], 0) != 0xffff {
-		return fmt.Errorf("%w: IPv4 header", ErrChecksum)
+	if _, err := ParseTCPHeader(t, &s); err != nil {
+		return err
 	}
-	src, dst := [4]byte(b[12:16]), [4]byte(b[16:20])
-	if checksum(b[ihl:total], pseudoHeaderSum(src, dst, total-ihl)) != 0xffff {
+	if !s.Src.Is6() {
+		ihl := int(b[0]&0x0f) * 4
+		if checksum(b[:ihl], 0) != 0xffff {
+			return fmt.Errorf("%w: IPv4 header", ErrChecksum)
+		}
+	}
+	if checksum(t, pseudoHeaderSum(s.Src, s.Dst, len(t))) != 0xffff {
 		return fmt.Errorf("%w: TCP", ErrChecksum)
 	}
 	return nil
 }
 
-func pseudoHeaderSum(src, dst [4]byte, tcpLen int) uint32 {
-	sum := uint32(binary.BigEndian.Uint16(src[0:2])) + uint32(binary.BigEndian.Uint16(src[2:4]))
-	sum += uint32(binary.BigEndian.Uint16(dst[0:2])) + uint32(binary.BigEndian.Uint16(dst[2:4]))
-	sum += protoTCP + uint32(tcpLen)
-	return sum
+// pseudoHeaderSum sums TCP's pseudo-header: RFC 9293's for IPv4, RFC
+// 8200's for IPv6 (addresses, upper-layer length, next header).
+func pseudoHeaderSum(src, dst netip.Addr, tcpLen int) uint32 {
+	var sum uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(b[i:]))
+		}
+	}
+	if src.Is6() {
+		a, b := src.As16(), dst.As16()
+		add(a[:])
+		add(b[:])
+	} else {
+		a, b := src.As4(), dst.As4()
+		add(a[:])
+		add(b[:])
+	}
+	return sum + protoTCP + uint32(tcpLen)>>16 + uint32(tcpLen)&0xffff
 }
 
 // checksum is the Internet checksum (RFC 1071) folded to 16 bits, not yet

@@ -111,6 +111,111 @@ func TestMarshalMatchesGopacket(t *testing.T) {
 	}
 }
 
+func linuxSYN6() Segment {
+	s := linuxSYN()
+	s.Src, s.Dst = netip.MustParseAddr("fd00::1"), netip.MustParseAddr("fd00::2")
+	s.ID, s.DF, s.FlowLabel, s.TOS = 0, false, 0xabcde, 0x2e
+	s.Options.MSS = 1440
+	return s
+}
+
+// TestMarshalMatchesGopacketIPv6 checks an IPv6 packet's bytes and TCP
+// checksum (over RFC 8200's pseudo-header) against gopacket.
+func TestMarshalMatchesGopacketIPv6(t *testing.T) {
+	s := linuxSYN6()
+	s.Flags = PSH | ACK
+	s.Ack = 0x01020304
+	s.Options = Options{}
+	s.Payload = []byte("Hutu!")
+	ours, err := s.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := &layers.IPv6{Version: 6, TrafficClass: s.TOS, FlowLabel: s.FlowLabel, NextHeader: layers.IPProtocolTCP,
+		HopLimit: s.TTL, SrcIP: net.IP(s.Src.AsSlice()), DstIP: net.IP(s.Dst.AsSlice())}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(s.SrcPort), DstPort: layers.TCPPort(s.DstPort),
+		Seq: uint32(s.Seq), Ack: uint32(s.Ack), PSH: true, ACK: true, Window: s.Window}
+	if err := tcp.SetNetworkLayerForChecksum(ip); err != nil {
+		t.Fatal(err)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		ip, tcp, gopacket.Payload(s.Payload)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ours, buf.Bytes()) {
+		t.Fatalf("bytes differ\n ours %x\n gopk %x", ours, buf.Bytes())
+	}
+	if err := Verify(ours); err != nil {
+		t.Fatal(err)
+	}
+	// gopacket reads it back as IPv6 and TCP with a good checksum.
+	p := gopacket.NewPacket(ours, layers.LayerTypeIPv6, gopacket.Default)
+	if p.Layer(layers.LayerTypeTCP) == nil || p.ErrorLayer() != nil {
+		t.Fatalf("gopacket: %v", p)
+	}
+	bad := append([]byte(nil), ours...)
+	bad[len(bad)-1] ^= 1
+	if err := Verify(bad); !errors.Is(err, ErrChecksum) {
+		t.Errorf("a damaged IPv6 packet verifies: %v", err)
+	}
+}
+
+// IPv6 extension headers before TCP are skipped; a fragment, another
+// upper layer and bad lengths are refused.
+func TestParseIPv6Headers(t *testing.T) {
+	s := linuxSYN6()
+	b, _ := s.Marshal()
+	// Insert hop-by-hop (8 bytes) and destination options (16 bytes).
+	ext := []byte{ipv6DestOpts, 0, 1, 4, 0, 0, 0, 0, protoTCP, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	withExt := append(append(append([]byte(nil), b[:40]...), ext...), b[40:]...)
+	withExt[6] = ipv6HopByHop
+	binary.BigEndian.PutUint16(withExt[4:], uint16(len(withExt)-40))
+	got, err := Parse(withExt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.Options.Order = nil
+	if !reflect.DeepEqual(got, s) {
+		t.Fatalf("with extension headers\n got %+v\nwant %+v", got, s)
+	}
+	if err := Verify(withExt); err != nil {
+		t.Fatalf("verify with extension headers: %v", err)
+	}
+	mut := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), withExt...)) }
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want error
+	}{
+		{"short", b[:39], ErrTruncated},
+		{"payload length 0", mut(func(b []byte) []byte { b[4], b[5] = 0, 0; return b }), ErrBadHeader},
+		{"payload too long", mut(func(b []byte) []byte { b[4] = 0xff; return b }), ErrTruncated},
+		{"fragment", mut(func(b []byte) []byte { b[6] = ipv6Fragment; return b }), ErrFragment},
+		{"udp", mut(func(b []byte) []byte { b[40+8] = 17; return b }), ErrNotTCP},
+		{"extension overruns", mut(func(b []byte) []byte { b[40+8+1] = 200; return b }), ErrTruncated},
+	} {
+		if _, err := Parse(c.b); !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
+		}
+	}
+	// An IPv4-mapped pair is IPv6 on the wire, as written (a dual-stack
+	// socket's segments carry the unmapped addresses).
+	m := linuxSYN()
+	m.Src, m.Dst = netip.AddrFrom16(m.Src.As16()), netip.AddrFrom16(m.Dst.As16())
+	mb, err := m.Marshal()
+	if err != nil || mb[0]>>4 != 6 {
+		t.Fatalf("mapped: %v, version %d", err, mb[0]>>4)
+	}
+	m.Src = netip.MustParseAddr("10.0.0.1")
+	if _, err := m.Marshal(); !errors.Is(err, ErrFamily) {
+		t.Errorf("an IPv4 and a mapped address: %v", err)
+	}
+	if v4 := linuxSYN(); !s.IsIPv6() || v4.IsIPv6() {
+		t.Error("IsIPv6")
+	}
+}
+
 func TestRoundTrip(t *testing.T) {
 	for _, s := range []Segment{
 		linuxSYN(),
@@ -118,6 +223,9 @@ func TestRoundTrip(t *testing.T) {
 			SrcPort: 1, DstPort: 2, Seq: 1, Ack: 2, Flags: RST | ACK, TTL: 1},
 		{Src: netip.MustParseAddr("1.2.3.4"), Dst: netip.MustParseAddr("5.6.7.8"),
 			Flags: ACK, Options: Options{SACK: []SACKBlock{{10, 20}, {30, 40}}, HasTimestamps: true}, Payload: []byte{1}},
+		linuxSYN6(),
+		{Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8:ffff::2"),
+			SrcPort: 443, DstPort: 50000, Flags: FIN | ACK, TTL: 255, TOS: 0xff, FlowLabel: 0xfffff, Payload: []byte("bye")},
 	} {
 		b, err := s.Marshal()
 		if err != nil {
@@ -176,7 +284,7 @@ func TestParseErrors(t *testing.T) {
 		want error
 	}{
 		{"empty", nil, ErrTruncated},
-		{"ipv6", mut(func(b []byte) []byte { b[0] = 0x65; return b }), ErrNotIPv4},
+		{"version 5", mut(func(b []byte) []byte { b[0] = 0x55; return b }), ErrNotIP},
 		{"udp", mut(func(b []byte) []byte { b[9] = 17; return b }), ErrNotTCP},
 		{"short ihl", mut(func(b []byte) []byte { b[0] = 0x44; return b }), ErrBadHeader},
 		{"total too big", mut(func(b []byte) []byte { b[2] = 0xff; return b }), ErrTruncated},
@@ -212,7 +320,7 @@ func TestLinkPaddingIgnored(t *testing.T) {
 func TestMarshalErrors(t *testing.T) {
 	s := linuxSYN()
 	s.Src = netip.MustParseAddr("::1")
-	if _, err := s.Marshal(); !errors.Is(err, ErrNotIPv4) {
+	if _, err := s.Marshal(); !errors.Is(err, ErrFamily) {
 		t.Fatalf("got %v", err)
 	}
 	s = linuxSYN()
@@ -257,6 +365,12 @@ func TestSegmentString(t *testing.T) {
 	if got := s.String(); got != want {
 		t.Fatalf("\n got %s\nwant %s", got, want)
 	}
+	// tcpdump prints an IPv6 address and port with a dot between.
+	s = linuxSYN6()
+	want = "fd00::1.40000 > fd00::2.80: Flags [S], seq 3735928559, win 64240, options [mss 1440,sackOK,TS val 12345 ecr 0,nop,wscale 7], length 0"
+	if got := s.String(); got != want {
+		t.Fatalf("\n got %s\nwant %s", got, want)
+	}
 }
 
 // FuzzParse: Parse never panics, and anything it accepts survives
@@ -270,6 +384,17 @@ func FuzzParse(f *testing.F) {
 	b, _ = s.Marshal()
 	f.Add(b)
 	f.Add([]byte{0x45, 0, 0, 20})
+	s6 := linuxSYN6()
+	b, _ = s6.Marshal()
+	f.Add(b)
+	s6.Flags, s6.Payload, s6.Options = ACK|PSH, []byte("data"), Options{HasTimestamps: true}
+	b, _ = s6.Marshal()
+	f.Add(b)
+	f.Add(append([]byte{0x60, 0, 0, 0, 0, 8, ipv6HopByHop, 64}, make([]byte, 40)...))
+	m6 := linuxSYN()
+	m6.Src, m6.Dst = netip.AddrFrom16(m6.Src.As16()), netip.AddrFrom16(m6.Dst.As16())
+	b, _ = m6.Marshal()
+	f.Add(b)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		seg, err := Parse(b)
 		if err != nil {
