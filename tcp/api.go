@@ -72,10 +72,11 @@ const (
 	OptMaxSeg                     // TCP_MAXSEG: N, the largest MSS offered and used (0: no limit)
 	OptUserTimeout                // TCP_USER_TIMEOUT: Dur (milliseconds; 0: the retries decide)
 	OptCork                       // TCP_CORK: On, hold partial segments until uncorked
+	OptV6Only                     // IPV6_V6ONLY: On, an AF_INET6 socket speaks IPv6 only (before bind)
 )
 
 var optNames = [...]string{"SO_LINGER", "SO_REUSEADDR", "SO_KEEPALIVE", "TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT", "TCP_NODELAY", "O_NONBLOCK",
-	"SO_SNDBUF", "TCP_MAXSEG", "TCP_USER_TIMEOUT", "TCP_CORK"}
+	"SO_SNDBUF", "TCP_MAXSEG", "TCP_USER_TIMEOUT", "TCP_CORK", "IPV6_V6ONLY"}
 
 func (k OptKind) String() string {
 	if int(k) < len(optNames) {
@@ -119,6 +120,7 @@ type Call struct {
 	FD       FD
 	Port     uint16         // bind; listen on an unbound socket binds it
 	Backlog  int            // listen
+	V6       bool           // socket: AF_INET6 (else AF_INET)
 	Addr     netip.AddrPort // connect
 	Data     []byte         // write
 	Max      int            // read: at most this many bytes (0: all available)
@@ -139,6 +141,9 @@ func (c Call) String() string {
 	b = append(b, c.Op.String()...)
 	b = append(b, '(')
 	if c.Op == OpSocket {
+		if c.V6 {
+			b = append(b, "AF_INET6"...)
+		}
 		return string(append(b, ')'))
 	}
 	b = strconv.AppendInt(b, int64(c.FD), 10)
@@ -236,6 +241,7 @@ func (h *Host) Do(call Call) Result {
 	r := &res
 	if call.Op == OpSocket {
 		c := h.newConn()
+		c.v6 = call.V6
 		fd := h.allocFD(c)
 		r.Ret, r.NewSock, r.Sock = int(fd), c.id, c.id
 		h.emitCall(r)
@@ -332,6 +338,9 @@ func (h *Host) bindTo(c *conn, port uint16) Errno {
 	}
 	h.bindPort(c, port, true)
 	c.laddr = h.addr
+	if c.v6 {
+		c.laddr = netip.IPv6Unspecified()
+	}
 	return OK
 }
 
@@ -369,6 +378,9 @@ func (h *Host) doListen(c *conn, r *Result) {
 	}
 	c.lst = &listener{backlog: h.capBacklog(r.Call.Backlog), reqs: make(map[*conn]struct{})}
 	c.laddr, c.raddr, c.rport = netip.IPv4Unspecified(), netip.IPv4Unspecified(), 0
+	if c.v6 {
+		c.laddr, c.raddr = netip.IPv6Unspecified(), netip.IPv6Unspecified()
+	}
 	c.setState(Listen, CauseApp, "listen()")
 	h.listens[c.lport] = c
 }
@@ -442,16 +454,34 @@ func (h *Host) doConnect(c *conn, r *Result) {
 		return
 	}
 	dst := r.Call.Addr
-	if !dst.Addr().Is4() || dst.Port() == 0 || dst.Addr().IsUnspecified() {
+	// An AF_INET socket takes IPv4 addresses only; an AF_INET6 one IPv6
+	// ones, an IPv4 peer written IPv4-mapped (tcp_v6_connect hands it to
+	// tcp_v4_connect), unless IPV6_V6ONLY.
+	ip, mapped := dst.Addr(), false
+	switch {
+	case !c.v6 && !ip.Is4(), c.v6 && ip.Is4():
+		fail(r, EAFNOSUPPORT)
+		return
+	case c.v6 && ip.Is4In6():
+		if c.v6only {
+			fail(r, ENETUNREACH)
+			return
+		}
+		ip, mapped = ip.Unmap(), true
+	}
+	if dst.Port() == 0 || ip.IsUnspecified() {
 		fail(r, EINVAL)
 		return
 	}
-	c.disconnectReset()
-	c.laddr = h.addr
-	if dst.Addr().IsLoopback() {
-		c.laddr = dst.Addr()
+	local := h.addrFor(ip)
+	if !local.IsValid() {
+		fail(r, ENETUNREACH)
+		h.note(c, "connect to %v: this host has no address of its family", dst)
+		return
 	}
-	c.raddr, c.rport = dst.Addr(), dst.Port()
+	c.disconnectReset()
+	c.laddr, c.mapped = local, mapped
+	c.raddr, c.rport = ip, dst.Port()
 	t := tuple{laddr: c.laddr, raddr: c.raddr, rport: c.rport}
 	var tw *conn // a TIME_WAIT remnant of the same 4-tuple that this connection replaces
 	if c.bound {
@@ -854,6 +884,17 @@ func (h *Host) doSetOption(c *conn, r *Result) {
 			c.xmit()
 			c.pushNow = false
 		}
+	case OptV6Only:
+		// do_ipv6_setsockopt: an AF_INET6 socket, before it is bound.
+		if !c.v6 {
+			fail(r, ENOPROTOOPT)
+			return
+		}
+		if c.bound {
+			fail(r, EINVAL)
+			return
+		}
+		c.v6only = o.On
 	case OptCork:
 		c.cork = o.On
 		if !o.On {
@@ -913,10 +954,20 @@ func (c *conn) sndBufSize() int {
 // advMSS is the MSS the socket offers: the profile's, lowered by
 // TCP_MAXSEG (tcp_mss_clamp).
 func (c *conn) advMSS() int {
-	if c.userMSS > 0 && c.userMSS < c.h.prof.MSS {
+	m := familyMSS(c.h.prof.MSS, c.laddr)
+	if c.userMSS > 0 && c.userMSS < m {
 		return c.userMSS
 	}
-	return c.h.prof.MSS
+	return m
+}
+
+// familyMSS is the profile's MSS (an IPv4 one) for a local address's
+// family: an IPv6 header is 20 bytes longer (1440 on a 1500-byte MTU).
+func familyMSS(mss int, local netip.Addr) int {
+	if local.Is6() {
+		return mss - 20
+	}
+	return mss
 }
 
 // checkPending completes the socket's blocked calls that can complete, in

@@ -30,8 +30,11 @@ type conn struct {
 	fd    FD // -1: no descriptor (orphaned, not yet accepted, or a request)
 	state State
 
+	// laddr and raddr are the addresses on the wire: IPv4 for a v6
+	// socket's IPv4 peer (mapped), whose user sees them IPv4-mapped.
 	laddr, raddr        netip.Addr
 	lport, rport        uint16
+	v6, v6only, mapped  bool // an AF_INET6 socket; IPV6_V6ONLY; talking IPv4 through it
 	bound, explicitBind bool
 	hashed              bool // in h.conns under its 4-tuple
 	portIdx             int  // index in its port bucket's socks, when bound
@@ -245,8 +248,29 @@ func (c *conn) resetTransport() {
 	c.cwnd, c.ssthresh = p.InitialCwnd*536, 1<<30
 }
 
-func (c *conn) localAP() netip.AddrPort  { return netip.AddrPortFrom(c.laddr, c.lport) }
-func (c *conn) remoteAP() netip.AddrPort { return netip.AddrPortFrom(c.raddr, c.rport) }
+// localAP and remoteAP are the socket's ends as its user sees them: an
+// AF_INET6 socket's IPv4 peer is IPv4-mapped (::ffff:10.0.0.1).
+func (c *conn) localAP() netip.AddrPort  { return netip.AddrPortFrom(c.userAddr(c.laddr), c.lport) }
+func (c *conn) remoteAP() netip.AddrPort { return netip.AddrPortFrom(c.userAddr(c.raddr), c.rport) }
+
+func (c *conn) userAddr(a netip.Addr) netip.Addr {
+	if c.v6 && a.Is4() {
+		return netip.AddrFrom16(a.As16())
+	}
+	return a
+}
+
+// wireV6 says the connection's segments travel in IPv6.
+func (c *conn) wireV6() bool { return c.laddr.Is6() }
+
+// defaultMSS is the MSS assumed of a peer that offers none: 536 in IPv4
+// (TCP_MSS_DEFAULT), 1220 in IPv6 (the minimum MTU, 1280, less headers).
+func (c *conn) defaultMSS() int {
+	if c.wireV6() {
+		return 1220
+	}
+	return 536
+}
 func (c *conn) key() tuple {
 	return tuple{laddr: c.laddr, raddr: c.raddr, lport: c.lport, rport: c.rport}
 }

@@ -17,7 +17,9 @@ const (
 	EAGAIN        Errno = 11
 	EINVAL        Errno = 22
 	EPIPE         Errno = 32
+	ENOPROTOOPT   Errno = 92
 	EOPNOTSUPP    Errno = 95
+	EAFNOSUPPORT  Errno = 97
 	EADDRINUSE    Errno = 98
 	EADDRNOTAVAIL Errno = 99
 	ENETUNREACH   Errno = 101
@@ -38,7 +40,9 @@ var errnoText = map[Errno][2]string{
 	EAGAIN:        {"EAGAIN", "resource temporarily unavailable"},
 	EINVAL:        {"EINVAL", "invalid argument"},
 	EPIPE:         {"EPIPE", "broken pipe"},
+	ENOPROTOOPT:   {"ENOPROTOOPT", "protocol not available"},
 	EOPNOTSUPP:    {"EOPNOTSUPP", "operation not supported"},
+	EAFNOSUPPORT:  {"EAFNOSUPPORT", "address family not supported by protocol"},
 	EADDRINUSE:    {"EADDRINUSE", "address already in use"},
 	EADDRNOTAVAIL: {"EADDRNOTAVAIL", "cannot assign requested address"},
 	ENETUNREACH:   {"ENETUNREACH", "network is unreachable"},

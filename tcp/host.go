@@ -12,7 +12,8 @@ import (
 // Config describes a host.
 type Config struct {
 	Name    string
-	Addr    netip.Addr // the host's IPv4 address
+	Addr    netip.Addr // the host's IPv4 address (zero: none)
+	Addr6   netip.Addr // the host's IPv6 address (zero: none)
 	Profile Profile    // copied; zero value means Linux()
 	Seed    uint64     // seeds ISN keys, timestamp offsets and port choice
 	// Refuse, when set, is asked about each segment as the host sends
@@ -45,7 +46,8 @@ type portBucket struct {
 // and timers. It is not safe for concurrent use.
 type Host struct {
 	name string
-	addr netip.Addr
+	addr  netip.Addr
+	addr6 netip.Addr
 	prof Profile
 	rng  *rand.Rand
 	key  [4]uint64 // secrets: ISN, cookies, timestamp offsets, ports
@@ -110,6 +112,7 @@ func NewHost(cfg Config) *Host {
 	h := &Host{
 		name:    cfg.Name,
 		addr:    cfg.Addr,
+		addr6:   cfg.Addr6,
 		prof:    p,
 		rng:     rand.New(rand.NewPCG(cfg.Seed, cfg.Seed^0x7463706c6162)),
 		nextID:  1,
@@ -136,6 +139,21 @@ func (h *Host) Name() string { return h.name }
 
 // Addr returns the host's address.
 func (h *Host) Addr() netip.Addr { return h.addr }
+
+// Addr6 returns the host's IPv6 address (zero: none).
+func (h *Host) Addr6() netip.Addr { return h.addr6 }
+
+// addrFor is the host's address of dst's family (a loopback destination is
+// reached from itself); zero when the host has none.
+func (h *Host) addrFor(dst netip.Addr) netip.Addr {
+	switch {
+	case dst.IsLoopback():
+		return dst
+	case dst.Is4():
+		return h.addr
+	}
+	return h.addr6
+}
 
 // Profile returns the host's current profile.
 func (h *Host) Profile() Profile { return h.prof }
@@ -293,7 +311,7 @@ func (h *Host) sweepRings() {
 
 // Input processes one segment received by this host at the current time.
 func (h *Host) Input(seg *wire.Segment) {
-	if seg.Dst != h.addr && !seg.Dst.IsLoopback() {
+	if !seg.Dst.IsValid() || seg.Dst != h.addr && seg.Dst != h.addr6 && !seg.Dst.IsLoopback() {
 		return // not ours: a router would forward it; a host drops it
 	}
 	h.count(InSegs)
@@ -303,7 +321,7 @@ func (h *Host) Input(seg *wire.Segment) {
 		c.rearm()
 		return
 	}
-	if l := h.listens[seg.DstPort]; l != nil {
+	if l := h.listens[seg.DstPort]; l != nil && l.takes(seg) {
 		l.listenInput(seg, 0)
 		return
 	}

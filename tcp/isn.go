@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"encoding/binary"
 	"time"
 
 	"github.com/tcplab/tcplab/wire"
@@ -18,6 +19,16 @@ func mix64(x uint64) uint64 {
 }
 
 func tupleHash(key uint64, t tuple, extra uint64) uint64 {
+	if t.laddr.Is6() {
+		// IPv6 (secure_tcpv6_seq): the whole addresses.
+		la, ra := t.laddr.As16(), t.raddr.As16()
+		h := key
+		for i := 0; i < 16; i += 8 {
+			h = mix64(h ^ binary.BigEndian.Uint64(la[i:]))
+			h = mix64(h ^ binary.BigEndian.Uint64(ra[i:]))
+		}
+		return mix64(h ^ uint64(t.lport)<<16 ^ uint64(t.rport) ^ extra<<32)
+	}
 	la, ra := t.laddr.As4(), t.raddr.As4()
 	w1 := uint64(la[0])<<24 | uint64(la[1])<<16 | uint64(la[2])<<8 | uint64(la[3])
 	w2 := uint64(ra[0])<<24 | uint64(ra[1])<<16 | uint64(ra[2])<<8 | uint64(ra[3])
@@ -68,8 +79,21 @@ const (
 	tsSACKBit       = 1 << 4
 )
 
-// msstab holds the MSS values a cookie can encode (Linux's msstab).
-var msstab = [...]uint16{536, 1300, 1440, 1460}
+// msstab holds the MSS values a cookie can encode (Linux's msstab), and
+// msstab6 those of an IPv6 cookie (syncookies.c in net/ipv6: MTUs 1280,
+// 1480, 1500 and 9000 less 60 bytes of headers).
+var (
+	msstab  = [...]uint16{536, 1300, 1440, 1460}
+	msstab6 = [...]uint16{1220, 1420, 1440, 8940}
+)
+
+// cookieMSS is the table of t's family.
+func cookieMSS(t tuple) []uint16 {
+	if t.laddr.Is6() {
+		return msstab6[:]
+	}
+	return msstab[:]
+}
 
 func (h *Host) cookieCounter() uint32 { return uint32(h.now / synCookiePeriod) }
 
@@ -90,7 +114,7 @@ func (h *Host) cookieCheck(t tuple, peerISN, cookie wire.Seq) int {
 	}
 	h2 := uint32(tupleHash(h.key[3], t, uint64(now-(uint32(now-count)&0xff))))
 	idx := int((v - h2) & cookieMask)
-	if idx >= len(msstab) {
+	if idx >= len(cookieMSS(t)) {
 		return -1
 	}
 	return idx
@@ -101,17 +125,17 @@ func (c *conn) sendCookieSynAck(seg *wire.Segment, t tuple) {
 	h := c.h
 	p := &h.prof
 	idx := 0
-	for i, m := range msstab {
+	for i, m := range cookieMSS(t) {
 		if seg.Options.HasMSS && m <= seg.Options.MSS {
 			idx = i
 		}
 	}
 	iss := h.cookieSeq(t, seg.Seq, h.cookieCounter(), idx)
 	s := wire.Segment{Src: t.laddr, Dst: t.raddr, SrcPort: t.lport, DstPort: t.rport,
-		Seq: iss, Ack: seg.Seq.Add(1), Flags: wire.SYN | wire.ACK, TTL: p.TTL, DF: true,
+		Seq: iss, Ack: seg.Seq.Add(1), Flags: wire.SYN | wire.ACK, TTL: p.TTL, DF: !t.laddr.Is6(),
 		Window: uint16(min(p.RcvWindow, 65535))}
 	// The SYN-ACK offers our own MSS; the cookie remembers the peer's.
-	s.Options = wire.Options{HasMSS: true, MSS: uint16(p.MSS)}
+	s.Options = wire.Options{HasMSS: true, MSS: uint16(familyMSS(p.MSS, t.laddr))}
 	if p.Timestamps && seg.Options.HasTimestamps {
 		// Without timestamps a cookie cannot remember window scaling or
 		// SACK, so they are only offered with timestamps.
@@ -150,7 +174,7 @@ func (c *conn) cookieAck(seg *wire.Segment) bool {
 	}
 	h.count(SyncookiesRecv)
 	var peer wire.Options
-	peer.HasMSS, peer.MSS = true, msstab[idx]
+	peer.HasMSS, peer.MSS = true, cookieMSS(t)[idx]
 	tsOK := seg.Options.HasTimestamps && p.Timestamps
 	if tsOK {
 		opts := seg.Options.TSEcr & tsOptMask

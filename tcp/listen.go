@@ -44,6 +44,16 @@ func (c *conn) listenDrop(why string) {
 	c.h.note(c, "listener dropped a segment: %s", why)
 }
 
+// takes says whether a listener takes a segment of its family: an AF_INET
+// one IPv4, an AF_INET6 one IPv6 and, unless IPV6_V6ONLY, IPv4 (its
+// connections then see IPv4-mapped addresses).
+func (c *conn) takes(seg *wire.Segment) bool {
+	if seg.Dst.Is6() {
+		return c.v6
+	}
+	return !c.v6 || !c.v6only
+}
+
 // listenInput handles a segment for a listening socket (tcp_v4_do_rcv with
 // cookie_v4_check, then tcp_rcv_state_process in LISTEN). isn is not 0 when
 // a SYN reopens a TIME_WAIT 4-tuple, and is then the new ISN.
@@ -134,6 +144,7 @@ func (l *conn) newChild(t tuple, irs, iss wire.Seq, syn *wire.Segment) *conn {
 	h := l.h
 	c := h.newConn()
 	c.laddr, c.raddr, c.lport, c.rport = t.laddr, t.raddr, t.lport, t.rport
+	c.v6, c.v6only, c.mapped = l.v6, l.v6only, l.v6 && t.laddr.Is4()
 	c.state = Listen
 	c.parent, c.parentSk = l, l.id
 	c.inheritOptions(l)

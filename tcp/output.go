@@ -18,7 +18,7 @@ func (c *conn) tsNow() uint32 {
 func (c *conn) segment(flags wire.Flags, seq wire.Seq, payload []byte) wire.Segment {
 	h := c.h
 	s := wire.Segment{Src: c.laddr, Dst: c.raddr, SrcPort: c.lport, DstPort: c.rport,
-		Seq: seq, Flags: flags, TTL: h.prof.TTL, DF: true}
+		Seq: seq, Flags: flags, TTL: h.prof.TTL, DF: !c.wireV6()}
 	s.Payload = payload // the send queue's bytes (ring.slice), not copied
 	if flags&wire.ACK != 0 {
 		s.Ack = c.rcvNxt
@@ -208,7 +208,7 @@ func (c *conn) sendSyn() {
 func (c *conn) takeSynOptions(seg *wire.Segment) {
 	p := &c.h.prof
 	o := &seg.Options
-	c.peerMSS = 536
+	c.peerMSS = c.defaultMSS()
 	if o.HasMSS && o.MSS > 0 {
 		c.peerMSS = int(o.MSS)
 	}

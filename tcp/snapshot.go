@@ -74,8 +74,12 @@ func (c *conn) info() SocketInfo {
 		s.RecvQ = len(c.lst.acceptq)
 		s.SendQ = c.lst.backlog
 		s.SynQueue = len(c.lst.reqs)
-		s.Remote = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
-		s.Local = netip.AddrPortFrom(netip.IPv4Unspecified(), c.lport)
+		any := netip.IPv4Unspecified()
+		if c.v6 {
+			any = netip.IPv6Unspecified()
+		}
+		s.Remote = netip.AddrPortFrom(any, 0)
+		s.Local = netip.AddrPortFrom(any, c.lport)
 		return s
 	}
 	if c.req {
