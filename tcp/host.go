@@ -45,12 +45,12 @@ type portBucket struct {
 // Host is one TCP/IP host: its sockets, connections, listeners, counters
 // and timers. It is not safe for concurrent use.
 type Host struct {
-	name string
+	name  string
 	addr  netip.Addr
 	addr6 netip.Addr
-	prof Profile
-	rng  *rand.Rand
-	key  [4]uint64 // secrets: ISN, cookies, timestamp offsets, ports
+	prof  Profile
+	rng   *rand.Rand
+	key   [4]uint64 // secrets: ISN, cookies, timestamp offsets, ports
 
 	now    time.Duration
 	nextID SockID
