@@ -33,7 +33,8 @@ type Config struct {
 // Host is a simulated host.
 type Host struct {
 	Name  string
-	Addr  netip.Addr
+	Addr  netip.Addr // its first address, IPv4 or IPv6
+	Addr6 netip.Addr // its IPv6 address when it has one besides Addr
 	Stack *tcp.Host
 	tcpEv []tcp.Event
 	segs  []wire.Segment
@@ -198,8 +199,9 @@ func (n *Network) ownPayloads() {
 // Now is the network's virtual time.
 func (n *Network) Now() time.Duration { return n.now }
 
-// AddHost adds a host with an IPv4 address and a profile. Each host's
-// randomness is derived from the network's seed and the host's name.
+// AddHost adds a host with an address (IPv4 or IPv6) and a profile; AddAddr
+// gives it one of the other family. Each host's randomness is derived from
+// the network's seed and the host's name.
 func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host, error) {
 	if err := n.checkNewHost(name, addr); err != nil {
 		return nil, err
@@ -219,7 +221,11 @@ func (n *Network) AddHost(name string, addr netip.Addr, prof tcp.Profile) (*Host
 		h.outRules = append(h.outRules, r)
 		return r != nil && (r.Action == Drop || r.Action == Reject)
 	}
-	h.Stack = tcp.NewHost(tcp.Config{Name: name, Addr: addr, Profile: prof, Seed: seed, Refuse: refuse})
+	cfg := tcp.Config{Name: name, Addr: addr, Profile: prof, Seed: seed, Refuse: refuse}
+	if addr.Is6() {
+		cfg.Addr, cfg.Addr6 = netip.Addr{}, addr
+	}
+	h.Stack = tcp.NewHost(cfg)
 	h.Stack.RecordEvents(n.recording())
 	h.Stack.CopyPayloads(n.owned)
 	h.Stack.Advance(n.now)
@@ -237,12 +243,39 @@ func (n *Network) checkNewHost(name string, addr netip.Addr) error {
 	if n.byName[name] != nil {
 		return fmt.Errorf("host %q already exists", name)
 	}
-	if !addr.Is4() || addr.IsUnspecified() {
-		return fmt.Errorf("host %q: %v is not a usable IPv4 address", name, addr)
+	return n.checkAddr(name, addr)
+}
+
+func (n *Network) checkAddr(name string, addr netip.Addr) error {
+	if !addr.IsValid() || addr.Is4In6() || addr.IsUnspecified() || addr.Is6() && addr.IsLinkLocalUnicast() {
+		return fmt.Errorf("host %q: %v is not a usable host address", name, addr)
 	}
 	if o := n.byAddr[addr]; o != nil {
 		return fmt.Errorf("host %q: address %v already belongs to %q", name, addr, o.Name)
 	}
+	return nil
+}
+
+// AddAddr gives a host with a stack an address of the other family than
+// its first: an IPv6 address to an IPv4 host, or the reverse.
+func (n *Network) AddAddr(name string, addr netip.Addr) error {
+	h, err := n.stackHost(name)
+	if err != nil {
+		return err
+	}
+	if err := n.checkAddr(name, addr); err != nil {
+		return err
+	}
+	if err := h.Stack.AddAddr(addr); err != nil {
+		return err
+	}
+	if addr.Is6() {
+		h.Addr6 = addr
+	} else {
+		h.Addr6, h.Addr = h.Addr, addr
+	}
+	n.byAddr[addr] = h
+	n.topo++
 	return nil
 }
 
@@ -408,8 +441,8 @@ func (n *Network) checkInject(t time.Duration, host string, seg *wire.Segment) e
 	if t < n.now {
 		return fmt.Errorf("cannot inject in the past (%v < %v)", t, n.now)
 	}
-	if !seg.Src.Is4() || !seg.Dst.Is4() {
-		return fmt.Errorf("crafted segment needs IPv4 addresses")
+	if !seg.Src.IsValid() || !seg.Dst.IsValid() || seg.Src.Is4() != seg.Dst.Is4() {
+		return fmt.Errorf("a crafted segment needs two addresses of one family")
 	}
 	if seg.TTL == 0 {
 		seg.TTL = 64

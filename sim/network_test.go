@@ -26,10 +26,11 @@ func TestAddHostErrors(t *testing.T) {
 		{"", serverAddr, "name"},
 		{"a", serverAddr, "already exists"},
 		{"b", clientAddr, "already belongs"},
-		{"c", netip.MustParseAddr("fe80::1"), "IPv4"},
-		{"d", netip.MustParseAddr("::ffff:10.0.0.9"), "IPv4"},
-		{"e", netip.Addr{}, "IPv4"},
-		{"f", netip.IPv4Unspecified(), "IPv4"},
+		{"c", netip.MustParseAddr("fe80::1"), "usable"},
+		{"d", netip.MustParseAddr("::ffff:10.0.0.9"), "usable"},
+		{"e", netip.Addr{}, "usable"},
+		{"f", netip.IPv4Unspecified(), "usable"},
+		{"g", netip.IPv6Unspecified(), "usable"},
 	}
 	for _, tc := range bad {
 		h, err := n.AddHost(tc.name, tc.addr, tcp.Linux())

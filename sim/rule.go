@@ -95,10 +95,8 @@ func (r *Rule) Validate() error {
 	if r.Dir != trace.In && r.Dir != trace.Out {
 		return fmt.Errorf("direction %d is neither in nor out", r.Dir)
 	}
-	for _, p := range []netip.Prefix{r.SrcAddr, r.DstAddr} {
-		if p.IsValid() && !p.Addr().Is4() {
-			return fmt.Errorf("address %v is not IPv4: the lab's packets are IPv4", p)
-		}
+	if r.SrcAddr.IsValid() && r.DstAddr.IsValid() && r.SrcAddr.Addr().Is4() != r.DstAddr.Addr().Is4() {
+		return fmt.Errorf("source %v and destination %v are of two families: no packet has both", r.SrcAddr, r.DstAddr)
 	}
 	if r.Action == Delay && r.Delay <= 0 {
 		return fmt.Errorf("a delay rule needs a positive delay")

@@ -140,6 +140,20 @@ func (h *Host) Name() string { return h.name }
 // Addr returns the host's address.
 func (h *Host) Addr() netip.Addr { return h.addr }
 
+// AddAddr gives the host its address of the other family (an IPv4 host
+// its IPv6 address, or the reverse).
+func (h *Host) AddAddr(a netip.Addr) error {
+	switch {
+	case a.Is4() && !h.addr.IsValid():
+		h.addr = a
+	case a.Is6() && !a.Is4In6() && !h.addr6.IsValid():
+		h.addr6 = a
+	default:
+		return fmt.Errorf("host %s: it has an address of %v's family already", h.name, a)
+	}
+	return nil
+}
+
 // Addr6 returns the host's IPv6 address (zero: none).
 func (h *Host) Addr6() netip.Addr { return h.addr6 }
 
