@@ -213,7 +213,7 @@ func HTML(w io.Writer, res *scenario.Result, events []trace.Event, o ReportOptio
 func ReportHTML(w io.Writer, r Report) error {
 	var hostText []string
 	for _, h := range r.Hosts {
-		hostText = append(hostText, h.Name+" "+h.Addr)
+		hostText = append(hostText, h.Name+" "+h.Addrs())
 	}
 	return writeReport(w, r, strings.Join(hostText, ", "))
 }

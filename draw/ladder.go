@@ -76,8 +76,10 @@ func Ladder(hosts []trace.Host, events []trace.Event, o LadderOptions) string {
 	arrive := map[uint64]arrival{}
 	owner := map[netip.Addr]string{}
 	for _, h := range hosts {
-		if a, err := netip.ParseAddr(h.Addr); err == nil {
-			owner[a] = h.Name
+		for _, s := range []string{h.Addr, h.Addr6} {
+			if a, err := netip.ParseAddr(s); err == nil {
+				owner[a] = h.Name
+			}
 		}
 	}
 	for i := range events {
@@ -194,7 +196,7 @@ func Ladder(hosts []trace.Host, events []trace.Event, o LadderOptions) string {
 	}
 	for i, h := range hosts {
 		s.text(x(i), head-20, "host", "middle", h.Name)
-		s.text(x(i), head-6, "addr", "middle", h.Addr)
+		s.text(x(i), head-6, "addr", "middle", h.Addrs())
 	}
 	// Lifelines are drawn first, in pieces between breaks.
 	y := head + 8

@@ -52,10 +52,29 @@ func (s *Scenario) Host(name string) *HostDecl {
 
 // HostDecl is a `host` line.
 type HostDecl struct {
-	Pos     Pos
-	Name    string
+	Pos  Pos
+	Name string
+	// Addr is the host's address: IPv4, or IPv6 for an IPv6-only host;
+	// Addr6 its IPv6 address besides an IPv4 one (a dual-stack host).
 	Addr    netip.Addr
+	Addr6   netip.Addr
 	Profile string // "" means linux
+}
+
+// V4 is the host's IPv4 address, zero when it has none.
+func (h *HostDecl) V4() netip.Addr {
+	if h.Addr.Is4() {
+		return h.Addr
+	}
+	return netip.Addr{}
+}
+
+// V6 is the host's IPv6 address, zero when it has none.
+func (h *HostDecl) V6() netip.Addr {
+	if h.Addr.Is6() {
+		return h.Addr
+	}
+	return h.Addr6
 }
 
 // StepKind tells which field of a Step is set.
@@ -127,6 +146,7 @@ type CallStep struct {
 	Port     uint16 // bind, listen PORT
 	From     uint16 // connect ... from PORT: bind this local port first
 	Backlog  int    // listen
+	V6Only   bool   // listen: IPV6_V6ONLY on the new socket
 	Target   netip.AddrPort
 	Data     []byte // write
 	Max      int    // read

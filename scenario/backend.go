@@ -41,6 +41,12 @@ type Backend interface {
 	Close() error
 }
 
+// AddrAdder is a backend whose hosts can have a second address, of the
+// other family (dual-stack hosts).
+type AddrAdder interface {
+	AddAddr(host string, addr netip.Addr) error
+}
+
 // Burster is a backend whose calls take real time. The runner brackets
 // the calls of one repeat, which the script means for one instant, with
 // Burst(true) and Burst(false): the backend makes them back to back and
@@ -70,6 +76,8 @@ func (b *SimBackend) RemoveRule(id int) error { return b.n.RemoveRule(id) }
 func (b *SimBackend) Tolerance(time.Duration) time.Duration {
 	return 0
 }
+
+func (b *SimBackend) AddAddr(name string, addr netip.Addr) error { return b.n.AddAddr(name, addr) }
 
 func (b *SimBackend) AddHost(name string, addr netip.Addr, profile string) error {
 	p, err := tcp.ProfileByName(profileOr(profile))

@@ -421,7 +421,7 @@ func (p *parser) parseHost() {
 	if p.body {
 		p.fail(p.toks[0].col, "hosts are declared before the first step", "move the host line to the top")
 	}
-	const ex = "host client 10.0.0.1 [profile linux]"
+	const ex = "host client 10.0.0.1 [fd00::1] [profile linux]"
 	n := p.word("a host name", ex)
 	if !isIdent(n.s) {
 		p.fail(n.col, fmt.Sprintf("%q is not a valid host name", n.s), "a name starts with a letter and holds letters, digits, - and _")
@@ -449,15 +449,23 @@ func (p *parser) parseHost() {
 			panic(r)
 		}
 	}()
-	at := p.word("an IPv4 address", ex)
-	a, err := netip.ParseAddr(at.s)
-	if err != nil || !a.Is4() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
-		p.fail(at.col, fmt.Sprintf("%q is not a usable IPv4 host address", at.s), "the lab's hosts use private addresses such as 10.0.0.1")
-	}
-	if owner, ok := p.addrs[a]; ok {
-		p.fail(at.col, fmt.Sprintf("address %v already belongs to %s", a, owner), "give every host its own address")
-	}
+	at := p.word("an IPv4 or IPv6 address", ex)
+	a := p.hostAddr(at)
 	hd := HostDecl{Pos: p.pos(n.col), Name: n.s, Addr: a}
+	if t := p.peek(); t != "" && t != "profile" && looksLikeAddr(t) {
+		// A second address, of the other family: a dual-stack host.
+		at2 := p.word("an address", ex)
+		a2 := p.hostAddr(at2)
+		if a2.Is4() == a.Is4() {
+			p.fail(at2.col, fmt.Sprintf("%v is a second address of the same family", a2), "a dual-stack host has one IPv4 and one IPv6 address: host client 10.0.0.1 fd00::1")
+		}
+		if a2.Is4() {
+			a, a2 = a2, a
+			hd.Addr = a
+		}
+		hd.Addr6 = a2
+		p.addrs[a2] = n.s
+	}
 	if p.more() {
 		k := p.word("`profile`", ex)
 		if k.s != "profile" {
@@ -471,6 +479,25 @@ func (p *parser) parseHost() {
 	p.declareHost(hd)
 	declared = true
 	p.addrs[a] = n.s
+}
+
+// looksLikeAddr tells a word meant as an address: digits and dots, or a
+// colon.
+func looksLikeAddr(w string) bool {
+	return strings.ContainsRune(w, ':') || w != "" && strings.Trim(w, "0123456789.") == ""
+}
+
+// hostAddr reads a host's address: IPv4, or IPv6 (in brackets or not),
+// usable by a lab host.
+func (p *parser) hostAddr(at token) netip.Addr {
+	a, err := netip.ParseAddr(strings.Trim(at.s, "[]"))
+	if err != nil || a.Is4In6() || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a.Is6() && (a.IsLinkLocalUnicast() || a.Zone() != "") {
+		p.fail(at.col, fmt.Sprintf("%q is not a usable host address", at.s), "the lab's hosts use private addresses such as 10.0.0.1 or fd00::1 (not loopback, link-local or mapped)")
+	}
+	if owner, ok := p.addrs[a]; ok {
+		p.fail(at.col, fmt.Sprintf("address %v already belongs to %s", a, owner), "give every host its own address")
+	}
+	return a
 }
 
 // declareHost adds a host to the scenario and its names.
@@ -702,9 +729,19 @@ func (p *parser) newName(host, def string, repeat int, kind nameKind) string {
 	return name
 }
 
-// target reads ADDR:PORT or HOST:PORT.
-func (p *parser) target(t token) netip.AddrPort {
-	const hint = "give ADDRESS:PORT or HOST:PORT, e.g. server:80 or 10.0.0.2:80"
+// target reads ADDR:PORT, [IPv6]:PORT or HOST:PORT for a connect made on
+// host from. A host name resolves as getaddrinfo with RFC 6724's default
+// policy would: its IPv6 address when both hosts have one, else its IPv4
+// address.
+func (p *parser) target(t token, from string) netip.AddrPort {
+	const hint = "give ADDRESS:PORT, [IPv6]:PORT or HOST:PORT, e.g. server:80, 10.0.0.2:80 or [fd00::2]:80"
+	if strings.HasPrefix(t.s, "[") {
+		ap, err := netip.ParseAddrPort(t.s)
+		if err != nil || !ap.Addr().Is6() || ap.Port() == 0 {
+			p.fail(t.col, fmt.Sprintf("%q is not an IPv6 address and port", t.s), hint)
+		}
+		return ap
+	}
 	i := strings.LastIndexByte(t.s, ':')
 	if i <= 0 {
 		p.fail(t.col, fmt.Sprintf("%q is not an address and port", t.s), hint)
@@ -715,14 +752,20 @@ func (p *parser) target(t token) netip.AddrPort {
 	}
 	hostPart := t.s[:i]
 	if h := p.hostDecl(hostPart); h != nil {
-		return netip.AddrPortFrom(h.Addr, uint16(port))
+		a := h.Addr
+		if me := p.hostDecl(from); me != nil && me.V6().IsValid() && h.V6().IsValid() {
+			a = h.V6()
+		} else if h.V4().IsValid() {
+			a = h.V4()
+		}
+		return netip.AddrPortFrom(a, uint16(port))
+	}
+	if strings.Contains(hostPart, ":") {
+		p.fail(t.col, fmt.Sprintf("%q: an IPv6 address goes in brackets before its port", t.s), "[fd00::2]:80")
 	}
 	a, err := netip.ParseAddr(hostPart)
 	if err != nil {
-		p.fail(t.col, fmt.Sprintf("%q is neither a host nor an IPv4 address", hostPart), didYouMean(hostPart, p.hostNames()))
-	}
-	if !a.Is4() {
-		p.fail(t.col, fmt.Sprintf("%v is not IPv4", a), "the lab uses IPv4")
+		p.fail(t.col, fmt.Sprintf("%q is neither a host nor an address", hostPart), didYouMean(hostPart, p.hostNames()))
 	}
 	return netip.AddrPortFrom(a, uint16(port))
 }
@@ -785,10 +828,14 @@ func (p *parser) parseCall(host string, repeat int) {
 		} else {
 			c.Sock = p.sockName(host, v, repeat, nkSocket)
 		}
-		p.options("listen PORT [backlog N] [reuseaddr] [as NAME]", map[string]func(){
+		p.options("listen PORT [backlog N] [reuseaddr] [v6only] [as NAME]", map[string]func(){
 			"backlog":   func() { c.Backlog = int(p.count(p.word("a backlog", "backlog 5"), 0, 1<<20, "backlog")) },
 			"reuseaddr": func() { c.Reuse = true },
+			"v6only":    func() { c.V6Only = true },
 		})
+		if h := p.hostDecl(host); c.V6Only && h != nil && !h.V6().IsValid() {
+			p.fail(p.toks[0].col, fmt.Sprintf("v6only on %s, which has no IPv6 address", host), "give the host an IPv6 address: host "+host+" 10.0.0.2 fd00::2")
+		}
 		if c.Sock == "" {
 			c.As = p.newName(host, "listener", repeat, nkListener)
 		} else {
@@ -804,7 +851,7 @@ func (p *parser) parseCall(host string, repeat int) {
 			c.Sock = t.s
 			t = p.word("a destination", "connect sock server:80")
 		}
-		c.Target = p.target(t)
+		c.Target = p.target(t, host)
 		p.options("connect TARGET [from PORT] [reuseaddr] [nonblock] [as NAME]", map[string]func(){
 			"from":      func() { c.From = p.port(p.word("a local port", "from 3333")) },
 			"reuseaddr": func() { c.Reuse = true },
@@ -997,16 +1044,15 @@ func (p *parser) parseRule() {
 			a := p.word("an address or prefix", t.s+" 10.0.0.0/24")
 			pf, err := netip.ParsePrefix(a.s)
 			if err != nil {
+				// A host names its first address (its IPv4 one when it has
+				// both): name the other one to match it.
 				if h := p.hostDecl(a.s); h != nil {
-					pf = netip.PrefixFrom(h.Addr, 32)
-				} else if ad, err2 := netip.ParseAddr(a.s); err2 == nil && ad.Is4() {
-					pf = netip.PrefixFrom(ad, 32)
+					pf = netip.PrefixFrom(h.Addr, h.Addr.BitLen())
+				} else if ad, err2 := netip.ParseAddr(strings.Trim(a.s, "[]")); err2 == nil && !ad.Is4In6() && ad.Zone() == "" {
+					pf = netip.PrefixFrom(ad, ad.BitLen())
 				} else {
-					p.fail(a.col, fmt.Sprintf("%q is not an IPv4 address, prefix or host", a.s), t.s+" 10.0.0.0/24 or "+t.s+" client")
+					p.fail(a.col, fmt.Sprintf("%q is not an address, prefix or host", a.s), t.s+" 10.0.0.0/24, "+t.s+" fd00::/64 or "+t.s+" client")
 				}
-			}
-			if !pf.Addr().Is4() {
-				p.fail(a.col, "rules match IPv4 addresses", t.s+" 10.0.0.0/24")
 			}
 			if t.s == "src" {
 				r.SrcAddr = pf.Masked()
@@ -1082,7 +1128,7 @@ func (p *parser) parseInject(host string) {
 		t := p.word("from, to, spoofing, seq, ack, win, data, count or every", ex)
 		switch t.s {
 		case "from", "to":
-			a := p.target(p.word("ADDRESS:PORT", ex))
+			a := p.target(p.word("ADDRESS:PORT", ex), host)
 			if t.s == "from" {
 				in.Src = a
 			} else {
@@ -1128,6 +1174,9 @@ func (p *parser) parseInject(host string) {
 	}
 	if explicit && (!in.Src.IsValid() || !in.Dst.IsValid()) {
 		p.fail(p.endCol(), "inject needs both `from` and `to`", ex)
+	}
+	if explicit && in.Src.Addr().Is4() != in.Dst.Addr().Is4() {
+		p.fail(p.toks[1].col, fmt.Sprintf("from %v and to %v are of two address families", in.Src, in.Dst), "give two IPv4 or two IPv6 addresses (a host name takes the family of the injecting host's addresses)")
 	}
 	if in.Count > 1 && in.Every == 0 {
 		p.fail(p.endCol(), "a count of segments needs `every D` with D above 0", "count 100 every 10ms")

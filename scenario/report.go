@@ -73,7 +73,11 @@ func WriteReportHead(w io.Writer, sc *Scenario, o ReportOptions) *trace.Text {
 		if o.Profile != "" {
 			p = o.Profile
 		}
-		hs = append(hs, fmt.Sprintf("%s %s (%s)", h.Name, h.Addr, profileOr(p)))
+		addrs := h.Addr.String()
+		if h.Addr6.IsValid() {
+			addrs += " " + h.Addr6.String()
+		}
+		hs = append(hs, fmt.Sprintf("%s %s (%s)", h.Name, addrs, profileOr(p)))
 		hw = max(hw, len(h.Name))
 	}
 	fmt.Fprintf(w, "  hosts: %s; %s\n\n", strings.Join(hs, ", "), o.Backend)
@@ -163,6 +167,9 @@ func (s *Scenario) TraceHosts() []trace.Host {
 	out := make([]trace.Host, len(s.Hosts))
 	for i, h := range s.Hosts {
 		out[i] = trace.Host{Name: h.Name, Addr: h.Addr.String()}
+		if h.Addr6.IsValid() {
+			out[i].Addr6 = h.Addr6.String()
+		}
 	}
 	return out
 }

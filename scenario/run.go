@@ -225,13 +225,15 @@ type callRec struct {
 }
 
 type runner struct {
-	sc   *Scenario
-	b    Backend
-	opt  Options
-	res  *Result
-	seq  int
-	now  time.Duration
-	step *Step
+	sc *Scenario
+	b  Backend
+	// v4 and v6 say which families each host has addresses of.
+	v4, v6 map[string]bool
+	opt    Options
+	res    *Result
+	seq    int
+	now    time.Duration
+	step   *Step
 	// due is the script's own clock: when the next step is due. Waits
 	// add to it (not to the backend's clock), so that a step the kernel
 	// harness started late does not delay every later one.
@@ -292,8 +294,9 @@ type pktRec struct {
 // scenario or the backend; failed expectations are in the result.
 func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 	r := &runner{sc: sc, b: b, opt: opt,
-		res:      &Result{Scenario: sc, Backend: b.Name(), Counters: map[string][]trace.Counter{}},
-		socks:    map[string]map[string]*sockRec{},
+		res:   &Result{Scenario: sc, Backend: b.Name(), Counters: map[string][]trace.Counter{}},
+		socks: map[string]map[string]*sockRec{},
+		v4:    map[string]bool{}, v6: map[string]bool{},
 		calls:    map[callKey]*callRec{},
 		early:    map[callKey]*trace.Event{},
 		addrs:    map[hostSock][2]netip.AddrPort{},
@@ -324,6 +327,17 @@ func Run(sc *Scenario, b Backend, opt Options) (*Result, error) {
 		if err := b.AddHost(h.Name, h.Addr, prof); err != nil {
 			return nil, &RunError{h.Pos, err}
 		}
+		if h.Addr6.IsValid() {
+			a, ok := b.(AddrAdder)
+			if !ok {
+				return nil, &RunError{h.Pos, fmt.Errorf("the %s backend gives a host one address: %s cannot be dual-stack here", b.Name(), h.Name)}
+			}
+			if err := a.AddAddr(h.Name, h.Addr6); err != nil {
+				return nil, &RunError{h.Pos, err}
+			}
+		}
+		r.v6[h.Name] = h.V6().IsValid()
+		r.v4[h.Name] = h.V4().IsValid()
 		r.socks[h.Name] = map[string]*sockRec{}
 		r.stSeen[h.Name] = map[string]bool{}
 	}
@@ -852,10 +866,12 @@ func (r *runner) sys(host, name string, call tcp.Call) (*callRec, error) {
 	return rec, nil
 }
 
-func (r *runner) newSock(host, name string) (*sockRec, error) {
+// newSock makes a socket: AF_INET6 with v6 (a program asks getaddrinfo,
+// then socket() of the family it gave).
+func (r *runner) newSock(host, name string, v6 bool) (*sockRec, error) {
 	s := &sockRec{host: host, name: name, last: map[tcp.Op]*callRec{}}
 	r.socks[host][name] = s
-	rec, err := r.sys(host, name, tcp.Call{Op: tcp.OpSocket})
+	rec, err := r.sys(host, name, tcp.Call{Op: tcp.OpSocket, V6: v6})
 	if err != nil {
 		return nil, err
 	}
@@ -869,11 +885,11 @@ func (r *runner) newSock(host, name string) (*sockRec, error) {
 // operand is the socket a listen or connect acts on: the named one, or a
 // new socket called as; SO_REUSEADDR is set first when asked. A nil socket
 // with no error means socket() itself failed, and its errno is recorded.
-func (r *runner) operand(host, name, as string, reuse bool) (*sockRec, string, error) {
+func (r *runner) operand(host, name, as string, reuse, v6 bool) (*sockRec, string, error) {
 	var s *sockRec
 	var err error
 	if name == "" {
-		if s, err = r.newSock(host, as); err != nil || !s.open {
+		if s, err = r.newSock(host, as, v6); err != nil || !s.open {
 			return nil, as, err
 		}
 		name = as
@@ -892,12 +908,20 @@ func (r *runner) call1(host string, c *CallStep, name, as string) error {
 	nb := c.NonBlock
 	switch c.Verb {
 	case VSocket:
-		_, err := r.newSock(host, as)
+		// A lone socket is AF_INET, but on an IPv6-only host.
+		_, err := r.newSock(host, as, !r.v4[host])
 		return err
 	case VListen:
-		s, name, err := r.operand(host, name, as, c.Reuse)
+		// A server listens on :: when its host has IPv6 (dual-stack unless
+		// v6only, as Linux's default), on 0.0.0.0 otherwise.
+		s, name, err := r.operand(host, name, as, c.Reuse, r.v6[host])
 		if err != nil || s == nil {
 			return err
+		}
+		if c.V6Only {
+			if _, err := r.sys(host, name, tcp.Call{Op: tcp.OpSetOption, FD: s.fd, Option: tcp.Option{Kind: tcp.OptV6Only, On: true}}); err != nil {
+				return err
+			}
 		}
 		_, err = r.sys(host, name, tcp.Call{Op: tcp.OpListen, FD: s.fd, Port: c.Port, Backlog: c.Backlog})
 		return err
@@ -923,7 +947,7 @@ func (r *runner) call1(host string, c *CallStep, name, as string) error {
 		}
 		return nil
 	case VConnect:
-		s, name, err := r.operand(host, name, as, c.Reuse)
+		s, name, err := r.operand(host, name, as, c.Reuse, c.Target.Addr().Is6())
 		if err != nil || s == nil {
 			return err
 		}

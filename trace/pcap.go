@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net/netip"
 	"time"
 )
 
@@ -13,6 +14,16 @@ import (
 type Host struct {
 	Name string `json:"name"`
 	Addr string `json:"addr"`
+	// Addr6 is a dual-stack host's IPv6 address, besides Addr.
+	Addr6 string `json:"addr6,omitempty"`
+}
+
+// Addrs is the host's addresses, as text: "10.0.0.2" or "10.0.0.2 fd00::2".
+func (h Host) Addrs() string {
+	if h.Addr6 != "" {
+		return h.Addr + " " + h.Addr6
+	}
+	return h.Addr
 }
 
 // PcapEpoch is when time zero of a run falls in a capture: the Unix epoch,
@@ -48,20 +59,44 @@ func WritePcapng(w io.Writer, hosts []Host, events []Event) (int, error) {
 	if _, err := bw.Write(b.end()); err != nil {
 		return 0, fmt.Errorf("pcapng: %w", err)
 	}
+	// One interface per host. libpcap wants every interface of a file to
+	// have the first's link type, and rejects a second RAW (101) one:
+	// IPv4 captures are LINKTYPE_IPV4 (228); a capture with IPv6 packets
+	// is Ethernet (1) throughout, each frame with made-up addresses
+	// (02:00:00:00:00:NN, NN the owner's place among the hosts) and the
+	// type of its IP version.
+	eth := false
+	for i := range events {
+		if e := &events[i]; e.Kind == KindPacket && e.Packet != nil && e.Packet.Segment.IsIPv6() {
+			eth = true
+			break
+		}
+	}
 	index := make(map[string]uint32, len(hosts))
+	macOf := map[netip.Addr]byte{}
 	for i, h := range hosts {
 		index[h.Name] = uint32(i)
+		for _, a := range []string{h.Addr, h.Addr6} {
+			if ip, err := netip.ParseAddr(a); err == nil {
+				macOf[ip] = byte(i + 1)
+			}
+		}
 		b.begin(ngIDB)
-		b.u16(228) // LINKTYPE_IPV4: libpcap rejects several RAW (101) interfaces
+		if eth {
+			b.u16(1) // LINKTYPE_ETHERNET
+		} else {
+			b.u16(228) // LINKTYPE_IPV4
+		}
 		b.u16(0)
 		b.u32(0) // no snap length
 		b.opt(2, []byte(h.Name))
-		b.opt(3, []byte(fmt.Sprintf("tcplab host %s (%s)", h.Name, h.Addr)))
+		b.opt(3, []byte(fmt.Sprintf("tcplab host %s (%s)", h.Name, h.Addrs())))
 		b.opt(9, []byte{9}) // if_tsresol: nanoseconds
 		if _, err := bw.Write(b.end()); err != nil {
 			return 0, fmt.Errorf("pcapng: %w", err)
 		}
 	}
+	var frame []byte
 	n := 0
 	for i := range events {
 		e := &events[i]
@@ -76,6 +111,15 @@ func WritePcapng(w io.Writer, hosts []Host, events []Event) (int, error) {
 		data, err := p.Segment.Marshal()
 		if err != nil {
 			return n, fmt.Errorf("pcapng: packet %d: %w", p.ID, err)
+		}
+		if eth {
+			typ := uint16(0x0800)
+			if p.Segment.IsIPv6() {
+				typ = 0x86dd
+			}
+			frame = append(frame[:0], 2, 0, 0, 0, 0, macOf[p.Segment.Dst], 2, 0, 0, 0, 0, macOf[p.Segment.Src])
+			frame = binary.BigEndian.AppendUint16(frame, typ)
+			data = append(frame, data...)
 		}
 		ts := uint64(PcapEpoch.Add(e.At).UnixNano())
 		b.begin(ngEPB)

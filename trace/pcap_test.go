@@ -89,3 +89,50 @@ func TestWritePcapngReadsBack(t *testing.T) {
 		}
 	}
 }
+
+// A capture with IPv6 packets is Ethernet throughout (libpcap wants one
+// link type per file): each frame carries the IP version's type, and
+// tcpdump's and gopacket's decoders read IPv4 and IPv6 alike.
+func TestWritePcapngIPv6(t *testing.T) {
+	v4 := wire.Segment{Src: netip.MustParseAddr("10.0.0.1"), Dst: netip.MustParseAddr("10.0.0.2"), SrcPort: 1, DstPort: 80, Flags: wire.SYN, TTL: 64}
+	v6 := wire.Segment{Src: netip.MustParseAddr("fd00::1"), Dst: netip.MustParseAddr("fd00::2"), SrcPort: 2, DstPort: 80, Flags: wire.SYN, TTL: 64, FlowLabel: 5}
+	hosts := []Host{{Name: "client", Addr: "10.0.0.1", Addr6: "fd00::1"}, {Name: "server", Addr: "10.0.0.2", Addr6: "fd00::2"}}
+	events := []Event{
+		{At: time.Millisecond, Host: "client", Kind: KindPacket, Packet: &Packet{ID: 1, Dir: Out, Segment: v6, OnWire: true}},
+		{At: 2 * time.Millisecond, Host: "client", Kind: KindPacket, Packet: &Packet{ID: 2, Dir: Out, Segment: v4, OnWire: true}},
+		{At: 3 * time.Millisecond, Host: "server", Kind: KindPacket, Packet: &Packet{ID: 1, Dir: In, Segment: v6, OnWire: true}},
+	}
+	var buf bytes.Buffer
+	if n, err := WritePcapng(&buf, hosts, events); err != nil || n != 3 {
+		t.Fatalf("wrote %d, %v", n, err)
+	}
+	r, err := pcapgo.NewNgReader(&buf, pcapgo.DefaultNgReaderOptions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []struct {
+		iface int
+		typ   uint16
+		seg   wire.Segment
+	}{{0, 0x86dd, v6}, {0, 0x0800, v4}, {1, 0x86dd, v6}} {
+		pkt, ci, err := r.ReadPacketData()
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := want.seg.Marshal()
+		if ci.InterfaceIndex != want.iface || len(pkt) != 14+len(raw) || !bytes.Equal(pkt[14:], raw) {
+			t.Fatalf("packet %d: interface %d, %d bytes", i, ci.InterfaceIndex, len(pkt))
+		}
+		if typ := uint16(pkt[12])<<8 | uint16(pkt[13]); typ != want.typ {
+			t.Errorf("packet %d: type %#x, want %#x", i, typ, want.typ)
+		}
+		// The frame's addresses name the hosts that own the IP addresses.
+		if pkt[5] != 2 || pkt[11] != 1 {
+			t.Errorf("packet %d: MACs %x", i, pkt[:12])
+		}
+		ifc, err := r.Interface(ci.InterfaceIndex)
+		if err != nil || ifc.LinkType != 1 {
+			t.Errorf("packet %d: link type %v, %v", i, ifc.LinkType, err)
+		}
+	}
+}
