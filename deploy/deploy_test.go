@@ -30,11 +30,14 @@ import (
 	"github.com/prometheus/prometheus/config"
 	_ "github.com/prometheus/prometheus/discovery/kubernetes" // kubernetes_sd_configs
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/relabel"
 	"github.com/prometheus/prometheus/model/rulefmt"
 	"github.com/prometheus/prometheus/promql/parser"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/kustomize/api/krusty"
+	kusttypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
@@ -145,8 +148,16 @@ func loadManifests(t *testing.T) manifests {
 		default:
 			t.Fatalf("unexpected resource %s %s", meta.APIVersion, meta.Kind)
 		}
-		if err := yaml.UnmarshalStrict(doc, into); err != nil {
-			t.Fatalf("%s: %v\n%s", meta.Kind, err, doc)
+		// Strictly as the API server reads: field names match exactly
+		// (encoding/json would take HostNetwork for hostNetwork), none
+		// unknown, none twice.
+		js, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		strict, err := kjson.UnmarshalStrict(js, into)
+		if err != nil || len(strict) > 0 {
+			t.Fatalf("%s: %v %v\n%s", meta.Kind, err, strict, doc)
 		}
 	}
 	if m.ns == nil || m.sa == nil || m.ds == nil {
@@ -202,8 +213,18 @@ func TestDaemonSet(t *testing.T) {
 		len(sc.Capabilities.Add) != 0 || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 		t.Errorf("container security context %+v: want unprivileged, no escalation, read-only root, every capability dropped and none added", sc)
 	}
-	if c.Image != "registry.example.com/tcplab:latest" {
-		t.Errorf("image %q: kustomization.yaml names it", c.Image)
+	if want := kustomizedImage(t); c.Image != want {
+		t.Errorf("image %q, want %q (kustomization.yaml names it)", c.Image, want)
+	}
+	if strings.HasSuffix(c.Image, ":latest") && c.ImagePullPolicy != corev1.PullAlways {
+		t.Errorf("image %s pulled %s: a moved tag is not pulled again", c.Image, c.ImagePullPolicy)
+	}
+	if spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("priority class %q: the node's watcher should be the last evicted", spec.PriorityClassName)
+	}
+	if i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }); i < 0 ||
+		c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.ResourceFieldRef == nil || c.Env[i].ValueFrom.ResourceFieldRef.Resource != "limits.memory" {
+		t.Error("no GOMEMLIMIT from the memory limit")
 	}
 	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 		t.Errorf("resources %+v: want a memory limit and a CPU request", c.Resources)
@@ -217,15 +238,19 @@ func TestDaemonSet(t *testing.T) {
 		t.Fatalf("args %q: want --listen $(POD_IP):PORT", c.Args)
 	}
 	port := strings.TrimPrefix(c.Args[i+1], "$(POD_IP):")
-	if len(c.Env) != 1 || c.Env[0].Name != "POD_IP" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef == nil ||
+	if len(c.Env) == 0 || c.Env[0].Name != "POD_IP" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef == nil ||
 		c.Env[0].ValueFrom.FieldRef.FieldPath != "status.podIP" {
-		t.Errorf("env %+v: want POD_IP from status.podIP", c.Env)
+		t.Errorf("env %+v: want POD_IP from status.podIP first", c.Env)
 	}
 	if len(c.Ports) != 1 || fmt.Sprint(c.Ports[0].ContainerPort) != port || c.Ports[0].Name != "metrics" {
 		t.Errorf("ports %+v: want one named metrics, %s", c.Ports, port)
 	}
-	if ds.Spec.Template.Annotations["prometheus.io/port"] != port || ds.Spec.Template.Annotations["prometheus.io/scrape"] != "true" {
-		t.Errorf("annotations %v: want scrape and port %s", ds.Spec.Template.Annotations, port)
+	// A second scraper (an annotation-driven job) would split the
+	// doctor's intervals.
+	for k := range ds.Spec.Template.Annotations {
+		if strings.HasPrefix(k, "prometheus.io/") {
+			t.Errorf("annotation %s invites a second scraper", k)
+		}
 	}
 	// Probes connect; a GET of /metrics would be a scrape, taking the
 	// doctor's interval from Prometheus.
@@ -237,6 +262,30 @@ func TestDaemonSet(t *testing.T) {
 	if len(spec.Tolerations) != 1 || spec.Tolerations[0].Operator != corev1.TolerationOpExists {
 		t.Errorf("tolerations %+v: want every node", spec.Tolerations)
 	}
+}
+
+// kustomizedImage is the image kustomization.yaml names.
+func kustomizedImage(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("kubernetes/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kusttypes.Kustomization
+	if err := yaml.UnmarshalStrict(b, &k); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.Images) != 1 || k.Images[0].Name != "tcplab" || k.Images[0].NewName == "" {
+		t.Fatalf("images %+v: want one, for the image named tcplab", k.Images)
+	}
+	img := k.Images[0].NewName
+	if k.Images[0].NewTag != "" {
+		img += ":" + k.Images[0].NewTag
+	}
+	if k.Images[0].Digest != "" {
+		img += "@" + k.Images[0].Digest
+	}
+	return img
 }
 
 // The image runs what the DaemonSet expects: tcplab-full, as the user the
@@ -333,6 +382,41 @@ func TestPrometheusConfig(t *testing.T) {
 	}
 	if time.Duration(cfg.GlobalConfig.ScrapeInterval) != scrapeInterval {
 		t.Errorf("scrape interval %v; the end-to-end test and the rules' durations assume %v", cfg.GlobalConfig.ScrapeInterval, scrapeInterval)
+	}
+	// The relabelling, on what Kubernetes discovery gives for pods: the
+	// exporter's running pod's metrics port is kept, named by its node;
+	// another port, another pod and a pod not running are dropped.
+	ds := loadManifests(t).ds
+	pod := func(app, port, phase string) labels.Labels {
+		return labels.FromMap(map[string]string{
+			"__address__": "10.0.0.7:" + port,
+			"__meta_kubernetes_pod_label_app_kubernetes_io_name": app,
+			"__meta_kubernetes_pod_container_port_name":          map[string]string{"9469": "metrics", "8080": "http"}[port],
+			"__meta_kubernetes_pod_phase":                        phase,
+			"__meta_kubernetes_pod_node_name":                    "node-7",
+			"job":                                                "tcplab",
+		})
+	}
+	app := ds.Spec.Template.Labels["app.kubernetes.io/name"]
+	port := fmt.Sprint(ds.Spec.Template.Spec.Containers[0].Ports[0].ContainerPort)
+	rc := cfg.ScrapeConfigs[0].RelabelConfigs
+	process := func(l labels.Labels) (labels.Labels, bool) {
+		lb := labels.NewBuilder(l)
+		keep := relabel.ProcessBuilder(lb, rc...)
+		return lb.Labels(), keep
+	}
+	got, keep := process(pod(app, port, "Running"))
+	if !keep || got.Get("instance") != "node-7" || got.Get("__address__") != "10.0.0.7:"+port {
+		t.Errorf("the exporter's pod: kept %v as %v", keep, got)
+	}
+	for name, l := range map[string]labels.Labels{
+		"another port":      pod(app, "8080", "Running"),
+		"another pod":       pod("web", port, "Running"),
+		"a pod not running": pod(app, port, "Pending"),
+	} {
+		if _, keep := process(l); keep {
+			t.Errorf("%s is scraped", name)
+		}
 	}
 }
 
