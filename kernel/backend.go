@@ -277,7 +277,7 @@ func (b *Backend) AddHost(name string, addr netip.Addr, profile string) error {
 		return fmt.Errorf("host %s: %w", name, err)
 	}
 	if !addr.Is4() {
-		return fmt.Errorf("host %s: address %v is not IPv4", name, addr)
+		return fmt.Errorf("host %s: address %v: the kernel backend runs IPv4 hosts only so far (the simulator runs IPv6 and dual-stack ones)", name, addr)
 	}
 	for _, h := range b.hosts {
 		if h.addr == addr {

@@ -2,6 +2,7 @@ package kernel
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"sync"
@@ -81,6 +82,9 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	h.nextCall++
 	now := b.Now()
 	r := tcp.Result{ID: h.nextCall, Call: c, Started: now, At: now}
+	if c.Op == tcp.OpSocket && c.V6 {
+		return tcp.Result{}, fmt.Errorf("host %s: AF_INET6 sockets: the kernel backend runs IPv4 only so far", h.name)
+	}
 	if c.Op == tcp.OpSocket {
 		var fd int
 		err := h.work.do(func() error {
