@@ -147,6 +147,11 @@ type host struct {
 	rawFd         int
 	netstat, snmp *os.File
 	procBuf       []byte // reused for every read of netstat and snmp
+	// inBase and inOwed: the host's Ip InReceives before the first packet
+	// injected toward it since its last call, and how many were. A call
+	// on the host waits for them to arrive (they cross the lab's link in
+	// a goroutine of tcplab's, which a busy machine may delay).
+	inBase, inOwed int64
 
 	fds      map[tcp.FD]*ksock
 	socks    []*ksock

@@ -66,6 +66,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		return tcp.Result{}, err
 	}
 	b.endOpening(false)
+	b.awaitInjected(h)
 	// What the call follows is reported after it, with what came of it,
 	// so that the call is made at once: each report waits for the tracer,
 	// which on a loaded machine took milliseconds a time. Only a call

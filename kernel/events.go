@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcplab/tcplab/inspect"
+	"github.com/tcplab/tcplab/procnet"
 	"github.com/tcplab/tcplab/sim"
 	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
@@ -555,6 +556,14 @@ func (b *Backend) sendDue() {
 			continue
 		}
 		to := &unix.SockaddrInet4{Addr: in.seg.Dst.As4()}
+		rx := b.hostByAddr(in.seg.Dst)
+		if rx != nil && rx.inOwed == 0 {
+			if v, ok := b.inReceives(rx); ok {
+				rx.inBase = v
+			} else {
+				rx = nil
+			}
+		}
 		key := pktKey(&in.seg)
 		c := b.injected[key]
 		c.n, c.at = c.n+1, now
@@ -566,7 +575,57 @@ func (b *Backend) sendDue() {
 				b.injected[key] = c
 			}
 			b.emitAt(b.Now(), trace.Event{Host: in.h.name, Kind: trace.KindNote, Note: "injection failed: " + err.Error()})
+		} else if rx != nil {
+			rx.inOwed++
 		}
+	}
+}
+
+// inReceives reads a host's Ip InReceives: every IP packet its namespace
+// took in, counted before its firewall and TCP see it.
+func (b *Backend) inReceives(h *host) (int64, bool) {
+	if h.snmp == nil {
+		return 0, false
+	}
+	if h.procBuf == nil {
+		h.procBuf = make([]byte, 64<<10)
+	}
+	n, err := h.snmp.ReadAt(h.procBuf, 0)
+	if err != nil && n == 0 {
+		return 0, false
+	}
+	c := procnet.Counters{}
+	if procnet.ParseInto(c, h.procBuf[:n]) != nil {
+		return 0, false
+	}
+	return c.Get("Ip", "InReceives")
+}
+
+// injectWait bounds how long a call waits for the packets injected toward
+// its host to arrive; one lost on the way costs a call this much once.
+const injectWait = 100 * time.Millisecond
+
+// awaitInjected waits until the packets injected toward h have reached
+// its IP layer (the script means the call to follow them), for at most
+// injectWait. TCP handles a packet in the softirq that took it in.
+func (b *Backend) awaitInjected(h *host) {
+	if h.inOwed == 0 {
+		return
+	}
+	want := h.inBase + h.inOwed
+	h.inOwed = 0
+	deadline := time.Now().Add(injectWait)
+	for {
+		v, ok := b.inReceives(h)
+		if !ok || v >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.emitAt(b.Now(), trace.Event{Host: h.name, Kind: trace.KindNote,
+				Note: fmt.Sprintf("%d injected packets had not arrived after %v: the call goes on", want-v, injectWait)})
+			return
+		}
+		time.Sleep(50 * time.Microsecond)
 	}
 }
 
