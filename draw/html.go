@@ -101,14 +101,8 @@ func Snapshots(hosts []string, events []trace.Event) []Snapshot {
 		} else {
 			// As ss spells states and addresses (ESTAB, TIME-WAIT; a peer not
 			// yet known is 0.0.0.0:*), as every ss-like table of tcplab.
-			remote := "0.0.0.0:*"
-			if e.Local.Addr().Is6() {
-				remote = "[::]:*"
-			}
-			if e.Remote.IsValid() && e.Remote.Port() != 0 {
-				remote = e.Remote.String()
-			}
-			live[k] = SocketRow{e.Host, e.Local.String(), remote, trace.SSState(e.State.To)}
+			local, remote := trace.SSEnds(e.Local, e.Remote, e.State.To == "LISTEN", e.V6Only)
+			live[k] = SocketRow{e.Host, local, remote, trace.SSState(e.State.To)}
 		}
 		snap := Snapshot{At: e.At, Time: trace.FormatTime(e.At), Sockets: make([]SocketRow, 0, len(live)),
 			What: fmt.Sprintf("%s %s: %s -> %s", e.Host, e.Local, e.State.From, e.State.To)}

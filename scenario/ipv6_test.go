@@ -85,11 +85,46 @@ func TestIPv6ScenarioErrors(t *testing.T) {
 		"host a ::ffff:10.0.0.1":                                 "not a usable host address",
 		"host a 10.0.0.1\na: listen 80 v6only":                   "no IPv6 address",
 		"host a 10.0.0.1\nhost b fd00::2\na: connect fd00::2:80": "in brackets",
-		"host a 10.0.0.1 fd00::1\nhost b 10.0.0.2\na: inject [S] from [fd00::1]:1 to b:80": "two address families",
+		"host a 10.0.0.1 fd00::1\nhost b 10.0.0.2\na: inject [S] from [fd00::1]:1 to b:80": "from and to take one address family",
+		"host a 10.0.0.1 fd00::1\nhost b fd00::2\na: socket as s\na: connect s b:80":       "b has no IPv4 address: the socket is AF_INET",
+		"host a 10.0.0.1 fd00::1\nhost b fd00::2\na: socket as s\na: listen s v6only":      "an AF_INET socket",
 	} {
 		_, err := Parse("t", src)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", src, err, want)
+		}
+	}
+}
+
+// Dual-stack details: a rule naming a host matches the address it talks
+// by; a `socket` line's socket connects in its family; inject resolves its
+// pair in one family; a reset spoofed for a connection a dual-stack
+// listener took from an IPv4 client travels in IPv4 and lands.
+func TestDualStackDetails(t *testing.T) {
+	src := `host client 10.0.0.1 fd00::1
+host old 10.0.0.3
+host attacker 10.0.0.9 fd00::9
+host server 10.0.0.2 fd00::2
+rule server in src client flags SYN drop
+server: listen 80
+old: connect server:80
+after 10ms
+server: accept as fromold
+client: connect server:80 nonblock
+client: socket as s
+client: connect s server:80 nonblock
+attacker: inject [S] from old:1000 to server:80
+attacker: inject [R] spoofing server:fromold
+after 100ms
+expect client: conn state SYN_SENT
+expect client: s state ESTABLISHED
+expect old: conn state CLOSED
+expect attacker: packets out [S] = 1
+`
+	res := mustRun(t, src, Options{})
+	for _, c := range res.Checks {
+		if !c.OK {
+			t.Errorf("%s: %s", c.Text, c.Seen)
 		}
 	}
 }

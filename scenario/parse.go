@@ -730,16 +730,53 @@ func (p *parser) newName(host, def string, repeat int, kind nameKind) string {
 }
 
 // target reads ADDR:PORT, [IPv6]:PORT or HOST:PORT for a connect made on
-// host from. A host name resolves as getaddrinfo with RFC 6724's default
-// policy would: its IPv6 address when both hosts have one, else its IPv4
+// host from. A host name resolves as glibc's getaddrinfo would by
+// default: its IPv6 address when both hosts have one, else its IPv4
 // address.
 func (p *parser) target(t token, from string) netip.AddrPort {
+	return p.targetOf(t, from, 0, "")
+}
+
+// familyOf is the address of named host h that host from reaches it by,
+// as glibc's getaddrinfo orders them by default: IPv6 when both have it,
+// else IPv4; with family 4 or 6, that family's (zero if h has none).
+func (p *parser) familyOf(h *HostDecl, from string, family int) netip.Addr {
+	switch family {
+	case 4:
+		return h.V4()
+	case 6:
+		return h.V6()
+	}
+	if me := p.hostDecl(from); me != nil && me.V6().IsValid() && h.V6().IsValid() {
+		return h.V6()
+	}
+	if h.V4().IsValid() {
+		return h.V4()
+	}
+	return h.Addr
+}
+
+// targetOf is target for a known family (4 or 6; 0 any), which why
+// explains in errors, with a hint.
+func (p *parser) targetOf(t token, from string, family int, why string) netip.AddrPort {
 	const hint = "give ADDRESS:PORT, [IPv6]:PORT or HOST:PORT, e.g. server:80, 10.0.0.2:80 or [fd00::2]:80"
+	whyHint := "connect without naming the socket (a new one takes the destination's family)"
+	if why == "" {
+		why = "the socket is AF_INET" + map[int]string{4: "", 6: "6"}[family]
+	} else {
+		whyHint = "give two addresses of one family"
+	}
+	wrongFamily := func(a netip.Addr) {
+		if family == 4 && a.Is6() || family == 6 && a.Is4() {
+			p.fail(t.col, fmt.Sprintf("%v is not IPv%d: %s", a, family, why), whyHint)
+		}
+	}
 	if strings.HasPrefix(t.s, "[") {
 		ap, err := netip.ParseAddrPort(t.s)
 		if err != nil || !ap.Addr().Is6() || ap.Port() == 0 {
 			p.fail(t.col, fmt.Sprintf("%q is not an IPv6 address and port", t.s), hint)
 		}
+		wrongFamily(ap.Addr())
 		return ap
 	}
 	i := strings.LastIndexByte(t.s, ':')
@@ -752,11 +789,9 @@ func (p *parser) target(t token, from string) netip.AddrPort {
 	}
 	hostPart := t.s[:i]
 	if h := p.hostDecl(hostPart); h != nil {
-		a := h.Addr
-		if me := p.hostDecl(from); me != nil && me.V6().IsValid() && h.V6().IsValid() {
-			a = h.V6()
-		} else if h.V4().IsValid() {
-			a = h.V4()
+		a := p.familyOf(h, from, family)
+		if !a.IsValid() {
+			p.fail(t.col, fmt.Sprintf("%s has no IPv%d address: %s", h.Name, family, why), whyHint)
 		}
 		return netip.AddrPortFrom(a, uint16(port))
 	}
@@ -767,7 +802,17 @@ func (p *parser) target(t token, from string) netip.AddrPort {
 	if err != nil {
 		p.fail(t.col, fmt.Sprintf("%q is neither a host nor an address", hostPart), didYouMean(hostPart, p.hostNames()))
 	}
+	wrongFamily(a)
 	return netip.AddrPortFrom(a, uint16(port))
+}
+
+// sockFamily is the family of a socket a `socket` line made on host:
+// AF_INET, but on a host without IPv4.
+func (p *parser) sockFamily(host string) int {
+	if h := p.hostDecl(host); h != nil && !h.V4().IsValid() {
+		return 6
+	}
+	return 4
 }
 
 func (p *parser) port(t token) uint16 {
@@ -836,6 +881,9 @@ func (p *parser) parseCall(host string, repeat int) {
 		if h := p.hostDecl(host); c.V6Only && h != nil && !h.V6().IsValid() {
 			p.fail(p.toks[0].col, fmt.Sprintf("v6only on %s, which has no IPv6 address", host), "give the host an IPv6 address: host "+host+" 10.0.0.2 fd00::2")
 		}
+		if c.V6Only && c.Sock != "" && p.sockFamily(host) == 4 {
+			p.fail(p.toks[0].col, fmt.Sprintf("v6only on %s, an AF_INET socket", c.Sock), "listen PORT v6only: a new socket on a host with IPv6 is AF_INET6")
+		}
 		if c.Sock == "" {
 			c.As = p.newName(host, "listener", repeat, nkListener)
 		} else {
@@ -847,11 +895,13 @@ func (p *parser) parseCall(host string, repeat int) {
 		c.As = p.newName(host, "conn", repeat, nkConn)
 	case VConnect:
 		t := p.word("a destination", "connect server:80")
+		family := 0
 		if _, ok := p.names[host][t.s]; ok && !strings.Contains(t.s, ":") {
 			c.Sock = t.s
 			t = p.word("a destination", "connect sock server:80")
+			family = p.sockFamily(host) // a socket of a `socket` line
 		}
-		c.Target = p.target(t, host)
+		c.Target = p.targetOf(t, host, family, "")
 		p.options("connect TARGET [from PORT] [reuseaddr] [nonblock] [as NAME]", map[string]func(){
 			"from":      func() { c.From = p.port(p.word("a local port", "from 3333")) },
 			"reuseaddr": func() { c.Reuse = true },
@@ -1044,10 +1094,14 @@ func (p *parser) parseRule() {
 			a := p.word("an address or prefix", t.s+" 10.0.0.0/24")
 			pf, err := netip.ParsePrefix(a.s)
 			if err != nil {
-				// A host names its first address (its IPv4 one when it has
-				// both): name the other one to match it.
-				if h := p.hostDecl(a.s); h != nil {
-					pf = netip.PrefixFrom(h.Addr, h.Addr.BitLen())
+				// A host names one address: the one it and the rule's host
+				// talk by (IPv6 when both have it); name the other to
+				// match it.
+				if o := p.hostDecl(a.s); o != nil {
+					// The address the rule's host and the named one talk
+					// by, as connect picks it.
+					ad := p.familyOf(o, h, 0)
+					pf = netip.PrefixFrom(ad, ad.BitLen())
 				} else if ad, err2 := netip.ParseAddr(strings.Trim(a.s, "[]")); err2 == nil && !ad.Is4In6() && ad.Zone() == "" {
 					pf = netip.PrefixFrom(ad, ad.BitLen())
 				} else {
@@ -1124,15 +1178,16 @@ func (p *parser) parseInject(host string) {
 	in := &InjectStep{Window: -1, Count: 1}
 	in.Flags = p.flags(p.word("TCP flags", ex))
 	explicit := false
+	var fromTok, toTok *token
 	for p.more() {
 		t := p.word("from, to, spoofing, seq, ack, win, data, count or every", ex)
 		switch t.s {
 		case "from", "to":
-			a := p.target(p.word("ADDRESS:PORT", ex), host)
+			w := p.word("ADDRESS:PORT", ex)
 			if t.s == "from" {
-				in.Src = a
+				fromTok = &w
 			} else {
-				in.Dst = a
+				toTok = &w
 			}
 			explicit = true
 		case "spoofing":
@@ -1172,11 +1227,22 @@ func (p *parser) parseInject(host string) {
 	if explicit == (in.SpoofHost != "") {
 		p.fail(p.toks[1].col, "inject needs either `from ADDR:PORT to ADDR:PORT` or `spoofing HOST:NAME`", ex)
 	}
-	if explicit && (!in.Src.IsValid() || !in.Dst.IsValid()) {
+	if explicit && (fromTok == nil || toTok == nil) {
 		p.fail(p.endCol(), "inject needs both `from` and `to`", ex)
 	}
-	if explicit && in.Src.Addr().Is4() != in.Dst.Addr().Is4() {
-		p.fail(p.toks[1].col, fmt.Sprintf("from %v and to %v are of two address families", in.Src, in.Dst), "give two IPv4 or two IPv6 addresses (a host name takes the family of the injecting host's addresses)")
+	if explicit {
+		// The pair takes one family: IPv6 when every host named has it
+		// and no IPv4 address is written, else IPv4.
+		family := 6
+		for _, w := range []*token{fromTok, toTok} {
+			hostPart, _, _ := strings.Cut(w.s, ":")
+			if h := p.hostDecl(hostPart); h != nil && !h.V6().IsValid() ||
+				!strings.HasPrefix(w.s, "[") && p.hostDecl(hostPart) == nil {
+				family = 4
+			}
+		}
+		const why = "from and to take one address family"
+		in.Src, in.Dst = p.targetOf(*fromTok, host, family, why), p.targetOf(*toTok, host, family, why)
 	}
 	if in.Count > 1 && in.Every == 0 {
 		p.fail(p.endCol(), "a count of segments needs `every D` with D above 0", "count 100 every 10ms")

@@ -546,7 +546,14 @@ func (r *runner) observe(e trace.Event) {
 	case trace.KindState:
 		k := hostSock{e.Host, e.Sock}
 		if e.Remote.Port() != 0 || e.Local.Port() != 0 {
-			r.addrs[k] = [2]netip.AddrPort{e.Local, e.Remote}
+			// As on the wire: a dual-stack socket's IPv4 peer shows
+			// IPv4-mapped, its packets carry IPv4.
+			l, rm := e.Local, e.Remote
+			if l.Addr().Is4In6() && rm.Addr().Is4In6() {
+				l = netip.AddrPortFrom(l.Addr().Unmap(), l.Port())
+				rm = netip.AddrPortFrom(rm.Addr().Unmap(), rm.Port())
+			}
+			r.addrs[k] = [2]netip.AddrPort{l, rm}
 		}
 		r.paths[k] = append(r.paths[k], e.State.To)
 		if r.entered[k] == nil {

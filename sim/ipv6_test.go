@@ -7,6 +7,7 @@ import (
 
 	"github.com/tcplab/tcplab/tcp"
 	"github.com/tcplab/tcplab/trace"
+	"github.com/tcplab/tcplab/wire"
 )
 
 // A lab with an IPv6-only client, a dual-stack server and an IPv4-only
@@ -43,6 +44,17 @@ func TestDualStackLab(t *testing.T) {
 			seen6 = true
 		case s.Src == netip.MustParseAddr("10.0.0.1"):
 			seen4 = true
+		}
+		// The rule on fd00::/64 delays the IPv6 SYN by 100 ms on its way
+		// into the server; the IPv4 one is answered at once.
+		if e.Host == "server" && e.Packet.Dir == trace.Out && s.Flags&wire.SYN != 0 {
+			want := time.Millisecond
+			if s.IsIPv6() {
+				want += 100 * time.Millisecond
+			}
+			if e.At != want {
+				t.Errorf("%v sent at %v, want %v", s.String(), e.At, want)
+			}
 		}
 		if s.Src.Is4() != s.Dst.Is4() {
 			t.Errorf("a packet of two families: %v", s.String())

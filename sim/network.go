@@ -584,7 +584,7 @@ func (n *Network) Snapshot(host string) ([]trace.Socket, error) {
 	out := make([]trace.Socket, 0, len(snap))
 	for _, s := range snap {
 		out = append(out, trace.Socket{Host: host, Sock: uint64(s.Sock), Parent: uint64(s.Parent),
-			FD: int(s.FD), State: s.State.String(), Local: s.Local, Remote: s.Remote,
+			FD: int(s.FD), State: s.State.String(), Local: s.Local, Remote: s.Remote, V6Only: s.V6Only,
 			RecvQ: s.RecvQ, SendQ: s.SendQ, Timer: s.Timer, TimerLeft: s.TimerLeft,
 			Retransmits: s.Retransmits, RTO: s.RTO, RTT: s.RTT, Cwnd: s.Cwnd,
 			RetransTotal: s.RetransTotal, Orphan: s.Orphan, Accepting: s.Accepting, SynQueue: s.SynQueue})
@@ -815,7 +815,7 @@ func (n *Network) emitPacket(h *Host, p *trace.Packet) {
 
 func (n *Network) emitTCP(h *Host, te *tcp.Event) {
 	e := trace.Event{At: te.At, Host: h.Name, Sock: uint64(te.Sock), Parent: uint64(te.Parent),
-		Local: te.Local, Remote: te.Remote}
+		Local: te.Local, Remote: te.Remote, V6Only: te.V6Only}
 	switch te.Kind {
 	case tcp.EvState:
 		e.Kind = trace.KindState

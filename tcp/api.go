@@ -382,7 +382,7 @@ func (h *Host) doListen(c *conn, r *Result) {
 		c.laddr, c.raddr = netip.IPv6Unspecified(), netip.IPv6Unspecified()
 	}
 	c.setState(Listen, CauseApp, "listen()")
-	h.listens[c.lport] = c
+	h.listens[listenKey{c.lport, c.v6}] = c
 }
 
 // capBacklog: listen() silently truncates the backlog to somaxconn; a
@@ -516,6 +516,7 @@ func (h *Host) doConnect(c *conn, r *Result) {
 		tw.finish(CauseApp, "TIME_WAIT 4-tuple reused by a new connect()")
 	}
 	c.tsOff = h.tsOffset(t)
+	c.flow = h.flowLabel(t, 0)
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
 	c.sndBase = c.iss.Add(1)
 	c.pushedSeq = c.sndBase
@@ -744,7 +745,7 @@ func (c *conn) sendFin(kind CauseKind, text string) {
 }
 
 func (h *Host) closeListenSocket(c *conn) {
-	delete(h.listens, c.lport)
+	delete(h.listens, listenKey{c.lport, c.v6})
 	c.setState(Closed, CauseApp, "close() on the listener")
 	c.closeListener()
 	h.failPending(c, EINVAL)

@@ -34,7 +34,9 @@ type conn struct {
 	// socket's IPv4 peer (mapped), whose user sees them IPv4-mapped.
 	laddr, raddr        netip.Addr
 	lport, rport        uint16
-	v6, v6only, mapped  bool // an AF_INET6 socket; IPV6_V6ONLY; talking IPv4 through it
+	v6, v6only, mapped  bool   // an AF_INET6 socket; IPV6_V6ONLY; talking IPv4 through it
+	flow                uint32 // IPv6 flow label (0 in IPv4)
+	flowRehash          uint64 // retransmission timeouts that drew a new flow label
 	bound, explicitBind bool
 	hashed              bool // in h.conns under its 4-tuple
 	portIdx             int  // index in its port bucket's socks, when bound
@@ -310,7 +312,7 @@ func (c *conn) setState(to State, kind CauseKind, text string) {
 	}
 	if h.record {
 		h.events = append(h.events, Event{Kind: EvState, At: h.now, Sock: c.id, Parent: c.parentSk,
-			Local: c.localAP(), Remote: c.remoteAP(), From: from, To: to, Cause: Cause{kind, text}})
+			Local: c.localAP(), Remote: c.remoteAP(), V6Only: c.v6only, From: from, To: to, Cause: Cause{kind, text}})
 	}
 }
 

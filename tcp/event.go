@@ -56,6 +56,9 @@ type Event struct {
 	// Parent is the listener a passive connection came from.
 	Parent        SockID
 	Local, Remote netip.AddrPort
+	// V6Only marks an AF_INET6 socket with IPV6_V6ONLY (ss spells its
+	// wildcard [::], a dual-stack one's *).
+	V6Only bool
 
 	// EvState
 	From, To State

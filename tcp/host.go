@@ -59,7 +59,7 @@ type Host struct {
 	freeFDs []FD
 	nextFD  FD
 	conns   map[tuple]*conn
-	listens map[uint16]*conn
+	listens map[listenKey]*conn
 	ports   map[uint16]*portBucket
 	// freeBuckets are empty port buckets kept for reuse: an ephemeral
 	// port is bound and freed once per connection.
@@ -119,7 +119,7 @@ func NewHost(cfg Config) *Host {
 		fds:     make(map[FD]*conn),
 		nextFD:  3,
 		conns:   make(map[tuple]*conn),
-		listens: make(map[uint16]*conn),
+		listens: make(map[listenKey]*conn),
 		ports:   make(map[uint16]*portBucket),
 		record:  true,
 		bsdISS:  1,
@@ -335,7 +335,7 @@ func (h *Host) Input(seg *wire.Segment) {
 		c.rearm()
 		return
 	}
-	if l := h.listens[seg.DstPort]; l != nil && l.takes(seg) {
+	if l := h.listener(seg); l != nil {
 		l.listenInput(seg, 0)
 		return
 	}
@@ -428,9 +428,40 @@ func (h *Host) unbindPort(c *conn) {
 	c.bound, c.explicitBind = false, false
 }
 
+// listenKey is a listener's port and family: an AF_INET listener and an
+// AF_INET6 one with IPV6_V6ONLY may share a port.
+type listenKey struct {
+	port uint16
+	v6   bool
+}
+
+// listener finds the listener a segment goes to: an IPv6 one reaches an
+// AF_INET6 listener; an IPv4 one an AF_INET listener, else a dual-stack
+// AF_INET6 one (Linux's lookup scores the AF_INET listener higher).
+func (h *Host) listener(seg *wire.Segment) *conn {
+	if seg.Dst.Is6() {
+		return h.listens[listenKey{seg.DstPort, true}]
+	}
+	if l := h.listens[listenKey{seg.DstPort, false}]; l != nil {
+		return l
+	}
+	if l := h.listens[listenKey{seg.DstPort, true}]; l != nil && l.takes(seg) {
+		return l
+	}
+	return nil
+}
+
+// disjoint says two sockets' address spaces do not meet: an AF_INET one
+// and an AF_INET6 one with IPV6_V6ONLY (inet_bind_conflict and
+// ipv6_rcv_saddr_equal see no overlap).
+func disjoint(a, b *conn) bool {
+	return !a.v6 && b.v6 && b.v6only || !b.v6 && a.v6 && a.v6only
+}
+
 // bindConflict mirrors inet_csk_bind_conflict: another socket on the port
-// conflicts unless both set SO_REUSEADDR and the other is not listening.
-// TIME_WAIT remnants keep the SO_REUSEADDR of the socket they came from.
+// conflicts unless both set SO_REUSEADDR and the other is not listening,
+// or their families do not meet (disjoint). TIME_WAIT remnants keep the
+// SO_REUSEADDR of the socket they came from.
 func (h *Host) bindConflict(c *conn, port uint16) *conn {
 	b := h.ports[port]
 	if b == nil {
@@ -438,7 +469,7 @@ func (h *Host) bindConflict(c *conn, port uint16) *conn {
 	}
 	var found *conn
 	for _, o := range b.socks {
-		if o == c {
+		if o == c || disjoint(c, o) {
 			continue
 		}
 		if c.reuseAddr && o.reuseAddr && o.state != Listen {

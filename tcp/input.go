@@ -778,7 +778,7 @@ func (c *conn) twInput(seg *wire.Segment) {
 		(seg.Seq.GreaterThan(c.rcvNxt) || (c.tsOK && seg.Options.HasTimestamps && int32(c.tsRecent-seg.Options.TSVal) < 0)) {
 		// A new SYN for the same 4-tuple may reopen it (RFC 1122
 		// 4.2.2.13) with an ISN above anything the old one used.
-		if l := h.listens[c.lport]; l != nil {
+		if l := h.listener(seg); l != nil {
 			isn := c.sndNxt.Add(65535 + 2)
 			if isn == 0 {
 				isn++

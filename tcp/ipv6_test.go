@@ -63,10 +63,16 @@ func TestIPv6Connection(t *testing.T) {
 	if len(segs) < 4 {
 		t.Fatalf("%d segments", len(segs))
 	}
+	labels := map[netip.Addr]uint32{}
 	for _, s := range segs {
 		if !s.IsIPv6() || s.DF {
 			t.Errorf("not an IPv6 segment: %v (DF %v)", s.String(), s.DF)
 		}
+		// Each end labels its flow once (auto_flowlabels), never 0.
+		if l, ok := labels[s.Src]; s.FlowLabel == 0 || ok && l != s.FlowLabel {
+			t.Errorf("flow label %#x from %v (before: %#x)", s.FlowLabel, s.Src, l)
+		}
+		labels[s.Src] = s.FlowLabel
 		if s.Flags&wire.SYN != 0 && (!s.Options.HasMSS || s.Options.MSS != 1440) {
 			t.Errorf("SYN offers %v, want MSS 1440", s.Options.String())
 		}
@@ -171,6 +177,12 @@ func TestConnectFamilies(t *testing.T) {
 			t.Errorf("segment %v", s.String())
 		}
 	}
+	for _, si := range dual.Snapshot() {
+		if si.Remote.Port() == 80 && si.Remote.Addr().Unmap() == propAddrs[1] &&
+			(si.Remote.Addr() != netip.MustParseAddr("::ffff:10.0.0.2") || si.Local.Addr() != netip.MustParseAddr("::ffff:10.0.0.1")) {
+			t.Errorf("mapped connect's ends: %v %v", si.Local, si.Remote)
+		}
+	}
 }
 
 // An IPv6 peer that offers no MSS is assumed to take 1220 bytes (the
@@ -181,7 +193,7 @@ func TestIPv6DefaultMSS(t *testing.T) {
 	h.Do(Call{Op: OpListen, FD: lfd, Port: 80, Backlog: 8})
 	h.Input(&wire.Segment{Src: v6Addrs[0], Dst: v6Addrs[1], SrcPort: 4000, DstPort: 80, Seq: 1, Flags: wire.SYN, Window: 65535, TTL: 64})
 	var child *conn
-	for c := range h.listens[80].lst.reqs {
+	for c := range h.listens[listenKey{80, true}].lst.reqs {
 		child = c
 	}
 	if child == nil || child.peerMSS != 1220 {
@@ -190,5 +202,111 @@ func TestIPv6DefaultMSS(t *testing.T) {
 	out := h.PollSegments(nil)
 	if len(out) != 1 || out[0].Options.MSS != 1440 || !out[0].IsIPv6() {
 		t.Fatalf("SYN-ACK %v", out)
+	}
+}
+
+// An AF_INET listener and an AF_INET6 one with IPV6_V6ONLY share a port,
+// each taking its family (nginx's `listen 80; listen [::]:80
+// ipv6only=on`); a dual-stack AF_INET6 listener cannot join them.
+func TestListenersOfBothFamilies(t *testing.T) {
+	p := dualPair(t)
+	l4 := p.h[1].Socket()
+	if r := p.do(1, Call{Op: OpListen, FD: l4, Port: 80, Backlog: 8}); r.Err != OK {
+		t.Fatal(r.String())
+	}
+	l6 := p.socket6(1)
+	p.do(1, Call{Op: OpSetOption, FD: l6, Option: Option{Kind: OptV6Only, On: true}})
+	if r := p.do(1, Call{Op: OpListen, FD: l6, Port: 80, Backlog: 8}); r.Err != OK {
+		t.Fatalf("v6only beside AF_INET: %v", r.String())
+	}
+	dual := p.socket6(1)
+	if r := p.do(1, Call{Op: OpListen, FD: dual, Port: 80, Backlog: 8}); r.Err != EADDRINUSE {
+		t.Errorf("a dual-stack listener beside them: %v", r.String())
+	}
+	c4 := p.h[0].Socket()
+	p.do(0, Call{Op: OpConnect, FD: c4, Addr: netip.AddrPortFrom(propAddrs[1], 80), NonBlock: true})
+	c6 := p.socket6(0)
+	p.do(0, Call{Op: OpConnect, FD: c6, Addr: netip.AddrPortFrom(v6Addrs[1], 80), NonBlock: true})
+	p.run(10 * time.Millisecond)
+	for _, c := range []struct {
+		l    FD
+		peer netip.Addr
+	}{{l4, propAddrs[0]}, {l6, v6Addrs[0]}} {
+		r := p.do(1, Call{Op: OpAccept, FD: c.l, NonBlock: true})
+		if r.Err != OK {
+			t.Fatalf("accept on %d: %v", c.l, r.String())
+		}
+		if s := p.snapshotOf(1, FD(r.Ret)); s.Remote.Addr() != c.peer {
+			t.Errorf("listener %d took %v, want %v", c.l, s.Remote, c.peer)
+		}
+	}
+}
+
+// A retransmission timeout draws a new flow label (sk_rethink_txhash): the
+// resent SYN may take another path.
+func TestFlowLabelAfterTimeout(t *testing.T) {
+	h := NewHost(Config{Name: "c", Addr6: v6Addrs[0], Profile: Linux()})
+	fd := FD(h.Do(Call{Op: OpSocket, V6: true}).Ret)
+	h.Do(Call{Op: OpConnect, FD: fd, Addr: netip.AddrPortFrom(v6Addrs[1], 80), NonBlock: true})
+	first := h.PollSegments(nil)
+	h.Advance(1500 * time.Millisecond)
+	again := h.PollSegments(nil)
+	if len(first) != 1 || len(again) != 1 || first[0].FlowLabel == 0 || again[0].FlowLabel == 0 || first[0].FlowLabel == again[0].FlowLabel {
+		t.Fatalf("SYN %v then %v", first, again)
+	}
+}
+
+// A SYN for a TIME_WAIT 4-tuple reopens it only through a listener of its
+// family: an IPV6_V6ONLY listener on the port leaves an IPv4 TIME_WAIT to
+// answer with an ACK (tcp_timewait_state_process, then no listener).
+func TestTimeWaitReopenFamily(t *testing.T) {
+	p := dualPair(t)
+	var segs []wire.Segment
+	p.drop = func(from int, s *wire.Segment) bool {
+		if from == 1 {
+			segs = append(segs, *s)
+		}
+		return false
+	}
+	l4 := p.h[1].Socket()
+	p.do(1, Call{Op: OpListen, FD: l4, Port: 80, Backlog: 8})
+	c := p.h[0].Socket()
+	p.do(0, Call{Op: OpSetOption, FD: c, Option: Option{Kind: OptReuseAddr, On: true}})
+	p.do(0, Call{Op: OpBind, FD: c, Port: 3333})
+	p.do(0, Call{Op: OpConnect, FD: c, Addr: netip.AddrPortFrom(propAddrs[1], 80), NonBlock: true})
+	p.run(10 * time.Millisecond)
+	s := FD(p.do(1, Call{Op: OpAccept, FD: l4, NonBlock: true}).Ret)
+	p.do(1, Call{Op: OpClose, FD: s}) // the server closes first: its end goes to TIME_WAIT
+	p.run(10 * time.Millisecond)
+	p.do(0, Call{Op: OpClose, FD: c})
+	p.run(10 * time.Millisecond)
+	p.do(1, Call{Op: OpClose, FD: l4})
+	l6 := p.socket6(1)
+	p.do(1, Call{Op: OpSetOption, FD: l6, Option: Option{Kind: OptV6Only, On: true}})
+	if r := p.do(1, Call{Op: OpListen, FD: l6, Port: 80, Backlog: 8}); r.Err != OK {
+		t.Fatalf("v6only listen beside an IPv4 TIME_WAIT: %v", r.String())
+	}
+	tw := 0
+	for _, si := range p.h[1].Snapshot() {
+		if si.State == TimeWait {
+			tw++
+		}
+	}
+	if tw != 1 {
+		t.Fatalf("%d TIME_WAIT on the server, want 1", tw)
+	}
+	segs = nil
+	c2 := p.h[0].Socket()
+	p.do(0, Call{Op: OpSetOption, FD: c2, Option: Option{Kind: OptReuseAddr, On: true}})
+	p.do(0, Call{Op: OpBind, FD: c2, Port: 3333})
+	p.do(0, Call{Op: OpConnect, FD: c2, Addr: netip.AddrPortFrom(propAddrs[1], 80), NonBlock: true})
+	p.run(10 * time.Millisecond)
+	for _, seg := range segs {
+		if seg.Flags&wire.SYN != 0 {
+			t.Errorf("the server answered the SYN with %v: a v6only listener took an IPv4 connection", seg.String())
+		}
+	}
+	if r := p.do(1, Call{Op: OpAccept, FD: l6, NonBlock: true}); r.Err != EAGAIN {
+		t.Errorf("v6only listener: %v", r.String())
 	}
 }

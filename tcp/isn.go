@@ -56,6 +56,20 @@ func (h *Host) isn(t tuple) wire.Seq {
 	return wire.Seq(uint32(tupleHash(h.key[0], t, 0)) + uint32(h.now.Nanoseconds()>>6))
 }
 
+// flowLabel is an IPv6 connection's flow label: Linux's auto_flowlabels
+// fold the socket's transmit hash into 20 bits, never 0 (ip6_make_flowlabel);
+// the hash is drawn again after a retransmission timeout (sk_rethink_txhash),
+// rehash counting how many times.
+func (h *Host) flowLabel(t tuple, rehash uint64) uint32 {
+	if !t.laddr.Is6() {
+		return 0
+	}
+	if l := uint32(tupleHash(h.key[1], t, 11+rehash)) & 0xfffff; l != 0 {
+		return l
+	}
+	return 1
+}
+
 // tsOffset is the per-connection timestamp offset (secure_tcp_ts_off), so
 // that timestamps do not reveal the host's uptime.
 func (h *Host) tsOffset(t tuple) uint32 {
@@ -133,7 +147,7 @@ func (c *conn) sendCookieSynAck(seg *wire.Segment, t tuple) {
 	iss := h.cookieSeq(t, seg.Seq, h.cookieCounter(), idx)
 	s := wire.Segment{Src: t.laddr, Dst: t.raddr, SrcPort: t.lport, DstPort: t.rport,
 		Seq: iss, Ack: seg.Seq.Add(1), Flags: wire.SYN | wire.ACK, TTL: p.TTL, DF: !t.laddr.Is6(),
-		Window: uint16(min(p.RcvWindow, 65535))}
+		Window: uint16(min(p.RcvWindow, 65535)), FlowLabel: h.flowLabel(t, 0)}
 	// The SYN-ACK offers our own MSS; the cookie remembers the peer's.
 	s.Options = wire.Options{HasMSS: true, MSS: uint16(familyMSS(p.MSS, t.laddr))}
 	if p.Timestamps && seg.Options.HasTimestamps {

@@ -153,6 +153,7 @@ func (l *conn) newChild(t tuple, irs, iss wire.Seq, syn *wire.Segment) *conn {
 	c.rcvWup = c.rcvNxt
 	c.takeSynOptions(syn)
 	c.tsOff = h.tsOffset(t)
+	c.flow = h.flowLabel(t, 0)
 	c.iss = iss
 	c.sndUna, c.sndNxt, c.sndMax = iss, iss, iss
 	c.sndBase = iss.Add(1)

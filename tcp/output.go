@@ -18,7 +18,7 @@ func (c *conn) tsNow() uint32 {
 func (c *conn) segment(flags wire.Flags, seq wire.Seq, payload []byte) wire.Segment {
 	h := c.h
 	s := wire.Segment{Src: c.laddr, Dst: c.raddr, SrcPort: c.lport, DstPort: c.rport,
-		Seq: seq, Flags: flags, TTL: h.prof.TTL, DF: !c.wireV6()}
+		Seq: seq, Flags: flags, TTL: h.prof.TTL, DF: !c.wireV6(), FlowLabel: c.flow}
 	s.Payload = payload // the send queue's bytes (ring.slice), not copied
 	if flags&wire.ACK != 0 {
 		s.Ack = c.rcvNxt
@@ -591,6 +591,11 @@ func (c *conn) onRetransmitTimer() {
 		return
 	}
 	h.count(TCPTimeouts)
+	if c.flow != 0 {
+		// A new transmit hash, a new path: a new flow label.
+		c.flowRehash++
+		c.flow = h.flowLabel(c.key(), c.flowRehash)
+	}
 	if c.state == SynSent || c.state == SynRecv {
 		maxRetr := p.SynRetries
 		if c.state == SynSent {

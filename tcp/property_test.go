@@ -984,8 +984,8 @@ func (n *propNet) checkHost(i int) {
 		n.fail("%s: CurrEstab is %d, but %d connections are ESTABLISHED and %d CLOSE_WAIT", name, got, estab, closeWait)
 	}
 	for p, l := range h.listens {
-		if l.state != Listen || l.lport != p {
-			n.fail("%s: listener table entry %d holds %s", name, p, propDescribe(l))
+		if l.state != Listen || l.lport != p.port || l.v6 != p.v6 {
+			n.fail("%s: listener table entry %v holds %s", name, p, propDescribe(l))
 		}
 	}
 	for p, b := range h.ports {
@@ -1135,7 +1135,7 @@ func (n *propNet) pickTuple() tuple {
 	for _, c := range cs {
 		cands = append(cands, c.key())
 	}
-	if h.listens[propPort] != nil {
+	if h.listens[listenKey{propPort, false}] != nil {
 		for _, p := range []uint16{40001, 40002} {
 			cands = append(cands, tuple{laddr: h.addr, raddr: peer, lport: propPort, rport: p})
 		}
@@ -2215,7 +2215,7 @@ func TestPropBugCookieDuplicateTuple(t *testing.T) {
 	if child == nil || child == req || child.state != Established {
 		return // no second connection: fine
 	}
-	_, queued := srv.listens[propPort].lst.reqs[req]
+	_, queued := srv.listens[listenKey{propPort, false}].lst.reqs[req]
 	srv.PollSegments(nil)
 	srv.Advance(3500 * time.Millisecond) // the client stays silent
 	var synacks []string

@@ -32,6 +32,7 @@ type SocketInfo struct {
 	SndWnd       uint32
 	RcvWnd       uint32
 	Orphan       bool // closed by its application, finishing in the kernel
+	V6Only       bool // an AF_INET6 socket with IPV6_V6ONLY
 	Accepting    bool // complete, waiting in the accept queue
 	SynQueue     int  // listener: half-open requests
 }
@@ -64,7 +65,7 @@ func (h *Host) Snapshot() []SocketInfo {
 func (c *conn) info() SocketInfo {
 	h := c.h
 	s := SocketInfo{Sock: c.id, Parent: c.parentSk, FD: c.fd, State: c.state,
-		Local: c.localAP(), Remote: c.remoteAP(), Orphan: c.orphan && c.fd < 0 && !c.tw,
+		Local: c.localAP(), Remote: c.remoteAP(), Orphan: c.orphan && c.fd < 0 && !c.tw, V6Only: c.v6only,
 		Accepting: c.inAccept, RTO: c.rto, RTT: c.srtt, MSS: c.mss, RetransTotal: c.retransTotal,
 		SndWnd: c.sndWnd, RcvWnd: c.rcvWnd, Retransmits: c.retransmits}
 	if c.mss > 0 {

@@ -164,6 +164,8 @@ type Event struct {
 	Parent uint64         `json:"parent,omitempty"`
 	Local  netip.AddrPort `json:"local,omitzero"`
 	Remote netip.AddrPort `json:"remote,omitzero"`
+	// V6Only: a state change of an AF_INET6 socket with IPV6_V6ONLY.
+	V6Only bool `json:"v6only,omitempty"`
 
 	Packet  *Packet      `json:"packet,omitempty"`
 	State   *StateChange `json:"state,omitempty"`
@@ -245,7 +247,10 @@ type Socket struct {
 	RetransTotal int           `json:"retrans_total,omitempty"`
 	Orphan       bool          `json:"orphan,omitempty"`
 	Accepting    bool          `json:"accepting,omitempty"`
-	SynQueue     int           `json:"syn_queue,omitempty"`
+	// V6Only marks an AF_INET6 socket with IPV6_V6ONLY: ss spells its
+	// wildcard [::], a dual-stack socket's *.
+	V6Only   bool `json:"v6only,omitempty"`
+	SynQueue int  `json:"syn_queue,omitempty"`
 }
 
 // Sink receives events as they happen.

@@ -136,3 +136,25 @@ func TestWritePcapngIPv6(t *testing.T) {
 		}
 	}
 }
+
+// ss spells a dual-stack listener's wildcard *, an IPV6_V6ONLY one's [::],
+// an IPv4 one's 0.0.0.0; an IPv4 peer of a dual-stack socket is mapped.
+func TestSSEnds(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	for _, c := range []struct {
+		local, remote  string
+		listen, v6only bool
+		want           string
+	}{
+		{"[::]:80", "[::]:0", true, false, "*:80 *:*"},
+		{"[::]:80", "[::]:0", true, true, "[::]:80 [::]:*"},
+		{"0.0.0.0:80", "0.0.0.0:0", true, false, "0.0.0.0:80 0.0.0.0:*"},
+		{"[::ffff:10.0.0.2]:80", "[::ffff:10.0.0.3]:5000", false, false, "[::ffff:10.0.0.2]:80 [::ffff:10.0.0.3]:5000"},
+		{"[fd00::2]:80", "[fd00::1]:5000", false, false, "[fd00::2]:80 [fd00::1]:5000"},
+	} {
+		l, r := SSEnds(ap(c.local), ap(c.remote), c.listen, c.v6only)
+		if got := l + " " + r; got != c.want {
+			t.Errorf("%s %s: %q, want %q", c.local, c.remote, got, c.want)
+		}
+	}
+}

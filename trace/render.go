@@ -174,19 +174,7 @@ func WriteSS(w io.Writer, socks []Socket) error {
 		if s.Timer != "" {
 			timer = fmt.Sprintf("timer:(%s,%s,%d)", s.Timer, SSDuration(s.TimerLeft), s.Retransmits)
 		}
-		// Addresses as ss spells them: a wildcard is 0.0.0.0 (or [::]),
-		// and a peer not yet known is that with port *.
-		local := s.Local.String()
-		if s.State == "LISTEN" || !s.Local.IsValid() {
-			local = wildcardOr(s.Local.Addr()) + ":" + strconv.Itoa(int(s.Local.Port()))
-		}
-		peer := remoteText(s.Remote)
-		if peer == "*" {
-			peer = wildcardOr(netip.Addr{}) + ":*"
-			if s.Local.Addr().Is6() {
-				peer = "[::]:*"
-			}
-		}
+		local, peer := SSEnds(s.Local, s.Remote, s.State == "LISTEN", s.V6Only)
 		extra := ""
 		if s.FD == 0 && s.State != "TIME_WAIT" && s.Parent != 0 {
 			extra = " (not accepted)"
@@ -198,6 +186,29 @@ func WriteSS(w io.Writer, socks []Socket) error {
 		}
 	}
 	return nil
+}
+
+// SSEnds spells a socket's two ends as ss does: a wildcard is 0.0.0.0, or
+// [::] for an AF_INET6 socket with IPV6_V6ONLY and * for a dual-stack one;
+// a peer not yet known is that with port *.
+func SSEnds(local, remote netip.AddrPort, listening, v6only bool) (string, string) {
+	l := local.String()
+	if listening || !local.IsValid() {
+		l = wildcardOr(local.Addr()) + ":" + strconv.Itoa(int(local.Port()))
+	}
+	any := "0.0.0.0"
+	if local.Addr().Is6() {
+		any = "[::]"
+	}
+	if local.Addr().Is6() && local.Addr().IsUnspecified() && !v6only {
+		any = "*"
+		l = "*:" + strconv.Itoa(int(local.Port()))
+	}
+	r := remoteText(remote)
+	if r == "*" {
+		r = any + ":*"
+	}
+	return l, r
 }
 
 // wildcardOr is an address as ss prints it: an IPv6 one in brackets, and

@@ -415,7 +415,7 @@ func ResetFor(seg *Segment) (r Segment, ok bool) {
 	if seg.Flags&RST != 0 {
 		return Segment{}, false
 	}
-	r = Segment{Src: seg.Dst, Dst: seg.Src, SrcPort: seg.DstPort, DstPort: seg.SrcPort, DF: true}
+	r = Segment{Src: seg.Dst, Dst: seg.Src, SrcPort: seg.DstPort, DstPort: seg.SrcPort, DF: !seg.Src.Is6()}
 	if seg.Flags&ACK != 0 {
 		r.Seq, r.Flags = seg.Ack, RST
 	} else {
