@@ -145,6 +145,8 @@ type host struct {
 	cap           *capture
 	fw            *firewall
 	rawFd         int
+	addr6         netip.Addr // its IPv6 address, when it has one
+	rawFd6        int
 	netstat, snmp *os.File
 	procBuf       []byte // reused for every read of netstat and snmp
 	// inBase and inOwed: the host's Ip InReceives before the first packet
@@ -186,6 +188,8 @@ type ksock struct {
 	h        *host
 	fd       tcp.FD // 0: no descriptor
 	kfd      int    // -1: closed
+	v6       bool   // AF_INET6
+	v6only   bool   // IPV6_V6ONLY set
 	nonblock bool
 	state    string
 	local    netip.AddrPort
@@ -281,19 +285,43 @@ func (b *Backend) AddHost(name string, addr netip.Addr, profile string) error {
 	if err := checkProfile(profile); err != nil {
 		return fmt.Errorf("host %s: %w", name, err)
 	}
-	if !addr.Is4() {
-		return fmt.Errorf("host %s: address %v: the kernel backend runs IPv4 hosts only so far (the simulator runs IPv6 and dual-stack ones)", name, addr)
+	if b.hostByAddr(addr) != nil {
+		return fmt.Errorf("host %s: address %v is already %s's", name, addr, b.hostByAddr(addr).name)
 	}
-	for _, h := range b.hosts {
-		if h.addr == addr {
-			return fmt.Errorf("host %s: address %v is already %s's", name, addr, h.name)
-		}
-	}
-	h := &host{name: name, addr: addr, profile: profileOr(profile), rawFd: -1,
+	h := &host{name: name, profile: profileOr(profile), rawFd: -1, rawFd6: -1,
 		fds: map[tcp.FD]*ksock{}, bySk: map[uint64]*ksock{}, counters: map[string]int64{},
 		lastIn: map[[2]netip.AddrPort]lastIn{}}
+	if addr.Is4() {
+		h.addr = addr
+	} else {
+		h.addr6 = addr
+	}
 	b.hosts = append(b.hosts, h)
 	b.byName[name] = h
+	return nil
+}
+
+// AddAddr gives a host its address of the other family (a dual-stack
+// host).
+func (b *Backend) AddAddr(name string, addr netip.Addr) error {
+	h, err := b.host(name)
+	if err != nil {
+		return err
+	}
+	if b.started {
+		return fmt.Errorf("host %s: the kernel backend takes its hosts before the run starts", name)
+	}
+	if o := b.hostByAddr(addr); o != nil {
+		return fmt.Errorf("host %s: address %v is already %s's", name, addr, o.name)
+	}
+	switch {
+	case addr.Is4() && !h.addr.IsValid():
+		h.addr = addr
+	case addr.Is6() && !h.addr6.IsValid():
+		h.addr6 = addr
+	default:
+		return fmt.Errorf("host %s: it has an address of %v's family already", name, addr)
+	}
 	return nil
 }
 
@@ -409,9 +437,13 @@ func (b *Backend) start() error {
 	}
 	names := make([]string, len(b.hosts))
 	addrs := make([]netip.Addr, len(b.hosts))
+	addrs6 := make([]netip.Addr, len(b.hosts))
 	peers := make([]bool, len(b.hosts))
 	for i, h := range b.hosts {
-		names[i], addrs[i], peers[i] = h.name, h.addr, h.peer
+		names[i], addrs[i], addrs6[i], peers[i] = h.name, h.addr, h.addr6, h.peer
+		if h.addr6.IsValid() && h.peer {
+			return fmt.Errorf("host %s: a packetdrill peer speaks IPv4 only", h.name)
+		}
 	}
 	var err error
 	delay := sim.DefaultDelay
@@ -420,20 +452,20 @@ func (b *Backend) start() error {
 			delay = 0 // a peer is attached directly, as a tun device
 		}
 	}
-	if b.lab, err = newLab(names, addrs, peers, delay); err != nil {
+	if b.lab, err = newLab(names, addrs, addrs6, peers, delay); err != nil {
 		return err
 	}
 	cleanup := func(e error) error {
 		b.teardown()
 		return e
 	}
-	if b.tr, err = inspect.NewTracer(b.lab.name, inspect.TraceFields); err != nil {
+	if b.tr, err = inspect.NewTracer(b.lab.name, inspect.TraceBinary); err != nil {
 		return cleanup(err)
 	}
 	// The filter comes after the tracer has enabled the event: records
 	// from the moment between are other namespaces', and warmUp takes
 	// and drops everything recorded before time zero.
-	if err := filterTrace(b.lab.name, addrs); err != nil {
+	if err := filterTrace(b.lab.name, addrs, addrs6); err != nil {
 		return cleanup(err)
 	}
 	for _, h := range b.hosts {
@@ -504,18 +536,30 @@ func realOffset() time.Duration {
 // the reader 15 us to parse: with another process making 5,000
 // connections a second on loopback (50,000 changes), twelve runs at once
 // lost every state change and took 30 s instead of 4.
-func filterTrace(instance string, addrs []netip.Addr) error {
+func filterTrace(instance string, addrs, addrs6 []netip.Addr) error {
 	root, err := inspect.TracefsRoot()
 	if err != nil {
 		return err
 	}
 	terms := []string{"saddr == 0"}
 	for _, a := range addrs {
+		if !a.IsValid() {
+			continue
+		}
 		b := a.As4()
 		// saddr is a __u8[4], compared as a number in the machine's order.
 		terms = append(terms, fmt.Sprintf("saddr == %#x", binary.NativeEndian.Uint32(b[:])))
 	}
 	filter := "family == 2 && (" + strings.Join(terms, " || ") + ")"
+	for _, a := range addrs6 {
+		if a.IsValid() {
+			// AF_INET6 sockets, IPv4-mapped ones included: the filter
+			// cannot compare 16-byte addresses, the backend's own
+			// matching keeps the lab's.
+			filter = "(" + filter + ") || family == 10"
+			break
+		}
+	}
 	p := filepath.Join(root, "instances", instance, "events/sock/inet_sock_set_state/filter")
 	if err := os.WriteFile(p, []byte(filter), 0); err != nil {
 		return fmt.Errorf("tracefs filter %q: %w", filter, err)
@@ -532,7 +576,7 @@ func (b *Backend) openHost(h *host) error {
 	}
 	err = h.work.do(func() error {
 		var err error
-		if h.diag, err = openDiag(); err != nil {
+		if h.diag, err = openDiag(h.addr6.IsValid()); err != nil {
 			return err
 		}
 		if h.cap, err = openCapture(h.ns.index); err != nil {
@@ -540,6 +584,12 @@ func (b *Backend) openHost(h *host) error {
 		}
 		if h.rawFd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
 			return fmt.Errorf("raw socket: %w", err)
+		}
+		if h.addr6.IsValid() {
+			// IPPROTO_RAW implies IPV6_HDRINCL: the packet is sent as made.
+			if h.rawFd6, err = unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW); err != nil {
+				return fmt.Errorf("raw IPv6 socket: %w", err)
+			}
 		}
 		// /proc/thread-self/net is this thread's namespace; an open file
 		// keeps reading the namespace it was opened in.
@@ -820,6 +870,9 @@ func (b *Backend) teardown() error {
 		}
 		if h.rawFd >= 0 {
 			unix.Close(h.rawFd)
+		}
+		if h.rawFd6 >= 0 {
+			unix.Close(h.rawFd6)
 		}
 		for _, f := range []*os.File{h.netstat, h.snmp} {
 			if f != nil {

@@ -2,7 +2,6 @@ package kernel
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"sync"
@@ -83,14 +82,15 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	h.nextCall++
 	now := b.Now()
 	r := tcp.Result{ID: h.nextCall, Call: c, Started: now, At: now}
-	if c.Op == tcp.OpSocket && c.V6 {
-		return tcp.Result{}, fmt.Errorf("host %s: AF_INET6 sockets: the kernel backend runs IPv4 only so far", h.name)
-	}
 	if c.Op == tcp.OpSocket {
 		var fd int
+		family := unix.AF_INET
+		if c.V6 {
+			family = unix.AF_INET6
+		}
 		err := h.work.do(func() error {
 			var e error
-			fd, e = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			fd, e = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 			if e == nil && h.cc != "" {
 				if e = unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, h.cc); e != nil {
 					unix.Close(fd)
@@ -102,6 +102,7 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 			r.Ret, r.Err = -1, errnoOf(err)
 		} else {
 			s := h.newSock(fd)
+			s.v6 = c.V6
 			r.Ret = int(h.allocFD(s))
 			r.Sock, r.NewSock = tcp.SockID(s.id), tcp.SockID(s.id)
 		}
@@ -121,12 +122,12 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 	switch c.Op {
 	case tcp.OpBind:
 		b.sys(h, s, "bind", &r, func() error {
-			return unix.Bind(s.kfd, &unix.SockaddrInet4{Port: int(c.Port)})
+			return unix.Bind(s.kfd, anyAddr(s, c.Port))
 		})
 	case tcp.OpListen:
 		b.sys(h, s, "listen", &r, func() error {
 			if c.Port != 0 { // listen on an unbound socket binds it first
-				if err := unix.Bind(s.kfd, &unix.SockaddrInet4{Port: int(c.Port)}); err != nil {
+				if err := unix.Bind(s.kfd, anyAddr(s, c.Port)); err != nil {
 					return err
 				}
 			}
@@ -137,7 +138,12 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 			s.local, _ = sockName(s.kfd)
 		}
 	case tcp.OpConnect:
-		sa := &unix.SockaddrInet4{Port: int(c.Addr.Port()), Addr: c.Addr.Addr().As4()}
+		var sa unix.Sockaddr
+		if s.v6 || c.Addr.Addr().Is6() {
+			sa = &unix.SockaddrInet6{Port: int(c.Addr.Port()), Addr: c.Addr.Addr().As16()}
+		} else {
+			sa = &unix.SockaddrInet4{Port: int(c.Addr.Port()), Addr: c.Addr.Addr().As4()}
+		}
 		b.sys(h, s, "connect", &r, func() error { return unix.Connect(s.kfd, sa) })
 		s.local, s.remote = sockName(s.kfd)
 		if r.Err == tcp.EINPROGRESS && block {
@@ -273,6 +279,9 @@ func (b *Backend) Call(hostName string, c tcp.Call) (tcp.Result, error) {
 		b.closeCall(h, s, &r)
 	case tcp.OpSetOption:
 		b.sys(h, s, "setsockopt", &r, func() error { return setOption(s, c.Option) })
+		if r.Err == tcp.OK && c.Option.Kind == tcp.OptV6Only {
+			s.v6only = c.Option.On
+		}
 	default:
 		r.Ret, r.Err = -1, tcp.EINVAL
 	}
@@ -698,6 +707,8 @@ func setOption(s *ksock, o tcp.Option) error {
 		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_MAXSEG, o.N)
 	case tcp.OptCork:
 		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_CORK, b2i(o.On))
+	case tcp.OptV6Only:
+		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, b2i(o.On))
 	case tcp.OptUserTimeout:
 		return unix.SetsockoptInt(s.kfd, unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(o.Dur/time.Millisecond))
 	case tcp.OptNonBlock:
@@ -727,27 +738,70 @@ func (b *Backend) adopt(h *host, l *ksock, nfd int, r *tcp.Result) tcp.FD {
 
 func sockName(fd int) (local, remote netip.AddrPort) {
 	if sa, err := unix.Getsockname(fd); err == nil {
-		if a, ok := sa.(*unix.SockaddrInet4); ok {
-			local = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-		}
+		local = addrPortOf(sa)
 	}
 	if sa, err := unix.Getpeername(fd); err == nil {
-		if a, ok := sa.(*unix.SockaddrInet4); ok {
-			remote = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-		}
+		remote = addrPortOf(sa)
 	}
 	return
 }
 
+// addrPortOf reads a socket address; an AF_INET6 socket's IPv4 peer is
+// IPv4-mapped, as its program sees it.
+func addrPortOf(sa unix.Sockaddr) netip.AddrPort {
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
+	}
+	return netip.AddrPort{}
+}
+
+// anyAddr is the wildcard address of the socket's family with a port.
+func anyAddr(s *ksock, port uint16) unix.Sockaddr {
+	if s.v6 {
+		return &unix.SockaddrInet6{Port: int(port)}
+	}
+	return &unix.SockaddrInet4{Port: int(port)}
+}
+
 // find is the socket of the host that currently has this connection.
+// Ends are compared as on the wire: an AF_INET6 socket's IPv4 peer is
+// IPv4-mapped in its names, plain IPv4 in its packets.
 func (h *host) find(local, remote netip.AddrPort) *ksock {
+	local, remote = onWire(local, remote)
 	for i := len(h.socks) - 1; i >= 0; i-- {
 		s := h.socks[i]
-		if s.local == local && s.remote == remote && s.state != "CLOSED" {
+		if sl, sr := onWire(s.local, s.remote); sl == local && sr == remote && s.state != "CLOSED" {
 			return s
 		}
 	}
 	return nil
+}
+
+// onWire is a connection's ends as its packets carry them: a pair of
+// IPv4-mapped addresses (an AF_INET6 socket's IPv4 peer) unmapped.
+func onWire(local, remote netip.AddrPort) (netip.AddrPort, netip.AddrPort) {
+	if local.Addr().Is4In6() && (remote.Addr().Is4In6() || !remote.Addr().IsValid() || remote.Addr().IsUnspecified()) {
+		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+		if remote.Addr().Is4In6() {
+			remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+		}
+	}
+	return local, remote
+}
+
+// rk is the request key of a connection's ends, as on the wire.
+func rk(local, remote netip.AddrPort) reqKey {
+	l, r := onWire(local, remote)
+	return reqKey{l, r}
+}
+
+// inKey is the lastIn key of a connection's ends, as on the wire.
+func inKey(local, remote netip.AddrPort) [2]netip.AddrPort {
+	l, r := onWire(local, remote)
+	return [2]netip.AddrPort{l, r}
 }
 
 // callEvent reports a call as the simulator does.
@@ -788,6 +842,7 @@ func (b *Backend) Sys(hostName string, fd tcp.FD, f func(kfd int) error) error {
 	if err := b.start(); err != nil {
 		return err
 	}
+	b.awaitInjected(h)
 	s := h.fds[fd]
 	if s == nil || s.kfd < 0 {
 		return unix.EBADF

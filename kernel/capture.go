@@ -65,7 +65,7 @@ func (c *capture) drain(f func(capturedPacket)) error {
 			return fmt.Errorf("capture: %w", err)
 		}
 		ll, _ := from.(*unix.SockaddrLinklayer)
-		if ll == nil || ll.Protocol != htons(unix.ETH_P_IP) {
+		if ll == nil || ll.Protocol != htons(unix.ETH_P_IP) && ll.Protocol != htons(unix.ETH_P_IPV6) {
 			continue
 		}
 		switch ll.Pkttype {

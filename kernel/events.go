@@ -135,8 +135,9 @@ func (b *Backend) process(it *rawItem, _ []rawItem) {
 }
 
 func (b *Backend) hostByAddr(a netip.Addr) *host {
+	a = a.Unmap()
 	for _, h := range b.hosts {
-		if h.addr == a {
+		if a.IsValid() && (h.addr == a || h.addr6 == a) {
 			return h
 		}
 	}
@@ -169,7 +170,7 @@ func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration
 		}
 		e.Local, e.Remote = netip.AddrPortFrom(seg.Src, seg.SrcPort), netip.AddrPortFrom(seg.Dst, seg.DstPort)
 		if seg.Flags&(wire.SYN|wire.ACK|wire.RST) == wire.SYN|wire.ACK && !p.Crafted {
-			b.reqSYNACKSent(h, reqKey{e.Local, e.Remote}, at)
+			b.reqSYNACKSent(h, rk(e.Local, e.Remote), at)
 		}
 	} else {
 		p.Dir = trace.In
@@ -188,14 +189,14 @@ func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration
 		if r := b.inputVerdict(h, &seg); r != nil {
 			p.Verdict, p.Rule = r.rule.Action.String(), r.label
 		} else {
-			h.lastIn[[2]netip.AddrPort{e.Local, e.Remote}] = lastIn{at: at, flags: seg.Flags}
+			h.lastIn[inKey(e.Local, e.Remote)] = lastIn{at: at, flags: seg.Flags}
 		}
 	}
 	if s := h.find(e.Local, e.Remote); s != nil {
 		e.Sock = s.id
 	}
 	b.emit(e)
-	b.reqPacket(h, p, &seg, reqKey{e.Local, e.Remote}, at)
+	b.reqPacket(h, p, &seg, rk(e.Local, e.Remote), at)
 }
 
 // reqPacket lets a segment that reached the host's TCP, or left it, start
@@ -249,14 +250,25 @@ func (b *Backend) inputVerdict(h *host, seg *wire.Segment) *installed {
 	return nil
 }
 
-func (h *host) listenerOn(port uint16) *ksock {
+// listenerOn is the listener that takes a connection to local: of its
+// family, an AF_INET one first for IPv4, else a dual-stack AF_INET6 one
+// (an IPV6_V6ONLY one takes IPv6 only), as Linux's lookup scores them.
+func (h *host) listenerOn(local netip.AddrPort) *ksock {
+	var dual *ksock
+	v4 := local.Addr().Unmap().Is4()
 	for i := len(h.socks) - 1; i >= 0; i-- {
 		s := h.socks[i]
-		if s.listener && s.state == "LISTEN" && s.local.Port() == port {
+		if !s.listener || s.state != "LISTEN" || s.local.Port() != local.Port() {
+			continue
+		}
+		switch {
+		case !v4 && s.v6, v4 && !s.v6:
 			return s
+		case v4 && s.v6 && !s.v6only && dual == nil:
+			dual = s
 		}
 	}
-	return nil
+	return dual
 }
 
 // stateEvent moves a socket to a new state and reports it.
@@ -315,14 +327,14 @@ func (b *Backend) onTrace(ev *inspect.StateChange, at time.Duration) {
 			h.bySk[ev.Skaddr] = x
 			return
 		}
-		l := h.listenerOn(ev.Local.Port())
+		l := h.listenerOn(ev.Local)
 		if l == nil {
 			return
 		}
 		// Another run may have a listener at the same address and port:
 		// the connection is this run's only if this run's capture saw
 		// the segment that completed it.
-		if in, ok := h.lastIn[[2]netip.AddrPort{ev.Local, ev.Remote}]; !ok || at-in.at > time.Second {
+		if in, ok := h.lastIn[inKey(ev.Local, ev.Remote)]; !ok || at-in.at > time.Second {
 			return
 		}
 		s = h.newSock(-1)
@@ -377,7 +389,7 @@ func (b *Backend) cause(h *host, s *ksock, w *threadWin, ev *inspect.StateChange
 	if w != nil && (appMade[[2]inspect.State{ev.Old, ev.New}] || ev.New == inspect.Close && (w.what == "close" || w.what == "shutdown")) {
 		return "app", w.what + "()"
 	}
-	if in, ok := h.lastIn[[2]netip.AddrPort{s.local, s.remote}]; ok && at-in.at <= 5*time.Millisecond && at >= in.at {
+	if in, ok := h.lastIn[inKey(s.local, s.remote)]; ok && at-in.at <= 5*time.Millisecond && at >= in.at {
 		return "segment", "rcv " + in.flags.String()
 	}
 	if w != nil {
@@ -555,7 +567,11 @@ func (b *Backend) sendDue() {
 		if err != nil {
 			continue
 		}
-		to := &unix.SockaddrInet4{Addr: in.seg.Dst.As4()}
+		var to unix.Sockaddr = &unix.SockaddrInet4{Addr: in.seg.Dst.As4()}
+		fd := in.h.rawFd
+		if in.seg.IsIPv6() {
+			to, fd = &unix.SockaddrInet6{Addr: in.seg.Dst.As16()}, in.h.rawFd6
+		}
 		rx := b.hostByAddr(in.seg.Dst)
 		if rx != nil && rx.inOwed == 0 {
 			if v, ok := b.inReceives(rx); ok {
@@ -568,7 +584,7 @@ func (b *Backend) sendDue() {
 		c := b.injected[key]
 		c.n, c.at = c.n+1, now
 		b.injected[key] = c
-		if err := unix.Sendto(in.h.rawFd, pkt, 0, to); err != nil {
+		if err := unix.Sendto(fd, pkt, 0, to); err != nil {
 			if c.n--; c.n == 0 {
 				delete(b.injected, key)
 			} else {

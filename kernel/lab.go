@@ -28,13 +28,15 @@ const (
 // do, instead of waiting for an ARP answer that never comes.
 var (
 	gateway    = netip.MustParseAddr("169.254.0.1")
+	gateway6   = netip.MustParseAddr("fd74:6370::1") // the same, for IPv6
 	gatewayMAC = net.HardwareAddr{0x02, 0x74, 0x63, 0xff, 0xff, 0xff}
 )
 
 // nsHost is one scenario host: a namespace with one interface.
 type nsHost struct {
 	name   string
-	addr   netip.Addr
+	addr   netip.Addr // zero for an IPv6-only host
+	addr6  netip.Addr // zero for an IPv4-only host
 	nsName string
 	ns     netns.NsHandle
 	mac    net.HardwareAddr
@@ -70,7 +72,7 @@ func portMAC(i int) net.HardwareAddr {
 }
 
 // newLab creates the namespaces and links for the given hosts.
-func newLab(names []string, addrs []netip.Addr, peers []bool, delay time.Duration) (l *lab, err error) {
+func newLab(names []string, addrs, addrs6 []netip.Addr, peers []bool, delay time.Duration) (l *lab, err error) {
 	l = &lab{name: runName(), sw: netns.None()}
 	for _, p := range peers {
 		l.tso = l.tso || p
@@ -96,7 +98,7 @@ func newLab(names []string, addrs []netip.Addr, peers []bool, delay time.Duratio
 		return l, fmt.Errorf("tcp_child_ehash_entries: %w", err)
 	}
 	for i, n := range names {
-		h := &nsHost{name: n, addr: addrs[i], nsName: l.name + "-" + n, mac: hostMAC(i), peer: peers[i]}
+		h := &nsHost{name: n, addr: addrs[i], addr6: addrs6[i], nsName: l.name + "-" + n, mac: hostMAC(i), peer: peers[i]}
 		h.ns, err = newNamedNS(h.nsName, l.sw)
 		if err != nil {
 			return l, err
@@ -309,41 +311,83 @@ func (l *lab) configure(h *nsHost) error {
 		// creation: without this TCP sends 5-segment GSO packets through it.
 		return fmt.Errorf("one segment per packet on %s: %w", h.name, err)
 	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: h.addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
-	if err := nh.AddrAdd(eth, a); err != nil {
-		return fmt.Errorf("address %s: %w", h.addr, err)
+	if h.addr6.IsValid() {
+		// No duplicate address detection: the address works at once.
+		if err := inspect.InNetns(h.ns, func() error {
+			for _, f := range []string{"all/accept_dad", "default/accept_dad", ifName + "/accept_dad", "all/disable_ipv6", ifName + "/disable_ipv6"} {
+				if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+f, []byte("0"), 0); err != nil {
+					return fmt.Errorf("%s: %w", f, err)
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	for _, ha := range []netip.Addr{h.addr, h.addr6} {
+		if !ha.IsValid() {
+			continue
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: ha.AsSlice(), Mask: net.CIDRMask(ha.BitLen(), ha.BitLen())}}
+		if ha.Is6() {
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := nh.AddrAdd(eth, a); err != nil {
+			return fmt.Errorf("address %s: %w", ha, err)
+		}
 	}
 	if err := nh.LinkSetUp(eth); err != nil {
 		return err
 	}
 	neigh := func(ip netip.Addr, mac net.HardwareAddr) error {
-		return nh.NeighAdd(&netlink.Neigh{LinkIndex: h.index, Family: netlink.FAMILY_V4,
+		fam := netlink.FAMILY_V4
+		if ip.Is6() {
+			fam = netlink.FAMILY_V6
+		}
+		return nh.NeighAdd(&netlink.Neigh{LinkIndex: h.index, Family: fam,
 			State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: mac})
 	}
 	for _, o := range l.hosts {
 		if o == h {
 			continue
 		}
-		r := &netlink.Route{LinkIndex: h.index, Scope: netlink.SCOPE_LINK,
-			Dst: &net.IPNet{IP: o.addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
-		if err := nh.RouteAdd(r); err != nil {
-			return fmt.Errorf("route to %s: %w", o.addr, err)
+		for _, oa := range []netip.Addr{o.addr, o.addr6} {
+			if !oa.IsValid() || (oa.Is4() && !h.addr.IsValid()) || (oa.Is6() && !h.addr6.IsValid()) {
+				continue
+			}
+			r := &netlink.Route{LinkIndex: h.index, Scope: netlink.SCOPE_LINK,
+				Dst: &net.IPNet{IP: oa.AsSlice(), Mask: net.CIDRMask(oa.BitLen(), oa.BitLen())}}
+			if err := nh.RouteAdd(r); err != nil {
+				return fmt.Errorf("route to %s: %w", oa, err)
+			}
+			if err := neigh(oa, o.mac); err != nil {
+				return fmt.Errorf("neighbour %s: %w", oa, err)
+			}
 		}
-		if err := neigh(o.addr, o.mac); err != nil {
-			return fmt.Errorf("neighbour %s: %w", o.addr, err)
+	}
+	for _, gwa := range []netip.Addr{gateway, gateway6} {
+		src := h.addr
+		if gwa.Is6() {
+			src = h.addr6
 		}
-	}
-	gw := &netlink.Route{LinkIndex: h.index, Scope: netlink.SCOPE_LINK,
-		Dst: &net.IPNet{IP: gateway.AsSlice(), Mask: net.CIDRMask(32, 32)}}
-	if err := nh.RouteAdd(gw); err != nil {
-		return fmt.Errorf("gateway route: %w", err)
-	}
-	if err := neigh(gateway, gatewayMAC); err != nil {
-		return fmt.Errorf("gateway neighbour: %w", err)
-	}
-	def := &netlink.Route{LinkIndex: h.index, Gw: gateway.AsSlice(), Src: h.addr.AsSlice()}
-	if err := nh.RouteAdd(def); err != nil {
-		return fmt.Errorf("default route: %w", err)
+		if !src.IsValid() {
+			continue
+		}
+		gw := &netlink.Route{LinkIndex: h.index, Scope: netlink.SCOPE_LINK,
+			Dst: &net.IPNet{IP: gwa.AsSlice(), Mask: net.CIDRMask(gwa.BitLen(), gwa.BitLen())}}
+		if err := nh.RouteAdd(gw); err != nil {
+			return fmt.Errorf("gateway route: %w", err)
+		}
+		if err := neigh(gwa, gatewayMAC); err != nil {
+			return fmt.Errorf("gateway neighbour: %w", err)
+		}
+		def := &netlink.Route{LinkIndex: h.index, Gw: gwa.AsSlice(), Src: src.AsSlice()}
+		if gwa.Is6() {
+			def.Dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
+		}
+		if err := nh.RouteAdd(def); err != nil {
+			return fmt.Errorf("default route: %w", err)
+		}
 	}
 	return nil
 }

@@ -108,12 +108,22 @@ func (f *firewall) close() error {
 // the packet's place among the matching packets (skip, count), the
 // probability, and the action.
 func ruleExprs(r *sim.Rule) []expr.Any {
-	ex := []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}},
+	// A rule with addresses matches their family; one without matches
+	// IPv4 and IPv6 alike, as the simulator's do.
+	v6 := r.SrcAddr.IsValid() && r.SrcAddr.Addr().Is6() || r.DstAddr.IsValid() && r.DstAddr.Addr().Is6()
+	var ex []expr.Any
+	switch {
+	case v6:
+		ex = append(ex, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}})
+	case r.SrcAddr.IsValid() || r.DstAddr.IsValid():
+		ex = append(ex, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}})
+	}
+	ex = append(ex,
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
-	}
+	)
 	if r.FlagsMask != 0 {
 		ex = append(ex,
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
@@ -125,16 +135,19 @@ func ruleExprs(r *sim.Rule) []expr.Any {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, p)})
 	}
+	// addr matches a prefix at an offset of the network header: IPv4's
+	// addresses at 12 and 16, IPv6's at 8 and 24.
 	addr := func(off uint32, p netip.Prefix) {
-		mask := make([]byte, 4)
+		n := uint32(p.Addr().BitLen() / 8)
+		mask := make([]byte, n)
 		for i := 0; i < p.Bits(); i++ {
 			mask[i/8] |= 0x80 >> (i % 8)
 		}
-		a := p.Masked().Addr().As4()
+		a := p.Masked().Addr().AsSlice()
 		ex = append(ex,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: 4},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a[:]})
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: a})
 	}
 	if r.SrcPort != 0 {
 		port(0, r.SrcPort)
@@ -142,11 +155,15 @@ func ruleExprs(r *sim.Rule) []expr.Any {
 	if r.DstPort != 0 {
 		port(2, r.DstPort)
 	}
+	srcOff, dstOff := uint32(12), uint32(16)
+	if v6 {
+		srcOff, dstOff = 8, 24
+	}
 	if r.SrcAddr.IsValid() {
-		addr(12, r.SrcAddr)
+		addr(srcOff, r.SrcAddr)
 	}
 	if r.DstAddr.IsValid() {
-		addr(16, r.DstAddr)
+		addr(dstOff, r.DstAddr)
 	}
 	// numgen inc counts only the packets that got this far, so its value
 	// is the packet's index among the matching ones. Registers hold it in

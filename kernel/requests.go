@@ -176,6 +176,10 @@ func (b *Backend) capAt(p *capturedPacket) time.Duration {
 // tcpFlags reads the flags of a captured IPv4 TCP packet without parsing
 // the rest.
 func tcpFlags(data []byte) (wire.Flags, bool) {
+	if len(data) >= 40 && data[0]>>4 == 6 {
+		s, err := wire.Parse(data)
+		return s.Flags, err == nil
+	}
 	if len(data) < 20 || data[0]>>4 != 4 || data[9] != 6 {
 		return 0, false
 	}
@@ -188,6 +192,17 @@ func tcpFlags(data []byte) (wire.Flags, bool) {
 
 // pktTuple reads the 4-tuple of a captured packet as its host sees it.
 func pktTuple(data []byte, out bool) (reqKey, bool) {
+	if len(data) >= 40 && data[0]>>4 == 6 {
+		s, err := wire.Parse(data)
+		if err != nil {
+			return reqKey{}, false
+		}
+		src, dst := netip.AddrPortFrom(s.Src, s.SrcPort), netip.AddrPortFrom(s.Dst, s.DstPort)
+		if out {
+			return reqKey{src, dst}, true
+		}
+		return reqKey{dst, src}, true
+	}
 	if len(data) < 20 || data[0]>>4 != 4 || data[9] != 6 {
 		return reqKey{}, false
 	}
@@ -233,7 +248,7 @@ func (b *Backend) reqLookAt(h *host) *reqLook {
 	l.backlog, l.qlen = map[uint16]int{}, map[uint16]int{}
 	for i := range socks {
 		d := &socks[i]
-		k := reqKey{d.Local, d.Remote}
+		k := rk(d.Local, d.Remote)
 		switch d.State {
 		case inspect.NewSynRecv:
 			l.reqs[k] = d
@@ -283,15 +298,15 @@ func (b *Backend) reqLookAt(h *host) *reqLook {
 				continue
 			}
 			l.obs[k] = append(l.obs[k], reqObs{at: it.at, kind: kind})
-		case it.st != nil && it.st.New == inspect.SynRecv && it.st.Local.Addr() == h.addr:
-			k := reqKey{it.st.Local, it.st.Remote}
+		case it.st != nil && it.st.New == inspect.SynRecv && (it.st.Local.Addr().Unmap() == h.addr || it.st.Local.Addr() == h.addr6):
+			k := rk(it.st.Local, it.st.Remote)
 			l.obs[k] = append(l.obs[k], reqObs{at: it.at, kind: obsChild})
 		}
 	}
 	if l.ok {
 		b.reqSchedule(h, l)
 		for s, life := range t.live {
-			if d := l.reqs[reqKey{s.local, s.remote}]; d != nil {
+			if d := l.reqs[rk(s.local, s.remote)]; d != nil {
 				life.seen, life.due, life.retrans = l.at, 0, int(d.Retrans)
 				if d.Timer != 0 {
 					// Expires was read somewhere in the dump, in
@@ -328,7 +343,7 @@ func (b *Backend) reqTagSYNs(h *host, lo, hi int) bool {
 			continue
 		}
 		k, _ := pktTuple(it.pkt.data, false)
-		if h.listenerOn(k[0].Port()) == nil {
+		if h.listenerOn(k[0]) == nil {
 			continue
 		}
 		id := reqSynID{it.at, k}
@@ -451,11 +466,11 @@ func (b *Backend) reqSYNArrived(h *host, local, remote netip.AddrPort, at time.D
 	if s := h.find(local, remote); s != nil && !s.tw {
 		return // a retransmitted SYN, or one for a connection of ours
 	}
-	l := h.listenerOn(local.Port())
+	l := h.listenerOn(local)
 	if l == nil {
 		return
 	}
-	b.reqStart(h, l, reqKey{local, remote}, at, "rcv SYN, snd SYN,ACK")
+	b.reqStart(h, l, rk(local, remote), at, "rcv SYN, snd SYN,ACK")
 }
 
 // reqStart decides what a SYN (or, when its SYN was not captured, a
@@ -480,6 +495,12 @@ func (b *Backend) reqStart(h *host, l *ksock, k reqKey, at time.Duration, cause 
 	case reqRequest:
 		s := h.newSock(-1)
 		s.req, s.parent, s.local, s.remote = true, l.id, k[0], k[1]
+		if l.v6 && k[0].Addr().Is4() {
+			// An AF_INET6 listener's IPv4 connection: its ends read
+			// IPv4-mapped, as the connection's own will.
+			s.local = netip.AddrPortFrom(netip.AddrFrom16(k[0].Addr().As16()), k[0].Port())
+			s.remote = netip.AddrPortFrom(netip.AddrFrom16(k[1].Addr().As16()), k[1].Port())
+		}
 		life := &reqLife{}
 		if d := look.reqs[k]; d != nil {
 			life.seen, life.retrans = look.at, int(d.Retrans)
@@ -613,7 +634,7 @@ func (b *Backend) reqCookieWindow(h *host, look *reqLook, x *reqSYN) (least, mos
 				continue
 			}
 			tag, ok := t.tags[id]
-			if !ok || h.listenerOn(k[0].Port()) == nil {
+			if !ok || h.listenerOn(k[0]) == nil {
 				continue
 			}
 			class, _ := look.quick(k, o.at)
@@ -907,7 +928,7 @@ func (b *Backend) reqSYNACKSent(h *host, k reqKey, at time.Duration) {
 	if h.find(k[0], k[1]) != nil {
 		return // a retransmission, or a simultaneous open's SYN-ACK
 	}
-	l := h.listenerOn(k[0].Port())
+	l := h.listenerOn(k[0])
 	if l == nil {
 		return
 	}
@@ -937,7 +958,7 @@ func (b *Backend) reqSchedule(h *host, look *reqLook) {
 			delete(t.live, s)
 			continue
 		}
-		k := reqKey{s.local, s.remote}
+		k := rk(s.local, s.remote)
 		if life.ending || look.reqs[k] != nil {
 			continue
 		}
@@ -1065,7 +1086,7 @@ func (b *Backend) reqUnseen(h *host, look *reqLook, hz time.Duration) {
 		if s := h.find(k[0], k[1]); s != nil && !s.tw {
 			continue
 		}
-		l := h.listenerOn(k[0].Port())
+		l := h.listenerOn(k[0])
 		if l == nil {
 			continue
 		}

@@ -278,8 +278,8 @@ func (l *link) drain(p *port, buf []byte) {
 			continue // what this link itself sent out of the port
 		}
 		data := append([]byte(nil), buf[:m]...)
-		if binary.BigEndian.Uint16(data[12:14]) != unix.ETH_P_IP {
-			continue // the lab speaks IPv4 only (no ARP: neighbours are static)
+		if t := binary.BigEndian.Uint16(data[12:14]); t != unix.ETH_P_IP && t != unix.ETH_P_IPV6 {
+			continue // the lab speaks IP only (no ARP, no neighbour discovery: neighbours are static)
 		}
 		fixChecksum(data[14:])
 		dst := net.HardwareAddr(data[0:6])
@@ -379,6 +379,32 @@ func (l *link) close() {
 // passes packets with only the pseudo-header sum filled in); written out
 // of another port as is, the packet would be dropped as corrupt.
 func fixChecksum(ip []byte) {
+	if len(ip) >= 40 && ip[0]>>4 == 6 && ip[6] == unix.IPPROTO_TCP {
+		// IPv6 with TCP right after the header (the lab's stacks add no
+		// extension header): the pseudo-header holds both addresses.
+		plen := int(binary.BigEndian.Uint16(ip[4:6]))
+		if 40+plen > len(ip) || plen < 20 {
+			return
+		}
+		seg := ip[40 : 40+plen]
+		seg[16], seg[17] = 0, 0
+		var sum uint32
+		for i := 8; i < 40; i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+		}
+		sum += unix.IPPROTO_TCP + uint32(len(seg))
+		for i := 0; i+1 < len(seg); i += 2 {
+			sum += uint32(binary.BigEndian.Uint16(seg[i:]))
+		}
+		if len(seg)%2 == 1 {
+			sum += uint32(seg[len(seg)-1]) << 8
+		}
+		for sum>>16 != 0 {
+			sum = sum&0xffff + sum>>16
+		}
+		binary.BigEndian.PutUint16(seg[16:], ^uint16(sum))
+		return
+	}
 	if len(ip) < 20 || ip[0]>>4 != 4 || ip[9] != unix.IPPROTO_TCP {
 		return
 	}

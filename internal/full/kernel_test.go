@@ -344,3 +344,58 @@ func TestKernelRunStreams(t *testing.T) {
 		t.Errorf("no report tail:\n%s", all.String())
 	}
 }
+
+// diff agrees on an IPv6 and dual-stack scenario: the simulator and Linux
+// do the same, packet for packet and state for state.
+func TestKernelDiffIPv6(t *testing.T) {
+	if err := kernel.Check(); err != nil {
+		t.Skip(err)
+	}
+	before := rootState(t)
+	src := `host client fd00::1
+host old 10.0.0.3
+host server 10.0.0.2 fd00::2
+host strict 10.0.0.5 fd00::5
+server: listen 80
+strict: listen 80 v6only
+server: accept
+client: connect server:80
+until server: conn accept returned within 1s
+server: accept as conn2
+old: connect server:80
+until server: conn2 accept returned within 1s
+old: connect strict:80 as refused
+until old: refused connect returned within 1s
+client: write conn "hi"
+old: write conn "hello"
+after 10ms
+server: read conn
+server: read conn2
+client: close conn
+old: close conn
+after 10ms
+server: close conn
+server: close conn2
+rule strict in src fd00::/64 flags SYN drop
+client: connect [fd00::5]:80 nonblock as dropped
+after 100ms
+expect client: conn path SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT
+expect server: conn path SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSED
+expect server: conn read = 2
+expect old: conn path SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT
+expect server: conn2 path SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSED
+expect server: conn2 read = 5
+expect old: refused connect = ECONNREFUSED
+expect client: dropped state SYN_SENT
+expect client: packets out [S] = 2
+`
+	mine := filepath.Join(t.TempDir(), "dual-stack.tcplab")
+	if err := os.WriteFile(mine, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, code := tcplab(t, "diff", mine)
+	if code != 0 || !strings.Contains(out, "1 scenario: 1 agree, 0 differ as documented, 0 differ otherwise") {
+		t.Fatalf("exit %d: %s\n%s", code, errs, out)
+	}
+	checkClean(t, "diff", os.Getpid(), before)
+}
