@@ -98,7 +98,7 @@ tour_kb=$(cat "$tmp/tour-kb.txt")
 		f=$tmp/sim.txt
 		echo "| connection lifecycles, trace ${v#trace-} | $(median "$f" "BenchmarkLifecycle/$v" lifecycles/s)/s, $(median "$f" "BenchmarkLifecycle/$v" B/op) B and $(median "$f" "BenchmarkLifecycle/$v" allocs/op) allocations each | \`go test ./sim -run '^\$' -bench Lifecycle/$v -benchmem\` |"
 	done
-	echo "| the library (25 scenarios) in the simulator | $(median "$tmp/tour.txt" BenchmarkTour ns/op | awk '{ printf "%.2f", $1 / 1e6 }') ms, $(median "$tmp/tour.txt" BenchmarkTour B/op | awk '{ printf "%.1f", $1 / 1e6 }') MB allocated | \`go test ./scenario -run '^\$' -bench Tour -benchmem\` |"
+	echo "| the library ($(ls "$(dirname "$0")/../scenario/library"/*.tcplab | wc -l | tr -d ' ') scenarios) in the simulator | $(median "$tmp/tour.txt" BenchmarkTour ns/op | awk '{ printf "%.2f", $1 / 1e6 }') ms, $(median "$tmp/tour.txt" BenchmarkTour B/op | awk '{ printf "%.1f", $1 / 1e6 }') MB allocated | \`go test ./scenario -run '^\$' -bench Tour -benchmem\` |"
 	echo "| \`tcplab tour\` as a process | $tour_ms ms wall, $(awk -v k="$tour_kb" 'BEGIN { printf "%.1f", k / 1024 }') MB peak RSS | \`/usr/bin/time -v tcplab tour\` |"
 	echo "| own packetdrill scripts on the engine (pkt/testdata) | $(median "$tmp/pkt.txt" BenchmarkEngineCorpus ns/op | awk '{ printf "%.2f", $1 / 1e6 }') ms a pass | \`go test ./pkt -run '^\$' -bench EngineCorpus\` |"
 	echo "| capture reading and inference (10,000 short connections) | $(median "$tmp/explain.txt" BenchmarkExplain packets/s | awk '{ printf "%.2f", $1 / 1e6 }') M packets/s | \`go test ./capture -run '^\$' -bench Explain\` |"

@@ -459,7 +459,16 @@ func (b *Backend) start() error {
 		b.teardown()
 		return e
 	}
-	if b.tr, err = inspect.NewTracer(b.lab.name, inspect.TraceBinary); err != nil {
+	// The text format cannot print IPv6 addresses (its fields option
+	// shows them as <INVALID-SIZE>): a lab with IPv6 reads the ring
+	// buffer in binary.
+	format := inspect.TraceFields
+	for _, a := range addrs6 {
+		if a.IsValid() {
+			format = inspect.TraceBinary
+		}
+	}
+	if b.tr, err = inspect.NewTracer(b.lab.name, format); err != nil {
 		return cleanup(err)
 	}
 	// The filter comes after the tracer has enabled the event: records

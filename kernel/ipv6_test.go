@@ -32,17 +32,17 @@ old: connect strict:80 as refused
 until old: refused connect returned within 1s
 client: write conn "hi"
 old: write conn "hello"
-after 10ms
+after 100ms
 server: read conn
 server: read conn2
 client: close conn
 old: close conn
-after 10ms
+after 100ms
 server: close conn
 server: close conn2
 rule strict in src fd00::/64 flags SYN drop
 client: connect [fd00::5]:80 nonblock as dropped
-after 100ms
+after 200ms
 expect client: conn path SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT
 expect server: conn path SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSED
 expect server: conn read = 2

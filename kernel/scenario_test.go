@@ -80,7 +80,7 @@ func failures(res *scenario.Result) string {
 // every expectation written for the simulator must hold on Linux too.
 func TestKernelScenarios(t *testing.T) {
 	needKernel(t)
-	for _, name := range []string{"handshake", "rst-closed-port", "close-unread-rst", "last-ack"} {
+	for _, name := range []string{"handshake", "rst-closed-port", "close-unread-rst", "last-ack", "handshake-ipv6", "rst-closed-port-ipv6"} {
 		t.Run(name, func(t *testing.T) {
 			res, events := runKernel(t, name)
 			if res.Failed() > 0 {

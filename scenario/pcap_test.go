@@ -86,7 +86,11 @@ func TestPcapTcpdumpAgrees(t *testing.T) {
 		var rel trace.Relative
 		var want []string
 		for _, e := range captured(events) {
-			want = append(want, trace.FormatTime(e.At)+" IP "+rel.Segment(&e.Packet.Segment))
+			ip := " IP "
+			if e.Packet.Segment.IsIPv6() {
+				ip = " IP6 " // tcpdump's word for IPv6
+			}
+			want = append(want, trace.FormatTime(e.At)+ip+rel.Segment(&e.Packet.Segment))
 		}
 		if len(got) != len(want) {
 			t.Fatalf("tcpdump printed %d lines, tcplab %d", len(got), len(want))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/tcplab/tcplab/scenario"
@@ -51,6 +52,10 @@ func TestPcapReadBack(t *testing.T) {
 				}
 				if got := ci.Timestamp.Sub(trace.PcapEpoch); got != e.At {
 					t.Errorf("packet %d at %v, event at %v", i, got, e.At)
+				}
+				// A capture with IPv6 is Ethernet-framed throughout.
+				if ifc, err := r.Interface(ci.InterfaceIndex); err == nil && ifc.LinkType == layers.LinkTypeEthernet {
+					data = data[14:]
 				}
 				seg, err := wire.Parse(data)
 				if err != nil {
