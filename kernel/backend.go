@@ -153,7 +153,9 @@ type host struct {
 	// injected toward it since its last call, and how many were. A call
 	// on the host waits for them to arrive (they cross the lab's link in
 	// a goroutine of tcplab's, which a busy machine may delay).
-	inBase, inOwed int64
+	// (Index 0 IPv4, 1 IPv6.)
+	inBase, inOwed [2]int64
+	snmp6          *os.File
 
 	fds      map[tcp.FD]*ksock
 	socks    []*ksock
@@ -441,8 +443,15 @@ func (b *Backend) start() error {
 	peers := make([]bool, len(b.hosts))
 	for i, h := range b.hosts {
 		names[i], addrs[i], addrs6[i], peers[i] = h.name, h.addr, h.addr6, h.peer
-		if h.addr6.IsValid() && h.peer {
-			return fmt.Errorf("host %s: a packetdrill peer speaks IPv4 only", h.name)
+
+	}
+	for _, h := range b.hosts {
+		if h.peer {
+			for _, o := range b.hosts {
+				if o.addr6.IsValid() || !o.addr.IsValid() {
+					return fmt.Errorf("host %s: a lab with a packetdrill peer is IPv4 only", o.name)
+				}
+			}
 		}
 	}
 	var err error
@@ -562,10 +571,14 @@ func filterTrace(instance string, addrs, addrs6 []netip.Addr) error {
 	filter := "family == 2 && (" + strings.Join(terms, " || ") + ")"
 	for _, a := range addrs6 {
 		if a.IsValid() {
-			// AF_INET6 sockets, IPv4-mapped ones included: the filter
-			// cannot compare 16-byte addresses, the backend's own
-			// matching keeps the lab's.
-			filter = "(" + filter + ") || family == 10"
+			// AF_INET6 sockets: the filter cannot compare 16-byte
+			// addresses, and the backend's own matching keeps the lab's.
+			// The 4-byte saddr of such a record is 127.0.0.6 for an IPv6
+			// address (LOOPBACK4_IPV6), the IPv4 one for an IPv4-mapped
+			// address, or 0: other processes' IPv4 traffic through
+			// dual-stack sockets stays out.
+			terms6 := append([]string{"saddr == 0x0600007f"}, terms...)
+			filter = "(" + filter + ") || family == 10 && (" + strings.Join(terms6, " || ") + ")"
 			break
 		}
 	}
@@ -607,6 +620,11 @@ func (b *Backend) openHost(h *host) error {
 		}
 		if h.snmp, err = os.Open("/proc/thread-self/net/snmp"); err != nil {
 			return err
+		}
+		if h.addr6.IsValid() {
+			if h.snmp6, err = os.Open("/proc/thread-self/net/snmp6"); err != nil {
+				return err
+			}
 		}
 		return b.applyProfile(h)
 	})
@@ -883,7 +901,7 @@ func (b *Backend) teardown() error {
 		if h.rawFd6 >= 0 {
 			unix.Close(h.rawFd6)
 		}
-		for _, f := range []*os.File{h.netstat, h.snmp} {
+		for _, f := range []*os.File{h.netstat, h.snmp, h.snmp6} {
 			if f != nil {
 				f.Close()
 			}

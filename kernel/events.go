@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -286,7 +288,7 @@ func (b *Backend) stateEvent(h *host, s *ksock, to string, at time.Duration, kin
 		remote = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
 	}
 	b.emit(trace.Event{At: at, Host: h.name, Kind: trace.KindState, Sock: s.id, Parent: s.parent,
-		Local: s.local, Remote: remote,
+		Local: s.local, Remote: remote, V6Only: s.v6only,
 		State: &trace.StateChange{From: from, To: to, CauseKind: kind, Cause: cause}})
 }
 
@@ -567,15 +569,17 @@ func (b *Backend) sendDue() {
 		if err != nil {
 			continue
 		}
-		var to unix.Sockaddr = &unix.SockaddrInet4{Addr: in.seg.Dst.As4()}
-		fd := in.h.rawFd
+		var to unix.Sockaddr
+		fd, fam := in.h.rawFd, 0
 		if in.seg.IsIPv6() {
-			to, fd = &unix.SockaddrInet6{Addr: in.seg.Dst.As16()}, in.h.rawFd6
+			to, fd, fam = &unix.SockaddrInet6{Addr: in.seg.Dst.As16()}, in.h.rawFd6, 1
+		} else {
+			to = &unix.SockaddrInet4{Addr: in.seg.Dst.As4()}
 		}
 		rx := b.hostByAddr(in.seg.Dst)
-		if rx != nil && rx.inOwed == 0 {
-			if v, ok := b.inReceives(rx); ok {
-				rx.inBase = v
+		if rx != nil && rx.inOwed[fam] == 0 {
+			if v, ok := b.inReceives(rx, fam); ok {
+				rx.inBase[fam] = v
 			} else {
 				rx = nil
 			}
@@ -592,22 +596,37 @@ func (b *Backend) sendDue() {
 			}
 			b.emitAt(b.Now(), trace.Event{Host: in.h.name, Kind: trace.KindNote, Note: "injection failed: " + err.Error()})
 		} else if rx != nil {
-			rx.inOwed++
+			rx.inOwed[fam]++
 		}
 	}
 }
 
-// inReceives reads a host's Ip InReceives: every IP packet its namespace
-// took in, counted before its firewall and TCP see it.
-func (b *Backend) inReceives(h *host) (int64, bool) {
-	if h.snmp == nil {
-		return 0, false
-	}
+// inReceives reads a host's Ip InReceives (fam 0) or Ip6InReceives (fam
+// 1): every packet of the family its namespace took in, counted before
+// its firewall and TCP see it.
+func (b *Backend) inReceives(h *host, fam int) (int64, bool) {
 	if h.procBuf == nil {
 		h.procBuf = make([]byte, 64<<10)
 	}
-	n, err := h.snmp.ReadAt(h.procBuf, 0)
+	f := h.snmp
+	if fam == 1 {
+		f = h.snmp6
+	}
+	if f == nil {
+		return 0, false
+	}
+	n, err := f.ReadAt(h.procBuf, 0)
 	if err != nil && n == 0 {
+		return 0, false
+	}
+	if fam == 1 {
+		// snmp6 is one "name value" pair a line.
+		for _, line := range strings.Split(string(h.procBuf[:n]), "\n") {
+			if v, ok := strings.CutPrefix(line, "Ip6InReceives"); ok {
+				x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				return x, err == nil
+			}
+		}
 		return 0, false
 	}
 	c := procnet.Counters{}
@@ -625,23 +644,25 @@ const injectWait = 100 * time.Millisecond
 // its IP layer (the script means the call to follow them), for at most
 // injectWait. TCP handles a packet in the softirq that took it in.
 func (b *Backend) awaitInjected(h *host) {
-	if h.inOwed == 0 {
-		return
-	}
-	want := h.inBase + h.inOwed
-	h.inOwed = 0
 	deadline := time.Now().Add(injectWait)
-	for {
-		v, ok := b.inReceives(h)
-		if !ok || v >= want {
-			return
+	for fam := range h.inOwed {
+		if h.inOwed[fam] == 0 {
+			continue
 		}
-		if time.Now().After(deadline) {
-			b.emitAt(b.Now(), trace.Event{Host: h.name, Kind: trace.KindNote,
-				Note: fmt.Sprintf("%d injected packets had not arrived after %v: the call goes on", want-v, injectWait)})
-			return
+		want := h.inBase[fam] + h.inOwed[fam]
+		h.inOwed[fam] = 0
+		for {
+			v, ok := b.inReceives(h, fam)
+			if !ok || v >= want {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.emitAt(b.Now(), trace.Event{Host: h.name, Kind: trace.KindNote,
+					Note: fmt.Sprintf("%d injected packets had not arrived after %v: the call goes on", want-v, injectWait)})
+				break
+			}
+			time.Sleep(50 * time.Microsecond)
 		}
-		time.Sleep(50 * time.Microsecond)
 	}
 }
 
@@ -715,6 +736,9 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 		}
 		x := trace.Socket{Host: h.name, FD: -1, State: stateName(d.State), Local: d.Local, Remote: d.Remote,
 			RecvQ: int(d.RecvQ), SendQ: int(d.SendQ), Retransmits: int(d.Retrans)}
+		if s != nil {
+			x.V6Only = s.v6only
+		}
 		x.Timer = d.TimerName()
 		if x.Timer != "" {
 			x.TimerLeft = d.Expires

@@ -1,6 +1,7 @@
 package kernel_test
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -16,6 +17,9 @@ import (
 // expectation written for the simulator holds on the kernel.
 func TestKernelIPv6(t *testing.T) {
 	needKernel(t)
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		t.Skip("this kernel has no IPv6")
+	}
 	src := `host client fd00::1
 host old 10.0.0.3
 host server 10.0.0.2 fd00::2
@@ -42,7 +46,12 @@ server: close conn
 server: close conn2
 rule strict in src fd00::/64 flags SYN drop
 client: connect [fd00::5]:80 nonblock as dropped
+rule server in dport 81 flags SYN drop
+client: connect server:81 nonblock as silent
+client: inject [S] from client:7000 to server:80
 after 200ms
+expect client: silent state SYN_SENT
+expect client: packets out [R] = 1
 expect client: conn path SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT
 expect server: conn path SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSED
 expect server: conn read = 2
@@ -51,7 +60,7 @@ expect server: conn2 path SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSED
 expect server: conn2 read = 5
 expect old: refused connect = ECONNREFUSED
 expect client: dropped state SYN_SENT
-expect client: packets out [S] = 2
+expect client: packets out [S] = 4
 `
 	sc, err := scenario.Parse("ipv6.tcplab", src)
 	if err != nil {

@@ -323,6 +323,16 @@ func (l *lab) configure(h *nsHost) error {
 		}); err != nil {
 			return err
 		}
+	} else if err := inspect.InNetns(h.ns, func() error {
+		// No IPv6 on an IPv4 host's link: its neighbour and multicast
+		// chatter would cross the lab's link for nothing.
+		err := os.WriteFile("/proc/sys/net/ipv6/conf/"+ifName+"/disable_ipv6", []byte("1"), 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // a kernel without IPv6
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("disable IPv6 on %s: %w", h.name, err)
 	}
 	for _, ha := range []netip.Addr{h.addr, h.addr6} {
 		if !ha.IsValid() {

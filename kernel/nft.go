@@ -55,6 +55,9 @@ func expressible(r *sim.Rule) error {
 		if r.Dir == trace.In {
 			return fmt.Errorf("rule %q duplicates incoming packets: nftables' dup sends the copy out of the host, so only `out` rules can duplicate", r.Summary())
 		}
+		if r.SrcAddr.IsValid() && r.SrcAddr.Addr().Is6() || r.DstAddr.IsValid() && r.DstAddr.Addr().Is6() {
+			return fmt.Errorf("rule %q duplicates IPv6 packets: the kernel backend duplicates IPv4 ones only so far", r.Summary())
+		}
 	}
 	return nil
 }
@@ -116,7 +119,8 @@ func ruleExprs(r *sim.Rule) []expr.Any {
 	case v6:
 		ex = append(ex, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}})
-	case r.SrcAddr.IsValid() || r.DstAddr.IsValid():
+	case r.SrcAddr.IsValid() || r.DstAddr.IsValid() || r.Action == sim.Duplicate:
+		// (A duplicate's copy goes to the IPv4 destination it reads.)
 		ex = append(ex, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}})
 	}

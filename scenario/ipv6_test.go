@@ -86,6 +86,7 @@ func TestIPv6ScenarioErrors(t *testing.T) {
 		"host a 10.0.0.1\na: listen 80 v6only":                   "no IPv6 address",
 		"host a 10.0.0.1\nhost b fd00::2\na: connect fd00::2:80": "in brackets",
 		"host a 10.0.0.1 fd00::1\nhost b 10.0.0.2\na: inject [S] from [fd00::1]:1 to b:80": "from and to take one address family",
+		"host a 10.0.0.1\nhost b fd00::2\nhost c fd00::3\na: inject [S] from c:1 to b:80":  "a has no IPv6 address to send",
 		"host a 10.0.0.1 fd00::1\nhost b fd00::2\na: socket as s\na: connect s b:80":       "b has no IPv4 address: the socket is AF_INET",
 		"host a 10.0.0.1 fd00::1\nhost b fd00::2\na: socket as s\na: listen s v6only":      "an AF_INET socket",
 	} {

@@ -1243,6 +1243,10 @@ func (p *parser) parseInject(host string) {
 		}
 		const why = "from and to take one address family"
 		in.Src, in.Dst = p.targetOf(*fromTok, host, family, why), p.targetOf(*toTok, host, family, why)
+		if me := p.hostDecl(host); me != nil && (in.Src.Addr().Is6() && !me.V6().IsValid() || in.Src.Addr().Is4() && !me.V4().IsValid()) {
+			p.fail(fromTok.col, fmt.Sprintf("%s has no IPv%d address to send %v from", host, map[bool]int{true: 6, false: 4}[in.Src.Addr().Is6()], in.Src),
+				"inject from a host of the packet's family")
+		}
 	}
 	if in.Count > 1 && in.Every == 0 {
 		p.fail(p.endCol(), "a count of segments needs `every D` with D above 0", "count 100 every 10ms")

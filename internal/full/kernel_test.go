@@ -354,6 +354,9 @@ func TestKernelDiffIPv6(t *testing.T) {
 	if err := kernel.Check(); err != nil {
 		t.Skip(err)
 	}
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		t.Skip("this kernel has no IPv6")
+	}
 	before := rootState(t)
 	src := `host client fd00::1
 host old 10.0.0.3
@@ -381,7 +384,12 @@ server: close conn
 server: close conn2
 rule strict in src fd00::/64 flags SYN drop
 client: connect [fd00::5]:80 nonblock as dropped
+rule server in dport 81 flags SYN drop
+client: connect server:81 nonblock as silent
+client: inject [S] from client:7000 to server:80
 after 200ms
+expect client: silent state SYN_SENT
+expect client: packets out [R] = 1
 expect client: conn path SYN_SENT ESTABLISHED FIN_WAIT1 FIN_WAIT2 TIME_WAIT
 expect server: conn path SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSED
 expect server: conn read = 2
@@ -390,7 +398,7 @@ expect server: conn2 path SYN_RECV ESTABLISHED CLOSE_WAIT LAST_ACK CLOSED
 expect server: conn2 read = 5
 expect old: refused connect = ECONNREFUSED
 expect client: dropped state SYN_SENT
-expect client: packets out [S] = 2
+expect client: packets out [S] = 4
 `
 	mine := filepath.Join(t.TempDir(), "dual-stack.tcplab")
 	if err := os.WriteFile(mine, []byte(src), 0o644); err != nil {
