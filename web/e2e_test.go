@@ -378,3 +378,71 @@ func TestPageLadderMarksTheSlider(t *testing.T) {
 		t.Errorf("mark at y %v; rows at 0.046 s %v, next row %v", y, rows, later)
 	}
 }
+
+// IPv6 and dual-stack scenarios in the page: the ladder names the hosts'
+// addresses of both families, the events print IPv6 packet lines as
+// tcpdump does (after its IP6 tag), with IPv6's MSS,
+// and the socket tables spell addresses as ss does (a dual-stack listener
+// is *:80, an IPv4 client of it an IPv4-mapped peer).
+func TestPageIPv6(t *testing.T) {
+	ctx := browser(t)
+	if err := pick(ctx, "handshake-ipv6"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(t, ctx, "#status"); !strings.HasPrefix(s, "handshake-ipv6: ") || !strings.Contains(s, "8 of 8 expectations held") {
+		t.Errorf("status %q", s)
+	}
+	addrs := eval[[]string](t, ctx, `[...document.querySelectorAll("#ladder svg text.addr")].map(e => e.textContent)`)
+	if strings.Join(addrs, "|") != "fd00::1|fd00::2" {
+		t.Errorf("the ladder's addresses: %q", addrs)
+	}
+	if n := eval[int](t, ctx, `document.querySelectorAll("#ladder svg line.seg").length`); n != 3 {
+		t.Errorf("the ladder has %d arrows, want the handshake's 3", n)
+	}
+	events := eval[string](t, ctx, `document.getElementById("events").textContent`)
+	if !strings.Contains(events, "fd00::2.80 > fd00::1.") || !strings.Contains(events, "> fd00::2.80: Flags [S], ") || !strings.Contains(events, "mss 1440") {
+		t.Errorf("no tcpdump-style IPv6 packet line among the events: %q", events)
+	}
+	if c := text(t, ctx, `#snapshot table[data-host="server"]`); !strings.Contains(c, "*:80") || !strings.Contains(c, "[fd00::2]:80") || !strings.Contains(c, "[fd00::1]:") {
+		t.Errorf("the server's sockets: %q", c)
+	}
+	src := `title Dual-stack in the page
+host client fd00::1
+host old 10.0.0.3
+host server 10.0.0.2 fd00::2
+server: listen 80
+server: accept
+client: connect server:80
+until server: conn accept returned within 1s
+server: accept as conn2
+old: connect server:80
+until server: conn2 accept returned within 1s
+expect server: conn state ESTABLISHED
+expect server: conn2 state ESTABLISHED
+`
+	if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.ID("source"), src)); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(t, ctx, "#status"); !strings.HasPrefix(s, "edited: Dual-stack in the page") || !strings.Contains(s, "4 of 4 expectations held") {
+		t.Errorf("status %q", s)
+	}
+	addrs = eval[[]string](t, ctx, `[...document.querySelectorAll("#ladder svg text.addr")].map(e => e.textContent)`)
+	if strings.Join(addrs, "|") != "fd00::1|10.0.0.3|10.0.0.2 fd00::2" {
+		t.Errorf("the ladder's addresses: %q", addrs)
+	}
+	c := text(t, ctx, `#snapshot table[data-host="server"]`)
+	for _, want := range []string{"*:80", "[fd00::1]:", "[::ffff:10.0.0.2]:80", "[::ffff:10.0.0.3]:"} {
+		if !strings.Contains(c, want) {
+			t.Errorf("the server's sockets lack %q: %q", want, c)
+		}
+	}
+	if c := text(t, ctx, `#snapshot table[data-host="old"]`); !strings.Contains(c, "10.0.0.3:") || strings.Contains(c, "::ffff:") {
+		t.Errorf("the IPv4 client's sockets: %q", c)
+	}
+}
