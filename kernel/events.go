@@ -722,10 +722,10 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 			}
 		}
 	}
-	synq := map[uint16]int{}
+	synq, v4ports := map[lkey]int{}, v4Listeners(ds)
 	for _, d := range ds {
 		if d.State == inspect.NewSynRecv {
-			synq[d.Local.Port()]++
+			synq[queueOf(d.Local, v4ports)]++
 		}
 	}
 	out := make([]trace.Socket, 0, len(ds))
@@ -750,7 +750,7 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 			x.RetransTotal = int(d.Info.Total_retrans)
 		}
 		if d.State == inspect.Listen {
-			x.SynQueue = synq[d.Local.Port()]
+			x.SynQueue = synq[listenerQueue(d.Local)]
 		}
 		if s != nil {
 			x.Sock, x.Parent = s.id, s.parent

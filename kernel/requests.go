@@ -117,7 +117,6 @@ type reqTrack struct {
 // reqSpan is the life of a reported request.
 type reqSpan struct {
 	key      reqKey
-	port     uint16
 	from, to time.Duration // to is 0 while it lives
 	lo, hi   time.Duration // when set, its end lies somewhere in (lo, hi]
 }
@@ -144,8 +143,9 @@ type reqLook struct {
 	socks      []inspect.Socket
 	reqs       map[reqKey]*inspect.Socket
 	conns      map[reqKey]bool // full sockets (not listeners)
-	backlog    map[uint16]int  // listener port: sk_max_ack_backlog
-	qlen       map[uint16]int  // listener port: requests listed
+	backlog    map[lkey]int    // listener: sk_max_ack_backlog
+	qlen       map[lkey]int    // listener: requests listed
+	v4ports    map[uint16]bool // ports with an AF_INET listener
 	obs        map[reqKey][]reqObs
 	syncookies int // tcp_syncookies, -1 until read
 }
@@ -248,16 +248,16 @@ func (b *Backend) reqLookAt(h *host) *reqLook {
 	l.ok = err == nil
 	l.socks = socks
 	l.reqs, l.conns = map[reqKey]*inspect.Socket{}, map[reqKey]bool{}
-	l.backlog, l.qlen = map[uint16]int{}, map[uint16]int{}
+	l.backlog, l.qlen, l.v4ports = map[lkey]int{}, map[lkey]int{}, v4Listeners(socks)
 	for i := range socks {
 		d := &socks[i]
 		k := rk(d.Local, d.Remote)
 		switch d.State {
 		case inspect.NewSynRecv:
 			l.reqs[k] = d
-			l.qlen[d.Local.Port()]++
+			l.qlen[queueOf(d.Local, l.v4ports)]++
 		case inspect.Listen:
-			l.backlog[d.Local.Port()] = int(d.SendQ)
+			l.backlog[listenerQueue(d.Local)] = int(d.SendQ)
 		case inspect.TimeWait:
 			// An earlier connection's remnant, not one a SYN made.
 		default:
@@ -512,7 +512,7 @@ func (b *Backend) reqStart(h *host, l *ksock, k reqKey, at time.Duration, cause 
 			}
 		}
 		t.live[s] = life
-		sp := &reqSpan{key: k, port: k[0].Port(), from: at}
+		sp := &reqSpan{key: k, from: at}
 		t.spans = append(t.spans, sp)
 		t.spanOf[s] = sp
 		if !syn.synack && look.reqs[k] != nil {
@@ -657,8 +657,8 @@ func (b *Backend) reqCookieWindow(h *host, look *reqLook, x *reqSYN) (least, mos
 // throughout sent a cookie (inet_csk_reqsk_queue_is_full).
 func (b *Backend) reqByQueue(h *host, look *reqLook, x *reqSYN) reqClass {
 	t := &h.req
-	port := x.key[0].Port()
-	backlog, ok := look.backlog[port]
+	q := queueOf(x.key[0], look.v4ports)
+	backlog, ok := look.backlog[q]
 	if !ok || !look.ok {
 		return reqOpen
 	}
@@ -673,12 +673,12 @@ func (b *Backend) reqByQueue(h *host, look *reqLook, x *reqSYN) reqClass {
 		return reqOpen
 	}
 	// At most: what the earlier look listed, plus one per SYN since.
-	most := prev.qlen[port]
+	most := prev.qlen[q]
 	newer := map[reqKey]bool{}
 	counted := map[reqSynID]bool{}
 	count := func(k reqKey, at time.Duration) {
 		id := reqSynID{at, k}
-		if k[0].Port() == port && at >= prev.at && at < x.at && !counted[id] {
+		if queueOf(k[0], look.v4ports) == q && at >= prev.at && at < x.at && !counted[id] {
 			counted[id] = true
 			most++
 			newer[k] = true
@@ -702,7 +702,7 @@ func (b *Backend) reqByQueue(h *host, look *reqLook, x *reqSYN) reqClass {
 	// At least: the requests both looks list, which no SYN renewed.
 	least := 0
 	for k := range prev.reqs {
-		if k[0].Port() == port && look.reqs[k] != nil && !newer[k] {
+		if queueOf(k[0], look.v4ports) == q && look.reqs[k] != nil && !newer[k] {
 			least++
 		}
 	}
@@ -721,8 +721,8 @@ func (b *Backend) reqByQueue(h *host, look *reqLook, x *reqSYN) reqClass {
 // backports, at it before); they must agree.
 func (b *Backend) reqBySolving(h *host, look *reqLook, x *reqSYN) reqClass {
 	t := &h.req
-	port := x.key[0].Port()
-	backlog, ok := look.backlog[port]
+	q := queueOf(x.key[0], look.v4ports)
+	backlog, ok := look.backlog[q]
 	if !ok {
 		return reqOpen
 	}
@@ -736,7 +736,7 @@ func (b *Backend) reqBySolving(h *host, look *reqLook, x *reqSYN) reqClass {
 	from, to := x.at, x.end
 	seen := map[reqSynID]bool{{x.at, x.key}: true}
 	for _, s := range t.syns {
-		if s.key[0].Port() != port || s.at < x.at-time.Second {
+		if queueOf(s.key[0], look.v4ports) != q || s.at < x.at-time.Second {
 			continue
 		}
 		seen[reqSynID{s.at, s.key}] = true
@@ -748,7 +748,7 @@ func (b *Backend) reqBySolving(h *host, look *reqLook, x *reqSYN) reqClass {
 		}
 	}
 	for k, obs := range look.obs {
-		if k[0].Port() != port {
+		if queueOf(k[0], look.v4ports) != q {
 			continue
 		}
 		for _, o := range obs {
@@ -796,7 +796,7 @@ func (b *Backend) reqBySolving(h *host, look *reqLook, x *reqSYN) reqClass {
 	qlen := func(at time.Duration, assign int) (int, bool) {
 		n := 0
 		for _, sp := range t.spans {
-			if sp.port != port || sp.from >= at {
+			if queueOf(sp.key[0], look.v4ports) != q || sp.from >= at {
 				continue
 			}
 			end, lo, hi := sp.to, sp.lo, sp.hi
@@ -1110,7 +1110,7 @@ func (b *Backend) reqUnseen(h *host, look *reqLook, hz time.Duration) {
 			life.due = look.end + d.Expires
 		}
 		h.req.live[s] = life
-		sp := &reqSpan{key: k, port: k[0].Port(), from: hz}
+		sp := &reqSpan{key: k, from: hz}
 		h.req.spans = append(h.req.spans, sp)
 		h.req.spanOf[s] = sp
 		b.emitAt(hz, trace.Event{Host: h.name, Kind: trace.KindNote, Sock: s.id, Local: k[0], Remote: k[1],
@@ -1126,4 +1126,36 @@ func (h *host) hasListener() bool {
 		}
 	}
 	return false
+}
+
+// lkey names a listener's queue: its port, and whether the listener is
+// AF_INET. An AF_INET listener and a v6only AF_INET6 one may share a port
+// (nginx's "listen 80; listen [::]:80 ipv6only=on"): IPv4 requests then
+// queue at the first and IPv6 ones at the second. Without an AF_INET
+// listener, IPv4 requests queue at the port's dual-stack one.
+type lkey struct {
+	port uint16
+	v4   bool
+}
+
+// listenerQueue is the queue of a listener bound to local.
+func listenerQueue(local netip.AddrPort) lkey {
+	return lkey{local.Port(), local.Addr().Is4()}
+}
+
+// queueOf is the queue a request (or a SYN) to local joins, given the
+// ports that have an AF_INET listener.
+func queueOf(local netip.AddrPort, v4ports map[uint16]bool) lkey {
+	return lkey{local.Port(), local.Addr().Unmap().Is4() && v4ports[local.Port()]}
+}
+
+// v4Listeners lists the ports with an AF_INET listener among socks.
+func v4Listeners(socks []inspect.Socket) map[uint16]bool {
+	m := map[uint16]bool{}
+	for i := range socks {
+		if socks[i].State == inspect.Listen && socks[i].Local.Addr().Is4() {
+			m[socks[i].Local.Port()] = true
+		}
+	}
+	return m
 }

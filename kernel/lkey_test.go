@@ -1,0 +1,41 @@
+package kernel
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/tcplab/tcplab/inspect"
+)
+
+// A request joins the queue of the listener that takes it: an IPv4 one
+// the port's AF_INET listener when there is one, else the dual-stack
+// AF_INET6 listener; an IPv6 one always the AF_INET6 listener.
+func TestQueueOf(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	shared := v4Listeners([]inspect.Socket{
+		{State: inspect.Listen, Local: ap("0.0.0.0:80")},
+		{State: inspect.Listen, Local: ap("[::]:80")},
+		{State: inspect.Listen, Local: ap("[::]:81")},
+		{State: inspect.NewSynRecv, Local: ap("10.0.0.2:82")},
+	})
+	if len(shared) != 1 || !shared[80] {
+		t.Fatalf("AF_INET listeners: %v", shared)
+	}
+	for _, c := range []struct {
+		local string
+		want  lkey
+	}{
+		{"10.0.0.2:80", listenerQueue(ap("0.0.0.0:80"))},
+		{"[::ffff:10.0.0.2]:80", listenerQueue(ap("0.0.0.0:80"))},
+		{"[fd00::2]:80", listenerQueue(ap("[::]:80"))},
+		{"10.0.0.2:81", listenerQueue(ap("[::]:81"))},
+		{"[fd00::2]:81", listenerQueue(ap("[::]:81"))},
+	} {
+		if got := queueOf(ap(c.local), shared); got != c.want {
+			t.Errorf("a request to %s joins %v, want %v", c.local, got, c.want)
+		}
+	}
+	if listenerQueue(ap("0.0.0.0:80")) == listenerQueue(ap("[::]:80")) {
+		t.Error("two listeners of one port share a queue")
+	}
+}
