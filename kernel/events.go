@@ -601,9 +601,11 @@ func (b *Backend) sendDue() {
 	}
 }
 
-// inReceives reads a host's Ip InReceives (fam 0) or Ip6InReceives (fam
-// 1): every packet of the family its namespace took in, counted before
-// its firewall and TCP see it.
+// inReceives reads a host's Ip InReceives (fam 0), or Ip6InReceives less
+// Ip6InMcastPkts (fam 1): the packets of the family its namespace took in,
+// counted before its firewall and TCP see them. IPv6 leaves out multicast:
+// the host's own MLD reports come back to it, and injected segments are
+// unicast.
 func (b *Backend) inReceives(h *host, fam int) (int64, bool) {
 	if h.procBuf == nil {
 		h.procBuf = make([]byte, 64<<10)
@@ -621,13 +623,27 @@ func (b *Backend) inReceives(h *host, fam int) (int64, bool) {
 	}
 	if fam == 1 {
 		// snmp6 is one "name value" pair a line.
+		var in, mcast int64
+		found := 0
 		for _, line := range strings.Split(string(h.procBuf[:n]), "\n") {
-			if v, ok := strings.CutPrefix(line, "Ip6InReceives"); ok {
-				x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				return x, err == nil
+			name, v, _ := strings.Cut(line, " ")
+			var to *int64
+			switch name {
+			case "Ip6InReceives":
+				to = &in
+			case "Ip6InMcastPkts":
+				to = &mcast
+			default:
+				continue
 			}
+			x, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return 0, false
+			}
+			*to = x
+			found++
 		}
-		return 0, false
+		return in - mcast, found == 2
 	}
 	c := procnet.Counters{}
 	if procnet.ParseInto(c, h.procBuf[:n]) != nil {

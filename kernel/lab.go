@@ -105,6 +105,15 @@ func newLab(names []string, addrs, addrs6 []netip.Addr, peers []bool, delay time
 		}
 		l.hosts = append(l.hosts, h)
 	}
+	// The switch's own ends of the veths speak no IPv6: they would send
+	// their neighbour solicitations, router solicitations and MLD
+	// reports straight to the hosts.
+	err = inspect.InNetns(l.sw, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/default/disable_ipv6", []byte("1"), 0)
+	})
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return l, fmt.Errorf("no IPv6 on the switch: %w", err)
+	}
 	ports, err := l.wires()
 	if err != nil {
 		return l, err
@@ -312,9 +321,10 @@ func (l *lab) configure(h *nsHost) error {
 		return fmt.Errorf("one segment per packet on %s: %w", h.name, err)
 	}
 	if h.addr6.IsValid() {
-		// No duplicate address detection: the address works at once.
+		// No duplicate address detection: the address works at once. No
+		// router solicitations: routes are static.
 		if err := inspect.InNetns(h.ns, func() error {
-			for _, f := range []string{"all/accept_dad", "default/accept_dad", ifName + "/accept_dad", "all/disable_ipv6", ifName + "/disable_ipv6"} {
+			for _, f := range []string{"all/accept_dad", "default/accept_dad", ifName + "/accept_dad", "all/disable_ipv6", ifName + "/disable_ipv6", ifName + "/router_solicitations"} {
 				if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+f, []byte("0"), 0); err != nil {
 					return fmt.Errorf("%s: %w", f, err)
 				}

@@ -283,15 +283,12 @@ func (l *link) drain(p *port, buf []byte) {
 		}
 		fixChecksum(data[14:])
 		dst := net.HardwareAddr(data[0:6])
+		// Unicast only: a host's broadcast and multicast (IPv6's router
+		// solicitations and MLD reports) carry nothing the lab needs, and
+		// would move the Ip6InReceives counts that calls wait on.
 		var outs []*port
 		if to := l.byMAC[string(dst)]; to != nil {
 			outs = []*port{to}
-		} else if dst[0]&1 == 1 { // broadcast or multicast
-			for _, o := range l.ports {
-				if o != p {
-					outs = append(outs, o)
-				}
-			}
 		}
 		l.mu.Lock()
 		for _, o := range outs {
