@@ -166,7 +166,10 @@ type host struct {
 	settings [][2]string // set before the lab existed
 	cc       string      // the congestion control every socket takes (TCP_CONGESTION); "": the namespace's
 	lastIn   map[[2]netip.AddrPort]lastIn
-	req      reqTrack // SYNs and request socks (requests.go)
+	// dupCopies: packets a duplicate rule took whose copy is still to
+	// be captured, by pktKey, with the rule that took them.
+	dupCopies map[string][]*installed
+	req       reqTrack // SYNs and request socks (requests.go)
 }
 
 // injected counts the crafted packets of one content sent and not yet
@@ -292,7 +295,7 @@ func (b *Backend) AddHost(name string, addr netip.Addr, profile string) error {
 	}
 	h := &host{name: name, profile: profileOr(profile), rawFd: -1, rawFd6: -1,
 		fds: map[tcp.FD]*ksock{}, bySk: map[uint64]*ksock{}, counters: map[string]int64{},
-		lastIn: map[[2]netip.AddrPort]lastIn{}}
+		lastIn: map[[2]netip.AddrPort]lastIn{}, dupCopies: map[string][]*installed{}}
 	if addr.Is4() {
 		h.addr = addr
 	} else {
@@ -577,7 +580,8 @@ func filterTrace(instance string, addrs, addrs6 []netip.Addr) error {
 			// address (LOOPBACK4_IPV6), the IPv4 one for an IPv4-mapped
 			// address, or 0: other processes' IPv4 traffic through
 			// dual-stack sockets stays out.
-			terms6 := append([]string{"saddr == 0x0600007f"}, terms...)
+			lo6 := [4]byte{127, 0, 0, 6}
+			terms6 := append([]string{fmt.Sprintf("saddr == %#x", binary.NativeEndian.Uint32(lo6[:]))}, terms...)
 			filter = "(" + filter + ") || family == 10 && (" + strings.Join(terms6, " || ") + ")"
 			break
 		}

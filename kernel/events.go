@@ -171,6 +171,17 @@ func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration
 			p.Lost = "no host has address " + seg.Dst.String()
 		}
 		e.Local, e.Remote = netip.AddrPortFrom(seg.Src, seg.SrcPort), netip.AddrPortFrom(seg.Dst, seg.DstPort)
+		if cs := h.dupCopies[key]; len(cs) > 0 {
+			// The copy of a packet a duplicate rule took (the capture
+			// may see it before the original): no rule sees it.
+			p.Verdict, p.Rule = trace.VerdictDup, cs[0].label
+			if h.dupCopies[key] = cs[1:]; len(cs) == 1 {
+				delete(h.dupCopies, key)
+			}
+		} else if r := b.outputDup(h, &seg); r != nil {
+			p.Verdict, p.Rule = trace.VerdictDup, r.label
+			h.dupCopies[key] = append(h.dupCopies[key], r)
+		}
 		if seg.Flags&(wire.SYN|wire.ACK|wire.RST) == wire.SYN|wire.ACK && !p.Crafted {
 			b.reqSYNACKSent(h, rk(e.Local, e.Remote), at)
 		}
@@ -252,6 +263,44 @@ func (b *Backend) inputVerdict(h *host, seg *wire.Segment) *installed {
 	return nil
 }
 
+// outputDup replays the host's output rules on one departing packet, to
+// tell whether a duplicate rule took it. The capture sees only what the
+// output rules let go, and a packet that got this far passed every rule
+// before the one that acts: their counts are not needed, the duplicate
+// rule's own are (numgen counts only the packets that reach it).
+func (b *Backend) outputDup(h *host, seg *wire.Segment) *installed {
+	var dups []int
+	for id, r := range b.rules {
+		if r.host == h && r.rule.Dir == trace.Out && r.rule.Action == sim.Duplicate {
+			dups = append(dups, id)
+		}
+	}
+	if len(dups) == 0 {
+		return nil
+	}
+	sort.Ints(dups)
+	for _, id := range dups {
+		r := b.rules[id]
+		if !r.rule.Matches(seg) {
+			continue
+		}
+		r.matched++
+		if r.matched <= r.rule.Skip {
+			continue
+		}
+		if r.rule.Count > 0 && r.acted >= r.rule.Count {
+			continue
+		}
+		if r.rule.Probability > 0 && r.rule.Probability < 1 {
+			b.warnOnce("prob", fmt.Sprintf("rule %s acts at random: nftables does not say which packets it took, so the trace marks none", r.label))
+			continue
+		}
+		r.acted++
+		return r
+	}
+	return nil
+}
+
 // listenerOn is the listener that takes a connection to local: of its
 // family, an AF_INET one first for IPv4, else a dual-stack AF_INET6 one
 // (an IPV6_V6ONLY one takes IPv6 only), as Linux's lookup scores them.
@@ -273,6 +322,18 @@ func (h *host) listenerOn(local netip.AddrPort) *ksock {
 	return dual
 }
 
+// v6onlyOf says whether s has IPV6_V6ONLY: set on it, or, for a request
+// or a connection a listener made, on its listener (as Linux copies it).
+func (h *host) v6onlyOf(s *ksock) bool {
+	if s.v6only {
+		return true
+	}
+	if p := h.sockByID(s.parent); p != nil && p.listener {
+		return p.v6only
+	}
+	return false
+}
+
 // stateEvent moves a socket to a new state and reports it.
 func (b *Backend) stateEvent(h *host, s *ksock, to string, at time.Duration, kind, cause string) {
 	from := s.state
@@ -286,9 +347,12 @@ func (b *Backend) stateEvent(h *host, s *ksock, to string, at time.Duration, kin
 	remote := s.remote
 	if s.listener && !remote.IsValid() {
 		remote = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		if s.v6 {
+			remote = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
+		}
 	}
 	b.emit(trace.Event{At: at, Host: h.name, Kind: trace.KindState, Sock: s.id, Parent: s.parent,
-		Local: s.local, Remote: remote, V6Only: s.v6only,
+		Local: s.local, Remote: remote, V6Only: h.v6onlyOf(s),
 		State: &trace.StateChange{From: from, To: to, CauseKind: kind, Cause: cause}})
 }
 
@@ -753,7 +817,7 @@ func (b *Backend) Snapshot(hostName string) ([]trace.Socket, error) {
 		x := trace.Socket{Host: h.name, FD: -1, State: stateName(d.State), Local: d.Local, Remote: d.Remote,
 			RecvQ: int(d.RecvQ), SendQ: int(d.SendQ), Retransmits: int(d.Retrans)}
 		if s != nil {
-			x.V6Only = s.v6only
+			x.V6Only = h.v6onlyOf(s)
 		}
 		x.Timer = d.TimerName()
 		if x.Timer != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -21,7 +22,19 @@ type firewall struct {
 	conn          *nftables.Conn
 	table         *nftables.Table
 	input, output *nftables.Chain
+	// dups: the ip and ip6 tables that copy marked packets, made with
+	// the first duplicate rule.
+	dups []*nftables.Table
 }
+
+// dupMark marks a packet that a duplicate rule took. nftables' dup
+// works only in tables of the ip and ip6 families, not in the lab's inet
+// table: there the rule marks the packet and accepts it (the first rule
+// that acts decides), and a chain of each family that runs after the
+// lab's copies marked packets to their destination. The copy carries the
+// mark too, and passes the lab's output chain untouched when it goes
+// through it in turn.
+const dupMark = 0x74636c64
 
 const nftTable = "tcplab"
 
@@ -55,9 +68,6 @@ func expressible(r *sim.Rule) error {
 		if r.Dir == trace.In {
 			return fmt.Errorf("rule %q duplicates incoming packets: nftables' dup sends the copy out of the host, so only `out` rules can duplicate", r.Summary())
 		}
-		if r.SrcAddr.IsValid() && r.SrcAddr.Addr().Is6() || r.DstAddr.IsValid() && r.DstAddr.Addr().Is6() {
-			return fmt.Errorf("rule %q duplicates IPv6 packets: the kernel backend duplicates IPv4 ones only so far", r.Summary())
-		}
 	}
 	return nil
 }
@@ -66,6 +76,11 @@ func expressible(r *sim.Rule) error {
 func (f *firewall) add(id int, r *sim.Rule) error {
 	if err := expressible(r); err != nil {
 		return err
+	}
+	if r.Action == sim.Duplicate {
+		if err := f.dupTables(); err != nil {
+			return fmt.Errorf("nftables rule %q: %w", r.Summary(), err)
+		}
 	}
 	chain := f.input
 	if r.Dir == trace.Out {
@@ -100,7 +115,42 @@ func (f *firewall) remove(id int, dir trace.Dir) error {
 	return fmt.Errorf("nftables rule %d not found", id)
 }
 
+// dupTables makes, once, what copies the packets duplicate rules mark.
+func (f *firewall) dupTables() error {
+	if f.dups != nil {
+		return nil
+	}
+	mark := binary.NativeEndian.AppendUint32(nil, dupMark)
+	isMarked := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mark},
+	}
+	f.conn.InsertRule(&nftables.Rule{Table: f.table, Chain: f.output,
+		Exprs: append(slices.Clone(isMarked), &expr.Verdict{Kind: expr.VerdictAccept})})
+	accept := nftables.ChainPolicyAccept
+	for _, fam := range []struct {
+		family   nftables.TableFamily
+		off, len uint32
+	}{{nftables.TableFamilyIPv4, 16, 4}, {nftables.TableFamilyIPv6, 24, 16}} {
+		t := f.conn.AddTable(&nftables.Table{Family: fam.family, Name: nftTable})
+		c := f.conn.AddChain(&nftables.Chain{Name: "dup", Table: t, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityFilter + 1), Policy: &accept})
+		f.conn.AddRule(&nftables.Rule{Table: t, Chain: c, Exprs: append(slices.Clone(isMarked),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: fam.off, Len: fam.len},
+			&expr.Dup{RegAddr: 1})})
+		f.dups = append(f.dups, t)
+	}
+	if err := f.conn.Flush(); err != nil {
+		f.dups = nil
+		return err
+	}
+	return nil
+}
+
 func (f *firewall) close() error {
+	for _, t := range f.dups {
+		f.conn.DelTable(t)
+	}
 	f.conn.DelTable(f.table)
 	err := f.conn.Flush()
 	f.conn.CloseLasting()
@@ -119,8 +169,7 @@ func ruleExprs(r *sim.Rule) []expr.Any {
 	case v6:
 		ex = append(ex, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV6}})
-	case r.SrcAddr.IsValid() || r.DstAddr.IsValid() || r.Action == sim.Duplicate:
-		// (A duplicate's copy goes to the IPv4 destination it reads.)
+	case r.SrcAddr.IsValid() || r.DstAddr.IsValid():
 		ex = append(ex, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.NFPROTO_IPV4}})
 	}
@@ -201,11 +250,11 @@ func ruleExprs(r *sim.Rule) []expr.Any {
 	case sim.Reject:
 		ex = append(ex, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
 	case sim.Duplicate:
-		// Copy the packet to its own destination through the routing
-		// table; the original goes on as well.
+		// Mark the packet for the dup tables (see dupMark), and let it go.
 		ex = append(ex,
-			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-			&expr.Dup{RegAddr: 1, IsRegDevSet: false})
+			&expr.Immediate{Register: 1, Data: binary.NativeEndian.AppendUint32(nil, dupMark)},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+			&expr.Verdict{Kind: expr.VerdictAccept})
 	}
 	return ex
 }

@@ -3,6 +3,8 @@ package kernel_test
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,8 @@ import (
 // "listen 80; listen [::]:80 ipv6only=on" do. Two IPv6 clients and one
 // IPv4 client leave requests in the SYN queue (their SYN-ACKs are
 // dropped): each listener shows its own, on the simulator and on Linux.
+// The requests' state changes carry their listener's IPV6_V6ONLY, and the
+// AF_INET6 listener's peer is [::]:0, on both backends alike.
 func TestListenersSharingAPortKeepTheirOwnQueues(t *testing.T) {
 	src := `host client 10.0.0.1 fd00::1
 host server 10.0.0.2 fd00::2
@@ -34,8 +38,9 @@ expect client: c state SYN_SENT
 	if err != nil {
 		t.Fatal(err)
 	}
-	queues := func(b scenario.Backend) string {
-		res, err := scenario.Run(sc, b, scenario.Options{Sink: func(trace.Event) {}, At: []time.Duration{200 * time.Millisecond}})
+	queues := func(b scenario.Backend) (string, []string) {
+		var rec trace.Recorder
+		res, err := scenario.Run(sc, b, scenario.Options{Sink: rec.Sink(), At: []time.Duration{200 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,10 +58,18 @@ expect client: c state SYN_SENT
 				}
 			}
 		}
-		return got
+		var states []string
+		for _, e := range rec.Events {
+			if e.Kind == trace.KindState && e.Host == "server" {
+				states = append(states, fmt.Sprintf("%s->%s local %v remote %v v6only=%v", e.State.From, e.State.To, e.Local, e.Remote.Addr(), e.V6Only))
+			}
+		}
+		slices.Sort(states)
+		return got, states
 	}
 	want := "[::]:80 v6only=true syn_queue=2; 0.0.0.0:80 v6only=false syn_queue=1; "
-	if got := queues(scenario.NewSim(1)); got != want {
+	got, simStates := queues(scenario.NewSim(1))
+	if got != want {
 		t.Errorf("simulator: %s, want %s", got, want)
 	}
 	if err := kernel.Check(); err != nil {
@@ -71,7 +84,11 @@ expect client: c state SYN_SENT
 			t.Errorf("close: %v", err)
 		}
 	}()
-	if got := queues(b); got != want {
+	got, kernelStates := queues(b)
+	if got != want {
 		t.Errorf("kernel: %s, want %s", got, want)
+	}
+	if !slices.Equal(simStates, kernelStates) {
+		t.Errorf("the server's state changes differ:\nsimulator:\n  %s\nkernel:\n  %s", strings.Join(simStates, "\n  "), strings.Join(kernelStates, "\n  "))
 	}
 }

@@ -668,8 +668,9 @@ func (b *Backend) reqByQueue(h *host, look *reqLook, x *reqSYN) reqClass {
 			prev = l
 		}
 	}
-	// The SYNs since prev must all be at hand (reqTrim keeps 3 s).
-	if prev == nil || x.at-prev.at > 2*time.Second {
+	// The SYNs since prev must all be at hand (reqTrim keeps 3 s), and
+	// the port's listeners the same in both looks (so the queues are).
+	if prev == nil || x.at-prev.at > 2*time.Second || prev.v4ports[q.port] != look.v4ports[q.port] {
 		return reqOpen
 	}
 	// At most: what the earlier look listed, plus one per SYN since.
