@@ -69,8 +69,10 @@ type Backend struct {
 	// it removes the lab.
 	building bool
 
-	rules    map[int]*installed
-	nextRule int
+	rules map[int]*installed
+	// linkDelay is the lab link's one-way delay.
+	linkDelay time.Duration
+	nextRule  int
 
 	raw      []rawItem // observations not yet turned into events
 	pend     []trace.Event
@@ -149,13 +151,15 @@ type host struct {
 	rawFd6        int
 	netstat, snmp *os.File
 	procBuf       []byte // reused for every read of netstat and snmp
-	// inBase and inOwed: the host's Ip InReceives before the first packet
-	// injected toward it since its last call, and how many were. A call
-	// on the host waits for them to arrive (they cross the lab's link in
-	// a goroutine of tcplab's, which a busy machine may delay).
-	// (Index 0 IPv4, 1 IPv6.)
-	inBase, inOwed [2]int64
-	snmp6          *os.File
+	// inBase and inOwed: the host's count of packets taken in (see
+	// inReceives) before the packets injected toward it and not yet
+	// waited for, and when each of those is due to arrive (sent, plus the
+	// link's delay). A call on the host waits for the ones due by then
+	// (they cross the lab's link in a goroutine of tcplab's, which a busy
+	// machine may delay). (Index 0 IPv4, 1 IPv6.)
+	inBase [2]int64
+	inOwed [2][]time.Duration
+	snmp6  *os.File
 
 	fds      map[tcp.FD]*ksock
 	socks    []*ksock
@@ -464,6 +468,7 @@ func (b *Backend) start() error {
 			delay = 0 // a peer is attached directly, as a tun device
 		}
 	}
+	b.linkDelay = delay
 	if b.lab, err = newLab(names, addrs, addrs6, peers, delay); err != nil {
 		return err
 	}

@@ -641,7 +641,7 @@ func (b *Backend) sendDue() {
 			to = &unix.SockaddrInet4{Addr: in.seg.Dst.As4()}
 		}
 		rx := b.hostByAddr(in.seg.Dst)
-		if rx != nil && rx.inOwed[fam] == 0 {
+		if rx != nil && len(rx.inOwed[fam]) == 0 {
 			if v, ok := b.inReceives(rx, fam); ok {
 				rx.inBase[fam] = v
 			} else {
@@ -660,7 +660,7 @@ func (b *Backend) sendDue() {
 			}
 			b.emitAt(b.Now(), trace.Event{Host: in.h.name, Kind: trace.KindNote, Note: "injection failed: " + err.Error()})
 		} else if rx != nil {
-			rx.inOwed[fam]++
+			rx.inOwed[fam] = append(rx.inOwed[fam], now+b.linkDelay)
 		}
 	}
 }
@@ -720,23 +720,35 @@ func (b *Backend) inReceives(h *host, fam int) (int64, bool) {
 // its host to arrive; one lost on the way costs a call this much once.
 const injectWait = 100 * time.Millisecond
 
-// awaitInjected waits until the packets injected toward h have reached
-// its IP layer (the script means the call to follow them), for at most
-// injectWait. TCP handles a packet in the softirq that took it in.
+// awaitInjected waits until the packets injected toward h that are due
+// by now (sent a link delay ago) have reached its IP layer, for at most
+// injectWait: the script means the call to follow them, as in the
+// simulator, where a packet arrives a link delay after it was sent. TCP
+// handles a packet in the softirq that took it in.
 func (b *Backend) awaitInjected(h *host) {
 	deadline := time.Now().Add(injectWait)
+	now := b.Now()
 	for fam := range h.inOwed {
-		if h.inOwed[fam] == 0 {
+		owed := h.inOwed[fam]
+		n := 0
+		for n < len(owed) && owed[n] <= now {
+			n++
+		}
+		if n == 0 {
 			continue
 		}
-		want := h.inBase[fam] + h.inOwed[fam]
-		h.inOwed[fam] = 0
+		h.inOwed[fam] = owed[:copy(owed, owed[n:])]
+		want := h.inBase[fam] + int64(n)
+		h.inBase[fam] = want
 		for {
 			v, ok := b.inReceives(h, fam)
 			if !ok || v >= want {
 				break
 			}
 			if time.Now().After(deadline) {
+				// Count on from what arrived: a lost packet is waited
+				// for once.
+				h.inBase[fam] = v
 				b.emitAt(b.Now(), trace.Event{Host: h.name, Kind: trace.KindNote,
 					Note: fmt.Sprintf("%d injected packets had not arrived after %v: the call goes on", want-v, injectWait)})
 				break
