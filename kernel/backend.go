@@ -133,6 +133,23 @@ type installed struct {
 	host           *host
 	label          string
 	matched, acted int
+	// The rule took effect when its nftables transaction committed,
+	// between addStart and from on the run's clock, and ceased between
+	// remStart and until (0 while it is in force).
+	addStart, from  time.Duration
+	remStart, until time.Duration
+}
+
+// force says whether the rule acted on packets captured at time at: yes,
+// no, or maybe (while its addition or removal was being committed).
+func (r *installed) force(at time.Duration) (in, maybe bool) {
+	switch {
+	case at < r.addStart || r.until != 0 && at >= r.until:
+		return false, false
+	case at < r.from || r.until != 0 && at >= r.remStart:
+		return false, true
+	}
+	return true, false
 }
 
 // host is one scenario host on the kernel.
@@ -172,7 +189,7 @@ type host struct {
 	lastIn   map[[2]netip.AddrPort]lastIn
 	// dupCopies: packets a duplicate rule took whose copy is still to
 	// be captured, by pktKey, with the rule that took them.
-	dupCopies map[string][]*installed
+	dupCopies map[string][]dupCopy
 	req       reqTrack // SYNs and request socks (requests.go)
 }
 
@@ -299,7 +316,7 @@ func (b *Backend) AddHost(name string, addr netip.Addr, profile string) error {
 	}
 	h := &host{name: name, profile: profileOr(profile), rawFd: -1, rawFd6: -1,
 		fds: map[tcp.FD]*ksock{}, bySk: map[uint64]*ksock{}, counters: map[string]int64{},
-		lastIn: map[[2]netip.AddrPort]lastIn{}, dupCopies: map[string][]*installed{}}
+		lastIn: map[[2]netip.AddrPort]lastIn{}, dupCopies: map[string][]dupCopy{}}
 	if addr.Is4() {
 		h.addr = addr
 	} else {
@@ -792,12 +809,16 @@ func (b *Backend) AddRule(r sim.Rule) (int, error) {
 	if err := b.start(); err != nil {
 		return 0, err
 	}
+	// The packets captured so far met the rules without this one: the
+	// replay of the rules (input verdicts, duplicates) must see them so.
+	b.flushUpTo(b.Now())
 	b.nextRule++
 	id := b.nextRule
+	start := b.Now()
 	if err := h.fw.add(id, &r); err != nil {
 		return 0, err
 	}
-	in := &installed{rule: r, host: h, label: r.Label}
+	in := &installed{rule: r, host: h, label: r.Label, addStart: start, from: b.Now()}
 	if in.label == "" {
 		in.label = fmt.Sprintf("#%d %s", id, r.Summary())
 	}
@@ -809,13 +830,17 @@ func (b *Backend) AddRule(r sim.Rule) (int, error) {
 
 func (b *Backend) RemoveRule(id int) error {
 	in := b.rules[id]
-	if in == nil {
+	if in == nil || in.until != 0 {
 		return fmt.Errorf("no rule %d", id)
 	}
+	b.flushUpTo(b.Now()) // what was captured so far met the rule
+	in.remStart = b.Now()
 	if err := in.host.fw.remove(id, in.rule.Dir); err != nil {
 		return err
 	}
-	delete(b.rules, id)
+	// Kept, out of force, for the packets captured before its removal
+	// and read after it.
+	in.until = b.Now()
 	b.flushUpTo(b.Now())
 	b.emitNow(trace.Event{Host: in.host.name, Kind: trace.KindRule, Rule: &trace.RuleChange{ID: id, Added: false, Summary: in.rule.Summary()}})
 	return nil

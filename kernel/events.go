@@ -120,7 +120,7 @@ func (b *Backend) emitAt(at time.Duration, e trace.Event) {
 	b.emit(e)
 }
 
-func (b *Backend) process(it *rawItem, _ []rawItem) {
+func (b *Backend) process(it *rawItem, rest []rawItem) {
 	b.reqDue(it.at)
 	switch {
 	case it.pkt != nil:
@@ -128,7 +128,7 @@ func (b *Backend) process(it *rawItem, _ []rawItem) {
 		if err != nil {
 			return // not TCP
 		}
-		b.onPacket(it.h, it.pkt.out, seg, it.at)
+		b.onPacket(it.h, it.pkt.out, seg, it.at, rest)
 	case it.st != nil:
 		b.onTrace(it.st, it.at)
 	case it.done != nil:
@@ -150,7 +150,7 @@ func (b *Backend) hostByAddr(a netip.Addr) *host {
 // packet's departure, and the verdict of the host's input rules, which
 // the backend replays on the captured stream (nftables counts, but does
 // not say which packet it dropped).
-func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration) {
+func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration, rest []rawItem) {
 	p := &trace.Packet{Segment: seg, Verdict: trace.VerdictPass, OnWire: true}
 	key := pktKey(&seg)
 	e := trace.Event{At: at, Host: h.name, Kind: trace.KindPacket, Packet: p}
@@ -159,30 +159,32 @@ func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration
 		b.nextPkt++
 		p.ID = b.nextPkt
 		b.sent = append(b.sent, &sentPkt{key: key, id: p.ID, at: at})
-		if in := b.injected[key]; in.n > 0 {
-			if in.n--; in.n == 0 {
-				delete(b.injected, key)
-			} else {
-				b.injected[key] = in
+		e.Local, e.Remote = netip.AddrPortFrom(seg.Src, seg.SrcPort), netip.AddrPortFrom(seg.Dst, seg.DstPort)
+		d, twin := h.takeDupCopy(key, at)
+		if twin {
+			// The second of a packet a duplicate rule took and its copy
+			// (the capture sees the copy first: nf_dup sends it from
+			// inside the hook): no rule sees it, and it is what the first
+			// was.
+			p.Verdict, p.Rule, p.Crafted = trace.VerdictDup, d.rule.label, d.crafted
+		} else {
+			if in := b.injected[key]; in.n > 0 {
+				if in.n--; in.n == 0 {
+					delete(b.injected, key)
+				} else {
+					b.injected[key] = in
+				}
+				p.Crafted = true
 			}
-			p.Crafted = true
+			if r := b.outputDup(h, &seg, at, rest); r != nil {
+				p.Verdict, p.Rule = trace.VerdictDup, r.label
+				h.dupCopies[key] = append(h.dupCopies[key], dupCopy{rule: r, at: at, crafted: p.Crafted})
+			}
 		}
 		if b.hostByAddr(seg.Dst) == nil {
 			p.Lost = "no host has address " + seg.Dst.String()
 		}
-		e.Local, e.Remote = netip.AddrPortFrom(seg.Src, seg.SrcPort), netip.AddrPortFrom(seg.Dst, seg.DstPort)
-		if cs := h.dupCopies[key]; len(cs) > 0 {
-			// The copy of a packet a duplicate rule took (the capture
-			// may see it before the original): no rule sees it.
-			p.Verdict, p.Rule = trace.VerdictDup, cs[0].label
-			if h.dupCopies[key] = cs[1:]; len(cs) == 1 {
-				delete(h.dupCopies, key)
-			}
-		} else if r := b.outputDup(h, &seg); r != nil {
-			p.Verdict, p.Rule = trace.VerdictDup, r.label
-			h.dupCopies[key] = append(h.dupCopies[key], r)
-		}
-		if seg.Flags&(wire.SYN|wire.ACK|wire.RST) == wire.SYN|wire.ACK && !p.Crafted {
+		if seg.Flags&(wire.SYN|wire.ACK|wire.RST) == wire.SYN|wire.ACK && !p.Crafted && !twin {
 			b.reqSYNACKSent(h, rk(e.Local, e.Remote), at)
 		}
 	} else {
@@ -199,7 +201,7 @@ func (b *Backend) onPacket(h *host, out bool, seg wire.Segment, at time.Duration
 			p.ID = b.nextPkt
 		}
 		e.Local, e.Remote = netip.AddrPortFrom(seg.Dst, seg.DstPort), netip.AddrPortFrom(seg.Src, seg.SrcPort)
-		if r := b.inputVerdict(h, &seg); r != nil {
+		if r := b.inputVerdict(h, &seg, at); r != nil {
 			p.Verdict, p.Rule = r.rule.Action.String(), r.label
 		} else {
 			h.lastIn[inKey(e.Local, e.Remote)] = lastIn{at: at, flags: seg.Flags}
@@ -230,10 +232,10 @@ func (b *Backend) reqPacket(h *host, p *trace.Packet, seg *wire.Segment, k reqKe
 
 // inputVerdict replays the host's input rules, in the order nftables
 // has them, on one arriving packet.
-func (b *Backend) inputVerdict(h *host, seg *wire.Segment) *installed {
+func (b *Backend) inputVerdict(h *host, seg *wire.Segment, at time.Duration) *installed {
 	ids := make([]int, 0, len(b.rules))
 	for id, r := range b.rules {
-		if r.host == h && r.rule.Dir == trace.In {
+		if in, _ := r.force(at); r.host == h && r.rule.Dir == trace.In && in {
 			ids = append(ids, id)
 		}
 	}
@@ -263,15 +265,75 @@ func (b *Backend) inputVerdict(h *host, seg *wire.Segment) *installed {
 	return nil
 }
 
+// twinWindow bounds how soon after a duplicated packet its twin is
+// captured (microseconds apart in practice).
+const twinWindow = 5 * time.Millisecond
+
+// hasTwin says whether the capture shows, within twinWindow after a
+// departing packet, another one like it from the same host.
+func hasTwin(h *host, seg *wire.Segment, at time.Duration, rest []rawItem) bool {
+	key := pktKey(seg)
+	for i := range rest {
+		it := &rest[i]
+		if it.at-at > twinWindow {
+			break
+		}
+		if it.pkt == nil || it.h != h || !it.pkt.out {
+			continue
+		}
+		if s, err := wire.Parse(it.pkt.data); err == nil && pktKey(&s) == key {
+			return true
+		}
+	}
+	return false
+}
+
+// dupCopy is a departing packet a duplicate rule took, whose copy (or
+// original) the capture has still to show.
+type dupCopy struct {
+	rule    *installed
+	at      time.Duration
+	crafted bool
+}
+
+// dupWindow bounds how long after a duplicated packet its twin may be
+// captured: nf_dup sends the copy within the same hook.
+const dupWindow = 50 * time.Millisecond
+
+// takeDupCopy takes the duplicated packet with this key captured within
+// dupWindow before at, if there is one, forgetting older ones.
+func (h *host) takeDupCopy(key string, at time.Duration) (dupCopy, bool) {
+	cs := h.dupCopies[key]
+	for len(cs) > 0 && at-cs[0].at > dupWindow {
+		cs = cs[1:]
+	}
+	if len(cs) == 0 {
+		delete(h.dupCopies, key)
+		return dupCopy{}, false
+	}
+	d := cs[0]
+	if cs = cs[1:]; len(cs) == 0 {
+		delete(h.dupCopies, key)
+	} else {
+		h.dupCopies[key] = cs
+	}
+	return d, true
+}
+
 // outputDup replays the host's output rules on one departing packet, to
 // tell whether a duplicate rule took it. The capture sees only what the
 // output rules let go, and a packet that got this far passed every rule
 // before the one that acts: their counts are not needed, the duplicate
 // rule's own are (numgen counts only the packets that reach it).
-func (b *Backend) outputDup(h *host, seg *wire.Segment) *installed {
+//
+// A packet captured while a duplicate rule's addition or removal was
+// being committed may or may not have met it: the rule took it if the
+// capture shows its twin right after it (in rest, the packets captured
+// after it in this flush).
+func (b *Backend) outputDup(h *host, seg *wire.Segment, at time.Duration, rest []rawItem) *installed {
 	var dups []int
 	for id, r := range b.rules {
-		if r.host == h && r.rule.Dir == trace.Out && r.rule.Action == sim.Duplicate {
+		if in, maybe := r.force(at); r.host == h && r.rule.Dir == trace.Out && r.rule.Action == sim.Duplicate && (in || maybe) {
 			dups = append(dups, id)
 		}
 	}
@@ -284,6 +346,9 @@ func (b *Backend) outputDup(h *host, seg *wire.Segment) *installed {
 		if !r.rule.Matches(seg) {
 			continue
 		}
+		if _, maybe := r.force(at); maybe && !hasTwin(h, seg, at, rest) {
+			continue // it was not in force yet, or no longer
+		}
 		r.matched++
 		if r.matched <= r.rule.Skip {
 			continue
@@ -292,8 +357,10 @@ func (b *Backend) outputDup(h *host, seg *wire.Segment) *installed {
 			continue
 		}
 		if r.rule.Probability > 0 && r.rule.Probability < 1 {
+			// Whether it took the packet, and so whether the rules after
+			// it saw it, is unknown: stop here.
 			b.warnOnce("prob", fmt.Sprintf("rule %s acts at random: nftables does not say which packets it took, so the trace marks none", r.label))
-			continue
+			return nil
 		}
 		r.acted++
 		return r
@@ -660,7 +727,9 @@ func (b *Backend) sendDue() {
 			}
 			b.emitAt(b.Now(), trace.Event{Host: in.h.name, Kind: trace.KindNote, Note: "injection failed: " + err.Error()})
 		} else if rx != nil {
-			rx.inOwed[fam] = append(rx.inOwed[fam], now+b.linkDelay)
+			// Due a link delay after it was meant to leave (the harness
+			// may send it late; the simulator would have sent it then).
+			rx.inOwed[fam] = append(rx.inOwed[fam], in.at+b.linkDelay)
 		}
 	}
 }
@@ -724,7 +793,11 @@ const injectWait = 100 * time.Millisecond
 // by now (sent a link delay ago) have reached its IP layer, for at most
 // injectWait: the script means the call to follow them, as in the
 // simulator, where a packet arrives a link delay after it was sent. TCP
-// handles a packet in the softirq that took it in.
+// handles a packet in the softirq that took it in. The count is the
+// host's, not the injected packets' own: other packets the host takes in
+// meanwhile can end a wait early (most likely when injections not yet due
+// stay owed across calls, so that the base is not read again), which
+// leaves the call as exposed to a late link as it was without the wait.
 func (b *Backend) awaitInjected(h *host) {
 	deadline := time.Now().Add(injectWait)
 	now := b.Now()

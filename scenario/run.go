@@ -1091,7 +1091,10 @@ func (r *runner) inject(host string, in *InjectStep) error {
 	if seg.Flags&wire.ACK == 0 && !in.Ack.Set {
 		seg.Ack = 0
 	}
-	now := r.b.Now()
+	// The segments are due at the step's time on the script's clock: a
+	// late harness sends the overdue ones at once, and the backend knows
+	// when each should arrive.
+	now := min(r.b.Now(), r.due)
 	r.injects = append(r.injects, injectLoad{pos: r.step.Pos, count: in.Count, last: now + time.Duration(in.Count-1)*in.Every})
 	// The i-th segment comes from the first's source port plus i, so
 	// that each is a connection of its own (a spoofed SYN flood).

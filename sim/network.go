@@ -673,9 +673,6 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool, r *Rule) {
 	} else {
 		n.emitPacket(h, ev(trace.VerdictPass, true))
 	}
-	if dst == nil {
-		return
-	}
 	at := n.now + delay + extra
 	for i := 0; i < copies; i++ {
 		pid := id
@@ -683,11 +680,17 @@ func (n *Network) sendFrom(h *Host, seg wire.Segment, crafted bool, r *Rule) {
 			n.pktID++
 			pid = n.pktID
 			if n.recording() {
-				n.emitPacket(h, n.pkts.new(trace.Packet{ID: pid, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictDup,
-					OnWire: true, Crafted: crafted, Rule: r.name()}))
+				p := n.pkts.new(trace.Packet{ID: pid, Dir: trace.Out, Segment: seg, Verdict: trace.VerdictDup,
+					OnWire: true, Crafted: crafted, Rule: r.name()})
+				if dst == nil {
+					p.Lost = "no host has address " + seg.Dst.String()
+				}
+				n.emitPacket(h, p)
 			}
 		}
-		n.push(item{at: at, kind: itemArrive, host: dst, seg: seg, pktID: pid, crafted: crafted})
+		if dst != nil {
+			n.push(item{at: at, kind: itemArrive, host: dst, seg: seg, pktID: pid, crafted: crafted})
+		}
 	}
 }
 
