@@ -803,10 +803,7 @@ func (b *Backend) awaitInjected(h *host) {
 	now := b.Now()
 	for fam := range h.inOwed {
 		owed := h.inOwed[fam]
-		n := 0
-		for n < len(owed) && owed[n] <= now {
-			n++
-		}
+		n := dueBy(owed, now)
 		if n == 0 {
 			continue
 		}
@@ -829,6 +826,16 @@ func (b *Backend) awaitInjected(h *host) {
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
+}
+
+// dueBy counts the injected packets, owed in the order they are due,
+// that are due by now.
+func dueBy(owed []time.Duration, now time.Duration) int {
+	n := 0
+	for n < len(owed) && owed[n] <= now {
+		n++
+	}
+	return n
 }
 
 // RunUntil lets real time pass until t, looking at the kernel every tick;

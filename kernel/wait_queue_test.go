@@ -3,6 +3,7 @@ package kernel
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/tcplab/tcplab/inspect"
 )
@@ -37,5 +38,23 @@ func TestQueueOf(t *testing.T) {
 	}
 	if listenerQueue(ap("0.0.0.0:80")) == listenerQueue(ap("[::]:80")) {
 		t.Error("two listeners of one port share a queue")
+	}
+}
+
+// A call waits for the injected packets due by its time (sent a link
+// delay earlier), not for those still on their way.
+func TestDueBy(t *testing.T) {
+	ms := time.Millisecond
+	owed := []time.Duration{10 * ms, 11 * ms, 11 * ms, 15 * ms}
+	for _, c := range []struct {
+		now  time.Duration
+		want int
+	}{{9 * ms, 0}, {10 * ms, 1}, {11 * ms, 3}, {14 * ms, 3}, {15 * ms, 4}, {time.Hour, 4}} {
+		if got := dueBy(owed, c.now); got != c.want {
+			t.Errorf("at %v: %d due, want %d", c.now, got, c.want)
+		}
+	}
+	if dueBy(nil, time.Hour) != 0 {
+		t.Error("nothing owed, something due")
 	}
 }
